@@ -1,0 +1,172 @@
+"""Settings: embedded defaults, overridden by a TOML file, overridden by MEDIASRV_* environment variables.
+
+Every key of `Settings` maps to `MEDIASRV_<KEY>` (upper case), e.g. `MEDIASRV_API_SECRET`,
+`MEDIASRV_DATA_DIR`, `MEDIASRV_MEDIA_ANNOUNCED_ADDRESSES=127.0.0.1,10.0.0.5`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "MEDIASRV_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Path = Path("data")
+    # HS256 secret for access tokens; generated into <data_dir>/api_secret when empty.
+    api_secret: str = ""
+    # Development mode: the demo page may mint tokens itself. Never enable in production.
+    dev_mode: bool = False
+    # Addresses the media plane binds (ICE host candidates) and announces in SDP.
+    media_bind_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
+    media_announced_addresses: list[str] = field(default_factory=list)
+    # Bitrate the server tells publishers they may use (REMB), bits per second.
+    max_video_bitrate: int = 2_500_000
+    # A participant whose media connection is gone this long is removed.
+    peer_disconnect_timeout_s: float = 10.0
+    # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
+    max_signaling_body_bytes: int = 64 * 1024
+    default_token_ttl_s: int = 3600
+    max_token_ttl_s: int = 24 * 3600
+    log_level: str = "INFO"
+    # Encryption key for stored patient data (base64, 32 bytes); generated into the data dir when empty.
+    storage_key: str = ""
+    retention_days: int = 30
+    max_upload_bytes: int = 2 * 1024**3
+    upload_expiry_s: int = 24 * 3600
+    # Vitals alert thresholds (reading key -> [low, high]; either end may be null).
+    vitals_thresholds: dict[str, list[float | None]] = field(
+        default_factory=lambda: {"spo2_pct": [90.0, None], "heart_rate_bpm": [40.0, 130.0]}
+    )
+
+    @property
+    def announced_addresses(self) -> list[str]:
+        return self.media_announced_addresses or self.media_bind_addresses
+
+
+def _coerce(name: str, typ: typing.Any, value: typing.Any) -> typing.Any:
+    origin = typing.get_origin(typ)
+    try:
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            if not isinstance(value, str):
+                raise ValueError(value)
+            return value
+        if typ is Path:
+            return Path(value)
+        if origin is list:
+            if isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list):
+                raise ValueError(value)
+            (inner,) = typing.get_args(typ)
+            return [_coerce(name, inner, v) for v in value]
+        if origin is dict:
+            if isinstance(value, str):
+                import json
+
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError(value)
+            return value
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} as {typ}") from exc
+    return value
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    env: typing.Mapping[str, str] | None = None,
+    **overrides: typing.Any,
+) -> Settings:
+    """Defaults < TOML file < environment < explicit overrides (command-line flags)."""
+    env = os.environ if env is None else env
+    hints = typing.get_type_hints(Settings)
+    values: dict[str, typing.Any] = {}
+    if config_file is None and env.get(ENV_PREFIX + "CONFIG"):
+        config_file = env[ENV_PREFIX + "CONFIG"]
+    if config_file is not None:
+        try:
+            data = tomllib.loads(Path(config_file).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"config file {config_file}: {exc}") from exc
+        section = data.get("mediasrv", data)
+        for key, value in section.items():
+            if key not in hints:
+                raise ConfigError(f"config file {config_file}: unknown setting {key!r}")
+            values[key] = _coerce(key, hints[key], value)
+    for f in dataclasses.fields(Settings):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is not None:
+            values[f.name] = _coerce(f.name, hints[f.name], raw)
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = _coerce(key, hints[key], value)
+    settings = Settings(**values)
+    if settings.port < 0 or settings.port > 65535:
+        raise ConfigError(f"setting 'port': {settings.port} is not a TCP port")
+    return settings
+
+
+def _secret_file(path: Path, make: typing.Callable[[], str]) -> tuple[str, bool]:
+    """Read a secret from `path`, or create it with mode 0600. Returns (secret, created)."""
+    if path.exists():
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        secret = make()
+        fh.write(secret + "\n")
+    return secret, True
+
+
+def prepare_data_dir(settings: Settings) -> list[str]:
+    """Create the data directory and fill in generated secrets. Returns messages for the operator."""
+    notes: list[str] = []
+    settings.data_dir = settings.data_dir.resolve()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.data_dir, 0o700)
+    if not settings.api_secret:
+        path = settings.data_dir / "api_secret"
+        settings.api_secret, created = _secret_file(path, lambda: secrets.token_urlsafe(48))
+        notes.append(
+            f"{'generated' if created else 'using'} API secret in {path} (mode 0600); "
+            "set MEDIASRV_API_SECRET to use your own"
+        )
+    if not settings.storage_key:
+        import base64
+
+        path = settings.data_dir / "storage_key"
+        settings.storage_key, created = _secret_file(
+            path, lambda: base64.b64encode(secrets.token_bytes(32)).decode()
+        )
+        if created:
+            notes.append(f"generated storage encryption key in {path} (mode 0600)")
+    return notes

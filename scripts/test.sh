@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One command for the whole test suite: set up (incl. chromium, redis), lint, cargo test, then pytest.
+# Media and browser tests run inside a private network namespace (`unshare -n`): loopback only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MEDIASRV_BOOTSTRAP_TEST=1 scripts/bootstrap.sh
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-"$HOME/.cache/mediasrv/cargo-target"}
+PATH="$(pwd)/.venv/bin:$PATH"
+
+echo "== ruff"
+ruff check mediasrv control loadtest tests
+
+echo "== cargo test"
+(cd native && cargo test --quiet 2>&1 | tail -n 40)
+
+echo "== pytest (inside unshare -n)"
+# `ip link set lo up` because a new network namespace starts with loopback down.
+exec unshare -n -- bash -c 'ip link set lo up && exec python -m pytest "$@"' pytest "$@"
