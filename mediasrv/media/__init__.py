@@ -1,0 +1,1 @@
+"""Media handling outside the live path: probing and thumbnailing of stored recordings."""
