@@ -1,0 +1,56 @@
+"""The aiohttp application: routes, middlewares, and the lifecycle of rooms and storage."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from . import keys
+from .config import Settings
+from .httputil import error_middleware
+from .metrics import setup_metrics
+from .sfu.rooms import RoomManager
+from .signaling import demo, roomws, whip
+from .store import Database
+from .store.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness for load balancers: unauthenticated, so it says nothing about visits."""
+    return web.json_response({"status": "ok"})
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the application. `settings.data_dir` must exist and secrets be filled in."""
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=settings.max_signaling_body_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.DB] = Database(settings.data_dir / "mediasrv.sqlite3")
+    app[keys.AUDIT] = AuditLog(app[keys.DB])
+    app[keys.ROOMS] = RoomManager(settings, app[keys.AUDIT])
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await app[keys.DB].open()
+        await app[keys.ROOMS].start()
+        yield
+        await app[keys.ROOMS].shutdown()
+        await app[keys.DB].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_get("/healthz", healthz)
+    setup_metrics(app)
+    whip.setup_routes(app)
+    roomws.setup_routes(app)
+    demo.setup_routes(app)
+    try:
+        from control import setup_control_api
+    except ImportError:  # the control API package is optional during early development
+        log.debug("control API not installed")
+    else:
+        setup_control_api(app)
+    return app

@@ -1,0 +1,111 @@
+"""Command line: `mediasrv serve` and `mediasrv token`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from . import __version__
+from .auth import ROLES, mint_token
+from .config import ConfigError, Settings, load_settings, prepare_data_dir
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        args.config,
+        host=getattr(args, "host", None),
+        port=getattr(args, "port", None),
+        data_dir=args.data_dir,
+        dev_mode=True if getattr(args, "dev", False) else None,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvloop
+    from aiohttp import web
+
+    from .app import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for note in prepare_data_dir(settings):
+        print(f"mediasrv: {note}", flush=True)
+    app = create_app(settings)
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        f"mediasrv {__version__} listening on {base} (data in {settings.data_dir})\n"
+        f"  media addresses: {', '.join(settings.announced_addresses)}\n"
+        f"  health: {base}/healthz   metrics: {base}/metrics   demo: {base}/demo"
+        f"{'' if settings.dev_mode else ' (needs --dev to mint tokens in the page)'}\n"
+        f"  get a token:  .venv/bin/mediasrv token --data-dir {settings.data_dir} "
+        "--room visit1 --identity dr-lee --role clinician",
+        flush=True,
+    )
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    prepare_data_dir(settings)
+    ttl = args.ttl if args.ttl is not None else settings.default_token_ttl_s
+    try:
+        print(
+            mint_token(
+                settings.api_secret,
+                identity=args.identity,
+                role=args.role,
+                room=args.room,
+                name=args.name,
+                ttl_s=ttl,
+            )
+        )
+    except ValueError as exc:
+        print(f"mediasrv token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mediasrv", description="telehealth media server")
+    p.add_argument("--version", action="version", version=__version__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", help="TOML settings file (also MEDIASRV_CONFIG)")
+        sp.add_argument("--data-dir", help="data directory (default ./data; MEDIASRV_DATA_DIR)")
+
+    serve = sub.add_parser("serve", help="run the server")
+    common(serve)
+    serve.add_argument("--host", help="HTTP listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    serve.add_argument("--dev", action="store_true", help="development mode: demo page mints tokens")
+    serve.set_defaults(fn=cmd_serve)
+
+    token = sub.add_parser("token", help="print an access token")
+    common(token)
+    token.add_argument("--room", help="room (omit for admin and messaging tokens)")
+    token.add_argument("--identity", required=True, help="participant identity (sub)")
+    token.add_argument("--role", required=True, choices=sorted(ROLES))
+    token.add_argument("--name", help="display name")
+    token.add_argument("--ttl", type=int, help="lifetime in seconds")
+    token.set_defaults(fn=cmd_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"mediasrv: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"use strict";
+// Demo page logic. Tests drive the same page: window.demo exposes the room client.
+(function () {
+  const $ = (sel) => document.querySelector(sel);
+  const params = new URLSearchParams(location.search);
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const form = $("#join");
+  for (const k of ["room", "identity", "role"]) if (params.get(k)) form.elements[k].value = params.get(k);
+  window.demo = {room: null, errors: [], chat: [], events: []};
+
+  function status(text) { $("#status").textContent = text; }
+
+  async function token(room, identity, role) {
+    if (hash.get("token")) return hash.get("token");
+    const r = await fetch("/demo/token", {method: "POST", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({room, identity, role})});
+    const body = await r.json();
+    if (!r.ok) throw new Error(body.error.message);
+    return body.token;
+  }
+
+  function addRemote(entry) {
+    if (entry.track.kind !== "video") {
+      const audio = document.createElement("audio");
+      audio.autoplay = true; audio.srcObject = new MediaStream([entry.track]);
+      document.body.appendChild(audio);
+      return;
+    }
+    const fig = document.createElement("figure");
+    fig.id = "remote-" + entry.mid;
+    const video = document.createElement("video");
+    video.autoplay = true; video.playsInline = true; video.muted = true;
+    video.srcObject = new MediaStream([entry.track]);
+    const cap = document.createElement("figcaption");
+    cap.textContent = entry.info ? entry.info.participant + " (" + entry.info.source + ")" : "remote";
+    fig.append(video, cap);
+    $("#remotes").appendChild(fig);
+    entry.track.addEventListener("ended", () => fig.remove());
+  }
+
+  async function join(room, identity, role) {
+    status("connecting…");
+    const client = new MediasrvRoom(location.origin, room, await token(room, identity, role));
+    window.demo.room = client;
+    client.addEventListener("message", (ev) => window.demo.events.push(ev.detail));
+    client.addEventListener("track", (ev) => addRemote(ev.detail));
+    client.addEventListener("chat", (ev) => {
+      window.demo.chat.push(ev.detail);
+      const li = document.createElement("li");
+      li.textContent = (ev.detail.name || ev.detail.from) + ": " + ev.detail.text;
+      $("#messages").appendChild(li);
+    });
+    client.addEventListener("error", (ev) => window.demo.errors.push(ev.detail));
+    client.addEventListener("waiting", () => status("in the waiting room"));
+    client.addEventListener("track_unpublished", (ev) => {
+      for (const [mid, e] of client.remoteTracks) if (e.info && e.info.id === ev.detail.track.id) {
+        const fig = document.getElementById("remote-" + mid); if (fig) fig.remove();
+      }
+    });
+    client.addEventListener("closed", (ev) => status("disconnected (" + ev.detail.code + ")"));
+    const joined = await client.connect();
+    status("joined " + room + " as " + identity + " (" + role + ")");
+    if (role !== "observer") {
+      const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 1280, height: 720}});
+      $("#local").srcObject = stream;
+      await client.publish([
+        {track: stream.getAudioTracks()[0], source: "microphone"},
+        {track: stream.getVideoTracks()[0], source: "camera"},
+      ], params.get("vitals") ? ["vitals"] : []);
+      const toggle = (btn, track, on, off) => {
+        btn.disabled = false;
+        btn.onclick = () => { track.enabled = !track.enabled; btn.textContent = track.enabled ? on : off; };
+      };
+      toggle($("#mute-audio"), stream.getAudioTracks()[0], "Mute microphone", "Unmute microphone");
+      toggle($("#mute-video"), stream.getVideoTracks()[0], "Stop camera", "Start camera");
+    }
+    $("#leave").disabled = false;
+    $("#leave").onclick = () => { client.leave(); status("left"); };
+    window.demo.joined = joined;
+    return joined;
+  }
+
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    join(form.elements.room.value, form.elements.identity.value, form.elements.role.value)
+      .catch((e) => { window.demo.errors.push(String(e)); status("error: " + e.message); });
+  });
+  $("#chat").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const input = ev.target.elements.text;
+    if (window.demo.room && input.value) { window.demo.room.chat(input.value); input.value = ""; }
+  });
+  if (params.get("autojoin")) form.requestSubmit();
+})();

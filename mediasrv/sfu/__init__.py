@@ -1,0 +1,1 @@
+"""The SFU control plane: rooms, participants, peer transports, tracks and subscriptions."""
