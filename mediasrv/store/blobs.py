@@ -21,6 +21,7 @@ All methods here are blocking; callers run them in a thread (`asyncio.to_thread`
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -116,10 +117,8 @@ class BlobStore:
     def delete(self, blob_id: str) -> None:
         path = self.path(blob_id)
         for p in (path, path.with_suffix(".tail")):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-            except FileNotFoundError:
-                pass
 
     def write_bytes(self, data: bytes, blob_id: str | None = None) -> tuple[str, str]:
         """Store a small blob in one go. Returns (blob_id, sha256 hex)."""
@@ -261,10 +260,8 @@ class BlobWriter:
         self._fh.close()
         self._chunks += 1
         self._tail.clear()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.tail_path.unlink()
-        except FileNotFoundError:
-            pass
         self.finished = True
         return self._sha.hexdigest()
 
