@@ -41,6 +41,8 @@ class Settings:
     max_signaling_body_bytes: int = 64 * 1024
     default_token_ttl_s: int = 3600
     max_token_ttl_s: int = 24 * 3600
+    # Static bearer token for Prometheus scrapers (empty: /metrics needs an admin access token).
+    metrics_token: str = ""
     log_level: str = "INFO"
     # Encryption key for stored patient data (base64, 32 bytes); generated into the data dir when empty.
     storage_key: str = ""
