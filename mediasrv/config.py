@@ -49,6 +49,8 @@ class Settings:
     retention_days: int = 30
     max_upload_bytes: int = 2 * 1024**3
     upload_expiry_s: int = 24 * 3600
+    # How often old messages and abandoned uploads are purged (seconds; 0 disables the task).
+    retention_purge_interval_s: float = 3600.0
     # Vitals alert thresholds (reading key -> [low, high]; either end may be null).
     vitals_thresholds: dict[str, list[float | None]] = field(
         default_factory=lambda: {"spo2_pct": [90.0, None], "heart_rate_bpm": [40.0, 130.0]}
