@@ -1,0 +1,43 @@
+import os
+import stat
+
+import pytest
+
+from mediasrv.config import ConfigError, load_settings, prepare_data_dir
+
+
+def test_defaults_work_without_any_configuration(tmp_path):
+    s = load_settings(env={}, data_dir=tmp_path / "d")
+    notes = prepare_data_dir(s)
+    secret = tmp_path / "d" / "api_secret"
+    assert s.api_secret and secret.read_text().strip() == s.api_secret
+    assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
+    assert any("generated API secret" in n for n in notes)
+    # A second start reuses the same secret (tokens stay valid across restarts).
+    s2 = load_settings(env={}, data_dir=tmp_path / "d")
+    prepare_data_dir(s2)
+    assert s2.api_secret == s.api_secret
+
+
+def test_precedence_file_then_env_then_flags(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('port = 9000\nhost = "0.0.0.0"\nmedia_bind_addresses = ["127.0.0.1", "10.1.2.3"]\n')
+    env = {"MEDIASRV_PORT": "9100", "MEDIASRV_API_SECRET": "s3cret", "MEDIASRV_DEV_MODE": "true"}
+    s = load_settings(cfg, env=env, port=9200)
+    assert s.port == 9200 and s.host == "0.0.0.0"
+    assert s.api_secret == "s3cret" and s.dev_mode is True
+    assert s.media_bind_addresses == ["127.0.0.1", "10.1.2.3"]
+    s = load_settings(cfg, env={"MEDIASRV_MEDIA_ANNOUNCED_ADDRESSES": "203.0.113.5"})
+    assert s.announced_addresses == ["203.0.113.5"]
+
+
+@pytest.mark.parametrize(
+    "text, env",
+    [("port = 'x'\n", {}), ("nonsense = 1\n", {}), ("port = [\n", {}), ("", {"MEDIASRV_PORT": "eighty"}),
+     ("", {"MEDIASRV_DEV_MODE": "maybe"}), ("port = 70000\n", {})],
+)
+def test_bad_settings_are_refused_with_the_key_named(tmp_path, text, env):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text(text)
+    with pytest.raises(ConfigError):
+        load_settings(cfg, env=env)
