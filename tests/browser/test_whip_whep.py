@@ -1,0 +1,76 @@
+"""WHIP in, WHEP out: one page publishes with WHIP, another subscribes with WHEP and decodes."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import eventually, inbound
+
+pytestmark = pytest.mark.browser
+
+WHIP_PUBLISH = """
+async ([url, token]) => {
+  const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 1280, height: 720}});
+  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
+  for (const t of stream.getTracks()) pc.addTransceiver(t, {direction: 'sendonly'});
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === 'complete') r();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); });
+  const res = await fetch(url, {method: 'POST', body: pc.localDescription.sdp,
+    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token}});
+  if (res.status !== 201) throw new Error('WHIP ' + res.status + ' ' + await res.text());
+  await pc.setRemoteDescription({type: 'answer', sdp: await res.text()});
+  window.whip = {pc, location: res.headers.get('Location')};
+  return window.whip.location;
+}
+"""
+
+WHEP_SUBSCRIBE = """
+async ([url, token]) => {
+  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
+  pc.addTransceiver('audio', {direction: 'recvonly'});
+  pc.addTransceiver('video', {direction: 'recvonly'});
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((r) => { if (pc.iceGatheringState === 'complete') r();
+    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); });
+  const res = await fetch(url, {method: 'POST', body: pc.localDescription.sdp,
+    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token}});
+  if (res.status !== 201) throw new Error('WHEP ' + res.status + ' ' + await res.text());
+  await pc.setRemoteDescription({type: 'answer', sdp: await res.text()});
+  window.whep = {pc, location: res.headers.get('Location')};
+  return window.whep.location;
+}
+"""
+
+
+async def test_whip_publish_whep_subscribe(server, browser):
+    ctx = await browser.new_context()
+    pub = await ctx.new_page()
+    await pub.goto(f"{server.url}/healthz")
+    location = await pub.evaluate(WHIP_PUBLISH, [f"{server.url}/whip/studio",
+                                                 server.token("cam-1", "clinician", "studio")])
+    assert location.startswith("/whip/studio/")
+    sub = await (await browser.new_context()).new_page()
+    await sub.goto(f"{server.url}/healthz")
+    whep = await sub.evaluate(WHEP_SUBSCRIBE, [f"{server.url}/whep/studio/cam-1",
+                                               server.token("viewer-1", "observer", "studio")])
+    assert whep.startswith("/whep/studio/cam-1/")
+
+    async def decoding():
+        s = await inbound(sub, "window.whep.pc")
+        return s["video"] and s["video"]["framesDecoded"] > 20 and s["audio"] and \
+            s["audio"]["totalSamplesReceived"] > 0 and s
+
+    await eventually(decoding, timeout=40, what="WHEP viewer decoding")
+    room = server.rooms.get("studio")
+    assert {p.session for p in room.participants.values()} == {"whip", "whep"}
+
+    # Ending the WHIP session with DELETE removes the publisher and its tracks.
+    status = await pub.evaluate(
+        """async ([url, token]) => (await fetch(url, {method: 'DELETE',
+             headers: {'Authorization': 'Bearer ' + token}})).status""",
+        [server.url + location, server.token("cam-1", "clinician", "studio")])
+    assert status == 200
+    assert "cam-1" not in room.participants and not room.tracks
+    await ctx.close()
+    await sub.context.close()
