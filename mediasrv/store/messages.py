@@ -233,7 +233,7 @@ class MessageStore:
     async def update_attachment(self, attachment_id: str, *, expect_state: str | None = None,
                                 **values: Any) -> bool:
         """Set columns of one attachment; with `expect_state`, only if it is still in that state."""
-        allowed = {"state", "reason", "sha256", "media", "thumbnail_blob", "completed_at"}
+        allowed = {"state", "reason", "sha256", "media", "thumbnail_blob", "completed_at", "expires_at"}
         if set(values) - allowed:
             raise ValueError(f"cannot update {sorted(set(values) - allowed)}")
         if "media" in values and values["media"] is not None:

@@ -1,0 +1,251 @@
+"""Store-and-forward messages: /v1/messages...
+
+Only the sender, the recipient and admins see a message (anyone else gets the same 404 as for a
+message that does not exist); only the recipient marks it read; the sender or the recipient deletes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+
+from mediasrv import keys
+from mediasrv.auth import Identity
+from mediasrv.httputil import HttpError, read_json
+from mediasrv.store.blobs import BlobStore
+from mediasrv.store.messages import Attachment, Message, MessageStore
+
+from .common import (
+    MESSAGES,
+    UPLOADS,
+    audit,
+    check_identity,
+    check_path_id,
+    get_str,
+    messaging_identity,
+    query_float,
+    query_int,
+    reject_unknown,
+)
+
+SENDER_ROLES = frozenset({"patient", "clinician"})
+MAX_SUBJECT_CHARS = 200
+MAX_BODY_CHARS = 20_000
+STREAM_BLOCK_BYTES = 256 * 1024
+
+
+def attachment_json(message: Message, att: Attachment, viewer: Identity) -> dict[str, Any]:
+    base = f"/v1/messages/{message.id}/attachments/{att.id}"
+    out: dict[str, Any] = {
+        "id": att.id, "state": att.state, "reason": att.reason, "content_type": att.content_type,
+        "size": att.length, "filename": att.filename, "sha256": att.sha256, "media": att.media,
+        "created_at": att.created_at, "completed_at": att.completed_at,
+        "download_url": base if att.state == "ready" else None,
+        "thumbnail_url": f"{base}/thumbnail" if att.thumbnail_blob else None,
+    }
+    if viewer.sub == message.sender and att.state == "uploading":
+        out["upload_url"] = f"/v1/uploads/{att.upload_id}"
+        out["upload_expires_at"] = att.expires_at
+    return out
+
+
+def message_json(message: Message, atts: list[Attachment], viewer: Identity, *,
+                 with_body: bool = True) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": message.id, "sender": message.sender, "sender_role": message.sender_role,
+        "recipient": message.recipient, "subject": message.subject,
+        "created_at": message.created_at, "read_at": message.read_at,
+        "attachments": [attachment_json(message, a, viewer) for a in atts],
+    }
+    if with_body:
+        out["body"] = message.body
+    return out
+
+
+async def _visible_message(request: web.Request, ident: Identity) -> Message:
+    message_id = check_path_id("message", request.match_info["message_id"])
+    message = await request.app[MESSAGES].get_message(message_id)
+    if message is None or not (ident.is_admin or ident.sub in (message.sender, message.recipient)):
+        raise HttpError(404, "message_not_found", "no such message")
+    return message
+
+
+async def create_message(request: web.Request) -> web.Response:
+    ident = messaging_identity(request)
+    if ident.role not in SENDER_ROLES:
+        raise HttpError(403, "forbidden", "only patients and clinicians send messages")
+    data = await read_json(request, request.app[keys.SETTINGS].max_signaling_body_bytes)
+    reject_unknown(data, {"recipient", "subject", "body"})
+    recipient = check_identity("recipient", data.get("recipient"))
+    subject = get_str(data, "subject", max_len=MAX_SUBJECT_CHARS)
+    body = get_str(data, "body", max_len=MAX_BODY_CHARS)
+    assert subject is not None and body is not None
+    store: MessageStore = request.app[MESSAGES]
+    message = await store.create_message(sender=ident.sub, sender_role=ident.role,
+                                         recipient=recipient, subject=subject, body=body)
+    await audit(request, ident, "message.created", target=recipient, detail={"message_id": message.id})
+    return web.json_response(message_json(message, [], ident), status=201,
+                             headers={"Location": f"/v1/messages/{message.id}"})
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    ident = messaging_identity(request)
+    box = request.query.get("box", "inbox")
+    if box not in ("inbox", "sent"):
+        raise HttpError(400, "invalid_query", "box must be 'inbox' or 'sent'")
+    unread = request.query.get("unread", "false")
+    if unread not in ("true", "false"):
+        raise HttpError(400, "invalid_query", "unread must be 'true' or 'false'")
+    limit = query_int(request, "limit", minimum=1, maximum=200, default=50)
+    before = query_float(request, "before")
+    assert limit is not None
+    store: MessageStore = request.app[MESSAGES]
+    who = {"recipient": ident.sub} if box == "inbox" else {"sender": ident.sub}
+    messages = await store.list_messages(**who, unread_only=unread == "true", before=before, limit=limit)
+    atts = await store.list_attachments([m.id for m in messages])
+    items = [message_json(m, atts[m.id], ident, with_body=False) for m in messages]
+    next_before = messages[-1].created_at if len(messages) == limit else None
+    return web.json_response({"messages": items, "next_before": next_before})
+
+
+async def get_message(request: web.Request) -> web.Response:
+    ident = messaging_identity(request)
+    message = await _visible_message(request, ident)
+    atts = await request.app[MESSAGES].list_attachments([message.id])
+    await audit(request, ident, "message.read", target=message.id, detail={"message_id": message.id})
+    return web.json_response(message_json(message, atts[message.id], ident))
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    ident = messaging_identity(request)
+    message = await _visible_message(request, ident)
+    if ident.sub != message.recipient:
+        raise HttpError(403, "forbidden", "only the recipient marks a message read")
+    read_at = await request.app[MESSAGES].mark_read(message.id)
+    await audit(request, ident, "message.marked_read", target=message.id, detail={"message_id": message.id})
+    return web.json_response({"id": message.id, "read_at": read_at})
+
+
+async def delete_message_and_blobs(app: web.Application, message_id: str) -> None:
+    """Remove a message, its attachments and their blobs (also used by the retention purge)."""
+    store: MessageStore = app[MESSAGES]
+    for att in (await store.list_attachments([message_id]))[message_id]:
+        await app[UPLOADS].drop(att.upload_id)
+    blob_ids = await store.delete_message(message_id)
+    blobs: BlobStore = app[keys.BLOBS]
+    await asyncio.to_thread(lambda: [blobs.delete(b) for b in blob_ids])
+
+
+async def delete_message(request: web.Request) -> web.Response:
+    ident = messaging_identity(request)
+    message = await _visible_message(request, ident)
+    if ident.sub not in (message.sender, message.recipient):
+        raise HttpError(403, "forbidden", "only the sender or the recipient deletes a message")
+    await delete_message_and_blobs(request.app, message.id)
+    await audit(request, ident, "message.deleted", target=message.id, detail={"message_id": message.id})
+    return web.Response(status=204)
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """One `bytes=` range as [start, end); None means 'send everything' (absent or ignorable)."""
+    if not header or not header.startswith("bytes="):
+        return None
+    spec = header[6:].strip()
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(), last.strip()
+    if "," in spec or not dash or not (first or last) or not (first.isdigit() or not first) \
+            or not (last.isdigit() or not last) or len(first) > 19 or len(last) > 19:
+        return None  # multiple or malformed ranges: a server may ignore Range
+    if not first:
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise _unsatisfiable(size)
+        return max(0, size - suffix), size
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise _unsatisfiable(size)
+    end = min(size, int(last) + 1) if last else size
+    return start, end
+
+
+def _unsatisfiable(size: int) -> HttpError:
+    return HttpError(416, "range_not_satisfiable", "the requested range is outside the file",
+                     {"Content-Range": f"bytes */{size}"})
+
+
+async def _attachment_for_download(request: web.Request) -> tuple[Identity, Message, Attachment]:
+    ident = messaging_identity(request)
+    message = await _visible_message(request, ident)
+    attachment_id = check_path_id("attachment", request.match_info["attachment_id"])
+    att = await request.app[MESSAGES].get_attachment(attachment_id)
+    if att is None or att.message_id != message.id:
+        raise HttpError(404, "attachment_not_found", "no such attachment")
+    if att.state != "ready":
+        raise HttpError(409, "attachment_not_ready", f"the attachment is {att.state}")
+    return ident, message, att
+
+
+async def download_attachment(request: web.Request) -> web.StreamResponse:
+    ident, message, att = await _attachment_for_download(request)
+    blobs: BlobStore = request.app[keys.BLOBS]
+    reader = await asyncio.to_thread(blobs.open_reader, att.blob_id)
+    try:
+        size = reader.length
+        rng = parse_range(request.headers.get("Range"), size)
+        start, end = rng or (0, size)
+        headers = {
+            "Accept-Ranges": "bytes", "Content-Type": att.content_type,
+            "Cache-Control": "private, no-store", "ETag": f'"{att.sha256}"',
+            "Content-Length": str(end - start),
+        }
+        if att.filename:
+            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(att.filename)}"
+        if rng:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        await audit(request, ident, "attachment.downloaded", target=message.id,
+                    detail={"message_id": message.id, "attachment_id": att.id,
+                            "status": 206 if rng else 200})
+        response = web.StreamResponse(status=206 if rng else 200, headers=headers)
+        await response.prepare(request)
+        reader.seek(start)
+        pos = start
+        while pos < end:
+            block = await asyncio.to_thread(reader.read, min(STREAM_BLOCK_BYTES, end - pos))
+            if not block:
+                break
+            await response.write(block)
+            pos += len(block)
+        await response.write_eof()
+        return response
+    finally:
+        reader.close()
+
+
+async def download_thumbnail(request: web.Request) -> web.Response:
+    ident, message, att = await _attachment_for_download(request)
+    if not att.thumbnail_blob:
+        raise HttpError(404, "thumbnail_not_found", "this attachment has no thumbnail")
+    blobs: BlobStore = request.app[keys.BLOBS]
+    jpeg = await asyncio.to_thread(blobs.read_bytes, att.thumbnail_blob)
+    await audit(request, ident, "attachment.thumbnail_downloaded", target=message.id,
+                detail={"message_id": message.id, "attachment_id": att.id})
+    return web.Response(body=jpeg, content_type="image/jpeg",
+                        headers={"Cache-Control": "private, no-store"})
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/messages", create_message)
+    r.add_get("/v1/messages", list_messages, allow_head=False)
+    r.add_get("/v1/messages/{message_id}", get_message, allow_head=False)
+    r.add_delete("/v1/messages/{message_id}", delete_message)
+    r.add_post("/v1/messages/{message_id}/read", mark_read)
+    r.add_get("/v1/messages/{message_id}/attachments/{attachment_id}", download_attachment,
+              allow_head=False)
+    r.add_get("/v1/messages/{message_id}/attachments/{attachment_id}/thumbnail", download_thumbnail,
+              allow_head=False)
