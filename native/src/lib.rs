@@ -2,11 +2,20 @@
 
 use pyo3::prelude::*;
 
+pub mod keyframe;
+pub mod nack_cache;
+pub mod output;
+mod py;
+pub mod router;
+pub mod rtcp;
+pub mod rtp;
+pub mod seq;
 pub mod srtp;
 
 #[pymodule]
 fn mediasrv_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    py::register(m)?;
     srtp::py::register(m)?;
     Ok(())
 }

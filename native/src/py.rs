@@ -1,0 +1,281 @@
+//! Python binding of the router: `mediasrv_native.Router`. Only argument conversion lives here; the
+//! core in `router.rs` knows nothing of Python.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::output::Output;
+use crate::router::{
+    Codec, DropReason, ExtensionIds, MediaKind, Router as Core, RouterConfig, RouterError,
+};
+
+type CodecTuple = (u64, String, u64, Option<u64>);
+type Datagrams<'py> = Vec<(u64, Bound<'py, PyBytes>)>;
+
+fn value_error(e: RouterError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn payload_type(v: u64) -> PyResult<u8> {
+    u8::try_from(v)
+        .ok()
+        .filter(|pt| *pt < 128)
+        .ok_or_else(|| PyValueError::new_err(format!("payload type {v} is not in 0..=127")))
+}
+
+fn codecs(list: Vec<CodecTuple>) -> PyResult<Vec<Codec>> {
+    list.into_iter()
+        .map(|(pt, name, clock_rate, apt)| {
+            let clock_rate = u32::try_from(clock_rate)
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| PyValueError::new_err(format!("clock rate {clock_rate} is invalid")))?;
+            Ok(Codec {
+                payload_type: payload_type(pt)?,
+                name,
+                clock_rate,
+                apt: apt.map(payload_type).transpose()?,
+            })
+        })
+        .collect()
+}
+
+fn extensions(map: HashMap<String, u64>) -> PyResult<ExtensionIds> {
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, id) in &map {
+        let id = u8::try_from(*id)
+            .map_err(|_| PyValueError::new_err(format!("extension id {id} for {name:?} is not in 1..=255")))?;
+        pairs.push((name.as_str(), id));
+    }
+    ExtensionIds::from_pairs(pairs).map_err(value_error)
+}
+
+fn ssrc(v: u64) -> PyResult<u32> {
+    u32::try_from(v).map_err(|_| PyValueError::new_err(format!("SSRC {v} does not fit in 32 bits")))
+}
+
+fn to_py<'py>(py: Python<'py>, out: &Output) -> Datagrams<'py> {
+    out.iter().map(|(t, b)| (t, PyBytes::new(py, b))).collect()
+}
+
+/// Selective forwarding core for one room. Sans-IO: feed it decrypted RTP/RTCP and the time in
+/// milliseconds; it returns (transport, datagram) pairs to protect and send.
+#[pyclass(name = "Router", module = "mediasrv_native")]
+pub struct Router {
+    core: Core,
+    out: Output,
+    out_rtcp: Output,
+}
+
+#[pymethods]
+impl Router {
+    #[new]
+    #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, pli_min_interval_ms=200,
+                        remb_interval_ms=1000, keyframe_retry_ms=1000, seed=None))]
+    fn new(
+        max_bitrate_bps: u64,
+        nack_cache_packets: usize,
+        pli_min_interval_ms: u64,
+        remb_interval_ms: u64,
+        keyframe_retry_ms: u64,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        if nack_cache_packets == 0 || nack_cache_packets > 1 << 16 {
+            return Err(PyValueError::new_err("nack_cache_packets must be in 1..=65536"));
+        }
+        let cfg = RouterConfig {
+            max_bitrate_bps,
+            nack_cache_packets,
+            pli_min_interval_ms,
+            remb_interval_ms,
+            keyframe_retry_ms,
+        };
+        // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
+        let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
+        Ok(Self { core: Core::new(cfg, seed), out: Output::new(), out_rtcp: Output::new() })
+    }
+
+    /// Declares a publishing transport (idempotent: a second call updates it).
+    fn add_publisher(&mut self, transport: u64, rtcp_ssrc: u64, extensions: HashMap<String, u64>) -> PyResult<()> {
+        let ext = self::extensions(extensions)?;
+        self.core.add_publisher(transport, ssrc(rtcp_ssrc)?, ext);
+        Ok(())
+    }
+
+    #[pyo3(signature = (track, transport, kind, mid, codecs, ssrcs))]
+    fn add_track(
+        &mut self,
+        track: u64,
+        transport: u64,
+        kind: &str,
+        mid: Option<String>,
+        codecs: Vec<CodecTuple>,
+        ssrcs: Vec<u64>,
+    ) -> PyResult<()> {
+        let kind = MediaKind::parse(kind).map_err(value_error)?;
+        let codecs = self::codecs(codecs)?;
+        let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
+        self.core.add_track(track, transport, kind, mid, codecs, &ssrcs).map_err(value_error)
+    }
+
+    /// Removes a track and its subscriptions; returns whether it existed.
+    fn remove_track(&mut self, track: u64) -> bool {
+        self.core.remove_track(track)
+    }
+
+    fn add_subscription(
+        &mut self,
+        sub: u64,
+        track: u64,
+        transport: u64,
+        ssrc: u64,
+        codecs: Vec<CodecTuple>,
+        extensions: HashMap<String, u64>,
+    ) -> PyResult<()> {
+        let codecs = self::codecs(codecs)?;
+        let ext = self::extensions(extensions)?;
+        self.core
+            .add_subscription(sub, track, transport, self::ssrc(ssrc)?, &codecs, ext)
+            .map_err(value_error)
+    }
+
+    fn remove_subscription(&mut self, sub: u64) -> bool {
+        self.core.remove_subscription(sub)
+    }
+
+    /// Removes everything published or subscribed on the transport; returns whether anything was.
+    fn remove_transport(&mut self, transport: u64) -> bool {
+        self.core.remove_transport(transport)
+    }
+
+    /// One RTP packet from a publisher → [(subscriber transport, rewritten RTP), ...].
+    fn route_rtp<'py>(&mut self, py: Python<'py>, transport: u64, packet: &[u8], now_ms: u64) -> Datagrams<'py> {
+        self.out.clear();
+        self.core.route_rtp(transport, packet, now_ms, &mut self.out);
+        to_py(py, &self.out)
+    }
+
+    /// One (compound) RTCP packet → (retransmitted RTP, RTCP to send), each [(transport, bytes), ...].
+    fn handle_rtcp<'py>(
+        &mut self,
+        py: Python<'py>,
+        transport: u64,
+        packet: &[u8],
+        now_ms: u64,
+    ) -> (Datagrams<'py>, Datagrams<'py>) {
+        self.out.clear();
+        self.out_rtcp.clear();
+        self.core.handle_rtcp(transport, packet, now_ms, &mut self.out, &mut self.out_rtcp);
+        (to_py(py, &self.out), to_py(py, &self.out_rtcp))
+    }
+
+    /// Periodic work (call every 100-250 ms) → RTCP to send: REMB and keyframe requests.
+    fn poll<'py>(&mut self, py: Python<'py>, now_ms: u64) -> Datagrams<'py> {
+        self.out_rtcp.clear();
+        self.core.poll(now_ms, &mut self.out_rtcp);
+        to_py(py, &self.out_rtcp)
+    }
+
+    /// PLI toward the track's publisher, unless one was sent less than the throttle interval ago.
+    fn request_keyframe<'py>(&mut self, py: Python<'py>, track: u64, now_ms: u64) -> Datagrams<'py> {
+        self.out_rtcp.clear();
+        self.core.request_keyframe(track, now_ms, &mut self.out_rtcp);
+        to_py(py, &self.out_rtcp)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.core.stats();
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("rtp_packets_in", s.rtp_packets_in),
+            ("rtp_bytes_in", s.rtp_bytes_in),
+            ("payload_bytes_in", s.payload_bytes_in),
+            ("rtp_packets_out", s.rtp_packets_out),
+            ("rtp_bytes_out", s.rtp_bytes_out),
+            ("payload_bytes_out", s.payload_bytes_out),
+            ("retransmissions_out", s.retransmissions_out),
+            ("retransmission_bytes_out", s.retransmission_bytes_out),
+            ("keyframes_in", s.keyframes_in),
+            ("rtx_in", s.rtx_in),
+            ("nacks_in", s.nacks_in),
+            ("plis_in", s.plis_in),
+            ("firs_in", s.firs_in),
+            ("remb_in", s.remb_in),
+            ("plis_out", s.plis_out),
+            ("plis_throttled", s.plis_throttled),
+            ("remb_out", s.remb_out),
+            ("rtcp_packets_in", s.rtcp_packets_in),
+            ("rtcp_packets_out", s.rtcp_packets_out),
+        ] {
+            d.set_item(k, v)?;
+        }
+        let dropped = PyDict::new(py);
+        for r in DropReason::ALL {
+            dropped.set_item(r.name(), s.dropped(r))?;
+        }
+        d.set_item("dropped", dropped)?;
+        Ok(d)
+    }
+
+    fn track_stats<'py>(&self, py: Python<'py>, track: u64) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.core.track_stats(track).ok_or_else(|| PyKeyError::new_err(track))?;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("packets", s.packets),
+            ("bytes", s.bytes),
+            ("payload_bytes", s.payload_bytes),
+            ("keyframes", s.keyframes),
+            ("rtx_packets", s.rtx_packets),
+            ("duplicates", s.duplicates),
+            ("padding_only", s.padding_only),
+            ("plis", s.plis_out),
+            ("nacks", s.nacks_in),
+            ("retransmissions", s.retransmissions),
+            ("subscriptions", s.subscriptions as u64),
+        ] {
+            d.set_item(k, v)?;
+        }
+        d.set_item("ssrc", s.media_ssrc)?;
+        d.set_item("rtx_ssrc", s.rtx_ssrc)?;
+        d.set_item("last_seq", s.last_seq)?;
+        d.set_item("last_sr", s.last_sr.map(|(ntp, rtp, at)| (ntp, rtp, at)))?;
+        Ok(d)
+    }
+
+    fn subscription_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
+        let s = self.core.subscription_stats(sub).ok_or_else(|| PyKeyError::new_err(sub))?;
+        let d = PyDict::new(py);
+        for (k, v) in [
+            ("packets", s.packets),
+            ("bytes", s.bytes),
+            ("payload_bytes", s.payload_bytes),
+            ("keyframes", s.keyframes),
+            ("retransmissions", s.retransmissions),
+            ("nacks", s.nacks),
+            ("nack_misses", s.nack_misses),
+            ("plis", s.plis),
+            ("firs", s.firs),
+            ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),
+        ] {
+            d.set_item(k, v)?;
+        }
+        d.set_item("ssrc", s.ssrc)?;
+        d.set_item("waiting_keyframe", s.waiting_keyframe)?;
+        d.set_item("last_seq", s.last_seq)?;
+        d.set_item("last_timestamp", s.last_timestamp)?;
+        d.set_item("remb_bps", s.remb_bps)?;
+        d.set_item("fraction_lost", s.fraction_lost)?;
+        d.set_item("cumulative_lost", s.cumulative_lost)?;
+        d.set_item("jitter", s.jitter)?;
+        Ok(d)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Router>()
+}

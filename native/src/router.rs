@@ -1,0 +1,1130 @@
+//! The sans-IO SFU core: decrypted RTP/RTCP and the time go in, rewritten datagrams come out.
+//!
+//! One `Router` per room. Publishers' tracks are found by (transport, SSRC); every subscription has
+//! its own SSRC, sequence-number and timestamp space (offsets fixed when its first packet is
+//! forwarded), its own payload-type and header-extension mapping, and waits for a keyframe if it is
+//! video. No sockets, threads, clocks or randomness from the OS: the caller passes `now_ms` and the
+//! constructor takes a seed.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use crate::keyframe::{is_keyframe_start, CodecKind};
+use crate::nack_cache::{CachedPacket, Insert, NackCache, PacketToCache};
+use crate::output::Output;
+use crate::rtcp::{self, RtcpPacket};
+use crate::rtp::{self, HeaderOut, RtpView};
+use crate::seq::{extend_u16, SeqUnwrapper};
+
+pub type TransportId = u64;
+pub type TrackId = u64;
+pub type SubscriptionId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn parse(s: &str) -> Result<Self, RouterError> {
+        match s {
+            "audio" => Ok(MediaKind::Audio),
+            "video" => Ok(MediaKind::Video),
+            other => Err(RouterError::Invalid(format!("kind must be 'audio' or 'video', not {other:?}"))),
+        }
+    }
+}
+
+/// A negotiated codec: (payload type, name such as "VP8" or "rtx", clock rate, apt for rtx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    pub payload_type: u8,
+    pub name: String,
+    pub clock_rate: u32,
+    pub apt: Option<u8>,
+}
+
+/// Negotiated header-extension ids of one side (0 = not negotiated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtensionIds {
+    pub mid: u8,
+    pub abs_send_time: u8,
+    pub audio_level: u8,
+    pub transport_cc: u8,
+}
+
+impl ExtensionIds {
+    /// From (short name, id) pairs; names the router does not use are ignored.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, u8)>) -> Result<Self, RouterError> {
+        let mut ids = ExtensionIds::default();
+        for (name, id) in pairs {
+            let slot = match name {
+                "mid" => &mut ids.mid,
+                "abs-send-time" => &mut ids.abs_send_time,
+                "audio-level" => &mut ids.audio_level,
+                "transport-cc" => &mut ids.transport_cc,
+                _ => continue,
+            };
+            if id == 0 || id == 15 {
+                return Err(RouterError::Invalid(format!("extension id {id} for {name:?} is reserved")));
+            }
+            *slot = id;
+        }
+        Ok(ids)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Bitrate announced to each publisher in REMB (total for its video SSRCs).
+    pub max_bitrate_bps: u64,
+    /// Retransmission ring size per track, in packets.
+    pub nack_cache_packets: usize,
+    /// Minimum gap between two PLIs sent for one track.
+    pub pli_min_interval_ms: u64,
+    /// How often REMB is repeated to each publisher.
+    pub remb_interval_ms: u64,
+    /// How often a PLI is repeated while a subscription still waits for a keyframe.
+    pub keyframe_retry_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_bitrate_bps: 2_500_000,
+            nack_cache_packets: 1024,
+            pli_min_interval_ms: 200,
+            remb_interval_ms: 1000,
+            keyframe_retry_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterError {
+    Duplicate(&'static str, u64),
+    UnknownTransport(TransportId),
+    UnknownTrack(TrackId),
+    SsrcInUse(u32),
+    Invalid(String),
+}
+
+impl fmt::Display for RouterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouterError::Duplicate(what, id) => write!(f, "{what} {id} already exists"),
+            RouterError::UnknownTransport(t) => {
+                write!(f, "transport {t} is not a publisher: call add_publisher first")
+            }
+            RouterError::UnknownTrack(t) => write!(f, "unknown track {t}"),
+            RouterError::SsrcInUse(s) => write!(f, "SSRC {s} is already used on this transport"),
+            RouterError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for RouterError {}
+
+/// Why a packet (or a packet for one subscriber) was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    Malformed,
+    UnknownSsrc,
+    UnknownPayloadType,
+    WaitingKeyframe,
+    PaddingOnly,
+    RtxUnwrapFailed,
+    MalformedRtcp,
+    NackMiss,
+    Duplicate,
+    TooOld,
+    BeforeSubscriptionStart,
+    CodecNotNegotiated,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 12] = [
+        DropReason::Malformed,
+        DropReason::UnknownSsrc,
+        DropReason::UnknownPayloadType,
+        DropReason::WaitingKeyframe,
+        DropReason::PaddingOnly,
+        DropReason::RtxUnwrapFailed,
+        DropReason::MalformedRtcp,
+        DropReason::NackMiss,
+        DropReason::Duplicate,
+        DropReason::TooOld,
+        DropReason::BeforeSubscriptionStart,
+        DropReason::CodecNotNegotiated,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSsrc => "unknown_ssrc",
+            DropReason::UnknownPayloadType => "unknown_payload_type",
+            DropReason::WaitingKeyframe => "waiting_keyframe",
+            DropReason::PaddingOnly => "padding_only",
+            DropReason::RtxUnwrapFailed => "rtx_unwrap_failed",
+            DropReason::MalformedRtcp => "malformed_rtcp",
+            DropReason::NackMiss => "nack_miss",
+            DropReason::Duplicate => "duplicate",
+            DropReason::TooOld => "too_old",
+            DropReason::BeforeSubscriptionStart => "before_subscription_start",
+            DropReason::CodecNotNegotiated => "codec_not_negotiated",
+        }
+    }
+}
+
+/// Room-wide counters. `payload_bytes_in` counts each unique media packet's payload once (RTX copies
+/// and duplicates excluded); `payload_bytes_out` counts first transmissions only, so for a stream
+/// forwarded to N subscribers from its first packet, payload_bytes_out == N × payload_bytes_in.
+#[derive(Debug, Clone, Default)]
+pub struct RouterStats {
+    pub rtp_packets_in: u64,
+    pub rtp_bytes_in: u64,
+    pub payload_bytes_in: u64,
+    pub rtp_packets_out: u64,
+    pub rtp_bytes_out: u64,
+    pub payload_bytes_out: u64,
+    pub retransmissions_out: u64,
+    pub retransmission_bytes_out: u64,
+    pub keyframes_in: u64,
+    pub rtx_in: u64,
+    pub nacks_in: u64,
+    pub plis_in: u64,
+    pub firs_in: u64,
+    pub remb_in: u64,
+    pub plis_out: u64,
+    pub plis_throttled: u64,
+    pub remb_out: u64,
+    pub rtcp_packets_in: u64,
+    pub rtcp_packets_out: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl RouterStats {
+    fn drop(&mut self, r: DropReason) {
+        self.dropped[r as usize] += 1;
+    }
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize]
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrackStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub keyframes: u64,
+    pub rtx_packets: u64,
+    pub duplicates: u64,
+    pub padding_only: u64,
+    pub plis_out: u64,
+    pub nacks_in: u64,
+    pub retransmissions: u64,
+    pub last_seq: Option<u16>,
+    pub media_ssrc: Option<u32>,
+    pub rtx_ssrc: Option<u32>,
+    pub subscriptions: usize,
+    /// Last sender report from the publisher: (NTP timestamp, RTP timestamp, when it arrived).
+    pub last_sr: Option<(u64, u32, u64)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionStats {
+    pub ssrc: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub keyframes: u64,
+    pub retransmissions: u64,
+    pub nacks: u64,
+    pub nack_misses: u64,
+    pub plis: u64,
+    pub firs: u64,
+    pub waiting_keyframe: bool,
+    pub dropped_waiting_keyframe: u64,
+    pub last_seq: Option<u16>,
+    pub last_timestamp: Option<u32>,
+    pub remb_bps: Option<u64>,
+    pub fraction_lost: Option<u8>,
+    pub cumulative_lost: Option<i32>,
+    pub jitter: Option<u32>,
+}
+
+/// What a payload type of a track means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PtEntry {
+    Unknown,
+    Media { kind: CodecKind, codec: u8 },
+    Rtx { apt: u8 },
+}
+
+/// Removes padding-only packets from the sequence space without leaving gaps: "compressed" sequence
+/// numbers (c) skip every padding packet that arrived in order. Segments record from which extended
+/// sequence number on how many packets have been removed.
+#[derive(Debug, Default)]
+struct SeqCompressor {
+    segments: VecDeque<(u64, u64)>,
+    base_removed: u64,
+}
+
+const MAX_SEGMENTS: usize = 256;
+
+impl SeqCompressor {
+    fn removed_at(&self, ext: u64) -> u64 {
+        self.segments.iter().rev().find(|(from, _)| *from <= ext).map_or(self.base_removed, |s| s.1)
+    }
+
+    fn compress(&self, ext: u64) -> u64 {
+        ext - self.removed_at(ext)
+    }
+
+    fn decompress(&self, c: u64) -> u64 {
+        let removed = self
+            .segments
+            .iter()
+            .rev()
+            .find(|(from, removed)| from - removed <= c)
+            .map_or(self.base_removed, |s| s.1);
+        c + removed
+    }
+
+    /// Drop `ext` (a padding packet newer than anything received) from the sequence space.
+    fn remove(&mut self, ext: u64) {
+        match self.segments.back_mut() {
+            Some(last) if last.0 == ext => {
+                last.0 = ext + 1;
+                last.1 += 1;
+            }
+            _ => {
+                let removed = self.removed_at(ext) + 1;
+                if self.segments.len() == MAX_SEGMENTS {
+                    if let Some((_, r)) = self.segments.pop_front() {
+                        self.base_removed = r;
+                    }
+                }
+                self.segments.push_back((ext + 1, removed));
+            }
+        }
+    }
+}
+
+struct Publisher {
+    rtcp_ssrc: u32,
+    ext: ExtensionIds,
+    tracks: Vec<TrackId>,
+    remb_due: bool,
+    last_remb_ms: Option<u64>,
+}
+
+struct Subscription {
+    id: SubscriptionId,
+    transport: TransportId,
+    ssrc: u32,
+    /// Publisher media payload type → subscriber payload type (0xff: not negotiated).
+    pt_map: [u8; 128],
+    ext: ExtensionIds,
+    gated: bool,
+    started: bool,
+    start_c: u64,
+    seq_offset: u16,
+    ts_offset: u32,
+    next_seq: u16,
+    next_ts: u32,
+    /// Last first-transmission sent: (seq, timestamp, now_ms); used to continue after a resync.
+    last_out: Option<(u16, u32, u64)>,
+    stats: SubscriptionStats,
+}
+
+struct Track {
+    transport: TransportId,
+    kind: MediaKind,
+    mid: Option<String>,
+    codecs: Vec<Codec>,
+    pt_table: [PtEntry; 128],
+    media_ssrc: Option<u32>,
+    rtx_ssrc: Option<u32>,
+    /// SSRCs indexed for this track (SDP ones and those bound on the fly).
+    ssrcs: Vec<u32>,
+    seq: SeqUnwrapper,
+    gaps: SeqCompressor,
+    cache: NackCache,
+    subs: Vec<Subscription>,
+    last_pli_ms: Option<u64>,
+    pli_pending: bool,
+    stats: TrackStats,
+}
+
+impl Track {
+    fn clock_rate(&self, media_pt: u8) -> u32 {
+        match self.pt_table[media_pt as usize & 0x7f] {
+            PtEntry::Media { codec, .. } => self.codecs[codec as usize].clock_rate.max(1),
+            _ => 90_000,
+        }
+    }
+
+    /// Media SSRC to name in feedback to the publisher (the bound one, else the first from SDP).
+    fn feedback_ssrc(&self) -> Option<u32> {
+        self.media_ssrc.or_else(|| self.ssrcs.first().copied())
+    }
+
+    fn waiting_subs(&self) -> bool {
+        self.subs.iter().any(|s| s.gated && !s.started)
+    }
+}
+
+/// splitmix64: deterministic, seedable, enough for random start sequence numbers and timestamps.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+pub struct Router {
+    cfg: RouterConfig,
+    rng: Rng,
+    publishers: HashMap<TransportId, Publisher>,
+    tracks: HashMap<TrackId, Track>,
+    track_by_ssrc: HashMap<(TransportId, u32), TrackId>,
+    sub_track: HashMap<SubscriptionId, TrackId>,
+    sub_by_ssrc: HashMap<(TransportId, u32), SubscriptionId>,
+    stats: RouterStats,
+}
+
+/// The parts of a media packet needed to write it for a subscriber.
+struct MediaRef<'a> {
+    c: u64,
+    timestamp: u32,
+    marker: bool,
+    abs_send_time: Option<[u8; 3]>,
+    audio_level: Option<u8>,
+    csrc_bytes: &'a [u8],
+    payload: &'a [u8],
+}
+
+impl<'a> MediaRef<'a> {
+    fn from_cached(p: &'a CachedPacket, c: u64) -> Self {
+        Self {
+            c,
+            timestamp: p.timestamp,
+            marker: p.marker,
+            abs_send_time: p.abs_send_time,
+            audio_level: p.audio_level,
+            csrc_bytes: p.csrc_bytes(),
+            payload: p.payload(),
+        }
+    }
+}
+
+fn write_for_sub(out: &mut Output, sub: &Subscription, sub_pt: u8, m: &MediaRef<'_>) -> (u16, u32, usize) {
+    let seq = (m.c as u16).wrapping_add(sub.seq_offset);
+    let ts = m.timestamp.wrapping_add(sub.ts_offset);
+    let level;
+    let mut exts: [(u8, &[u8]); 2] = [(0, &[]), (0, &[])];
+    let mut n = 0;
+    if let (Some(v), id) = (&m.abs_send_time, sub.ext.abs_send_time) {
+        if id != 0 {
+            exts[n] = (id, &v[..]);
+            n += 1;
+        }
+    }
+    if let (Some(v), id) = (m.audio_level, sub.ext.audio_level) {
+        if id != 0 {
+            level = [v];
+            exts[n] = (id, &level[..]);
+            n += 1;
+        }
+    }
+    let h = HeaderOut {
+        marker: m.marker,
+        payload_type: sub_pt,
+        seq,
+        timestamp: ts,
+        ssrc: sub.ssrc,
+        csrc_bytes: m.csrc_bytes,
+        extensions: &exts[..n],
+    };
+    let mut len = 0;
+    out.push_with(sub.transport, |buf| {
+        let start = buf.len();
+        rtp::write_packet(buf, &h, m.payload);
+        len = buf.len() - start;
+    });
+    (seq, ts, len)
+}
+
+impl Router {
+    pub fn new(cfg: RouterConfig, seed: u64) -> Self {
+        Self {
+            cfg,
+            rng: Rng(seed),
+            publishers: HashMap::new(),
+            tracks: HashMap::new(),
+            track_by_ssrc: HashMap::new(),
+            sub_track: HashMap::new(),
+            sub_by_ssrc: HashMap::new(),
+            stats: RouterStats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &RouterConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> &RouterStats {
+        &self.stats
+    }
+
+    // ------------------------------------------------------------------ control
+
+    /// Declares (or updates) a publishing transport: the SSRC it uses for our RTCP toward it and its
+    /// negotiated header-extension ids.
+    pub fn add_publisher(&mut self, transport: TransportId, rtcp_ssrc: u32, ext: ExtensionIds) {
+        let p = self.publishers.entry(transport).or_insert_with(|| Publisher {
+            rtcp_ssrc,
+            ext,
+            tracks: Vec::new(),
+            remb_due: true,
+            last_remb_ms: None,
+        });
+        p.rtcp_ssrc = rtcp_ssrc;
+        p.ext = ext;
+    }
+
+    pub fn add_track(
+        &mut self,
+        track: TrackId,
+        transport: TransportId,
+        kind: MediaKind,
+        mid: Option<String>,
+        codecs: Vec<Codec>,
+        ssrcs: &[u32],
+    ) -> Result<(), RouterError> {
+        if self.tracks.contains_key(&track) {
+            return Err(RouterError::Duplicate("track", track));
+        }
+        if !self.publishers.contains_key(&transport) {
+            return Err(RouterError::UnknownTransport(transport));
+        }
+        let mut pt_table = [PtEntry::Unknown; 128];
+        for (i, c) in codecs.iter().enumerate() {
+            if c.payload_type > 127 {
+                return Err(RouterError::Invalid(format!("payload type {} > 127", c.payload_type)));
+            }
+            if pt_table[c.payload_type as usize] != PtEntry::Unknown {
+                return Err(RouterError::Invalid(format!("payload type {} listed twice", c.payload_type)));
+            }
+            let ck = CodecKind::from_name(&c.name);
+            pt_table[c.payload_type as usize] = if ck == CodecKind::Rtx {
+                let apt = c.apt.ok_or_else(|| {
+                    RouterError::Invalid(format!("rtx payload type {} has no apt", c.payload_type))
+                })?;
+                PtEntry::Rtx { apt }
+            } else {
+                PtEntry::Media { kind: ck, codec: i.min(255) as u8 }
+            };
+        }
+        for c in &codecs {
+            if let Some(apt) = c.apt.filter(|_| CodecKind::from_name(&c.name) == CodecKind::Rtx) {
+                if !matches!(pt_table.get(apt as usize), Some(PtEntry::Media { .. })) {
+                    return Err(RouterError::Invalid(format!(
+                        "rtx payload type {} names apt {apt}, which is not a media codec of the track",
+                        c.payload_type
+                    )));
+                }
+            }
+        }
+        for s in ssrcs {
+            if self.track_by_ssrc.contains_key(&(transport, *s)) {
+                return Err(RouterError::SsrcInUse(*s));
+            }
+        }
+        for s in ssrcs {
+            self.track_by_ssrc.insert((transport, *s), track);
+        }
+        let publisher = self.publishers.get_mut(&transport).expect("checked above");
+        publisher.tracks.push(track);
+        if kind == MediaKind::Video && !ssrcs.is_empty() {
+            publisher.remb_due = true;
+        }
+        self.tracks.insert(
+            track,
+            Track {
+                transport,
+                kind,
+                mid,
+                codecs,
+                pt_table,
+                media_ssrc: None,
+                rtx_ssrc: None,
+                ssrcs: ssrcs.to_vec(),
+                seq: SeqUnwrapper::new(),
+                gaps: SeqCompressor::default(),
+                cache: NackCache::new(self.cfg.nack_cache_packets),
+                subs: Vec::new(),
+                last_pli_ms: None,
+                pli_pending: false,
+                stats: TrackStats::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Removes a track and its subscriptions; false if it did not exist.
+    pub fn remove_track(&mut self, track: TrackId) -> bool {
+        let Some(t) = self.tracks.remove(&track) else { return false };
+        for s in &t.ssrcs {
+            self.track_by_ssrc.remove(&(t.transport, *s));
+        }
+        for sub in &t.subs {
+            self.sub_track.remove(&sub.id);
+            self.sub_by_ssrc.remove(&(sub.transport, sub.ssrc));
+        }
+        if let Some(p) = self.publishers.get_mut(&t.transport) {
+            p.tracks.retain(|x| *x != track);
+        }
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_subscription(
+        &mut self,
+        sub: SubscriptionId,
+        track: TrackId,
+        transport: TransportId,
+        ssrc: u32,
+        codecs: &[Codec],
+        ext: ExtensionIds,
+    ) -> Result<(), RouterError> {
+        if self.sub_track.contains_key(&sub) {
+            return Err(RouterError::Duplicate("subscription", sub));
+        }
+        if self.sub_by_ssrc.contains_key(&(transport, ssrc)) {
+            return Err(RouterError::SsrcInUse(ssrc));
+        }
+        let t = self.tracks.get_mut(&track).ok_or(RouterError::UnknownTrack(track))?;
+        let mut pt_map = [0xffu8; 128];
+        let mut any = false;
+        for pc in t.codecs.iter().filter(|c| CodecKind::from_name(&c.name) != CodecKind::Rtx) {
+            let found = codecs.iter().find(|sc| {
+                sc.name.eq_ignore_ascii_case(&pc.name) && sc.clock_rate == pc.clock_rate && sc.payload_type < 128
+            });
+            if let Some(sc) = found {
+                pt_map[pc.payload_type as usize] = sc.payload_type;
+                any = true;
+            }
+        }
+        if !any {
+            return Err(RouterError::Invalid(format!(
+                "subscription {sub}: no codec in common with track {track}"
+            )));
+        }
+        let gated = t.kind == MediaKind::Video
+            && t.pt_table.iter().any(|e| matches!(e, PtEntry::Media { kind, .. } if kind.gated()));
+        let next_seq = self.rng.next() as u16;
+        let next_ts = self.rng.next() as u32;
+        t.subs.push(Subscription {
+            id: sub,
+            transport,
+            ssrc,
+            pt_map,
+            ext,
+            gated,
+            started: false,
+            start_c: 0,
+            seq_offset: 0,
+            ts_offset: 0,
+            next_seq,
+            next_ts,
+            last_out: None,
+            stats: SubscriptionStats { ssrc, waiting_keyframe: gated, ..Default::default() },
+        });
+        if gated {
+            t.pli_pending = true; // poll() asks the publisher for a keyframe right away
+        }
+        self.sub_track.insert(sub, track);
+        self.sub_by_ssrc.insert((transport, ssrc), sub);
+        Ok(())
+    }
+
+    pub fn remove_subscription(&mut self, sub: SubscriptionId) -> bool {
+        let Some(track) = self.sub_track.remove(&sub) else { return false };
+        if let Some(t) = self.tracks.get_mut(&track) {
+            if let Some(i) = t.subs.iter().position(|s| s.id == sub) {
+                let s = t.subs.swap_remove(i);
+                self.sub_by_ssrc.remove(&(s.transport, s.ssrc));
+            }
+        }
+        true
+    }
+
+    /// Removes everything published or subscribed on `transport`; false if nothing was there.
+    pub fn remove_transport(&mut self, transport: TransportId) -> bool {
+        let mut any = self.publishers.remove(&transport).is_some();
+        let published: Vec<TrackId> =
+            self.tracks.iter().filter(|(_, t)| t.transport == transport).map(|(id, _)| *id).collect();
+        for t in published {
+            any |= self.remove_track(t);
+        }
+        let subscribed: Vec<SubscriptionId> =
+            self.sub_by_ssrc.iter().filter(|((tr, _), _)| *tr == transport).map(|(_, s)| *s).collect();
+        for s in subscribed {
+            any |= self.remove_subscription(s);
+        }
+        any
+    }
+
+    pub fn track_stats(&self, track: TrackId) -> Option<TrackStats> {
+        self.tracks.get(&track).map(|t| {
+            let mut s = t.stats.clone();
+            s.media_ssrc = t.media_ssrc;
+            s.rtx_ssrc = t.rtx_ssrc;
+            s.subscriptions = t.subs.len();
+            s
+        })
+    }
+
+    pub fn subscription_stats(&self, sub: SubscriptionId) -> Option<SubscriptionStats> {
+        let t = self.tracks.get(self.sub_track.get(&sub)?)?;
+        t.subs.iter().find(|s| s.id == sub).map(|s| s.stats.clone())
+    }
+
+    // ------------------------------------------------------------------ RTP
+
+    /// Finds the track for an unknown SSRC: the mid header extension first, else a payload type that
+    /// only one track of the transport uses.
+    fn bind_ssrc(&mut self, transport: TransportId, v: &RtpView<'_>) -> Option<TrackId> {
+        let p = self.publishers.get(&transport)?;
+        let mut found = None;
+        if let Some(mid) = v.extension(p.ext.mid) {
+            found = p
+                .tracks
+                .iter()
+                .copied()
+                .find(|id| self.tracks[id].mid.as_deref().is_some_and(|m| m.as_bytes() == mid));
+        }
+        if found.is_none() {
+            let mut candidates = p
+                .tracks
+                .iter()
+                .copied()
+                .filter(|id| self.tracks[id].pt_table[v.payload_type as usize] != PtEntry::Unknown);
+            let first = candidates.next();
+            if candidates.next().is_none() {
+                found = first;
+            }
+        }
+        let id = found?;
+        self.track_by_ssrc.insert((transport, v.ssrc), id);
+        self.tracks.get_mut(&id)?.ssrcs.push(v.ssrc);
+        Some(id)
+    }
+
+    /// Routes one RTP packet from a publisher; forwarded copies are appended to `out`.
+    pub fn route_rtp(&mut self, transport: TransportId, packet: &[u8], now_ms: u64, out: &mut Output) {
+        self.stats.rtp_packets_in += 1;
+        self.stats.rtp_bytes_in += packet.len() as u64;
+        let v = match RtpView::parse(packet) {
+            Ok(v) => v,
+            Err(_) => return self.stats.drop(DropReason::Malformed),
+        };
+        let track_id = match self.track_by_ssrc.get(&(transport, v.ssrc)) {
+            Some(id) => *id,
+            None => match self.bind_ssrc(transport, &v) {
+                Some(id) => id,
+                None => return self.stats.drop(DropReason::UnknownSsrc),
+            },
+        };
+        let ext_ids = self.publishers.get(&transport).map(|p| p.ext).unwrap_or_default();
+        let Router { tracks, stats, publishers, .. } = self;
+        let Some(t) = tracks.get_mut(&track_id) else { return stats.drop(DropReason::UnknownSsrc) };
+        t.stats.packets += 1;
+        t.stats.bytes += packet.len() as u64;
+
+        // Resolve RTX to the original packet.
+        let (seq, media_pt, payload, is_rtx) = match t.pt_table[v.payload_type as usize] {
+            PtEntry::Unknown => return stats.drop(DropReason::UnknownPayloadType),
+            PtEntry::Rtx { apt } => {
+                stats.rtx_in += 1;
+                t.stats.rtx_packets += 1;
+                if t.rtx_ssrc.is_none() && Some(v.ssrc) != t.media_ssrc {
+                    t.rtx_ssrc = Some(v.ssrc);
+                }
+                let p = v.payload();
+                if p.is_empty() {
+                    t.stats.padding_only += 1;
+                    return stats.drop(DropReason::PaddingOnly);
+                }
+                if p.len() <= 2 || t.media_ssrc.is_none() {
+                    return stats.drop(DropReason::RtxUnwrapFailed);
+                }
+                (u16::from_be_bytes([p[0], p[1]]), apt, &p[2..], true)
+            }
+            PtEntry::Media { .. } => {
+                if t.media_ssrc != Some(v.ssrc) {
+                    if Some(v.ssrc) == t.rtx_ssrc {
+                        // Media PT on the RTX SSRC: the SSRC roles were guessed wrong; swap them.
+                        t.rtx_ssrc = None;
+                    }
+                    let switching = t.media_ssrc.is_some();
+                    t.media_ssrc = Some(v.ssrc);
+                    if t.kind == MediaKind::Video {
+                        if let Some(p) = publishers.get_mut(&t.transport) {
+                            p.remb_due = true;
+                        }
+                    }
+                    if switching {
+                        // New sequence space: restart unwrapping; subscribers continue seamlessly.
+                        t.seq = SeqUnwrapper::new();
+                        t.gaps = SeqCompressor::default();
+                        t.cache = NackCache::new(t.cache.capacity());
+                        for s in &mut t.subs {
+                            s.started = false;
+                            s.stats.waiting_keyframe = s.gated;
+                        }
+                    }
+                }
+                (v.seq, v.payload_type, v.payload(), false)
+            }
+        };
+        let codec_kind = match t.pt_table[media_pt as usize & 0x7f] {
+            PtEntry::Media { kind, .. } => kind,
+            _ => return stats.drop(DropReason::RtxUnwrapFailed),
+        };
+        let ext = t.seq.unwrap(seq);
+        t.stats.last_seq = Some(seq);
+
+        if payload.is_empty() {
+            // Padding only (bandwidth probing): never forwarded. When it is the newest packet, no
+            // subscriber has anything numbered after it yet, so it can be cut out of the sequence space.
+            if !is_rtx && t.seq.highest() == Some(ext) {
+                t.gaps.remove(ext);
+            }
+            t.stats.padding_only += 1;
+            return stats.drop(DropReason::PaddingOnly);
+        }
+
+        let abs_send_time = v.extension(ext_ids.abs_send_time).and_then(|d| d.try_into().ok());
+        let audio_level = v.extension(ext_ids.audio_level).and_then(|d| d.first().copied());
+        match t.cache.insert(&PacketToCache {
+            ext_seq: ext,
+            timestamp: v.timestamp,
+            marker: v.marker,
+            payload_type: media_pt,
+            abs_send_time,
+            audio_level,
+            csrc_bytes: v.csrc_bytes(),
+            payload,
+        }) {
+            Insert::Stored => {}
+            Insert::Duplicate => {
+                t.stats.duplicates += 1;
+                return stats.drop(DropReason::Duplicate);
+            }
+            Insert::TooOld => return stats.drop(DropReason::TooOld),
+        }
+
+        let is_key = codec_kind.gated() && is_keyframe_start(codec_kind, payload);
+        if is_key {
+            t.stats.keyframes += 1;
+            stats.keyframes_in += 1;
+        }
+        t.stats.payload_bytes += payload.len() as u64;
+        stats.payload_bytes_in += payload.len() as u64;
+
+        let m = MediaRef {
+            c: t.gaps.compress(ext),
+            timestamp: v.timestamp,
+            marker: v.marker,
+            abs_send_time,
+            audio_level,
+            csrc_bytes: v.csrc_bytes(),
+            payload,
+        };
+        let clock_rate = t.clock_rate(media_pt);
+        for sub in &mut t.subs {
+            if !sub.started {
+                if sub.gated && !is_key {
+                    sub.stats.dropped_waiting_keyframe += 1;
+                    stats.drop(DropReason::WaitingKeyframe);
+                    continue;
+                }
+                // Fix the offsets: continue after the previous stream if there was one, else start
+                // from the random values chosen at subscription time.
+                if let Some((last_seq, last_ts, last_ms)) = sub.last_out {
+                    let elapsed = now_ms.saturating_sub(last_ms);
+                    let advance = (elapsed * clock_rate as u64 / 1000).clamp(1, u32::MAX as u64 / 2) as u32;
+                    sub.next_seq = last_seq.wrapping_add(1);
+                    sub.next_ts = last_ts.wrapping_add(advance);
+                }
+                sub.started = true;
+                sub.start_c = m.c;
+                sub.seq_offset = sub.next_seq.wrapping_sub(m.c as u16);
+                sub.ts_offset = sub.next_ts.wrapping_sub(m.timestamp);
+                sub.stats.waiting_keyframe = false;
+            } else if m.c < sub.start_c {
+                stats.drop(DropReason::BeforeSubscriptionStart);
+                continue;
+            }
+            let sub_pt = sub.pt_map[media_pt as usize & 0x7f];
+            if sub_pt == 0xff {
+                stats.drop(DropReason::CodecNotNegotiated);
+                continue;
+            }
+            let (seq, ts, len) = write_for_sub(out, sub, sub_pt, &m);
+            let newest = sub.last_out.is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));
+            if newest {
+                sub.last_out = Some((seq, ts, now_ms));
+                sub.stats.last_seq = Some(seq);
+                sub.stats.last_timestamp = Some(ts);
+            }
+            sub.stats.packets += 1;
+            sub.stats.bytes += len as u64;
+            sub.stats.payload_bytes += payload.len() as u64;
+            if is_key {
+                sub.stats.keyframes += 1;
+            }
+            stats.rtp_packets_out += 1;
+            stats.rtp_bytes_out += len as u64;
+            stats.payload_bytes_out += payload.len() as u64;
+        }
+    }
+
+    // ------------------------------------------------------------------ RTCP
+
+    /// Sends a PLI for `track` to its publisher unless one went out less than the throttle ago.
+    fn send_pli(
+        cfg: &RouterConfig,
+        stats: &mut RouterStats,
+        publishers: &HashMap<TransportId, Publisher>,
+        t: &mut Track,
+        now_ms: u64,
+        out: &mut Output,
+    ) -> bool {
+        if t.kind != MediaKind::Video {
+            return false;
+        }
+        let (Some(media_ssrc), Some(p)) = (t.feedback_ssrc(), publishers.get(&t.transport)) else {
+            return false;
+        };
+        if t.last_pli_ms.is_some_and(|last| now_ms < last + cfg.pli_min_interval_ms) {
+            stats.plis_throttled += 1;
+            return false;
+        }
+        t.last_pli_ms = Some(now_ms);
+        t.pli_pending = false;
+        t.stats.plis_out += 1;
+        stats.plis_out += 1;
+        stats.rtcp_packets_out += 1;
+        out.push_with(t.transport, |b| rtcp::write_pli(b, p.rtcp_ssrc, media_ssrc));
+        true
+    }
+
+    /// Asks the publisher of `track` for a keyframe (throttled); true if a PLI was written.
+    pub fn request_keyframe(&mut self, track: TrackId, now_ms: u64, out: &mut Output) -> bool {
+        let Router { cfg, stats, publishers, tracks, .. } = self;
+        match tracks.get_mut(&track) {
+            Some(t) => Self::send_pli(cfg, stats, publishers, t, now_ms, out),
+            None => false,
+        }
+    }
+
+    /// Handles one (compound) RTCP datagram from `transport`: subscribers' feedback produces
+    /// retransmissions (`rtp_out`) and PLIs toward publishers (`rtcp_out`); publishers' sender
+    /// reports are noted.
+    pub fn handle_rtcp(
+        &mut self,
+        transport: TransportId,
+        packet: &[u8],
+        now_ms: u64,
+        rtp_out: &mut Output,
+        rtcp_out: &mut Output,
+    ) {
+        self.stats.rtcp_packets_in += 1;
+        if packet.is_empty() {
+            return self.stats.drop(DropReason::MalformedRtcp);
+        }
+        for item in rtcp::parse_compound(packet) {
+            let p = match item {
+                Ok(p) => p,
+                Err(_) => {
+                    self.stats.drop(DropReason::MalformedRtcp);
+                    break;
+                }
+            };
+            match p {
+                RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, reports, .. } => {
+                    if let Some(t) = self.track_by_ssrc.get(&(transport, ssrc)).and_then(|id| self.tracks.get_mut(id)) {
+                        if t.media_ssrc.is_none_or(|m| m == ssrc) {
+                            t.stats.last_sr = Some((ntp, rtp_timestamp, now_ms));
+                        }
+                    }
+                    self.note_reports(transport, reports);
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => self.note_reports(transport, reports),
+                RtcpPacket::Nack { media_ssrc, items, .. } => {
+                    self.stats.nacks_in += 1;
+                    self.answer_nack(transport, media_ssrc, items, rtp_out);
+                }
+                RtcpPacket::Pli { media_ssrc, .. } => {
+                    self.stats.plis_in += 1;
+                    self.forward_keyframe_request(transport, media_ssrc, false, now_ms, rtcp_out);
+                }
+                RtcpPacket::Fir { items, .. } => {
+                    self.stats.firs_in += 1;
+                    for (ssrc, _) in items.iter() {
+                        self.forward_keyframe_request(transport, ssrc, true, now_ms, rtcp_out);
+                    }
+                }
+                RtcpPacket::Remb { bitrate_bps, ssrcs, .. } => {
+                    self.stats.remb_in += 1;
+                    for ssrc in ssrcs.iter() {
+                        if let Some(s) = self.sub_mut(transport, ssrc) {
+                            s.stats.remb_bps = Some(bitrate_bps);
+                        }
+                    }
+                }
+                RtcpPacket::SourceDescription
+                | RtcpPacket::Bye { .. }
+                | RtcpPacket::TransportCc { .. }
+                | RtcpPacket::Other { .. } => {}
+            }
+        }
+    }
+
+    fn sub_mut(&mut self, transport: TransportId, ssrc: u32) -> Option<&mut Subscription> {
+        let sub = *self.sub_by_ssrc.get(&(transport, ssrc))?;
+        let track = *self.sub_track.get(&sub)?;
+        self.tracks.get_mut(&track)?.subs.iter_mut().find(|s| s.id == sub)
+    }
+
+    fn note_reports(&mut self, transport: TransportId, reports: rtcp::ReportBlocks<'_>) {
+        for rb in reports.iter() {
+            if let Some(s) = self.sub_mut(transport, rb.ssrc) {
+                s.stats.fraction_lost = Some(rb.fraction_lost);
+                s.stats.cumulative_lost = Some(rb.cumulative_lost);
+                s.stats.jitter = Some(rb.jitter);
+            }
+        }
+    }
+
+    fn forward_keyframe_request(
+        &mut self,
+        transport: TransportId,
+        sub_ssrc: u32,
+        fir: bool,
+        now_ms: u64,
+        out: &mut Output,
+    ) {
+        let Some(&sub) = self.sub_by_ssrc.get(&(transport, sub_ssrc)) else { return };
+        let Some(&track) = self.sub_track.get(&sub) else { return };
+        let Router { cfg, stats, publishers, tracks, .. } = self;
+        let Some(t) = tracks.get_mut(&track) else { return };
+        if let Some(s) = t.subs.iter_mut().find(|s| s.id == sub) {
+            if fir {
+                s.stats.firs += 1;
+            } else {
+                s.stats.plis += 1;
+            }
+        }
+        Self::send_pli(cfg, stats, publishers, t, now_ms, out);
+    }
+
+    fn answer_nack(&mut self, transport: TransportId, media_ssrc: u32, items: rtcp::NackItems<'_>, out: &mut Output) {
+        let Some(&sub) = self.sub_by_ssrc.get(&(transport, media_ssrc)) else { return };
+        let Some(&track) = self.sub_track.get(&sub) else { return };
+        let Router { stats, tracks, .. } = self;
+        let Some(t) = tracks.get_mut(&track) else { return };
+        t.stats.nacks_in += 1;
+        let Some(si) = t.subs.iter().position(|s| s.id == sub) else { return };
+        t.subs[si].stats.nacks += 1;
+        let highest_c = t.seq.highest().map(|h| t.gaps.compress(h));
+        for out_seq in items.seqs() {
+            let sub = &t.subs[si];
+            let found = match (sub.started, highest_c) {
+                (true, Some(hc)) => {
+                    let c = extend_u16(hc, out_seq.wrapping_sub(sub.seq_offset));
+                    if c < sub.start_c || c > hc {
+                        None
+                    } else {
+                        t.cache.get(t.gaps.decompress(c)).map(|p| (p, c))
+                    }
+                }
+                _ => None,
+            };
+            let Some((p, c)) = found else {
+                t.subs[si].stats.nack_misses += 1;
+                stats.drop(DropReason::NackMiss);
+                continue;
+            };
+            let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
+            if sub_pt == 0xff {
+                stats.drop(DropReason::NackMiss);
+                continue;
+            }
+            let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c));
+            let sub = &mut t.subs[si];
+            sub.stats.retransmissions += 1;
+            t.stats.retransmissions += 1;
+            stats.retransmissions_out += 1;
+            stats.retransmission_bytes_out += len as u64;
+            stats.rtp_packets_out += 1;
+            stats.rtp_bytes_out += len as u64;
+        }
+    }
+
+    // ------------------------------------------------------------------ periodic
+
+    /// Periodic work: REMB to publishers (about once per `remb_interval_ms`, and soon after a new
+    /// video SSRC appears) and PLIs for subscriptions still waiting for a keyframe.
+    pub fn poll(&mut self, now_ms: u64, out: &mut Output) {
+        let Router { cfg, stats, publishers, tracks, .. } = self;
+        for (transport, p) in publishers.iter_mut() {
+            let due = p.remb_due || p.last_remb_ms.is_none_or(|l| now_ms >= l + cfg.remb_interval_ms);
+            if !due {
+                continue;
+            }
+            let mut ssrcs = [0u32; 32];
+            let mut n = 0;
+            for id in &p.tracks {
+                if let Some(t) = tracks.get(id) {
+                    if t.kind == MediaKind::Video && n < ssrcs.len() {
+                        if let Some(s) = t.feedback_ssrc() {
+                            ssrcs[n] = s;
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            p.remb_due = false;
+            p.last_remb_ms = Some(now_ms);
+            stats.remb_out += 1;
+            stats.rtcp_packets_out += 1;
+            out.push_with(*transport, |b| rtcp::write_remb(b, p.rtcp_ssrc, cfg.max_bitrate_bps, &ssrcs[..n]));
+        }
+        for t in tracks.values_mut() {
+            if !t.waiting_subs() {
+                t.pli_pending = false;
+                continue;
+            }
+            let retry_due = t.last_pli_ms.is_none_or(|l| now_ms >= l + cfg.keyframe_retry_ms);
+            if t.pli_pending || retry_due {
+                Self::send_pli(cfg, stats, publishers, t, now_ms, out);
+            }
+        }
+    }
+}
