@@ -97,6 +97,7 @@ def parse_upload(body: Mapping[str, Any]) -> UploadBatch:
     unknown = set(body) - {"patient", "room", "envelopes"}
     if unknown:
         raise ValueError(f"vitals upload: unknown keys {sorted(unknown)}")
+    patient, room = _optional_str(body, "patient"), _optional_str(body, "room")
     items = body.get("envelopes")
     if not isinstance(items, list) or not items:
         raise ValueError("vitals upload: 'envelopes' must be a non-empty list of base64 strings")
@@ -118,7 +119,7 @@ def parse_upload(body: Mapping[str, Any]) -> UploadBatch:
             envelopes.append(decode_envelope(frame))
         except ValueError as exc:
             raise ValueError(f"vitals upload: envelope {index}: {exc}") from None
-    return UploadBatch(_optional_str(body, "patient"), _optional_str(body, "room"), envelopes)
+    return UploadBatch(patient, room, envelopes)
 
 
 def build_upload(
