@@ -24,7 +24,11 @@ pub struct CmKeys {
 }
 
 impl CmKeys {
-    pub fn derive(master_key: &[u8], master_salt: &[u8], labels: Labels) -> Result<Self, SrtpError> {
+    pub fn derive(
+        master_key: &[u8],
+        master_salt: &[u8],
+        labels: Labels,
+    ) -> Result<Self, SrtpError> {
         if master_key.len() != SESSION_KEY_LEN || master_salt.len() != SESSION_SALT_LEN {
             return Err(SrtpError::BadKeyLength);
         }
@@ -45,7 +49,8 @@ impl CmKeys {
         Self {
             cipher: Aes128Enc::new(key.into()),
             salt: *salt,
-            mac: <Hmac<Sha1> as KeyInit>::new_from_slice(auth_key).expect("HMAC accepts any key length"),
+            mac: <Hmac<Sha1> as KeyInit>::new_from_slice(auth_key)
+                .expect("HMAC accepts any key length"),
         }
     }
 
@@ -67,7 +72,11 @@ impl CmKeys {
     #[inline]
     pub fn apply_keystream(&self, ssrc: u32, index: u64, data: &mut [u8]) {
         let iv = self.iv(ssrc, index);
-        Ctr128BE::from_core(CtrCore::<&Aes128Enc, flavors::Ctr128BE>::inner_iv_init(&self.cipher, &iv.into())).apply_keystream(data);
+        Ctr128BE::from_core(CtrCore::<&Aes128Enc, flavors::Ctr128BE>::inner_iv_init(
+            &self.cipher,
+            &iv.into(),
+        ))
+        .apply_keystream(data);
     }
 
     /// HMAC-SHA1 over `data || suffix`.
@@ -92,7 +101,11 @@ pub struct CmTransform {
 const RTCP_TAG_LEN: usize = 10;
 
 impl CmTransform {
-    pub fn new(master_key: &[u8], master_salt: &[u8], rtp_tag_len: usize) -> Result<Self, SrtpError> {
+    pub fn new(
+        master_key: &[u8],
+        master_salt: &[u8],
+        rtp_tag_len: usize,
+    ) -> Result<Self, SrtpError> {
         Ok(Self {
             rtp: CmKeys::derive(master_key, master_salt, kdf::RTP_LABELS)?,
             rtcp: CmKeys::derive(master_key, master_salt, kdf::RTCP_LABELS)?,
@@ -102,8 +115,16 @@ impl CmTransform {
 
     /// Encrypt `buf[header_len..len]` and append the tag; `buf` has room for it.
     #[inline]
-    pub fn protect_rtp(&self, buf: &mut [u8], header_len: usize, len: usize, ssrc: u32, index: u64) -> usize {
-        self.rtp.apply_keystream(ssrc, index, &mut buf[header_len..len]);
+    pub fn protect_rtp(
+        &self,
+        buf: &mut [u8],
+        header_len: usize,
+        len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> usize {
+        self.rtp
+            .apply_keystream(ssrc, index, &mut buf[header_len..len]);
         let roc = ((index >> 16) as u32).to_be_bytes();
         let tag = self.rtp.mac(&buf[..len], &roc);
         buf[len..len + self.rtp_tag_len].copy_from_slice(&tag[..self.rtp_tag_len]);
@@ -112,21 +133,29 @@ impl CmTransform {
 
     /// Verify and decrypt a whole SRTP packet; returns the RTP length.
     #[inline]
-    pub fn unprotect_rtp(&self, packet: &mut [u8], header_len: usize, ssrc: u32, index: u64) -> Result<usize, SrtpError> {
+    pub fn unprotect_rtp(
+        &self,
+        packet: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Result<usize, SrtpError> {
         let len = packet.len() - self.rtp_tag_len;
         let roc = ((index >> 16) as u32).to_be_bytes();
         let tag = self.rtp.mac(&packet[..len], &roc);
         if !bool::from(tag[..self.rtp_tag_len].ct_eq(&packet[len..])) {
             return Err(SrtpError::AuthFailed);
         }
-        self.rtp.apply_keystream(ssrc, index, &mut packet[header_len..len]);
+        self.rtp
+            .apply_keystream(ssrc, index, &mut packet[header_len..len]);
         Ok(len)
     }
 
     /// Encrypt after the 8-byte RTCP header, then append E||index and the tag.
     #[inline]
     pub fn protect_rtcp(&self, buf: &mut [u8], len: usize, ssrc: u32, index: u32) -> usize {
-        self.rtcp.apply_keystream(ssrc, u64::from(index), &mut buf[8..len]);
+        self.rtcp
+            .apply_keystream(ssrc, u64::from(index), &mut buf[8..len]);
         buf[len..len + 4].copy_from_slice(&(index | 0x8000_0000).to_be_bytes());
         let tag = self.rtcp.mac(&buf[..len + 4], &[]);
         buf[len + 4..len + 4 + RTCP_TAG_LEN].copy_from_slice(&tag[..RTCP_TAG_LEN]);
@@ -135,7 +164,12 @@ impl CmTransform {
 
     /// Verify and (if the E bit is set) decrypt a whole SRTCP packet; returns the RTCP length.
     #[inline]
-    pub fn unprotect_rtcp(&self, packet: &mut [u8], ssrc: u32, e_index: u32) -> Result<usize, SrtpError> {
+    pub fn unprotect_rtcp(
+        &self,
+        packet: &mut [u8],
+        ssrc: u32,
+        e_index: u32,
+    ) -> Result<usize, SrtpError> {
         let authenticated = packet.len() - RTCP_TAG_LEN;
         let tag = self.rtcp.mac(&packet[..authenticated], &[]);
         if !bool::from(tag[..RTCP_TAG_LEN].ct_eq(&packet[authenticated..])) {
@@ -143,7 +177,8 @@ impl CmTransform {
         }
         let len = authenticated - 4;
         if e_index & 0x8000_0000 != 0 {
-            self.rtcp.apply_keystream(ssrc, u64::from(e_index & 0x7fff_ffff), &mut packet[8..len]);
+            self.rtcp
+                .apply_keystream(ssrc, u64::from(e_index & 0x7fff_ffff), &mut packet[8..len]);
         }
         Ok(len)
     }
@@ -154,16 +189,24 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     // RFC 3711 Appendix B.2: the keystream with SSRC 0 and index 0 starts at the salt.
     #[test]
     fn rfc3711_b2_keystream() {
-        let key: [u8; 16] = unhex("2B7E151628AED2A6ABF7158809CF4F3C").try_into().unwrap();
+        let key: [u8; 16] = unhex("2B7E151628AED2A6ABF7158809CF4F3C")
+            .try_into()
+            .unwrap();
         let salt: [u8; 14] = unhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD").try_into().unwrap();
         let keys = CmKeys::from_session_keys(&key, &salt, &[0; 20]);
-        assert_eq!(keys.iv(0, 0).to_vec(), unhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000"));
+        assert_eq!(
+            keys.iv(0, 0).to_vec(),
+            unhex("F0F1F2F3F4F5F6F7F8F9FAFBFCFD0000")
+        );
         let mut segment = vec![0u8; 0xff02 * 16];
         keys.apply_keystream(0, 0, &mut segment);
         let blocks = [
@@ -175,7 +218,11 @@ mod tests {
             (0xff01, "6A2CC3787889374FBEB4C81B17BA6C44"),
         ];
         for (block, expected) in blocks {
-            assert_eq!(segment[block * 16..block * 16 + 16].to_vec(), unhex(expected), "block {block:#x}");
+            assert_eq!(
+                segment[block * 16..block * 16 + 16].to_vec(),
+                unhex(expected),
+                "block {block:#x}"
+            );
         }
     }
 

@@ -17,8 +17,8 @@ const MAX_SRTCP_INDEX: u32 = 0x7fff_ffff;
 /// The cryptographic transform of one direction, keyed once at construction.
 #[derive(Clone)]
 enum Transform {
-    Cm(CmTransform),
-    Gcm(GcmTransform),
+    Cm(Box<CmTransform>),
+    Gcm(Box<GcmTransform>),
 }
 
 impl Transform {
@@ -27,10 +27,12 @@ impl Transform {
             return Err(SrtpError::BadKeyLength);
         }
         Ok(match profile {
-            Profile::Aes128CmHmacSha1_80 | Profile::Aes128CmHmacSha1_32 => {
-                Transform::Cm(CmTransform::new(key, salt, profile.rtp_trailer_len())?)
+            Profile::Aes128CmHmacSha1_80 | Profile::Aes128CmHmacSha1_32 => Transform::Cm(Box::new(
+                CmTransform::new(key, salt, profile.rtp_trailer_len())?,
+            )),
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => {
+                Transform::Gcm(Box::new(GcmTransform::new(key, salt)?))
             }
-            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => Transform::Gcm(GcmTransform::new(key, salt)?),
         })
     }
 }
@@ -188,7 +190,10 @@ impl SrtpContext {
     }
 
     pub fn rx_roc(&self, ssrc: u32) -> Option<u32> {
-        self.rx_rtp.get(&ssrc).and_then(ReplayWindow::highest).map(|i| (i >> 16) as u32)
+        self.rx_rtp
+            .get(&ssrc)
+            .and_then(ReplayWindow::highest)
+            .map(|i| (i >> 16) as u32)
     }
 
     /// Protect the RTP packet `buf[..len]` in place; returns the SRTP length. `buf` must have
@@ -337,7 +342,9 @@ impl SrtpContext {
         let window = self.rx_rtcp.get(&ssrc);
         match window {
             Some(w) => w.check(index)?,
-            None if self.rx_rtcp.len() >= self.max_streams => return Err(SrtpError::TooManyStreams),
+            None if self.rx_rtcp.len() >= self.max_streams => {
+                return Err(SrtpError::TooManyStreams)
+            }
             None => {}
         }
         let len = match &self.rx {

@@ -18,14 +18,23 @@ enum Aead {
 impl Aead {
     fn new(key: &[u8]) -> Result<Self, SrtpError> {
         match key.len() {
-            16 => Ok(Aead::Aes128(Aes128Gcm::new_from_slice(key).map_err(|_| SrtpError::BadKeyLength)?)),
-            32 => Ok(Aead::Aes256(Aes256Gcm::new_from_slice(key).map_err(|_| SrtpError::BadKeyLength)?)),
+            16 => Ok(Aead::Aes128(
+                Aes128Gcm::new_from_slice(key).map_err(|_| SrtpError::BadKeyLength)?,
+            )),
+            32 => Ok(Aead::Aes256(
+                Aes256Gcm::new_from_slice(key).map_err(|_| SrtpError::BadKeyLength)?,
+            )),
             _ => Err(SrtpError::BadKeyLength),
         }
     }
 
     #[inline]
-    fn seal(&self, iv: &[u8; SALT_LEN], aad: &[u8], data: &mut [u8]) -> Result<[u8; TAG_LEN], SrtpError> {
+    fn seal(
+        &self,
+        iv: &[u8; SALT_LEN],
+        aad: &[u8],
+        data: &mut [u8],
+    ) -> Result<[u8; TAG_LEN], SrtpError> {
         let nonce = Nonce::from(*iv);
         let tag = match self {
             Aead::Aes128(c) => c.encrypt_inout_detached(&nonce, aad, data.into()),
@@ -37,7 +46,13 @@ impl Aead {
 
     /// Decrypts in place only when the tag verifies; otherwise `data` is left untouched.
     #[inline]
-    fn open(&self, iv: &[u8; SALT_LEN], aad: &[u8], data: &mut [u8], tag: &[u8]) -> Result<(), SrtpError> {
+    fn open(
+        &self,
+        iv: &[u8; SALT_LEN],
+        aad: &[u8],
+        data: &mut [u8],
+        tag: &[u8],
+    ) -> Result<(), SrtpError> {
         let nonce = Nonce::from(*iv);
         let tag = Tag::try_from(tag).map_err(|_| SrtpError::TooShort)?;
         let result = match self {
@@ -56,7 +71,11 @@ pub struct GcmKeys {
 }
 
 impl GcmKeys {
-    pub fn derive(master_key: &[u8], master_salt: &[u8], labels: Labels) -> Result<Self, SrtpError> {
+    pub fn derive(
+        master_key: &[u8],
+        master_salt: &[u8],
+        labels: Labels,
+    ) -> Result<Self, SrtpError> {
         if master_salt.len() != SALT_LEN {
             return Err(SrtpError::BadKeyLength);
         }
@@ -69,7 +88,10 @@ impl GcmKeys {
     }
 
     pub fn from_session_keys(key: &[u8], salt: &[u8; SALT_LEN]) -> Result<Self, SrtpError> {
-        Ok(Self { aead: Aead::new(key)?, salt: *salt })
+        Ok(Self {
+            aead: Aead::new(key)?,
+            salt: *salt,
+        })
     }
 
     /// The 12-byte IV: salt XOR (00 00 || SSRC || word1 (4 bytes) || word2 (2 bytes)) laid out
@@ -119,12 +141,22 @@ impl GcmTransform {
     #[cfg(test)]
     fn from_session_keys(key: &[u8], salt: &[u8; SALT_LEN]) -> Result<Self, SrtpError> {
         let keys = GcmKeys::from_session_keys(key, salt)?;
-        Ok(Self { rtp: keys.clone(), rtcp: keys })
+        Ok(Self {
+            rtp: keys.clone(),
+            rtcp: keys,
+        })
     }
 
     /// Encrypt the payload with the header as AAD and append the tag.
     #[inline]
-    pub fn protect_rtp(&self, buf: &mut [u8], header_len: usize, len: usize, ssrc: u32, index: u64) -> Result<usize, SrtpError> {
+    pub fn protect_rtp(
+        &self,
+        buf: &mut [u8],
+        header_len: usize,
+        len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Result<usize, SrtpError> {
         let iv = self.rtp.rtp_iv(ssrc, index);
         let (header, payload) = buf[..len].split_at_mut(header_len);
         let tag = self.rtp.aead.seal(&iv, header, payload)?;
@@ -133,7 +165,13 @@ impl GcmTransform {
     }
 
     #[inline]
-    pub fn unprotect_rtp(&self, packet: &mut [u8], header_len: usize, ssrc: u32, index: u64) -> Result<usize, SrtpError> {
+    pub fn unprotect_rtp(
+        &self,
+        packet: &mut [u8],
+        header_len: usize,
+        ssrc: u32,
+        index: u64,
+    ) -> Result<usize, SrtpError> {
         let len = packet.len() - TAG_LEN;
         let iv = self.rtp.rtp_iv(ssrc, index);
         let (body, tag) = packet.split_at_mut(len);
@@ -144,7 +182,13 @@ impl GcmTransform {
 
     /// Layout: header(8) | ciphertext | tag(16) | E||index(4); AAD = header || E||index.
     #[inline]
-    pub fn protect_rtcp(&self, buf: &mut [u8], len: usize, ssrc: u32, index: u32) -> Result<usize, SrtpError> {
+    pub fn protect_rtcp(
+        &self,
+        buf: &mut [u8],
+        len: usize,
+        ssrc: u32,
+        index: u32,
+    ) -> Result<usize, SrtpError> {
         let e_index = (index | 0x8000_0000).to_be_bytes();
         let mut aad = [0u8; 12];
         aad[..8].copy_from_slice(&buf[..8]);
@@ -157,7 +201,12 @@ impl GcmTransform {
     }
 
     #[inline]
-    pub fn unprotect_rtcp(&self, packet: &mut [u8], ssrc: u32, e_index: u32) -> Result<usize, SrtpError> {
+    pub fn unprotect_rtcp(
+        &self,
+        packet: &mut [u8],
+        ssrc: u32,
+        e_index: u32,
+    ) -> Result<usize, SrtpError> {
         let n = packet.len();
         let len = n - TAG_LEN - 4;
         let iv = self.rtcp.rtcp_iv(ssrc, e_index);
@@ -188,7 +237,10 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     // RFC 7714 §16-17 session keys; the salt is "Quid pro quo".
@@ -241,7 +293,9 @@ mod tests {
         let plain = unhex(RTP);
         let mut buf = plain.clone();
         buf.resize(plain.len() + TAG_LEN, 0);
-        let n = t.protect_rtp(&mut buf, 12, plain.len(), SSRC_RTP, 0xf17b).unwrap();
+        let n = t
+            .protect_rtp(&mut buf, 12, plain.len(), SSRC_RTP, 0xf17b)
+            .unwrap();
         assert_eq!(&buf[..n], &unhex(expected)[..]);
         let n = t.unprotect_rtp(&mut buf, 12, SSRC_RTP, 0xf17b).unwrap();
         assert_eq!(&buf[..n], &plain[..]);
@@ -252,7 +306,9 @@ mod tests {
         let plain = unhex(RTCP);
         let mut buf = plain.clone();
         buf.resize(plain.len() + TAG_LEN + 4, 0);
-        let n = t.protect_rtcp(&mut buf, plain.len(), SSRC_RTCP, 0x5d4).unwrap();
+        let n = t
+            .protect_rtcp(&mut buf, plain.len(), SSRC_RTCP, 0x5d4)
+            .unwrap();
         assert_eq!(&buf[..n], &unhex(expected)[..]);
         let n = t.unprotect_rtcp(&mut buf, SSRC_RTCP, 0x8000_05d4).unwrap();
         assert_eq!(&buf[..n], &plain[..]);
@@ -294,7 +350,11 @@ mod tests {
             let mut buf = original.clone();
             buf[i] ^= 0x01;
             let tampered = buf.clone();
-            assert_eq!(t.unprotect_rtp(&mut buf, 12, SSRC_RTP, 0xf17b), Err(SrtpError::AuthFailed), "byte {i}");
+            assert_eq!(
+                t.unprotect_rtp(&mut buf, 12, SSRC_RTP, 0xf17b),
+                Err(SrtpError::AuthFailed),
+                "byte {i}"
+            );
             assert_eq!(buf, tampered, "byte {i}");
         }
     }

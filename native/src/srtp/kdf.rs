@@ -54,12 +54,22 @@ pub fn derive(
     out.fill(0);
     match master_key.len() {
         16 => {
-            let cipher = Aes128Enc::new_from_slice(master_key).map_err(|_| SrtpError::BadKeyLength)?;
-            Ctr128BE::from_core(CtrCore::<Aes128Enc, flavors::Ctr128BE>::inner_iv_init(cipher, &iv.into())).apply_keystream(out);
+            let cipher =
+                Aes128Enc::new_from_slice(master_key).map_err(|_| SrtpError::BadKeyLength)?;
+            Ctr128BE::from_core(CtrCore::<Aes128Enc, flavors::Ctr128BE>::inner_iv_init(
+                cipher,
+                &iv.into(),
+            ))
+            .apply_keystream(out);
         }
         32 => {
-            let cipher = Aes256Enc::new_from_slice(master_key).map_err(|_| SrtpError::BadKeyLength)?;
-            Ctr128BE::from_core(CtrCore::<Aes256Enc, flavors::Ctr128BE>::inner_iv_init(cipher, &iv.into())).apply_keystream(out);
+            let cipher =
+                Aes256Enc::new_from_slice(master_key).map_err(|_| SrtpError::BadKeyLength)?;
+            Ctr128BE::from_core(CtrCore::<Aes256Enc, flavors::Ctr128BE>::inner_iv_init(
+                cipher,
+                &iv.into(),
+            ))
+            .apply_keystream(out);
         }
         _ => return Err(SrtpError::BadKeyLength),
     }
@@ -71,7 +81,10 @@ mod tests {
     use super::*;
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     // RFC 3711 Appendix B.3.
@@ -81,7 +94,10 @@ mod tests {
         let salt = unhex("0EC675AD498AFEEBB6960B3AABE6");
         let mut cipher_key = [0u8; 16];
         derive(&key, &salt, LABEL_RTP_ENCRYPTION, &mut cipher_key).unwrap();
-        assert_eq!(cipher_key.to_vec(), unhex("C61E7A93744F39EE10734AFE3FF7A087"));
+        assert_eq!(
+            cipher_key.to_vec(),
+            unhex("C61E7A93744F39EE10734AFE3FF7A087")
+        );
         let mut cipher_salt = [0u8; 14];
         derive(&key, &salt, LABEL_RTP_SALT, &mut cipher_salt).unwrap();
         assert_eq!(cipher_salt.to_vec(), unhex("30CBBC08863D8C85D49DB34A9AE1"));
@@ -100,7 +116,13 @@ mod tests {
     #[test]
     fn wrong_key_length_is_an_error() {
         let mut out = [0u8; 16];
-        assert_eq!(derive(&[0; 15], &[0; 14], 0, &mut out), Err(SrtpError::BadKeyLength));
-        assert_eq!(derive(&[0; 16], &[0; 15], 0, &mut out), Err(SrtpError::BadKeyLength));
+        assert_eq!(
+            derive(&[0; 15], &[0; 14], 0, &mut out),
+            Err(SrtpError::BadKeyLength)
+        );
+        assert_eq!(
+            derive(&[0; 16], &[0; 15], 0, &mut out),
+            Err(SrtpError::BadKeyLength)
+        );
     }
 }

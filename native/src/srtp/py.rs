@@ -56,7 +56,13 @@ impl SrtpSession {
 #[pymethods]
 impl SrtpSession {
     #[new]
-    fn new(profile: &str, tx_key: &[u8], tx_salt: &[u8], rx_key: &[u8], rx_salt: &[u8]) -> PyResult<Self> {
+    fn new(
+        profile: &str,
+        tx_key: &[u8],
+        tx_salt: &[u8],
+        rx_key: &[u8],
+        rx_salt: &[u8],
+    ) -> PyResult<Self> {
         let profile = parse_profile(profile)?;
         let ctx = SrtpContext::new(profile, tx_key, tx_salt, rx_key, rx_salt).map_err(|_| {
             PyValueError::new_err(format!(
@@ -66,7 +72,10 @@ impl SrtpSession {
                 profile.salt_len()
             ))
         })?;
-        Ok(Self { ctx, scratch: Vec::with_capacity(2048) })
+        Ok(Self {
+            ctx,
+            scratch: Vec::with_capacity(2048),
+        })
     }
 
     /// The profile name, as given.
@@ -75,19 +84,35 @@ impl SrtpSession {
         self.ctx.profile().openssl_name()
     }
 
-    fn protect_rtp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn protect_rtp<'py>(
+        &mut self,
+        py: Python<'py>,
+        packet: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.protect(py, packet, SrtpContext::protect_rtp)
     }
 
-    fn unprotect_rtp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn unprotect_rtp<'py>(
+        &mut self,
+        py: Python<'py>,
+        packet: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.unprotect(py, packet, SrtpContext::unprotect_rtp)
     }
 
-    fn protect_rtcp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn protect_rtcp<'py>(
+        &mut self,
+        py: Python<'py>,
+        packet: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.protect(py, packet, SrtpContext::protect_rtcp)
     }
 
-    fn unprotect_rtcp<'py>(&mut self, py: Python<'py>, packet: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    fn unprotect_rtcp<'py>(
+        &mut self,
+        py: Python<'py>,
+        packet: &[u8],
+    ) -> PyResult<Bound<'py, PyBytes>> {
         self.unprotect(py, packet, SrtpContext::unprotect_rtcp)
     }
 

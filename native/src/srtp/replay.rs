@@ -86,7 +86,11 @@ impl ReplayWindow {
             }
             Some(highest) => {
                 let shift = index - highest;
-                self.seen = if shift >= Self::SIZE { 0 } else { self.seen << shift };
+                self.seen = if shift >= Self::SIZE {
+                    0
+                } else {
+                    self.seen << shift
+                };
                 self.seen |= 1;
                 self.highest = Some(index);
             }
@@ -113,7 +117,10 @@ mod tests {
         assert_eq!(estimate_index(Some(10), 65530), Err(SrtpError::TooOld));
         // Ordinary forward progress.
         assert_eq!(estimate_index(Some(3 << 16 | 100), 101), Ok(3 << 16 | 101));
-        assert_eq!(estimate_index(Some(MAX_ROC << 16 | 0xffff), 0), Err(SrtpError::IndexExhausted));
+        assert_eq!(
+            estimate_index(Some(MAX_ROC << 16 | 0xffff), 0),
+            Err(SrtpError::IndexExhausted)
+        );
     }
 
     #[test]
