@@ -218,12 +218,12 @@ class BlobWriter:
         if len(self._tail) > self.chunk_size:
             n = (len(self._tail) - 1) // self.chunk_size
             out = bytearray()
-            view = memoryview(self._tail)
-            for k in range(n):
-                piece = view[k * self.chunk_size : (k + 1) * self.chunk_size]
-                index = self._chunks + k
-                out += self._aead.encrypt(self._nonce(index), piece, _aad(self.blob_id, index, False))
-            view.release()
+            with memoryview(self._tail) as view:
+                for k in range(n):
+                    index = self._chunks + k
+                    with view[k * self.chunk_size : (k + 1) * self.chunk_size] as piece:
+                        out += self._aead.encrypt(self._nonce(index), piece,
+                                                  _aad(self.blob_id, index, False))
             self._fh.seek(HEADER_LEN + self._chunks * self._record)
             self._fh.write(out)
             self._chunks += n
