@@ -71,7 +71,8 @@ fn vp8_keyframe_start(p: &[u8]) -> bool {
 /// RFC 9628 (VP9): B (beginning of frame) set, P (inter-picture predicted) clear, spatial layer 0.
 fn vp9_keyframe_start(p: &[u8]) -> bool {
     let Some(&b0) = p.first() else { return false };
-    let (i, pflag, l, f, b) = (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x10 != 0, b0 & 0x08 != 0);
+    let (i, pflag, l, f, b) =
+        (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x10 != 0, b0 & 0x08 != 0);
     if !b || pflag {
         return false;
     }
@@ -142,7 +143,7 @@ mod tests {
         assert!(is_keyframe_start(CodecKind::H264, &[0x65, 0x88])); // IDR
         assert!(is_keyframe_start(CodecKind::H264, &[0x67, 0x42])); // SPS
         assert!(!is_keyframe_start(CodecKind::H264, &[0x41, 0x9a])); // non-IDR slice
-        // STAP-A with SPS and PPS
+                                                                     // STAP-A with SPS and PPS
         assert!(is_keyframe_start(CodecKind::H264, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]));
         // STAP-A with only SEI
         assert!(!is_keyframe_start(CodecKind::H264, &[0x78, 0, 2, 0x06, 0x05]));

@@ -10,9 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::output::Output;
-use crate::router::{
-    Codec, DropReason, ExtensionIds, MediaKind, Router as Core, RouterConfig, RouterError,
-};
+use crate::router::{Codec, DropReason, ExtensionIds, MediaKind, Router as Core, RouterConfig, RouterError};
 
 type CodecTuple = (u64, String, u64, Option<u64>);
 type Datagrams<'py> = Vec<(u64, Bound<'py, PyBytes>)>;
@@ -48,8 +46,9 @@ fn codecs(list: Vec<CodecTuple>) -> PyResult<Vec<Codec>> {
 fn extensions(map: HashMap<String, u64>) -> PyResult<ExtensionIds> {
     let mut pairs = Vec::with_capacity(map.len());
     for (name, id) in &map {
-        let id = u8::try_from(*id)
-            .map_err(|_| PyValueError::new_err(format!("extension id {id} for {name:?} is not in 1..=255")))?;
+        let id = u8::try_from(*id).map_err(|_| {
+            PyValueError::new_err(format!("extension id {id} for {name:?} is not in 1..=255"))
+        })?;
         pairs.push((name.as_str(), id));
     }
     ExtensionIds::from_pairs(pairs).map_err(value_error)
@@ -101,7 +100,12 @@ impl Router {
     }
 
     /// Declares a publishing transport (idempotent: a second call updates it).
-    fn add_publisher(&mut self, transport: u64, rtcp_ssrc: u64, extensions: HashMap<String, u64>) -> PyResult<()> {
+    fn add_publisher(
+        &mut self,
+        transport: u64,
+        rtcp_ssrc: u64,
+        extensions: HashMap<String, u64>,
+    ) -> PyResult<()> {
         let ext = self::extensions(extensions)?;
         self.core.add_publisher(transport, ssrc(rtcp_ssrc)?, ext);
         Ok(())
@@ -154,7 +158,13 @@ impl Router {
     }
 
     /// One RTP packet from a publisher → [(subscriber transport, rewritten RTP), ...].
-    fn route_rtp<'py>(&mut self, py: Python<'py>, transport: u64, packet: &[u8], now_ms: u64) -> Datagrams<'py> {
+    fn route_rtp<'py>(
+        &mut self,
+        py: Python<'py>,
+        transport: u64,
+        packet: &[u8],
+        now_ms: u64,
+    ) -> Datagrams<'py> {
         self.out.clear();
         self.core.route_rtp(transport, packet, now_ms, &mut self.out);
         to_py(py, &self.out)
@@ -243,7 +253,7 @@ impl Router {
         d.set_item("ssrc", s.media_ssrc)?;
         d.set_item("rtx_ssrc", s.rtx_ssrc)?;
         d.set_item("last_seq", s.last_seq)?;
-        d.set_item("last_sr", s.last_sr.map(|(ntp, rtp, at)| (ntp, rtp, at)))?;
+        d.set_item("last_sr", s.last_sr)?;
         Ok(d)
     }
 

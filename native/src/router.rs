@@ -618,7 +618,9 @@ impl Router {
         let mut any = false;
         for pc in t.codecs.iter().filter(|c| CodecKind::from_name(&c.name) != CodecKind::Rtx) {
             let found = codecs.iter().find(|sc| {
-                sc.name.eq_ignore_ascii_case(&pc.name) && sc.clock_rate == pc.clock_rate && sc.payload_type < 128
+                sc.name.eq_ignore_ascii_case(&pc.name)
+                    && sc.clock_rate == pc.clock_rate
+                    && sc.payload_type < 128
             });
             if let Some(sc) = found {
                 pt_map[pc.payload_type as usize] = sc.payload_type;
@@ -965,7 +967,9 @@ impl Router {
             };
             match p {
                 RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, reports, .. } => {
-                    if let Some(t) = self.track_by_ssrc.get(&(transport, ssrc)).and_then(|id| self.tracks.get_mut(id)) {
+                    if let Some(t) =
+                        self.track_by_ssrc.get(&(transport, ssrc)).and_then(|id| self.tracks.get_mut(id))
+                    {
                         if t.media_ssrc.is_none_or(|m| m == ssrc) {
                             t.stats.last_sr = Some((ntp, rtp_timestamp, now_ms));
                         }
@@ -1041,7 +1045,13 @@ impl Router {
         Self::send_pli(cfg, stats, publishers, t, now_ms, out);
     }
 
-    fn answer_nack(&mut self, transport: TransportId, media_ssrc: u32, items: rtcp::NackItems<'_>, out: &mut Output) {
+    fn answer_nack(
+        &mut self,
+        transport: TransportId,
+        media_ssrc: u32,
+        items: rtcp::NackItems<'_>,
+        out: &mut Output,
+    ) {
         let Some(&sub) = self.sub_by_ssrc.get(&(transport, media_ssrc)) else { return };
         let Some(&track) = self.sub_track.get(&sub) else { return };
         let Router { stats, tracks, .. } = self;

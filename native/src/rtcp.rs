@@ -101,9 +101,8 @@ impl<'a> NackItems<'a> {
         self.0.chunks_exact(4).flat_map(|c| {
             let pid = u16::from_be_bytes([c[0], c[1]]);
             let blp = u16::from_be_bytes([c[2], c[3]]);
-            std::iter::once(pid).chain(
-                (0..16u16).filter(move |i| blp & (1 << i) != 0).map(move |i| pid.wrapping_add(i + 1)),
-            )
+            std::iter::once(pid)
+                .chain((0..16u16).filter(move |i| blp & (1 << i) != 0).map(move |i| pid.wrapping_add(i + 1)))
         })
     }
 }
@@ -139,16 +138,41 @@ pub enum RtcpPacket<'a> {
         octet_count: u32,
         reports: ReportBlocks<'a>,
     },
-    ReceiverReport { ssrc: u32, reports: ReportBlocks<'a> },
+    ReceiverReport {
+        ssrc: u32,
+        reports: ReportBlocks<'a>,
+    },
     SourceDescription,
-    Bye { ssrcs: SsrcList<'a> },
-    Nack { sender_ssrc: u32, media_ssrc: u32, items: NackItems<'a> },
-    TransportCc { sender_ssrc: u32, media_ssrc: u32 },
-    Pli { sender_ssrc: u32, media_ssrc: u32 },
-    Fir { sender_ssrc: u32, items: FirItems<'a> },
-    Remb { sender_ssrc: u32, bitrate_bps: u64, ssrcs: SsrcList<'a> },
+    Bye {
+        ssrcs: SsrcList<'a>,
+    },
+    Nack {
+        sender_ssrc: u32,
+        media_ssrc: u32,
+        items: NackItems<'a>,
+    },
+    TransportCc {
+        sender_ssrc: u32,
+        media_ssrc: u32,
+    },
+    Pli {
+        sender_ssrc: u32,
+        media_ssrc: u32,
+    },
+    Fir {
+        sender_ssrc: u32,
+        items: FirItems<'a>,
+    },
+    Remb {
+        sender_ssrc: u32,
+        bitrate_bps: u64,
+        ssrcs: SsrcList<'a>,
+    },
     /// A well-formed packet of a type the router does not act on.
-    Other { packet_type: u8, fmt: u8 },
+    Other {
+        packet_type: u8,
+        fmt: u8,
+    },
 }
 
 /// Iterates the packets of a compound RTCP datagram; after the first error it yields nothing more.
@@ -255,7 +279,7 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
             match count {
                 1 => {
                     let fci = &body[8..];
-                    if fci.is_empty() || fci.len() % 4 != 0 {
+                    if fci.is_empty() || !fci.len().is_multiple_of(4) {
                         return Err(RtcpError::BadLayout);
                     }
                     RtcpPacket::Nack { sender_ssrc, media_ssrc, items: NackItems(fci) }
@@ -271,7 +295,7 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
             match count {
                 1 => RtcpPacket::Pli { sender_ssrc, media_ssrc },
                 4 => {
-                    if fci.is_empty() || fci.len() % 8 != 0 {
+                    if fci.is_empty() || !fci.len().is_multiple_of(8) {
                         return Err(RtcpError::BadLayout);
                     }
                     RtcpPacket::Fir { sender_ssrc, items: FirItems(fci) }

@@ -254,7 +254,7 @@ pub fn write_packet(out: &mut Vec<u8>, h: &HeaderOut<'_>, payload: &[u8]) {
             out.push((id << 4) | (d.len() as u8 - 1));
             out.extend_from_slice(d);
         }
-        while (out.len() - data_start) % 4 != 0 {
+        while !(out.len() - data_start).is_multiple_of(4) {
             out.push(0);
         }
         let words = ((out.len() - data_start) / 4) as u16;

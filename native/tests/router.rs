@@ -47,7 +47,11 @@ fn join_mid_stream_starts_at_keyframe_with_continuous_numbering() {
         let start = i % 3 == 0;
         let key = start && (i == 0 || i == 33);
         for (t, pkt) in route(&mut r, PUB, &vp8(seq, ts, start, key), i as u64 * 10) {
-            if t == SUB_T { a.push(fields(&pkt)) } else { b.push(fields(&pkt)) }
+            if t == SUB_T {
+                a.push(fields(&pkt))
+            } else {
+                b.push(fields(&pkt))
+            }
         }
     }
     assert_eq!(a.len(), 60);
@@ -158,7 +162,8 @@ fn extensions_are_remapped_and_others_dropped() {
     assert_eq!(v.payload(), &[9, 9, 9]);
 
     // a subscriber that negotiated no extensions gets none
-    r.add_subscription(SUB_B, AUDIO_TRACK, SUB_T2, SUB_SSRC_B, &sub_codecs(), ExtensionIds::default()).unwrap();
+    r.add_subscription(SUB_B, AUDIO_TRACK, SUB_T2, SUB_SSRC_B, &sub_codecs(), ExtensionIds::default())
+        .unwrap();
     let out = route(&mut r, PUB, &Pkt::new(OPUS_PT, 2, 960, AUDIO_SSRC, &[1]).ext(3, &[1, 2, 3]).bytes(), 0);
     let to_b = out.iter().find(|(t, _)| *t == SUB_T2).unwrap();
     assert_eq!(to_b.1[0] & 0x10, 0, "no extension block");
@@ -204,21 +209,13 @@ fn vp8_subscription_waits_for_keyframe_and_asks_for_one() {
 #[test]
 fn h264_subscription_waits_for_idr() {
     let mut r = room();
-    r.add_track(
-        20,
-        PUB,
-        MediaKind::Video,
-        Some("2".into()),
-        vec![codec(102, "H264", 90_000, None)],
-        &[7777],
-    )
-    .unwrap();
-    r.add_subscription(SUB_A, 20, SUB_T, SUB_SSRC_A, &[codec(125, "h264", 90_000, None)], sub_ext())
+    r.add_track(20, PUB, MediaKind::Video, Some("2".into()), vec![codec(102, "H264", 90_000, None)], &[7777])
         .unwrap();
+    r.add_subscription(SUB_A, 20, SUB_T, SUB_SSRC_A, &[codec(125, "h264", 90_000, None)], sub_ext()).unwrap();
     let h264 = |seq: u16, payload: &[u8]| Pkt::new(102, seq, 0, 7777, payload).bytes();
     assert!(route(&mut r, PUB, &h264(1, &[0x41, 0x9a, 1]), 0).is_empty()); // P slice
     assert!(route(&mut r, PUB, &h264(2, &[0x7c, 0x05, 1]), 0).is_empty()); // FU-A middle of IDR
-    // STAP-A carrying SPS + PPS starts the stream
+                                                                           // STAP-A carrying SPS + PPS starts the stream
     let out = route(&mut r, PUB, &h264(3, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]), 0);
     assert_eq!(out.len(), 1);
     assert_eq!(fields(&out[0].1).3, 125);
@@ -382,10 +379,27 @@ fn malformed_packets_are_counted_never_forwarded() {
     let cases: Vec<Vec<u8>> = vec![
         vec![],
         good[..11].to_vec(),
-        { let mut p = good.clone(); p[0] = 0x40; p }, // version 1
-        { let mut p = good.clone(); p[0] |= 0x0f; p }, // CSRC list past the end
-        { let mut p = good.clone(); p[0] |= 0x10; p }, // extension header past the end
-        { let mut p = good.clone(); p[0] |= 0x20; *p.last_mut().unwrap() = 250; p }, // padding
+        {
+            let mut p = good.clone();
+            p[0] = 0x40;
+            p
+        }, // version 1
+        {
+            let mut p = good.clone();
+            p[0] |= 0x0f;
+            p
+        }, // CSRC list past the end
+        {
+            let mut p = good.clone();
+            p[0] |= 0x10;
+            p
+        }, // extension header past the end
+        {
+            let mut p = good.clone();
+            p[0] |= 0x20;
+            *p.last_mut().unwrap() = 250;
+            p
+        }, // padding
     ];
     for c in &cases {
         assert!(route(&mut r, PUB, c, 0).is_empty());
@@ -408,8 +422,15 @@ fn malformed_packets_are_counted_never_forwarded() {
 fn same_ssrc_on_two_transports_is_kept_apart() {
     let mut r = room();
     r.add_publisher(50, 0xCCCC, pub_ext());
-    r.add_track(60, 50, MediaKind::Audio, Some("0".into()), vec![codec(OPUS_PT, "opus", 48_000, None)], &[AUDIO_SSRC])
-        .unwrap();
+    r.add_track(
+        60,
+        50,
+        MediaKind::Audio,
+        Some("0".into()),
+        vec![codec(OPUS_PT, "opus", 48_000, None)],
+        &[AUDIO_SSRC],
+    )
+    .unwrap();
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
     r.add_subscription(SUB_B, 60, SUB_T2, SUB_SSRC_B, &sub_codecs(), sub_ext()).unwrap();
     let from_pub = route(&mut r, PUB, &opus(1, 0), 0);

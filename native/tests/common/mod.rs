@@ -120,8 +120,15 @@ pub fn room() -> Router {
 pub fn room_with(cfg: RouterConfig) -> Router {
     let mut r = Router::new(cfg, 42);
     r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
-    r.add_track(VIDEO_TRACK, PUB, MediaKind::Video, Some("0".into()), pub_video_codecs(), &[VIDEO_SSRC, RTX_SSRC])
-        .unwrap();
+    r.add_track(
+        VIDEO_TRACK,
+        PUB,
+        MediaKind::Video,
+        Some("0".into()),
+        pub_video_codecs(),
+        &[VIDEO_SSRC, RTX_SSRC],
+    )
+    .unwrap();
     r.add_track(
         AUDIO_TRACK,
         PUB,
@@ -140,7 +147,9 @@ pub fn route(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> Vec<(u64, 
     out.iter().map(|(t, b)| (t, b.to_vec())).collect()
 }
 
-pub fn rtcp(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> (Vec<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>) {
+pub type Datagrams = Vec<(u64, Vec<u8>)>;
+
+pub fn rtcp(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> (Datagrams, Datagrams) {
     let mut a = Output::new();
     let mut b = Output::new();
     r.handle_rtcp(transport, pkt, now, &mut a, &mut b);
