@@ -1,4 +1,7 @@
-//! Wrap-aware arithmetic for RTP sequence numbers (u16) and timestamps (u32).
+//! Wrap-aware arithmetic for RTP sequence numbers (u16) and timestamps (u32), and the removal of
+//! padding packets from a forwarded sequence space.
+
+use std::collections::VecDeque;
 
 /// True when `a` is newer than `b` in u16 sequence space (RFC 3550 A.1 style, half-range rule).
 #[inline]
@@ -63,6 +66,56 @@ impl SeqUnwrapper {
 
     pub fn highest(&self) -> Option<u64> {
         self.highest
+    }
+}
+
+/// Removes padding-only packets from the sequence space without leaving gaps: "compressed" sequence
+/// numbers (c) skip every padding packet that arrived in order. Segments record from which extended
+/// sequence number on how many packets have been removed.
+#[derive(Debug, Default)]
+pub struct SeqCompressor {
+    segments: VecDeque<(u64, u64)>,
+    base_removed: u64,
+}
+
+const MAX_SEGMENTS: usize = 256;
+
+impl SeqCompressor {
+    pub fn removed_at(&self, ext: u64) -> u64 {
+        self.segments.iter().rev().find(|(from, _)| *from <= ext).map_or(self.base_removed, |s| s.1)
+    }
+
+    pub fn compress(&self, ext: u64) -> u64 {
+        ext.saturating_sub(self.removed_at(ext))
+    }
+
+    pub fn decompress(&self, c: u64) -> u64 {
+        let removed = self
+            .segments
+            .iter()
+            .rev()
+            .find(|(from, removed)| from - removed <= c)
+            .map_or(self.base_removed, |s| s.1);
+        c + removed
+    }
+
+    /// Drop `ext` (a padding packet newer than anything received) from the sequence space.
+    pub fn remove(&mut self, ext: u64) {
+        match self.segments.back_mut() {
+            Some(last) if last.0 == ext => {
+                last.0 = ext + 1;
+                last.1 += 1;
+            }
+            _ => {
+                let removed = self.removed_at(ext) + 1;
+                if self.segments.len() == MAX_SEGMENTS {
+                    if let Some((_, r)) = self.segments.pop_front() {
+                        self.base_removed = r;
+                    }
+                }
+                self.segments.push_back((ext + 1, removed));
+            }
+        }
     }
 }
 

@@ -519,3 +519,22 @@ fn sender_report_from_publisher_is_noted() {
     assert!(a.is_empty() && b.is_empty());
     assert_eq!(r.track_stats(VIDEO_TRACK).unwrap().last_sr, Some((0x1122_3344_5566_7788, 90_000, 1234)));
 }
+
+#[test]
+fn one_nack_cannot_trigger_unbounded_retransmissions() {
+    use mediasrv_native::router::MAX_RETRANSMISSIONS_PER_RTCP;
+    let mut r = room();
+    subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    let first = fields(&route(&mut r, PUB, &opus(0, 0), 0)[0].1).0;
+    for i in 1..20u16 {
+        route(&mut r, PUB, &opus(i, i as u32 * 960), 0);
+    }
+    // the same cached packet named 1000 times in one compound datagram
+    let mut nack = Vec::new();
+    for _ in 0..1000 {
+        rtcp::write_nack(&mut nack, 1, SUB_SSRC_A, &[first]);
+    }
+    let (rtp_out, _) = rtcp(&mut r, SUB_T, &nack, 0);
+    assert_eq!(rtp_out.len(), MAX_RETRANSMISSIONS_PER_RTCP);
+    assert_eq!(r.stats().dropped(DropReason::NackLimited), 1000 - MAX_RETRANSMISSIONS_PER_RTCP as u64);
+}

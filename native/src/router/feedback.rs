@@ -1,0 +1,257 @@
+//! RTCP side of the router: subscribers' feedback (NACK, PLI, FIR, REMB, reports), publishers'
+//! sender reports, and the periodic work (REMB, keyframe requests).
+
+use std::collections::HashMap;
+
+use super::*;
+use crate::rtcp::{self, RtcpPacket};
+use crate::seq::extend_u16;
+
+/// Most retransmissions answered for one RTCP datagram; the rest are counted as `nack_limited`.
+pub const MAX_RETRANSMISSIONS_PER_RTCP: usize = 256;
+
+impl Router {
+    // ------------------------------------------------------------------ RTCP
+
+    /// Sends a PLI for `track` to its publisher unless one went out less than the throttle ago.
+    fn send_pli(
+        cfg: &RouterConfig,
+        stats: &mut RouterStats,
+        publishers: &HashMap<TransportId, Publisher>,
+        t: &mut Track,
+        now_ms: u64,
+        out: &mut Output,
+    ) -> bool {
+        if t.kind != MediaKind::Video {
+            return false;
+        }
+        let (Some(media_ssrc), Some(p)) = (t.feedback_ssrc(), publishers.get(&t.transport)) else {
+            return false;
+        };
+        if t.last_pli_ms.is_some_and(|last| now_ms < last.saturating_add(cfg.pli_min_interval_ms)) {
+            stats.plis_throttled += 1;
+            return false;
+        }
+        t.last_pli_ms = Some(now_ms);
+        t.pli_pending = false;
+        t.stats.plis_out += 1;
+        stats.plis_out += 1;
+        stats.rtcp_packets_out += 1;
+        out.push_with(t.transport, |b| rtcp::write_pli(b, p.rtcp_ssrc, media_ssrc));
+        true
+    }
+
+    /// Asks the publisher of `track` for a keyframe (throttled); true if a PLI was written.
+    pub fn request_keyframe(&mut self, track: TrackId, now_ms: u64, out: &mut Output) -> bool {
+        let Router { cfg, stats, publishers, tracks, .. } = self;
+        match tracks.get_mut(&track) {
+            Some(t) => Self::send_pli(cfg, stats, publishers, t, now_ms, out),
+            None => false,
+        }
+    }
+
+    /// Handles one (compound) RTCP datagram from `transport`: subscribers' feedback produces
+    /// retransmissions (`rtp_out`) and PLIs toward publishers (`rtcp_out`); publishers' sender
+    /// reports are noted.
+    pub fn handle_rtcp(
+        &mut self,
+        transport: TransportId,
+        packet: &[u8],
+        now_ms: u64,
+        rtp_out: &mut Output,
+        rtcp_out: &mut Output,
+    ) {
+        self.stats.rtcp_packets_in += 1;
+        if packet.is_empty() {
+            return self.stats.drop(DropReason::MalformedRtcp);
+        }
+        // Bounds what one datagram can make us send (a NACK can name thousands of packets).
+        let mut budget = MAX_RETRANSMISSIONS_PER_RTCP;
+        for item in rtcp::parse_compound(packet) {
+            let p = match item {
+                Ok(p) => p,
+                Err(_) => {
+                    self.stats.drop(DropReason::MalformedRtcp);
+                    break;
+                }
+            };
+            match p {
+                RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, reports, .. } => {
+                    if let Some(t) =
+                        self.track_by_ssrc.get(&(transport, ssrc)).and_then(|id| self.tracks.get_mut(id))
+                    {
+                        if t.media_ssrc.is_none_or(|m| m == ssrc) {
+                            t.stats.last_sr = Some((ntp, rtp_timestamp, now_ms));
+                        }
+                    }
+                    self.note_reports(transport, reports);
+                }
+                RtcpPacket::ReceiverReport { reports, .. } => self.note_reports(transport, reports),
+                RtcpPacket::Nack { media_ssrc, items, .. } => {
+                    self.stats.nacks_in += 1;
+                    self.answer_nack(transport, media_ssrc, items, &mut budget, rtp_out);
+                }
+                RtcpPacket::Pli { media_ssrc, .. } => {
+                    self.stats.plis_in += 1;
+                    self.forward_keyframe_request(transport, media_ssrc, false, now_ms, rtcp_out);
+                }
+                RtcpPacket::Fir { items, .. } => {
+                    self.stats.firs_in += 1;
+                    for (ssrc, _) in items.iter() {
+                        self.forward_keyframe_request(transport, ssrc, true, now_ms, rtcp_out);
+                    }
+                }
+                RtcpPacket::Remb { bitrate_bps, ssrcs, .. } => {
+                    self.stats.remb_in += 1;
+                    for ssrc in ssrcs.iter() {
+                        if let Some(s) = self.sub_mut(transport, ssrc) {
+                            s.stats.remb_bps = Some(bitrate_bps);
+                        }
+                    }
+                }
+                RtcpPacket::SourceDescription
+                | RtcpPacket::Bye { .. }
+                | RtcpPacket::TransportCc { .. }
+                | RtcpPacket::Other { .. } => {}
+            }
+        }
+    }
+
+    fn sub_mut(&mut self, transport: TransportId, ssrc: u32) -> Option<&mut Subscription> {
+        let sub = *self.sub_by_ssrc.get(&(transport, ssrc))?;
+        let track = *self.sub_track.get(&sub)?;
+        self.tracks.get_mut(&track)?.subs.iter_mut().find(|s| s.id == sub)
+    }
+
+    fn note_reports(&mut self, transport: TransportId, reports: rtcp::ReportBlocks<'_>) {
+        for rb in reports.iter() {
+            if let Some(s) = self.sub_mut(transport, rb.ssrc) {
+                s.stats.fraction_lost = Some(rb.fraction_lost);
+                s.stats.cumulative_lost = Some(rb.cumulative_lost);
+                s.stats.jitter = Some(rb.jitter);
+            }
+        }
+    }
+
+    fn forward_keyframe_request(
+        &mut self,
+        transport: TransportId,
+        sub_ssrc: u32,
+        fir: bool,
+        now_ms: u64,
+        out: &mut Output,
+    ) {
+        let Some(&sub) = self.sub_by_ssrc.get(&(transport, sub_ssrc)) else { return };
+        let Some(&track) = self.sub_track.get(&sub) else { return };
+        let Router { cfg, stats, publishers, tracks, .. } = self;
+        let Some(t) = tracks.get_mut(&track) else { return };
+        if let Some(s) = t.subs.iter_mut().find(|s| s.id == sub) {
+            if fir {
+                s.stats.firs += 1;
+            } else {
+                s.stats.plis += 1;
+            }
+        }
+        Self::send_pli(cfg, stats, publishers, t, now_ms, out);
+    }
+
+    fn answer_nack(
+        &mut self,
+        transport: TransportId,
+        media_ssrc: u32,
+        items: rtcp::NackItems<'_>,
+        budget: &mut usize,
+        out: &mut Output,
+    ) {
+        let Some(&sub) = self.sub_by_ssrc.get(&(transport, media_ssrc)) else { return };
+        let Some(&track) = self.sub_track.get(&sub) else { return };
+        let Router { stats, tracks, .. } = self;
+        let Some(t) = tracks.get_mut(&track) else { return };
+        t.stats.nacks_in += 1;
+        let Some(si) = t.subs.iter().position(|s| s.id == sub) else { return };
+        t.subs[si].stats.nacks += 1;
+        let highest_c = t.seq.highest().map(|h| t.gaps.compress(h));
+        for out_seq in items.seqs() {
+            if *budget == 0 {
+                stats.drop(DropReason::NackLimited);
+                continue;
+            }
+            let sub = &t.subs[si];
+            let found = match (sub.started, highest_c) {
+                (true, Some(hc)) => {
+                    let c = extend_u16(hc, out_seq.wrapping_sub(sub.seq_offset));
+                    if c < sub.start_c || c > hc {
+                        None
+                    } else {
+                        t.cache.get(t.gaps.decompress(c)).map(|p| (p, c))
+                    }
+                }
+                _ => None,
+            };
+            let Some((p, c)) = found else {
+                t.subs[si].stats.nack_misses += 1;
+                stats.drop(DropReason::NackMiss);
+                continue;
+            };
+            let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
+            if sub_pt == 0xff {
+                stats.drop(DropReason::NackMiss);
+                continue;
+            }
+            *budget -= 1;
+            let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c));
+            let sub = &mut t.subs[si];
+            sub.stats.retransmissions += 1;
+            t.stats.retransmissions += 1;
+            stats.retransmissions_out += 1;
+            stats.retransmission_bytes_out += len as u64;
+            stats.rtp_packets_out += 1;
+            stats.rtp_bytes_out += len as u64;
+        }
+    }
+
+    // ------------------------------------------------------------------ periodic
+
+    /// Periodic work: REMB to publishers (about once per `remb_interval_ms`, and soon after a new
+    /// video SSRC appears) and PLIs for subscriptions still waiting for a keyframe.
+    pub fn poll(&mut self, now_ms: u64, out: &mut Output) {
+        let Router { cfg, stats, publishers, tracks, .. } = self;
+        for (transport, p) in publishers.iter_mut() {
+            let due =
+                p.remb_due || p.last_remb_ms.is_none_or(|l| now_ms >= l.saturating_add(cfg.remb_interval_ms));
+            if !due {
+                continue;
+            }
+            let mut ssrcs = [0u32; 32];
+            let mut n = 0;
+            for id in &p.tracks {
+                if let Some(t) = tracks.get(id) {
+                    if t.kind == MediaKind::Video && n < ssrcs.len() {
+                        if let Some(s) = t.feedback_ssrc() {
+                            ssrcs[n] = s;
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            if n == 0 {
+                continue;
+            }
+            p.remb_due = false;
+            p.last_remb_ms = Some(now_ms);
+            stats.remb_out += 1;
+            stats.rtcp_packets_out += 1;
+            out.push_with(*transport, |b| rtcp::write_remb(b, p.rtcp_ssrc, cfg.max_bitrate_bps, &ssrcs[..n]));
+        }
+        for t in tracks.values_mut() {
+            if !t.waiting_subs() {
+                t.pli_pending = false;
+                continue;
+            }
+            let retry_due = t.last_pli_ms.is_none_or(|l| now_ms >= l.saturating_add(cfg.keyframe_retry_ms));
+            if t.pli_pending || retry_due {
+                Self::send_pli(cfg, stats, publishers, t, now_ms, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Public vocabulary of the router: ids, codecs, extension ids, configuration, errors and counters.
+
+use std::fmt;
+
+pub type TransportId = u64;
+pub type TrackId = u64;
+pub type SubscriptionId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    pub fn parse(s: &str) -> Result<Self, RouterError> {
+        match s {
+            "audio" => Ok(MediaKind::Audio),
+            "video" => Ok(MediaKind::Video),
+            other => Err(RouterError::Invalid(format!("kind must be 'audio' or 'video', not {other:?}"))),
+        }
+    }
+}
+
+/// A negotiated codec: (payload type, name such as "VP8" or "rtx", clock rate, apt for rtx).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Codec {
+    pub payload_type: u8,
+    pub name: String,
+    pub clock_rate: u32,
+    pub apt: Option<u8>,
+}
+
+/// Negotiated header-extension ids of one side (0 = not negotiated).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExtensionIds {
+    pub mid: u8,
+    pub abs_send_time: u8,
+    pub audio_level: u8,
+    pub transport_cc: u8,
+}
+
+impl ExtensionIds {
+    /// From (short name, id) pairs; names the router does not use are ignored.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, u8)>) -> Result<Self, RouterError> {
+        let mut ids = ExtensionIds::default();
+        for (name, id) in pairs {
+            let slot = match name {
+                "mid" => &mut ids.mid,
+                "abs-send-time" => &mut ids.abs_send_time,
+                "audio-level" => &mut ids.audio_level,
+                "transport-cc" => &mut ids.transport_cc,
+                _ => continue,
+            };
+            if id == 0 || id == 15 {
+                return Err(RouterError::Invalid(format!("extension id {id} for {name:?} is reserved")));
+            }
+            *slot = id;
+        }
+        Ok(ids)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// Bitrate announced to each publisher in REMB (total for its video SSRCs).
+    pub max_bitrate_bps: u64,
+    /// Retransmission ring size per track, in packets.
+    pub nack_cache_packets: usize,
+    /// Minimum gap between two PLIs sent for one track.
+    pub pli_min_interval_ms: u64,
+    /// How often REMB is repeated to each publisher.
+    pub remb_interval_ms: u64,
+    /// How often a PLI is repeated while a subscription still waits for a keyframe.
+    pub keyframe_retry_ms: u64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_bitrate_bps: 2_500_000,
+            nack_cache_packets: 1024,
+            pli_min_interval_ms: 200,
+            remb_interval_ms: 1000,
+            keyframe_retry_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouterError {
+    Duplicate(&'static str, u64),
+    UnknownTransport(TransportId),
+    UnknownTrack(TrackId),
+    SsrcInUse(u32),
+    Invalid(String),
+}
+
+impl fmt::Display for RouterError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouterError::Duplicate(what, id) => write!(f, "{what} {id} already exists"),
+            RouterError::UnknownTransport(t) => {
+                write!(f, "transport {t} is not a publisher: call add_publisher first")
+            }
+            RouterError::UnknownTrack(t) => write!(f, "unknown track {t}"),
+            RouterError::SsrcInUse(s) => write!(f, "SSRC {s} is already used on this transport"),
+            RouterError::Invalid(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for RouterError {}
+
+/// Why a packet (or a packet for one subscriber) was not forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum DropReason {
+    Malformed,
+    UnknownSsrc,
+    UnknownPayloadType,
+    WaitingKeyframe,
+    PaddingOnly,
+    RtxUnwrapFailed,
+    MalformedRtcp,
+    NackMiss,
+    Duplicate,
+    TooOld,
+    BeforeSubscriptionStart,
+    CodecNotNegotiated,
+    NackLimited,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 13] = [
+        DropReason::Malformed,
+        DropReason::UnknownSsrc,
+        DropReason::UnknownPayloadType,
+        DropReason::WaitingKeyframe,
+        DropReason::PaddingOnly,
+        DropReason::RtxUnwrapFailed,
+        DropReason::MalformedRtcp,
+        DropReason::NackMiss,
+        DropReason::Duplicate,
+        DropReason::TooOld,
+        DropReason::BeforeSubscriptionStart,
+        DropReason::CodecNotNegotiated,
+        DropReason::NackLimited,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::UnknownSsrc => "unknown_ssrc",
+            DropReason::UnknownPayloadType => "unknown_payload_type",
+            DropReason::WaitingKeyframe => "waiting_keyframe",
+            DropReason::PaddingOnly => "padding_only",
+            DropReason::RtxUnwrapFailed => "rtx_unwrap_failed",
+            DropReason::MalformedRtcp => "malformed_rtcp",
+            DropReason::NackMiss => "nack_miss",
+            DropReason::Duplicate => "duplicate",
+            DropReason::TooOld => "too_old",
+            DropReason::BeforeSubscriptionStart => "before_subscription_start",
+            DropReason::CodecNotNegotiated => "codec_not_negotiated",
+            DropReason::NackLimited => "nack_limited",
+        }
+    }
+}
+
+/// Room-wide counters. `payload_bytes_in` counts each unique media packet's payload once (RTX copies
+/// and duplicates excluded); `payload_bytes_out` counts first transmissions only, so for a stream
+/// forwarded to N subscribers from its first packet, payload_bytes_out == N × payload_bytes_in.
+#[derive(Debug, Clone, Default)]
+pub struct RouterStats {
+    pub rtp_packets_in: u64,
+    pub rtp_bytes_in: u64,
+    pub payload_bytes_in: u64,
+    pub rtp_packets_out: u64,
+    pub rtp_bytes_out: u64,
+    pub payload_bytes_out: u64,
+    pub retransmissions_out: u64,
+    pub retransmission_bytes_out: u64,
+    pub keyframes_in: u64,
+    pub rtx_in: u64,
+    pub nacks_in: u64,
+    pub plis_in: u64,
+    pub firs_in: u64,
+    pub remb_in: u64,
+    pub plis_out: u64,
+    pub plis_throttled: u64,
+    pub remb_out: u64,
+    pub rtcp_packets_in: u64,
+    pub rtcp_packets_out: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+}
+
+impl RouterStats {
+    pub(crate) fn drop(&mut self, r: DropReason) {
+        self.dropped[r as usize] += 1;
+    }
+    pub fn dropped(&self, r: DropReason) -> u64 {
+        self.dropped[r as usize]
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TrackStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub keyframes: u64,
+    pub rtx_packets: u64,
+    pub duplicates: u64,
+    pub padding_only: u64,
+    pub plis_out: u64,
+    pub nacks_in: u64,
+    pub retransmissions: u64,
+    pub last_seq: Option<u16>,
+    pub media_ssrc: Option<u32>,
+    pub rtx_ssrc: Option<u32>,
+    pub subscriptions: usize,
+    /// Last sender report from the publisher: (NTP timestamp, RTP timestamp, when it arrived).
+    pub last_sr: Option<(u64, u32, u64)>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SubscriptionStats {
+    pub ssrc: u32,
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub keyframes: u64,
+    pub retransmissions: u64,
+    pub nacks: u64,
+    pub nack_misses: u64,
+    pub plis: u64,
+    pub firs: u64,
+    pub waiting_keyframe: bool,
+    pub dropped_waiting_keyframe: u64,
+    pub last_seq: Option<u16>,
+    pub last_timestamp: Option<u32>,
+    pub remb_bps: Option<u64>,
+    pub fraction_lost: Option<u8>,
+    pub cumulative_lost: Option<i32>,
+    pub jitter: Option<u32>,
+}
