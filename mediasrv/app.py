@@ -41,7 +41,12 @@ def create_app(settings: Settings) -> web.Application:
         await app[keys.ROOMS].shutdown()
         await app[keys.DB].close()
 
+    async def close_rooms(app: web.Application) -> None:
+        # Before aiohttp waits for open handlers: ends WebSocket sessions and peer connections.
+        await app[keys.ROOMS].shutdown()
+
     app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(close_rooms)
     app.router.add_get("/healthz", healthz)
     setup_metrics(app)
     whip.setup_routes(app)

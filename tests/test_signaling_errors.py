@@ -159,9 +159,10 @@ async def test_ws_garbage_gets_errors_and_the_visit_goes_on(server):
     await patient.send_json({"type": "chat", "text": "hello doctor"})
     chat = await clinician.receive_json()
     assert chat["type"] == "chat" and chat["text"] == "hello doctor" and chat["from"] == "pat"
+    assert (await patient.receive_json())["text"] == "hello doctor"  # the sender sees it too
     await patient.send_bytes(b"\x00\x01")
-    await patient.receive()
-    assert patient.close_code == 1003
+    closing = await patient.receive()
+    assert (closing.type, closing.data) == (aiohttp.WSMsgType.CLOSE, 1003), closing
     left = await clinician.receive_json()
     assert left["type"] == "participant_left" and left["identity"] == "pat"
     assert list(server.rooms.get("visit1").participants) == ["dr"]
