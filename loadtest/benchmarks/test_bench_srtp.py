@@ -72,7 +72,7 @@ def best_round_seconds(make_pair: Callable[[str], Pair], profile: str) -> float:
 
 
 @pytest.mark.parametrize("profile", list(LIBSRTP_PROFILES))
-def test_bench_srtp_protect_unprotect(benchmark, profile: str) -> None:
+def test_bench_srtp_protect_unprotect(benchmark, speedup_report, profile: str) -> None:
     # Sanity: both sides really round-trip before anything is timed.
     for make_pair in (native_pair, libsrtp_pair):
         protect, unprotect = make_pair(profile)
@@ -92,3 +92,5 @@ def test_bench_srtp_protect_unprotect(benchmark, profile: str) -> None:
         "libsrtp_us_per_protect_unprotect": round(libsrtp_s * per_packet, 3),
         "speedup_vs_libsrtp": round(libsrtp_s / native_s, 2),
     })
+    speedup_report(f"SRTP protect+unprotect 1.2KB {profile}",
+                   libsrtp_s / PACKETS_PER_ROUND, native_s / PACKETS_PER_ROUND)
