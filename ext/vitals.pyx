@@ -52,6 +52,31 @@ KIND_NAMES = {
     K_POLAR_ECG: "polar_ecg",
 }
 
+cdef dict _CODES = {**{name: code for code, name in KIND_NAMES.items()},
+                    **{code: code for code in KIND_NAMES}}
+
+
+cdef int _resolve(object kind) except -1:
+    """Kind name or 16-bit code -> code; ValueError for anything else."""
+    cdef object code
+    if type(kind) is str or type(kind) is int:
+        code = _CODES.get(kind)
+        if code is not None:
+            return <int>code
+    elif isinstance(kind, np.integer):
+        return _resolve(int(kind))
+    if isinstance(kind, str):
+        raise ValueError(f"unknown vitals kind {kind!r}; known: " + ", ".join(KIND_NAMES.values()))
+    if isinstance(kind, int) and not isinstance(kind, bool):
+        _unknown_kind(kind)
+    raise ValueError(f"vitals kind must be a name or a 16-bit UUID int, got {kind!r}")
+
+
+def kind_code(kind):
+    """The code of a kind given by name or 16-bit code; ValueError when it is not a vitals kind."""
+    return _resolve(kind)
+
+
 # --- special values ---------------------------------------------------------------------------------
 
 cdef enum:
@@ -581,7 +606,7 @@ cdef int _parse(int kind, Reading* r, const uint8_t* p, Py_ssize_t n) except -1:
     return _unknown_kind(kind)
 
 
-cdef int _unknown_kind(int kind) except -1:
+cdef int _unknown_kind(object kind) except -1:
     raise ValueError(f"unknown vitals kind 0x{kind:04X}; known: "
                      + ", ".join(f"0x{k:04X} ({v})" for k, v in KIND_NAMES.items()))
 
@@ -702,12 +727,19 @@ cdef inline bytes _as_bytes(object payload):
     return memoryview(payload).tobytes()
 
 
-def decode(int kind, payload):
-    """Decode one payload of ``kind`` (integer code) into a dict; ValueError when it is invalid."""
+def decode(object kind, payload):
+    """Decode one device payload into a dict; ValueError when it is invalid.
+
+    ``kind``: a name (heart_rate, plx_continuous, plx_spot_check, blood_pressure, temperature,
+    weight, glucose, polar_ecg) or the 16-bit characteristic UUID as an int (0xFF00 = polar_ecg).
+    Absent optional fields are absent; a timestamp the device marks as unknown is None; special
+    values are NaN/±inf and named in ``result["special"]``.
+    """
+    cdef int code = _resolve(kind)
     cdef Reading r
     cdef bytes data = _as_bytes(payload)
     cdef const uint8_t* p = <const uint8_t*>PyBytes_AS_STRING(data)
-    _parse(kind, &r, p, PyBytes_GET_SIZE(data))
+    _parse(code, &r, p, PyBytes_GET_SIZE(data))
     return _to_dict(&r, p)
 
 
@@ -716,10 +748,9 @@ def decode(int kind, payload):
 UNIT_WIDTH = 7  # longest UCUM unit written here is "[lb_av]"
 
 
-def batch_dtype(int kind):
+def batch_dtype(object kind_or_name):
     """The numpy dtype of ``decode_batch`` records for ``kind``."""
-    if kind not in SPECS:
-        _unknown_kind(kind)
+    cdef int kind = _resolve(kind_or_name)
     cdef _Spec spec = <_Spec>SPECS[kind]
     fields = [("ok", "?"), ("flags", "u1")]
     if spec.units:
@@ -821,7 +852,7 @@ cdef void _write_row(char* row, Layout* lay, Reading* r, _Spec spec, bint ok,
         (<int64_t*>(row + lay.vcount))[0] = r.var_count
 
 
-def decode_batch(int kind, payloads, bint mark_errors=False):
+def decode_batch(object kind_or_name, payloads, bint mark_errors=False):
     """Decode many payloads of one kind -> (records, values, errors).
 
     records: structured array (``batch_dtype(kind)``), one row per payload. values: the RR intervals
@@ -829,6 +860,7 @@ def decode_batch(int kind, payloads, bint mark_errors=False):
     values_start/values_count. errors: (index, message) of invalid payloads, which raise ValueError
     unless ``mark_errors``, in which case their row has ok=False and every field absent.
     """
+    cdef int kind = _resolve(kind_or_name)
     dtype = batch_dtype(kind)
     cdef _Spec spec = <_Spec>SPECS[kind]
     cdef list items = list(payloads)

@@ -36,29 +36,15 @@ Kind = str | int
 
 def kind_code(kind: Kind) -> int:
     """The 16-bit code of a kind given by name or code; ValueError when it is not a known kind."""
-    if isinstance(kind, str):
-        try:
-            return KINDS[kind]
-        except KeyError:
-            raise ValueError(f"unknown vitals kind {kind!r}; known: {', '.join(KINDS)}") from None
-    if isinstance(kind, bool) or not isinstance(kind, int | np.integer):
-        raise ValueError(f"vitals kind must be a name or a 16-bit UUID int, got {kind!r}")
-    if int(kind) not in KIND_NAMES:
-        raise ValueError(
-            f"unknown vitals kind 0x{int(kind):04X}; known: "
-            + ", ".join(f"0x{code:04X} ({name})" for code, name in KIND_NAMES.items())
-        )
-    return int(kind)
+    return _vitals.kind_code(kind)
 
 
 def kind_name(kind: Kind) -> str:
     return KIND_NAMES[kind_code(kind)]
 
 
-def decode(kind: Kind, payload: bytes | bytearray | memoryview) -> dict[str, Any]:
-    """Decode one device payload. Absent optional fields are absent; a timestamp the device marks as
-    unknown is None; special values are NaN/±inf and named in ``result["special"]``."""
-    return _vitals.decode(kind_code(kind), payload)
+# The Cython function itself: no Python frame in front of the hot path.
+decode = _vitals.decode
 
 
 class VitalsBatch(NamedTuple):
@@ -81,7 +67,7 @@ def batch_dtype(kind: Kind) -> np.dtype:
     -1 absent, 0 number, else index into SPECIAL_NAMES), integers as int64 (-1 absent; time_offset_min
     is 0 when absent), booleans as int8 (-1 absent), timestamps as datetime64[s] (NaT = absent or
     unknown), values_start/values_count for kinds with lists."""
-    return _vitals.batch_dtype(kind_code(kind))
+    return _vitals.batch_dtype(kind)
 
 
 def decode_batch(
@@ -94,7 +80,7 @@ def decode_batch(
     ValueError naming its index. ``errors="mark"``: invalid rows get ok=False and are listed."""
     if errors not in ("raise", "mark"):
         raise ValueError(f'errors must be "raise" or "mark", got {errors!r}')
-    records, values, errs = _vitals.decode_batch(kind_code(kind), payloads, errors == "mark")
+    records, values, errs = _vitals.decode_batch(kind, payloads, errors == "mark")
     return VitalsBatch(records, values, errs)
 
 
