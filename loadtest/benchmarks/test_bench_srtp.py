@@ -49,10 +49,16 @@ def libsrtp_pair(profile: str) -> Pair:
     key_len, salt_len = mediasrv_native.srtp_key_lengths(profile)
     master = os.urandom(key_len + salt_len)
     policy = pylibsrtp.Policy
-    tx = pylibsrtp.Session(policy(key=master, ssrc_type=policy.SSRC_ANY_OUTBOUND,
-                                  srtp_profile=LIBSRTP_PROFILES[profile]))
-    rx = pylibsrtp.Session(policy(key=master, ssrc_type=policy.SSRC_ANY_INBOUND,
-                                  srtp_profile=LIBSRTP_PROFILES[profile]))
+    tx = pylibsrtp.Session(
+        policy(
+            key=master, ssrc_type=policy.SSRC_ANY_OUTBOUND, srtp_profile=LIBSRTP_PROFILES[profile]
+        )
+    )
+    rx = pylibsrtp.Session(
+        policy(
+            key=master, ssrc_type=policy.SSRC_ANY_INBOUND, srtp_profile=LIBSRTP_PROFILES[profile]
+        )
+    )
     return tx.protect, rx.unprotect
 
 
@@ -85,12 +91,17 @@ def test_bench_srtp_protect_unprotect(benchmark, speedup_report, profile: str) -
     benchmark.pedantic(run_round, setup=lambda: (native_pair(profile), {}), rounds=ROUNDS)
 
     per_packet = 1e6 / PACKETS_PER_ROUND
-    benchmark.extra_info.update({
-        "profile": profile,
-        "packet_bytes": PACKET_SIZE,
-        "native_us_per_protect_unprotect": round(native_s * per_packet, 3),
-        "libsrtp_us_per_protect_unprotect": round(libsrtp_s * per_packet, 3),
-        "speedup_vs_libsrtp": round(libsrtp_s / native_s, 2),
-    })
-    speedup_report(f"SRTP protect+unprotect 1.2KB {profile}",
-                   libsrtp_s / PACKETS_PER_ROUND, native_s / PACKETS_PER_ROUND)
+    benchmark.extra_info.update(
+        {
+            "profile": profile,
+            "packet_bytes": PACKET_SIZE,
+            "native_us_per_protect_unprotect": round(native_s * per_packet, 3),
+            "libsrtp_us_per_protect_unprotect": round(libsrtp_s * per_packet, 3),
+            "speedup_vs_libsrtp": round(libsrtp_s / native_s, 2),
+        }
+    )
+    speedup_report(
+        f"SRTP protect+unprotect 1.2KB {profile}",
+        libsrtp_s / PACKETS_PER_ROUND,
+        native_s / PACKETS_PER_ROUND,
+    )

@@ -49,12 +49,18 @@ class Peers:
         )
         libsrtp_profile = PROFILES[profile]
         self.libsrtp_rx = Session(
-            Policy(key=self.ours_key + self.ours_salt, ssrc_type=Policy.SSRC_ANY_INBOUND,
-                   srtp_profile=libsrtp_profile)
+            Policy(
+                key=self.ours_key + self.ours_salt,
+                ssrc_type=Policy.SSRC_ANY_INBOUND,
+                srtp_profile=libsrtp_profile,
+            )
         )
         self.libsrtp_tx = Session(
-            Policy(key=self.theirs_key + self.theirs_salt, ssrc_type=Policy.SSRC_ANY_OUTBOUND,
-                   srtp_profile=libsrtp_profile)
+            Policy(
+                key=self.theirs_key + self.theirs_salt,
+                ssrc_type=Policy.SSRC_ANY_OUTBOUND,
+                srtp_profile=libsrtp_profile,
+            )
         )
 
 
@@ -152,4 +158,6 @@ def test_constructor_rejects_bad_profile_and_key_sizes() -> None:
     with pytest.raises(ValueError, match="unknown SRTP protection profile"):
         mediasrv_native.srtp_key_lengths("AES_CM_128_HMAC_SHA1_80")
     with pytest.raises(ValueError, match="32-byte keys and 12-byte salts"):
-        mediasrv_native.SrtpSession("SRTP_AEAD_AES_256_GCM", bytes(16), bytes(12), bytes(32), bytes(12))
+        mediasrv_native.SrtpSession(
+            "SRTP_AEAD_AES_256_GCM", bytes(16), bytes(12), bytes(32), bytes(12)
+        )
