@@ -6,6 +6,7 @@ pub mod keyframe;
 pub mod nack_cache;
 pub mod output;
 mod py;
+pub mod reception;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;

@@ -75,13 +75,17 @@ pub struct Router {
 impl Router {
     #[new]
     #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, pli_min_interval_ms=200,
-                        remb_interval_ms=1000, keyframe_retry_ms=1000, seed=None))]
+                        remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
+                        sr_interval_ms=1000, seed=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         max_bitrate_bps: u64,
         nack_cache_packets: usize,
         pli_min_interval_ms: u64,
         remb_interval_ms: u64,
         keyframe_retry_ms: u64,
+        sender_reports: bool,
+        sr_interval_ms: u64,
         seed: Option<u64>,
     ) -> PyResult<Self> {
         if nack_cache_packets == 0 || nack_cache_packets > 1 << 16 {
@@ -93,6 +97,8 @@ impl Router {
             pli_min_interval_ms,
             remb_interval_ms,
             keyframe_retry_ms,
+            sender_reports,
+            sr_interval_ms,
         };
         // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
         let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
@@ -219,6 +225,8 @@ impl Router {
             ("plis_out", s.plis_out),
             ("plis_throttled", s.plis_throttled),
             ("remb_out", s.remb_out),
+            ("rr_out", s.rr_out),
+            ("sr_out", s.sr_out),
             ("rtcp_packets_in", s.rtcp_packets_in),
             ("rtcp_packets_out", s.rtcp_packets_out),
         ] {
@@ -254,6 +262,8 @@ impl Router {
         d.set_item("rtx_ssrc", s.rtx_ssrc)?;
         d.set_item("last_seq", s.last_seq)?;
         d.set_item("last_sr", s.last_sr)?;
+        d.set_item("lost", s.lost)?;
+        d.set_item("jitter", s.jitter)?;
         Ok(d)
     }
 
@@ -266,6 +276,8 @@ impl Router {
             ("payload_bytes", s.payload_bytes),
             ("keyframes", s.keyframes),
             ("retransmissions", s.retransmissions),
+            ("retransmission_payload_bytes", s.retransmission_payload_bytes),
+            ("sender_reports", s.sender_reports),
             ("nacks", s.nacks),
             ("nack_misses", s.nack_misses),
             ("plis", s.plis),

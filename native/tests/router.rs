@@ -538,3 +538,69 @@ fn one_nack_cannot_trigger_unbounded_retransmissions() {
     assert_eq!(rtp_out.len(), MAX_RETRANSMISSIONS_PER_RTCP);
     assert_eq!(r.stats().dropped(DropReason::NackLimited), 1000 - MAX_RETRANSMISSIONS_PER_RTCP as u64);
 }
+
+#[test]
+fn duplicated_padding_does_not_shift_numbering_twice() {
+    let mut r = room();
+    subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    let a = fields(&route(&mut r, PUB, &opus(10, 0), 0)[0].1).0;
+    let pad = Pkt::new(OPUS_PT, 11, 0, AUDIO_SSRC, &[]).padding(4).bytes();
+    route(&mut r, PUB, &pad, 1);
+    route(&mut r, PUB, &pad, 2);
+    let b = fields(&route(&mut r, PUB, &opus(12, 960), 3)[0].1).0;
+    assert_eq!(b, a.wrapping_add(1));
+    let late = route(&mut r, PUB, &opus(9, 0), 4);
+    assert!(late.is_empty(), "older than the subscription's first packet");
+}
+
+#[test]
+fn receiver_report_to_publisher_carries_loss_and_sr_echo() {
+    let mut r = room();
+    subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    for seq in [0u16, 1, 2, 4, 5] {
+        route(&mut r, PUB, &opus(seq, seq as u32 * 960), seq as u64 * 20);
+    }
+    let mut sr = Vec::new();
+    rtcp::write_sr(&mut sr, AUDIO_SSRC, 0x0000_1234_5678_0000, 4800, 5, 100, &[]);
+    rtcp(&mut r, PUB, &sr, 1000);
+    let out = poll(&mut r, 1250);
+    let (t, datagram) = out.iter().find(|(_, d)| d[1] == rtcp::PT_RR).expect("an RR goes to the publisher");
+    assert_eq!(*t, PUB);
+    let block = match rtcp::parse_compound(datagram).next().unwrap().unwrap() {
+        RtcpPacket::ReceiverReport { ssrc, reports } => {
+            assert_eq!(ssrc, PUB_RTCP_SSRC);
+            reports.iter().find(|b| b.ssrc == AUDIO_SSRC).unwrap()
+        }
+        p => panic!("{p:?}"),
+    };
+    assert_eq!(block.cumulative_lost, 1);
+    assert_eq!(block.fraction_lost as u32, 256 / 6);
+    assert_eq!(block.last_sr, 0x1234_5678);
+    assert_eq!(block.delay_since_last_sr, 250 * 65536 / 1000);
+    assert_eq!(r.track_stats(AUDIO_TRACK).unwrap().lost, 1);
+}
+
+#[test]
+fn sender_reports_map_publisher_clock_into_subscriber_timestamps() {
+    let mut r = room_with(RouterConfig { sender_reports: true, ..Default::default() });
+    subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    let first = fields(&route(&mut r, PUB, &opus(0, 48_000), 0)[0].1);
+    assert!(poll(&mut r, 100).iter().all(|(_, d)| d[1] != rtcp::PT_SR), "no SR before the publisher's");
+    // publisher: RTP 48000 was NTP 10.0 s, reported at local time 1000 ms
+    let mut sr = Vec::new();
+    rtcp::write_sr(&mut sr, AUDIO_SSRC, 10u64 << 32, 48_000, 1, 5, &[]);
+    rtcp(&mut r, PUB, &sr, 1000);
+    let out = poll(&mut r, 1500);
+    let (t, d) = out.iter().find(|(_, d)| d[1] == rtcp::PT_SR).unwrap();
+    assert_eq!(*t, SUB_T);
+    match rtcp::parse_compound(d).next().unwrap().unwrap() {
+        RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, packet_count, octet_count, .. } => {
+            assert_eq!(ssrc, SUB_SSRC_A);
+            assert_eq!(ntp, (10u64 << 32) + (1u64 << 31), "10.5 s");
+            assert_eq!(rtp_timestamp, first.1.wrapping_add(24_000), "half a second after the mapped packet");
+            assert_eq!((packet_count, octet_count), (1, first.4.len() as u32));
+        }
+        p => panic!("{p:?}"),
+    }
+    assert!(poll(&mut r, 1600).iter().all(|(_, d)| d[1] != rtcp::PT_SR), "once per interval");
+}

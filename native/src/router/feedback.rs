@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::rtcp::{self, RtcpPacket};
+use crate::rtcp::{self, ReportBlock, RtcpPacket};
 use crate::seq::extend_u16;
 
 /// Most retransmissions answered for one RTCP datagram; the rest are counted as `nack_limited`.
@@ -202,6 +202,7 @@ impl Router {
             let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c));
             let sub = &mut t.subs[si];
             sub.stats.retransmissions += 1;
+            sub.stats.retransmission_payload_bytes += p.payload().len() as u64;
             t.stats.retransmissions += 1;
             stats.retransmissions_out += 1;
             stats.retransmission_bytes_out += len as u64;
@@ -212,8 +213,9 @@ impl Router {
 
     // ------------------------------------------------------------------ periodic
 
-    /// Periodic work: REMB to publishers (about once per `remb_interval_ms`, and soon after a new
-    /// video SSRC appears) and PLIs for subscriptions still waiting for a keyframe.
+    /// Periodic work: to each publisher, about once per `remb_interval_ms` (and soon after a new video
+    /// SSRC appears), a compound RR (reception quality of its streams) + REMB; PLIs for subscriptions
+    /// still waiting for a keyframe; sender reports for subscriptions if enabled.
     pub fn poll(&mut self, now_ms: u64, out: &mut Output) {
         let Router { cfg, stats, publishers, tracks, .. } = self;
         for (transport, p) in publishers.iter_mut() {
@@ -222,28 +224,52 @@ impl Router {
             if !due {
                 continue;
             }
-            let mut ssrcs = [0u32; 32];
-            let mut n = 0;
+            let mut video = [0u32; 32];
+            let mut n_video = 0;
+            let mut blocks = [ReportBlock::default(); 31];
+            let mut n_blocks = 0;
             for id in &p.tracks {
-                if let Some(t) = tracks.get(id) {
-                    if t.kind == MediaKind::Video && n < ssrcs.len() {
-                        if let Some(s) = t.feedback_ssrc() {
-                            ssrcs[n] = s;
-                            n += 1;
-                        }
+                let Some(t) = tracks.get_mut(id) else { continue };
+                if t.kind == MediaKind::Video && n_video < video.len() {
+                    if let Some(s) = t.feedback_ssrc() {
+                        video[n_video] = s;
+                        n_video += 1;
+                    }
+                }
+                if let (Some(ssrc), true) = (t.media_ssrc, n_blocks < blocks.len()) {
+                    let last_sr = t.stats.last_sr.map(|(ntp, _, at)| (ntp, at));
+                    if let Some(rb) = t.reception.report_block(ssrc, now_ms, last_sr) {
+                        blocks[n_blocks] = rb;
+                        n_blocks += 1;
                     }
                 }
             }
-            if n == 0 {
+            if n_video == 0 && n_blocks == 0 {
                 continue;
             }
-            p.remb_due = false;
             p.last_remb_ms = Some(now_ms);
-            stats.remb_out += 1;
             stats.rtcp_packets_out += 1;
-            out.push_with(*transport, |b| rtcp::write_remb(b, p.rtcp_ssrc, cfg.max_bitrate_bps, &ssrcs[..n]));
+            if n_video > 0 {
+                p.remb_due = false;
+                stats.remb_out += 1;
+            }
+            if n_blocks > 0 {
+                stats.rr_out += 1;
+            }
+            out.push_with(*transport, |b| {
+                // A compound packet starts with a report (RFC 3550 6.1); REMB rides along.
+                if n_blocks > 0 {
+                    rtcp::write_rr(b, p.rtcp_ssrc, &blocks[..n_blocks]);
+                }
+                if n_video > 0 {
+                    rtcp::write_remb(b, p.rtcp_ssrc, cfg.max_bitrate_bps, &video[..n_video]);
+                }
+            });
         }
         for t in tracks.values_mut() {
+            if cfg.sender_reports {
+                Self::sender_reports(cfg, stats, t, now_ms, out);
+            }
             if !t.waiting_subs() {
                 t.pli_pending = false;
                 continue;
@@ -252,6 +278,38 @@ impl Router {
             if t.pli_pending || retry_due {
                 Self::send_pli(cfg, stats, publishers, t, now_ms, out);
             }
+        }
+    }
+
+    /// Sender reports for a track's started subscriptions. Their NTP/RTP pair is the publisher's last
+    /// SR moved forward to `now_ms` and into each subscriber's timestamp space, so audio and video of
+    /// one publisher stay in sync at the receiver.
+    fn sender_reports(
+        cfg: &RouterConfig,
+        stats: &mut RouterStats,
+        t: &mut Track,
+        now_ms: u64,
+        out: &mut Output,
+    ) {
+        let Some((ntp, rtp_ts, at_ms)) = t.stats.last_sr else { return };
+        let clock_rate = t.last_media_pt.map_or(90_000, |pt| t.clock_rate(pt));
+        let elapsed_ms = now_ms.saturating_sub(at_ms);
+        let ntp_now = ntp.wrapping_add(((elapsed_ms as u128) << 32) as u64 / 1000);
+        let rtp_advance = (elapsed_ms as u128 * clock_rate as u128 / 1000) as u32;
+        for sub in t.subs.iter_mut().filter(|s| s.started) {
+            if sub.last_sr_sent_ms.is_some_and(|l| now_ms < l.saturating_add(cfg.sr_interval_ms)) {
+                continue;
+            }
+            sub.last_sr_sent_ms = Some(now_ms);
+            sub.stats.sender_reports += 1;
+            stats.sr_out += 1;
+            stats.rtcp_packets_out += 1;
+            let rtp_now = rtp_ts.wrapping_add(rtp_advance).wrapping_add(sub.ts_offset);
+            let packets = (sub.stats.packets + sub.stats.retransmissions) as u32;
+            let octets = (sub.stats.payload_bytes + sub.stats.retransmission_payload_bytes) as u32;
+            out.push_with(sub.transport, |b| {
+                rtcp::write_sr(b, sub.ssrc, ntp_now, rtp_now, packets, octets, &[])
+            });
         }
     }
 }

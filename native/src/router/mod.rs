@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::nack_cache::{CachedPacket, Insert, NackCache, PacketToCache};
 use crate::output::Output;
+use crate::reception::ReceptionStats;
 use crate::rtp::{self, HeaderOut, RtpView};
 use crate::seq::{SeqCompressor, SeqUnwrapper};
 
@@ -52,6 +53,7 @@ struct Subscription {
     next_ts: u32,
     /// Last first-transmission sent: (seq, timestamp, now_ms); used to continue after a resync.
     last_out: Option<(u16, u32, u64)>,
+    last_sr_sent_ms: Option<u64>,
     stats: SubscriptionStats,
 }
 
@@ -71,6 +73,9 @@ struct Track {
     subs: Vec<Subscription>,
     last_pli_ms: Option<u64>,
     pli_pending: bool,
+    reception: ReceptionStats,
+    /// Payload type of the last media packet (its clock rate drives sender reports).
+    last_media_pt: Option<u8>,
     stats: TrackStats,
 }
 
@@ -289,6 +294,8 @@ impl Router {
                 subs: Vec::new(),
                 last_pli_ms: None,
                 pli_pending: false,
+                reception: ReceptionStats::default(),
+                last_media_pt: None,
                 stats: TrackStats::default(),
             },
         );
@@ -364,6 +371,7 @@ impl Router {
             next_seq,
             next_ts,
             last_out: None,
+            last_sr_sent_ms: None,
             stats: SubscriptionStats { ssrc, waiting_keyframe: gated, ..Default::default() },
         });
         if gated {
@@ -407,6 +415,8 @@ impl Router {
             s.media_ssrc = t.media_ssrc;
             s.rtx_ssrc = t.rtx_ssrc;
             s.subscriptions = t.subs.len();
+            s.lost = t.reception.lost();
+            s.jitter = t.reception.jitter();
             s
         })
     }
@@ -505,6 +515,7 @@ impl Router {
                         t.seq = SeqUnwrapper::new();
                         t.gaps = SeqCompressor::default();
                         t.cache = NackCache::new(t.cache.capacity());
+                        t.reception = ReceptionStats::default();
                         for s in &mut t.subs {
                             s.started = false;
                             s.stats.waiting_keyframe = s.gated;
@@ -518,14 +529,17 @@ impl Router {
             PtEntry::Media { kind, .. } => kind,
             _ => return stats.drop(DropReason::RtxUnwrapFailed),
         };
+        let prev_highest = t.seq.highest();
         let ext = t.seq.unwrap(seq);
         t.stats.last_seq = Some(seq);
 
         if payload.is_empty() {
             // Padding only (bandwidth probing): never forwarded. When it is the newest packet, no
             // subscriber has anything numbered after it yet, so it can be cut out of the sequence space.
-            if !is_rtx && t.seq.highest() == Some(ext) {
+            if !is_rtx && prev_highest.is_none_or(|h| ext > h) {
                 t.gaps.remove(ext);
+                let clock_rate = t.clock_rate(media_pt);
+                t.reception.on_packet(ext, v.timestamp, now_ms, clock_rate);
             }
             t.stats.padding_only += 1;
             return stats.drop(DropReason::PaddingOnly);
@@ -558,6 +572,9 @@ impl Router {
         }
         t.stats.payload_bytes += payload.len() as u64;
         stats.payload_bytes_in += payload.len() as u64;
+        let clock_rate = t.clock_rate(media_pt);
+        t.reception.on_packet(ext, v.timestamp, now_ms, clock_rate);
+        t.last_media_pt = Some(media_pt);
 
         let m = MediaRef {
             c: t.gaps.compress(ext),
@@ -568,7 +585,6 @@ impl Router {
             csrc_bytes: v.csrc_bytes(),
             payload,
         };
-        let clock_rate = t.clock_rate(media_pt);
         for sub in &mut t.subs {
             if !sub.started {
                 if sub.gated && !is_key {

@@ -73,6 +73,11 @@ pub struct RouterConfig {
     pub remb_interval_ms: u64,
     /// How often a PLI is repeated while a subscription still waits for a keyframe.
     pub keyframe_retry_ms: u64,
+    /// Whether `poll` sends RTCP sender reports for subscriptions (needs the publisher's SR to map
+    /// RTP time to NTP time). Off while another stack (aiortc) still reports on the same SSRCs.
+    pub sender_reports: bool,
+    /// How often a sender report goes out per subscription.
+    pub sr_interval_ms: u64,
 }
 
 impl Default for RouterConfig {
@@ -83,6 +88,8 @@ impl Default for RouterConfig {
             pli_min_interval_ms: 200,
             remb_interval_ms: 1000,
             keyframe_retry_ms: 1000,
+            sender_reports: false,
+            sr_interval_ms: 1000,
         }
     }
 }
@@ -189,6 +196,8 @@ pub struct RouterStats {
     pub plis_out: u64,
     pub plis_throttled: u64,
     pub remb_out: u64,
+    pub rr_out: u64,
+    pub sr_out: u64,
     pub rtcp_packets_in: u64,
     pub rtcp_packets_out: u64,
     pub dropped: [u64; DropReason::ALL.len()],
@@ -216,6 +225,9 @@ pub struct TrackStats {
     pub nacks_in: u64,
     pub retransmissions: u64,
     pub last_seq: Option<u16>,
+    /// Publisher-side loss (expected minus received, RFC 3550) and interarrival jitter (RTP units).
+    pub lost: i64,
+    pub jitter: u32,
     pub media_ssrc: Option<u32>,
     pub rtx_ssrc: Option<u32>,
     pub subscriptions: usize,
@@ -231,6 +243,8 @@ pub struct SubscriptionStats {
     pub payload_bytes: u64,
     pub keyframes: u64,
     pub retransmissions: u64,
+    pub retransmission_payload_bytes: u64,
+    pub sender_reports: u64,
     pub nacks: u64,
     pub nack_misses: u64,
     pub plis: u64,
