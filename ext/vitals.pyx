@@ -9,7 +9,6 @@ Kinds are passed as integer codes (16-bit characteristic UUIDs, ``KIND_POLAR_ECG
 
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.math cimport NAN, INFINITY
-from libc.stdio cimport snprintf
 from libc.string cimport memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeASCII
@@ -310,20 +309,15 @@ cdef int _days_in_month(int year, int month) noexcept nogil:
 cdef int _datetime(Reading* r, const uint8_t* p, str what) except -1:
     """GATT Date Time (7 bytes): year u16, month, day, hours, minutes, seconds; 0 = unknown."""
     cdef int year = _u16(p), month = p[2], day = p[3], hour = p[4], minute = p[5], second = p[6]
-    name = KIND_NAMES[r.kind]
-    if year != 0 and not 1582 <= year <= 9999:
-        raise ValueError(f"{name}: {what} year {year} out of range (1582-9999, 0 = unknown)")
-    if month > 12:
-        raise ValueError(f"{name}: {what} month {month} out of range (1-12, 0 = unknown)")
-    if day > 31:
-        raise ValueError(f"{name}: {what} day {day} out of range (1-31, 0 = unknown)")
-    if hour > 23 or minute > 59 or second > 59:
-        raise ValueError(f"{name}: {what} time {hour:02d}:{minute:02d}:{second:02d} out of range")
+    if (year != 0 and not 1582 <= year <= 9999) or month > 12 or day > 31 or hour > 23 \
+            or minute > 59 or second > 59:
+        return _bad_datetime(r.kind, what, year, month, day, hour, minute, second)
     if year == 0 or month == 0 or day == 0:
         r.ts_state = TS_UNKNOWN
         return 0
     if day > _days_in_month(year, month):
-        raise ValueError(f"{name}: {what} {year:04d}-{month:02d}-{day:02d} is not a calendar date")
+        raise ValueError(f"{KIND_NAMES[r.kind]}: {what} {year:04d}-{month:02d}-{day:02d} "
+                         f"is not a calendar date")
     r.ts_state = TS_KNOWN
     r.year = year
     r.month = month
@@ -332,6 +326,18 @@ cdef int _datetime(Reading* r, const uint8_t* p, str what) except -1:
     r.minute = minute
     r.second = second
     return 0
+
+
+cdef int _bad_datetime(int kind, str what, int year, int month, int day, int hour, int minute,
+                       int second) except -1:
+    name = KIND_NAMES[kind]
+    if year != 0 and not 1582 <= year <= 9999:
+        raise ValueError(f"{name}: {what} year {year} out of range (1582-9999, 0 = unknown)")
+    if month > 12:
+        raise ValueError(f"{name}: {what} month {month} out of range (1-12, 0 = unknown)")
+    if day > 31:
+        raise ValueError(f"{name}: {what} day {day} out of range (1-31, 0 = unknown)")
+    raise ValueError(f"{name}: {what} time {hour:02d}:{minute:02d}:{second:02d} out of range")
 
 
 # --- one parser per kind ---------------------------------------------------------------------------
@@ -656,11 +662,28 @@ cdef dict SPECS = {
 
 # --- front end 1: dict -----------------------------------------------------------------------------
 
+cdef inline void _digits(char* at, int value, int width) noexcept nogil:
+    cdef int k
+    for k in range(width - 1, -1, -1):
+        at[k] = <char>(48 + value % 10)
+        value //= 10
+
+
 cdef inline str _iso(Reading* r):
-    cdef char buf[32]
-    cdef int size = snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d",
-                             r.year, r.month, r.day, r.hour, r.minute, r.second)
-    return PyUnicode_DecodeASCII(buf, size, NULL)
+    # Hand-rolled: snprintf with six fields costs more than the rest of a decode.
+    cdef char buf[19]
+    _digits(buf, r.year, 4)
+    buf[4] = b'-'
+    _digits(buf + 5, r.month, 2)
+    buf[7] = b'-'
+    _digits(buf + 8, r.day, 2)
+    buf[10] = b'T'
+    _digits(buf + 11, r.hour, 2)
+    buf[13] = b':'
+    _digits(buf + 14, r.minute, 2)
+    buf[16] = b':'
+    _digits(buf + 17, r.second, 2)
+    return PyUnicode_DecodeASCII(buf, 19, NULL)
 
 
 cdef object _rr_list(const uint8_t* p, Py_ssize_t pos, Py_ssize_t count):
