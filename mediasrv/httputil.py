@@ -39,7 +39,8 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status >= 400 and exc.content_type != "application/json":
             code = exc.reason.lower().replace(" ", "_")
-            return json_error(exc.status, code, exc.reason, dict(exc.headers) or None)
+            headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+            return json_error(exc.status, code, exc.reason, headers or None)
         raise
 
 

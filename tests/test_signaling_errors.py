@@ -134,9 +134,8 @@ async def test_ws_join_errors_close_with_codes(server):
     assert ws.close_code == 4401
     await session.close()
 
-    async with aiohttp.ClientSession() as s:
-        async with s.get(f"{server.url}/rooms/visit1/ws?access_token=bad") as r:
-            assert r.status == 401  # refused before the upgrade
+    async with aiohttp.ClientSession() as s, s.get(f"{server.url}/rooms/visit1/ws?access_token=bad") as r:
+        assert r.status == 401  # refused before the upgrade
 
 
 async def test_ws_garbage_gets_errors_and_the_visit_goes_on(server):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import aiortc.codecs
+import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
 import pytest
 
 from .conftest import eventually, inbound, open_demo
@@ -25,9 +27,6 @@ def no_decoders(monkeypatch):
     def enc(codec):
         created.append(f"encoder {codec.mimeType}")
         return real_enc(codec)
-
-    import aiortc.rtcrtpreceiver
-    import aiortc.rtcrtpsender
 
     monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", dec)
     monkeypatch.setattr(aiortc.rtcrtpsender, "get_encoder", enc)

@@ -28,6 +28,12 @@ async ([url, token]) => {
 WHEP_SUBSCRIBE = """
 async ([url, token]) => {
   const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
+  // Play what arrives (Chromium counts received audio samples only for a track that plays out).
+  pc.ontrack = (ev) => {
+    const el = document.createElement(ev.track.kind);
+    el.autoplay = true; el.muted = ev.track.kind === 'video'; el.srcObject = new MediaStream([ev.track]);
+    document.body.appendChild(el);
+  };
   pc.addTransceiver('audio', {direction: 'recvonly'});
   pc.addTransceiver('video', {direction: 'recvonly'});
   await pc.setLocalDescription(await pc.createOffer());
