@@ -35,7 +35,7 @@ fn packet(seq: u16, ts: u32) -> Vec<u8> {
 fn run(subscribers: u64, packets: u32) -> (f64, f64) {
     let mut r = Router::new(RouterConfig { nack_cache_packets: 1024, ..Default::default() }, 7);
     let ext = ExtensionIds { mid: 1, abs_send_time: 3, audio_level: 2, transport_cc: 4 };
-    let vp8 = |pt| Codec { payload_type: pt, name: "VP8".into(), clock_rate: 90_000, apt: None };
+    let vp8 = |pt| Codec { payload_type: pt, name: "VP8".into(), clock_rate: 90_000, apt: None, fmtp: None };
     r.add_publisher(1, 9, ext);
     r.add_track(1, 1, MediaKind::Video, Some("0".into()), vec![vp8(96)], &[1111]).unwrap();
     for s in 0..subscribers {

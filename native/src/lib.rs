@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+pub mod codec_match;
 pub mod keyframe;
 pub mod nack_cache;
 pub mod output;

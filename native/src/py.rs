@@ -12,7 +12,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::output::Output;
 use crate::router::{Codec, DropReason, ExtensionIds, MediaKind, Router as Core, RouterConfig, RouterError};
 
-type CodecTuple = (u64, String, u64, Option<u64>);
+type CodecTuple = (u64, String, u64, Option<u64>, Option<String>);
 type Datagrams<'py> = Vec<(u64, Bound<'py, PyBytes>)>;
 
 fn value_error(e: RouterError) -> PyErr {
@@ -26,9 +26,23 @@ fn payload_type(v: u64) -> PyResult<u8> {
         .ok_or_else(|| PyValueError::new_err(format!("payload type {v} is not in 0..=127")))
 }
 
-fn codecs(list: Vec<CodecTuple>) -> PyResult<Vec<Codec>> {
-    list.into_iter()
-        .map(|(pt, name, clock_rate, apt)| {
+/// A codec as (payload_type, name, clock_rate, apt) or (payload_type, name, clock_rate, apt, fmtp).
+fn codec_tuple(item: &Bound<'_, PyAny>) -> PyResult<CodecTuple> {
+    if let Ok((pt, name, clock, apt)) = item.extract::<(u64, String, u64, Option<u64>)>() {
+        return Ok((pt, name, clock, apt, None));
+    }
+    item.extract::<CodecTuple>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "codec must be (payload_type, name, clock_rate, apt[, fmtp]), not {}",
+            item.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+fn codecs(list: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Codec>> {
+    list.iter()
+        .map(|item| {
+            let (pt, name, clock_rate, apt, fmtp) = codec_tuple(item)?;
             let clock_rate = u32::try_from(clock_rate)
                 .ok()
                 .filter(|c| *c > 0)
@@ -38,6 +52,7 @@ fn codecs(list: Vec<CodecTuple>) -> PyResult<Vec<Codec>> {
                 name,
                 clock_rate,
                 apt: apt.map(payload_type).transpose()?,
+                fmtp,
             })
         })
         .collect()
@@ -124,7 +139,7 @@ impl Router {
         transport: u64,
         kind: &str,
         mid: Option<String>,
-        codecs: Vec<CodecTuple>,
+        codecs: Vec<Bound<'_, PyAny>>,
         ssrcs: Vec<u64>,
     ) -> PyResult<()> {
         let kind = MediaKind::parse(kind).map_err(value_error)?;
@@ -144,7 +159,7 @@ impl Router {
         track: u64,
         transport: u64,
         ssrc: u64,
-        codecs: Vec<CodecTuple>,
+        codecs: Vec<Bound<'_, PyAny>>,
         extensions: HashMap<String, u64>,
     ) -> PyResult<()> {
         let codecs = self::codecs(codecs)?;

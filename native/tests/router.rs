@@ -604,3 +604,15 @@ fn sender_reports_map_publisher_clock_into_subscriber_timestamps() {
     }
     assert!(poll(&mut r, 1600).iter().all(|(_, d)| d[1] != rtcp::PT_SR), "once per interval");
 }
+
+#[test]
+fn a_publisher_cannot_bind_unbounded_ssrcs() {
+    let mut r = mediasrv_native::router::Router::new(RouterConfig::default(), 1);
+    r.add_publisher(PUB, 1, pub_ext());
+    r.add_track(1, PUB, MediaKind::Audio, Some("a".into()), vec![codec(OPUS_PT, "opus", 48_000, None)], &[])
+        .unwrap();
+    for ssrc in 0..100u32 {
+        route(&mut r, PUB, &Pkt::new(OPUS_PT, 1, 0, ssrc, &[1]).bytes(), 0);
+    }
+    assert_eq!(r.stats().dropped(DropReason::UnknownSsrc), 92);
+}

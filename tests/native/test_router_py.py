@@ -122,6 +122,8 @@ def test_bad_arguments_raise_precise_errors(router: mediasrv_native.Router) -> N
         router.add_subscription(1, 999, SUB_T, 1, SUB_CODECS, {})
     with pytest.raises(ValueError, match="no codec in common"):
         router.add_subscription(1, VIDEO, SUB_T, 1, [(100, "H264", 90000, None)], {})
+    with pytest.raises(ValueError, match="codec must be"):
+        router.add_track(1, PUB, "video", None, [(96, "VP8")], [])
     with pytest.raises(KeyError):
         router.track_stats(999)
 
@@ -137,3 +139,17 @@ def test_removal_and_isolation_between_routers(router: mediasrv_native.Router) -
     assert router.remove_transport(SUB_T) is True
     assert router.route_rtp(PUB, opus(2, 960), 20) == []
     assert router.remove_track(AUDIO) is True and router.remove_track(AUDIO) is False
+
+
+def test_h264_fmtp_picks_the_matching_subscriber_payload_type() -> None:
+    r = mediasrv_native.Router()
+    r.add_publisher(PUB, 1, {})
+    mode1 = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+    r.add_track(VIDEO, PUB, "video", "0", [(102, "H264", 90000, None, mode1)], [VIDEO_SSRC])
+    r.add_subscription(100, VIDEO, SUB_T, 0x5001, [
+        (100, "H264", 90000, None, "packetization-mode=0;profile-level-id=42e01f"),
+        (104, "H264", 90000, None, "packetization-mode=1;profile-level-id=42e01f"),
+    ], {})
+    idr = rtp(102, 1, 0, VIDEO_SSRC, bytes([0x65, 0x88]) + bytes(50))
+    out = r.route_rtp(PUB, idr, 0)
+    assert [parse(p)[0] for _, p in out] == [104]

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 
+use crate::codec_match::best_match;
 use crate::keyframe::{is_keyframe_start, CodecKind};
 use crate::nack_cache::{CachedPacket, Insert, NackCache, PacketToCache};
 use crate::output::Output;
@@ -28,6 +29,9 @@ enum PtEntry {
     Media { kind: CodecKind, codec: u8 },
     Rtx { apt: u8 },
 }
+
+/// Most SSRCs one track binds on the fly (media, RTX, and a few encoder restarts).
+const MAX_SSRCS_PER_TRACK: usize = 8;
 
 struct Publisher {
     rtcp_ssrc: u32,
@@ -338,11 +342,7 @@ impl Router {
         let mut pt_map = [0xffu8; 128];
         let mut any = false;
         for pc in t.codecs.iter().filter(|c| CodecKind::from_name(&c.name) != CodecKind::Rtx) {
-            let found = codecs.iter().find(|sc| {
-                sc.name.eq_ignore_ascii_case(&pc.name)
-                    && sc.clock_rate == pc.clock_rate
-                    && sc.payload_type < 128
-            });
+            let found = best_match(pc, codecs);
             if let Some(sc) = found {
                 pt_map[pc.payload_type as usize] = sc.payload_type;
                 any = true;
@@ -452,8 +452,13 @@ impl Router {
             }
         }
         let id = found?;
+        let t = self.tracks.get_mut(&id)?;
+        // Bounds the state a publisher can make us keep by spraying SSRCs.
+        if t.ssrcs.len() >= MAX_SSRCS_PER_TRACK {
+            return None;
+        }
+        t.ssrcs.push(v.ssrc);
         self.track_by_ssrc.insert((transport, v.ssrc), id);
-        self.tracks.get_mut(&id)?.ssrcs.push(v.ssrc);
         Some(id)
     }
 

@@ -29,6 +29,8 @@ pub struct Codec {
     pub name: String,
     pub clock_rate: u32,
     pub apt: Option<u8>,
+    /// The codec's fmtp line (e.g. "packetization-mode=1;profile-level-id=42e01f"), if known.
+    pub fmtp: Option<String>,
 }
 
 /// Negotiated header-extension ids of one side (0 = not negotiated).

@@ -21,7 +21,7 @@ pub const SUB_VP8_PT: u8 = 120;
 pub const SUB_OPUS_PT: u8 = 109;
 
 pub fn codec(pt: u8, name: &str, clock: u32, apt: Option<u8>) -> Codec {
-    Codec { payload_type: pt, name: name.into(), clock_rate: clock, apt }
+    Codec { payload_type: pt, name: name.into(), clock_rate: clock, apt, fmtp: None }
 }
 
 pub fn pub_video_codecs() -> Vec<Codec> {
