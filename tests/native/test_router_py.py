@@ -153,3 +153,24 @@ def test_h264_fmtp_picks_the_matching_subscriber_payload_type() -> None:
     idr = rtp(102, 1, 0, VIDEO_SSRC, bytes([0x65, 0x88]) + bytes(50))
     out = r.route_rtp(PUB, idr, 0)
     assert [parse(p)[0] for _, p in out] == [104]
+
+
+def test_poll_reports_reception_and_optional_sender_reports() -> None:
+    r = mediasrv_native.Router(sender_reports=True)
+    r.add_publisher(PUB, 0xAAAA, {})
+    r.add_track(AUDIO, PUB, "audio", "1", [(111, "opus", 48000, None)], [AUDIO_SSRC])
+    r.add_subscription(100, AUDIO, SUB_T, 0x5001, SUB_CODECS, {})
+    for seq in (0, 1, 3):  # 2 is lost
+        r.route_rtp(PUB, opus(seq, seq * 960), seq * 20)
+    sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, AUDIO_SSRC, 5, 0, 0, 3, 300)
+    assert r.handle_rtcp(PUB, sr, 100) == ([], [])
+    out = r.poll(200)
+    to_pub = [p for t, p in out if t == PUB]
+    to_sub = [p for t, p in out if t == SUB_T]
+    assert len(to_pub) == 1 and to_pub[0][1] == 201  # RR
+    ssrc, lost = struct.unpack("!I", to_pub[0][8:12])[0], struct.unpack("!I", b"\0" + to_pub[0][13:16])[0]
+    assert (ssrc, lost) == (AUDIO_SSRC, 1)
+    assert len(to_sub) == 1 and to_sub[0][1] == 200  # SR on the subscription's SSRC
+    assert struct.unpack("!I", to_sub[0][4:8])[0] == 0x5001
+    assert r.stats()["rr_out"] == 1 and r.stats()["sr_out"] == 1
+    assert r.track_stats(AUDIO)["lost"] == 1
