@@ -61,6 +61,7 @@ class PeerTransport:
         self._dtls: set[RTCDtlsTransport] = set()
         self.closed = False
         self.on_failed: Callable[[PeerTransport], Awaitable[None]] | None = None
+        self.on_connected: Callable[[PeerTransport], Awaitable[None]] | None = None
         self.pc.on("connectionstatechange", self._on_state)
 
     # --- negotiation ------------------------------------------------------------------------------
@@ -150,6 +151,8 @@ class PeerTransport:
         log.debug("transport %d (%s of %s): %s", self.handle, self.direction, self.owner, state)
         if state in ("failed", "closed") and not self.closed and self.on_failed:
             await self.on_failed(self)
+        elif state == "connected" and self.on_connected:
+            await self.on_connected(self)
 
     @property
     def connected(self) -> bool:

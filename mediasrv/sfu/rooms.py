@@ -240,7 +240,15 @@ class Room:
             if self.participants.get(p.identity) is p:
                 await self.leave(p.identity, reason="connection_lost")
 
+        async def connected(transport: PeerTransport) -> None:
+            # Subscriptions start forwarding only once SRTP is up, so the first packet a
+            # subscriber is sent is also the first one it can receive.
+            for sub in p.subscriptions.values():
+                if sub.transport is transport and self._may_receive(p, sub.track):
+                    self._activate(sub)
+
         t.on_failed = failed
+        t.on_connected = connected
         return t
 
     async def publish(self, p: Participant, offer_sdp: str, sources: dict[str, str]) -> str:
@@ -328,7 +336,7 @@ class Room:
             sub.active = False
 
     def _activate(self, sub: Subscription) -> None:
-        if sub.active or sub.transceiver.mid is None:
+        if sub.active or sub.transceiver.mid is None or not sub.transport.connected:
             return
         remote = sub.transport.pc.remoteDescription
         if remote is None:

@@ -14,7 +14,7 @@ EXTENSION_NAMES = {
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": "transport-cc",
 }
 
-CodecTuple = tuple[int, str, int, int | None]
+CodecTuple = tuple[int, str, int, int | None, str]
 MAX_SDP_BYTES = 64 * 1024
 
 
@@ -44,12 +44,16 @@ def check_offer_text(text: str) -> SessionDescription:
 
 
 def codec_tuples(transceiver: RTCRtpTransceiver) -> list[CodecTuple]:
-    """Negotiated codecs of a transceiver as (payload_type, name, clock_rate, apt)."""
+    """Negotiated codecs as (payload_type, name, clock_rate, apt, fmtp).
+
+    The fmtp lets the router match H.264 packetization-mode/profile and VP9 profile across peers.
+    """
     out: list[CodecTuple] = []
     for codec in transceiver._codecs:
         name = codec.mimeType.split("/", 1)[1]
         apt = codec.parameters.get("apt") if name.lower() == "rtx" else None
-        out.append((codec.payloadType, name, codec.clockRate, int(apt) if apt is not None else None))
+        fmtp = ";".join(f"{k}={v}" if v is not None else k for k, v in codec.parameters.items())
+        out.append((codec.payloadType, name, codec.clockRate, int(apt) if apt is not None else None, fmtp))
     return out
 
 
