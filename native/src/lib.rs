@@ -2,6 +2,7 @@
 
 use pyo3::prelude::*;
 
+pub mod client;
 pub mod codec_match;
 pub mod keyframe;
 pub mod nack_cache;
@@ -19,5 +20,6 @@ fn mediasrv_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     py::register(m)?;
     srtp::py::register(m)?;
+    client::py::register(m)?;
     Ok(())
 }
