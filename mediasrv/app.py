@@ -14,6 +14,9 @@ from .sfu.rooms import RoomManager
 from .signaling import demo, roomws, whip
 from .store import Database
 from .store.audit import AuditLog
+from .store.crypto import RecordCipher, parse_key
+from .vitals import http as vitals_http
+from .vitals.store import VitalsStore
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.DB] = Database(settings.data_dir / "mediasrv.sqlite3")
     app[keys.AUDIT] = AuditLog(app[keys.DB])
     app[keys.ROOMS] = RoomManager(settings, app[keys.AUDIT])
+    app[keys.VITALS] = VitalsStore(app[keys.DB], RecordCipher(parse_key(settings.storage_key)))
+    app[keys.ROOMS].vitals_store = app[keys.VITALS]
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await app[keys.DB].open()
@@ -52,6 +57,7 @@ def create_app(settings: Settings) -> web.Application:
     whip.setup_routes(app)
     roomws.setup_routes(app)
     demo.setup_routes(app)
+    vitals_http.setup_routes(app)
     try:
         from control import setup_control_api
     except ImportError:  # the control API package is optional during early development

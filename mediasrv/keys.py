@@ -16,3 +16,5 @@ ROOMS: web.AppKey[RoomManager] = web.AppKey("rooms")
 DB: web.AppKey[Any] = web.AppKey("db")
 AUDIT: web.AppKey[Any] = web.AppKey("audit")
 BLOBS: web.AppKey[Any] = web.AppKey("blobs")
+# mediasrv.vitals.store.VitalsStore
+VITALS: web.AppKey[Any] = web.AppKey("vitals")

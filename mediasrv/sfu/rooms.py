@@ -24,6 +24,7 @@ from aiortc.sdp import SessionDescription
 
 from ..auth import Identity
 from ..config import Settings
+from ..vitals.live import VitalsChannel
 from .peer import ForwardedTrack, PeerTransport, now_ms
 from .sdp import codec_tuples, extension_ids, media_by_mid, ssrcs_of
 
@@ -229,7 +230,31 @@ class Room:
     def _publisher(self, p: Participant) -> PeerTransport:
         if p.publisher is None:
             p.publisher = self._new_transport(p, "publish")
+            p.publisher.pc.on("datachannel", lambda channel: self._on_datachannel(p, channel))
         return p.publisher
+
+    def _on_datachannel(self, p: Participant, channel: Any) -> None:
+        """The patient app's `vitals` channel; other labels are refused (closed)."""
+        store = self.manager.vitals_store
+        if channel.label != "vitals" or p.role != "patient" or store is None:
+            log.info("room %s: refusing data channel %r from %s (%s)", self.name, channel.label,
+                     p.identity, p.role)
+            channel.close()
+            return
+
+        async def relay(event: dict[str, Any]) -> None:
+            if p.admitted:
+                await self.broadcast(event, only=lambda o: o.role == "clinician" and o.admitted)
+
+        vitals = VitalsChannel(self.name, p.identity, store, self.settings.vitals_thresholds,
+                               relay, channel.send)
+
+        @channel.on("message")
+        async def on_message(message: str | bytes) -> None:
+            try:
+                await vitals.on_message(message)
+            except Exception:  # a storage hiccup must not end the visit
+                log.exception("room %s: vitals frame from %s", self.name, p.identity)
 
     def _new_transport(self, p: Participant, direction: str) -> PeerTransport:
         t = PeerTransport(self, p.identity, direction)
@@ -494,6 +519,7 @@ class RoomManager:
         self.settings = settings
         self.audit = audit
         self.rooms: dict[str, Room] = {}
+        self.vitals_store: Any = None  # mediasrv.vitals.store.VitalsStore, set by the app
         # Counters of closed rooms' routers, so exported totals never go backwards.
         self.retired: Counter[str] = Counter()
         self.retired_drops: Counter[str] = Counter()
