@@ -19,6 +19,7 @@ from . import keys
 from .auth import bearer_token
 from .httputil import require_admin
 from .sfu.rooms import RoomManager
+from .vitals.live import FRAMES as VITALS_FRAMES
 
 # (router counter, metric name, help)
 RTP_COUNTERS = [
@@ -74,6 +75,11 @@ class MediasrvCollector(Collector):
         for reason, value in sorted(drops.items()):
             dropped.add_metric([reason], value)
         yield dropped
+        frames = CounterMetricFamily("mediasrv_vitals_frames", "vitals data-channel frames, by result",
+                                     labels=["result"])
+        for result, value in sorted(VITALS_FRAMES.items()):
+            frames.add_metric([result], value)
+        yield frames
 
 
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
