@@ -72,6 +72,20 @@ async def test_two_browsers_see_and_hear_each_other(server, browser, no_decoders
     assert len(room.tracks) == 2
     await clinician.context.close()
     await eventually(lambda: _no_rooms(server), timeout=40, what="rooms gone")
+    metrics = await _metrics(server)
+    for gauge in ("mediasrv_rooms 0.0", 'mediasrv_participants{admitted="true"} 0.0',
+                  'mediasrv_tracks{kind="video"} 0.0', "mediasrv_subscriptions 0.0"):
+        assert gauge in metrics, gauge
+    forwarded = [line for line in metrics.splitlines() if line.startswith("mediasrv_rtp_packets_forwarded_total")]
+    assert float(forwarded[0].split()[1]) > 0  # counters of closed rooms are kept
+
+
+async def _metrics(server):
+    import aiohttp
+
+    headers = {"Authorization": f"Bearer {server.token('ops', 'admin')}"}
+    async with aiohttp.ClientSession() as s, s.get(f"{server.url}/metrics", headers=headers) as r:
+        return await r.text()
 
 
 async def _wide(page):

@@ -1,0 +1,71 @@
+"""The command line: `mediasrv token` and `mediasrv serve` as an operator runs them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from mediasrv.auth import verify_token
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mediasrv", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def test_token_command_mints_a_token_the_server_accepts(tmp_path):
+    data = tmp_path / "data"
+    out = _run("token", "--data-dir", str(data), "--room", "visit1", "--identity", "dr-lee",
+               "--role", "clinician", "--ttl", "120")
+    assert out.returncode == 0, out.stderr
+    secret = (data / "api_secret").read_text().strip()
+    ident = verify_token(secret, out.stdout.strip(), room="visit1")
+    assert (ident.sub, ident.role) == ("dr-lee", "clinician")
+    bad = _run("token", "--data-dir", str(data), "--room", "visit1", "--identity", "ops", "--role", "admin")
+    assert bad.returncode == 2 and "admin tokens are not bound to a room" in bad.stderr
+
+
+def test_token_uses_the_secret_from_the_environment(tmp_path):
+    out = _run("token", "--data-dir", str(tmp_path), "--identity", "ops", "--role", "admin",
+               env={"MEDIASRV_API_SECRET": "x" * 48})
+    assert verify_token("x" * 48, out.stdout.strip()).is_admin
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_starts_with_zero_config_and_says_where_it_listens(tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mediasrv", "serve", "--port", str(port)],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "get a token" in line:
+                break
+        text = "".join(lines)
+        assert f"listening on http://127.0.0.1:{port}" in text, text
+        assert "generated API secret" in text and (tmp_path / "data" / "api_secret").exists()
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("server never answered /healthz")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
