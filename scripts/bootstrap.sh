@@ -40,7 +40,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-"${PIP[@]}" install -U pip wheel "maturin>=1.5,<2" "setuptools>=69" "Cython>=3.0" "numpy>=2.0"
+"${PIP[@]}" install -U pip wheel "maturin>=1.5,<2" "setuptools>=77" "Cython>=3.0" "numpy>=2.0"
 
 # --- Rust extension (native/) -------------------------------------------------------------------
 # Cargo's target dir is a build cache: keep it outside the checkout so a fresh clone reuses it.
