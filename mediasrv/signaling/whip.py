@@ -9,6 +9,7 @@ OPTIONS on any of them            → CORS preflight and Accept-Post
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -66,8 +67,7 @@ def _created(request: web.Request, session: WhipSession, location: str, answer: 
 
 
 async def _start(request: web.Request, ident: Identity, kind: str, identity: str, room: Room) -> WhipSession:
-    p = await room.join(ident.__class__(sub=identity, role=ident.role, room=ident.room, name=ident.name,
-                                        exp=ident.exp), kind, address=request.remote)
+    p = await room.join(dataclasses.replace(ident, sub=identity), kind, address=request.remote)
     return WhipSession(id=secrets.token_urlsafe(18), kind=kind, room=room, participant=p,
                        owner=ident.sub, etag="")
 
