@@ -15,7 +15,7 @@ from ctl_helpers import TUS, Server, checksum, create_upload, tus_metadata
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
-from control.common import MESSAGES
+from control.common import MESSAGES, UPLOADS
 from control.retention import purge
 
 PATIENT = ("pat-ana", "patient")
@@ -183,8 +183,7 @@ async def test_tuspy_50mb_interrupted_and_resumed_across_restart(srv: Server, tm
     await _interrupted_patch(srv, upload_path, 24 * MiB, data[24 * MiB: 30 * MiB], send=3 * MiB + 123)
     for _ in range(500):  # wait (bounded) until the server has noticed the drop and flushed
         offset = await _head_offset(srv, upload_path)
-        lock = srv.app[__import__("control.common", fromlist=["UPLOADS"]).UPLOADS].locks.get(
-            upload_path.rsplit("/", 1)[1])
+        lock = srv.app[UPLOADS].locks.get(upload_path.rsplit("/", 1)[1])
         if offset > 24 * MiB and (lock is None or not lock.locked()):
             break
         await asyncio.sleep(0.02)
@@ -195,8 +194,10 @@ async def test_tuspy_50mb_interrupted_and_resumed_across_restart(srv: Server, tm
     assert await _head_offset(srv, upload_path) == offset
     # Resume with tuspy from the server's offset, sha256 checksums, 10 MiB chunks (staged path).
     client = tus_client.TusClient(srv.url + "/v1/uploads/", headers=headers)
-    second = Sha256Uploader(file_path=str(path), client=client, url=srv.url + upload_path,
-                            chunk_size=10 * MiB, upload_checksum=True)
+    # (the constructor asks the server for the offset: keep it off the server's event loop)
+    second = await asyncio.to_thread(
+        Sha256Uploader, file_path=str(path), client=client, url=srv.url + upload_path,
+        chunk_size=10 * MiB, upload_checksum=True)
     assert second.offset == offset
     await asyncio.to_thread(second.upload)
 
