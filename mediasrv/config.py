@@ -33,6 +33,15 @@ class Settings:
     # Addresses the media plane binds (ICE host candidates) and announces in SDP.
     media_bind_addresses: list[str] = field(default_factory=lambda: ["127.0.0.1"])
     media_announced_addresses: list[str] = field(default_factory=list)
+    # "native": Rust workers own the UDP socket, SRTP and routing; "python": aiortc's per-packet
+    # path (kept as a benchmark baseline).
+    datapath: str = "native"
+    # The one UDP port every peer's media uses (open it in the firewall); 0 picks an ephemeral one.
+    media_udp_port: int = 0
+    # Media worker threads (a room is pinned to one); 0 = one per CPU core.
+    media_workers: int = 0
+    # Loss simulation for tests: share of publishers' RTP dropped on arrival, parts per million.
+    media_test_drop_ppm: int = 0
     # Bitrate the server tells publishers they may use (REMB), bits per second.
     max_video_bitrate: int = 2_500_000
     # A participant whose media connection is gone this long is removed.
@@ -136,6 +145,12 @@ def load_settings(
     settings = Settings(**values)
     if settings.port < 0 or settings.port > 65535:
         raise ConfigError(f"setting 'port': {settings.port} is not a TCP port")
+    if settings.datapath not in ("native", "python"):
+        raise ConfigError(f"setting 'datapath': {settings.datapath!r} is not 'native' or 'python'")
+    if not 0 <= settings.media_udp_port <= 65535:
+        raise ConfigError(f"setting 'media_udp_port': {settings.media_udp_port} is not a UDP port")
+    if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:
+        raise ConfigError("settings 'media_workers' must be >= 0 and 'media_test_drop_ppm' in 0..1000000")
     return settings
 
 

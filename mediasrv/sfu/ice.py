@@ -2,7 +2,8 @@
 
 aioice discovers host addresses itself and leaves out loopback, which is what a server inside a
 network namespace (or behind a fixed public address) must use. We replace its discovery with the
-configured list, once, for the whole process.
+configured list, once, for the whole process. With the native datapath, host candidates are the
+native media plane's shared socket (see native_plane.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ from __future__ import annotations
 import ipaddress
 
 import aioice.ice
+
+from ..config import Settings
+from . import native_plane
+from .native_plane import NativePlane
 
 _addresses: list[str] = []
 
@@ -28,3 +33,19 @@ def configure_host_addresses(addresses: list[str]) -> None:
         ipaddress.ip_address(addr)  # ValueError for anything that is not an IP address
     _addresses[:] = addresses
     aioice.ice.get_host_addresses = _configured_host_addresses
+
+
+def start_media_plane(settings: Settings) -> NativePlane | None:
+    """Start the native media plane (datapath = "native") and make aioice gather on it."""
+    if settings.datapath != "native":
+        native_plane.install(None)
+        return None
+    plane = native_plane.NativePlane(settings.media_bind_addresses, settings.media_udp_port,
+                                     settings.media_workers, settings.media_test_drop_ppm)
+    native_plane.install(plane)
+    return plane
+
+
+def stop_media_plane(plane: NativePlane) -> None:
+    native_plane.install(None)
+    plane.close()

@@ -1,9 +1,14 @@
 """PeerTransport: one bundled WebRTC connection of a participant, either publishing or subscribing.
 
-aiortc does SDP, ICE and DTLS. Once DTLS is up, decrypted RTP and RTCP of this connection are taken
-from aiortc's DTLS transport and handed to the room's native router; what the router returns is sent
-out through the destination peer's SRTP context. aiortc's own receivers never see the media, so no
-decoder is ever created; its senders carry a track that never yields a frame, so no encoder is either.
+aiortc does SDP, ICE and DTLS. On the native datapath (the default), the connection is handed to
+the native media plane once DTLS is up: SRTP keys and the nominated remote address go to a Rust
+worker, which from then on unprotects, routes, protects and sends the media itself; aiortc never
+sends SRTP at all (its idle senders' RTCP is suppressed, the router owns RTCP), and still handles
+STUN consent checks, DTLS and the data channels. On the "python" datapath (benchmark baseline),
+decrypted RTP and RTCP are taken from aiortc's DTLS transport and handed to the room's router from
+Python; what the router returns is sent through aiortc's SRTP context.
+aiortc's own receivers never see the media, so no decoder is ever created; its senders carry a track
+that never yields a frame, so no encoder is either.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from .sdp import SdpError, announce_addresses, check_offer_text
 
 if TYPE_CHECKING:
+    from .native_plane import NativePlane
     from .rooms import Room
 
 log = logging.getLogger(__name__)
@@ -60,6 +66,8 @@ class PeerTransport:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._dtls: set[RTCDtlsTransport] = set()
         self.closed = False
+        self.handed_over = False
+        self.suppressed_rtcp = 0  # aiortc RTP/RTCP sends refused on the native datapath
         self.on_failed: Callable[[PeerTransport], Awaitable[None]] | None = None
         self.on_connected: Callable[[PeerTransport], Awaitable[None]] | None = None
         self.pc.on("connectionstatechange", self._on_state)
@@ -119,6 +127,29 @@ class PeerTransport:
             self._dtls.add(dtls)
             dtls._handle_rtp_data = self._on_rtp  # type: ignore[method-assign]
             dtls._handle_rtcp_data = self._on_rtcp  # type: ignore[method-assign]
+            if self._plane is not None:
+                # aiortc's SRTP context must never send on SSRCs the native one protects (keystream
+                # reuse); the router sends every RTCP packet instead.
+                dtls._send_rtp = self._suppress_send  # type: ignore[method-assign]
+
+    @property
+    def _plane(self) -> NativePlane | None:
+        return self.room.manager.plane
+
+    async def _suppress_send(self, data: bytes) -> None:
+        self.suppressed_rtcp += 1
+
+    def _hand_over(self) -> None:
+        plane, key = self._plane, self.room.plane_key
+        if plane is None or key is None or self.handed_over:
+            return
+        for dtls in self._dtls:
+            try:
+                self.handed_over = plane.hand_over(self.handle, key, dtls)
+            except (ValueError, AttributeError) as exc:
+                log.warning("transport %d: native handover failed: %s", self.handle, exc)
+            if not self.handed_over:
+                self.room.count_drop("handover_failed")
 
     async def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
         if self.direction != "publish":
@@ -137,6 +168,9 @@ class PeerTransport:
 
     async def send(self, packet: bytes) -> bool:
         """Protect and send one RTP or RTCP packet; False when this transport cannot send."""
+        plane = self._plane
+        if plane is not None:
+            return bool(plane.native.send_media(self.handle, packet))
         for dtls in self._dtls:
             try:
                 await dtls._send_rtp(packet)
@@ -151,8 +185,10 @@ class PeerTransport:
         log.debug("transport %d (%s of %s): %s", self.handle, self.direction, self.owner, state)
         if state in ("failed", "closed") and not self.closed and self.on_failed:
             await self.on_failed(self)
-        elif state == "connected" and self.on_connected:
-            await self.on_connected(self)
+        elif state == "connected":
+            self._hand_over()
+            if self.on_connected:
+                await self.on_connected(self)
 
     @property
     def connected(self) -> bool:
@@ -162,6 +198,9 @@ class PeerTransport:
         if self.closed:
             return
         self.closed = True
+        plane = self._plane
+        if plane is not None:
+            plane.native.unregister_peer(self.handle)
         try:
             await self.pc.close()
         except Exception:  # closing must never fail the caller

@@ -25,6 +25,7 @@ from aiortc.sdp import SessionDescription
 from ..auth import Identity
 from ..config import Settings
 from ..vitals.live import VitalsChannel
+from .native_plane import NativePlane
 from .peer import ForwardedTrack, PeerTransport, now_ms
 from .sdp import codec_tuples, extension_ids, media_by_mid, ssrcs_of
 
@@ -114,7 +115,11 @@ class Room:
         self.manager = manager
         self.created_at = time.time()
         self.explicit = False  # created through the control API: survives being empty
-        self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate)
+        # On the native plane the router also owns RTCP (sender reports) and a worker polls it.
+        plane = manager.plane
+        self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate,
+                                             sender_reports=plane is not None)
+        self.plane_key = plane.attach_room(self.router) if plane is not None else None
         self.participants: dict[str, Participant] = {}
         self.tracks: dict[int, Track] = {}
         self.transports: dict[int, PeerTransport] = {}
@@ -472,9 +477,10 @@ class Room:
         try:
             while not self.closed:
                 await asyncio.sleep(POLL_INTERVAL_S)
-                out = self.router.poll(now_ms())
-                if out:
-                    await self.deliver_rtp(out)
+                if self.plane_key is None:
+                    out = self.router.poll(now_ms())
+                    if out:
+                        await self.deliver_rtp(out)
                 await self._check_duration()
         except asyncio.CancelledError:
             pass
@@ -501,6 +507,8 @@ class Room:
         for identity in list(self.participants):
             await self.leave(identity, reason=f"room_closed:{reason}")
         self.manager.retire_stats(self.router.stats())
+        if self.plane_key is not None and self.manager.plane is not None:
+            self.manager.plane.detach_room(self.plane_key)
         if self._task is not asyncio.current_task():
             self._task.cancel()
 
@@ -523,15 +531,22 @@ class RoomManager:
         # Counters of closed rooms' routers, so exported totals never go backwards.
         self.retired: Counter[str] = Counter()
         self.retired_drops: Counter[str] = Counter()
+        self.plane: NativePlane | None = None  # the native media plane (datapath = "native")
 
     async def start(self) -> None:
-        from .ice import configure_host_addresses
+        from .ice import configure_host_addresses, start_media_plane
 
         configure_host_addresses(self.settings.media_bind_addresses)
+        self.plane = start_media_plane(self.settings)
 
     async def shutdown(self) -> None:
         for name in list(self.rooms):
             await self.close(name, "shutdown")
+        if self.plane is not None:
+            from .ice import stop_media_plane
+
+            stop_media_plane(self.plane)
+            self.plane = None
 
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)

@@ -4,9 +4,11 @@ use pyo3::prelude::*;
 
 pub mod client;
 pub mod codec_match;
+pub mod jitter;
 pub mod keyframe;
 pub mod nack_cache;
 pub mod output;
+pub mod plane;
 mod py;
 pub mod reception;
 pub mod router;
@@ -20,6 +22,8 @@ fn mediasrv_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     py::register(m)?;
     srtp::py::register(m)?;
+    plane::py::register(m)?;
     client::py::register(m)?;
+    jitter::py::register(m)?;
     Ok(())
 }

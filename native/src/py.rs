@@ -4,12 +4,14 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::output::Output;
+use crate::plane::{lock, SharedRouter};
 use crate::router::{Codec, DropReason, ExtensionIds, MediaKind, Router as Core, RouterConfig, RouterError};
 
 type CodecTuple = (u64, String, u64, Option<u64>, Option<String>);
@@ -81,9 +83,16 @@ fn to_py<'py>(py: Python<'py>, out: &Output) -> Datagrams<'py> {
 /// milliseconds; it returns (transport, datagram) pairs to protect and send.
 #[pyclass(name = "Router", module = "mediasrv_native")]
 pub struct Router {
-    core: Core,
+    /// Shared with the media plane worker the room is pinned to (a short lock per packet).
+    core: SharedRouter,
     out: Output,
     out_rtcp: Output,
+}
+
+impl Router {
+    pub(crate) fn shared(&self) -> SharedRouter {
+        Arc::clone(&self.core)
+    }
 }
 
 #[pymethods]
@@ -117,7 +126,7 @@ impl Router {
         };
         // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
         let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
-        Ok(Self { core: Core::new(cfg, seed), out: Output::new(), out_rtcp: Output::new() })
+        Ok(Self { core: Arc::new(Mutex::new(Core::new(cfg, seed))), out: Output::new(), out_rtcp: Output::new() })
     }
 
     /// Declares a publishing transport (idempotent: a second call updates it).
@@ -128,7 +137,7 @@ impl Router {
         extensions: HashMap<String, u64>,
     ) -> PyResult<()> {
         let ext = self::extensions(extensions)?;
-        self.core.add_publisher(transport, ssrc(rtcp_ssrc)?, ext);
+        lock(&self.core).add_publisher(transport, ssrc(rtcp_ssrc)?, ext);
         Ok(())
     }
 
@@ -145,12 +154,12 @@ impl Router {
         let kind = MediaKind::parse(kind).map_err(value_error)?;
         let codecs = self::codecs(codecs)?;
         let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
-        self.core.add_track(track, transport, kind, mid, codecs, &ssrcs).map_err(value_error)
+        lock(&self.core).add_track(track, transport, kind, mid, codecs, &ssrcs).map_err(value_error)
     }
 
     /// Removes a track and its subscriptions; returns whether it existed.
     fn remove_track(&mut self, track: u64) -> bool {
-        self.core.remove_track(track)
+        lock(&self.core).remove_track(track)
     }
 
     fn add_subscription(
@@ -164,18 +173,18 @@ impl Router {
     ) -> PyResult<()> {
         let codecs = self::codecs(codecs)?;
         let ext = self::extensions(extensions)?;
-        self.core
+        lock(&self.core)
             .add_subscription(sub, track, transport, self::ssrc(ssrc)?, &codecs, ext)
             .map_err(value_error)
     }
 
     fn remove_subscription(&mut self, sub: u64) -> bool {
-        self.core.remove_subscription(sub)
+        lock(&self.core).remove_subscription(sub)
     }
 
     /// Removes everything published or subscribed on the transport; returns whether anything was.
     fn remove_transport(&mut self, transport: u64) -> bool {
-        self.core.remove_transport(transport)
+        lock(&self.core).remove_transport(transport)
     }
 
     /// One RTP packet from a publisher → [(subscriber transport, rewritten RTP), ...].
@@ -187,7 +196,7 @@ impl Router {
         now_ms: u64,
     ) -> Datagrams<'py> {
         self.out.clear();
-        self.core.route_rtp(transport, packet, now_ms, &mut self.out);
+        lock(&self.core).route_rtp(transport, packet, now_ms, &mut self.out);
         to_py(py, &self.out)
     }
 
@@ -201,26 +210,27 @@ impl Router {
     ) -> (Datagrams<'py>, Datagrams<'py>) {
         self.out.clear();
         self.out_rtcp.clear();
-        self.core.handle_rtcp(transport, packet, now_ms, &mut self.out, &mut self.out_rtcp);
+        lock(&self.core).handle_rtcp(transport, packet, now_ms, &mut self.out, &mut self.out_rtcp);
         (to_py(py, &self.out), to_py(py, &self.out_rtcp))
     }
 
     /// Periodic work (call every 100-250 ms) → RTCP to send: REMB and keyframe requests.
     fn poll<'py>(&mut self, py: Python<'py>, now_ms: u64) -> Datagrams<'py> {
         self.out_rtcp.clear();
-        self.core.poll(now_ms, &mut self.out_rtcp);
+        lock(&self.core).poll(now_ms, &mut self.out_rtcp);
         to_py(py, &self.out_rtcp)
     }
 
     /// PLI toward the track's publisher, unless one was sent less than the throttle interval ago.
     fn request_keyframe<'py>(&mut self, py: Python<'py>, track: u64, now_ms: u64) -> Datagrams<'py> {
         self.out_rtcp.clear();
-        self.core.request_keyframe(track, now_ms, &mut self.out_rtcp);
+        lock(&self.core).request_keyframe(track, now_ms, &mut self.out_rtcp);
         to_py(py, &self.out_rtcp)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.core.stats();
+        let core = lock(&self.core);
+        let s = core.stats();
         let d = PyDict::new(py);
         for (k, v) in [
             ("rtp_packets_in", s.rtp_packets_in),
@@ -256,7 +266,7 @@ impl Router {
     }
 
     fn track_stats<'py>(&self, py: Python<'py>, track: u64) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.core.track_stats(track).ok_or_else(|| PyKeyError::new_err(track))?;
+        let s = lock(&self.core).track_stats(track).ok_or_else(|| PyKeyError::new_err(track))?;
         let d = PyDict::new(py);
         for (k, v) in [
             ("packets", s.packets),
@@ -283,7 +293,7 @@ impl Router {
     }
 
     fn subscription_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.core.subscription_stats(sub).ok_or_else(|| PyKeyError::new_err(sub))?;
+        let s = lock(&self.core).subscription_stats(sub).ok_or_else(|| PyKeyError::new_err(sub))?;
         let d = PyDict::new(py);
         for (k, v) in [
             ("packets", s.packets),

@@ -1,0 +1,200 @@
+"""The Python face of the native media plane: one UDP port for all peers, owned by Rust workers.
+
+aioice is given `NativeDatagramTransport`s instead of sockets of its own: every ICE connection's
+host candidate is the plane's shared socket. The Rust side queues STUN, DTLS and not-yet-handed-over
+media for Python and wakes the event loop through an eventfd; this module demultiplexes them to
+the right aioice protocol, by remote address once known and otherwise by the STUN USERNAME (our
+local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. After the DTLS handshake,
+`hand_over` gives the peer's SRTP keys and address to the plane, and its media never reaches Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import Counter
+from typing import Any
+
+import aioice.ice
+import mediasrv_native
+from aioice import stun
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+log = logging.getLogger(__name__)
+Addr = tuple[str, int]
+
+_plane: NativePlane | None = None
+_room_keys = itertools.count(1)
+_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+class NativeDatagramTransport(asyncio.DatagramTransport):
+    """What aioice's StunProtocol sees as its socket: a view of one shared plane socket."""
+
+    def __init__(self, plane: NativePlane, socket: int, ufrag: str, protocol: Any) -> None:
+        super().__init__()
+        self.plane = plane
+        self.socket = socket
+        self.ufrag = ufrag
+        self.protocol = protocol
+        self._closing = False
+
+    def sendto(self, data: Any, addr: Any = None) -> None:
+        if self._closing or addr is None:
+            return
+        remote = (str(addr[0]), int(addr[1]))
+        self.plane.claim(self, remote)
+        try:
+            self.plane.native.sendto(self.socket, bytes(data), remote[0], remote[1])
+        except (OSError, ValueError):
+            self.plane.drops["send_failed"] += 1
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "sockname":
+            return self.plane.sockets[self.socket]
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        self.plane.release(self)
+        asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
+class NativePlane:
+    def __init__(self, addresses: list[str], port: int = 0, workers: int = 0, drop_ppm: int = 0) -> None:
+        self.native = mediasrv_native.MediaPlane(addresses, port, workers, drop_ppm=drop_ppm)
+        self.sockets: list[Addr] = self.native.sockets()
+        self._by_host = {host: i for i, (host, _) in enumerate(self.sockets)}
+        self._by_addr: dict[tuple[int, Addr], NativeDatagramTransport] = {}
+        self._by_ufrag: dict[tuple[int, str], NativeDatagramTransport] = {}
+        self.drops: Counter[str] = Counter()
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.native.wake_fd, self._drain)
+        self._room_keys: dict[int, int] = {}
+
+    # --- aioice integration ----------------------------------------------------------------------
+    def socket_for(self, host: str) -> int | None:
+        return self._by_host.get(host)
+
+    def transport_for(self, socket: int, ufrag: str, protocol: Any) -> NativeDatagramTransport:
+        t = NativeDatagramTransport(self, socket, ufrag, protocol)
+        self._by_ufrag[(socket, ufrag)] = t
+        return t
+
+    def claim(self, t: NativeDatagramTransport, remote: Addr) -> None:
+        self._by_addr.setdefault((t.socket, remote), t)
+
+    def release(self, t: NativeDatagramTransport) -> None:
+        if self._by_ufrag.get((t.socket, t.ufrag)) is t:
+            del self._by_ufrag[(t.socket, t.ufrag)]
+        for key in [k for k, v in self._by_addr.items() if v is t]:
+            del self._by_addr[key]
+
+    def _drain(self) -> None:
+        for socket, host, port, data in self.native.take_datagrams():
+            self.dispatch(socket, (host, port), data)
+
+    def dispatch(self, socket: int, remote: Addr, data: bytes) -> None:
+        """Deliver one datagram to the aioice protocol it belongs to, or drop and count it."""
+        t = self._by_addr.get((socket, remote))
+        if t is None or t.is_closing():
+            t = self._by_username(socket, data)
+            if t is None:
+                self.drops["unknown_source"] += 1
+                return
+            self._by_addr[(socket, remote)] = t
+        try:
+            t.protocol.datagram_received(data, remote)
+        except Exception:  # a malformed datagram must never break the loop's reader
+            self.drops["protocol_error"] += 1
+            log.debug("datagram from %s refused", remote, exc_info=True)
+
+    def _by_username(self, socket: int, data: bytes) -> NativeDatagramTransport | None:
+        if not data or data[0] > 3:
+            return None
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            return None
+        username = message.attributes.get("USERNAME")
+        if not isinstance(username, str):
+            return None
+        t = self._by_ufrag.get((socket, username.partition(":")[0]))
+        return t if t is not None and not t.is_closing() else None
+
+    # --- rooms and handover ----------------------------------------------------------------------
+    def attach_room(self, router: Any) -> int:
+        """Pin a room's router to a worker; returns the key peers of that room register under."""
+        key = next(_room_keys)
+        self._room_keys[key] = self.native.attach_room(key, router)
+        return key
+
+    def detach_room(self, key: int) -> None:
+        self._room_keys.pop(key, None)
+        self.native.detach_room(key)
+
+    def hand_over(self, handle: int, room_key: int, dtls: RTCDtlsTransport) -> bool:
+        """Give a connected peer's SRTP keys and address to the plane; False if it cannot be."""
+        pair = dtls.transport._connection._nominated.get(1)
+        transport = getattr(pair.protocol, "transport", None) if pair else None
+        if not isinstance(transport, NativeDatagramTransport) or dtls._ssl is None:
+            return False
+        profile = dtls._ssl.get_selected_srtp_profile().decode()
+        key_len, salt_len = mediasrv_native.srtp_key_lengths(profile)
+        m = dtls._ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len))
+        # RFC 5764 4.2: client key, server key, client salt, server salt.
+        client = (m[:key_len], m[2 * key_len:2 * key_len + salt_len])
+        server = (m[key_len:2 * key_len], m[2 * key_len + salt_len:])
+        tx, rx = (server, client) if dtls._role == "server" else (client, server)
+        host, port = pair.remote_addr
+        self.native.register_peer(handle, room_key, transport.socket, host, port, profile,
+                                  tx[0], tx[1], rx[0], rx[1])
+        return True
+
+    def close(self) -> None:
+        self._loop.remove_reader(self.native.wake_fd)
+        self.native.close()
+
+
+async def _native_component_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+) -> list[Candidate]:
+    """aioice's host-candidate gathering, on the plane's shared socket instead of new ones."""
+    plane = _plane
+    if plane is None or self.stun_server or self.turn_server:
+        return await _original_get_component_candidates(self, component, addresses, timeout)
+    candidates = []
+    for address in addresses:
+        socket = plane.socket_for(address)
+        if socket is None:
+            continue
+        protocol = aioice.ice.StunProtocol(self)
+        protocol.connection_made(plane.transport_for(socket, self.local_username, protocol))
+        host, port = plane.sockets[socket]
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"),
+            host=host, port=port, type="host",
+        )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates
+
+
+def install(plane: NativePlane | None) -> None:
+    """Make aioice gather on `plane` (None restores its own sockets)."""
+    global _plane
+    _plane = plane
+    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
+        _native_component_candidates if plane is not None else _original_get_component_candidates
+    )
