@@ -1,0 +1,70 @@
+"""Room protocol rules that need no media: roles, limits, identity replacement, room closing."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from mediasrv.sfu.rooms import RoomOptions
+
+
+async def _join(server, room, identity, role):
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(f"{server.url}/rooms/{room}/ws")
+    await ws.send_json({"type": "join", "token": server.token(identity, role, room), "request_id": "j"})
+    return session, ws, await ws.receive_json()
+
+
+async def test_observers_cannot_publish(server):
+    s, ws, joined = await _join(server, "r1", "watcher", "observer")
+    assert joined["type"] == "joined" and joined["role"] == "observer"
+    await ws.send_json({"type": "publish", "sdp": "v=0\r\n", "request_id": "p"})
+    err = await ws.receive_json()
+    assert (err["type"], err["code"], err["request_id"]) == ("error", "forbidden", "p")
+    await s.close()
+
+
+async def test_admin_tokens_cannot_join_a_visit(server):
+    session = aiohttp.ClientSession()
+    ws = await session.ws_connect(f"{server.url}/rooms/r1/ws")
+    await ws.send_json({"type": "join", "token": server.token("ops", "admin")})
+    assert (await ws.receive_json())["code"] == "forbidden"
+    closing = await ws.receive()
+    assert closing.data == 4403
+    await session.close()
+
+
+async def test_room_full_and_identity_replacement(server):
+    server.rooms.create("small", RoomOptions(max_participants=2))
+    s1, a, _ = await _join(server, "small", "dr", "clinician")
+    s2, b, joined = await _join(server, "small", "pat", "patient")
+    assert joined["type"] == "joined"
+    assert (await a.receive_json())["type"] == "participant_joined"
+    s3, c, refused = await _join(server, "small", "guest", "guest")
+    assert refused["code"] == "room_full"
+    assert (await c.receive()).data == 4409
+    # the same identity joining again replaces the old session (a reload must not leave a ghost)
+    s4, b2, joined2 = await _join(server, "small", "pat", "patient")
+    assert joined2["type"] == "joined"
+    msg = await b.receive_json()
+    assert msg["code"] == "replaced"
+    assert (await b.receive()).data == 4001
+    assert sorted(server.rooms.get("small").participants) == ["dr", "pat"]
+    for s in (s1, s2, s3, s4):
+        await s.close()
+
+
+async def test_closing_a_room_disconnects_everyone(server):
+    s1, a, _ = await _join(server, "r9", "dr", "clinician")
+    assert await server.rooms.close("r9", "visit_over")
+    assert (await a.receive_json()) == {"type": "room_closed", "reason": "visit_over"}
+    assert (await a.receive()).data == 4000
+    assert server.rooms.get("r9") is None
+    await s1.close()
+
+
+async def test_join_timeout_closes_4408(server, monkeypatch):
+    from mediasrv.signaling import roomws
+
+    monkeypatch.setattr(roomws, "JOIN_TIMEOUT_S", 0.2)
+    async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.url}/rooms/r1/ws") as ws:
+        assert (await ws.receive()).data == 4408
