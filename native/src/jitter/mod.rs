@@ -1,0 +1,498 @@
+//! Sans-IO jitter buffer for one received RTP stream (issue 7): reorders packets by sequence number,
+//! asks for retransmission of missing ones until a deadline, assembles complete frames (VP8, H.264,
+//! Opus), releases them in order, gives up on frames that cannot complete and asks for a keyframe when
+//! the decoding chain breaks. Used by the recorder; the caller supplies packets and the time.
+//!
+//! Timing model: a complete frame at the head of the buffer leaves at once (no added delay without
+//! loss); a frame that waits behind a missing packet waits at most `target_delay_ms` from the moment
+//! the packet was detected missing, then the incomplete frame is dropped and the buffer moves on.
+
+pub mod depack;
+pub mod py;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use crate::rtp::RtpView;
+use crate::seq::extend_u16;
+pub use depack::FrameCodec;
+
+/// Tuning of one buffer.
+#[derive(Debug, Clone)]
+pub struct JitterConfig {
+    pub codec: FrameCodec,
+    /// Longest wait for a missing packet before the frames it blocks are given up.
+    pub target_delay_ms: u64,
+    /// A still-missing packet is NACKed again after this long (about one round trip).
+    pub nack_interval_ms: u64,
+    pub max_nack_retries: u32,
+    /// Minimum spacing of keyframe requests while the chain is broken.
+    pub keyframe_interval_ms: u64,
+    /// Packets held at most (rounded up to a power of two); a jump further ahead resets the buffer.
+    pub capacity: usize,
+}
+
+impl JitterConfig {
+    pub fn new(codec: FrameCodec) -> Self {
+        Self {
+            codec,
+            target_delay_ms: 200,
+            nack_interval_ms: 40,
+            max_nack_retries: 4,
+            keyframe_interval_ms: 500,
+            capacity: 2048,
+        }
+    }
+}
+
+/// One complete frame, in the muxer's format (see `depack`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// RTP timestamp extended to 64 bits (monotonic across the u32 wrap); starts near 2^32.
+    pub timestamp: u64,
+    pub keyframe: bool,
+    pub data: Vec<u8>,
+    /// Arrival time of the frame's first packet.
+    pub arrival_ms: u64,
+}
+
+/// Requests for the sender, produced by `poll`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JitterEvent {
+    /// Sequence numbers to retransmit (RFC 4585 generic NACK).
+    Nack(Vec<u16>),
+    /// The decoding chain is broken: ask for a keyframe (PLI).
+    KeyframeRequest,
+}
+
+/// Counters since creation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JitterStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub duplicates: u64,
+    /// Arrived after their place was released or given up.
+    pub late: u64,
+    pub malformed: u64,
+    pub padding: u64,
+    /// Detected missing and later received (retransmission or reordering).
+    pub recovered: u64,
+    /// Missing packets given up.
+    pub lost: u64,
+    pub nacks: u64,
+    pub keyframe_requests: u64,
+    pub frames: u64,
+    pub keyframes: u64,
+    /// Frames dropped because they could not complete in time or did not parse.
+    pub frames_incomplete: u64,
+    /// Complete frames dropped while waiting for a keyframe (undecodable).
+    pub frames_undecodable: u64,
+    /// Buffer emptied because of a sequence jump or an SSRC change.
+    pub resets: u64,
+}
+
+const EMPTY: u64 = u64::MAX;
+
+#[derive(Debug, Clone)]
+struct Slot {
+    seq: u64,
+    ts: u64,
+    marker: bool,
+    start: bool,
+    padding: bool,
+    arrival: u64,
+    payload: Vec<u8>,
+}
+
+impl Slot {
+    fn empty() -> Self {
+        Self {
+            seq: EMPTY,
+            ts: 0,
+            marker: false,
+            start: false,
+            padding: false,
+            arrival: 0,
+            payload: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Missing {
+    since: u64,
+    last_nack: Option<u64>,
+    retries: u32,
+}
+
+/// The buffer of one stream.
+pub struct JitterBuffer {
+    cfg: JitterConfig,
+    slots: Vec<Slot>,
+    mask: u64,
+    ssrc: Option<u32>,
+    /// Extended sequence number of the next packet to release.
+    head: u64,
+    /// Highest extended sequence number stored (head - 1 when nothing is stored yet).
+    highest: u64,
+    started: bool,
+    last_ts: Option<u64>,
+    missing: BTreeMap<u64, Missing>,
+    /// Nothing released yet: a packet older than the first one can still move the head back.
+    fresh: bool,
+    /// Timestamp of the frame given up last, so its remaining packets count as one frame.
+    dropped_ts: Option<u64>,
+    waiting_keyframe: bool,
+    keyframe_needed: bool,
+    last_keyframe_request: Option<u64>,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    pub fn new(mut cfg: JitterConfig) -> Self {
+        cfg.capacity = cfg.capacity.clamp(16, 1 << 16).next_power_of_two();
+        let video = cfg.codec.is_video();
+        Self {
+            slots: vec![Slot::empty(); cfg.capacity],
+            mask: cfg.capacity as u64 - 1,
+            cfg,
+            ssrc: None,
+            head: 0,
+            highest: 0,
+            started: false,
+            last_ts: None,
+            missing: BTreeMap::new(),
+            fresh: true,
+            dropped_ts: None,
+            waiting_keyframe: video,
+            keyframe_needed: false,
+            last_keyframe_request: None,
+            stats: JitterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &JitterStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &JitterConfig {
+        &self.cfg
+    }
+
+    /// Packets stored and not yet released.
+    pub fn buffered(&self) -> usize {
+        if !self.started {
+            return 0;
+        }
+        (self.head..=self.highest)
+            .filter(|s| self.slot(*s).is_some())
+            .count()
+    }
+
+    fn slot(&self, seq: u64) -> Option<&Slot> {
+        let s = &self.slots[(seq & self.mask) as usize];
+        (s.seq == seq).then_some(s)
+    }
+
+    fn clear_slot(&mut self, seq: u64) {
+        let s = &mut self.slots[(seq & self.mask) as usize];
+        if s.seq == seq {
+            s.seq = EMPTY;
+        }
+    }
+
+    fn break_chain(&mut self) {
+        if self.cfg.codec.is_video() {
+            self.waiting_keyframe = true;
+            self.keyframe_needed = true;
+        }
+    }
+
+    fn reset(&mut self, seq: u64) {
+        for s in self.slots.iter_mut() {
+            s.seq = EMPTY;
+        }
+        self.missing.clear();
+        self.head = seq;
+        self.highest = seq.wrapping_sub(1);
+        self.stats.resets += 1;
+        self.break_chain();
+    }
+
+    fn extend_ts(&mut self, ts: u32) -> u64 {
+        let ext = match self.last_ts {
+            None => (1u64 << 32) + ts as u64,
+            Some(last) => {
+                let delta = ts.wrapping_sub(last as u32) as i32 as i64;
+                (last as i64 + delta).max(0) as u64
+            }
+        };
+        if self.last_ts.is_none_or(|l| ext > l) {
+            self.last_ts = Some(ext);
+        }
+        ext
+    }
+
+    /// Stores one RTP packet (already decrypted). Returns false when it was dropped (and counted).
+    pub fn push(&mut self, packet: &[u8], now_ms: u64) -> bool {
+        let Ok(rtp) = RtpView::parse(packet) else {
+            self.stats.malformed += 1;
+            return false;
+        };
+        self.stats.packets += 1;
+        self.stats.bytes += packet.len() as u64;
+        if self.ssrc.is_some_and(|s| s != rtp.ssrc) {
+            // A new source (stream restart): nothing stored belongs to it.
+            self.started = false;
+            self.last_ts = None;
+            self.stats.resets += 1;
+            self.break_chain();
+        }
+        self.ssrc = Some(rtp.ssrc);
+        let seq = if self.started {
+            extend_u16(self.highest, rtp.seq)
+        } else {
+            let s = 0x1_0000 + rtp.seq as u64;
+            for slot in self.slots.iter_mut() {
+                slot.seq = EMPTY;
+            }
+            self.missing.clear();
+            self.head = s;
+            self.highest = s - 1;
+            self.started = true;
+            self.fresh = true;
+            s
+        };
+        if seq < self.head && self.fresh && self.highest - seq < self.slots.len() as u64 {
+            // Reordered around the very first packet: start earlier.
+            for m in seq + 1..self.head {
+                self.missing.insert(
+                    m,
+                    Missing {
+                        since: now_ms,
+                        last_nack: None,
+                        retries: 0,
+                    },
+                );
+            }
+            self.head = seq;
+        }
+        if seq < self.head {
+            self.stats.late += 1;
+            return false;
+        }
+        if seq >= self.head + self.slots.len() as u64 {
+            self.reset(seq);
+        }
+        if self.slot(seq).is_some() {
+            self.stats.duplicates += 1;
+            return false;
+        }
+        let payload = rtp.payload();
+        let padding = payload.is_empty();
+        if padding {
+            self.stats.padding += 1;
+        }
+        let start = !padding && depack::starts_frame(self.cfg.codec, payload);
+        let ts = self.extend_ts(rtp.timestamp);
+        let slot = &mut self.slots[(seq & self.mask) as usize];
+        slot.seq = seq;
+        slot.ts = ts;
+        slot.marker = rtp.marker;
+        slot.start = start;
+        slot.padding = padding;
+        slot.arrival = now_ms;
+        slot.payload.clear();
+        slot.payload.extend_from_slice(payload);
+        if seq > self.highest || self.highest < self.head {
+            for m in (self.highest.wrapping_add(1)).max(self.head)..seq {
+                self.missing.insert(
+                    m,
+                    Missing {
+                        since: now_ms,
+                        last_nack: None,
+                        retries: 0,
+                    },
+                );
+            }
+            self.highest = seq;
+        } else if self.missing.remove(&seq).is_some() {
+            self.stats.recovered += 1;
+        }
+        true
+    }
+
+    /// True when a missing packet in `[from, to]` has waited past the target delay.
+    fn expired(&self, from: u64, to: u64, now_ms: u64) -> bool {
+        self.missing
+            .range(from..=to)
+            .any(|(_, m)| now_ms >= m.since.saturating_add(self.cfg.target_delay_ms))
+    }
+
+    /// Drops the packets from head up to the next frame start with a newer timestamp.
+    fn give_up(&mut self) {
+        self.fresh = false;
+        let dropped_ts = self.slot(self.head).map(|s| s.ts);
+        if dropped_ts.is_none() || dropped_ts != self.dropped_ts {
+            self.stats.frames_incomplete += 1;
+        }
+        self.dropped_ts = dropped_ts;
+        loop {
+            if self.missing.remove(&self.head).is_some() {
+                self.stats.lost += 1;
+            }
+            self.clear_slot(self.head);
+            self.head += 1;
+            if self.head > self.highest {
+                break;
+            }
+            match self.slot(self.head) {
+                Some(s) if s.start && Some(s.ts) != dropped_ts => break,
+                _ => {}
+            }
+        }
+        self.break_chain();
+    }
+
+    /// Releases every frame that is complete, in order, and gives up on blocked frames whose missing
+    /// packets are past their deadline.
+    pub fn pop_frames(&mut self, now_ms: u64) -> Vec<Frame> {
+        let mut out = Vec::new();
+        while self.started && self.head <= self.highest {
+            let Some(first) = self.slot(self.head) else {
+                if self.expired(self.head, self.head, now_ms) {
+                    self.give_up();
+                    continue;
+                }
+                break;
+            };
+            if first.padding {
+                self.clear_slot(self.head);
+                self.head += 1;
+                continue;
+            }
+            if !first.start {
+                // Middle of a frame whose beginning was lost or never received; right after the
+                // start, the beginning may still arrive out of order.
+                if self.fresh && now_ms < first.arrival.saturating_add(self.cfg.target_delay_ms) {
+                    break;
+                }
+                self.give_up();
+                continue;
+            }
+            let ts = first.ts;
+            let arrival = first.arrival;
+            let mut end = None;
+            let mut i = self.head;
+            while i <= self.highest {
+                let Some(s) = self.slot(i) else { break };
+                if s.ts != ts {
+                    end = Some(i - 1);
+                    break;
+                }
+                if s.marker || !self.cfg.codec.is_video() {
+                    end = Some(i);
+                    break;
+                }
+                i += 1;
+            }
+            let Some(end) = end else {
+                if self.expired(self.head, self.highest.min(i), now_ms) {
+                    self.give_up();
+                    continue;
+                }
+                break;
+            };
+            let mut data = Vec::new();
+            let res = depack::assemble(
+                self.cfg.codec,
+                (self.head..=end)
+                    .filter_map(|s| self.slot(s))
+                    .filter(|s| !s.padding)
+                    .map(|s| &s.payload[..]),
+                &mut data,
+            );
+            for s in self.head..=end {
+                self.clear_slot(s);
+            }
+            self.head = end + 1;
+            self.fresh = false;
+            match res {
+                Err(_) => {
+                    self.stats.malformed += 1;
+                    self.stats.frames_incomplete += 1;
+                    self.break_chain();
+                }
+                Ok(keyframe) => {
+                    let video = self.cfg.codec.is_video();
+                    if video && self.waiting_keyframe && !keyframe {
+                        self.stats.frames_undecodable += 1;
+                        self.keyframe_needed = true;
+                        continue;
+                    }
+                    if video && keyframe {
+                        self.waiting_keyframe = false;
+                        self.keyframe_needed = false;
+                    }
+                    self.stats.frames += 1;
+                    self.stats.keyframes += (video && keyframe) as u64;
+                    out.push(Frame {
+                        timestamp: ts,
+                        keyframe,
+                        data,
+                        arrival_ms: arrival,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// End of stream: releases what is complete and drops the rest.
+    pub fn flush(&mut self) -> Vec<Frame> {
+        let mut out = self.pop_frames(u64::MAX);
+        // A trailing frame whose last packet never came: give it up too.
+        while self.started && self.head <= self.highest {
+            self.give_up();
+            out.extend(self.pop_frames(u64::MAX));
+        }
+        out
+    }
+
+    /// NACKs due now and a keyframe request when the chain is broken.
+    pub fn poll(&mut self, now_ms: u64) -> Vec<JitterEvent> {
+        let mut events = Vec::new();
+        let mut seqs = Vec::new();
+        let (delay, interval, max) = (
+            self.cfg.target_delay_ms,
+            self.cfg.nack_interval_ms,
+            self.cfg.max_nack_retries,
+        );
+        for (seq, m) in self.missing.iter_mut() {
+            let useful = now_ms < m.since.saturating_add(delay);
+            let due = m
+                .last_nack
+                .is_none_or(|t| now_ms >= t.saturating_add(interval));
+            if useful && due && m.retries < max {
+                m.retries += 1;
+                m.last_nack = Some(now_ms);
+                seqs.push(*seq as u16);
+            }
+        }
+        if !seqs.is_empty() {
+            self.stats.nacks += seqs.len() as u64;
+            events.push(JitterEvent::Nack(seqs));
+        }
+        if self.keyframe_needed
+            && self
+                .last_keyframe_request
+                .is_none_or(|t| now_ms >= t.saturating_add(self.cfg.keyframe_interval_ms))
+        {
+            self.last_keyframe_request = Some(now_ms);
+            self.stats.keyframe_requests += 1;
+            events.push(JitterEvent::KeyframeRequest);
+        }
+        events
+    }
+}

@@ -1,0 +1,348 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn rtp(seq: u16, ts: u32, marker: bool, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, if marker { 0x80 | 96 } else { 96 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&0x1234_5678u32.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// VP8 frame `n` split into `parts` packets; frame 0 and every `key_every`-th frame are keyframes.
+/// Payload bytes after the descriptor encode (frame, part) so the output can be checked exactly.
+fn vp8_frame(first_seq: u16, ts: u32, n: u8, parts: u8, key: bool) -> Vec<Vec<u8>> {
+    (0..parts)
+        .map(|i| {
+            let desc = if i == 0 { 0x10 } else { 0x00 };
+            let body = if i == 0 {
+                vec![desc, if key { 0x00 } else { 0x01 }, n, i]
+            } else {
+                vec![desc, n, i]
+            };
+            rtp(first_seq.wrapping_add(i as u16), ts, i == parts - 1, &body)
+        })
+        .collect()
+}
+
+fn vp8_stream(first_seq: u16, first_ts: u32, frames: u8, parts: u8) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for n in 0..frames {
+        let seq = first_seq.wrapping_add(n as u16 * parts as u16);
+        let ts = first_ts.wrapping_add(n as u32 * 3000);
+        out.extend(vp8_frame(seq, ts, n, parts, n == 0));
+    }
+    out
+}
+
+fn vp8() -> JitterBuffer {
+    JitterBuffer::new(JitterConfig::new(FrameCodec::Vp8))
+}
+
+fn frame_numbers(frames: &[Frame]) -> Vec<u8> {
+    frames.iter().map(|f| f.data[1]).collect()
+}
+
+#[test]
+fn in_order_frames_leave_at_once_with_descriptors_stripped() {
+    let mut jb = vp8();
+    let mut out = Vec::new();
+    for p in vp8_stream(100, 1000, 4, 3) {
+        assert!(jb.push(&p, 0));
+        out.extend(jb.pop_frames(0));
+    }
+    assert_eq!(frame_numbers(&out), [0, 1, 2, 3]);
+    assert_eq!(out[0].data, [0x00, 0, 0, 0, 1, 0, 2]);
+    assert!(out[0].keyframe && !out[1].keyframe);
+    assert_eq!(out[1].timestamp - out[0].timestamp, 3000);
+    assert_eq!(jb.stats().frames, 4);
+    assert!(jb.poll(0).is_empty());
+}
+
+#[test]
+fn reordered_packets_come_out_in_order() {
+    let mut jb = vp8();
+    let mut pkts = vp8_stream(500, 0, 6, 3);
+    // swap neighbours and move one packet three places later
+    pkts.swap(1, 2);
+    pkts.swap(4, 6);
+    let moved = pkts.remove(9);
+    pkts.insert(12, moved);
+    let mut out = Vec::new();
+    for p in &pkts {
+        jb.push(p, 5);
+        out.extend(jb.pop_frames(5));
+    }
+    assert_eq!(frame_numbers(&out), [0, 1, 2, 3, 4, 5]);
+    assert_eq!(jb.stats().recovered, 4);
+    assert_eq!(jb.stats().frames_incomplete, 0);
+}
+
+#[test]
+fn duplicates_are_counted_and_ignored() {
+    let mut jb = vp8();
+    let pkts = vp8_stream(1, 0, 3, 2);
+    let mut out = Vec::new();
+    for p in &pkts {
+        jb.push(p, 0);
+        assert!(!jb.push(p, 0));
+        out.extend(jb.pop_frames(0));
+    }
+    // a duplicate of a released packet is late
+    assert!(!jb.push(&pkts[0], 0));
+    assert_eq!(frame_numbers(&out), [0, 1, 2]);
+    assert_eq!(jb.stats().duplicates + jb.stats().late, 7);
+}
+
+#[test]
+fn sequence_wrap_at_65535() {
+    let mut jb = vp8();
+    let mut out = Vec::new();
+    let mut pkts = vp8_stream(65530, 0, 5, 3); // seqs 65530..=65535, 0..=8
+    pkts.swap(5, 6); // 65535 and 0 reordered across the wrap
+    for p in &pkts {
+        jb.push(p, 0);
+        out.extend(jb.pop_frames(0));
+    }
+    assert_eq!(frame_numbers(&out), [0, 1, 2, 3, 4]);
+    assert_eq!(jb.stats().late, 0);
+}
+
+#[test]
+fn timestamp_wrap_stays_monotonic() {
+    let mut jb = vp8();
+    let mut out = Vec::new();
+    for p in vp8_stream(7, u32::MAX - 4000, 4, 2) {
+        jb.push(&p, 0);
+        out.extend(jb.pop_frames(0));
+    }
+    let ts: Vec<u64> = out.iter().map(|f| f.timestamp).collect();
+    assert_eq!(ts.len(), 4);
+    for w in ts.windows(2) {
+        assert_eq!(w[1] - w[0], 3000);
+    }
+    assert!(ts[3] > 1u64 << 33, "extended past the wrap: {ts:?}");
+}
+
+#[test]
+fn loss_is_nacked_then_recovered_by_retransmission() {
+    let mut jb = vp8();
+    let pkts = vp8_stream(10, 0, 4, 3);
+    let mut out = Vec::new();
+    for (i, p) in pkts.iter().enumerate() {
+        if i == 4 || i == 5 {
+            continue; // burst of two in frame 1
+        }
+        jb.push(p, 0);
+        out.extend(jb.pop_frames(0));
+    }
+    assert_eq!(frame_numbers(&out), [0]);
+    assert_eq!(jb.poll(0), [JitterEvent::Nack(vec![14, 15])]);
+    assert!(jb.poll(10).is_empty(), "not again before the interval");
+    assert_eq!(jb.poll(40), [JitterEvent::Nack(vec![14, 15])]);
+    jb.push(&pkts[5], 50);
+    jb.push(&pkts[4], 60);
+    out.extend(jb.pop_frames(60));
+    assert_eq!(frame_numbers(&out), [0, 1, 2, 3]);
+    assert!(jb.poll(100).is_empty());
+    assert_eq!(jb.stats().recovered, 2);
+}
+
+#[test]
+fn loss_burst_past_deadline_gives_up_and_requests_a_keyframe() {
+    let mut jb = vp8();
+    let mut out = Vec::new();
+    // frames 0..6 of 3 packets; frames 2 and 3 lost entirely plus the first packet of frame 4
+    let pkts = vp8_stream(200, 0, 6, 3);
+    for (i, p) in pkts.iter().enumerate() {
+        if (6..13).contains(&i) {
+            continue;
+        }
+        jb.push(p, 0);
+        out.extend(jb.pop_frames(0));
+    }
+    assert_eq!(frame_numbers(&out), [0, 1]);
+    let nacked = match &jb.poll(0)[..] {
+        [JitterEvent::Nack(s)] => s.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(nacked, (206..213).collect::<Vec<u16>>());
+    out.extend(jb.pop_frames(199));
+    assert_eq!(out.len(), 2, "still waiting within the target delay");
+    out.extend(jb.pop_frames(200));
+    // frame 5 is complete but a delta frame after a gap: undecodable, keyframe requested
+    assert_eq!(frame_numbers(&out), [0, 1]);
+    assert!(jb.stats().frames_incomplete >= 1);
+    assert_eq!(jb.stats().frames_undecodable, 1);
+    assert_eq!(jb.stats().lost, 7);
+    assert_eq!(jb.poll(200), [JitterEvent::KeyframeRequest]);
+    assert!(jb.poll(300).is_empty(), "rate limited");
+    // a keyframe restores the chain
+    for p in vp8_frame(218, 18000, 6, 2, true) {
+        jb.push(&p, 400);
+    }
+    let after = jb.pop_frames(400);
+    assert_eq!(frame_numbers(&after), [6]);
+    assert!(after[0].keyframe);
+    assert!(jb.poll(2000).is_empty());
+}
+
+#[test]
+fn late_packet_after_give_up_is_dropped() {
+    let mut jb = vp8();
+    let pkts = vp8_stream(0, 0, 3, 2);
+    jb.push(&pkts[0], 0);
+    jb.push(&pkts[1], 0);
+    jb.push(&pkts[3], 0);
+    jb.push(&pkts[4], 0);
+    jb.push(&pkts[5], 0);
+    assert_eq!(jb.pop_frames(0).len(), 1);
+    jb.pop_frames(1000);
+    assert!(!jb.push(&pkts[2], 1001));
+    assert_eq!(jb.stats().late, 1);
+}
+
+#[test]
+fn first_frame_not_a_keyframe_asks_for_one() {
+    let mut jb = vp8();
+    for p in vp8_frame(1, 0, 9, 2, false) {
+        jb.push(&p, 0);
+    }
+    assert!(jb.pop_frames(0).is_empty());
+    assert_eq!(jb.poll(0), [JitterEvent::KeyframeRequest]);
+    assert_eq!(jb.stats().keyframe_requests, 1);
+}
+
+#[test]
+fn joining_mid_frame_drops_the_partial_frame() {
+    let mut jb = vp8();
+    let pkts = vp8_stream(0, 0, 3, 3);
+    let mut out = Vec::new();
+    for p in &pkts[1..] {
+        jb.push(p, 0);
+        out.extend(jb.pop_frames(0));
+    }
+    assert!(
+        out.is_empty() && jb.stats().frames_incomplete == 0,
+        "its start may still come"
+    );
+    out.extend(jb.pop_frames(1000));
+    // frame 0 (the keyframe) lost its start; frames 1 and 2 are deltas with nothing to decode from
+    assert!(out.is_empty());
+    assert_eq!(jb.stats().frames_incomplete, 1);
+    assert_eq!(jb.poll(0), [JitterEvent::KeyframeRequest]);
+}
+
+#[test]
+fn h264_fu_a_and_stap_a_frames() {
+    let mut jb = JitterBuffer::new(JitterConfig::new(FrameCodec::H264));
+    let key = [
+        rtp(1, 90, false, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]),
+        rtp(2, 90, false, &[0x7c, 0x85, 1, 2]),
+        rtp(3, 90, true, &[0x7c, 0x45, 3]),
+    ];
+    let delta = rtp(4, 3090, true, &[0x41, 0x9a, 7]);
+    jb.push(&key[2], 0);
+    jb.push(&key[0], 0);
+    jb.push(&delta, 0);
+    jb.push(&key[1], 0);
+    let out = jb.pop_frames(0);
+    assert_eq!(out.len(), 2);
+    assert!(out[0].keyframe && !out[1].keyframe);
+    assert_eq!(
+        out[0].data,
+        [0, 0, 0, 1, 0x67, 0x42, 0, 0, 0, 1, 0x68, 0xce, 0, 0, 0, 1, 0x65, 1, 2, 3]
+    );
+    assert_eq!(out[1].data, [0, 0, 0, 1, 0x41, 0x9a, 7]);
+}
+
+#[test]
+fn opus_packets_are_frames_and_loss_never_needs_a_keyframe() {
+    let mut jb = JitterBuffer::new(JitterConfig::new(FrameCodec::Opus));
+    for i in 0..5u16 {
+        if i == 2 {
+            continue;
+        }
+        jb.push(&rtp(i, i as u32 * 960, i == 0, &[0xfc, i as u8]), 0);
+    }
+    assert_eq!(jb.pop_frames(0).len(), 2);
+    assert_eq!(jb.pop_frames(500).len(), 2);
+    assert_eq!(jb.stats().lost, 1);
+    assert!(jb.poll(500).is_empty());
+}
+
+#[test]
+fn padding_only_packets_fill_their_sequence_number() {
+    let mut jb = vp8();
+    let mut pkts = vp8_stream(0, 0, 2, 2);
+    pkts.insert(2, rtp(2, 0, false, &[]));
+    // renumber the second frame after the padding packet
+    for (i, p) in pkts.iter_mut().enumerate().skip(3) {
+        p[2..4].copy_from_slice(&(i as u16).to_be_bytes());
+    }
+    for p in &pkts {
+        jb.push(p, 0);
+    }
+    assert_eq!(frame_numbers(&jb.pop_frames(0)), [0, 1]);
+    assert_eq!(jb.stats().padding, 1);
+}
+
+#[test]
+fn far_jump_resets() {
+    let mut jb = vp8();
+    for p in vp8_stream(0, 0, 1, 2) {
+        jb.push(&p, 0);
+    }
+    assert_eq!(jb.pop_frames(0).len(), 1);
+    for p in vp8_frame(30000, 9000, 5, 2, true) {
+        jb.push(&p, 10);
+    }
+    assert_eq!(frame_numbers(&jb.pop_frames(10)), [5]);
+    assert_eq!(jb.stats().resets, 1);
+}
+
+#[test]
+fn flush_drops_the_trailing_incomplete_frame() {
+    let mut jb = vp8();
+    let pkts = vp8_stream(0, 0, 2, 3);
+    for p in &pkts[..5] {
+        jb.push(p, 0);
+    }
+    assert_eq!(jb.flush().len(), 1);
+    assert_eq!(jb.stats().frames_incomplete, 1);
+    assert_eq!(jb.buffered(), 0);
+}
+
+proptest! {
+    #[test]
+    fn never_panics_and_accounts_for_every_frame(
+        ops in proptest::collection::vec((any::<u16>(), 0u32..20, any::<bool>(), proptest::collection::vec(any::<u8>(), 0..8), 0u64..50), 0..300),
+        codec in 0..3usize,
+    ) {
+        let codec = [FrameCodec::Vp8, FrameCodec::H264, FrameCodec::Opus][codec];
+        let mut jb = JitterBuffer::new(JitterConfig { capacity: 64, ..JitterConfig::new(codec) });
+        let mut now = 0;
+        let mut released = 0u64;
+        let base: u16 = 65500;
+        for (seq, ts, marker, payload, dt) in ops {
+            now += dt;
+            let seq = base.wrapping_add(seq % 200);
+            jb.push(&rtp(seq, ts.wrapping_mul(3000).wrapping_sub(6000), marker, &payload), now);
+            jb.poll(now);
+            released += jb.pop_frames(now).len() as u64;
+        }
+        released += jb.flush().len() as u64;
+        prop_assert_eq!(jb.buffered(), 0);
+        prop_assert_eq!(jb.stats().frames, released);
+    }
+
+    #[test]
+    fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut jb = vp8();
+        jb.push(&data, 0);
+        jb.pop_frames(1000);
+        jb.flush();
+    }
+}
