@@ -260,6 +260,25 @@ PATHS: dict[str, dict[str, Any]] = {
         "delete": _op("tus termination: discard the upload", {
             **NO_CONTENT, **_errors(401, 403, 404, 412)}, tag="uploads", parameters=[UPLOAD_ID, TUS_RESUMABLE]),
     },
+    # Vitals routes belong to mediasrv.vitals.http; documented here so there is one document.
+    "/v1/rooms/{room}/vitals": {
+        "get": _op("A visit's vitals readings as JSON or a FHIR R4 searchset Bundle (clinician of the room or admin)",
+                   {"200": {"description": "Readings", "content": {
+                       JSON: {"schema": {"type": "object"}},
+                       "application/fhir+json": {"schema": {"type": "object"}}}},
+                    **_errors(400, 401, 403)}, tag="vitals", parameters=[
+                       ROOM, _query("format", {"type": "string", "enum": ["json", "fhir"]}, "Output format"),
+                       _query("patient", {"type": "string"}, "Only this patient's readings")]),
+    },
+    "/v1/vitals": {
+        "post": {**_op("Upload device readings recorded offline (batches of base64 envelopes)", {
+            "201": _json({"type": "object", "properties": {"stored": {"type": "integer"}}}, "Stored"),
+            **_errors(400, 401, 403, 413, 415)}, tag="vitals"),
+            "requestBody": {"required": True, "content": {JSON: {"schema": {
+                "type": "object", "required": ["envelopes"], "properties": {
+                    "patient": {"type": "string"}, "room": {"type": ["string", "null"]},
+                    "envelopes": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}}}}}}},
+    },
     "/v1/audit": {
         "get": _op("Audit log, newest first (admin)", {
             "200": _json({"type": "object", "properties": {
