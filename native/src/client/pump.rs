@@ -21,7 +21,7 @@ const RECV_BURST: usize = 64;
 /// Control datagrams kept for Python per peer; older ones are dropped (and counted).
 const CONTROL_QUEUE: usize = 256;
 /// Longest sleep in `poll` when nothing is due, so stop requests are seen promptly.
-const MAX_WAIT_MS: i32 = 20;
+const MAX_WAIT_US: u64 = 20_000;
 /// Receive buffer asked for each socket: the generator must not be where packets get lost.
 const RCVBUF_BYTES: libc::c_int = 4 << 20;
 
@@ -67,6 +67,8 @@ pub struct State {
     /// Streams and loss of peers already removed, so totals never go backwards.
     pub retired_expected: u64,
     pub retired_received: u64,
+    /// Sending stopped (the end of a run): in-flight packets still arrive and are counted.
+    pub paused: bool,
     next_id: u64,
 }
 
@@ -180,42 +182,65 @@ fn grow_rcvbuf(sock: &UdpSocket) {
 fn run(state: &Mutex<State>, stop: &AtomicBool) {
     let mut buf = vec![0u8; PACKET_BUF];
     let mut fds: Vec<libc::pollfd> = Vec::new();
+    let mut fd_peers: Vec<u64> = Vec::new();
+    // Peers whose sockets the last poll reported readable: only those are read (no EAGAIN sweep).
+    let mut ready: Vec<u64> = Vec::new();
     let mut keyframe_for = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        let wait_ms;
+        let wait_us;
         {
             let mut guard = state.lock().unwrap();
             let st = &mut *guard;
-            receive_all(st, &mut buf, &mut keyframe_for);
+            receive_ready(st, &ready, &mut buf, &mut keyframe_for);
+            ready.clear();
             let now = now_us();
             let mut next_due = u64::MAX;
-            for peer in st.peers.values_mut() {
-                send_due(peer, now, &mut buf, &mut st.totals);
-                for s in &peer.streams {
-                    next_due = next_due.min(s.next_due_us);
+            if !st.paused {
+                for peer in st.peers.values_mut() {
+                    send_due(peer, now, &mut buf, &mut st.totals);
+                    for s in &peer.streams {
+                        next_due = next_due.min(s.next_due_us);
+                    }
                 }
             }
-            let now = now_us();
-            wait_ms = if next_due == u64::MAX {
-                MAX_WAIT_MS
-            } else {
-                (next_due.saturating_sub(now) / 1000).min(MAX_WAIT_MS as u64) as i32
-            };
+            wait_us = next_due.saturating_sub(now_us()).min(MAX_WAIT_US);
             fds.clear();
-            fds.extend(st.peers.values().map(|p| libc::pollfd {
-                fd: p.sock.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }));
+            fd_peers.clear();
+            for (id, p) in &st.peers {
+                fds.push(libc::pollfd {
+                    fd: p.sock.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+                fd_peers.push(*id);
+            }
         }
         if fds.is_empty() {
-            std::thread::sleep(Duration::from_millis(wait_ms.max(1) as u64));
-        } else if wait_ms > 0 {
-            // SAFETY: fds is a valid array of pollfd for the duration of the call. The sockets
-            // stay open: peers are only removed by the lock holder, and a closed fd in the set
-            // just reports POLLNVAL.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
+            std::thread::sleep(Duration::from_micros(wait_us.max(1000)));
+            continue;
         }
+        // Microsecond timeout (ppoll): a millisecond poll would spin for the last millisecond
+        // before every frame. With something due now, only look at readiness.
+        let ts = libc::timespec {
+            tv_sec: (wait_us / 1_000_000) as libc::time_t,
+            tv_nsec: ((wait_us % 1_000_000) * 1000) as libc::c_long,
+        };
+        // SAFETY: fds is a valid array of pollfd for the duration of the call. The sockets stay
+        // open: peers are only removed by the lock holder, and a closed fd just reports POLLNVAL.
+        unsafe {
+            libc::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        ready.extend(
+            fds.iter()
+                .zip(&fd_peers)
+                .filter(|(f, _)| f.revents & libc::POLLIN != 0)
+                .map(|(_, id)| *id),
+        );
     }
 }
 
@@ -249,7 +274,7 @@ fn send_due(peer: &mut Peer, now: u64, buf: &mut [u8], totals: &mut Totals) {
     }
 }
 
-fn receive_all(st: &mut State, buf: &mut [u8], keyframe_for: &mut Vec<u32>) {
+fn receive_ready(st: &mut State, ready: &[u64], buf: &mut [u8], keyframe_for: &mut Vec<u32>) {
     let State {
         peers,
         totals,
@@ -257,7 +282,10 @@ fn receive_all(st: &mut State, buf: &mut [u8], keyframe_for: &mut Vec<u32>) {
         interval_latency,
         ..
     } = st;
-    for peer in peers.values_mut() {
+    for id in ready {
+        let Some(peer) = peers.get_mut(id) else {
+            continue;
+        };
         for _ in 0..RECV_BURST {
             let (n, from) = match peer.sock.recv_from(buf) {
                 Ok(r) => r,

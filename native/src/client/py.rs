@@ -222,6 +222,12 @@ impl ClientPump {
         Ok(d)
     }
 
+    /// Stop or resume sending (receiving goes on), e.g. to let in-flight packets arrive before
+    /// comparing counters with the server's.
+    fn set_paused(&mut self, paused: bool) {
+        self.pump.state.lock().unwrap().paused = paused;
+    }
+
     /// Stop the worker thread and close every socket it holds.
     fn close(&mut self) {
         self.pump.shutdown();
