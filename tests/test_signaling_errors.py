@@ -182,3 +182,12 @@ async def test_metrics_need_auth_and_report_gauges(server):
         assert "mediasrv_rooms 0.0" in text and "mediasrv_rtp_packets_forwarded_total 0.0" in text
         async with s.get(f"{server.url}/healthz") as r:
             assert (await r.json()) == {"status": "ok"}
+
+
+async def test_unknown_paths_and_methods_get_json_errors(server):
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{server.url}/no/such/thing") as r:
+            assert r.status == 404 and (await r.json())["error"]["code"] == "not_found"
+        async with s.put(f"{server.url}/whip/visit1") as r:
+            assert r.status == 405 and (await r.json())["error"]["code"] == "method_not_allowed"
+            assert "POST" in r.headers["Allow"]
