@@ -249,6 +249,7 @@ impl Router {
             ("remb_in", s.remb_in),
             ("plis_out", s.plis_out),
             ("plis_throttled", s.plis_throttled),
+            ("nacks_out", s.nacks_out),
             ("remb_out", s.remb_out),
             ("rr_out", s.rr_out),
             ("sr_out", s.sr_out),
@@ -279,6 +280,8 @@ impl Router {
             ("plis", s.plis_out),
             ("nacks", s.nacks_in),
             ("retransmissions", s.retransmissions),
+            ("nacks_out", s.nacks_out),
+            ("nack_seqs_out", s.nack_seqs_out),
             ("subscriptions", s.subscriptions as u64),
         ] {
             d.set_item(k, v)?;

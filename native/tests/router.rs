@@ -616,3 +616,49 @@ fn a_publisher_cannot_bind_unbounded_ssrcs() {
     }
     assert_eq!(r.stats().dropped(DropReason::UnknownSsrc), 92);
 }
+
+fn nacks_to(out: &[(u64, Vec<u8>)], to: u64) -> Vec<Vec<u16>> {
+    out.iter()
+        .filter(|(t, _)| *t == to)
+        .flat_map(|(_, b)| {
+            rtcp::parse_compound(b).filter_map(|p| match p {
+                Ok(RtcpPacket::Nack { sender_ssrc, media_ssrc, items }) => {
+                    assert_eq!((sender_ssrc, media_ssrc), (PUB_RTCP_SSRC, VIDEO_SSRC));
+                    Some(items.seqs().collect())
+                }
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn packets_lost_on_the_way_in_are_nacked_to_the_publisher_until_they_arrive() {
+    let mut r = room();
+    subscribe_video(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    route(&mut r, PUB, &vp8(100, 9000, true, true), 0);
+    route(&mut r, PUB, &vp8(101, 9000, false, false), 1);
+    // 102 and 103 are lost on the way in.
+    route(&mut r, PUB, &vp8(104, 12000, true, false), 2);
+    assert_eq!(nacks_to(&poll(&mut r, 10), PUB), vec![vec![102, 103]]);
+    // 103 arrives late (as a plain reordered packet): only 102 is asked for again, after the retry delay.
+    let fwd = route(&mut r, PUB, &vp8(103, 9000, false, false), 20);
+    assert_eq!(fwd.len(), 1, "the late packet is forwarded");
+    assert!(nacks_to(&poll(&mut r, 30), PUB).is_empty(), "not before the retry delay");
+    assert_eq!(nacks_to(&poll(&mut r, 60), PUB), vec![vec![102]]);
+    assert_eq!(nacks_to(&poll(&mut r, 110), PUB), vec![vec![102]]);
+    // Three tries, then the packet is given up on.
+    assert!(nacks_to(&poll(&mut r, 200), PUB).is_empty());
+    let s = r.track_stats(VIDEO_TRACK).unwrap();
+    assert_eq!((s.nacks_out, s.nack_seqs_out), (3, 4));
+    assert_eq!(r.stats().nacks_out, 3);
+}
+
+#[test]
+fn audio_gaps_are_not_nacked() {
+    let mut r = room();
+    route(&mut r, PUB, &opus(10, 0), 0);
+    route(&mut r, PUB, &opus(13, 960), 1);
+    let out = poll(&mut r, 10);
+    assert!(out.iter().all(|(_, b)| rtcp::parse_compound(b).all(|p| !matches!(p, Ok(RtcpPacket::Nack { .. })))));
+}

@@ -267,6 +267,9 @@ impl Router {
             });
         }
         for t in tracks.values_mut() {
+            if !t.missing.is_empty() {
+                Self::nack_missing(stats, publishers, t, now_ms, out);
+            }
             if cfg.sender_reports {
                 Self::sender_reports(cfg, stats, t, now_ms, out);
             }
@@ -279,6 +282,37 @@ impl Router {
                 Self::send_pli(cfg, stats, publishers, t, now_ms, out);
             }
         }
+    }
+
+    /// One generic NACK to the publisher naming the track's missing packets that are due.
+    fn nack_missing(
+        stats: &mut RouterStats,
+        publishers: &HashMap<TransportId, Publisher>,
+        t: &mut Track,
+        now_ms: u64,
+        out: &mut Output,
+    ) {
+        let (Some(media_ssrc), Some(p)) = (t.media_ssrc, publishers.get(&t.transport)) else {
+            t.missing.clear();
+            return;
+        };
+        let mut seqs = [0u16; MAX_MISSING_PER_TRACK];
+        let mut n = 0;
+        for m in t.missing.iter_mut().filter(|m| m.next_ms <= now_ms) {
+            seqs[n] = m.ext as u16;
+            n += 1;
+            m.tries += 1;
+            m.next_ms = now_ms + NACK_RETRY_MS;
+        }
+        t.missing.retain(|m| m.tries < NACK_TRIES);
+        if n == 0 {
+            return;
+        }
+        stats.nacks_out += 1;
+        stats.rtcp_packets_out += 1;
+        t.stats.nacks_out += 1;
+        t.stats.nack_seqs_out += n as u64;
+        out.push_with(t.transport, |b| rtcp::write_nack(b, p.rtcp_ssrc, media_ssrc, &seqs[..n]));
     }
 
     /// Sender reports for a track's started subscriptions. Their NTP/RTP pair is the publisher's last

@@ -30,6 +30,20 @@ enum PtEntry {
     Rtx { apt: u8 },
 }
 
+/// Packets lost on the way in that we NACK to the publisher: at most this many tracked per track,
+/// each asked for up to `NACK_TRIES` times, `NACK_RETRY_MS` apart.
+pub const MAX_MISSING_PER_TRACK: usize = 64;
+pub const NACK_TRIES: u8 = 3;
+pub const NACK_RETRY_MS: u64 = 40;
+
+/// A packet of a publisher's stream that has not arrived (yet).
+#[derive(Debug, Clone, Copy)]
+struct Missing {
+    ext: u64,
+    next_ms: u64,
+    tries: u8,
+}
+
 /// Most SSRCs one track binds on the fly (media, RTX, and a few encoder restarts).
 const MAX_SSRCS_PER_TRACK: usize = 8;
 
@@ -80,6 +94,8 @@ struct Track {
     reception: ReceptionStats,
     /// Payload type of the last media packet (its clock rate drives sender reports).
     last_media_pt: Option<u8>,
+    /// Gaps in the publisher's sequence to NACK (video only).
+    missing: Vec<Missing>,
     stats: TrackStats,
 }
 
@@ -300,6 +316,7 @@ impl Router {
                 pli_pending: false,
                 reception: ReceptionStats::default(),
                 last_media_pt: None,
+                missing: Vec::new(),
                 stats: TrackStats::default(),
             },
         );
@@ -537,6 +554,19 @@ impl Router {
         let prev_highest = t.seq.highest();
         let ext = t.seq.unwrap(seq);
         t.stats.last_seq = Some(seq);
+        if !t.missing.is_empty() {
+            t.missing.retain(|m| m.ext != ext);
+        }
+        if let (false, MediaKind::Video, Some(h)) = (is_rtx, t.kind, prev_highest) {
+            // A jump over sequence numbers: remember them for a NACK at the next poll.
+            let first = (h + 1).max(ext.saturating_sub(MAX_MISSING_PER_TRACK as u64));
+            for e in first..ext {
+                if t.missing.len() == MAX_MISSING_PER_TRACK {
+                    t.missing.remove(0);
+                }
+                t.missing.push(Missing { ext: e, next_ms: now_ms, tries: 0 });
+            }
+        }
 
         if payload.is_empty() {
             // Padding only (bandwidth probing): never forwarded. When it is the newest packet, no

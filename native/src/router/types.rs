@@ -197,6 +197,8 @@ pub struct RouterStats {
     pub remb_in: u64,
     pub plis_out: u64,
     pub plis_throttled: u64,
+    /// NACK packets sent to publishers for packets lost on the way in.
+    pub nacks_out: u64,
     pub remb_out: u64,
     pub rr_out: u64,
     pub sr_out: u64,
@@ -226,6 +228,9 @@ pub struct TrackStats {
     pub plis_out: u64,
     pub nacks_in: u64,
     pub retransmissions: u64,
+    /// NACK packets sent to the publisher, and the sequence numbers they named.
+    pub nacks_out: u64,
+    pub nack_seqs_out: u64,
     pub last_seq: Option<u16>,
     /// Publisher-side loss (expected minus received, RFC 3550) and interarrival jitter (RTP units).
     pub lost: i64,
