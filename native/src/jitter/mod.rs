@@ -41,7 +41,7 @@ impl JitterConfig {
             nack_interval_ms: 40,
             max_nack_retries: 4,
             keyframe_interval_ms: 500,
-            capacity: 2048,
+            capacity: 1024,
         }
     }
 }
@@ -404,7 +404,11 @@ impl JitterBuffer {
                 }
                 break;
             };
-            let mut data = Vec::new();
+            let size: usize = (self.head..=end)
+                .filter_map(|s| self.slot(s))
+                .map(|s| s.payload.len())
+                .sum();
+            let mut data = Vec::with_capacity(size);
             let res = depack::assemble(
                 self.cfg.codec,
                 (self.head..=end)

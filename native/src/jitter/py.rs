@@ -34,7 +34,7 @@ fn frames_to_py<'py>(py: Python<'py>, frames: Vec<super::Frame>) -> Vec<PyFrame<
 impl PyJitterBuffer {
     #[new]
     #[pyo3(signature = (codec, *, target_delay_ms = 200, nack_interval_ms = 40, max_nack_retries = 4,
-                        keyframe_interval_ms = 500, capacity = 2048))]
+                        keyframe_interval_ms = 500, capacity = 1024))]
     fn new(
         codec: &str,
         target_delay_ms: u64,

@@ -346,3 +346,32 @@ proptest! {
         jb.flush();
     }
 }
+
+/// Core cost without Python: `cargo test --release --lib jitter::tests::core_throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn core_throughput() {
+    let mut pkts = Vec::new();
+    for n in 0..3000u32 {
+        for mut p in vp8_frame((n * 3) as u16, n * 3000, n as u8, 3, n % 100 == 0) {
+            p.extend_from_slice(&[0u8; 1000]);
+            pkts.push(p);
+        }
+    }
+    let mut jb = vp8();
+    let mut frames = 0;
+    for (i, p) in pkts.iter().enumerate().take(3000) {
+        jb.push(p, i as u64); // warm up: every slot has held a packet once
+        frames += jb.pop_frames(i as u64).len();
+    }
+    let start = std::time::Instant::now();
+    for (i, p) in pkts.iter().enumerate().skip(3000) {
+        jb.push(p, i as u64);
+        frames += jb.pop_frames(i as u64).len();
+    }
+    let el = start.elapsed();
+    println!(
+        "{frames} frames, {:.1} ns/packet",
+        el.as_nanos() as f64 / (pkts.len() - 3000) as f64
+    );
+}
