@@ -18,6 +18,8 @@ PUBLISHING_ROLES = frozenset({"clinician", "patient", "interpreter", "guest"})
 # Roles that may admit people from the waiting room, start recordings, etc.
 MODERATOR_ROLES = frozenset({"clinician", "admin"})
 MAX_IDENTITY_LEN = 128
+# exp beyond year 9999 is not a time a token of ours can carry.
+MAX_EXP = 253402300800
 
 
 class AuthError(Exception):
@@ -108,14 +110,18 @@ def verify_token(secret: str, token: str, *, room: str | None = None) -> Identit
     except jwt.InvalidTokenError as exc:
         raise AuthError(401, "invalid_token", f"the access token is not valid: {exc}") from None
     role = claims.get("role")
-    if role not in ROLES:
+    # A signed token can still carry any JSON: check types before using a claim as a set member.
+    if not isinstance(role, str) or role not in ROLES:
         raise AuthError(401, "invalid_token", "the access token has an unknown role")
+    exp = claims.get("exp")
+    if not isinstance(exp, int) or isinstance(exp, bool) or not 0 < exp < MAX_EXP:
+        raise AuthError(401, "invalid_token", "the access token's exp must be a Unix time in seconds")
     sub, tok_room, name = claims.get("sub"), claims.get("room"), claims.get("name")
     if not isinstance(sub, str) or not sub or (tok_room is not None and not isinstance(tok_room, str)):
         raise AuthError(401, "invalid_token", "the access token has malformed claims")
     if name is not None and not isinstance(name, str):
         name = None
-    ident = Identity(sub=sub, role=role, room=tok_room, name=name, exp=int(claims["exp"]))
+    ident = Identity(sub=sub, role=role, room=tok_room, name=name, exp=exp)
     if room is not None and not ident.is_admin and ident.room != room:
         raise AuthError(403, "wrong_room", "the access token is not valid for this room")
     return ident
