@@ -66,6 +66,8 @@ class Target:
     make_signaling: Callable[[], Signaling] | None = None
     # Reads the server's own counters (e.g. mediasrv's /metrics); None when it has none.
     counters: Callable[[], Awaitable[dict[str, float]]] | None = None
+    # Client ICE addresses this server needs (Janus only pairs with its own veth address).
+    client_addresses: tuple[str, ...] | None = None
 
     def signaling(self) -> Signaling:
         if self.make_signaling is not None:
@@ -138,7 +140,7 @@ class Sampler:
 
 async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
     opts.check()
-    configure_host_addresses(list(opts.client_addresses))
+    configure_host_addresses(list(target.client_addresses or opts.client_addresses))
     pump = mediasrv_native.ClientPump(seed=opts.seed)
     signaling = target.signaling()
     sampler = Sampler(pump, target.pid, opts.progress, target.name)

@@ -1,0 +1,1 @@
+"""Servers mediasrv is compared against (see `loadtest compare`)."""
