@@ -80,6 +80,8 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 10 000 nested arrays fit in a small body
+        raise HttpError(400, "invalid_json", "body nests JSON too deeply") from None
     if not isinstance(value, dict):
         raise HttpError(400, "invalid_json", "body must be a JSON object")
     return value

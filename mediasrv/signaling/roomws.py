@@ -164,6 +164,8 @@ def _parse(data: str) -> dict[str, Any]:
         msg = json.loads(data)
     except ValueError as exc:
         raise ProtocolError("invalid_json", f"message is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "message nests JSON too deeply") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError("invalid_message", "a message is a JSON object with a string 'type'")
     return msg
