@@ -54,8 +54,9 @@ async def upload_vitals(request: web.Request) -> web.Response:
     if ident.role == "patient":
         if patient != ident.sub:
             raise HttpError(403, "forbidden", "patients upload their own readings only")
-        if ident.room is not None and batch.room not in (None, ident.room):
-            raise HttpError(403, "wrong_room", "the token is for another room")
+        # A room's series is that visit's record: only a token for that room writes into it.
+        if batch.room is not None and batch.room != ident.room:
+            raise HttpError(403, "wrong_room", "readings for a room need a token for that room")
     elif ident.role == "clinician":
         if batch.room is None or batch.room != ident.room:
             raise HttpError(403, "forbidden", "clinicians upload into the room of their token")
