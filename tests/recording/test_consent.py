@@ -1,0 +1,43 @@
+"""Recording consent rules (mediasrv/recording/consent.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mediasrv.recording.consent import ConsentError, RecordingConsent
+
+
+def test_refused_until_everyone_consented_and_names_who_has_not() -> None:
+    c = RecordingConsent(recording_allowed=True)
+    assert c.request("dr-lee", "clinician", ["dr-lee", "pat", "interp"]) == ["interp", "pat"]
+    c.answer("pat", True)
+    with pytest.raises(ConsentError) as e:
+        c.check_start()
+    assert e.value.code == "consent_missing" and "not answered: interp" in e.value.message
+    c.answer("interp", False)
+    with pytest.raises(ConsentError, match="refused: interp"):
+        c.check_start()
+    c.answer("interp", True)
+    c.check_start()
+    assert c.state is not None and c.state.recording
+
+
+def test_only_clinicians_in_rooms_that_allow_it() -> None:
+    with pytest.raises(ConsentError) as e:
+        RecordingConsent(recording_allowed=False).request("dr", "clinician", ["dr"])
+    assert e.value.code == "recording_not_allowed"
+    with pytest.raises(ConsentError) as e:
+        RecordingConsent(recording_allowed=True).request("pat", "patient", ["pat"])
+    assert e.value.status == 403
+
+
+def test_late_joiner_is_asked_and_excluded_until_consent() -> None:
+    c = RecordingConsent(recording_allowed=True)
+    c.request("dr", "clinician", ["dr"])
+    c.check_start()
+    assert c.joined("family")
+    assert c.state is not None and not c.state.may_record("family")
+    c.answer("family", True)
+    assert c.state.may_record("family")
+    with pytest.raises(ConsentError):
+        c.answer("stranger", True)

@@ -1,0 +1,34 @@
+"""Recordings are sealed into the encrypted blob store and listed from the database."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mediasrv.recording.muxer import TrackResult, TrackSpec
+from mediasrv.recording.store import RecordingStore
+from mediasrv.store.blobs import BlobStore
+from mediasrv.store.db import Database
+
+
+async def test_sealed_file_is_encrypted_listed_and_reads_back(tmp_path: Path) -> None:
+    db = await Database(tmp_path / "db.sqlite").open()
+    blobs = BlobStore(tmp_path / "blobs", os.urandom(32), chunk_size=4096)
+    store = RecordingStore(db, blobs, tmp_path / "work")
+    rid = await store.create("visit1", "dr-lee")
+    work = store.new_work_dir(rid)
+    plain = b"\x1aE\xdf\xa3" + os.urandom(10000)  # stands in for a WebM file
+    (work / "v.webm").write_bytes(plain)
+    spec = TrackSpec("v", "video", "VP8", 90000)
+    f = await store.add_file(rid, "pat", TrackResult(spec, work / "v.webm", 30, 0.1, 1.1))
+    assert f is not None and f.content_type == "video/webm" and f.size == len(plain)
+    await store.finish(rid)
+
+    assert not work.exists(), "no plaintext left behind"
+    on_disk = blobs.path(f.blob_id).read_bytes()
+    assert plain[:64] not in on_disk
+    assert blobs.read_bytes(f.blob_id) == plain
+    rec = await store.get(rid)
+    assert rec is not None and rec["state"] == "ready" and rec["files"][0]["participant"] == "pat"
+    assert [r["id"] for r in await store.list("visit1")] == [rid]
+    await db.close()
