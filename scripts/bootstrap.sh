@@ -16,6 +16,10 @@ apt_pkgs=(python3-venv pkg-config libssl-dev iproute2 util-linux)
 if [ "$need_test" = 1 ]; then
   apt_pkgs+=(chromium redis-server fonts-liberation)
 fi
+# Janus is only needed by `mediasrv-loadtest compare`: MEDIASRV_BOOTSTRAP_COMPARE=1 scripts/bootstrap.sh
+if [ "${MEDIASRV_BOOTSTRAP_COMPARE:-0}" = 1 ]; then
+  apt_pkgs+=(janus)
+fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
