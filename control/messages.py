@@ -35,6 +35,8 @@ SENDER_ROLES = frozenset({"patient", "clinician"})
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_CHARS = 20_000
 STREAM_BLOCK_BYTES = 256 * 1024
+# Uploaded files are untrusted: no MIME sniffing, and no script/plugin/same-origin powers if opened.
+DOWNLOAD_SAFETY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
 def attachment_json(message: Message, att: Attachment, viewer: Identity) -> dict[str, Any]:
@@ -201,10 +203,11 @@ async def download_attachment(request: web.Request) -> web.StreamResponse:
         headers = {
             "Accept-Ranges": "bytes", "Content-Type": att.content_type,
             "Cache-Control": "private, no-store", "ETag": f'"{att.sha256}"',
-            "Content-Length": str(end - start),
+            "Content-Length": str(end - start), **DOWNLOAD_SAFETY_HEADERS,
         }
-        if att.filename:
-            headers["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(att.filename)}"
+        # The content type is the sender's claim: never let a browser render it on our origin.
+        headers["Content-Disposition"] = (
+            f"attachment; filename*=UTF-8''{quote(att.filename)}" if att.filename else "attachment")
         if rng:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         await audit(request, ident, "attachment.downloaded", target=message.id,
@@ -235,7 +238,7 @@ async def download_thumbnail(request: web.Request) -> web.Response:
     await audit(request, ident, "attachment.thumbnail_downloaded", target=message.id,
                 detail={"message_id": message.id, "attachment_id": att.id})
     return web.Response(body=jpeg, content_type="image/jpeg",
-                        headers={"Cache-Control": "private, no-store"})
+                        headers={"Cache-Control": "private, no-store", **DOWNLOAD_SAFETY_HEADERS})
 
 
 def setup_routes(app: web.Application) -> None:
