@@ -167,3 +167,95 @@ def test_bench_jitter_insert_and_release(benchmark, speedup_report) -> None:
     )
     speedup_report("jitter insert+release VP8, push per packet", heapq_s / n, native_s / n, 20)
     speedup_report(f"jitter insert+release VP8, push_many({BATCH})", heapq_s / n, batched_s / n, 20)
+
+
+# --- recording CPU per stream-hour ------------------------------------------------------------------
+
+REC_SECONDS = 10
+
+
+def _encoded_vp8_rtp(seconds: int) -> list[bytes]:
+    """Real VP8 (PyAV/libvpx, 640x480 moving gradient, ~1 Mbit/s) packetized into RTP."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    ctx = av.CodecContext.create("libvpx", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = 640, 480, "yuv420p"
+    ctx.time_base = Fraction(1, 30)
+    ctx.bit_rate = 1_000_000
+    ctx.options = {"deadline": "realtime", "cpu-used": "8"}
+    grad = np.tile(np.arange(640, dtype=np.uint16), (480, 1))
+    packets, seq = [], 1000
+    for i in range(seconds * 30):
+        img = ((grad + i * 8) % 256).astype(np.uint8)
+        frame = av.VideoFrame.from_ndarray(np.stack([img] * 3, axis=-1), format="rgb24")
+        frame = frame.reformat(format="yuv420p")
+        frame.pts = i
+        for p in ctx.encode(frame):
+            data = bytes(p)
+            chunks = [data[j : j + 1100] for j in range(0, len(data), 1100)]
+            for k, chunk in enumerate(chunks):
+                b1 = (0x80 if k == len(chunks) - 1 else 0) | 96
+                desc = b"\x10" if k == 0 else b"\x00"
+                head = struct.pack("!BBHII", 0x80, b1, seq & 0xFFFF, p.pts * 3000, SSRC)
+                packets.append(head + desc + chunk)
+                seq += 1
+    return packets
+
+
+def _opus_rtp(seconds: int) -> list[bytes]:
+    # Opus packets are opaque to the recorder; 20 ms frames of ~80 bytes like a voice call.
+    return [
+        struct.pack("!BBHII", 0x80, 111, i & 0xFFFF, i * 960, SSRC + 1) + b"\xfc" + bytes(79)
+        for i in range(seconds * 50)
+    ]
+
+
+def test_bench_recording_cpu_per_stream_hour(benchmark, tmp_path) -> None:
+    from mediasrv.recording.muxer import RecordingWriter, TrackSpec
+    from mediasrv.recording.pipeline import TrackRecorder
+
+    video, audio = _encoded_vp8_rtp(REC_SECONDS), _opus_rtp(REC_SECONDS)
+
+    def record(directory) -> float:
+        """CPU seconds (all threads of this process) to record one audio+video stream."""
+        directory.mkdir()
+        start = time.process_time()
+        writer = RecordingWriter(directory)
+        v = TrackRecorder(TrackSpec("v", "video", "VP8", 90000), writer, 0)
+        a = TrackRecorder(TrackSpec("a", "audio", "opus", 48000), writer, 0)
+        vi = 0
+        per_tick_v = len(video) / (REC_SECONDS * 50)
+        for tick, pkt in enumerate(audio):  # 20 ms ticks, as the recorder's timer would run
+            now = tick * 20
+            a.push(pkt, now)
+            while vi < min(len(video), (tick + 1) * per_tick_v):
+                v.push(video[vi], now)
+                vi += 1
+            a.tick(now)
+            v.tick(now)
+        v.finish()
+        a.finish()
+        results = writer.close()
+        assert writer.errors == 0 and all(r.frames > 0 for r in results)
+        return time.process_time() - start
+
+    runs = iter(range(100))
+    cpu = [record(tmp_path / f"run{next(runs)}") for _ in range(3)]
+    benchmark.pedantic(lambda: record(tmp_path / f"run{next(runs)}"), rounds=3)
+    best = min(cpu)
+    video_bytes = sum(len(p) for p in video)
+    benchmark.extra_info.update(
+        {
+            "media_seconds": REC_SECONDS,
+            "video_kbit_s": round(video_bytes * 8 / REC_SECONDS / 1000),
+            "cpu_s_per_media_s": round(best / REC_SECONDS, 5),
+            "cpu_s_per_stream_hour": round(best / REC_SECONDS * 3600, 1),
+        }
+    )
+    print(
+        f"\nrecording: {best / REC_SECONDS * 3600:.1f} CPU-s per audio+video stream-hour "
+        f"({video_bytes * 8 / REC_SECONDS / 1000:.0f} kbit/s VP8 + Opus)"
+    )
