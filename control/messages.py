@@ -158,6 +158,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     spec = header[6:].strip()
     first, dash, last = spec.partition("-")
     first, last = first.strip(), last.strip()
+    if not spec.isascii():  # str.isdigit() accepts '²' (int() refuses it) and other scripts' digits
+        return None
     if "," in spec or not dash or not (first or last) or not (first.isdigit() or not first) \
             or not (last.isdigit() or not last) or len(first) > 19 or len(last) > 19:
         return None  # multiple or malformed ranges: a server may ignore Range

@@ -106,7 +106,7 @@ async def remove(request: web.Request) -> web.Response:
 async def mute(request: web.Request) -> web.Response:
     room, identity, ident = _participant(request)
     raw = request.match_info["track_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # isdigit() alone accepts ², which int() refuses
         raise HttpError(404, "track_not_found", "track ids are positive integers")
     if not await room.mute_track(identity, int(raw), by=ident):
         raise HttpError(404, "track_not_found", f"no track {raw} of participant {identity!r}")

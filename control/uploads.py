@@ -110,7 +110,7 @@ def _header_int(request: web.Request, name: str, *, required: bool = True) -> in
         if required:
             raise HttpError(400, "missing_header", f"the {name} header is required")
         return None
-    if not raw.isdigit() or len(raw) > 19:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19:  # isdigit() alone accepts ², which int() refuses
         raise HttpError(400, "invalid_header", f"{name} must be a non-negative integer")
     return int(raw)
 
