@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "MEDIASRV_"
+MIN_API_SECRET_CHARS = 32
 
 
 class ConfigError(ValueError):
@@ -157,7 +158,12 @@ def load_settings(
 def _secret_file(path: Path, make: typing.Callable[[], str]) -> tuple[str, bool]:
     """Read a secret from `path`, or create it with mode 0600. Returns (secret, created)."""
     if path.exists():
-        return path.read_text().strip(), False
+        if os.stat(path).st_mode & 0o077:  # copied or restored with a loose mode: tighten it
+            os.chmod(path, 0o600)
+        secret = path.read_text().strip()
+        if not secret:  # e.g. a crash between creating and writing it; never run keyless
+            raise ConfigError(f"{path} is empty; delete it to generate a new secret")
+        return secret, False
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
@@ -179,6 +185,9 @@ def prepare_data_dir(settings: Settings) -> list[str]:
             f"{'generated' if created else 'using'} API secret in {path} (mode 0600); "
             "set MEDIASRV_API_SECRET to use your own"
         )
+    if len(settings.api_secret) < MIN_API_SECRET_CHARS:
+        # HS256 tokens can be brute-forced offline against a short secret: anyone could mint admin.
+        raise ConfigError(f"setting 'api_secret' must be at least {MIN_API_SECRET_CHARS} characters")
     if not settings.storage_key:
         import base64
 
