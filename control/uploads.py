@@ -52,6 +52,9 @@ class UploadState:
     def __init__(self) -> None:
         self.writers: dict[str, BlobWriter] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        # HEAD reopens writers without the upload's lock; two concurrent reopenings would give two
+        # writers with diverging offsets (and chunk nonces) over one blob file.
+        self._opening = asyncio.Lock()
 
     def lock(self, upload_id: str) -> asyncio.Lock:
         return self.locks.setdefault(upload_id, asyncio.Lock())
@@ -59,8 +62,11 @@ class UploadState:
     async def writer(self, blobs: BlobStore, att: Attachment) -> BlobWriter:
         writer = self.writers.get(att.upload_id)
         if writer is None:
-            writer = await asyncio.to_thread(blobs.open_writer, att.blob_id)
-            self.writers[att.upload_id] = writer
+            async with self._opening:
+                writer = self.writers.get(att.upload_id)
+                if writer is None:
+                    writer = await asyncio.to_thread(blobs.open_writer, att.blob_id)
+                    self.writers[att.upload_id] = writer
         return writer
 
     async def drop(self, upload_id: str) -> None:

@@ -1,0 +1,47 @@
+"""Concurrent requests on one upload never give it two writers or a 500."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from ctl_helpers import TUS, create_upload
+
+from control.common import MESSAGES, UPLOADS
+from mediasrv import keys
+
+
+async def test_concurrent_reopening_gives_one_writer(srv) -> None:
+    patient = ("pat", "patient")
+    message = await srv.send_message(patient, "doc")
+    r = await create_upload(srv, patient, message["id"], 10)
+    upload_id = r.headers["Location"].rsplit("/", 1)[1]
+    state = srv.app[UPLOADS]
+    await state.drop(upload_id)  # as after a restart: no open writer
+    att = await srv.app[MESSAGES].get_attachment_by_upload(upload_id)
+    a, b = await asyncio.gather(state.writer(srv.app[keys.BLOBS], att),
+                                state.writer(srv.app[keys.BLOBS], att))
+    assert a is b
+
+
+async def test_heads_during_patches_after_restart_keep_the_blob_whole(srv) -> None:
+    patient = ("pat", "patient")
+    message = await srv.send_message(patient, "doc")
+    data = bytes(range(256)) * 2048  # 512 KiB, several blob chunks
+    r = await create_upload(srv, patient, message["id"], len(data))
+    path = r.headers["Location"]
+    await srv.restart()
+    half = len(data) // 2
+    patch = srv.request("PATCH", path, who=patient, data=data[:half], headers={
+        **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"})
+    heads = [srv.request("HEAD", path, who=patient, headers=TUS) for _ in range(3)]
+    results = await asyncio.gather(patch, *heads)
+    assert [x.status for x in results] == [204, 200, 200, 200]
+    r = await srv.request("PATCH", path, who=patient, data=data[half:], headers={
+        **TUS, "Upload-Offset": str(half), "Content-Type": "application/offset+octet-stream"})
+    assert r.status == 204
+    got = await (await srv.request("GET", f"/v1/messages/{message['id']}", who=("doc", "clinician"))).json()
+    att = got["attachments"][0]
+    assert att["sha256"] == hashlib.sha256(data).hexdigest()
+    body = await (await srv.request("GET", att["download_url"], who=("doc", "clinician"))).read()
+    assert body == data
