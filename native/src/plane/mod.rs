@@ -71,6 +71,8 @@ struct WorkerSlot {
     inbox: Mutex<Vec<Handoff>>,
     ready: Condvar,
     rooms: AtomicU64,
+    /// CPU time the worker thread has used (CLOCK_THREAD_CPUTIME_ID), for per-CPU-second figures.
+    cpu_ns: AtomicU64,
 }
 
 struct Shared {
@@ -85,11 +87,20 @@ struct Shared {
     to_python: Mutex<Vec<Inbound>>,
     wake: OwnedFd,
     stop: AtomicBool,
+    /// Cleared to leave datagrams queued in the kernel (benchmarks measure saturated batches).
+    receiving: AtomicBool,
     counters: PlaneCounters,
     pool: Mutex<Vec<Vec<u8>>>,
 }
 
 /// Milliseconds on CLOCK_MONOTONIC, the clock of Python's `time.monotonic()`.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn now_ms() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we pass.
@@ -159,6 +170,7 @@ impl Plane {
                 inbox: Mutex::new(Vec::with_capacity(BATCH * 4)),
                 ready: Condvar::new(),
                 rooms: AtomicU64::new(0),
+                cpu_ns: AtomicU64::new(0),
             })
             .collect();
         let shared = Arc::new(Shared {
@@ -171,6 +183,7 @@ impl Plane {
             to_python: Mutex::new(Vec::new()),
             wake,
             stop: AtomicBool::new(false),
+            receiving: AtomicBool::new(true),
             counters: PlaneCounters::default(),
             pool: Mutex::new(Vec::new()),
         });
@@ -294,6 +307,16 @@ impl Plane {
         st.peers.get(&transport).map(|p| (p.stats, p.srtp.counters().clone()))
     }
 
+    /// CPU seconds used so far by each worker thread.
+    pub fn worker_cpu_seconds(&self) -> Vec<f64> {
+        self.shared.workers.iter().map(|w| w.cpu_ns.load(Relaxed) as f64 / 1e9).collect()
+    }
+
+    /// Stops or resumes reading the sockets (datagrams wait in the kernel meanwhile).
+    pub fn set_receiving(&self, on: bool) {
+        self.shared.receiving.store(on, Relaxed);
+    }
+
     pub fn counters(&self) -> &PlaneCounters {
         &self.shared.counters
     }
@@ -352,8 +375,13 @@ fn receiver_loop(shared: &Shared) {
     let mut notify = vec![false; shared.workers.len()];
     let mut spare: Vec<Vec<u8>> = Vec::new();
     while !shared.stop.load(Relaxed) {
-        // SAFETY: fds is a valid array of pollfd for the duration of the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, interval) };
+        if shared.receiving.load(Relaxed) {
+            // SAFETY: fds is a valid array of pollfd for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, interval) };
+        } else {
+            std::thread::sleep(Duration::from_millis(interval as u64));
+            continue;
+        }
         let now = now_ms();
         let mut woke_python = false;
         for s in 0..shared.sockets.len() {
@@ -424,6 +452,8 @@ fn receiver_loop(shared: &Shared) {
         let mut st = lock(&shared.workers[0].state);
         st.poll(&shared.sockets, now_ms());
         st.flush(&shared.sockets);
+        drop(st);
+        shared.workers[0].cpu_ns.store(thread_cpu_ns(), Relaxed);
     }
 }
 
@@ -453,5 +483,6 @@ fn worker_loop(shared: &Shared, index: usize) {
         if !spare.is_empty() {
             lock(&shared.pool).append(&mut spare);
         }
+        slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
     }
 }

@@ -162,6 +162,12 @@ impl MediaPlane {
         Ok(Some(d))
     }
 
+    /// Stops (False) or resumes (True) reading the sockets; datagrams wait in the kernel meanwhile.
+    fn set_receiving(&self, on: bool) -> PyResult<()> {
+        self.plane()?.set_receiving(on);
+        Ok(())
+    }
+
     /// Plane-wide counters (datagrams, bytes, hand-offs, drops by reason, SRTP totals).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -200,6 +206,7 @@ impl MediaPlane {
             dropped.set_item(k, v)?;
         }
         d.set_item("dropped", dropped)?;
+        d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
         put_srtp(&d, "srtp_", &srtp)?;
         Ok(d)
     }

@@ -59,21 +59,27 @@ pub fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
     }
 }
 
-/// Binds a non-blocking UDP socket with large kernel buffers.
+fn set_int_opt(sock: &UdpSocket, opt: libc::c_int, value: libc::c_int) -> bool {
+    // SAFETY: plain setsockopt on an fd we own.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            &value as *const _ as *const libc::c_void,
+            size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// Binds a non-blocking UDP socket with large kernel buffers: 16 MiB where the process may exceed
+/// the system limit (CAP_NET_ADMIN), else as much as `net.core.[rw]mem_max` allows.
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind(addr)?;
     sock.set_nonblocking(true)?;
-    let size: libc::c_int = 4 * 1024 * 1024;
-    for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-        // SAFETY: plain setsockopt on an fd we own; failure only leaves the default size.
-        unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &size as *const _ as *const libc::c_void,
-                size_of::<libc::c_int>() as libc::socklen_t,
-            );
+    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+        if !set_int_opt(&sock, force, 16 << 20) {
+            set_int_opt(&sock, plain, 16 << 20);
         }
     }
     Ok(sock)
