@@ -7,6 +7,7 @@ message that does not exist); only the recipient marks it read; the sender or th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 from urllib.parse import quote
 
@@ -35,6 +36,7 @@ SENDER_ROLES = frozenset({"patient", "clinician"})
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_CHARS = 20_000
 STREAM_BLOCK_BYTES = 256 * 1024
+UPLOAD_LOCK_WAIT_S = 15.0
 # Uploaded files are untrusted: no MIME sniffing, and no script/plugin/same-origin powers if opened.
 DOWNLOAD_SAFETY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
@@ -134,11 +136,22 @@ async def mark_read(request: web.Request) -> web.Response:
 async def delete_message_and_blobs(app: web.Application, message_id: str) -> None:
     """Remove a message, its attachments and their blobs (also used by the retention purge)."""
     store: MessageStore = app[MESSAGES]
-    for att in (await store.list_attachments([message_id]))[message_id]:
-        await app[UPLOADS].drop(att.upload_id)
-    blob_ids = await store.delete_message(message_id)
-    blobs: BlobStore = app[keys.BLOBS]
-    await asyncio.to_thread(lambda: [blobs.delete(b) for b in blob_ids])
+    state = app[UPLOADS]
+    async with contextlib.AsyncExitStack() as held:
+        # Hold every attachment's upload lock: a PATCH in flight finishes (or fails cleanly) before
+        # its writer is closed and its blob deleted, instead of writing into a closed file (a 500)
+        # and leaving an orphaned tail file behind.
+        for att in (await store.list_attachments([message_id]))[message_id]:
+            lock = state.lock(att.upload_id)
+            try:
+                await asyncio.wait_for(lock.acquire(), UPLOAD_LOCK_WAIT_S)
+            except TimeoutError:
+                raise HttpError(423, "upload_busy", "an attachment is being uploaded; retry") from None
+            held.callback(lock.release)
+            await state.drop(att.upload_id)
+        blob_ids = await store.delete_message(message_id)
+        blobs: BlobStore = app[keys.BLOBS]
+        await asyncio.to_thread(lambda: [blobs.delete(b) for b in blob_ids])
 
 
 async def delete_message(request: web.Request) -> web.Response:

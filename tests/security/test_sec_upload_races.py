@@ -45,3 +45,33 @@ async def test_heads_during_patches_after_restart_keep_the_blob_whole(srv) -> No
     assert att["sha256"] == hashlib.sha256(data).hexdigest()
     body = await (await srv.request("GET", att["download_url"], who=("doc", "clinician"))).read()
     assert body == data
+
+
+async def test_deleting_a_message_while_its_attachment_uploads(srv) -> None:
+    patient = ("pat", "patient")
+    message = await srv.send_message(patient, "doc")
+    total = 3 * 1024 * 1024
+    r = await create_upload(srv, patient, message["id"], total)
+    path = r.headers["Location"]
+    first_sent, go_on = asyncio.Event(), asyncio.Event()
+
+    async def slow_body():
+        yield b"a" * (1024 * 1024 + 7)
+        first_sent.set()
+        await go_on.wait()
+        yield b"b" * (1024 * 1024)
+
+    patch = asyncio.ensure_future(srv.request("PATCH", path, who=patient, data=slow_body(), headers={
+        **TUS, "Upload-Offset": "0", "Content-Type": "application/offset+octet-stream"}))
+    await first_sent.wait()
+    await asyncio.sleep(0.2)  # the server has written the first megabyte into the blob
+    delete = asyncio.ensure_future(srv.request("DELETE", f"/v1/messages/{message['id']}", who=patient))
+    await asyncio.sleep(0.2)
+    go_on.set()
+    patched, deleted = await patch, await delete
+    assert patched.status == 204, await patched.text()
+    assert deleted.status == 204
+    r = await srv.request("HEAD", path, who=patient, headers=TUS)
+    assert r.status == 404
+    blob_root = srv.settings.data_dir / "blobs"
+    assert [p.name for p in blob_root.rglob("*") if p.is_file()] == []  # no orphaned blob or tail
