@@ -31,6 +31,7 @@ CORS = {
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Patch, Accept-Post",
     "Access-Control-Allow-Methods": "OPTIONS, POST, PATCH, DELETE",
 }
+MAX_WHEP_SESSIONS_PER_IDENTITY = 8
 SESSIONS: web.AppKey[dict[str, WhipSession]] = web.AppKey("whip_sessions")
 
 
@@ -112,6 +113,12 @@ async def whep_post(request: web.Request) -> web.Response:
     publisher = room.participants.get(target) if room else None
     if room is None or publisher is None:
         raise HttpError(404, "unknown_identity", f"{target!r} is not in room {room_name!r}")
+    open_sessions = sum(1 for s in request.app[SESSIONS].values()
+                        if s.kind == "whep" and s.owner == ident.sub and s.room is room)
+    if open_sessions >= MAX_WHEP_SESSIONS_PER_IDENTITY:
+        # Each session is a peer connection with its own ICE agent: one token must not make many.
+        raise HttpError(429, "too_many_sessions",
+                        f"at most {MAX_WHEP_SESSIONS_PER_IDENTITY} WHEP sessions per identity and room")
     viewer = f"{ident.sub}:whep:{secrets.token_hex(3)}"
     try:
         session = await _start(request, ident, "whep", viewer, room)
