@@ -29,6 +29,8 @@ async def demo_token(request: web.Request) -> web.Response:
     room, identity, role = body.get("room"), body.get("identity"), body.get("role", "patient")
     if role not in ROOM_ROLES:
         raise HttpError(400, "invalid_role", f"role must be one of {sorted(ROOM_ROLES)}")
+    if room is None:  # a token without a room is a messaging token: anyone's inbox by identity
+        raise HttpError(400, "invalid_request", "room is required")
     try:
         token = mint_token(settings.api_secret, identity=identity, role=role, room=room,
                            name=body.get("name") or identity, ttl_s=3600)
