@@ -65,6 +65,18 @@ def mid_extension_id(sdp: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
+async def _ignore_rtp(data: bytes, arrival_time_ms: int) -> None:
+    return None
+
+
+def _mute_aiortc_media(pc: RTCPeerConnection) -> None:
+    """Media arriving before the hand-over must not reach aiortc's receivers (they would try to
+    decode the synthetic VP8); the pump counts from its first packet on."""
+    for t in pc.getTransceivers():
+        if t.receiver.transport is not None:
+            t.receiver.transport._handle_rtp_data = _ignore_rtp
+
+
 @dataclass
 class Connection:
     role: str  # "publisher" | "subscriber"
@@ -100,6 +112,7 @@ class Visit:
         self.connections.append(conn)
         try:
             conn.session = await negotiate(conn.pc)
+            _mute_aiortc_media(conn.pc)
             await wait_connected(conn.pc)
             conn.handed = await hand_over(conn.pc, self.pump)
         except Exception as exc:  # counted and reported; one failed client must not stop the run

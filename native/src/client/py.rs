@@ -165,10 +165,42 @@ impl ClientPump {
     /// the previous `snapshot(interval=True)` call.
     #[pyo3(signature = (interval = true))]
     fn snapshot<'py>(&mut self, py: Python<'py>, interval: bool) -> PyResult<Bound<'py, PyDict>> {
-        let mut st = self.pump.state.lock().unwrap();
+        // Copy under the lock, build Python objects after releasing it: allocating (and a GC
+        // pass it may trigger) must never stall the worker thread.
+        let (t, reception, peers, streams_sending, quantiles, interval_q) = {
+            let mut st = self.pump.state.lock().unwrap();
+            let h = &st.latency;
+            let quantiles = [
+                ("latency_samples", h.count as f64),
+                ("latency_mean_ms", h.mean_us() / 1000.0),
+                ("latency_max_ms", h.max_us as f64 / 1000.0),
+                ("latency_p50_ms", h.quantile_us(0.5) / 1000.0),
+                ("latency_p95_ms", h.quantile_us(0.95) / 1000.0),
+                ("latency_p99_ms", h.quantile_us(0.99) / 1000.0),
+            ];
+            let interval_q = interval.then(|| {
+                let h = &st.interval_latency;
+                [
+                    ("interval_latency_samples", h.count as f64),
+                    ("interval_latency_p50_ms", h.quantile_us(0.5) / 1000.0),
+                    ("interval_latency_p99_ms", h.quantile_us(0.99) / 1000.0),
+                ]
+            });
+            if interval {
+                st.interval_latency.clear();
+            }
+            let streams: usize = st.peers.values().map(|p| p.streams.len()).sum();
+            (
+                st.totals,
+                st.reception(),
+                st.peers.len(),
+                streams,
+                quantiles,
+                interval_q,
+            )
+        };
+        let (expected, received, streams, jitter) = reception;
         let d = PyDict::new(py);
-        let t = st.totals;
-        let (expected, received, streams, jitter) = st.reception();
         let pairs: [(&str, u64); 19] = [
             ("packets_sent", t.packets_sent),
             ("bytes_sent", t.bytes_sent),
@@ -196,28 +228,17 @@ impl ClientPump {
         d.set_item("lost", expected.saturating_sub(received))?;
         d.set_item("streams_receiving", streams)?;
         d.set_item("jitter_ms", jitter / 1000.0)?;
-        d.set_item("peers", st.peers.len())?;
-        d.set_item(
-            "streams_sending",
-            st.peers.values().map(|p| p.streams.len()).sum::<usize>(),
-        )?;
-        let h = &st.latency;
-        d.set_item("latency_samples", h.count)?;
-        d.set_item("latency_mean_ms", h.mean_us() / 1000.0)?;
-        d.set_item("latency_max_ms", h.max_us as f64 / 1000.0)?;
-        for (name, q) in [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)] {
-            d.set_item(format!("latency_{name}_ms"), h.quantile_us(q) / 1000.0)?;
-        }
-        if interval {
-            let h = &st.interval_latency;
-            d.set_item("interval_latency_samples", h.count)?;
-            for (name, q) in [("p50", 0.5), ("p99", 0.99)] {
-                d.set_item(
-                    format!("interval_latency_{name}_ms"),
-                    h.quantile_us(q) / 1000.0,
-                )?;
+        d.set_item("peers", peers)?;
+        d.set_item("streams_sending", streams_sending)?;
+        for (k, v) in quantiles
+            .into_iter()
+            .chain(interval_q.into_iter().flatten())
+        {
+            if k.ends_with("_samples") {
+                d.set_item(k, v as u64)?;
+            } else {
+                d.set_item(k, v)?;
             }
-            st.interval_latency.clear();
         }
         Ok(d)
     }
