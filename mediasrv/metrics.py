@@ -1,7 +1,7 @@
 """Prometheus metrics, collected at scrape time from the rooms and their native routers.
 
-Nothing here runs per packet: the routers count natively, and this collector reads their counters
-when /metrics is scraped.
+Nothing here runs per packet: the routers and the native media plane count natively, and this
+collector reads their counters when /metrics is scraped (bitrates: `rate()` of the byte counters).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 from collections import Counter
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -18,7 +19,7 @@ from prometheus_client.registry import Collector
 from . import keys
 from .auth import bearer_token
 from .httputil import require_admin
-from .sfu.rooms import RoomManager
+from .sfu.rooms import Room, RoomManager
 from .vitals.live import FRAMES as VITALS_FRAMES
 
 # (router counter, metric name, help)
@@ -35,7 +36,22 @@ RTP_COUNTERS = [
     ("plis_out", "rtcp_plis_sent", "keyframe requests sent to publishers"),
     ("remb_out", "rtcp_remb_sent", "REMB bandwidth estimates sent to publishers"),
     ("rtcp_packets_in", "rtcp_packets_received", "RTCP packets received"),
+    ("nacks_out", "rtcp_nacks_sent", "NACKs sent to publishers for packets lost on the way in"),
+    ("rtx_in", "rtp_rtx_received", "retransmissions (RTX) received from publishers"),
+    ("sr_out", "rtcp_sender_reports_sent", "sender reports sent to subscribers"),
+    ("rr_out", "rtcp_receiver_reports_sent", "receiver reports sent to publishers"),
 ]
+
+# (native plane counter, metric name, help)
+PLANE_COUNTERS = [
+    ("datagrams_in", "media_datagrams_received", "UDP datagrams received on the media port(s)"),
+    ("bytes_in", "media_bytes_received", "UDP payload bytes received on the media port(s)"),
+    ("datagrams_out", "media_datagrams_sent", "UDP datagrams sent by the media workers"),
+    ("bytes_out", "media_bytes_sent", "UDP payload bytes sent by the media workers"),
+    ("to_python", "media_datagrams_to_control", "datagrams passed to aioice/aiortc (STUN, DTLS, pre-handover)"),
+]
+# Clock rates for turning RTP-unit jitter into seconds (Opus and every video codec we route).
+CLOCK_RATE = {"audio": 48_000, "video": 90_000}
 
 
 class MediasrvCollector(Collector):
@@ -75,6 +91,75 @@ class MediasrvCollector(Collector):
         for reason, value in sorted(drops.items()):
             dropped.add_metric([reason], value)
         yield dropped
+        if self.rooms.plane is not None:
+            yield from self._plane(self.rooms.plane.native.stats())
+        yield from self._streams(rooms)
+
+    def _plane(self, stats: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        for key, name, help_text in PLANE_COUNTERS:
+            yield CounterMetricFamily(f"mediasrv_{name}", help_text, value=stats[key])
+        dropped = CounterMetricFamily("mediasrv_media_datagrams_dropped",
+                                      "datagrams the media plane dropped, by reason", labels=["reason"])
+        for reason, value in sorted(stats["dropped"].items()):
+            dropped.add_metric([reason], value)
+        yield dropped
+        cpu = CounterMetricFamily("mediasrv_media_worker_cpu_seconds", "CPU time of each media worker thread",
+                                  labels=["worker"])
+        for i, seconds in enumerate(stats["worker_cpu_seconds"]):
+            cpu.add_metric([str(i)], seconds)
+        yield cpu
+
+    def _streams(self, rooms: list[Room]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Per published track (what the server receives) and per subscription (what it sends)."""
+        labels = ["room", "track", "kind"]
+        t_packets = CounterMetricFamily("mediasrv_track_packets", "RTP packets received per track", labels=labels)
+        t_bytes = CounterMetricFamily("mediasrv_track_bytes", "RTP bytes received per track", labels=labels)
+        t_lost = GaugeMetricFamily("mediasrv_track_packets_lost", "packets lost from the publisher (RFC 3550)",
+                                   labels=labels)
+        t_jitter = GaugeMetricFamily("mediasrv_track_jitter_seconds", "interarrival jitter from the publisher",
+                                     labels=labels)
+        t_nacks = CounterMetricFamily("mediasrv_track_nacks_sent", "NACKs sent to the publisher", labels=labels)
+        sub_labels = ["room", "track", "kind", "subscription"]
+        s_packets = CounterMetricFamily("mediasrv_subscription_packets", "RTP packets sent per subscription",
+                                        labels=sub_labels)
+        s_bytes = CounterMetricFamily("mediasrv_subscription_bytes", "RTP bytes sent per subscription",
+                                      labels=sub_labels)
+        s_rtx = CounterMetricFamily("mediasrv_subscription_retransmissions",
+                                    "packets resent after the subscriber's NACKs", labels=sub_labels)
+        s_lost = GaugeMetricFamily("mediasrv_subscription_packets_lost",
+                                   "cumulative loss the subscriber reports (RTCP RR)", labels=sub_labels)
+        s_jitter = GaugeMetricFamily("mediasrv_subscription_jitter_seconds",
+                                     "jitter the subscriber reports (RTCP RR)", labels=sub_labels)
+        for room in rooms:
+            for track in list(room.tracks.values()):
+                try:
+                    ts = room.router.track_stats(track.id)
+                except KeyError:
+                    continue
+                lv = [room.name, str(track.id), track.kind]
+                rate = CLOCK_RATE.get(track.kind, 90_000)
+                t_packets.add_metric(lv, ts["packets"])
+                t_bytes.add_metric(lv, ts["bytes"])
+                t_lost.add_metric(lv, max(0, ts["lost"]))
+                t_jitter.add_metric(lv, ts["jitter"] / rate)
+                t_nacks.add_metric(lv, ts["nacks_out"])
+                for p in list(room.participants.values()):
+                    sub = p.subscriptions.get(track.id)
+                    if sub is None or not sub.active:
+                        continue
+                    try:
+                        ss = room.router.subscription_stats(sub.id)
+                    except KeyError:
+                        continue
+                    sv = [*lv, str(sub.id)]
+                    s_packets.add_metric(sv, ss["packets"])
+                    s_bytes.add_metric(sv, ss["bytes"])
+                    s_rtx.add_metric(sv, ss["retransmissions"])
+                    if ss["cumulative_lost"] is not None:
+                        s_lost.add_metric(sv, max(0, ss["cumulative_lost"]))
+                    if ss["jitter"] is not None:
+                        s_jitter.add_metric(sv, ss["jitter"] / rate)
+        yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, s_packets, s_bytes, s_rtx, s_lost, s_jitter)
         frames = CounterMetricFamily("mediasrv_vitals_frames", "vitals data-channel frames, by result",
                                      labels=["result"])
         for result, value in sorted(VITALS_FRAMES.items()):
