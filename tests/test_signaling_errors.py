@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
 
+from mediasrv.auth import mint_token
 from mediasrv.sfu.ice import configure_host_addresses
 
 configure_host_addresses(["127.0.0.1"])
@@ -31,12 +34,8 @@ async def test_whip_auth_failures(server):
     status, body, headers = await _post(url, "v=0\r\n", None)
     assert status == 401 and body["error"]["code"] == "missing_token"
     assert headers["WWW-Authenticate"].startswith("Bearer")
-    expired = server.token("p1", "patient", "visit1", ttl_s=1)
-    import jwt
-
-    claims = jwt.decode(expired, server.settings.api_secret, algorithms=["HS256"])
-    claims["exp"] = claims["iat"] - 100
-    expired = jwt.encode(claims, server.settings.api_secret, algorithm="HS256")
+    expired = mint_token(server.settings.api_secret, identity="p1", role="patient", room="visit1",
+                         ttl_s=60, now=time.time() - 3600)
     status, body, _ = await _post(url, "v=0\r\n", expired)
     assert (status, body["error"]["code"]) == (401, "token_expired")
     status, body, _ = await _post(url, "v=0\r\n", server.token("p1", "patient", "other-room"))
