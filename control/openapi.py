@@ -29,7 +29,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
             404: "Not found", 409: "Conflict with the current state", 410: "Upload expired",
             412: "Tus-Resumable missing or unsupported", 413: "Too large",
             415: "Wrong Content-Type", 416: "Range not satisfiable", 423: "Upload busy",
-            460: "Checksum mismatch (the chunk was discarded)"}
+            460: "Checksum mismatch (the chunk was discarded)", 503: "Not configured on this server"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref("Error")}}}
             for s in statuses}
 
@@ -138,6 +138,10 @@ SCHEMAS: dict[str, Any] = {
         "role": {"type": "string"}, "action": {"type": "string"}, "room": {"type": ["string", "null"]},
         "target": {"type": ["string", "null"]}, "address": {"type": ["string", "null"]},
         "detail": {"type": ["object", "null"]}}},
+    "RecordingStatus": {"type": "object", "properties": {
+        "recording": {"type": "boolean"}, "recording_id": {"type": ["string", "null"]},
+        "waiting_for": {"type": "array", "items": {"type": "string"}},
+        "refused": {"type": "array", "items": {"type": "string"}}}},
 }
 
 
@@ -278,6 +282,33 @@ PATHS: dict[str, dict[str, Any]] = {
                 "type": "object", "required": ["envelopes"], "properties": {
                     "patient": {"type": "string"}, "room": {"type": ["string", "null"]},
                     "envelopes": {"type": "array", "items": {"type": "string", "contentEncoding": "base64"}}}}}}}},
+    },
+    # Recording routes belong to mediasrv.recording.api.
+    "/v1/rooms/{room}/recording": {
+        "post": _op("Start recording the visit: asks every participant for consent; 409 until all consented",
+                    {"201": _json(_ref("RecordingStatus"), "Recording"), **_errors(401, 403, 404, 409, 503)},
+                    tag="recordings", parameters=[ROOM]),
+        "delete": _op("Stop the recording; its files are sealed", {
+            "200": _json({"type": "object"}, "Stopped, with the files"), **_errors(401, 403, 404)},
+            tag="recordings", parameters=[ROOM]),
+    },
+    "/v1/recordings": {
+        "get": _op("Recordings (admin: all; clinician: the token's room)", {
+            "200": _json({"type": "object", "properties": {"recordings": {"type": "array", "items": {"type": "object"}}}},
+                         "Recordings"), **_errors(401, 403, 503)}, tag="recordings",
+            parameters=[_query("room", {"type": "string", "minLength": 1, "maxLength": 128}, "Room name")]),
+    },
+    "/v1/recordings/{id}": {
+        "get": _op("One recording with its files (one file per track)", {
+            "200": _json({"type": "object"}, "Recording"), **_errors(401, 403, 404, 503)}, tag="recordings",
+            parameters=[_path_param("id", "Recording id")]),
+    },
+    "/v1/recordings/{id}/files/{file_id}": {
+        "get": _op("Download one recorded track (WebM or Matroska); Range supported; audited", {
+            "200": {"description": "The file", "content": {"video/webm": {}, "audio/webm": {}, "video/x-matroska": {}}},
+            "206": {"description": "Partial content"}, **_errors(401, 403, 404, 416, 503)}, tag="recordings",
+            parameters=[_path_param("id", "Recording id"), _path_param("file_id", "File id"),
+                        _header("Range", {"type": "string"}, "bytes=start-end")]),
     },
     "/v1/audit": {
         "get": _op("Audit log, newest first (admin)", {

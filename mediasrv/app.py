@@ -10,6 +10,8 @@ from . import keys
 from .config import Settings
 from .httputil import error_middleware
 from .metrics import setup_metrics
+from .recording import api as recordings_api
+from .recording.store import RecordingStore
 from .sfu.rooms import RoomManager
 from .signaling import demo, roomws, whip
 from .store import Database
@@ -64,4 +66,8 @@ def create_app(settings: Settings) -> web.Application:
         log.debug("control API not installed")
     else:
         setup_control_api(app)
+    if keys.BLOBS in app:  # recordings are sealed into the control API's encrypted blob store
+        app[keys.ROOMS].recording_store = RecordingStore(app[keys.DB], app[keys.BLOBS],
+                                                         settings.data_dir / "recording-work")
+        recordings_api.setup_routes(app)
     return app

@@ -24,6 +24,8 @@ from aiortc.sdp import SessionDescription
 
 from ..auth import Identity
 from ..config import Settings
+from ..recording.controller import RoomRecording
+from ..recording.store import RecordingStore
 from ..vitals.live import VitalsChannel
 from .native_plane import NativePlane
 from .peer import ForwardedTrack, PeerTransport, now_ms
@@ -79,8 +81,9 @@ class Participant:
     identity: str
     role: str
     name: str | None
-    session: str  # "room" | "whip" | "whep"
+    session: str  # "room" | "whip" | "whep" | "recorder"
     admitted: bool = True
+    hidden: bool = False  # the recorder: never listed, announced or counted
     events: EventSink | None = None
     auto_subscribe: bool = True
     wanted: set[int] = field(default_factory=set)
@@ -125,13 +128,15 @@ class Room:
         self.transports: dict[int, PeerTransport] = {}
         self.drops: Counter[str] = Counter()
         self.closed = False
+        self.recording = RoomRecording(self, manager.recording_store)
         self._task = asyncio.get_running_loop().create_task(self._run())
         self._warned = False
 
     # --- description ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "options": asdict(self.options), "created_at": self.created_at,
-                "participants": [p.describe() for p in self.participants.values()]}
+                "participants": [p.describe() for p in self.participants.values() if not p.hidden],
+                "recording": self.recording.status()}
 
     def count_drop(self, reason: str) -> None:
         self.drops[reason] += 1
@@ -153,7 +158,7 @@ class Room:
                             "message": "the same identity joined again elsewhere"})
             await self.leave(ident.sub, reason="replaced")
         limit = self.options.max_participants
-        if limit is not None and len(self.participants) >= limit:
+        if limit is not None and sum(not o.hidden for o in self.participants.values()) >= limit:
             raise RoomError("room_full", f"the room allows {limit} participants", 409)
         waiting = self.options.waiting_room and ident.role in ("patient", "guest")
         p = Participant(identity=ident.sub, role=ident.role, name=ident.name, session=session,
@@ -167,6 +172,14 @@ class Room:
         else:
             await self.broadcast({**info, "type": "participant_waiting"}, exclude=p.identity,
                                  only=lambda o: o.role == "clinician")
+        await self.recording.joined(p.identity)
+        return p
+
+    async def join_hidden(self, identity: str, events: EventSink) -> Participant:
+        """An internal subscriber (the recorder): receives what it asks for, is never shown."""
+        p = Participant(identity=identity, role="observer", name=None, session="recorder",
+                        hidden=True, events=events, auto_subscribe=False)
+        self.participants[identity] = p
         return p
 
     async def leave(self, identity: str, reason: str = "left") -> bool:
@@ -182,13 +195,16 @@ class Room:
                 self.router.remove_transport(t.handle)
                 self.transports.pop(t.handle, None)
                 await t.close()
+        if p.hidden:
+            return True
+        self.recording.left(p.identity)
         await self.manager.audit_event_raw(p.identity, p.role, "leave", room=self.name,
                                            detail={"reason": reason, "kind": p.session})
         if p.admitted:
             await self.broadcast({"type": "participant_left", "identity": identity, "reason": reason})
         if p.on_removed is not None:
             await p.on_removed(reason)
-        if not self.participants and not self.explicit:
+        if not any(not o.hidden for o in self.participants.values()) and not self.explicit:
             await self.manager.close(self.name, "empty")
         return True
 
@@ -386,7 +402,7 @@ class Room:
 
     async def sync_subscriptions(self, p: Participant) -> None:
         """Bring p's subscriber connection in line with what p should receive (room protocol)."""
-        if p.session != "room" or p.events is None:
+        if p.session not in ("room", "recorder") or p.events is None:
             return
         desired = self.desired_tracks(p)
         current = set(p.subscriptions)
@@ -503,6 +519,10 @@ class Room:
         if self.closed:
             return
         self.closed = True
+        try:
+            await self.recording.stop(None, reason=f"room_closed:{reason}")
+        except Exception:  # the room closes regardless; the recording is marked by its store
+            log.exception("room %s: stopping the recording", self.name)
         await self.broadcast({"type": "room_closed", "reason": reason})
         for identity in list(self.participants):
             await self.leave(identity, reason=f"room_closed:{reason}")
@@ -528,6 +548,7 @@ class RoomManager:
         self.audit = audit
         self.rooms: dict[str, Room] = {}
         self.vitals_store: Any = None  # mediasrv.vitals.store.VitalsStore, set by the app
+        self.recording_store: RecordingStore | None = None  # set by the app
         # Counters of closed rooms' routers, so exported totals never go backwards.
         self.retired: Counter[str] = Counter()
         self.retired_drops: Counter[str] = Counter()

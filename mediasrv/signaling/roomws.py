@@ -17,6 +17,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import keys
 from ..auth import AuthError, Identity, bearer_token, verify_token
+from ..recording.consent import ConsentError
 from ..sfu.rooms import Participant, Room, RoomError
 from ..sfu.sdp import SdpError
 
@@ -88,7 +89,7 @@ class RoomSession:
             "type": "joined", "request_id": msg.get("request_id"), "room": self.room_name,
             "identity": self.ident.sub, "role": self.ident.role, "admitted": self.participant.admitted,
             "participants": [p.describe() for p in self.room.participants.values()
-                             if p.admitted and p is not self.participant],
+                             if p.admitted and not p.hidden and p is not self.participant],
             "tracks": [t.describe() for t in self.room.tracks.values()
                        if t.owner != self.ident.sub and self.room._may_receive(self.participant, t)],
         })
@@ -143,6 +144,18 @@ class RoomSession:
                 raise ProtocolError("not_admitted", "wait until you are admitted to chat")
             event = {"type": "chat", "from": p.identity, "name": p.name, "text": text, "ts": time.time()}
             await room.broadcast(event, only=lambda o: o.admitted)
+        elif kind == "start_recording":
+            status = await room.recording.request(self.ident)
+            await self.send({"type": "recording_status", "request_id": rid, **status})
+        elif kind == "recording_consent":
+            granted = _field(msg, "granted", bool)
+            await room.recording.answer(p.identity, granted)
+            await self.send({"type": "recording_status", "request_id": rid, **room.recording.status()})
+        elif kind == "stop_recording":
+            if not self.ident.is_moderator:
+                raise ProtocolError("forbidden", "only a clinician can stop the recording")
+            if await room.recording.stop(self.ident) is None:
+                raise ProtocolError("not_recording", "the room is not being recorded")
         elif kind == "ping":
             await self.send({"type": "pong", "request_id": rid})
         elif kind == "leave":
@@ -225,6 +238,8 @@ async def _serve(session: RoomSession, query_token: str) -> None:
             await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
         except SdpError as exc:
             await session.send({"type": "error", "request_id": rid, "code": "invalid_sdp", "message": str(exc)})
+        except ConsentError as exc:
+            await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
         except (AuthError, RoomError) as exc:
             await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
             if not joined:

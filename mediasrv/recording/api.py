@@ -1,0 +1,132 @@
+"""Recordings over HTTP.
+
+POST   /v1/rooms/{room}/recording            start (asks for consent; 409 until everyone consented)
+DELETE /v1/rooms/{room}/recording            stop; the files are sealed and listed
+GET    /v1/recordings[?room=R]               list
+GET    /v1/recordings/{id}                   one recording with its files (one per track)
+GET    /v1/recordings/{id}/files/{file_id}   download (Range supported), audited
+
+Admins may do all of it; a clinician with a token for the room may for that room's recordings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+
+from .. import keys
+from ..auth import Identity
+from ..httputil import HttpError, authenticate, client_address
+from .consent import ConsentError
+from .store import RecordingStore
+
+STREAM_BLOCK = 1024 * 1024
+
+
+def _store(request: web.Request) -> RecordingStore:
+    store = request.app[keys.ROOMS].recording_store
+    if store is None:
+        raise HttpError(503, "recording_unavailable", "recording is not configured")
+    return store
+
+
+def _moderator(request: web.Request, room: str | None) -> Identity:
+    ident = authenticate(request, room=room)
+    if ident.is_admin or (ident.role == "clinician" and ident.room is not None):
+        return ident
+    raise HttpError(403, "forbidden", "recordings are for the room's clinicians and admins")
+
+
+async def start(request: web.Request) -> web.Response:
+    name = request.match_info["room"]
+    ident = _moderator(request, name)
+    room = request.app[keys.ROOMS].get(name)
+    if room is None:
+        raise HttpError(404, "room_not_found", f"no open room {name!r}")
+    try:
+        status = await room.recording.start_now(ident)
+    except ConsentError as exc:
+        raise HttpError(exc.status, exc.code, exc.message) from None
+    return web.json_response(status, status=201)
+
+
+async def stop(request: web.Request) -> web.Response:
+    name = request.match_info["room"]
+    ident = _moderator(request, name)
+    room = request.app[keys.ROOMS].get(name)
+    result = await room.recording.stop(ident) if room is not None else None
+    if result is None:
+        raise HttpError(404, "not_recording", f"room {name!r} is not being recorded")
+    return web.json_response(result)
+
+
+async def list_recordings(request: web.Request) -> web.Response:
+    ident = _moderator(request, None)
+    room = request.query.get("room")
+    if not ident.is_admin:
+        if room not in (None, ident.room):
+            raise HttpError(403, "wrong_room", "the token is for another room")
+        room = ident.room
+    return web.json_response({"recordings": await _store(request).list(room=room)})
+
+
+async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
+    ident = _moderator(request, None)
+    rec = await _store(request).get(request.match_info["id"])
+    if rec is None or (not ident.is_admin and rec["room"] != ident.room):
+        raise HttpError(404, "recording_not_found", "no such recording")
+    return ident, rec
+
+
+async def get_recording(request: web.Request) -> web.Response:
+    _, rec = await _visible(request)
+    return web.json_response(rec)
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    from control.messages import parse_range
+
+    ident, rec = await _visible(request)
+    f = await _store(request).file(rec["id"], request.match_info["file_id"])
+    if f is None:
+        raise HttpError(404, "file_not_found", "no such file in this recording")
+    blobs = request.app[keys.BLOBS]
+    reader = await asyncio.to_thread(blobs.open_reader, f["blob_id"])
+    try:
+        size = reader.length
+        rng = parse_range(request.headers.get("Range"), size)
+        begin, end = rng or (0, size)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": f["content_type"],
+                   "Content-Length": str(end - begin), "Cache-Control": "private, no-store",
+                   "Content-Disposition": "attachment", "X-Content-Type-Options": "nosniff",
+                   "ETag": f'"{f["sha256"]}"'}
+        if rng:
+            headers["Content-Range"] = f"bytes {begin}-{end - 1}/{size}"
+        await request.app[keys.AUDIT].record(
+            actor=ident.sub, role=ident.role, action="recording_download", room=rec["room"],
+            address=client_address(request), detail={"recording_id": rec["id"]})
+        response = web.StreamResponse(status=206 if rng else 200, headers=headers)
+        await response.prepare(request)
+        reader.seek(begin)
+        pos = begin
+        while pos < end:
+            block = await asyncio.to_thread(reader.read, min(STREAM_BLOCK, end - pos))
+            if not block:
+                break
+            await response.write(block)
+            pos += len(block)
+        await response.write_eof()
+        return response
+    finally:
+        reader.close()
+
+
+def setup_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/v1/rooms/{room}/recording", start)
+    r.add_delete("/v1/rooms/{room}/recording", stop)
+    r.add_get("/v1/recordings", list_recordings)
+    r.add_get("/v1/recordings/{id}", get_recording)
+    r.add_get("/v1/recordings/{id}/files/{file_id}", download)

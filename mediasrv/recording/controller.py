@@ -1,0 +1,120 @@
+"""Recording of one room: consent over the room protocol, then a Recorder, then sealed files.
+
+Flow: a clinician (room protocol `start_recording`) or an admin (`POST /v1/rooms/{room}/recording`)
+asks; every participant present gets `recording_consent_request` and answers `recording_consent`;
+once all granted, the recording starts and everyone gets `recording_started` (the indicator) —
+`recording_stopped` when it ends. A refusal ends the request and tells the requester who refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..auth import Identity
+from .consent import ConsentError, RecordingConsent
+from .session import Recorder
+from .store import RecordingStore
+
+if TYPE_CHECKING:
+    from ..sfu.rooms import Room
+
+log = logging.getLogger(__name__)
+
+
+class RoomRecording:
+    def __init__(self, room: Room, store: RecordingStore | None) -> None:
+        self.room = room
+        self.store = store
+        self.consent = RecordingConsent(room.options.recording_allowed)
+        self.recorder: Recorder | None = None
+        self.requested_by: Identity | None = None
+        self.recording_id: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.recorder is not None
+
+    def _present(self) -> list[str]:
+        return [p.identity for p in self.room.participants.values() if not p.hidden]
+
+    async def request(self, by: Identity) -> dict[str, Any]:
+        """Ask everyone present; start at once if nobody else needs asking."""
+        if self.store is None:
+            raise ConsentError("recording_unavailable", "recording is not configured", 503)
+        to_ask = self.consent.request(by.sub, by.role, self._present())
+        self.requested_by = by
+        for identity in to_ask:
+            await self._ask(identity)
+        if not to_ask:
+            await self._start()
+        return self.status()
+
+    async def _ask(self, identity: str) -> None:
+        p = self.room.participants.get(identity)
+        if p is not None:
+            who = self.requested_by.sub if self.requested_by else None
+            await p.send({"type": "recording_consent_request", "by": who})
+
+    async def answer(self, identity: str, granted: bool) -> None:
+        self.consent.answer(identity, granted)
+        state = self.consent.state
+        assert state is not None
+        if state.recording:  # a late joiner answered: include (or keep out) their tracks
+            if self.recorder is not None:
+                await self.recorder.update()
+            return
+        if not granted:
+            refused = state.refused()
+            self.consent.stop()
+            await self.room.broadcast({"type": "recording_refused", "refused_by": refused},
+                                      only=lambda o: o.role == "clinician")
+            return
+        if not state.pending():
+            await self._start()
+
+    async def start_now(self, by: Identity) -> dict[str, Any]:
+        """Control API: ask if nobody was asked yet, and start only if everyone has consented."""
+        if self.consent.state is None:
+            await self.request(by)
+        if not self.running:
+            self.consent.check_start()  # raises consent_missing naming who has not consented
+        return self.status()
+
+    async def _start(self) -> None:
+        assert self.store is not None
+        self.consent.check_start()
+        by = self.requested_by
+        self.recording_id = await self.store.create(self.room.name, by.sub if by else "")
+        self.recorder = Recorder(self.room, self.store, self.recording_id, self.consent)
+        await self.recorder.start()
+        await self.room.manager.audit_event_raw(by.sub if by else "", by.role if by else "",
+                                                "recording_start", room=self.room.name,
+                                                detail={"recording_id": self.recording_id})
+        await self.room.broadcast({"type": "recording_started", "recording_id": self.recording_id})
+
+    async def stop(self, by: Identity | None, reason: str = "stopped") -> dict[str, Any] | None:
+        recorder, rid = self.recorder, self.recording_id
+        self.consent.stop()
+        self.recorder = None
+        if recorder is None or rid is None:
+            return None
+        files = await recorder.stop()
+        await self.room.manager.audit_event_raw(by.sub if by else "system", by.role if by else "system",
+                                                "recording_stop", room=self.room.name,
+                                                detail={"recording_id": rid, "reason": reason})
+        await self.room.broadcast({"type": "recording_stopped", "recording_id": rid, "reason": reason})
+        return {"recording_id": rid, "files": files}
+
+    async def joined(self, identity: str) -> None:
+        if self.consent.joined(identity):
+            await self._ask(identity)
+
+    def left(self, identity: str) -> None:
+        self.consent.left(identity)
+
+    def status(self) -> dict[str, Any]:
+        state = self.consent.state
+        return {"recording": self.running, "recording_id": self.recording_id if self.running else None,
+                "waiting_for": state.pending() if state else [],
+                "refused": state.refused() if state else []}
