@@ -45,7 +45,8 @@ class TrackRecorder:
 
     def __init__(self, spec: TrackSpec, writer: RecordingWriter, origin_ms: int,
                  send_rtcp: Callable[[bytes], None] | None = None, sender_ssrc: int = 1,
-                 target_delay_ms: int = 300) -> None:
+                 target_delay_ms: int = 300, keep: Callable[[int], bool] | None = None,
+                 on_first_frame: Callable[[int], None] | None = None) -> None:
         self.spec = spec
         self.writer = writer
         self.origin_ms = origin_ms
@@ -54,6 +55,10 @@ class TrackRecorder:
         self.buffer = mediasrv_native.JitterBuffer(spec.codec, target_delay_ms=target_delay_ms)
         self.media_ssrc: int | None = None
         self._first: tuple[int, int] | None = None  # (extended RTP ts, pts) of the first frame
+        # keep(arrival_ms): False drops a frame before the track's first (aligns a participant's
+        # audio with the first video frame, which must wait for a keyframe)
+        self.keep = keep
+        self.on_first_frame = on_first_frame
         writer.add_track(spec)
 
     def push(self, packet: bytes, now_ms: int) -> None:
@@ -69,6 +74,11 @@ class TrackRecorder:
         return pts0 + (timestamp - ts0)
 
     def _emit(self, frames: list[tuple[int, bool, bytes, int]]) -> None:
+        if self._first is None and frames:
+            while self.keep is not None and frames and not self.keep(frames[0][3]):
+                frames.pop(0)
+            if frames and self.on_first_frame is not None:
+                self.on_first_frame(frames[0][3])
         self.writer.write(self.spec.key, [(self._pts(ts, arr), key, data) for ts, key, data, arr in frames])
 
     def tick(self, now_ms: int) -> None:

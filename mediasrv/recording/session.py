@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # "/" cannot appear in a token identity, so nobody can join (or replace) the recorder.
 RECORDER_IDENTITY = "recorder/1"
 TICK_S = 0.02
+VIDEO_WAIT_MS = 5000  # longest a participant's audio waits for their first video frame
 
 
 def now_ms() -> int:
@@ -48,6 +49,7 @@ class Recorder:
         self.streams: dict[int, tuple[dict[str, Any], dict[int, tuple[str, int]]]] = {}  # ssrc → (track, pt→codec)
         self.tracks: dict[int, TrackRecorder] = {}  # by track id
         self.owners: dict[int, str] = {}
+        self.video_start: dict[str, int] = {}  # participant → arrival of their first video frame
         self._dtls: Any = None
         self._ticker: asyncio.Task[None] | None = None
 
@@ -114,10 +116,29 @@ class Recorder:
                 return  # rtx, or a codec we cannot store without transcoding
             spec = TrackSpec(key=f"{info['participant']}-{info['source']}-{info['id']}", kind=info["kind"],
                              codec=codec[0], clock_rate=codec[1])
-            rec = self.tracks[info["id"]] = TrackRecorder(spec, self.writer, self.origin_ms,
-                                                           send_rtcp=self._send_rtcp)
+            owner = info["participant"]
+            rec = self.tracks[info["id"]] = TrackRecorder(
+                spec, self.writer, self.origin_ms, send_rtcp=self._send_rtcp,
+                keep=self._audio_gate(owner) if info["kind"] == "audio" else None,
+                on_first_frame=(lambda arrival, o=owner: self.video_start.setdefault(o, arrival))
+                if info["kind"] == "video" else None)
             self.owners[info["id"]] = info["participant"]
         rec.push(data, now_ms())
+
+    def _audio_gate(self, owner: str):  # type: ignore[no-untyped-def]
+        """A participant's audio starts with their first video frame (which waits for a keyframe),
+        so both files of a participant start together; audio-only participants are not held."""
+        first_seen: list[int] = []
+
+        def keep(arrival_ms: int) -> bool:
+            has_video = any(t.owner == owner and t.kind == "video" for t in self.room.tracks.values())
+            start = self.video_start.get(owner)
+            if not first_seen:
+                first_seen.append(arrival_ms)
+            gave_up = arrival_ms - first_seen[0] > VIDEO_WAIT_MS
+            return not has_video or gave_up or (start is not None and arrival_ms >= start)
+
+        return keep
 
     async def _on_rtcp(self, data: bytes) -> None:
         pass  # sender reports: alignment uses arrival times for now (docs/recording.md)
