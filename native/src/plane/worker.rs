@@ -100,7 +100,7 @@ fn emit(
         };
         // A refusal (e.g. too many SSRCs) is counted by the SRTP context itself.
         if let Ok(n) = protected {
-            batch.commit(n, &p.addr);
+            batch.commit(n, &p.addr, dest);
             if rtcp {
                 p.stats.rtcp_out += 1;
             } else {
