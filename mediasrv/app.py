@@ -11,6 +11,7 @@ from .config import Settings
 from .httputil import error_middleware
 from .metrics import setup_metrics
 from .recording import api as recordings_api
+from .recording import messages as recorded_messages
 from .recording.store import RecordingStore
 from .sfu.rooms import RoomManager
 from .signaling import demo, roomws, whip
@@ -70,4 +71,5 @@ def create_app(settings: Settings) -> web.Application:
         app[keys.ROOMS].recording_store = RecordingStore(app[keys.DB], app[keys.BLOBS],
                                                          settings.data_dir / "recording-work")
         recordings_api.setup_routes(app)
+        recorded_messages.setup_routes(app)
     return app

@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..auth import Identity
-from .consent import ConsentError, RecordingConsent
+from .consent import ConsentError, ConsentState, RecordingConsent
 from .session import Recorder
 from .store import RecordingStore
 
@@ -80,6 +80,14 @@ class RoomRecording:
         if not self.running:
             self.consent.check_start()  # raises consent_missing naming who has not consented
         return self.status()
+
+    async def start_for_message(self, sender: Identity) -> None:
+        """A recorded message: the sender is the only participant and consents by sending it."""
+        if self.store is None:
+            raise ConsentError("recording_unavailable", "recording is not configured", 503)
+        self.consent.state = ConsentState(requested_by=sender.sub, answers={sender.sub: True})
+        self.requested_by = sender
+        await self._start()
 
     async def _start(self) -> None:
         assert self.store is not None

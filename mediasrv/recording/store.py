@@ -47,7 +47,8 @@ register_schema(
     ],
 )
 
-CONTENT_TYPES = {".webm": "video/webm", ".mkv": "video/x-matroska"}
+CONTENT_TYPES = {(".webm", "video"): "video/webm", (".webm", "audio"): "audio/webm",
+                 (".mkv", "video"): "video/x-matroska", (".mkv", "audio"): "audio/x-matroska"}
 COPY_BLOCK = 1024 * 1024
 
 
@@ -101,7 +102,7 @@ class RecordingStore:
             return None
         blob_id, size, sha = await asyncio.to_thread(seal_file, self.blobs, result.path)
         f = RecordingFile(blob_id, participant, result.spec.kind, result.spec.codec.lower(),
-                          CONTENT_TYPES[result.path.suffix], size, sha, result.frames,
+                          CONTENT_TYPES[(result.path.suffix, result.spec.kind)], size, sha, result.frames,
                           result.start_s, result.end_s)
         await self.db.execute(
             "INSERT INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -32,6 +32,7 @@ CORS = {
     "Access-Control-Allow-Methods": "OPTIONS, POST, PATCH, DELETE",
 }
 MAX_WHEP_SESSIONS_PER_IDENTITY = 8
+MESSAGE_ROOM_PREFIX = "message~"  # rooms of recorded messages (mediasrv.recording.messages)
 SESSIONS: web.AppKey[dict[str, WhipSession]] = web.AppKey("whip_sessions")
 
 
@@ -45,11 +46,11 @@ class WhipSession:
     etag: str
 
 
-def _etag(sdp: str) -> str:
+def etag(sdp: str) -> str:
     return '"' + hashlib.sha256(sdp.encode()).hexdigest()[:16] + '"'
 
 
-async def _sdp_body(request: web.Request) -> str:
+async def sdp_body(request: web.Request) -> str:
     if request.content_type != SDP_TYPE:
         raise HttpError(415, "unsupported_media_type", f"expected Content-Type: {SDP_TYPE}")
     body = await read_body(request, request.app[keys.SETTINGS].max_signaling_body_bytes)
@@ -59,7 +60,7 @@ async def _sdp_body(request: web.Request) -> str:
         raise HttpError(400, "invalid_sdp", "SDP must be UTF-8 text") from None
 
 
-def _created(request: web.Request, session: WhipSession, location: str, answer: str) -> web.Response:
+def created(request: web.Request, session: WhipSession, location: str, answer: str) -> web.Response:
     request.app[SESSIONS][session.id] = session
     return web.Response(
         status=201, text=answer, content_type=SDP_TYPE,
@@ -67,13 +68,13 @@ def _created(request: web.Request, session: WhipSession, location: str, answer: 
     )
 
 
-async def _start(request: web.Request, ident: Identity, kind: str, identity: str, room: Room) -> WhipSession:
+async def start_session(request: web.Request, ident: Identity, kind: str, identity: str, room: Room) -> WhipSession:
     p = await room.join(dataclasses.replace(ident, sub=identity), kind, address=request.remote)
     return WhipSession(id=secrets.token_urlsafe(18), kind=kind, room=room, participant=p,
                        owner=ident.sub, etag="")
 
 
-async def _fail(room: Room, session: WhipSession, exc: Exception) -> None:
+async def fail(room: Room, session: WhipSession, exc: Exception) -> None:
     await room.leave(session.participant.identity, reason="negotiation_failed")
     if isinstance(exc, SdpError):
         raise HttpError(400, "invalid_sdp", str(exc)) from None
@@ -87,20 +88,20 @@ async def whip_post(request: web.Request) -> web.Response:
     ident = authenticate(request, room=room_name)
     if not ident.can_publish:
         raise HttpError(403, "forbidden", f"role {ident.role!r} cannot publish")
-    offer = await _sdp_body(request)
+    offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get_or_create(room_name)
     try:
-        session = await _start(request, ident, "whip", ident.sub, room)
+        session = await start_session(request, ident, "whip", ident.sub, room)
     except RoomError as exc:
         raise HttpError(exc.status, exc.code, exc.message) from None
     try:
         answer = await room.publish(session.participant, offer, {})
     except (SdpError, RoomError) as exc:
-        await _fail(room, session, exc)
+        await fail(room, session, exc)
         raise
-    session.etag = _etag(answer)
+    session.etag = etag(answer)
     _watch(request.app, session)
-    return _created(request, session, f"/whip/{room_name}/{session.id}", answer)
+    return created(request, session, f"/whip/{room_name}/{session.id}", answer)
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -108,7 +109,7 @@ async def whep_post(request: web.Request) -> web.Response:
     ident = authenticate(request, room=room_name)
     if ident.is_admin:
         raise HttpError(403, "forbidden", "use a room token to subscribe")
-    offer = await _sdp_body(request)
+    offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get(room_name)
     publisher = room.participants.get(target) if room else None
     if room is None or publisher is None:
@@ -121,17 +122,17 @@ async def whep_post(request: web.Request) -> web.Response:
                         f"at most {MAX_WHEP_SESSIONS_PER_IDENTITY} WHEP sessions per identity and room")
     viewer = f"{ident.sub}:whep:{secrets.token_hex(3)}"
     try:
-        session = await _start(request, ident, "whep", viewer, room)
+        session = await start_session(request, ident, "whep", viewer, room)
     except RoomError as exc:
         raise HttpError(exc.status, exc.code, exc.message) from None
     try:
         answer = await room.whep_subscribe(session.participant, target, offer)
     except (SdpError, RoomError) as exc:
-        await _fail(room, session, exc)
+        await fail(room, session, exc)
         raise
-    session.etag = _etag(answer)
+    session.etag = etag(answer)
     _watch(request.app, session)
-    return _created(request, session, f"/whep/{room_name}/{target}/{session.id}", answer)
+    return created(request, session, f"/whep/{room_name}/{target}/{session.id}", answer)
 
 
 def _watch(app: web.Application, session: WhipSession) -> None:
@@ -145,7 +146,11 @@ def _watch(app: web.Application, session: WhipSession) -> None:
 
 def _session(request: web.Request) -> tuple[WhipSession, Identity]:
     room_name = request.match_info["room"]
-    ident = authenticate(request, room=room_name)
+    ident = authenticate(request)
+    # A recorded message's private room is reached with the sender's messaging token (no room).
+    allowed_rooms = (room_name, None) if room_name.startswith(MESSAGE_ROOM_PREFIX) else (room_name,)
+    if not ident.is_admin and ident.room not in allowed_rooms:
+        raise HttpError(403, "wrong_room", "the access token is not valid for this room")
     session = request.app[SESSIONS].get(request.match_info["session"])
     if session is None or session.room.name != room_name:
         raise HttpError(404, "unknown_session", "no such session")

@@ -1,0 +1,82 @@
+"""Recorded messages: `POST /whip/messages/{recipient}` with a messaging token (sub + role, no room).
+
+The sender publishes with any WHIP client; the server records what it sends through the same path as
+a visit recording (a private room with a hidden recorder) and, when the sender ends the session
+(DELETE, or the connection goes), files the recording as a message to the recipient — one attachment
+per recorded track, probed like uploads, so the message becomes ready when processing ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from aiohttp import web
+
+from .. import keys
+from ..auth import Identity
+from ..httputil import HttpError, authenticate
+from ..sfu.rooms import RoomOptions
+from ..signaling import whip
+
+log = logging.getLogger(__name__)
+SENDER_ROLES = frozenset({"patient", "clinician"})
+
+
+async def post_message(request: web.Request) -> web.Response:
+    from control.common import MESSAGES, PROCESSOR, check_identity
+
+    ident = authenticate(request)
+    if ident.room is not None:
+        raise HttpError(403, "room_token", "use a messaging token (no room claim) to leave a message")
+    if ident.role not in SENDER_ROLES:
+        raise HttpError(403, "forbidden", "only patients and clinicians leave messages")
+    recipient = check_identity("recipient", request.match_info["recipient"])
+    offer = await whip.sdp_body(request)
+    rooms = request.app[keys.ROOMS]
+    if rooms.recording_store is None:
+        raise HttpError(503, "recording_unavailable", "recording is not configured")
+    room = rooms.create(whip.MESSAGE_ROOM_PREFIX + secrets.token_urlsafe(12), RoomOptions(recording_allowed=True))
+    sender = Identity(sub=ident.sub, role=ident.role, room=room.name, name=ident.name, exp=ident.exp)
+    session = await whip.start_session(request, sender, "whip", ident.sub, room)
+    try:
+        answer = await room.publish(session.participant, offer, {})
+        await room.recording.start_for_message(sender)
+    except Exception as exc:
+        await rooms.close(room.name, "negotiation_failed")
+        await whip.fail(room, session, exc)
+        raise
+
+    async def finished(reason: str) -> None:
+        """The sender is done: stop, file the message, drop the private room."""
+        request.app[whip.SESSIONS].pop(session.id, None)
+        try:
+            result = await room.recording.stop(sender, reason="message_sent")
+            files = (result or {}).get("files") or []
+            store = request.app[MESSAGES]
+            message = await store.create_message(
+                sender=ident.sub, sender_role=ident.role, recipient=recipient,
+                subject="Recorded message", body="")
+            for f in files:
+                ext = ".mkv" if "matroska" in f["content_type"] else ".webm"
+                att = await store.create_attachment(
+                    message_id=message.id, blob_id=f["blob_id"], content_type=f["content_type"],
+                    length=f["size"], filename=f"recorded-{f['kind']}{ext}", expires_at=time.time() + 86400)
+                await request.app[PROCESSOR].completed(att, f["sha256"])
+            await request.app[keys.AUDIT].record(
+                actor=ident.sub, role=ident.role, action="message.created", target=recipient,
+                detail={"message_id": message.id, "kind": "recorded", "count": len(files)})
+        except Exception:
+            log.exception("filing the recorded message of %s failed", ident.sub)
+        finally:
+            await rooms.close(room.name, "message_sent")
+
+    session.participant.on_removed = finished
+    session.etag = whip.etag(answer)
+    return whip.created(request, session, f"/whip/{room.name}/{session.id}", answer)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/whip/messages/{recipient}", post_message)
+    app.router.add_route("OPTIONS", "/whip/messages/{recipient}", whip.preflight)
