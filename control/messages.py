@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 
@@ -31,14 +30,12 @@ from .common import (
     query_int,
     reject_unknown,
 )
+from .download import DOWNLOAD_SAFETY_HEADERS, stream_blob
 
 SENDER_ROLES = frozenset({"patient", "clinician"})
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_CHARS = 20_000
-STREAM_BLOCK_BYTES = 256 * 1024
 UPLOAD_LOCK_WAIT_S = 15.0
-# Uploaded files are untrusted: no MIME sniffing, and no script/plugin/same-origin powers if opened.
-DOWNLOAD_SAFETY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
 
 
 def attachment_json(message: Message, att: Attachment, viewer: Identity) -> dict[str, Any]:
@@ -164,37 +161,6 @@ async def delete_message(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """One `bytes=` range as [start, end); None means 'send everything' (absent or ignorable)."""
-    if not header or not header.startswith("bytes="):
-        return None
-    spec = header[6:].strip()
-    first, dash, last = spec.partition("-")
-    first, last = first.strip(), last.strip()
-    if not spec.isascii():  # str.isdigit() accepts '²' (int() refuses it) and other scripts' digits
-        return None
-    if "," in spec or not dash or not (first or last) or not (first.isdigit() or not first) \
-            or not (last.isdigit() or not last) or len(first) > 19 or len(last) > 19:
-        return None  # multiple or malformed ranges: a server may ignore Range
-    if not first:
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise _unsatisfiable(size)
-        return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise _unsatisfiable(size)
-    end = min(size, int(last) + 1) if last else size
-    return start, end
-
-
-def _unsatisfiable(size: int) -> HttpError:
-    return HttpError(416, "range_not_satisfiable", "the requested range is outside the file",
-                     {"Content-Range": f"bytes */{size}"})
-
-
 async def _attachment_for_download(request: web.Request) -> tuple[Identity, Message, Attachment]:
     ident = messaging_identity(request)
     message = await _visible_message(request, ident)
@@ -209,39 +175,14 @@ async def _attachment_for_download(request: web.Request) -> tuple[Identity, Mess
 
 async def download_attachment(request: web.Request) -> web.StreamResponse:
     ident, message, att = await _attachment_for_download(request)
-    blobs: BlobStore = request.app[keys.BLOBS]
-    reader = await asyncio.to_thread(blobs.open_reader, att.blob_id)
-    try:
-        size = reader.length
-        rng = parse_range(request.headers.get("Range"), size)
-        start, end = rng or (0, size)
-        headers = {
-            "Accept-Ranges": "bytes", "Content-Type": att.content_type,
-            "Cache-Control": "private, no-store", "ETag": f'"{att.sha256}"',
-            "Content-Length": str(end - start), **DOWNLOAD_SAFETY_HEADERS,
-        }
-        # The content type is the sender's claim: never let a browser render it on our origin.
-        headers["Content-Disposition"] = (
-            f"attachment; filename*=UTF-8''{quote(att.filename)}" if att.filename else "attachment")
-        if rng:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+
+    async def audited(status: int) -> None:
         await audit(request, ident, "attachment.downloaded", target=message.id,
-                    detail={"message_id": message.id, "attachment_id": att.id,
-                            "status": 206 if rng else 200})
-        response = web.StreamResponse(status=206 if rng else 200, headers=headers)
-        await response.prepare(request)
-        reader.seek(start)
-        pos = start
-        while pos < end:
-            block = await asyncio.to_thread(reader.read, min(STREAM_BLOCK_BYTES, end - pos))
-            if not block:
-                break
-            await response.write(block)
-            pos += len(block)
-        await response.write_eof()
-        return response
-    finally:
-        reader.close()
+                    detail={"message_id": message.id, "attachment_id": att.id, "status": status})
+
+    # The content type is the sender's claim: stream_blob never lets a browser render it here.
+    return await stream_blob(request, request.app[keys.BLOBS], att.blob_id, content_type=att.content_type,
+                             sha256=att.sha256, filename=att.filename, before_send=audited)
 
 
 async def download_thumbnail(request: web.Request) -> web.Response:

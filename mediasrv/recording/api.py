@@ -11,7 +11,6 @@ Admins may do all of it; a clinician with a token for the room may for that room
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -21,8 +20,6 @@ from ..auth import Identity
 from ..httputil import HttpError, authenticate, client_address
 from .consent import ConsentError
 from .store import RecordingStore
-
-STREAM_BLOCK = 1024 * 1024
 
 
 def _store(request: web.Request) -> RecordingStore:
@@ -86,41 +83,20 @@ async def get_recording(request: web.Request) -> web.Response:
 
 
 async def download(request: web.Request) -> web.StreamResponse:
-    from control.messages import parse_range
+    from control.download import stream_blob
 
     ident, rec = await _visible(request)
     f = await _store(request).file(rec["id"], request.match_info["file_id"])
     if f is None:
         raise HttpError(404, "file_not_found", "no such file in this recording")
-    blobs = request.app[keys.BLOBS]
-    reader = await asyncio.to_thread(blobs.open_reader, f["blob_id"])
-    try:
-        size = reader.length
-        rng = parse_range(request.headers.get("Range"), size)
-        begin, end = rng or (0, size)
-        headers = {"Accept-Ranges": "bytes", "Content-Type": f["content_type"],
-                   "Content-Length": str(end - begin), "Cache-Control": "private, no-store",
-                   "Content-Disposition": "attachment", "X-Content-Type-Options": "nosniff",
-                   "ETag": f'"{f["sha256"]}"'}
-        if rng:
-            headers["Content-Range"] = f"bytes {begin}-{end - 1}/{size}"
+
+    async def audited(status: int) -> None:
         await request.app[keys.AUDIT].record(
             actor=ident.sub, role=ident.role, action="recording_download", room=rec["room"],
-            address=client_address(request), detail={"recording_id": rec["id"]})
-        response = web.StreamResponse(status=206 if rng else 200, headers=headers)
-        await response.prepare(request)
-        reader.seek(begin)
-        pos = begin
-        while pos < end:
-            block = await asyncio.to_thread(reader.read, min(STREAM_BLOCK, end - pos))
-            if not block:
-                break
-            await response.write(block)
-            pos += len(block)
-        await response.write_eof()
-        return response
-    finally:
-        reader.close()
+            address=client_address(request), detail={"recording_id": rec["id"], "status": status})
+
+    return await stream_blob(request, request.app[keys.BLOBS], f["blob_id"], content_type=f["content_type"],
+                             sha256=f["sha256"], filename=None, before_send=audited)
 
 
 def setup_routes(app: web.Application) -> None:
