@@ -45,8 +45,6 @@ class Settings:
     media_test_drop_ppm: int = 0
     # Bitrate the server tells publishers they may use (REMB), bits per second.
     max_video_bitrate: int = 2_500_000
-    # A participant whose media connection is gone this long is removed.
-    peer_disconnect_timeout_s: float = 10.0
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
     max_signaling_body_bytes: int = 64 * 1024
     default_token_ttl_s: int = 3600
