@@ -13,6 +13,9 @@ ruff check mediasrv control loadtest tests
 echo "== cargo test"
 (cd native && cargo test --quiet 2>&1 | tail -n 40)
 
+echo "== benchmarks, smoke run (each once; timings are reported by --benchmark-only runs, never asserted)"
+unshare -n -- bash -c 'ip link set lo up && exec python -m pytest loadtest/benchmarks --benchmark-disable -q -p no:cacheprovider'
+
 echo "== pytest (inside unshare -n)"
 # `ip link set lo up` because a new network namespace starts with loopback down.
 exec unshare -n -- bash -c 'ip link set lo up && exec python -m pytest "$@"' pytest "$@"
