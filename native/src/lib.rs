@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 
 pub mod client;
 pub mod codec_match;
+pub mod fasthash;
 pub mod jitter;
 pub mod keyframe;
 pub mod nack_cache;

@@ -82,11 +82,10 @@ async def test_one_publisher_eight_viewers_all_decode_on_the_native_plane(server
     for t in subscribers:
         s = plane.native.peer_stats(t.handle)
         assert s["rtp_out"] > 0 and s["srtp_rtp_protected"] > 0, t.handle
-    # Python saw only STUN/DTLS and the few packets before the handover, not the media.
-    stats = plane.native.stats()
-    assert stats["to_python"] < stats["srtp_rtp_unprotected"] / 10
     # The router owns RTCP: sender reports to viewers, receiver reports/REMB to the publisher.
     router = server.rooms.get("lecture").router.stats()
+    # Media reached the router natively, apart from the few packets before the handover.
+    assert pub["rtp_in"] >= 0.9 * router["rtp_packets_in"]
     assert router["sr_out"] > 0 and router["rr_out"] > 0 and router["remb_out"] > 0
     # Scrape-time counters: the plane's datagrams and each of the 16 subscriptions (audio + video).
     metrics = {line.rpartition(" ")[0]: float(line.rpartition(" ")[2])

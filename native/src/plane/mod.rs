@@ -12,19 +12,21 @@ pub mod udp;
 mod worker;
 
 use std::collections::HashMap;
+
+use crate::fasthash::FastMap;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Condvar, Mutex, RwLock};
 use std::sync::Arc;
+use std::sync::{Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use demux::{classify, DatagramKind};
 use udp::{RecvBatch, BATCH, SLOT_LEN};
-pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
 use worker::{add_counters, Peer, WorkerState};
+pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
 
 use crate::srtp::{Profile, SrtpContext, SrtpCounters, SrtpError};
 
@@ -79,7 +81,7 @@ struct Shared {
     cfg: PlaneConfig,
     sockets: Vec<UdpSocket>,
     /// (socket, remote address) → (worker, transport), for handed-over peers.
-    routes: RwLock<HashMap<(usize, SocketAddr), (usize, u64)>>,
+    routes: RwLock<FastMap<(usize, SocketAddr), (usize, u64)>>,
     /// transport → worker, and room → worker.
     transports: RwLock<HashMap<u64, usize>>,
     rooms: RwLock<HashMap<u64, usize>>,
@@ -95,14 +97,20 @@ struct Shared {
 
 /// Milliseconds on CLOCK_MONOTONIC, the clock of Python's `time.monotonic()`.
 pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 pub fn now_ms() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we pass.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
@@ -176,7 +184,7 @@ impl Plane {
         let shared = Arc::new(Shared {
             cfg,
             sockets,
-            routes: RwLock::new(HashMap::new()),
+            routes: RwLock::new(FastMap::default()),
             transports: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             workers: slots,
@@ -192,7 +200,13 @@ impl Plane {
             let s = Arc::clone(&shared);
             let t = std::thread::Builder::new()
                 .name(format!("media-worker-{i}"))
-                .spawn(move || if i == 0 { receiver_loop(&s) } else { worker_loop(&s, i) })
+                .spawn(move || {
+                    if i == 0 {
+                        receiver_loop(&s)
+                    } else {
+                        worker_loop(&s, i)
+                    }
+                })
                 .map_err(PlaneError::Io)?;
             threads.push(t);
         }
@@ -200,7 +214,11 @@ impl Plane {
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.shared.sockets.iter().filter_map(|s| s.local_addr().ok()).collect()
+        self.shared
+            .sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
     }
 
     pub fn worker_count(&self) -> usize {
@@ -221,8 +239,17 @@ impl Plane {
     }
 
     /// STUN/DTLS from aioice/aiortc, sent as is.
-    pub fn send_raw(&self, socket: usize, data: &[u8], to: SocketAddr) -> Result<usize, PlaneError> {
-        let sock = self.shared.sockets.get(socket).ok_or(PlaneError::UnknownSocket(socket))?;
+    pub fn send_raw(
+        &self,
+        socket: usize,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> Result<usize, PlaneError> {
+        let sock = self
+            .shared
+            .sockets
+            .get(socket)
+            .ok_or(PlaneError::UnknownSocket(socket))?;
         sock.send_to(data, to).map_err(PlaneError::Io)
     }
 
@@ -234,12 +261,22 @@ impl Plane {
         let slot = &self.shared.workers[w];
         slot.rooms.fetch_add(1, Relaxed);
         lock(&slot.state).rooms.insert(room, router);
-        self.shared.rooms.write().unwrap_or_else(|e| e.into_inner()).insert(room, w);
+        self.shared
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room, w);
         w
     }
 
     pub fn detach_room(&self, room: u64) -> bool {
-        let Some(w) = self.shared.rooms.write().unwrap_or_else(|e| e.into_inner()).remove(&room) else {
+        let Some(w) = self
+            .shared
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&room)
+        else {
             return false;
         };
         let slot = &self.shared.workers[w];
@@ -268,21 +305,53 @@ impl Plane {
             .get(&room)
             .ok_or(PlaneError::UnknownRoom(room))?;
         let profile = Profile::from_openssl_name(keys.profile).map_err(PlaneError::Srtp)?;
-        let srtp = SrtpContext::new(profile, keys.tx_key, keys.tx_salt, keys.rx_key, keys.rx_salt)
-            .map_err(PlaneError::Srtp)?;
+        let srtp = SrtpContext::new(
+            profile,
+            keys.tx_key,
+            keys.tx_salt,
+            keys.rx_key,
+            keys.rx_salt,
+        )
+        .map_err(PlaneError::Srtp)?;
         self.unregister_peer(transport);
-        let peer = Peer { room, socket, addr, srtp, stats: PeerStats::default() };
-        lock(&self.shared.workers[w].state).peers.insert(transport, peer);
-        self.shared.transports.write().unwrap_or_else(|e| e.into_inner()).insert(transport, w);
-        self.shared.routes.write().unwrap_or_else(|e| e.into_inner()).insert((socket, addr), (w, transport));
+        let peer = Peer {
+            room,
+            socket,
+            addr,
+            srtp,
+            stats: PeerStats::default(),
+        };
+        lock(&self.shared.workers[w].state)
+            .peers
+            .insert(transport, peer);
+        self.shared
+            .transports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(transport, w);
+        self.shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((socket, addr), (w, transport));
         Ok(())
     }
 
     pub fn unregister_peer(&self, transport: u64) -> bool {
-        let Some(w) = self.shared.transports.write().unwrap_or_else(|e| e.into_inner()).remove(&transport) else {
+        let Some(w) = self
+            .shared
+            .transports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&transport)
+        else {
             return false;
         };
-        self.shared.routes.write().unwrap_or_else(|e| e.into_inner()).retain(|_, v| v.1 != transport);
+        self.shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, v| v.1 != transport);
         let mut st = lock(&self.shared.workers[w].state);
         if let Some(p) = st.peers.remove(&transport) {
             let c = p.srtp.counters().clone();
@@ -294,22 +363,43 @@ impl Plane {
     /// Protects and sends an RTP/RTCP packet produced on the Python side (e.g. a keyframe
     /// request); false if the transport is not handed over.
     pub fn send_media(&self, transport: u64, packet: &[u8]) -> bool {
-        let w = self.shared.transports.read().unwrap_or_else(|e| e.into_inner()).get(&transport).copied();
+        let w = self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)
+            .copied();
         match w {
-            Some(w) => lock(&self.shared.workers[w].state).send_from_python(&self.shared.sockets, transport, packet),
+            Some(w) => lock(&self.shared.workers[w].state).send_from_python(
+                &self.shared.sockets,
+                transport,
+                packet,
+            ),
             None => false,
         }
     }
 
     pub fn peer_stats(&self, transport: u64) -> Option<(PeerStats, SrtpCounters)> {
-        let w = *self.shared.transports.read().unwrap_or_else(|e| e.into_inner()).get(&transport)?;
+        let w = *self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)?;
         let st = lock(&self.shared.workers[w].state);
-        st.peers.get(&transport).map(|p| (p.stats, p.srtp.counters().clone()))
+        st.peers
+            .get(&transport)
+            .map(|p| (p.stats, p.srtp.counters().clone()))
     }
 
     /// CPU seconds used so far by each worker thread.
     pub fn worker_cpu_seconds(&self) -> Vec<f64> {
-        self.shared.workers.iter().map(|w| w.cpu_ns.load(Relaxed) as f64 / 1e9).collect()
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.cpu_ns.load(Relaxed) as f64 / 1e9)
+            .collect()
     }
 
     /// Stops or resumes reading the sockets (datagrams wait in the kernel meanwhile).
@@ -360,7 +450,13 @@ impl Drop for Plane {
 fn wake_python(shared: &Shared) {
     let one: u64 = 1;
     // SAFETY: writing 8 bytes to our eventfd.
-    unsafe { libc::write(shared.wake.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+    unsafe {
+        libc::write(
+            shared.wake.as_raw_fd(),
+            &one as *const u64 as *const libc::c_void,
+            8,
+        )
+    };
 }
 
 /// Thread 0: reads all sockets, processes its own rooms' media, hands the rest on.
@@ -369,7 +465,11 @@ fn receiver_loop(shared: &Shared) {
     let mut fds: Vec<libc::pollfd> = shared
         .sockets
         .iter()
-        .map(|s| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
         .collect();
     let interval = shared.cfg.poll_interval_ms.clamp(1, 1000) as i32;
     let mut notify = vec![false; shared.workers.len()];
@@ -416,7 +516,11 @@ fn receiver_loop(shared: &Shared) {
                                 }
                                 let mut b = spare.pop().unwrap_or_else(|| vec![0; SLOT_LEN]);
                                 b[..len].copy_from_slice(&buf[..len]);
-                                lock(&shared.workers[w].inbox).push(Handoff { transport, buf: b, len });
+                                lock(&shared.workers[w].inbox).push(Handoff {
+                                    transport,
+                                    buf: b,
+                                    len,
+                                });
                                 shared.counters.handoffs.fetch_add(1, Relaxed);
                                 notify[w] = true;
                             }
@@ -428,7 +532,11 @@ fn receiver_loop(shared: &Shared) {
                         shared.counters.to_python_overflow.fetch_add(1, Relaxed);
                         continue;
                     }
-                    q.push(Inbound { socket: s, from, data: buf[..len].to_vec() });
+                    q.push(Inbound {
+                        socket: s,
+                        from,
+                        data: buf[..len].to_vec(),
+                    });
                     shared.counters.to_python.fetch_add(1, Relaxed);
                     woke_python = true;
                 }
@@ -467,7 +575,11 @@ fn worker_loop(shared: &Shared, index: usize) {
         {
             let mut inbox = lock(&slot.inbox);
             if inbox.is_empty() {
-                inbox = slot.ready.wait_timeout(inbox, interval).unwrap_or_else(|e| e.into_inner()).0;
+                inbox = slot
+                    .ready
+                    .wait_timeout(inbox, interval)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
             }
             std::mem::swap(&mut *inbox, &mut local);
         }

@@ -6,7 +6,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
-use super::{Plane, PlaneConfig, PlaneError, PeerKeys};
+use super::{PeerKeys, Plane, PlaneConfig, PlaneError};
 use crate::py::Router;
 use crate::srtp::SrtpCounters;
 
@@ -18,7 +18,9 @@ fn to_py_err(e: PlaneError) -> PyErr {
 }
 
 fn socket_addr(host: &str, port: u16) -> PyResult<SocketAddr> {
-    let ip: IpAddr = host.parse().map_err(|_| PyValueError::new_err(format!("{host:?} is not an IP address")))?;
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| PyValueError::new_err(format!("{host:?} is not an IP address")))?;
     Ok(SocketAddr::new(ip, port))
 }
 
@@ -39,7 +41,9 @@ pub struct MediaPlane {
 
 impl MediaPlane {
     fn plane(&self) -> PyResult<&Plane> {
-        self.inner.as_ref().ok_or_else(|| to_py_err(PlaneError::Closed))
+        self.inner
+            .as_ref()
+            .ok_or_else(|| to_py_err(PlaneError::Closed))
     }
 }
 
@@ -48,29 +52,55 @@ impl MediaPlane {
     /// Binds one UDP socket per address (all on `port`; 0 = ephemeral) and starts `workers` threads.
     #[new]
     #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20))]
-    fn new(addresses: Vec<String>, port: u16, workers: usize, drop_ppm: u32, poll_interval_ms: u64) -> PyResult<Self> {
+    fn new(
+        addresses: Vec<String>,
+        port: u16,
+        workers: usize,
+        drop_ppm: u32,
+        poll_interval_ms: u64,
+    ) -> PyResult<Self> {
         if addresses.is_empty() {
-            return Err(PyValueError::new_err("the media plane needs at least one address"));
+            return Err(PyValueError::new_err(
+                "the media plane needs at least one address",
+            ));
         }
         if drop_ppm > 1_000_000 {
             return Err(PyValueError::new_err("drop_ppm must be in 0..=1000000"));
         }
         let addresses = addresses
             .iter()
-            .map(|a| a.parse::<IpAddr>().map_err(|_| PyValueError::new_err(format!("{a:?} is not an IP address"))))
+            .map(|a| {
+                a.parse::<IpAddr>()
+                    .map_err(|_| PyValueError::new_err(format!("{a:?} is not an IP address")))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let workers = if workers == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         } else {
             workers
         };
-        let cfg = PlaneConfig { addresses, port, workers, drop_ppm, poll_interval_ms };
-        Ok(Self { inner: Some(Plane::start(cfg).map_err(to_py_err)?) })
+        let cfg = PlaneConfig {
+            addresses,
+            port,
+            workers,
+            drop_ppm,
+            poll_interval_ms,
+        };
+        Ok(Self {
+            inner: Some(Plane::start(cfg).map_err(to_py_err)?),
+        })
     }
 
     /// (host, port) of each bound socket, in the order of the addresses given.
     fn sockets(&self) -> PyResult<Vec<(String, u16)>> {
-        Ok(self.plane()?.local_addrs().iter().map(|a| (a.ip().to_string(), a.port())).collect())
+        Ok(self
+            .plane()?
+            .local_addrs()
+            .iter()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect())
     }
 
     #[getter]
@@ -89,12 +119,21 @@ impl MediaPlane {
         let items = self.plane()?.take_inbound();
         Ok(items
             .into_iter()
-            .map(|i| (i.socket, i.from.ip().to_string(), i.from.port(), PyBytes::new(py, &i.data)))
+            .map(|i| {
+                (
+                    i.socket,
+                    i.from.ip().to_string(),
+                    i.from.port(),
+                    PyBytes::new(py, &i.data),
+                )
+            })
             .collect())
     }
 
     fn sendto(&self, socket: usize, data: &[u8], host: &str, port: u16) -> PyResult<usize> {
-        self.plane()?.send_raw(socket, data, socket_addr(host, port)?).map_err(to_py_err)
+        self.plane()?
+            .send_raw(socket, data, socket_addr(host, port)?)
+            .map_err(to_py_err)
     }
 
     /// Pins the room's router to a worker (which now polls it); returns the worker index.
@@ -127,8 +166,15 @@ impl MediaPlane {
     ) -> PyResult<()> {
         let addr = socket_addr(host, port)?;
         let plane = self.plane()?;
-        let keys = PeerKeys { profile, tx_key, tx_salt, rx_key, rx_salt };
-        py.detach(|| plane.register_peer(transport, room, socket, addr, keys)).map_err(to_py_err)
+        let keys = PeerKeys {
+            profile,
+            tx_key,
+            tx_salt,
+            rx_key,
+            rx_salt,
+        };
+        py.detach(|| plane.register_peer(transport, room, socket, addr, keys))
+            .map_err(to_py_err)
     }
 
     fn unregister_peer(&self, py: Python<'_>, transport: u64) -> PyResult<bool> {
@@ -142,9 +188,15 @@ impl MediaPlane {
         Ok(py.detach(|| plane.send_media(transport, packet)))
     }
 
-    fn peer_stats<'py>(&self, py: Python<'py>, transport: u64) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn peer_stats<'py>(
+        &self,
+        py: Python<'py>,
+        transport: u64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let plane = self.plane()?;
-        let Some((s, srtp)) = py.detach(|| plane.peer_stats(transport)) else { return Ok(None) };
+        let Some((s, srtp)) = py.detach(|| plane.peer_stats(transport)) else {
+            return Ok(None);
+        };
         let d = PyDict::new(py);
         for (k, v) in [
             ("rtp_in", s.rtp_in),

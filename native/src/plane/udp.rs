@@ -42,7 +42,10 @@ pub fn from_sockaddr(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
             libc::AF_INET => {
                 let sin = &*(s as *const _ as *const libc::sockaddr_in);
                 let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                Some(SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(sin.sin_port))))
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    ip,
+                    u16::from_be(sin.sin_port),
+                )))
             }
             libc::AF_INET6 => {
                 let sin6 = &*(s as *const _ as *const libc::sockaddr_in6);
@@ -77,7 +80,10 @@ fn set_int_opt(sock: &UdpSocket, opt: libc::c_int, value: libc::c_int) -> bool {
 pub fn bind(addr: SocketAddr) -> io::Result<UdpSocket> {
     let sock = UdpSocket::bind(addr)?;
     sock.set_nonblocking(true)?;
-    for (force, plain) in [(libc::SO_RCVBUFFORCE, libc::SO_RCVBUF), (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF)] {
+    for (force, plain) in [
+        (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+    ] {
         if !set_int_opt(&sock, force, 16 << 20) {
             set_int_opt(&sock, plain, 16 << 20);
         }
@@ -101,7 +107,11 @@ impl Default for RecvBatch {
 impl RecvBatch {
     pub fn new() -> Self {
         // SAFETY: an all-zero sockaddr_storage is a valid (AF_UNSPEC) value.
-        Self { bufs: vec![0; BATCH * SLOT_LEN], addrs: vec![unsafe { zeroed() }; BATCH], lens: vec![0; BATCH] }
+        Self {
+            bufs: vec![0; BATCH * SLOT_LEN],
+            addrs: vec![unsafe { zeroed() }; BATCH],
+            lens: vec![0; BATCH],
+        }
     }
 
     /// Receives up to `BATCH` datagrams without blocking; Ok(0) when none is waiting.
@@ -118,7 +128,8 @@ impl RecvBatch {
                 hdrs[i].msg_hdr.msg_iov = &mut iov[i];
                 hdrs[i].msg_hdr.msg_iovlen = 1;
                 hdrs[i].msg_hdr.msg_name = &mut self.addrs[i] as *mut _ as *mut libc::c_void;
-                hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdrs[i].msg_hdr.msg_namelen =
+                    size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             }
             let n = libc::recvmmsg(
                 sock.as_raw_fd(),
@@ -129,7 +140,11 @@ impl RecvBatch {
             );
             if n < 0 {
                 let err = io::Error::last_os_error();
-                return if err.kind() == io::ErrorKind::WouldBlock { Ok(0) } else { Err(err) };
+                return if err.kind() == io::ErrorKind::WouldBlock {
+                    Ok(0)
+                } else {
+                    Err(err)
+                };
             }
             for (len, hdr) in self.lens.iter_mut().zip(&hdrs).take(n as usize) {
                 // A truncated datagram (larger than the slot) is counted as its slot length.
@@ -145,7 +160,10 @@ impl RecvBatch {
 
     /// Slot `i`: its whole buffer (for in-place work) and the received length.
     pub fn slot_mut(&mut self, i: usize) -> (&mut [u8], usize) {
-        (&mut self.bufs[i * SLOT_LEN..(i + 1) * SLOT_LEN], self.lens[i])
+        (
+            &mut self.bufs[i * SLOT_LEN..(i + 1) * SLOT_LEN],
+            self.lens[i],
+        )
     }
 }
 
@@ -273,7 +291,10 @@ impl SendBatch {
                     break;
                 }
                 // SAFETY: slot s lies inside self.bufs.
-                self.iov[k] = libc::iovec { iov_base: unsafe { base.add(s * SLOT_LEN) } as *mut libc::c_void, iov_len: len };
+                self.iov[k] = libc::iovec {
+                    iov_base: unsafe { base.add(s * SLOT_LEN) } as *mut libc::c_void,
+                    iov_len: len,
+                };
                 k += 1;
                 total += len;
                 j += 1;
@@ -326,7 +347,10 @@ impl SendBatch {
             };
             if r <= 0 {
                 let err = io::Error::last_os_error().raw_os_error();
-                if self.gso && self.msg_sizes[start].0 > 1 && matches!(err, Some(libc::EIO) | Some(libc::EINVAL)) {
+                if self.gso
+                    && self.msg_sizes[start].0 > 1
+                    && matches!(err, Some(libc::EIO) | Some(libc::EINVAL))
+                {
                     // No UDP GSO here (kernel or device): send the plain way from now on.
                     self.gso = false;
                 }
@@ -353,7 +377,8 @@ mod tests {
 
     fn socket() -> UdpSocket {
         let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-        s.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
         s
     }
 

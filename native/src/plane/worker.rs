@@ -3,12 +3,12 @@
 //! A worker owns the rooms pinned to it and the peers of those rooms. Everything here runs without
 //! the GIL; Python reaches this state only through the short control calls in `mod.rs`.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::demux::is_rtcp;
 use super::udp::{SendBatch, SLOT_LEN};
+use crate::fasthash::FastMap;
 use crate::output::Output;
 use crate::router::Router;
 use crate::srtp::{SrtpContext, SrtpCounters, SRTP_MAX_TRAILER_LEN};
@@ -58,8 +58,8 @@ pub struct WorkerStats {
 }
 
 pub struct WorkerState {
-    pub rooms: HashMap<u64, SharedRouter>,
-    pub peers: HashMap<u64, Peer>,
+    pub rooms: FastMap<u64, SharedRouter>,
+    pub peers: FastMap<u64, Peer>,
     out: Output,
     out_rtcp: Output,
     sends: Vec<SendBatch>,
@@ -71,7 +71,7 @@ pub struct WorkerState {
 }
 
 fn emit(
-    peers: &mut HashMap<u64, Peer>,
+    peers: &mut FastMap<u64, Peer>,
     sends: &mut [SendBatch],
     sockets: &[UdpSocket],
     stats: &mut WorkerStats,
@@ -120,8 +120,8 @@ fn record(stats: &mut WorkerStats, sent: super::udp::Sent) {
 impl WorkerState {
     pub fn new(sockets: usize, drop_ppm: u32, poll_interval_ms: u64, seed: u64) -> Self {
         Self {
-            rooms: HashMap::new(),
-            peers: HashMap::new(),
+            rooms: FastMap::default(),
+            peers: FastMap::default(),
             out: Output::new(),
             out_rtcp: Output::new(),
             sends: (0..sockets).map(|_| SendBatch::new()).collect(),
@@ -145,7 +145,14 @@ impl WorkerState {
     }
 
     /// One SRTP/SRTCP datagram from a handed-over peer; `buf` is its slot (room for in-place work).
-    pub fn handle_media(&mut self, sockets: &[UdpSocket], transport: u64, buf: &mut [u8], len: usize, now_ms: u64) {
+    pub fn handle_media(
+        &mut self,
+        sockets: &[UdpSocket],
+        transport: u64,
+        buf: &mut [u8],
+        len: usize,
+        now_ms: u64,
+    ) {
         let rtcp = is_rtcp(&buf[..len]);
         if !rtcp && self.peers.contains_key(&transport) && self.chance_drop() {
             self.stats.test_dropped += 1;
@@ -154,8 +161,18 @@ impl WorkerState {
             }
             return;
         }
-        let WorkerState { rooms, peers, out, out_rtcp, sends, stats, .. } = self;
-        let Some(peer) = peers.get_mut(&transport) else { return };
+        let WorkerState {
+            rooms,
+            peers,
+            out,
+            out_rtcp,
+            sends,
+            stats,
+            ..
+        } = self;
+        let Some(peer) = peers.get_mut(&transport) else {
+            return;
+        };
         let Some(router) = rooms.get(&peer.room) else {
             stats.no_room += 1;
             return;
@@ -166,11 +183,15 @@ impl WorkerState {
         peer.stats.bytes_in += len as u64;
         if rtcp {
             peer.stats.rtcp_in += 1;
-            let Ok(n) = peer.srtp.unprotect_rtcp(packet) else { return };
+            let Ok(n) = peer.srtp.unprotect_rtcp(packet) else {
+                return;
+            };
             lock(router).handle_rtcp(transport, &packet[..n], now_ms, out, out_rtcp);
         } else {
             peer.stats.rtp_in += 1;
-            let Ok(n) = peer.srtp.unprotect_rtp(packet) else { return };
+            let Ok(n) = peer.srtp.unprotect_rtp(packet) else {
+                return;
+            };
             lock(router).route_rtp(transport, &packet[..n], now_ms, out);
         }
         emit(peers, sends, sockets, stats, out, false);
@@ -179,12 +200,23 @@ impl WorkerState {
 
     /// Protects and sends one RTP or RTCP packet the control plane produced; false if the
     /// transport has no handed-over peer here.
-    pub fn send_from_python(&mut self, sockets: &[UdpSocket], transport: u64, packet: &[u8]) -> bool {
+    pub fn send_from_python(
+        &mut self,
+        sockets: &[UdpSocket],
+        transport: u64,
+        packet: &[u8],
+    ) -> bool {
         if !self.peers.contains_key(&transport) {
             self.stats.no_destination += 1;
             return false;
         }
-        let WorkerState { peers, out, sends, stats, .. } = self;
+        let WorkerState {
+            peers,
+            out,
+            sends,
+            stats,
+            ..
+        } = self;
         out.clear();
         out.push_with(transport, |b| b.extend_from_slice(packet));
         emit(peers, sends, sockets, stats, out, is_rtcp(packet));
@@ -198,7 +230,14 @@ impl WorkerState {
             return;
         }
         self.next_poll_ms = now_ms + self.poll_interval_ms;
-        let WorkerState { rooms, peers, out_rtcp, sends, stats, .. } = self;
+        let WorkerState {
+            rooms,
+            peers,
+            out_rtcp,
+            sends,
+            stats,
+            ..
+        } = self;
         for router in rooms.values() {
             out_rtcp.clear();
             lock(router).poll(now_ms, out_rtcp);

@@ -1,7 +1,6 @@
 //! RTCP side of the router: subscribers' feedback (NACK, PLI, FIR, REMB, reports), publishers'
 //! sender reports, and the periodic work (REMB, keyframe requests).
 
-use std::collections::HashMap;
 
 use super::*;
 use crate::rtcp::{self, ReportBlock, RtcpPacket};
@@ -17,7 +16,7 @@ impl Router {
     fn send_pli(
         cfg: &RouterConfig,
         stats: &mut RouterStats,
-        publishers: &HashMap<TransportId, Publisher>,
+        publishers: &FastMap<TransportId, Publisher>,
         t: &mut Track,
         now_ms: u64,
         out: &mut Output,
@@ -287,7 +286,7 @@ impl Router {
     /// One generic NACK to the publisher naming the track's missing packets that are due.
     fn nack_missing(
         stats: &mut RouterStats,
-        publishers: &HashMap<TransportId, Publisher>,
+        publishers: &FastMap<TransportId, Publisher>,
         t: &mut Track,
         now_ms: u64,
         out: &mut Output,

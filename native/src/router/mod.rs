@@ -6,7 +6,7 @@
 //! video. No sockets, threads, clocks or randomness from the OS: the caller passes `now_ms` and the
 //! constructor takes a seed.
 
-use std::collections::HashMap;
+use crate::fasthash::FastMap;
 
 use crate::codec_match::best_match;
 use crate::keyframe::{is_keyframe_start, CodecKind};
@@ -133,11 +133,11 @@ impl Rng {
 pub struct Router {
     cfg: RouterConfig,
     rng: Rng,
-    publishers: HashMap<TransportId, Publisher>,
-    tracks: HashMap<TrackId, Track>,
-    track_by_ssrc: HashMap<(TransportId, u32), TrackId>,
-    sub_track: HashMap<SubscriptionId, TrackId>,
-    sub_by_ssrc: HashMap<(TransportId, u32), SubscriptionId>,
+    publishers: FastMap<TransportId, Publisher>,
+    tracks: FastMap<TrackId, Track>,
+    track_by_ssrc: FastMap<(TransportId, u32), TrackId>,
+    sub_track: FastMap<SubscriptionId, TrackId>,
+    sub_by_ssrc: FastMap<(TransportId, u32), SubscriptionId>,
     stats: RouterStats,
 }
 
@@ -208,11 +208,11 @@ impl Router {
         Self {
             cfg,
             rng: Rng(seed),
-            publishers: HashMap::new(),
-            tracks: HashMap::new(),
-            track_by_ssrc: HashMap::new(),
-            sub_track: HashMap::new(),
-            sub_by_ssrc: HashMap::new(),
+            publishers: FastMap::default(),
+            tracks: FastMap::default(),
+            track_by_ssrc: FastMap::default(),
+            sub_track: FastMap::default(),
+            sub_by_ssrc: FastMap::default(),
             stats: RouterStats::default(),
         }
     }
