@@ -11,6 +11,11 @@ on loopback by a separate sender process, through the same router configuration 
   aiortc-hooked path adds ~20-27 µs a packet (aioice, asyncio queue, DTLS transport), so the ratios
   here understate the gain over the skeleton. CPU = that thread's CPU time.
 
+A third test runs the whole server for 1→1: a WHIP publisher and a WHEP viewer, both aiortc peers
+in child processes, the server on `datapath = "python"` (the skeleton's aiortc-hooked path) and
+then on `"native"`; CPU = the server's event-loop thread plus its media workers. It needs loopback
+ICE, so run it inside `unshare -n` like the browser tests.
+
 The figure of merit is the ratio (recorded in extra_info and the end-of-run table); nothing asserts
 on timing. Run:
   .venv/bin/python -m pytest loadtest/benchmarks/test_bench_forwarding.py --benchmark-only -s
@@ -18,12 +23,15 @@ on timing. Run:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import multiprocessing
 import os
+import queue
 import socket
 import struct
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -192,3 +200,195 @@ def test_forwarded_packets_per_cpu_second(benchmark, speedup_report, fanout):
           f"native {nat_pps:,.0f} pps/CPU-s ({nat_fwd} in {nat_cpu:.2f} s), ratio {nat_pps / py_pps:.1f}x")
     speedup_report(f"forward 1.2KB SRTP 1→{fanout} (CPU s/packet)", 1 / py_pps, 1 / nat_pps,
                    target=10 if fanout == 1 else None)
+
+
+# --- the whole server, 1→1: WHIP publisher and WHEP viewer are aiortc peers in child processes ----
+
+STACK_PACKETS = 60_000
+
+
+def _silent_video() -> Any:
+    from aiortc import MediaStreamTrack
+
+    class Silent(MediaStreamTrack):
+        kind = "video"
+
+        async def recv(self) -> Any:  # never yields a frame: no encoder is created
+            await asyncio.Event().wait()
+
+    return Silent()
+
+
+async def _negotiate(pc: Any, url: str, token: str) -> None:
+    import aiohttp
+    from aiortc import RTCSessionDescription
+
+    from mediasrv.sfu.ice import configure_host_addresses
+
+    configure_host_addresses(["127.0.0.1"])  # aioice leaves loopback out on its own
+    await pc.setLocalDescription(await pc.createOffer())
+    async with aiohttp.ClientSession() as http, http.post(
+        url, data=pc.localDescription.sdp,
+        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+    ) as r:
+        if r.status != 201:
+            raise RuntimeError(f"{url}: {r.status} {await r.text()}")
+        answer = await r.text()
+    await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+    for _ in range(400):
+        if pc.connectionState == "connected":
+            return
+        await asyncio.sleep(0.025)
+    raise RuntimeError(f"{url}: not connected ({pc.connectionState})")
+
+
+async def _viewer_main(url: str, token: str, events: Any) -> None:
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    pc.addTransceiver("video", direction="recvonly")
+    await _negotiate(pc, url, token)
+    received = 0
+
+    async def count(data: bytes, arrival_time_ms: int) -> None:  # no depacketizing, no decoding
+        nonlocal received
+        received += 1
+
+    dtls = pc.getTransceivers()[0].receiver.transport
+    dtls._handle_rtp_data = count
+    events.put("viewer ready")
+    await asyncio.Event().wait()  # runs until the parent terminates it
+
+
+def _viewer(url: str, token: str, events: Any) -> None:
+    import uvloop
+
+    uvloop.run(_viewer_main(url, token, events))
+
+
+async def _publisher_main(url: str, token: str, events: Any, go: Any) -> None:
+    from aiortc import RTCPeerConnection
+
+    pc = RTCPeerConnection()
+    tr = pc.addTransceiver(_silent_video(), direction="sendonly")
+    await _negotiate(pc, url, token)
+    pt = next(c.payloadType for c in tr._codecs if c.mimeType.lower() == "video/vp8")
+    ssrc = tr.sender._ssrc
+    dtls = tr.sender.transport
+    events.put("publisher ready")
+    await asyncio.get_running_loop().run_in_executor(None, go.get)
+    events.put("publishing")
+    for seq in range(STACK_PACKETS):
+        descriptor = b"\x10\x00" if seq == 0 else b"\x00\x01"
+        header = struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, (seq // 4) * 3000, ssrc)
+        await dtls._send_rtp(header + descriptor + bytes(PACKET_SIZE - 12 - len(descriptor)))
+        if seq % 64 == 0:
+            await asyncio.sleep(0)  # let RTCP and consent checks through
+    events.put("sent")
+    await asyncio.sleep(1.0)
+    await pc.close()
+
+
+def _publisher(url: str, token: str, events: Any, go: Any) -> None:
+    import uvloop
+
+    uvloop.run(_publisher_main(url, token, events, go))
+
+
+async def _wait_event(events: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = events.get_nowait()
+        except queue.Empty:
+            await asyncio.sleep(0.02)
+            continue
+        if got == what:
+            return
+    raise RuntimeError(f"child never reported {what!r}")
+
+
+async def _stack_rate(datapath: str, data_dir: Path) -> tuple[float, int, float]:
+    from aiohttp import web
+
+    from mediasrv import keys
+    from mediasrv.app import create_app
+    from mediasrv.auth import mint_token
+    from mediasrv.config import load_settings, prepare_data_dir
+
+    settings = load_settings(env={}, data_dir=data_dir, datapath=datapath, media_workers=1)
+    prepare_data_dir(settings)
+    runner = web.AppRunner(create_app(settings), handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    ctx = multiprocessing.get_context("spawn")
+    events, go = ctx.Queue(), ctx.Queue()
+
+    def token(identity: str, role: str) -> str:
+        return mint_token(settings.api_secret, identity=identity, role=role, room="bench", ttl_s=600)
+
+    viewer = ctx.Process(target=_viewer, args=(f"{url}/whep/bench/cam", token("viewer", "observer"), events))
+    publisher = ctx.Process(target=_publisher, args=(f"{url}/whip/bench", token("cam", "clinician"), events, go))
+    try:
+        publisher.start()
+        await _wait_event(events, "publisher ready")
+        viewer.start()
+        await _wait_event(events, "viewer ready")
+        manager = runner.app[keys.ROOMS]
+        room = manager.get("bench")
+        router = room.router
+        for _ in range(200):  # the viewer's subscription is forwarding once its transport is up
+            if any(s.active for p in room.participants.values() for s in p.subscriptions.values()):
+                break
+            await asyncio.sleep(0.05)
+        go.put("go")
+        await _wait_event(events, "publishing")
+
+        def cpu() -> float:
+            plane = manager.plane
+            workers = sum(plane.native.stats()["worker_cpu_seconds"]) if plane is not None else 0.0
+            return time.thread_time() + workers
+
+        cpu0, out0 = cpu(), router.stats()["rtp_packets_out"]
+        await _wait_event(events, "sent", timeout=120)
+        last = -1
+        while (now := router.stats()["rtp_packets_out"]) != last:  # until the server is drained
+            last = now
+            await asyncio.sleep(0.3)
+        used = cpu() - cpu0
+        forwarded = router.stats()["rtp_packets_out"] - out0
+        return forwarded / used, forwarded, used
+    finally:
+        for p in (publisher, viewer):
+            if p.pid is not None:
+                p.terminate()
+                p.join(5)
+        await runner.cleanup()
+
+
+def stack_rate(datapath: str, data_dir: Path) -> tuple[float, int, float]:
+    import uvloop
+
+    return uvloop.run(_stack_rate(datapath, data_dir))
+
+
+def test_whole_server_1_to_1_aiortc_path_vs_native_plane(benchmark, speedup_report, tmp_path):
+    """The issue's baseline: the skeleton's aiortc-hooked path, through the real server."""
+    result: dict[str, tuple[float, int, float]] = {}
+
+    def run() -> None:
+        result["python"] = stack_rate("python", tmp_path / "py")
+        result["native"] = stack_rate("native", tmp_path / "native")
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    (py_pps, py_fwd, py_cpu), (nat_pps, nat_fwd, nat_cpu) = result["python"], result["native"]
+    assert py_fwd > 0 and nat_fwd > 0
+    benchmark.extra_info.update({
+        "python_pps_per_cpu_s": round(py_pps), "native_pps_per_cpu_s": round(nat_pps),
+        "python_forwarded": py_fwd, "native_forwarded": nat_fwd, "ratio": round(nat_pps / py_pps, 1),
+    })
+    print(f"\nwhole server 1→1: aiortc path {py_pps:,.0f} pps/CPU-s ({py_fwd} in {py_cpu:.2f} s), "
+          f"native {nat_pps:,.0f} pps/CPU-s ({nat_fwd} in {nat_cpu:.2f} s), ratio {nat_pps / py_pps:.1f}x")
+    speedup_report("whole server 1→1, aiortc path vs native (CPU s/pkt)", 1 / py_pps, 1 / nat_pps, target=10)

@@ -51,13 +51,14 @@ impl MediaPlane {
 impl MediaPlane {
     /// Binds one UDP socket per address (all on `port`; 0 = ephemeral) and starts `workers` threads.
     #[new]
-    #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20))]
+    #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20, rx_coalesce_us=200))]
     fn new(
         addresses: Vec<String>,
         port: u16,
         workers: usize,
         drop_ppm: u32,
         poll_interval_ms: u64,
+        rx_coalesce_us: u64,
     ) -> PyResult<Self> {
         if addresses.is_empty() {
             return Err(PyValueError::new_err(
@@ -87,6 +88,7 @@ impl MediaPlane {
             workers,
             drop_ppm,
             poll_interval_ms,
+            rx_coalesce_us: rx_coalesce_us.min(10_000),
         };
         Ok(Self {
             inner: Some(Plane::start(cfg).map_err(to_py_err)?),
