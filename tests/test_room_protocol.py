@@ -68,3 +68,15 @@ async def test_join_timeout_closes_4408(server, monkeypatch):
     monkeypatch.setattr(roomws, "JOIN_TIMEOUT_S", 0.2)
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.url}/rooms/r1/ws") as ws:
         assert (await ws.receive()).data == 4408
+
+
+async def test_max_duration_warns_then_closes_the_room(server):
+    server.rooms.create("short", RoomOptions(max_duration_s=2))
+    s1, ws, joined = await _join(server, "short", "dr", "clinician")
+    assert joined["type"] == "joined"
+    warning = await ws.receive_json(timeout=10)
+    assert warning["type"] == "room_ending" and 0 <= warning["seconds_left"] <= 2
+    assert await ws.receive_json(timeout=10) == {"type": "room_closed", "reason": "max_duration"}
+    assert (await ws.receive(timeout=10)).data == 4000
+    assert server.rooms.get("short") is None
+    await s1.close()
