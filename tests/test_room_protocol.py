@@ -23,6 +23,16 @@ async def test_observers_cannot_publish(server):
     await s.close()
 
 
+async def test_unknown_track_source_is_refused_before_negotiation(server):
+    s, ws, _ = await _join(server, "r1", "pat", "patient")
+    await ws.send_json({"type": "publish", "sdp": "v=0\r\n", "sources": {"0": "webcam"},
+                        "request_id": "p"})
+    err = await ws.receive_json()
+    assert (err["code"], err["request_id"]) == ("invalid_source", "p") and "webcam" in err["message"]
+    assert server.rooms.get("r1").participants["pat"].publisher is None
+    await s.close()
+
+
 async def test_admin_tokens_cannot_join_a_visit(server):
     session = aiohttp.ClientSession()
     ws = await session.ws_connect(f"{server.url}/rooms/r1/ws")

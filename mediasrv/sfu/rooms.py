@@ -301,6 +301,9 @@ class Room:
         """Answer a publisher offer; tracks appear for each m-line the client sends on."""
         if p.role == "observer":
             raise RoomError("forbidden", "observers cannot publish", 403)
+        unknown = sorted({v for v in sources.values() if v not in SOURCES})
+        if unknown:  # refused before negotiating, so nothing is left half set up
+            raise RoomError("invalid_source", f"unknown track sources {unknown}; use {list(SOURCES)}", 400)
         transport = self._publisher(p)
         answer = await transport.accept_offer(offer_sdp)
         remote = media_by_mid(SessionDescription.parse(transport.pc.remoteDescription.sdp))
@@ -320,8 +323,6 @@ class Room:
             existing = by_mid.get(mid)
             if sending and existing is None:
                 source = sources.get(mid) or ("microphone" if tr.kind == "audio" else "camera")
-                if source not in SOURCES:
-                    raise RoomError("invalid_source", f"unknown track source {source!r}", 400)
                 track = Track(id=next(_ids), owner=p.identity, kind=tr.kind, source=source, mid=mid,
                               transport=transport)
                 self.router.add_track(track.id, transport.handle, tr.kind, mid, codec_tuples(tr),
