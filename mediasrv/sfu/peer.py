@@ -14,6 +14,7 @@ that never yields a frame, so no encoder is either.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -200,7 +201,8 @@ class PeerTransport:
         self.closed = True
         plane = self._plane
         if plane is not None:
-            plane.native.unregister_peer(self.handle)
+            with contextlib.suppress(ValueError):  # the plane already shut down
+                plane.native.unregister_peer(self.handle)
         try:
             await self.pc.close()
         except Exception:  # closing must never fail the caller
