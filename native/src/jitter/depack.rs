@@ -72,17 +72,74 @@ pub fn starts_frame(codec: FrameCodec, p: &[u8]) -> bool {
     }
 }
 
+/// Where assembled frame bytes go: a growing `Vec`, a byte counter (to size the output exactly before
+/// allocating it, and to validate the frame without copying), or a slice of exactly that size.
+pub trait FrameOut {
+    fn put(&mut self, bytes: &[u8]);
+    fn put_byte(&mut self, b: u8);
+}
+
+impl FrameOut for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+    fn put_byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+/// Counts the bytes a frame assembles to.
+#[derive(Debug, Default)]
+pub struct ByteCount(pub usize);
+
+impl FrameOut for ByteCount {
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+    fn put_byte(&mut self, _: u8) {
+        self.0 += 1;
+    }
+}
+
+/// Fills a slice sized by a previous `ByteCount` pass over the same payloads.
+pub struct SliceOut<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl<'a> SliceOut<'a> {
+    pub fn new(buf: &'a mut [u8]) -> Self {
+        Self { buf, pos: 0 }
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> usize {
+        self.pos
+    }
+}
+
+impl FrameOut for SliceOut<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
+    }
+    fn put_byte(&mut self, b: u8) {
+        self.buf[self.pos] = b;
+        self.pos += 1;
+    }
+}
+
 /// Appends the payloads of one complete frame to `out` in the muxer's format and says whether the frame
 /// is a keyframe.
 pub fn assemble<'a>(
     codec: FrameCodec,
     payloads: impl Iterator<Item = &'a [u8]>,
-    out: &mut Vec<u8>,
+    out: &mut impl FrameOut,
 ) -> Result<bool, DepackError> {
     match codec {
         FrameCodec::Opus => {
             for p in payloads {
-                out.extend_from_slice(p);
+                out.put(p);
             }
             Ok(true)
         }
@@ -97,7 +154,7 @@ pub fn assemble<'a>(
                     key = h & 0x01 == 0;
                     first = false;
                 }
-                out.extend_from_slice(&p[d..]);
+                out.put(&p[d..]);
             }
             if first {
                 return Err(DepackError::Empty);
@@ -112,7 +169,7 @@ const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 fn h264_assemble<'a>(
     payloads: impl Iterator<Item = &'a [u8]>,
-    out: &mut Vec<u8>,
+    out: &mut impl FrameOut,
 ) -> Result<bool, DepackError> {
     let mut key = false;
     let mut in_fu = false;
@@ -123,8 +180,8 @@ fn h264_assemble<'a>(
         match b0 & 0x1f {
             1..=23 => {
                 key |= b0 & 0x1f == NAL_IDR;
-                out.extend_from_slice(&START_CODE);
-                out.extend_from_slice(p);
+                out.put(&START_CODE);
+                out.put(p);
                 in_fu = false;
             }
             NAL_STAP_A => {
@@ -137,8 +194,8 @@ fn h264_assemble<'a>(
                         .ok_or(DepackError::Truncated)?;
                     if let Some(h) = nal.first() {
                         key |= h & 0x1f == NAL_IDR;
-                        out.extend_from_slice(&START_CODE);
-                        out.extend_from_slice(nal);
+                        out.put(&START_CODE);
+                        out.put(nal);
                     }
                     pos += 2 + size;
                 }
@@ -149,13 +206,13 @@ fn h264_assemble<'a>(
                 let nal_type = fu & 0x1f;
                 if fu & 0x80 != 0 {
                     key |= nal_type == NAL_IDR;
-                    out.extend_from_slice(&START_CODE);
-                    out.push((b0 & 0xe0) | nal_type); // reconstructed NAL header: F, NRI, type
+                    out.put(&START_CODE);
+                    out.put_byte((b0 & 0xe0) | nal_type); // reconstructed NAL header: F, NRI, type
                     in_fu = true;
                 } else if !in_fu {
                     return Err(DepackError::Truncated); // continuation without its start
                 }
-                out.extend_from_slice(&p[2..]);
+                out.put(&p[2..]);
                 if fu & 0x40 != 0 {
                     in_fu = false;
                 }

@@ -57,6 +57,47 @@ pub struct Frame {
     pub arrival_ms: u64,
 }
 
+/// A frame being released by `pop_frames_with`: its metadata and assembled size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameInfo {
+    pub timestamp: u64,
+    pub keyframe: bool,
+    pub arrival_ms: u64,
+    /// Exact length of the assembled frame.
+    pub len: usize,
+}
+
+/// The payloads of a frame being released, still in the buffer's slots.
+pub struct FrameParts<'a> {
+    codec: FrameCodec,
+    slots: &'a [Slot],
+    mask: u64,
+    from: u64,
+    to: u64,
+}
+
+impl FrameParts<'_> {
+    /// Assembles the frame into `out`, which must be exactly `FrameInfo::len` bytes long.
+    pub fn write_to(&self, out: &mut [u8]) {
+        let mut w = depack::SliceOut::new(out);
+        // Already validated when the frame was sized, so this cannot fail.
+        let res = depack::assemble(
+            self.codec,
+            payloads(self.slots, self.mask, self.from, self.to),
+            &mut w,
+        );
+        debug_assert!(res.is_ok() && w.written() == out.len());
+    }
+}
+
+/// Non-padding payloads stored for the sequence numbers `from..=to`, in order.
+fn payloads(slots: &[Slot], mask: u64, from: u64, to: u64) -> impl Iterator<Item = &[u8]> {
+    (from..=to)
+        .map(move |seq| (seq, &slots[(seq & mask) as usize]))
+        .filter(|(seq, s)| s.seq == *seq && !s.padding)
+        .map(|(_, s)| &s.payload[..])
+}
+
 /// Requests for the sender, produced by `poll`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JitterEvent {
@@ -147,6 +188,8 @@ pub struct JitterBuffer {
     keyframe_needed: bool,
     last_keyframe_request: Option<u64>,
     stats: JitterStats,
+    /// Payload buffers of released slots, most recently freed last (LIFO keeps copies in cache).
+    pool: Vec<Vec<u8>>,
 }
 
 impl JitterBuffer {
@@ -169,6 +212,7 @@ impl JitterBuffer {
             keyframe_needed: false,
             last_keyframe_request: None,
             stats: JitterStats::default(),
+            pool: Vec::new(),
         }
     }
 
@@ -199,6 +243,9 @@ impl JitterBuffer {
         let s = &mut self.slots[(seq & self.mask) as usize];
         if s.seq == seq {
             s.seq = EMPTY;
+            // Back to the pool: the next packet reuses this buffer while it is still in cache,
+            // instead of the cold buffer of a slot a whole ring away.
+            self.pool.push(std::mem::take(&mut s.payload));
         }
     }
 
@@ -303,6 +350,9 @@ impl JitterBuffer {
         slot.start = start;
         slot.padding = padding;
         slot.arrival = now_ms;
+        if slot.payload.capacity() == 0 {
+            slot.payload = self.pool.pop().unwrap_or_default();
+        }
         slot.payload.clear();
         slot.payload.extend_from_slice(payload);
         if seq > self.highest || self.highest < self.head {
@@ -356,9 +406,15 @@ impl JitterBuffer {
     }
 
     /// Releases every frame that is complete, in order, and gives up on blocked frames whose missing
-    /// packets are past their deadline.
-    pub fn pop_frames(&mut self, now_ms: u64) -> Vec<Frame> {
-        let mut out = Vec::new();
+    /// packets are past their deadline. Each released frame goes to `sink` with its payloads still in
+    /// the buffer, so the caller writes the frame's bytes exactly once, straight into the object it
+    /// keeps (the Python binding: a `bytes`). Returns the number of frames released.
+    pub fn pop_frames_with(
+        &mut self,
+        now_ms: u64,
+        mut sink: impl FnMut(&FrameInfo, &FrameParts<'_>),
+    ) -> usize {
+        let mut released = 0;
         while self.started && self.head <= self.highest {
             let Some(first) = self.slot(self.head) else {
                 if self.expired(self.head, self.head, now_ms) {
@@ -404,52 +460,77 @@ impl JitterBuffer {
                 }
                 break;
             };
-            let size: usize = (self.head..=end)
-                .filter_map(|s| self.slot(s))
-                .map(|s| s.payload.len())
-                .sum();
-            let mut data = Vec::with_capacity(size);
+            // Validate and size the frame without copying; the bytes are written once, by the sink.
+            let mut size = depack::ByteCount::default();
             let res = depack::assemble(
                 self.cfg.codec,
-                (self.head..=end)
-                    .filter_map(|s| self.slot(s))
-                    .filter(|s| !s.padding)
-                    .map(|s| &s.payload[..]),
-                &mut data,
+                payloads(&self.slots, self.mask, self.head, end),
+                &mut size,
             );
-            for s in self.head..=end {
-                self.clear_slot(s);
-            }
-            self.head = end + 1;
+            let from = self.head;
             self.fresh = false;
-            match res {
+            let emit = match res {
                 Err(_) => {
                     self.stats.malformed += 1;
                     self.stats.frames_incomplete += 1;
                     self.break_chain();
+                    None
                 }
                 Ok(keyframe) => {
                     let video = self.cfg.codec.is_video();
                     if video && self.waiting_keyframe && !keyframe {
                         self.stats.frames_undecodable += 1;
                         self.keyframe_needed = true;
-                        continue;
+                        None
+                    } else {
+                        if video && keyframe {
+                            self.waiting_keyframe = false;
+                            self.keyframe_needed = false;
+                        }
+                        self.stats.frames += 1;
+                        self.stats.keyframes += (video && keyframe) as u64;
+                        Some(keyframe)
                     }
-                    if video && keyframe {
-                        self.waiting_keyframe = false;
-                        self.keyframe_needed = false;
-                    }
-                    self.stats.frames += 1;
-                    self.stats.keyframes += (video && keyframe) as u64;
-                    out.push(Frame {
-                        timestamp: ts,
-                        keyframe,
-                        data,
-                        arrival_ms: arrival,
-                    });
                 }
+            };
+            if let Some(keyframe) = emit {
+                let info = FrameInfo {
+                    timestamp: ts,
+                    keyframe,
+                    arrival_ms: arrival,
+                    len: size.0,
+                };
+                let parts = FrameParts {
+                    codec: self.cfg.codec,
+                    slots: &self.slots,
+                    mask: self.mask,
+                    from,
+                    to: end,
+                };
+                sink(&info, &parts);
+                released += 1;
             }
+            for s in from..=end {
+                self.clear_slot(s);
+            }
+            self.head = end + 1;
         }
+        released
+    }
+
+    /// Releases every frame that is complete, in order (see `pop_frames_with`), as owned frames.
+    pub fn pop_frames(&mut self, now_ms: u64) -> Vec<Frame> {
+        let mut out = Vec::new();
+        self.pop_frames_with(now_ms, |info, parts| {
+            let mut data = vec![0; info.len];
+            parts.write_to(&mut data);
+            out.push(Frame {
+                timestamp: info.timestamp,
+                keyframe: info.keyframe,
+                data,
+                arrival_ms: info.arrival_ms,
+            });
+        });
         out
     }
 
@@ -457,11 +538,23 @@ impl JitterBuffer {
     pub fn flush(&mut self) -> Vec<Frame> {
         let mut out = self.pop_frames(u64::MAX);
         // A trailing frame whose last packet never came: give it up too.
-        while self.started && self.head <= self.highest {
-            self.give_up();
+        while self.has_pending() {
+            self.give_up_head();
             out.extend(self.pop_frames(u64::MAX));
         }
         out
+    }
+
+    /// Packets are still held after `pop_frames` (at end of stream: an incomplete trailing frame).
+    pub fn has_pending(&self) -> bool {
+        self.started && self.head <= self.highest
+    }
+
+    /// Drops the frame at the head (as when its deadline passes); for end of stream.
+    pub fn give_up_head(&mut self) {
+        if self.has_pending() {
+            self.give_up();
+        }
     }
 
     /// NACKs due now and a keyframe request when the chain is broken.

@@ -6,9 +6,6 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::{FrameCodec, JitterBuffer as Core, JitterConfig, JitterEvent};
 
-/// (timestamp, keyframe, data, arrival_ms) of one released frame.
-type PyFrame<'py> = (u64, bool, Bound<'py, PyBytes>, u64);
-
 /// Per-stream jitter buffer: `push` RTP packets, `pop_frames` complete frames, `poll` for NACK and
 /// keyframe requests. Times are milliseconds on any monotonic clock.
 #[pyclass(name = "JitterBuffer", module = "mediasrv_native", unsendable)]
@@ -16,18 +13,45 @@ pub struct PyJitterBuffer {
     inner: Core,
 }
 
-fn frames_to_py<'py>(py: Python<'py>, frames: Vec<super::Frame>) -> Vec<PyFrame<'py>> {
-    frames
-        .into_iter()
-        .map(|f| {
-            (
-                f.timestamp,
-                f.keyframe,
-                PyBytes::new(py, &f.data),
-                f.arrival_ms,
-            )
+/// Releases the complete frames as a list of (timestamp, keyframe, data, arrival_ms); each frame's
+/// bytes are assembled straight into its `bytes` object (no intermediate buffer).
+fn pop_to_py<'py>(py: Python<'py>, jb: &mut Core, now_ms: u64) -> PyResult<Bound<'py, PyList>> {
+    let out = PyList::empty(py);
+    let mut err = None;
+    jb.pop_frames_with(now_ms, |info, parts| {
+        if err.is_some() {
+            return;
+        }
+        let frame = PyBytes::new_with(py, info.len, |buf| {
+            parts.write_to(buf);
+            Ok(())
         })
-        .collect()
+        .and_then(|data| (info.timestamp, info.keyframe, data, info.arrival_ms).into_pyobject(py))
+        .and_then(|t| out.append(t));
+        err = frame.err();
+    });
+    err.map_or(Ok(out), Err)
+}
+
+/// End of stream through the sink: what `Core::flush` does, without owned frames.
+fn flush_to_py<'py>(py: Python<'py>, jb: &mut Core) -> PyResult<Bound<'py, PyList>> {
+    let out = pop_to_py(py, jb, u64::MAX)?;
+    while jb.has_pending() {
+        jb.give_up_head();
+        for f in pop_to_py(py, jb, u64::MAX)?.iter() {
+            out.append(f)?;
+        }
+    }
+    Ok(out)
+}
+
+fn push_list(jb: &mut Core, packets: &Bound<'_, PyList>, now_ms: u64) -> PyResult<usize> {
+    let mut kept = 0;
+    for p in packets.iter() {
+        let b = p.cast::<PyBytes>()?;
+        kept += jb.push(b.as_bytes(), now_ms) as usize;
+    }
+    Ok(kept)
 }
 
 #[pymethods]
@@ -71,22 +95,29 @@ impl PyJitterBuffer {
 
     /// Stores a batch of packets that arrived at the same time; returns how many were kept.
     fn push_many(&mut self, packets: &Bound<'_, PyList>, now_ms: u64) -> PyResult<usize> {
-        let mut kept = 0;
-        for p in packets.iter() {
-            let b = p.cast::<PyBytes>()?;
-            kept += self.inner.push(b.as_bytes(), now_ms) as usize;
-        }
-        Ok(kept)
+        push_list(&mut self.inner, packets, now_ms)
+    }
+
+    /// One call per batch: stores the packets (a list of bytes that arrived by `now_ms`), then returns
+    /// the frames now complete, as `pop_frames(now_ms)` would.
+    fn push_and_pop<'py>(
+        &mut self,
+        py: Python<'py>,
+        packets: &Bound<'py, PyList>,
+        now_ms: u64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        push_list(&mut self.inner, packets, now_ms)?;
+        pop_to_py(py, &mut self.inner, now_ms)
     }
 
     /// Complete frames in order: (timestamp extended to 64 bits, keyframe, data, arrival_ms).
-    fn pop_frames<'py>(&mut self, py: Python<'py>, now_ms: u64) -> Vec<PyFrame<'py>> {
-        frames_to_py(py, self.inner.pop_frames(now_ms))
+    fn pop_frames<'py>(&mut self, py: Python<'py>, now_ms: u64) -> PyResult<Bound<'py, PyList>> {
+        pop_to_py(py, &mut self.inner, now_ms)
     }
 
     /// End of stream: the remaining complete frames; incomplete ones are dropped and counted.
-    fn flush<'py>(&mut self, py: Python<'py>) -> Vec<PyFrame<'py>> {
-        frames_to_py(py, self.inner.flush())
+    fn flush<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        flush_to_py(py, &mut self.inner)
     }
 
     /// Requests for the sender: ("nack", [seq, ...]) and ("keyframe", []).
