@@ -18,7 +18,9 @@ COLUMNS = [("forwarded pkts / CPU-s", "forwarded_per_cpu_s", "{:,.0f}"),
            ("setup p50 ms", "setup_p50_ms", "{:.0f}"),
            ("setup p99 ms", "setup_p99_ms", "{:.0f}"),
            ("server CPU %", "cpu_pct", "{:.0f}"),
-           ("peak RSS MiB", "rss_mb", "{:.0f}")]
+           ("peak RSS MiB", "rss_mb", "{:.0f}"),
+           ("server µs / pkt", "server_us_per_packet", "{:.1f}"),
+           ("generator µs / pkt", "generator_us_per_packet", "{:.1f}")]
 
 
 def summarize(report: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +29,10 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
             "loss_pct": report["loss_pct"], "p99_ms": report["latency_ms"]["p99"],
             "setup_p50_ms": report["setup_ms"]["p50"], "setup_p99_ms": report["setup_ms"]["p99"],
             "cpu_pct": 100 * (report["server_cpu_s_steady"] or 0) / steady,
-            "rss_mb": report["server_peak_rss_mb"], "streams": report["streams_received"],
+            "rss_mb": report["server_peak_rss_mb"],
+            "server_us_per_packet": report.get("server_us_per_packet"),
+            "generator_us_per_packet": report.get("generator_pump_us_per_packet"),
+            "pump_max_gap_ms": report.get("pump_max_gap_ms"), "streams": report["streams_received"],
             "setup_failures": report["setup_failures"], "packets_received": report["packets_received"]}
 
 

@@ -40,18 +40,3 @@ def own_cpu_s() -> float:
     t = os.times()
     return t.user + t.system
 
-
-def thread_cpu_s(name: str) -> float:
-    """CPU seconds of this process's threads called `name` (e.g. the native pump's worker)."""
-    total = 0.0
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/comm") as f:
-                if f.read().strip() != name:
-                    continue
-            with open(f"/proc/self/task/{task}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / CLK_TCK
-    return total

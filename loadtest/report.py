@@ -35,8 +35,11 @@ def table(report: dict[str, Any]) -> str:
         ("server CPU (whole run / steady)", f"{_fmt(report['server_cpu_s'])} / {_fmt(report['server_cpu_s_steady'])} s"),
         ("server peak RSS", f"{_fmt(report['server_peak_rss_mb'], 1)} MiB"),
         ("forwarded packets per server CPU-s", _fmt(report["forwarded_per_cpu_s"], 0)),
-        ("generator CPU (steady; native pump, whole run)",
-         f"{_fmt(report['generator_cpu_s_steady'])} s; {_fmt(report.get('generator_pump_cpu_s'))} s"),
+        ("generator CPU (steady: process; native pump)",
+         f"{_fmt(report['generator_cpu_s_steady'])} s; {_fmt(report.get('generator_pump_cpu_s_steady'))} s"),
+        ("CPU per received packet (steady: pump / server)",
+         f"{_fmt(report.get('generator_pump_us_per_packet'))} / {_fmt(report.get('server_us_per_packet'))} µs"),
+        ("longest pump pass gap", f"{_fmt(report.get('pump_max_gap_ms'))} ms"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)

@@ -21,7 +21,6 @@ from .visit import MediaPlan, Visit
 
 SAMPLE_INTERVAL_S = 1.0
 DRAIN_S = 0.5
-PUMP_THREAD = "loadgen-pump"  # the native worker's thread name (native/src/client/pump.rs)
 # Upper bounds that keep any run finite, whatever the options say.
 MAX_ROOMS = 500
 MAX_DURATION_S = 3600.0
@@ -119,6 +118,10 @@ class Sampler:
                 "loss_pct": 100.0 * lost / expected if expected > 0 else 0.0,
                 "latency_p50_ms": snap["interval_latency_p50_ms"],
                 "latency_p99_ms": snap["interval_latency_p99_ms"],
+                "latency_max_ms": snap["interval_latency_max_ms"],
+                # Longest gap between two pump passes: a generator-side stall shows here.
+                "pump_max_gap_ms": snap["interval_pump_max_gap_ms"],
+                "generator_pump_cpu_pct": 100.0 * (snap["pump_cpu_s"] - prev["pump_cpu_s"]) / dt,
                 "server_cpu_pct": 100.0 * (cpu - cpu_prev) / dt if cpu is not None and cpu_prev is not None else None,
                 "peers": snap["peers"],
             }
@@ -171,7 +174,6 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         final = pump.snapshot(interval=False)
         srv_end = sampler.server()
         gen_cpu_end = procstat.own_cpu_s()
-        pump_cpu = procstat.thread_cpu_s(PUMP_THREAD)
         steady_s = time.monotonic() - setup_done
         server_counters = await target.counters() if target.counters else None
     finally:
@@ -187,6 +189,7 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
     failures = [f for v in visits for f in v.failures]
     subs, pubs = opts.subscribers_per_room, opts.publishers_per_room
     window_rx = final["packets_received"] - steady_snap["packets_received"]
+    pump_window = final["pump_cpu_s"] - steady_snap["pump_cpu_s"]
     cpu_window = (srv_end.cpu_s - srv_steady.cpu_s) if srv_end and srv_steady else None
     report: dict[str, Any] = {
         "server": target.name,
@@ -221,7 +224,12 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         "steady_s": steady_s,
         "generator_cpu_s": gen_cpu_end - gen_cpu0,
         "generator_cpu_s_steady": gen_cpu_end - gen_cpu_steady,
-        "generator_pump_cpu_s": pump_cpu,
+        # The pump thread's CLOCK_THREAD_CPUTIME_ID (all native send/receive work).
+        "generator_pump_cpu_s": final["pump_cpu_s"],
+        "generator_pump_cpu_s_steady": pump_window,
+        "generator_pump_us_per_packet": 1e6 * pump_window / window_rx if window_rx else None,
+        "server_us_per_packet": 1e6 * cpu_window / window_rx if cpu_window and window_rx else None,
+        "pump_max_gap_ms": final["pump_max_gap_ms"],
         "server_pid": target.pid,
         "server_cpu_s": (srv_end.cpu_s - srv0.cpu_s) if srv_end and srv0 else None,
         "server_cpu_s_steady": cpu_window,

@@ -7,6 +7,7 @@
 //! [`crate::srtp::SrtpContext`]. One worker thread serves every socket of a generator process, so
 //! the generator costs far less CPU than the server it loads.
 
+pub mod batch_io;
 pub mod pump;
 pub mod py;
 pub mod rtcp_count;

@@ -167,8 +167,9 @@ impl ClientPump {
     fn snapshot<'py>(&mut self, py: Python<'py>, interval: bool) -> PyResult<Bound<'py, PyDict>> {
         // Copy under the lock, build Python objects after releasing it: allocating (and a GC
         // pass it may trigger) must never stall the worker thread.
-        let (t, reception, peers, streams_sending, quantiles, interval_q) = {
+        let (t, reception, peers, streams_sending, quantiles, interval_q, pump) = {
             let mut st = self.pump.state.lock().unwrap();
+            let pump = st.pump;
             let h = &st.latency;
             let quantiles = [
                 ("latency_samples", h.count as f64),
@@ -184,10 +185,16 @@ impl ClientPump {
                     ("interval_latency_samples", h.count as f64),
                     ("interval_latency_p50_ms", h.quantile_us(0.5) / 1000.0),
                     ("interval_latency_p99_ms", h.quantile_us(0.99) / 1000.0),
+                    ("interval_latency_max_ms", h.max_us as f64 / 1000.0),
+                    (
+                        "interval_pump_max_gap_ms",
+                        pump.interval_max_gap_us as f64 / 1000.0,
+                    ),
                 ]
             });
             if interval {
                 st.interval_latency.clear();
+                st.pump.interval_max_gap_us = 0;
             }
             let streams: usize = st.peers.values().map(|p| p.streams.len()).sum();
             (
@@ -197,6 +204,7 @@ impl ClientPump {
                 streams,
                 quantiles,
                 interval_q,
+                pump,
             )
         };
         let (expected, received, streams, jitter) = reception;
@@ -230,6 +238,10 @@ impl ClientPump {
         d.set_item("jitter_ms", jitter / 1000.0)?;
         d.set_item("peers", peers)?;
         d.set_item("streams_sending", streams_sending)?;
+        // The pump thread's own CPU (CLOCK_THREAD_CPUTIME_ID), passes, and longest pass gap.
+        d.set_item("pump_cpu_s", pump.cpu_s)?;
+        d.set_item("pump_passes", pump.passes)?;
+        d.set_item("pump_max_gap_ms", pump.max_gap_us as f64 / 1000.0)?;
         for (k, v) in quantiles
             .into_iter()
             .chain(interval_q.into_iter().flatten())
