@@ -1,6 +1,8 @@
 //! Codec payload formats: where a frame starts, and how the payloads of one frame become the bytes a
 //! muxer stores (VP8: payload descriptors stripped; H.264: Annex B NAL units; Opus: as is).
 
+use std::mem::MaybeUninit;
+
 /// Codecs the jitter buffer can assemble frames for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameCodec {
@@ -101,14 +103,15 @@ impl FrameOut for ByteCount {
     }
 }
 
-/// Fills a slice sized by a previous `ByteCount` pass over the same payloads.
+/// Fills a slice sized by a previous `ByteCount` pass over the same payloads. The slice may be
+/// uninitialised (a fresh Python `bytes`): every byte is written before anyone reads it.
 pub struct SliceOut<'a> {
-    buf: &'a mut [u8],
+    buf: &'a mut [MaybeUninit<u8>],
     pos: usize,
 }
 
 impl<'a> SliceOut<'a> {
-    pub fn new(buf: &'a mut [u8]) -> Self {
+    pub fn new(buf: &'a mut [MaybeUninit<u8>]) -> Self {
         Self { buf, pos: 0 }
     }
 
@@ -120,11 +123,19 @@ impl<'a> SliceOut<'a> {
 
 impl FrameOut for SliceOut<'_> {
     fn put(&mut self, bytes: &[u8]) {
-        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        let dst = &mut self.buf[self.pos..self.pos + bytes.len()]; // bounds-checked
+                                                                   // SAFETY: `dst` is exactly `bytes.len()` writable bytes that cannot overlap `bytes`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                dst.as_mut_ptr().cast::<u8>(),
+                bytes.len(),
+            )
+        };
         self.pos += bytes.len();
     }
     fn put_byte(&mut self, b: u8) {
-        self.buf[self.pos] = b;
+        self.buf[self.pos].write(b);
         self.pos += 1;
     }
 }

@@ -79,6 +79,13 @@ pub struct FrameParts<'a> {
 impl FrameParts<'_> {
     /// Assembles the frame into `out`, which must be exactly `FrameInfo::len` bytes long.
     pub fn write_to(&self, out: &mut [u8]) {
+        // SAFETY: initialised bytes are valid `MaybeUninit<u8>`; only u8 values are written back.
+        let out = unsafe { &mut *(out as *mut [u8] as *mut [std::mem::MaybeUninit<u8>]) };
+        self.write_to_uninit(out);
+    }
+
+    /// Same, into memory that may be uninitialised: all `FrameInfo::len` bytes are written.
+    pub fn write_to_uninit(&self, out: &mut [std::mem::MaybeUninit<u8>]) {
         let mut w = depack::SliceOut::new(out);
         // Already validated when the frame was sized, so this cannot fail.
         let res = depack::assemble(

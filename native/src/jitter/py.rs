@@ -22,15 +22,35 @@ fn pop_to_py<'py>(py: Python<'py>, jb: &mut Core, now_ms: u64) -> PyResult<Bound
         if err.is_some() {
             return;
         }
-        let frame = PyBytes::new_with(py, info.len, |buf| {
-            parts.write_to(buf);
-            Ok(())
-        })
-        .and_then(|data| (info.timestamp, info.keyframe, data, info.arrival_ms).into_pyobject(py))
-        .and_then(|t| out.append(t));
+        let frame = new_frame_bytes(py, info.len, |buf| parts.write_to_uninit(buf))
+            .and_then(|data| {
+                (info.timestamp, info.keyframe, data, info.arrival_ms).into_pyobject(py)
+            })
+            .and_then(|t| out.append(t));
         err = frame.err();
     });
     err.map_or(Ok(out), Err)
+}
+
+/// A `bytes` of `len` bytes filled by `fill`, which must write every byte. Unlike
+/// `PyBytes::new_with`, the buffer is not zeroed first: frames are several KB and written in full.
+fn new_frame_bytes<'py>(
+    py: Python<'py>,
+    len: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<u8>]),
+) -> PyResult<Bound<'py, PyBytes>> {
+    let size = pyo3::ffi::Py_ssize_t::try_from(len)
+        .map_err(|_| PyValueError::new_err("frame too large"))?;
+    // SAFETY: with a null source, PyBytes_FromStringAndSize returns a new bytes object of `len`
+    // uninitialised bytes (or null with an exception set); nothing else sees it until `fill` has
+    // written all of them (`write_to` writes exactly `FrameInfo::len` bytes).
+    unsafe {
+        let obj = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), size);
+        let bytes = Bound::from_owned_ptr_or_err(py, obj)?.cast_into_unchecked::<PyBytes>();
+        let data = pyo3::ffi::PyBytes_AsString(obj).cast::<std::mem::MaybeUninit<u8>>();
+        fill(std::slice::from_raw_parts_mut(data, len));
+        Ok(bytes)
+    }
 }
 
 /// End of stream through the sink: what `Core::flush` does, without owned frames.
