@@ -145,19 +145,25 @@ def feed_native_batched(jb, packets: list[bytes]) -> int:
 Feed = Callable[[object, list[bytes]], int]
 
 
-def best_seconds(make: Callable[[], object], feed: Feed, warm: bool = True) -> tuple[float, int]:
-    """Seconds per packet over the timed chunks (median chunk) for one long-lived buffer, and the
-    frames it released. warm: each chunk's bytes are read once before it is timed."""
-    jb = make()
-    frames = feed(jb, CHUNKS[0])
-    times = []
-    for chunk in CHUNKS[1:]:
-        if warm:
-            b"".join(chunk)
-        start = time.perf_counter()
-        frames += feed(jb, chunk)
-        times.append((time.perf_counter() - start) / len(chunk))
-    return statistics.median(times), frames
+def per_packet_seconds(
+    runs: dict[str, tuple[Callable[[], object], Feed]], warm: bool = True
+) -> dict[str, tuple[float, int]]:
+    """Median seconds per packet over the timed chunks, and frames released, for each run's
+    long-lived buffer. The runs take turns chunk by chunk (rotating who goes first) so load from
+    other jobs on a shared machine hits them alike. warm: a chunk's bytes are read just before it
+    is timed, as a packet is in cache right after it is received."""
+    bufs = {name: make() for name, (make, _) in runs.items()}
+    frames = {name: runs[name][1](jb, CHUNKS[0]) for name, jb in bufs.items()}
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for k, chunk in enumerate(CHUNKS[1:]):
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            if warm:
+                b"".join(chunk)
+            start = time.perf_counter()
+            frames[name] += runs[name][1](bufs[name], chunk)
+            times[name].append((time.perf_counter() - start) / len(chunk))
+    return {name: (statistics.median(times[name]), frames[name]) for name in runs}
 
 
 def native() -> object:
@@ -165,12 +171,21 @@ def native() -> object:
 
 
 def test_bench_jitter_insert_and_release(benchmark, speedup_report) -> None:
-    heapq_s, heapq_frames = best_seconds(HeapqJitterBuffer, feed_heapq)
-    heapq_batched_s, heapq_batched_frames = best_seconds(HeapqJitterBuffer, feed_heapq_batched)
-    native_s, native_frames = best_seconds(native, feed_native)
-    batched_s, batched_frames = best_seconds(native, feed_native_batched)
-    cold_heapq_s, _ = best_seconds(HeapqJitterBuffer, feed_heapq_batched, warm=False)
-    cold_native_s, _ = best_seconds(native, feed_native_batched, warm=False)
+    r = per_packet_seconds(
+        {
+            "heapq": (HeapqJitterBuffer, feed_heapq),
+            "heapq_batched": (HeapqJitterBuffer, feed_heapq_batched),
+            "native": (native, feed_native),
+            "native_batched": (native, feed_native_batched),
+        }
+    )
+    (heapq_s, heapq_frames), (heapq_batched_s, heapq_batched_frames) = r["heapq"], r["heapq_batched"]
+    (native_s, native_frames), (batched_s, batched_frames) = r["native"], r["native_batched"]
+    cold = per_packet_seconds(
+        {"heapq": (HeapqJitterBuffer, feed_heapq_batched), "native": (native, feed_native_batched)},
+        warm=False,
+    )
+    cold_heapq_s, cold_native_s = cold["heapq"][0], cold["native"][0]
     # Every frame came out of every implementation (the stream wraps sequence numbers many times).
     assert (
         heapq_frames == heapq_batched_frames == native_frames == batched_frames
