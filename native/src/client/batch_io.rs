@@ -11,6 +11,12 @@ use super::synth::PACKET_BUF;
 pub const BATCH: usize = 64;
 /// Room for one `SCM_TIMESTAMPNS` control message (a timespec) with its header.
 const CMSG_BUF: usize = 64;
+/// Room for one `UDP_SEGMENT` control message (a u16) with its header, rounded up.
+const GSO_CMSG_SPACE: usize = 24;
+/// Most datagrams the kernel accepts in one GSO send (UDP_MAX_SEGMENTS).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// A GSO send is one UDP datagram before splitting: stay under its 64 KiB limit.
+const MAX_GSO_BYTES: usize = 60_000;
 
 /// Ask the kernel to stamp each datagram on arrival, so latency does not include how long the
 /// pump waited before reading (it reads in coalesced batches).
@@ -222,6 +228,11 @@ pub struct SendBatch {
     // Rebuilt on each flush; kept to reuse their allocations.
     iovs: Vec<libc::iovec>,
     hdrs: Vec<libc::mmsghdr>,
+    /// Packets in each message of the last flush.
+    runs: Vec<usize>,
+    /// One UDP_SEGMENT control message per possible run (fixed length: headers point into it).
+    gso_cmsgs: Vec<[u64; GSO_CMSG_SPACE / 8]>,
+    gso: bool,
 }
 
 impl Default for SendBatch {
@@ -231,6 +242,9 @@ impl Default for SendBatch {
             lens: Vec::with_capacity(BATCH),
             iovs: Vec::with_capacity(BATCH),
             hdrs: Vec::with_capacity(BATCH),
+            runs: Vec::with_capacity(BATCH),
+            gso_cmsgs: vec![[0; GSO_CMSG_SPACE / 8]; BATCH],
+            gso: true,
         }
     }
 }
@@ -260,32 +274,74 @@ impl SendBatch {
                 iov_len: len,
             });
         }
+        // UDP GSO: a run of equal-size packets (the last may be shorter) goes as one message
+        // with a UDP_SEGMENT control message; the kernel splits it, once per run not per packet.
         self.hdrs.clear();
-        for iov in self.iovs.iter_mut() {
+        self.runs.clear();
+        let mut i = 0;
+        while i < n {
+            let seg = self.lens[i];
+            let mut k = 1;
+            while i + k < n
+                && k < MAX_GSO_SEGMENTS
+                && (k + 1) * seg <= MAX_GSO_BYTES
+                && self.lens[i + k] <= seg
+                && self.lens[i + k - 1] == seg
+            {
+                k += 1;
+            }
             // SAFETY: an all-zero mmsghdr is valid; the pointers are filled in below.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
             h.msg_hdr.msg_name = &mut name as *mut _ as *mut libc::c_void;
             h.msg_hdr.msg_namelen = namelen;
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = k as _;
+            if k > 1 && self.gso {
+                let c = &mut self.gso_cmsgs[self.runs.len()];
+                h.msg_hdr.msg_control = c.as_mut_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_controllen = GSO_CMSG_SPACE as _;
+                // SAFETY: the control buffer holds one cmsg with a u16 payload (GSO_CMSG_SPACE).
+                unsafe {
+                    let cm = libc::CMSG_FIRSTHDR(&h.msg_hdr);
+                    (*cm).cmsg_level = libc::SOL_UDP;
+                    (*cm).cmsg_type = libc::UDP_SEGMENT;
+                    (*cm).cmsg_len = libc::CMSG_LEN(2) as _;
+                    std::ptr::write_unaligned(libc::CMSG_DATA(cm) as *mut u16, seg as u16);
+                }
+            } else {
+                k = 1;
+                h.msg_hdr.msg_iovlen = 1;
+            }
             self.hdrs.push(h);
+            self.runs.push(k);
+            i += k;
         }
-        let mut done = 0usize;
-        while done < n {
-            // SAFETY: headers from `done` on point at live buffers, the name and iovecs above.
+        let msgs = self.hdrs.len();
+        let mut done_msgs = 0usize;
+        while done_msgs < msgs {
+            // SAFETY: headers from `done_msgs` on point at live buffers, the name, iovecs and
+            // control buffers above.
             let r = unsafe {
                 libc::sendmmsg(
                     fd,
-                    self.hdrs[done..].as_mut_ptr(),
-                    (n - done) as libc::c_uint,
+                    self.hdrs[done_msgs..].as_mut_ptr(),
+                    (msgs - done_msgs) as libc::c_uint,
                     libc::MSG_DONTWAIT,
                 )
             };
             if r <= 0 {
+                // A kernel without UDP GSO on this socket: fall back to one datagram a message.
+                if self.gso
+                    && done_msgs == 0
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EIO)
+                {
+                    self.gso = false;
+                }
                 break;
             }
-            done += r as usize;
+            done_msgs += r as usize;
         }
+        let done: usize = self.runs[..done_msgs].iter().sum();
         let bytes = self.lens[..done].iter().map(|&l| l as u64).sum();
         self.lens.clear();
         (done as u64, bytes, (n - done) as u64)
@@ -320,5 +376,25 @@ mod tests {
             assert!(ts >= before - 1000 && ts <= realtime_us() + 1000);
         }
         assert_eq!(inb.recv(rx.as_raw_fd()), 0);
+    }
+
+    #[test]
+    fn gso_runs_arrive_as_separate_datagrams() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut out = SendBatch::default();
+        // a frame of three full packets and a short last one, then an audio packet, then more
+        let sizes = [1200usize, 1200, 1200, 300, 150, 900, 900];
+        for (i, &n) in sizes.iter().enumerate() {
+            out.push(&vec![i as u8; n]);
+        }
+        let total: usize = sizes.iter().sum();
+        let (sent, bytes, failed) = out.flush(tx.as_raw_fd(), &rx.local_addr().unwrap());
+        assert_eq!((sent, bytes, failed), (7, total as u64, 0));
+        let mut inb = RecvBatch::default();
+        assert_eq!(inb.recv(rx.as_raw_fd()), 7);
+        for (i, &n) in sizes.iter().enumerate() {
+            assert_eq!(inb.get(i).data, &vec![i as u8; n][..]);
+        }
     }
 }
