@@ -12,7 +12,10 @@ use pyo3::types::{PyBytes, PyDict};
 
 use crate::output::Output;
 use crate::plane::{lock, SharedRouter};
-use crate::router::{Codec, DropReason, ExtensionIds, MediaKind, Router as Core, RouterConfig, RouterError};
+use crate::router::{
+    Codec, DropReason, ExtensionIds, KeyframeReason, MediaKind, Router as Core, RouterConfig,
+    RouterError, RouterEvent, RTT_BUCKETS_MS,
+};
 
 type CodecTuple = (u64, String, u64, Option<u64>, Option<String>);
 type Datagrams<'py> = Vec<(u64, Bound<'py, PyBytes>)>;
@@ -48,7 +51,9 @@ fn codecs(list: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Codec>> {
             let clock_rate = u32::try_from(clock_rate)
                 .ok()
                 .filter(|c| *c > 0)
-                .ok_or_else(|| PyValueError::new_err(format!("clock rate {clock_rate} is invalid")))?;
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("clock rate {clock_rate} is invalid"))
+                })?;
             Ok(Codec {
                 payload_type: payload_type(pt)?,
                 name,
@@ -100,7 +105,7 @@ impl Router {
     #[new]
     #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, pli_min_interval_ms=200,
                         remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
-                        sr_interval_ms=1000, seed=None))]
+                        sr_interval_ms=1000, track_timeout_ms=3000, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_bitrate_bps: u64,
@@ -110,10 +115,13 @@ impl Router {
         keyframe_retry_ms: u64,
         sender_reports: bool,
         sr_interval_ms: u64,
+        track_timeout_ms: u64,
         seed: Option<u64>,
     ) -> PyResult<Self> {
         if nack_cache_packets == 0 || nack_cache_packets > 1 << 16 {
-            return Err(PyValueError::new_err("nack_cache_packets must be in 1..=65536"));
+            return Err(PyValueError::new_err(
+                "nack_cache_packets must be in 1..=65536",
+            ));
         }
         let cfg = RouterConfig {
             max_bitrate_bps,
@@ -123,10 +131,15 @@ impl Router {
             keyframe_retry_ms,
             sender_reports,
             sr_interval_ms,
+            track_timeout_ms,
         };
         // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
         let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
-        Ok(Self { core: Arc::new(Mutex::new(Core::new(cfg, seed))), out: Output::new(), out_rtcp: Output::new() })
+        Ok(Self {
+            core: Arc::new(Mutex::new(Core::new(cfg, seed))),
+            out: Output::new(),
+            out_rtcp: Output::new(),
+        })
     }
 
     /// Declares a publishing transport (idempotent: a second call updates it).
@@ -154,7 +167,9 @@ impl Router {
         let kind = MediaKind::parse(kind).map_err(value_error)?;
         let codecs = self::codecs(codecs)?;
         let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
-        lock(&self.core).add_track(track, transport, kind, mid, codecs, &ssrcs).map_err(value_error)
+        lock(&self.core)
+            .add_track(track, transport, kind, mid, codecs, &ssrcs)
+            .map_err(value_error)
     }
 
     /// Removes a track and its subscriptions; returns whether it existed.
@@ -222,12 +237,37 @@ impl Router {
     }
 
     /// PLI toward the track's publisher, unless one was sent less than the throttle interval ago.
-    fn request_keyframe<'py>(&mut self, py: Python<'py>, track: u64, now_ms: u64) -> Datagrams<'py> {
+    fn request_keyframe<'py>(
+        &mut self,
+        py: Python<'py>,
+        track: u64,
+        now_ms: u64,
+    ) -> Datagrams<'py> {
         self.out_rtcp.clear();
         lock(&self.core).request_keyframe(track, now_ms, &mut self.out_rtcp);
         to_py(py, &self.out_rtcp)
     }
 
+    /// Events since the last call, oldest first, as tuples: ("track_started", track, None),
+    /// ("track_stopped", track, None) or ("keyframe_requested", track, reason).
+    fn take_events(&mut self) -> Vec<(&'static str, u64, Option<&'static str>)> {
+        let events = lock(&self.core).take_events();
+        events
+            .into_iter()
+            .map(|e| match e {
+                RouterEvent::TrackStarted { track } => ("track_started", track, None),
+                RouterEvent::TrackStopped { track } => ("track_stopped", track, None),
+                RouterEvent::KeyframeRequested { track, reason } => {
+                    ("keyframe_requested", track, Some(reason.name()))
+                }
+            })
+            .collect()
+    }
+
+    /// Room-wide counters. Everything but `dropped` is a flat integer (so sums over rooms are
+    /// plain additions): keyframe requests appear as `keyframe_requests_<reason>`, the RTT
+    /// histogram as `rtt_bucket_<le>ms` (non-cumulative counts; `rtt_bucket_inf` above the last),
+    /// `rtt_samples` and `rtt_sum_us`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let core = lock(&self.core);
         let s = core.stats();
@@ -255,8 +295,25 @@ impl Router {
             ("sr_out", s.sr_out),
             ("rtcp_packets_in", s.rtcp_packets_in),
             ("rtcp_packets_out", s.rtcp_packets_out),
+            ("tracks_started", s.tracks_started),
+            ("tracks_stopped", s.tracks_stopped),
+            ("events_dropped", s.events_dropped),
+            ("rtt_samples", s.rtt_samples),
+            ("rtt_sum_us", s.rtt_sum_us),
         ] {
             d.set_item(k, v)?;
+        }
+        for r in KeyframeReason::ALL {
+            d.set_item(
+                format!("keyframe_requests_{}", r.name()),
+                s.keyframe_requests(r),
+            )?;
+        }
+        for (i, count) in s.rtt_buckets.iter().enumerate() {
+            match RTT_BUCKETS_MS.get(i) {
+                Some(le) => d.set_item(format!("rtt_bucket_{le}ms"), count)?,
+                None => d.set_item("rtt_bucket_inf", count)?,
+            }
         }
         let dropped = PyDict::new(py);
         for r in DropReason::ALL {
@@ -267,7 +324,9 @@ impl Router {
     }
 
     fn track_stats<'py>(&self, py: Python<'py>, track: u64) -> PyResult<Bound<'py, PyDict>> {
-        let s = lock(&self.core).track_stats(track).ok_or_else(|| PyKeyError::new_err(track))?;
+        let s = lock(&self.core)
+            .track_stats(track)
+            .ok_or_else(|| PyKeyError::new_err(track))?;
         let d = PyDict::new(py);
         for (k, v) in [
             ("packets", s.packets),
@@ -283,6 +342,7 @@ impl Router {
             ("nacks_out", s.nacks_out),
             ("nack_seqs_out", s.nack_seqs_out),
             ("subscriptions", s.subscriptions as u64),
+            ("bitrate_bps", s.bitrate_bps),
         ] {
             d.set_item(k, v)?;
         }
@@ -292,11 +352,14 @@ impl Router {
         d.set_item("last_sr", s.last_sr)?;
         d.set_item("lost", s.lost)?;
         d.set_item("jitter", s.jitter)?;
+        d.set_item("active", s.active)?;
         Ok(d)
     }
 
     fn subscription_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
-        let s = lock(&self.core).subscription_stats(sub).ok_or_else(|| PyKeyError::new_err(sub))?;
+        let s = lock(&self.core)
+            .subscription_stats(sub)
+            .ok_or_else(|| PyKeyError::new_err(sub))?;
         let d = PyDict::new(py);
         for (k, v) in [
             ("packets", s.packets),
@@ -304,13 +367,17 @@ impl Router {
             ("payload_bytes", s.payload_bytes),
             ("keyframes", s.keyframes),
             ("retransmissions", s.retransmissions),
-            ("retransmission_payload_bytes", s.retransmission_payload_bytes),
+            (
+                "retransmission_payload_bytes",
+                s.retransmission_payload_bytes,
+            ),
             ("sender_reports", s.sender_reports),
             ("nacks", s.nacks),
             ("nack_misses", s.nack_misses),
             ("plis", s.plis),
             ("firs", s.firs),
             ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),
+            ("bitrate_bps", s.bitrate_bps),
         ] {
             d.set_item(k, v)?;
         }
@@ -322,6 +389,7 @@ impl Router {
         d.set_item("fraction_lost", s.fraction_lost)?;
         d.set_item("cumulative_lost", s.cumulative_lost)?;
         d.set_item("jitter", s.jitter)?;
+        d.set_item("rtt", s.rtt_us.map(|us| us as f64 / 1e6))?;
         Ok(d)
     }
 }

@@ -122,7 +122,9 @@ mod tests {
             s.on_packet(i, i as u32 * 960, i * 20 + late, 48_000);
         }
         assert!(s.jitter() > 100, "10 ms swings at 48 kHz: {}", s.jitter());
-        let rb = s.report_block(1, 1500, Some((0x1122_3344_5566_7788, 1000))).unwrap();
+        let rb = s
+            .report_block(1, 1500, Some((0x1122_3344_5566_7788, 1000)))
+            .unwrap();
         assert_eq!(rb.last_sr, 0x3344_5566);
         assert_eq!(rb.delay_since_last_sr, 32768);
     }

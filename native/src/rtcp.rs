@@ -81,7 +81,9 @@ pub struct ReportBlocks<'a>(&'a [u8]);
 
 impl<'a> ReportBlocks<'a> {
     pub fn iter(&self) -> impl Iterator<Item = ReportBlock> + 'a {
-        self.0.chunks_exact(REPORT_BLOCK_LEN).map(ReportBlock::parse)
+        self.0
+            .chunks_exact(REPORT_BLOCK_LEN)
+            .map(ReportBlock::parse)
     }
     pub fn len(&self) -> usize {
         self.0.len() / REPORT_BLOCK_LEN
@@ -101,8 +103,11 @@ impl<'a> NackItems<'a> {
         self.0.chunks_exact(4).flat_map(|c| {
             let pid = u16::from_be_bytes([c[0], c[1]]);
             let blp = u16::from_be_bytes([c[2], c[3]]);
-            std::iter::once(pid)
-                .chain((0..16u16).filter(move |i| blp & (1 << i) != 0).map(move |i| pid.wrapping_add(i + 1)))
+            std::iter::once(pid).chain(
+                (0..16u16)
+                    .filter(move |i| blp & (1 << i) != 0)
+                    .map(move |i| pid.wrapping_add(i + 1)),
+            )
         })
     }
 }
@@ -183,7 +188,11 @@ pub struct RtcpIter<'a> {
 }
 
 pub fn parse_compound(buf: &[u8]) -> RtcpIter<'_> {
-    RtcpIter { buf, pos: 0, failed: false }
+    RtcpIter {
+        buf,
+        pos: 0,
+        failed: false,
+    }
 }
 
 impl<'a> Iterator for RtcpIter<'a> {
@@ -248,7 +257,13 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
         body_end -= pad;
     }
     let body = &buf[4..body_end];
-    let need = |n: usize| if body.len() < n { Err(RtcpError::BadLayout) } else { Ok(()) };
+    let need = |n: usize| {
+        if body.len() < n {
+            Err(RtcpError::BadLayout)
+        } else {
+            Ok(())
+        }
+    };
     let pkt = match pt {
         PT_SR => {
             need(24 + count as usize * REPORT_BLOCK_LEN)?;
@@ -271,7 +286,9 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
         PT_SDES => RtcpPacket::SourceDescription,
         PT_BYE => {
             need(4 * count as usize)?;
-            RtcpPacket::Bye { ssrcs: SsrcList(&body[..4 * count as usize]) }
+            RtcpPacket::Bye {
+                ssrcs: SsrcList(&body[..4 * count as usize]),
+            }
         }
         PT_RTPFB => {
             need(8)?;
@@ -282,10 +299,20 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
                     if fci.is_empty() || !fci.len().is_multiple_of(4) {
                         return Err(RtcpError::BadLayout);
                     }
-                    RtcpPacket::Nack { sender_ssrc, media_ssrc, items: NackItems(fci) }
+                    RtcpPacket::Nack {
+                        sender_ssrc,
+                        media_ssrc,
+                        items: NackItems(fci),
+                    }
                 }
-                15 => RtcpPacket::TransportCc { sender_ssrc, media_ssrc },
-                f => RtcpPacket::Other { packet_type: pt, fmt: f },
+                15 => RtcpPacket::TransportCc {
+                    sender_ssrc,
+                    media_ssrc,
+                },
+                f => RtcpPacket::Other {
+                    packet_type: pt,
+                    fmt: f,
+                },
             }
         }
         PT_PSFB => {
@@ -293,18 +320,25 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
             let (sender_ssrc, media_ssrc) = (be32(body), be32(&body[4..]));
             let fci = &body[8..];
             match count {
-                1 => RtcpPacket::Pli { sender_ssrc, media_ssrc },
+                1 => RtcpPacket::Pli {
+                    sender_ssrc,
+                    media_ssrc,
+                },
                 4 => {
                     if fci.is_empty() || !fci.len().is_multiple_of(8) {
                         return Err(RtcpError::BadLayout);
                     }
-                    RtcpPacket::Fir { sender_ssrc, items: FirItems(fci) }
+                    RtcpPacket::Fir {
+                        sender_ssrc,
+                        items: FirItems(fci),
+                    }
                 }
                 15 if fci.len() >= 4 && &fci[..4] == b"REMB" => {
                     need(16)?;
                     let n = fci[4] as usize;
                     let exp = fci[5] >> 2;
-                    let mantissa = ((fci[5] & 3) as u64) << 16 | (fci[6] as u64) << 8 | fci[7] as u64;
+                    let mantissa =
+                        ((fci[5] & 3) as u64) << 16 | (fci[6] as u64) << 8 | fci[7] as u64;
                     if fci.len() < 8 + 4 * n {
                         return Err(RtcpError::BadLayout);
                     }
@@ -314,10 +348,16 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
                         ssrcs: SsrcList(&fci[8..8 + 4 * n]),
                     }
                 }
-                f => RtcpPacket::Other { packet_type: pt, fmt: f },
+                f => RtcpPacket::Other {
+                    packet_type: pt,
+                    fmt: f,
+                },
             }
         }
-        other => RtcpPacket::Other { packet_type: other, fmt: count },
+        other => RtcpPacket::Other {
+            packet_type: other,
+            fmt: count,
+        },
     };
     Ok((pkt, total))
 }
@@ -445,7 +485,13 @@ mod tests {
         let mut b = Vec::new();
         write_pli(&mut b, 1, 2);
         assert_eq!(b.len(), 12);
-        assert!(matches!(only(&b), RtcpPacket::Pli { sender_ssrc: 1, media_ssrc: 2 }));
+        assert!(matches!(
+            only(&b),
+            RtcpPacket::Pli {
+                sender_ssrc: 1,
+                media_ssrc: 2
+            }
+        ));
     }
 
     #[test]
@@ -469,7 +515,11 @@ mod tests {
         // 65534 with bits for 65535, 0 and 5 (d=7); 40 on its own
         assert_eq!(b.len(), 12 + 8);
         match only(&b) {
-            RtcpPacket::Nack { sender_ssrc: 9, media_ssrc: 10, items } => {
+            RtcpPacket::Nack {
+                sender_ssrc: 9,
+                media_ssrc: 10,
+                items,
+            } => {
                 assert_eq!(items.seqs().collect::<Vec<_>>(), seqs.to_vec());
             }
             p => panic!("{p:?}"),
@@ -481,7 +531,11 @@ mod tests {
         let mut b = Vec::new();
         write_remb(&mut b, 3, 2_500_000, &[0x1111, 0x2222]);
         match only(&b) {
-            RtcpPacket::Remb { sender_ssrc: 3, bitrate_bps, ssrcs } => {
+            RtcpPacket::Remb {
+                sender_ssrc: 3,
+                bitrate_bps,
+                ssrcs,
+            } => {
                 // 2.5 Mb/s needs exponent 4: mantissa 156250, exact
                 assert_eq!(bitrate_bps, 2_500_000);
                 assert_eq!(ssrcs.iter().collect::<Vec<_>>(), vec![0x1111, 0x2222]);
@@ -514,7 +568,14 @@ mod tests {
         write_rr(&mut b, 2, &[rb, rb]);
         let v: Vec<_> = parse_compound(&b).map(|p| p.unwrap()).collect();
         match v[0] {
-            RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, packet_count, octet_count, reports } => {
+            RtcpPacket::SenderReport {
+                ssrc,
+                ntp,
+                rtp_timestamp,
+                packet_count,
+                octet_count,
+                reports,
+            } => {
                 assert_eq!((ssrc, ntp, rtp_timestamp), (1, 0x0102_0304_0506_0708, 99));
                 assert_eq!((packet_count, octet_count), (10, 1000));
                 assert_eq!(reports.iter().collect::<Vec<_>>(), vec![rb]);
@@ -546,6 +607,12 @@ mod tests {
     #[test]
     fn transport_cc_is_recognised() {
         let b = [0x8f, 205, 0, 2, 0, 0, 0, 1, 0, 0, 0, 2];
-        assert!(matches!(only(&b), RtcpPacket::TransportCc { sender_ssrc: 1, media_ssrc: 2 }));
+        assert!(matches!(
+            only(&b),
+            RtcpPacket::TransportCc {
+                sender_ssrc: 1,
+                media_ssrc: 2
+            }
+        ));
     }
 }

@@ -13,18 +13,24 @@ const SUB_SSRC_A: u32 = 0x5000_0001;
 const SUB_SSRC_B: u32 = 0x5000_0002;
 
 fn subscribe_video(r: &mut mediasrv_native::router::Router, sub: u64, transport: u64, ssrc: u32) {
-    r.add_subscription(sub, VIDEO_TRACK, transport, ssrc, &sub_codecs(), sub_ext()).unwrap();
+    r.add_subscription(sub, VIDEO_TRACK, transport, ssrc, &sub_codecs(), sub_ext())
+        .unwrap();
 }
 
 fn subscribe_audio(r: &mut mediasrv_native::router::Router, sub: u64, transport: u64, ssrc: u32) {
-    r.add_subscription(sub, AUDIO_TRACK, transport, ssrc, &sub_codecs(), sub_ext()).unwrap();
+    r.add_subscription(sub, AUDIO_TRACK, transport, ssrc, &sub_codecs(), sub_ext())
+        .unwrap();
 }
 
 fn plis_in(out: &[(u64, Vec<u8>)]) -> Vec<(u64, u32, u32)> {
     let mut v = Vec::new();
     for (t, b) in out {
         for p in rtcp::parse_compound(b) {
-            if let Ok(RtcpPacket::Pli { sender_ssrc, media_ssrc }) = p {
+            if let Ok(RtcpPacket::Pli {
+                sender_ssrc,
+                media_ssrc,
+            }) = p
+            {
                 v.push((*t, sender_ssrc, media_ssrc));
             }
         }
@@ -57,7 +63,11 @@ fn join_mid_stream_starts_at_keyframe_with_continuous_numbering() {
     assert_eq!(a.len(), 60);
     assert_eq!(b.len(), 60 - 33, "B starts at the keyframe of packet 33");
     for w in a.windows(2).chain(b.windows(2)) {
-        assert_eq!(w[1].0, w[0].0.wrapping_add(1), "continuous sequence numbers");
+        assert_eq!(
+            w[1].0,
+            w[0].0.wrapping_add(1),
+            "continuous sequence numbers"
+        );
     }
     // timestamps keep their spacing and each subscriber has its own SSRC
     assert_eq!(b[3].1.wrapping_sub(b[0].1), 3000);
@@ -115,7 +125,12 @@ fn timestamps_wrap() {
     let start = u32::MAX - 2 * 960;
     let mut outs = Vec::new();
     for i in 0..6u32 {
-        let out = route(&mut r, PUB, &opus(i as u16, start.wrapping_add(i * 960)), i as u64 * 20);
+        let out = route(
+            &mut r,
+            PUB,
+            &opus(i as u16, start.wrapping_add(i * 960)),
+            i as u64 * 20,
+        );
         outs.push(fields(&out[0].1).1);
     }
     for w in outs.windows(2) {
@@ -140,7 +155,14 @@ fn payload_type_is_mapped_and_unknown_ones_dropped() {
 #[test]
 fn subscription_without_common_codec_is_refused() {
     let mut r = room();
-    let err = r.add_subscription(1, VIDEO_TRACK, SUB_T, 9, &[codec(100, "H264", 90_000, None)], sub_ext());
+    let err = r.add_subscription(
+        1,
+        VIDEO_TRACK,
+        SUB_T,
+        9,
+        &[codec(100, "H264", 90_000, None)],
+        sub_ext(),
+    );
     assert!(err.unwrap_err().to_string().contains("no codec in common"));
 }
 
@@ -162,9 +184,23 @@ fn extensions_are_remapped_and_others_dropped() {
     assert_eq!(v.payload(), &[9, 9, 9]);
 
     // a subscriber that negotiated no extensions gets none
-    r.add_subscription(SUB_B, AUDIO_TRACK, SUB_T2, SUB_SSRC_B, &sub_codecs(), ExtensionIds::default())
-        .unwrap();
-    let out = route(&mut r, PUB, &Pkt::new(OPUS_PT, 2, 960, AUDIO_SSRC, &[1]).ext(3, &[1, 2, 3]).bytes(), 0);
+    r.add_subscription(
+        SUB_B,
+        AUDIO_TRACK,
+        SUB_T2,
+        SUB_SSRC_B,
+        &sub_codecs(),
+        ExtensionIds::default(),
+    )
+    .unwrap();
+    let out = route(
+        &mut r,
+        PUB,
+        &Pkt::new(OPUS_PT, 2, 960, AUDIO_SSRC, &[1])
+            .ext(3, &[1, 2, 3])
+            .bytes(),
+        0,
+    );
     let to_b = out.iter().find(|(t, _)| *t == SUB_T2).unwrap();
     assert_eq!(to_b.1[0] & 0x10, 0, "no extension block");
     assert_eq!(to_b.1.len(), 12 + 1);
@@ -200,23 +236,52 @@ fn vp8_subscription_waits_for_keyframe_and_asks_for_one() {
     // a continuation packet of a keyframe does not start the stream, the frame start does
     assert!(route(&mut r, PUB, &vp8(3, 3000, false, true), 1001).is_empty());
     assert_eq!(route(&mut r, PUB, &vp8(4, 6000, true, true), 1002).len(), 1);
-    assert_eq!(route(&mut r, PUB, &vp8(5, 9000, true, false), 1003).len(), 1);
+    assert_eq!(
+        route(&mut r, PUB, &vp8(5, 9000, true, false), 1003).len(),
+        1
+    );
     let s = r.subscription_stats(SUB_A).unwrap();
-    assert_eq!((s.dropped_waiting_keyframe, s.keyframes, s.packets), (3, 1, 2));
-    assert!(plis_in(&poll(&mut r, 5000)).is_empty(), "no more PLIs once started");
+    assert_eq!(
+        (s.dropped_waiting_keyframe, s.keyframes, s.packets),
+        (3, 1, 2)
+    );
+    assert!(
+        plis_in(&poll(&mut r, 5000)).is_empty(),
+        "no more PLIs once started"
+    );
 }
 
 #[test]
 fn h264_subscription_waits_for_idr() {
     let mut r = room();
-    r.add_track(20, PUB, MediaKind::Video, Some("2".into()), vec![codec(102, "H264", 90_000, None)], &[7777])
-        .unwrap();
-    r.add_subscription(SUB_A, 20, SUB_T, SUB_SSRC_A, &[codec(125, "h264", 90_000, None)], sub_ext()).unwrap();
+    r.add_track(
+        20,
+        PUB,
+        MediaKind::Video,
+        Some("2".into()),
+        vec![codec(102, "H264", 90_000, None)],
+        &[7777],
+    )
+    .unwrap();
+    r.add_subscription(
+        SUB_A,
+        20,
+        SUB_T,
+        SUB_SSRC_A,
+        &[codec(125, "h264", 90_000, None)],
+        sub_ext(),
+    )
+    .unwrap();
     let h264 = |seq: u16, payload: &[u8]| Pkt::new(102, seq, 0, 7777, payload).bytes();
     assert!(route(&mut r, PUB, &h264(1, &[0x41, 0x9a, 1]), 0).is_empty()); // P slice
     assert!(route(&mut r, PUB, &h264(2, &[0x7c, 0x05, 1]), 0).is_empty()); // FU-A middle of IDR
                                                                            // STAP-A carrying SPS + PPS starts the stream
-    let out = route(&mut r, PUB, &h264(3, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]), 0);
+    let out = route(
+        &mut r,
+        PUB,
+        &h264(3, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]),
+        0,
+    );
     assert_eq!(out.len(), 1);
     assert_eq!(fields(&out[0].1).3, 125);
 }
@@ -227,7 +292,12 @@ fn nack_is_answered_from_cache_in_subscriber_numbering() {
     subscribe_video(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
     let mut sent = Vec::new();
     for i in 0..10u16 {
-        let out = route(&mut r, PUB, &vp8(500 + i, 90 * i as u32, true, i == 0), i as u64);
+        let out = route(
+            &mut r,
+            PUB,
+            &vp8(500 + i, 90 * i as u32, true, i == 0),
+            i as u64,
+        );
         sent.push(out[0].1.clone());
     }
     let payload_out = r.stats().payload_bytes_out;
@@ -239,13 +309,25 @@ fn nack_is_answered_from_cache_in_subscriber_numbering() {
     assert_eq!(rtp_out.len(), 3);
     for ((t, b), i) in rtp_out.iter().zip([3usize, 4, 7]) {
         assert_eq!(*t, SUB_T);
-        assert_eq!(b, &sent[i], "retransmission is byte-identical to the first transmission");
+        assert_eq!(
+            b, &sent[i],
+            "retransmission is byte-identical to the first transmission"
+        );
     }
     assert_eq!(r.stats().retransmissions_out, 3);
-    assert_eq!(r.stats().payload_bytes_out, payload_out, "retransmissions are not first transmissions");
+    assert_eq!(
+        r.stats().payload_bytes_out,
+        payload_out,
+        "retransmissions are not first transmissions"
+    );
     // a NACK for something never sent is a miss
     let mut nack = Vec::new();
-    rtcp::write_nack(&mut nack, 0xBEEF, SUB_SSRC_A, &[fields(&sent[9]).0.wrapping_add(5)]);
+    rtcp::write_nack(
+        &mut nack,
+        0xBEEF,
+        SUB_SSRC_A,
+        &[fields(&sent[9]).0.wrapping_add(5)],
+    );
     assert!(rtcp(&mut r, SUB_T, &nack, 100).0.is_empty());
     assert_eq!(r.stats().dropped(DropReason::NackMiss), 1);
     assert_eq!(r.subscription_stats(SUB_A).unwrap().retransmissions, 3);
@@ -253,7 +335,10 @@ fn nack_is_answered_from_cache_in_subscriber_numbering() {
 
 #[test]
 fn nack_beyond_cache_is_a_miss() {
-    let mut r = room_with(RouterConfig { nack_cache_packets: 8, ..Default::default() });
+    let mut r = room_with(RouterConfig {
+        nack_cache_packets: 8,
+        ..Default::default()
+    });
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
     let first = fields(&route(&mut r, PUB, &opus(0, 0), 0)[0].1).0;
     for i in 1..20u16 {
@@ -293,24 +378,40 @@ fn pli_and_fir_reach_the_publisher_throttled() {
 
 #[test]
 fn remb_goes_to_publisher_with_its_video_ssrcs() {
-    let mut r = room_with(RouterConfig { max_bitrate_bps: 2_000_000, ..Default::default() });
+    let mut r = room_with(RouterConfig {
+        max_bitrate_bps: 2_000_000,
+        ..Default::default()
+    });
     let rembs = |out: &[(u64, Vec<u8>)]| -> Vec<(u64, u32, u64, Vec<u32>)> {
         out.iter()
             .flat_map(|(t, b)| {
                 rtcp::parse_compound(b).filter_map(move |p| match p {
-                    Ok(RtcpPacket::Remb { sender_ssrc, bitrate_bps, ssrcs }) => {
-                        Some((*t, sender_ssrc, bitrate_bps, ssrcs.iter().collect()))
-                    }
+                    Ok(RtcpPacket::Remb {
+                        sender_ssrc,
+                        bitrate_bps,
+                        ssrcs,
+                    }) => Some((*t, sender_ssrc, bitrate_bps, ssrcs.iter().collect())),
                     _ => None,
                 })
             })
             .collect()
     };
-    assert_eq!(rembs(&poll(&mut r, 0)), vec![(PUB, PUB_RTCP_SSRC, 2_000_000, vec![VIDEO_SSRC])]);
+    assert_eq!(
+        rembs(&poll(&mut r, 0)),
+        vec![(PUB, PUB_RTCP_SSRC, 2_000_000, vec![VIDEO_SSRC])]
+    );
     assert!(rembs(&poll(&mut r, 500)).is_empty());
     assert_eq!(rembs(&poll(&mut r, 1000)).len(), 1);
     // a new video track is announced at once, with both SSRCs
-    r.add_track(30, PUB, MediaKind::Video, Some("3".into()), pub_video_codecs(), &[4444]).unwrap();
+    r.add_track(
+        30,
+        PUB,
+        MediaKind::Video,
+        Some("3".into()),
+        pub_video_codecs(),
+        &[4444],
+    )
+    .unwrap();
     let got = rembs(&poll(&mut r, 1100));
     assert_eq!(got.len(), 1);
     let mut ssrcs = got[0].3.clone();
@@ -333,17 +434,38 @@ fn rtx_is_unwrapped_to_the_original_packet() {
     let out = route(&mut r, PUB, &rtx, 2);
     assert_eq!(out.len(), 1);
     let (seq, _, ssrc, pt, payload) = fields(&out[0].1);
-    assert_eq!((seq, ssrc, pt), (base.wrapping_add(1), SUB_SSRC_A, SUB_VP8_PT));
+    assert_eq!(
+        (seq, ssrc, pt),
+        (base.wrapping_add(1), SUB_SSRC_A, SUB_VP8_PT)
+    );
     assert_eq!(payload, vp8_payload(false, false, 101));
     // the same RTX again is a duplicate
-    assert!(route(&mut r, PUB, &Pkt::new(RTX_PT, 8, 0, RTX_SSRC, &rtx_payload).bytes(), 3).is_empty());
+    assert!(route(
+        &mut r,
+        PUB,
+        &Pkt::new(RTX_PT, 8, 0, RTX_SSRC, &rtx_payload).bytes(),
+        3
+    )
+    .is_empty());
     assert_eq!(r.stats().dropped(DropReason::Duplicate), 1);
     assert_eq!(r.track_stats(VIDEO_TRACK).unwrap().rtx_ssrc, Some(RTX_SSRC));
     // an RTX packet too short to hold an OSN
-    assert!(route(&mut r, PUB, &Pkt::new(RTX_PT, 9, 0, RTX_SSRC, &[1]).bytes(), 4).is_empty());
+    assert!(route(
+        &mut r,
+        PUB,
+        &Pkt::new(RTX_PT, 9, 0, RTX_SSRC, &[1]).bytes(),
+        4
+    )
+    .is_empty());
     assert_eq!(r.stats().dropped(DropReason::RtxUnwrapFailed), 1);
     // padding-only RTX (bandwidth probing)
-    assert!(route(&mut r, PUB, &Pkt::new(RTX_PT, 10, 0, RTX_SSRC, &[]).padding(200).bytes(), 5).is_empty());
+    assert!(route(
+        &mut r,
+        PUB,
+        &Pkt::new(RTX_PT, 10, 0, RTX_SSRC, &[]).padding(200).bytes(),
+        5
+    )
+    .is_empty());
     assert_eq!(r.stats().dropped(DropReason::PaddingOnly), 1);
 }
 
@@ -357,7 +479,11 @@ fn in_order_padding_leaves_no_gap_and_nacks_still_map() {
         assert!(route(&mut r, PUB, &pad, 1).is_empty());
     }
     let b = fields(&route(&mut r, PUB, &vp8(14, 3000, true, false), 2)[0].1).0;
-    assert_eq!(b, a.wrapping_add(1), "padding removed from the subscriber's numbering");
+    assert_eq!(
+        b,
+        a.wrapping_add(1),
+        "padding removed from the subscriber's numbering"
+    );
     let c = fields(&route(&mut r, PUB, &vp8(16, 3000, false, false), 3)[0].1).0;
     assert_eq!(c, a.wrapping_add(3), "a real loss (15) stays a gap");
     // NACKs on both sides of the padding run reach the right packets
@@ -432,33 +558,81 @@ fn same_ssrc_on_two_transports_is_kept_apart() {
     )
     .unwrap();
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
-    r.add_subscription(SUB_B, 60, SUB_T2, SUB_SSRC_B, &sub_codecs(), sub_ext()).unwrap();
+    r.add_subscription(SUB_B, 60, SUB_T2, SUB_SSRC_B, &sub_codecs(), sub_ext())
+        .unwrap();
     let from_pub = route(&mut r, PUB, &opus(1, 0), 0);
     let from_other = route(&mut r, 50, &opus(1, 0), 0);
-    assert_eq!(from_pub.iter().map(|x| x.0).collect::<Vec<_>>(), vec![SUB_T]);
-    assert_eq!(from_other.iter().map(|x| x.0).collect::<Vec<_>>(), vec![SUB_T2]);
+    assert_eq!(
+        from_pub.iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![SUB_T]
+    );
+    assert_eq!(
+        from_other.iter().map(|x| x.0).collect::<Vec<_>>(),
+        vec![SUB_T2]
+    );
 }
 
 #[test]
 fn ssrcs_are_bound_on_the_fly_by_mid_then_by_unique_payload_type() {
     let mut r = mediasrv_native::router::Router::new(RouterConfig::default(), 1);
     r.add_publisher(PUB, 1, pub_ext());
-    r.add_track(1, PUB, MediaKind::Video, Some("v0".into()), pub_video_codecs(), &[]).unwrap();
-    r.add_track(2, PUB, MediaKind::Video, Some("v1".into()), pub_video_codecs(), &[]).unwrap();
-    r.add_track(3, PUB, MediaKind::Audio, Some("a0".into()), vec![codec(OPUS_PT, "opus", 48_000, None)], &[])
+    r.add_track(
+        1,
+        PUB,
+        MediaKind::Video,
+        Some("v0".into()),
+        pub_video_codecs(),
+        &[],
+    )
+    .unwrap();
+    r.add_track(
+        2,
+        PUB,
+        MediaKind::Video,
+        Some("v1".into()),
+        pub_video_codecs(),
+        &[],
+    )
+    .unwrap();
+    r.add_track(
+        3,
+        PUB,
+        MediaKind::Audio,
+        Some("a0".into()),
+        vec![codec(OPUS_PT, "opus", 48_000, None)],
+        &[],
+    )
+    .unwrap();
+    r.add_subscription(SUB_A, 2, SUB_T, SUB_SSRC_A, &sub_codecs(), sub_ext())
         .unwrap();
-    r.add_subscription(SUB_A, 2, SUB_T, SUB_SSRC_A, &sub_codecs(), sub_ext()).unwrap();
-    r.add_subscription(SUB_B, 3, SUB_T, SUB_SSRC_B, &sub_codecs(), sub_ext()).unwrap();
+    r.add_subscription(SUB_B, 3, SUB_T, SUB_SSRC_B, &sub_codecs(), sub_ext())
+        .unwrap();
     // same PT for both video tracks: without mid the SSRC cannot be placed
     let no_mid = Pkt::new(VP8_PT, 1, 0, 0x77, &vp8_payload(true, true, 0)).bytes();
     assert!(route(&mut r, PUB, &no_mid, 0).is_empty());
     assert_eq!(r.stats().dropped(DropReason::UnknownSsrc), 1);
-    let with_mid = Pkt::new(VP8_PT, 2, 0, 0x77, &vp8_payload(true, true, 0)).ext(1, b"v1").bytes();
+    let with_mid = Pkt::new(VP8_PT, 2, 0, 0x77, &vp8_payload(true, true, 0))
+        .ext(1, b"v1")
+        .bytes();
     assert_eq!(route(&mut r, PUB, &with_mid, 0)[0].0, SUB_T);
     // later packets of the bound SSRC need no mid
-    assert_eq!(route(&mut r, PUB, &Pkt::new(VP8_PT, 3, 0, 0x77, &[0, 1]).bytes(), 0).len(), 1);
+    assert_eq!(
+        route(
+            &mut r,
+            PUB,
+            &Pkt::new(VP8_PT, 3, 0, 0x77, &[0, 1]).bytes(),
+            0
+        )
+        .len(),
+        1
+    );
     // opus PT is unique to the audio track
-    let a = route(&mut r, PUB, &Pkt::new(OPUS_PT, 1, 0, 0x99, &[1, 2]).bytes(), 0);
+    let a = route(
+        &mut r,
+        PUB,
+        &Pkt::new(OPUS_PT, 1, 0, 0x99, &[1, 2]).bytes(),
+        0,
+    );
     assert_eq!(fields(&a[0].1).2, SUB_SSRC_B);
     assert_eq!(r.track_stats(2).unwrap().media_ssrc, Some(0x77));
 }
@@ -486,12 +660,21 @@ fn publisher_ssrc_change_continues_the_subscriber_stream() {
     let a = fields(&route(&mut r, PUB, &vp8(100, 1000, true, true), 0)[0].1);
     // the publisher restarts its encoder on a new SSRC bound by mid
     let fresh = |seq: u16, key: bool| {
-        Pkt::new(VP8_PT, seq, 777_000, 0x4242, &vp8_payload(true, key, 1)).ext(1, b"0").bytes()
+        Pkt::new(VP8_PT, seq, 777_000, 0x4242, &vp8_payload(true, key, 1))
+            .ext(1, b"0")
+            .bytes()
     };
-    assert!(route(&mut r, PUB, &fresh(9, false), 100).is_empty(), "waits for a keyframe again");
+    assert!(
+        route(&mut r, PUB, &fresh(9, false), 100).is_empty(),
+        "waits for a keyframe again"
+    );
     let b = fields(&route(&mut r, PUB, &fresh(10, true), 100)[0].1);
     assert_eq!(b.0, a.0.wrapping_add(1));
-    assert_eq!(b.1, a.1.wrapping_add(9000), "timestamp advances by the elapsed 100 ms");
+    assert_eq!(
+        b.1,
+        a.1.wrapping_add(9000),
+        "timestamp advances by the elapsed 100 ms"
+    );
 }
 
 #[test]
@@ -507,17 +690,32 @@ fn removing_things_stops_forwarding() {
     assert!(r.remove_transport(PUB));
     assert!(r.track_stats(VIDEO_TRACK).is_none());
     assert!(route(&mut r, PUB, &opus(2, 960), 0).is_empty());
-    assert!(r.add_track(1, PUB, MediaKind::Audio, None, vec![], &[]).is_err(), "publisher is gone");
+    assert!(
+        r.add_track(1, PUB, MediaKind::Audio, None, vec![], &[])
+            .is_err(),
+        "publisher is gone"
+    );
 }
 
 #[test]
 fn sender_report_from_publisher_is_noted() {
     let mut r = room();
     let mut sr = Vec::new();
-    rtcp::write_sr(&mut sr, VIDEO_SSRC, 0x1122_3344_5566_7788, 90_000, 10, 1000, &[]);
+    rtcp::write_sr(
+        &mut sr,
+        VIDEO_SSRC,
+        0x1122_3344_5566_7788,
+        90_000,
+        10,
+        1000,
+        &[],
+    );
     let (a, b) = rtcp(&mut r, PUB, &sr, 1234);
     assert!(a.is_empty() && b.is_empty());
-    assert_eq!(r.track_stats(VIDEO_TRACK).unwrap().last_sr, Some((0x1122_3344_5566_7788, 90_000, 1234)));
+    assert_eq!(
+        r.track_stats(VIDEO_TRACK).unwrap().last_sr,
+        Some((0x1122_3344_5566_7788, 90_000, 1234))
+    );
 }
 
 #[test]
@@ -536,7 +734,10 @@ fn one_nack_cannot_trigger_unbounded_retransmissions() {
     }
     let (rtp_out, _) = rtcp(&mut r, SUB_T, &nack, 0);
     assert_eq!(rtp_out.len(), MAX_RETRANSMISSIONS_PER_RTCP);
-    assert_eq!(r.stats().dropped(DropReason::NackLimited), 1000 - MAX_RETRANSMISSIONS_PER_RTCP as u64);
+    assert_eq!(
+        r.stats().dropped(DropReason::NackLimited),
+        1000 - MAX_RETRANSMISSIONS_PER_RTCP as u64
+    );
 }
 
 #[test]
@@ -550,7 +751,10 @@ fn duplicated_padding_does_not_shift_numbering_twice() {
     let b = fields(&route(&mut r, PUB, &opus(12, 960), 3)[0].1).0;
     assert_eq!(b, a.wrapping_add(1));
     let late = route(&mut r, PUB, &opus(9, 0), 4);
-    assert!(late.is_empty(), "older than the subscription's first packet");
+    assert!(
+        late.is_empty(),
+        "older than the subscription's first packet"
+    );
 }
 
 #[test]
@@ -561,10 +765,21 @@ fn receiver_report_to_publisher_carries_loss_and_sr_echo() {
         route(&mut r, PUB, &opus(seq, seq as u32 * 960), seq as u64 * 20);
     }
     let mut sr = Vec::new();
-    rtcp::write_sr(&mut sr, AUDIO_SSRC, 0x0000_1234_5678_0000, 4800, 5, 100, &[]);
+    rtcp::write_sr(
+        &mut sr,
+        AUDIO_SSRC,
+        0x0000_1234_5678_0000,
+        4800,
+        5,
+        100,
+        &[],
+    );
     rtcp(&mut r, PUB, &sr, 1000);
     let out = poll(&mut r, 1250);
-    let (t, datagram) = out.iter().find(|(_, d)| d[1] == rtcp::PT_RR).expect("an RR goes to the publisher");
+    let (t, datagram) = out
+        .iter()
+        .find(|(_, d)| d[1] == rtcp::PT_RR)
+        .expect("an RR goes to the publisher");
     assert_eq!(*t, PUB);
     let block = match rtcp::parse_compound(datagram).next().unwrap().unwrap() {
         RtcpPacket::ReceiverReport { ssrc, reports } => {
@@ -582,10 +797,16 @@ fn receiver_report_to_publisher_carries_loss_and_sr_echo() {
 
 #[test]
 fn sender_reports_map_publisher_clock_into_subscriber_timestamps() {
-    let mut r = room_with(RouterConfig { sender_reports: true, ..Default::default() });
+    let mut r = room_with(RouterConfig {
+        sender_reports: true,
+        ..Default::default()
+    });
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
     let first = fields(&route(&mut r, PUB, &opus(0, 48_000), 0)[0].1);
-    assert!(poll(&mut r, 100).iter().all(|(_, d)| d[1] != rtcp::PT_SR), "no SR before the publisher's");
+    assert!(
+        poll(&mut r, 100).iter().all(|(_, d)| d[1] != rtcp::PT_SR),
+        "no SR before the publisher's"
+    );
     // publisher: RTP 48000 was NTP 10.0 s, reported at local time 1000 ms
     let mut sr = Vec::new();
     rtcp::write_sr(&mut sr, AUDIO_SSRC, 10u64 << 32, 48_000, 1, 5, &[]);
@@ -594,23 +815,44 @@ fn sender_reports_map_publisher_clock_into_subscriber_timestamps() {
     let (t, d) = out.iter().find(|(_, d)| d[1] == rtcp::PT_SR).unwrap();
     assert_eq!(*t, SUB_T);
     match rtcp::parse_compound(d).next().unwrap().unwrap() {
-        RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, packet_count, octet_count, .. } => {
+        RtcpPacket::SenderReport {
+            ssrc,
+            ntp,
+            rtp_timestamp,
+            packet_count,
+            octet_count,
+            ..
+        } => {
             assert_eq!(ssrc, SUB_SSRC_A);
             assert_eq!(ntp, (10u64 << 32) + (1u64 << 31), "10.5 s");
-            assert_eq!(rtp_timestamp, first.1.wrapping_add(24_000), "half a second after the mapped packet");
+            assert_eq!(
+                rtp_timestamp,
+                first.1.wrapping_add(24_000),
+                "half a second after the mapped packet"
+            );
             assert_eq!((packet_count, octet_count), (1, first.4.len() as u32));
         }
         p => panic!("{p:?}"),
     }
-    assert!(poll(&mut r, 1600).iter().all(|(_, d)| d[1] != rtcp::PT_SR), "once per interval");
+    assert!(
+        poll(&mut r, 1600).iter().all(|(_, d)| d[1] != rtcp::PT_SR),
+        "once per interval"
+    );
 }
 
 #[test]
 fn a_publisher_cannot_bind_unbounded_ssrcs() {
     let mut r = mediasrv_native::router::Router::new(RouterConfig::default(), 1);
     r.add_publisher(PUB, 1, pub_ext());
-    r.add_track(1, PUB, MediaKind::Audio, Some("a".into()), vec![codec(OPUS_PT, "opus", 48_000, None)], &[])
-        .unwrap();
+    r.add_track(
+        1,
+        PUB,
+        MediaKind::Audio,
+        Some("a".into()),
+        vec![codec(OPUS_PT, "opus", 48_000, None)],
+        &[],
+    )
+    .unwrap();
     for ssrc in 0..100u32 {
         route(&mut r, PUB, &Pkt::new(OPUS_PT, 1, 0, ssrc, &[1]).bytes(), 0);
     }
@@ -622,7 +864,11 @@ fn nacks_to(out: &[(u64, Vec<u8>)], to: u64) -> Vec<Vec<u16>> {
         .filter(|(t, _)| *t == to)
         .flat_map(|(_, b)| {
             rtcp::parse_compound(b).filter_map(|p| match p {
-                Ok(RtcpPacket::Nack { sender_ssrc, media_ssrc, items }) => {
+                Ok(RtcpPacket::Nack {
+                    sender_ssrc,
+                    media_ssrc,
+                    items,
+                }) => {
                     assert_eq!((sender_ssrc, media_ssrc), (PUB_RTCP_SSRC, VIDEO_SSRC));
                     Some(items.seqs().collect())
                 }
@@ -644,7 +890,10 @@ fn packets_lost_on_the_way_in_are_nacked_to_the_publisher_until_they_arrive() {
     // 103 arrives late (as a plain reordered packet): only 102 is asked for again, after the retry delay.
     let fwd = route(&mut r, PUB, &vp8(103, 9000, false, false), 20);
     assert_eq!(fwd.len(), 1, "the late packet is forwarded");
-    assert!(nacks_to(&poll(&mut r, 30), PUB).is_empty(), "not before the retry delay");
+    assert!(
+        nacks_to(&poll(&mut r, 30), PUB).is_empty(),
+        "not before the retry delay"
+    );
     assert_eq!(nacks_to(&poll(&mut r, 60), PUB), vec![vec![102]]);
     assert_eq!(nacks_to(&poll(&mut r, 110), PUB), vec![vec![102]]);
     // Three tries, then the packet is given up on.
@@ -660,5 +909,7 @@ fn audio_gaps_are_not_nacked() {
     route(&mut r, PUB, &opus(10, 0), 0);
     route(&mut r, PUB, &opus(13, 960), 1);
     let out = poll(&mut r, 10);
-    assert!(out.iter().all(|(_, b)| rtcp::parse_compound(b).all(|p| !matches!(p, Ok(RtcpPacket::Nack { .. })))));
+    assert!(out
+        .iter()
+        .all(|(_, b)| rtcp::parse_compound(b).all(|p| !matches!(p, Ok(RtcpPacket::Nack { .. })))));
 }

@@ -15,8 +15,17 @@ const SUB_SSRC: u32 = 0x5000_0001;
 
 fn subscribed_room() -> mediasrv_native::router::Router {
     let mut r = room();
-    r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &sub_codecs(), sub_ext()).unwrap();
-    r.add_subscription(SUB + 1, AUDIO_TRACK, SUB_T, SUB_SSRC + 1, &sub_codecs(), sub_ext()).unwrap();
+    r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &sub_codecs(), sub_ext())
+        .unwrap();
+    r.add_subscription(
+        SUB + 1,
+        AUDIO_TRACK,
+        SUB_T,
+        SUB_SSRC + 1,
+        &sub_codecs(),
+        sub_ext(),
+    )
+    .unwrap();
     r
 }
 

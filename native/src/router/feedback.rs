@@ -1,7 +1,6 @@
 //! RTCP side of the router: subscribers' feedback (NACK, PLI, FIR, REMB, reports), publishers'
 //! sender reports, and the periodic work (REMB, keyframe requests).
 
-
 use super::*;
 use crate::rtcp::{self, ReportBlock, RtcpPacket};
 use crate::seq::extend_u16;
@@ -13,11 +12,14 @@ impl Router {
     // ------------------------------------------------------------------ RTCP
 
     /// Sends a PLI for `track` to its publisher unless one went out less than the throttle ago.
+    #[allow(clippy::too_many_arguments)]
     fn send_pli(
         cfg: &RouterConfig,
         stats: &mut RouterStats,
+        events: &mut Vec<RouterEvent>,
         publishers: &FastMap<TransportId, Publisher>,
         t: &mut Track,
+        reason: KeyframeReason,
         now_ms: u64,
         out: &mut Output,
     ) -> bool {
@@ -27,7 +29,9 @@ impl Router {
         let (Some(media_ssrc), Some(p)) = (t.feedback_ssrc(), publishers.get(&t.transport)) else {
             return false;
         };
-        if t.last_pli_ms.is_some_and(|last| now_ms < last.saturating_add(cfg.pli_min_interval_ms)) {
+        if t.last_pli_ms
+            .is_some_and(|last| now_ms < last.saturating_add(cfg.pli_min_interval_ms))
+        {
             stats.plis_throttled += 1;
             return false;
         }
@@ -35,6 +39,15 @@ impl Router {
         t.pli_pending = false;
         t.stats.plis_out += 1;
         stats.plis_out += 1;
+        stats.keyframe_requests[reason as usize] += 1;
+        push_event(
+            events,
+            stats,
+            RouterEvent::KeyframeRequested {
+                track: t.id,
+                reason,
+            },
+        );
         stats.rtcp_packets_out += 1;
         out.push_with(t.transport, |b| rtcp::write_pli(b, p.rtcp_ssrc, media_ssrc));
         true
@@ -42,9 +55,25 @@ impl Router {
 
     /// Asks the publisher of `track` for a keyframe (throttled); true if a PLI was written.
     pub fn request_keyframe(&mut self, track: TrackId, now_ms: u64, out: &mut Output) -> bool {
-        let Router { cfg, stats, publishers, tracks, .. } = self;
+        let Router {
+            cfg,
+            stats,
+            publishers,
+            tracks,
+            events,
+            ..
+        } = self;
         match tracks.get_mut(&track) {
-            Some(t) => Self::send_pli(cfg, stats, publishers, t, now_ms, out),
+            Some(t) => Self::send_pli(
+                cfg,
+                stats,
+                events,
+                publishers,
+                t,
+                KeyframeReason::Requested,
+                now_ms,
+                out,
+            ),
             None => false,
         }
     }
@@ -75,18 +104,30 @@ impl Router {
                 }
             };
             match p {
-                RtcpPacket::SenderReport { ssrc, ntp, rtp_timestamp, reports, .. } => {
-                    if let Some(t) =
-                        self.track_by_ssrc.get(&(transport, ssrc)).and_then(|id| self.tracks.get_mut(id))
+                RtcpPacket::SenderReport {
+                    ssrc,
+                    ntp,
+                    rtp_timestamp,
+                    reports,
+                    ..
+                } => {
+                    if let Some(t) = self
+                        .track_by_ssrc
+                        .get(&(transport, ssrc))
+                        .and_then(|id| self.tracks.get_mut(id))
                     {
                         if t.media_ssrc.is_none_or(|m| m == ssrc) {
                             t.stats.last_sr = Some((ntp, rtp_timestamp, now_ms));
                         }
                     }
-                    self.note_reports(transport, reports);
+                    self.note_reports(transport, reports, now_ms);
                 }
-                RtcpPacket::ReceiverReport { reports, .. } => self.note_reports(transport, reports),
-                RtcpPacket::Nack { media_ssrc, items, .. } => {
+                RtcpPacket::ReceiverReport { reports, .. } => {
+                    self.note_reports(transport, reports, now_ms)
+                }
+                RtcpPacket::Nack {
+                    media_ssrc, items, ..
+                } => {
                     self.stats.nacks_in += 1;
                     self.answer_nack(transport, media_ssrc, items, &mut budget, rtp_out);
                 }
@@ -100,7 +141,9 @@ impl Router {
                         self.forward_keyframe_request(transport, ssrc, true, now_ms, rtcp_out);
                     }
                 }
-                RtcpPacket::Remb { bitrate_bps, ssrcs, .. } => {
+                RtcpPacket::Remb {
+                    bitrate_bps, ssrcs, ..
+                } => {
                     self.stats.remb_in += 1;
                     for ssrc in ssrcs.iter() {
                         if let Some(s) = self.sub_mut(transport, ssrc) {
@@ -119,16 +162,42 @@ impl Router {
     fn sub_mut(&mut self, transport: TransportId, ssrc: u32) -> Option<&mut Subscription> {
         let sub = *self.sub_by_ssrc.get(&(transport, ssrc))?;
         let track = *self.sub_track.get(&sub)?;
-        self.tracks.get_mut(&track)?.subs.iter_mut().find(|s| s.id == sub)
+        self.tracks
+            .get_mut(&track)?
+            .subs
+            .iter_mut()
+            .find(|s| s.id == sub)
     }
 
-    fn note_reports(&mut self, transport: TransportId, reports: rtcp::ReportBlocks<'_>) {
+    /// Report blocks about our subscription streams: loss, jitter, and the round-trip time when
+    /// the block echoes one of our recent SRs (RTT = arrival − SR sent − DLSR, RFC 3550 6.4.1;
+    /// measured on our own clock, so the NTP time we put in the SR need not be wall-clock time).
+    fn note_reports(
+        &mut self,
+        transport: TransportId,
+        reports: rtcp::ReportBlocks<'_>,
+        now_ms: u64,
+    ) {
         for rb in reports.iter() {
-            if let Some(s) = self.sub_mut(transport, rb.ssrc) {
-                s.stats.fraction_lost = Some(rb.fraction_lost);
-                s.stats.cumulative_lost = Some(rb.cumulative_lost);
-                s.stats.jitter = Some(rb.jitter);
+            let Some(s) = self.sub_mut(transport, rb.ssrc) else {
+                continue;
+            };
+            s.stats.fraction_lost = Some(rb.fraction_lost);
+            s.stats.cumulative_lost = Some(rb.cumulative_lost);
+            s.stats.jitter = Some(rb.jitter);
+            if rb.last_sr == 0 {
+                continue;
             }
+            let Some(&(_, sent_ms)) = s.sr_sent.iter().find(|(lsr, _)| *lsr == rb.last_sr) else {
+                continue;
+            };
+            let dlsr_us = rb.delay_since_last_sr as u64 * 1_000_000 / 65536;
+            let rtt_us = now_ms
+                .saturating_sub(sent_ms)
+                .saturating_mul(1000)
+                .saturating_sub(dlsr_us);
+            s.stats.rtt_us = Some(rtt_us);
+            self.stats.note_rtt(rtt_us);
         }
     }
 
@@ -140,10 +209,23 @@ impl Router {
         now_ms: u64,
         out: &mut Output,
     ) {
-        let Some(&sub) = self.sub_by_ssrc.get(&(transport, sub_ssrc)) else { return };
-        let Some(&track) = self.sub_track.get(&sub) else { return };
-        let Router { cfg, stats, publishers, tracks, .. } = self;
-        let Some(t) = tracks.get_mut(&track) else { return };
+        let Some(&sub) = self.sub_by_ssrc.get(&(transport, sub_ssrc)) else {
+            return;
+        };
+        let Some(&track) = self.sub_track.get(&sub) else {
+            return;
+        };
+        let Router {
+            cfg,
+            stats,
+            publishers,
+            tracks,
+            events,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(&track) else {
+            return;
+        };
         if let Some(s) = t.subs.iter_mut().find(|s| s.id == sub) {
             if fir {
                 s.stats.firs += 1;
@@ -151,7 +233,12 @@ impl Router {
                 s.stats.plis += 1;
             }
         }
-        Self::send_pli(cfg, stats, publishers, t, now_ms, out);
+        let reason = if fir {
+            KeyframeReason::SubscriberFir
+        } else {
+            KeyframeReason::SubscriberPli
+        };
+        Self::send_pli(cfg, stats, events, publishers, t, reason, now_ms, out);
     }
 
     fn answer_nack(
@@ -162,12 +249,20 @@ impl Router {
         budget: &mut usize,
         out: &mut Output,
     ) {
-        let Some(&sub) = self.sub_by_ssrc.get(&(transport, media_ssrc)) else { return };
-        let Some(&track) = self.sub_track.get(&sub) else { return };
+        let Some(&sub) = self.sub_by_ssrc.get(&(transport, media_ssrc)) else {
+            return;
+        };
+        let Some(&track) = self.sub_track.get(&sub) else {
+            return;
+        };
         let Router { stats, tracks, .. } = self;
-        let Some(t) = tracks.get_mut(&track) else { return };
+        let Some(t) = tracks.get_mut(&track) else {
+            return;
+        };
         t.stats.nacks_in += 1;
-        let Some(si) = t.subs.iter().position(|s| s.id == sub) else { return };
+        let Some(si) = t.subs.iter().position(|s| s.id == sub) else {
+            return;
+        };
         t.subs[si].stats.nacks += 1;
         let highest_c = t.seq.highest().map(|h| t.gaps.compress(h));
         for out_seq in items.seqs() {
@@ -216,10 +311,18 @@ impl Router {
     /// SSRC appears), a compound RR (reception quality of its streams) + REMB; PLIs for subscriptions
     /// still waiting for a keyframe; sender reports for subscriptions if enabled.
     pub fn poll(&mut self, now_ms: u64, out: &mut Output) {
-        let Router { cfg, stats, publishers, tracks, .. } = self;
+        let Router {
+            cfg,
+            stats,
+            publishers,
+            tracks,
+            events,
+            ..
+        } = self;
         for (transport, p) in publishers.iter_mut() {
-            let due =
-                p.remb_due || p.last_remb_ms.is_none_or(|l| now_ms >= l.saturating_add(cfg.remb_interval_ms));
+            let due = p.remb_due
+                || p.last_remb_ms
+                    .is_none_or(|l| now_ms >= l.saturating_add(cfg.remb_interval_ms));
             if !due {
                 continue;
             }
@@ -228,7 +331,9 @@ impl Router {
             let mut blocks = [ReportBlock::default(); 31];
             let mut n_blocks = 0;
             for id in &p.tracks {
-                let Some(t) = tracks.get_mut(id) else { continue };
+                let Some(t) = tracks.get_mut(id) else {
+                    continue;
+                };
                 if t.kind == MediaKind::Video && n_video < video.len() {
                     if let Some(s) = t.feedback_ssrc() {
                         video[n_video] = s;
@@ -266,6 +371,7 @@ impl Router {
             });
         }
         for t in tracks.values_mut() {
+            Self::track_activity(cfg, stats, events, t, now_ms);
             if !t.missing.is_empty() {
                 Self::nack_missing(stats, publishers, t, now_ms, out);
             }
@@ -276,9 +382,40 @@ impl Router {
                 t.pli_pending = false;
                 continue;
             }
-            let retry_due = t.last_pli_ms.is_none_or(|l| now_ms >= l.saturating_add(cfg.keyframe_retry_ms));
+            let retry_due = t
+                .last_pli_ms
+                .is_none_or(|l| now_ms >= l.saturating_add(cfg.keyframe_retry_ms));
             if t.pli_pending || retry_due {
-                Self::send_pli(cfg, stats, publishers, t, now_ms, out);
+                let reason = if t.pli_pending {
+                    KeyframeReason::NewSubscriber
+                } else {
+                    KeyframeReason::Retry
+                };
+                Self::send_pli(cfg, stats, events, publishers, t, reason, now_ms, out);
+            }
+        }
+    }
+
+    /// Bitrate samples (every `RATE_SAMPLE_MS`) for the track and its subscriptions, and the
+    /// `TrackStopped` event once the track has been silent for `track_timeout_ms`.
+    fn track_activity(
+        cfg: &RouterConfig,
+        stats: &mut RouterStats,
+        events: &mut Vec<RouterEvent>,
+        t: &mut Track,
+        now_ms: u64,
+    ) {
+        if t.stats.active && now_ms >= t.last_packet_ms.saturating_add(cfg.track_timeout_ms) {
+            t.stats.active = false;
+            stats.tracks_stopped += 1;
+            push_event(events, stats, RouterEvent::TrackStopped { track: t.id });
+        }
+        if t.rate.due(now_ms) {
+            t.stats.bitrate_bps = t.rate.sample(now_ms, t.stats.bytes);
+        }
+        for sub in &mut t.subs {
+            if sub.rate.due(now_ms) {
+                sub.stats.bitrate_bps = sub.rate.sample(now_ms, sub.stats.bytes);
             }
         }
     }
@@ -311,7 +448,9 @@ impl Router {
         stats.rtcp_packets_out += 1;
         t.stats.nacks_out += 1;
         t.stats.nack_seqs_out += n as u64;
-        out.push_with(t.transport, |b| rtcp::write_nack(b, p.rtcp_ssrc, media_ssrc, &seqs[..n]));
+        out.push_with(t.transport, |b| {
+            rtcp::write_nack(b, p.rtcp_ssrc, media_ssrc, &seqs[..n])
+        });
     }
 
     /// Sender reports for a track's started subscriptions. Their NTP/RTP pair is the publisher's last
@@ -324,13 +463,18 @@ impl Router {
         now_ms: u64,
         out: &mut Output,
     ) {
-        let Some((ntp, rtp_ts, at_ms)) = t.stats.last_sr else { return };
+        let Some((ntp, rtp_ts, at_ms)) = t.stats.last_sr else {
+            return;
+        };
         let clock_rate = t.last_media_pt.map_or(90_000, |pt| t.clock_rate(pt));
         let elapsed_ms = now_ms.saturating_sub(at_ms);
         let ntp_now = ntp.wrapping_add(((elapsed_ms as u128) << 32) as u64 / 1000);
         let rtp_advance = (elapsed_ms as u128 * clock_rate as u128 / 1000) as u32;
         for sub in t.subs.iter_mut().filter(|s| s.started) {
-            if sub.last_sr_sent_ms.is_some_and(|l| now_ms < l.saturating_add(cfg.sr_interval_ms)) {
+            if sub
+                .last_sr_sent_ms
+                .is_some_and(|l| now_ms < l.saturating_add(cfg.sr_interval_ms))
+            {
                 continue;
             }
             sub.last_sr_sent_ms = Some(now_ms);
@@ -338,6 +482,8 @@ impl Router {
             stats.sr_out += 1;
             stats.rtcp_packets_out += 1;
             let rtp_now = rtp_ts.wrapping_add(rtp_advance).wrapping_add(sub.ts_offset);
+            sub.sr_sent[sub.sr_sent_next] = ((ntp_now >> 16) as u32, now_ms);
+            sub.sr_sent_next = (sub.sr_sent_next + 1) % sub.sr_sent.len();
             let packets = (sub.stats.packets + sub.stats.retransmissions) as u32;
             let octets = (sub.stats.payload_bytes + sub.stats.retransmission_payload_bytes) as u32;
             out.push_with(sub.transport, |b| {

@@ -17,9 +17,18 @@ use crate::rtp::{self, HeaderOut, RtpView};
 use crate::seq::{SeqCompressor, SeqUnwrapper};
 
 mod feedback;
+mod rate;
 mod types;
 
+use rate::RateWindow;
+
 pub use feedback::MAX_RETRANSMISSIONS_PER_RTCP;
+pub use rate::RATE_SAMPLE_MS;
+
+/// Events kept until `take_events`; beyond this they are counted in `events_dropped` instead.
+pub const MAX_EVENTS: usize = 1024;
+/// Sender reports per subscription remembered to match the LSR echoed in receiver reports.
+const SR_HISTORY: usize = 4;
 pub use types::*;
 
 /// What a payload type of a track means.
@@ -72,10 +81,15 @@ struct Subscription {
     /// Last first-transmission sent: (seq, timestamp, now_ms); used to continue after a resync.
     last_out: Option<(u16, u32, u64)>,
     last_sr_sent_ms: Option<u64>,
+    /// Recent SRs sent: (middle 32 bits of their NTP timestamp, when sent), for RTT (RFC 3550 6.4.1).
+    sr_sent: [(u32, u64); SR_HISTORY],
+    sr_sent_next: usize,
+    rate: RateWindow,
     stats: SubscriptionStats,
 }
 
 struct Track {
+    id: TrackId,
     transport: TransportId,
     kind: MediaKind,
     mid: Option<String>,
@@ -96,6 +110,9 @@ struct Track {
     last_media_pt: Option<u8>,
     /// Gaps in the publisher's sequence to NACK (video only).
     missing: Vec<Missing>,
+    /// When the last packet of the track arrived (drives `TrackStopped`).
+    last_packet_ms: u64,
+    rate: RateWindow,
     stats: TrackStats,
 }
 
@@ -139,6 +156,15 @@ pub struct Router {
     sub_track: FastMap<SubscriptionId, TrackId>,
     sub_by_ssrc: FastMap<(TransportId, u32), SubscriptionId>,
     stats: RouterStats,
+    events: Vec<RouterEvent>,
+}
+
+fn push_event(events: &mut Vec<RouterEvent>, stats: &mut RouterStats, e: RouterEvent) {
+    if events.len() < MAX_EVENTS {
+        events.push(e);
+    } else {
+        stats.events_dropped += 1;
+    }
 }
 
 /// The parts of a media packet needed to write it for a subscriber.
@@ -166,7 +192,12 @@ impl<'a> MediaRef<'a> {
     }
 }
 
-fn write_for_sub(out: &mut Output, sub: &Subscription, sub_pt: u8, m: &MediaRef<'_>) -> (u16, u32, usize) {
+fn write_for_sub(
+    out: &mut Output,
+    sub: &Subscription,
+    sub_pt: u8,
+    m: &MediaRef<'_>,
+) -> (u16, u32, usize) {
     let seq = (m.c as u16).wrapping_add(sub.seq_offset);
     let ts = m.timestamp.wrapping_add(sub.ts_offset);
     let level;
@@ -214,6 +245,7 @@ impl Router {
             sub_track: FastMap::default(),
             sub_by_ssrc: FastMap::default(),
             stats: RouterStats::default(),
+            events: Vec::new(),
         }
     }
 
@@ -225,18 +257,26 @@ impl Router {
         &self.stats
     }
 
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<RouterEvent> {
+        std::mem::take(&mut self.events)
+    }
+
     // ------------------------------------------------------------------ control
 
     /// Declares (or updates) a publishing transport: the SSRC it uses for our RTCP toward it and its
     /// negotiated header-extension ids.
     pub fn add_publisher(&mut self, transport: TransportId, rtcp_ssrc: u32, ext: ExtensionIds) {
-        let p = self.publishers.entry(transport).or_insert_with(|| Publisher {
-            rtcp_ssrc,
-            ext,
-            tracks: Vec::new(),
-            remb_due: true,
-            last_remb_ms: None,
-        });
+        let p = self
+            .publishers
+            .entry(transport)
+            .or_insert_with(|| Publisher {
+                rtcp_ssrc,
+                ext,
+                tracks: Vec::new(),
+                remb_due: true,
+                last_remb_ms: None,
+            });
         p.rtcp_ssrc = rtcp_ssrc;
         p.ext = ext;
     }
@@ -259,10 +299,16 @@ impl Router {
         let mut pt_table = [PtEntry::Unknown; 128];
         for (i, c) in codecs.iter().enumerate() {
             if c.payload_type > 127 {
-                return Err(RouterError::Invalid(format!("payload type {} > 127", c.payload_type)));
+                return Err(RouterError::Invalid(format!(
+                    "payload type {} > 127",
+                    c.payload_type
+                )));
             }
             if pt_table[c.payload_type as usize] != PtEntry::Unknown {
-                return Err(RouterError::Invalid(format!("payload type {} listed twice", c.payload_type)));
+                return Err(RouterError::Invalid(format!(
+                    "payload type {} listed twice",
+                    c.payload_type
+                )));
             }
             let ck = CodecKind::from_name(&c.name);
             pt_table[c.payload_type as usize] = if ck == CodecKind::Rtx {
@@ -271,11 +317,17 @@ impl Router {
                 })?;
                 PtEntry::Rtx { apt }
             } else {
-                PtEntry::Media { kind: ck, codec: i.min(255) as u8 }
+                PtEntry::Media {
+                    kind: ck,
+                    codec: i.min(255) as u8,
+                }
             };
         }
         for c in &codecs {
-            if let Some(apt) = c.apt.filter(|_| CodecKind::from_name(&c.name) == CodecKind::Rtx) {
+            if let Some(apt) = c
+                .apt
+                .filter(|_| CodecKind::from_name(&c.name) == CodecKind::Rtx)
+            {
                 if !matches!(pt_table.get(apt as usize), Some(PtEntry::Media { .. })) {
                     return Err(RouterError::Invalid(format!(
                         "rtx payload type {} names apt {apt}, which is not a media codec of the track",
@@ -300,6 +352,7 @@ impl Router {
         self.tracks.insert(
             track,
             Track {
+                id: track,
                 transport,
                 kind,
                 mid,
@@ -317,6 +370,8 @@ impl Router {
                 reception: ReceptionStats::default(),
                 last_media_pt: None,
                 missing: Vec::new(),
+                last_packet_ms: 0,
+                rate: RateWindow::default(),
                 stats: TrackStats::default(),
             },
         );
@@ -325,7 +380,9 @@ impl Router {
 
     /// Removes a track and its subscriptions; false if it did not exist.
     pub fn remove_track(&mut self, track: TrackId) -> bool {
-        let Some(t) = self.tracks.remove(&track) else { return false };
+        let Some(t) = self.tracks.remove(&track) else {
+            return false;
+        };
         for s in &t.ssrcs {
             self.track_by_ssrc.remove(&(t.transport, *s));
         }
@@ -355,10 +412,17 @@ impl Router {
         if self.sub_by_ssrc.contains_key(&(transport, ssrc)) {
             return Err(RouterError::SsrcInUse(ssrc));
         }
-        let t = self.tracks.get_mut(&track).ok_or(RouterError::UnknownTrack(track))?;
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(RouterError::UnknownTrack(track))?;
         let mut pt_map = [0xffu8; 128];
         let mut any = false;
-        for pc in t.codecs.iter().filter(|c| CodecKind::from_name(&c.name) != CodecKind::Rtx) {
+        for pc in t
+            .codecs
+            .iter()
+            .filter(|c| CodecKind::from_name(&c.name) != CodecKind::Rtx)
+        {
             let found = best_match(pc, codecs);
             if let Some(sc) = found {
                 pt_map[pc.payload_type as usize] = sc.payload_type;
@@ -371,7 +435,9 @@ impl Router {
             )));
         }
         let gated = t.kind == MediaKind::Video
-            && t.pt_table.iter().any(|e| matches!(e, PtEntry::Media { kind, .. } if kind.gated()));
+            && t.pt_table
+                .iter()
+                .any(|e| matches!(e, PtEntry::Media { kind, .. } if kind.gated()));
         let next_seq = self.rng.next() as u16;
         let next_ts = self.rng.next() as u32;
         t.subs.push(Subscription {
@@ -389,7 +455,14 @@ impl Router {
             next_ts,
             last_out: None,
             last_sr_sent_ms: None,
-            stats: SubscriptionStats { ssrc, waiting_keyframe: gated, ..Default::default() },
+            sr_sent: [(0, 0); SR_HISTORY],
+            sr_sent_next: 0,
+            rate: RateWindow::default(),
+            stats: SubscriptionStats {
+                ssrc,
+                waiting_keyframe: gated,
+                ..Default::default()
+            },
         });
         if gated {
             t.pli_pending = true; // poll() asks the publisher for a keyframe right away
@@ -400,7 +473,9 @@ impl Router {
     }
 
     pub fn remove_subscription(&mut self, sub: SubscriptionId) -> bool {
-        let Some(track) = self.sub_track.remove(&sub) else { return false };
+        let Some(track) = self.sub_track.remove(&sub) else {
+            return false;
+        };
         if let Some(t) = self.tracks.get_mut(&track) {
             if let Some(i) = t.subs.iter().position(|s| s.id == sub) {
                 let s = t.subs.swap_remove(i);
@@ -413,13 +488,21 @@ impl Router {
     /// Removes everything published or subscribed on `transport`; false if nothing was there.
     pub fn remove_transport(&mut self, transport: TransportId) -> bool {
         let mut any = self.publishers.remove(&transport).is_some();
-        let published: Vec<TrackId> =
-            self.tracks.iter().filter(|(_, t)| t.transport == transport).map(|(id, _)| *id).collect();
+        let published: Vec<TrackId> = self
+            .tracks
+            .iter()
+            .filter(|(_, t)| t.transport == transport)
+            .map(|(id, _)| *id)
+            .collect();
         for t in published {
             any |= self.remove_track(t);
         }
-        let subscribed: Vec<SubscriptionId> =
-            self.sub_by_ssrc.iter().filter(|((tr, _), _)| *tr == transport).map(|(_, s)| *s).collect();
+        let subscribed: Vec<SubscriptionId> = self
+            .sub_by_ssrc
+            .iter()
+            .filter(|((tr, _), _)| *tr == transport)
+            .map(|(_, s)| *s)
+            .collect();
         for s in subscribed {
             any |= self.remove_subscription(s);
         }
@@ -451,18 +534,18 @@ impl Router {
         let p = self.publishers.get(&transport)?;
         let mut found = None;
         if let Some(mid) = v.extension(p.ext.mid) {
-            found = p
-                .tracks
-                .iter()
-                .copied()
-                .find(|id| self.tracks[id].mid.as_deref().is_some_and(|m| m.as_bytes() == mid));
+            found = p.tracks.iter().copied().find(|id| {
+                self.tracks[id]
+                    .mid
+                    .as_deref()
+                    .is_some_and(|m| m.as_bytes() == mid)
+            });
         }
         if found.is_none() {
-            let mut candidates = p
-                .tracks
-                .iter()
-                .copied()
-                .filter(|id| self.tracks[id].pt_table[v.payload_type as usize] != PtEntry::Unknown);
+            let mut candidates =
+                p.tracks.iter().copied().filter(|id| {
+                    self.tracks[id].pt_table[v.payload_type as usize] != PtEntry::Unknown
+                });
             let first = candidates.next();
             if candidates.next().is_none() {
                 found = first;
@@ -480,7 +563,13 @@ impl Router {
     }
 
     /// Routes one RTP packet from a publisher; forwarded copies are appended to `out`.
-    pub fn route_rtp(&mut self, transport: TransportId, packet: &[u8], now_ms: u64, out: &mut Output) {
+    pub fn route_rtp(
+        &mut self,
+        transport: TransportId,
+        packet: &[u8],
+        now_ms: u64,
+        out: &mut Output,
+    ) {
         self.stats.rtp_packets_in += 1;
         self.stats.rtp_bytes_in += packet.len() as u64;
         let v = match RtpView::parse(packet) {
@@ -494,11 +583,29 @@ impl Router {
                 None => return self.stats.drop(DropReason::UnknownSsrc),
             },
         };
-        let ext_ids = self.publishers.get(&transport).map(|p| p.ext).unwrap_or_default();
-        let Router { tracks, stats, publishers, .. } = self;
-        let Some(t) = tracks.get_mut(&track_id) else { return stats.drop(DropReason::UnknownSsrc) };
+        let ext_ids = self
+            .publishers
+            .get(&transport)
+            .map(|p| p.ext)
+            .unwrap_or_default();
+        let Router {
+            tracks,
+            stats,
+            publishers,
+            events,
+            ..
+        } = self;
+        let Some(t) = tracks.get_mut(&track_id) else {
+            return stats.drop(DropReason::UnknownSsrc);
+        };
         t.stats.packets += 1;
         t.stats.bytes += packet.len() as u64;
+        t.last_packet_ms = now_ms;
+        if !t.stats.active {
+            t.stats.active = true;
+            stats.tracks_started += 1;
+            push_event(events, stats, RouterEvent::TrackStarted { track: track_id });
+        }
 
         // Resolve RTX to the original packet.
         let (seq, media_pt, payload, is_rtx) = match t.pt_table[v.payload_type as usize] {
@@ -564,7 +671,11 @@ impl Router {
                 if t.missing.len() == MAX_MISSING_PER_TRACK {
                     t.missing.remove(0);
                 }
-                t.missing.push(Missing { ext: e, next_ms: now_ms, tries: 0 });
+                t.missing.push(Missing {
+                    ext: e,
+                    next_ms: now_ms,
+                    tries: 0,
+                });
             }
         }
 
@@ -580,8 +691,12 @@ impl Router {
             return stats.drop(DropReason::PaddingOnly);
         }
 
-        let abs_send_time = v.extension(ext_ids.abs_send_time).and_then(|d| d.try_into().ok());
-        let audio_level = v.extension(ext_ids.audio_level).and_then(|d| d.first().copied());
+        let abs_send_time = v
+            .extension(ext_ids.abs_send_time)
+            .and_then(|d| d.try_into().ok());
+        let audio_level = v
+            .extension(ext_ids.audio_level)
+            .and_then(|d| d.first().copied());
         match t.cache.insert(&PacketToCache {
             ext_seq: ext,
             timestamp: v.timestamp,
@@ -651,7 +766,9 @@ impl Router {
                 continue;
             }
             let (seq, ts, len) = write_for_sub(out, sub, sub_pt, &m);
-            let newest = sub.last_out.is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));
+            let newest = sub
+                .last_out
+                .is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));
             if newest {
                 sub.last_out = Some((seq, ts, now_ms));
                 sub.stats.last_seq = Some(seq);

@@ -17,7 +17,9 @@ impl MediaKind {
         match s {
             "audio" => Ok(MediaKind::Audio),
             "video" => Ok(MediaKind::Video),
-            other => Err(RouterError::Invalid(format!("kind must be 'audio' or 'video', not {other:?}"))),
+            other => Err(RouterError::Invalid(format!(
+                "kind must be 'audio' or 'video', not {other:?}"
+            ))),
         }
     }
 }
@@ -44,7 +46,9 @@ pub struct ExtensionIds {
 
 impl ExtensionIds {
     /// From (short name, id) pairs; names the router does not use are ignored.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, u8)>) -> Result<Self, RouterError> {
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, u8)>,
+    ) -> Result<Self, RouterError> {
         let mut ids = ExtensionIds::default();
         for (name, id) in pairs {
             let slot = match name {
@@ -55,7 +59,9 @@ impl ExtensionIds {
                 _ => continue,
             };
             if id == 0 || id == 15 {
-                return Err(RouterError::Invalid(format!("extension id {id} for {name:?} is reserved")));
+                return Err(RouterError::Invalid(format!(
+                    "extension id {id} for {name:?} is reserved"
+                )));
             }
             *slot = id;
         }
@@ -80,6 +86,8 @@ pub struct RouterConfig {
     pub sender_reports: bool,
     /// How often a sender report goes out per subscription.
     pub sr_interval_ms: u64,
+    /// A track that has sent nothing for this long is reported stopped (`RouterEvent::TrackStopped`).
+    pub track_timeout_ms: u64,
 }
 
 impl Default for RouterConfig {
@@ -92,6 +100,7 @@ impl Default for RouterConfig {
             keyframe_retry_ms: 1000,
             sender_reports: false,
             sr_interval_ms: 1000,
+            track_timeout_ms: 3000,
         }
     }
 }
@@ -110,7 +119,10 @@ impl fmt::Display for RouterError {
         match self {
             RouterError::Duplicate(what, id) => write!(f, "{what} {id} already exists"),
             RouterError::UnknownTransport(t) => {
-                write!(f, "transport {t} is not a publisher: call add_publisher first")
+                write!(
+                    f,
+                    "transport {t} is not a publisher: call add_publisher first"
+                )
             }
             RouterError::UnknownTrack(t) => write!(f, "unknown track {t}"),
             RouterError::SsrcInUse(s) => write!(f, "SSRC {s} is already used on this transport"),
@@ -176,6 +188,59 @@ impl DropReason {
     }
 }
 
+/// Why a keyframe request (PLI) went to a publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum KeyframeReason {
+    /// A subscriber sent a PLI.
+    SubscriberPli,
+    /// A subscriber sent a FIR.
+    SubscriberFir,
+    /// A new (or resumed) subscription waits for its first keyframe.
+    NewSubscriber,
+    /// A subscription still waits for a keyframe after `keyframe_retry_ms`.
+    Retry,
+    /// The control plane asked (`request_keyframe`).
+    Requested,
+}
+
+impl KeyframeReason {
+    pub const ALL: [KeyframeReason; 5] = [
+        KeyframeReason::SubscriberPli,
+        KeyframeReason::SubscriberFir,
+        KeyframeReason::NewSubscriber,
+        KeyframeReason::Retry,
+        KeyframeReason::Requested,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyframeReason::SubscriberPli => "subscriber_pli",
+            KeyframeReason::SubscriberFir => "subscriber_fir",
+            KeyframeReason::NewSubscriber => "new_subscriber",
+            KeyframeReason::Retry => "retry",
+            KeyframeReason::Requested => "requested",
+        }
+    }
+}
+
+/// Something the control plane may want to know, drained with `Router::take_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouterEvent {
+    /// The first media packet of a track arrived (again, after it had stopped).
+    TrackStarted { track: TrackId },
+    /// No packet of a started track for `track_timeout_ms`.
+    TrackStopped { track: TrackId },
+    /// A PLI went to the track's publisher (throttled requests produce no event).
+    KeyframeRequested {
+        track: TrackId,
+        reason: KeyframeReason,
+    },
+}
+
+/// Upper bounds (ms) of the round-trip-time histogram buckets; one more bucket holds the rest.
+pub const RTT_BUCKETS_MS: [u64; 9] = [5, 10, 25, 50, 100, 200, 400, 800, 1600];
+
 /// Room-wide counters. `payload_bytes_in` counts each unique media packet's payload once (RTX copies
 /// and duplicates excluded); `payload_bytes_out` counts first transmissions only, so for a stream
 /// forwarded to N subscribers from its first packet, payload_bytes_out == N × payload_bytes_in.
@@ -205,6 +270,17 @@ pub struct RouterStats {
     pub rtcp_packets_in: u64,
     pub rtcp_packets_out: u64,
     pub dropped: [u64; DropReason::ALL.len()],
+    /// PLIs sent to publishers, by reason (sums to `plis_out`).
+    pub keyframe_requests: [u64; KeyframeReason::ALL.len()],
+    pub tracks_started: u64,
+    pub tracks_stopped: u64,
+    /// Events not kept because nobody drained them (the queue is bounded).
+    pub events_dropped: u64,
+    /// Subscriber round-trip times measured from their receiver reports: count per bucket of
+    /// `RTT_BUCKETS_MS` (last: above the largest), their number and sum in microseconds.
+    pub rtt_buckets: [u64; RTT_BUCKETS_MS.len() + 1],
+    pub rtt_samples: u64,
+    pub rtt_sum_us: u64,
 }
 
 impl RouterStats {
@@ -213,6 +289,18 @@ impl RouterStats {
     }
     pub fn dropped(&self, r: DropReason) -> u64 {
         self.dropped[r as usize]
+    }
+    pub fn keyframe_requests(&self, r: KeyframeReason) -> u64 {
+        self.keyframe_requests[r as usize]
+    }
+    pub(crate) fn note_rtt(&mut self, rtt_us: u64) {
+        let i = RTT_BUCKETS_MS
+            .iter()
+            .position(|le| rtt_us <= le * 1000)
+            .unwrap_or(RTT_BUCKETS_MS.len());
+        self.rtt_buckets[i] += 1;
+        self.rtt_samples += 1;
+        self.rtt_sum_us += rtt_us;
     }
 }
 
@@ -240,6 +328,10 @@ pub struct TrackStats {
     pub subscriptions: usize,
     /// Last sender report from the publisher: (NTP timestamp, RTP timestamp, when it arrived).
     pub last_sr: Option<(u64, u32, u64)>,
+    /// Whether packets are arriving (started and not timed out).
+    pub active: bool,
+    /// Received RTP bytes per second ×8 over the last `BITRATE_WINDOW` (headers and RTX included).
+    pub bitrate_bps: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -264,4 +356,8 @@ pub struct SubscriptionStats {
     pub fraction_lost: Option<u8>,
     pub cumulative_lost: Option<i32>,
     pub jitter: Option<u32>,
+    /// Round-trip time from the subscriber's last receiver report echoing one of our SRs.
+    pub rtt_us: Option<u64>,
+    /// Sent RTP bytes per second ×8 over the last `BITRATE_WINDOW` (first transmissions only).
+    pub bitrate_bps: u64,
 }

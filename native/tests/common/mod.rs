@@ -21,11 +21,20 @@ pub const SUB_VP8_PT: u8 = 120;
 pub const SUB_OPUS_PT: u8 = 109;
 
 pub fn codec(pt: u8, name: &str, clock: u32, apt: Option<u8>) -> Codec {
-    Codec { payload_type: pt, name: name.into(), clock_rate: clock, apt, fmtp: None }
+    Codec {
+        payload_type: pt,
+        name: name.into(),
+        clock_rate: clock,
+        apt,
+        fmtp: None,
+    }
 }
 
 pub fn pub_video_codecs() -> Vec<Codec> {
-    vec![codec(VP8_PT, "VP8", 90_000, None), codec(RTX_PT, "rtx", 90_000, Some(VP8_PT))]
+    vec![
+        codec(VP8_PT, "VP8", 90_000, None),
+        codec(RTX_PT, "rtx", 90_000, Some(VP8_PT)),
+    ]
 }
 
 pub fn sub_codecs() -> Vec<Codec> {
@@ -37,11 +46,21 @@ pub fn sub_codecs() -> Vec<Codec> {
 }
 
 pub fn pub_ext() -> ExtensionIds {
-    ExtensionIds { mid: 1, audio_level: 2, abs_send_time: 3, transport_cc: 4 }
+    ExtensionIds {
+        mid: 1,
+        audio_level: 2,
+        abs_send_time: 3,
+        transport_cc: 4,
+    }
 }
 
 pub fn sub_ext() -> ExtensionIds {
-    ExtensionIds { mid: 9, abs_send_time: 5, audio_level: 6, transport_cc: 0 }
+    ExtensionIds {
+        mid: 9,
+        abs_send_time: 5,
+        audio_level: 6,
+        transport_cc: 0,
+    }
 }
 
 /// Builds an RTP packet with optional one-byte extensions and padding.
@@ -58,7 +77,16 @@ pub struct Pkt {
 
 impl Pkt {
     pub fn new(pt: u8, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Self {
-        Self { pt, seq, ts, ssrc, marker: false, ext: vec![], payload: payload.to_vec(), padding: 0 }
+        Self {
+            pt,
+            seq,
+            ts,
+            ssrc,
+            marker: false,
+            ext: vec![],
+            payload: payload.to_vec(),
+            padding: 0,
+        }
     }
     pub fn ext(mut self, id: u8, data: &[u8]) -> Self {
         self.ext.push((id, data.to_vec()));
@@ -99,13 +127,23 @@ impl Pkt {
 
 /// VP8 payload: descriptor with S=1/PID=0 for frame starts, then the payload header (P bit = !key).
 pub fn vp8_payload(start: bool, key: bool, filler: u8) -> Vec<u8> {
-    let mut p = vec![if start { 0x10 } else { 0x00 }, if key { 0x00 } else { 0x01 }];
+    let mut p = vec![
+        if start { 0x10 } else { 0x00 },
+        if key { 0x00 } else { 0x01 },
+    ];
     p.extend(std::iter::repeat_n(filler, 40));
     p
 }
 
 pub fn vp8(seq: u16, ts: u32, start: bool, key: bool) -> Vec<u8> {
-    Pkt::new(VP8_PT, seq, ts, VIDEO_SSRC, &vp8_payload(start, key, seq as u8)).bytes()
+    Pkt::new(
+        VP8_PT,
+        seq,
+        ts,
+        VIDEO_SSRC,
+        &vp8_payload(start, key, seq as u8),
+    )
+    .bytes()
 }
 
 pub fn opus(seq: u16, ts: u32) -> Vec<u8> {
@@ -153,7 +191,10 @@ pub fn rtcp(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> (Datagrams,
     let mut a = Output::new();
     let mut b = Output::new();
     r.handle_rtcp(transport, pkt, now, &mut a, &mut b);
-    (a.iter().map(|(t, x)| (t, x.to_vec())).collect(), b.iter().map(|(t, x)| (t, x.to_vec())).collect())
+    (
+        a.iter().map(|(t, x)| (t, x.to_vec())).collect(),
+        b.iter().map(|(t, x)| (t, x.to_vec())).collect(),
+    )
 }
 
 pub fn poll(r: &mut Router, now: u64) -> Vec<(u64, Vec<u8>)> {
@@ -165,5 +206,11 @@ pub fn poll(r: &mut Router, now: u64) -> Vec<(u64, Vec<u8>)> {
 /// (seq, timestamp, ssrc, pt, payload) of a forwarded packet.
 pub fn fields(b: &[u8]) -> (u16, u32, u32, u8, Vec<u8>) {
     let v = RtpView::parse(b).expect("router emits valid RTP");
-    (v.seq, v.timestamp, v.ssrc, v.payload_type, v.payload().to_vec())
+    (
+        v.seq,
+        v.timestamp,
+        v.ssrc,
+        v.payload_type,
+        v.payload().to_vec(),
+    )
 }
