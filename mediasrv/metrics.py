@@ -1,7 +1,8 @@
 """Prometheus metrics, collected at scrape time from the rooms and their native routers.
 
 Nothing here runs per packet: the routers and the native media plane count natively, and this
-collector reads their counters when /metrics is scraped (bitrates: `rate()` of the byte counters).
+collector reads their counters when /metrics is scraped. Bitrates are windowed natively (sampled by
+the router's periodic poll); round-trip times come from subscribers' receiver reports.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from . import keys
@@ -40,7 +41,12 @@ RTP_COUNTERS = [
     ("rtx_in", "rtp_rtx_received", "retransmissions (RTX) received from publishers"),
     ("sr_out", "rtcp_sender_reports_sent", "sender reports sent to subscribers"),
     ("rr_out", "rtcp_receiver_reports_sent", "receiver reports sent to publishers"),
+    ("tracks_started", "tracks_started", "tracks whose media started (or resumed) arriving"),
+    ("tracks_stopped", "tracks_stopped", "tracks silent for the router's track timeout"),
+    ("events_dropped", "router_events_dropped", "router events not kept because nobody drained them"),
 ]
+KEYFRAME_PREFIX = "keyframe_requests_"
+RTT_BUCKET_PREFIX = "rtt_bucket_"
 
 # (native plane counter, metric name, help)
 PLANE_COUNTERS = [
@@ -70,6 +76,11 @@ class MediasrvCollector(Collector):
         for kind in ("audio", "video"):
             tracks.add_metric([kind], sum(t.kind == kind for r in rooms for t in r.tracks.values()))
         yield tracks
+        receiving = GaugeMetricFamily("mediasrv_tracks_receiving", "tracks with media arriving now", labels=["kind"])
+        for kind in ("audio", "video"):
+            receiving.add_metric([kind], sum(_track_active(r, t.id) for r in rooms
+                                             for t in list(r.tracks.values()) if t.kind == kind))
+        yield receiving
         yield GaugeMetricFamily(
             "mediasrv_subscriptions", "subscriptions forwarding media",
             value=sum(s.active for p in participants for s in p.subscriptions.values()),
@@ -91,6 +102,13 @@ class MediasrvCollector(Collector):
         for reason, value in sorted(drops.items()):
             dropped.add_metric([reason], value)
         yield dropped
+        keyframes = CounterMetricFamily("mediasrv_keyframe_requests", "PLIs sent to publishers, by reason",
+                                        labels=["reason"])
+        for key, value in sorted(totals.items()):
+            if key.startswith(KEYFRAME_PREFIX):
+                keyframes.add_metric([key.removeprefix(KEYFRAME_PREFIX)], value)
+        yield keyframes
+        yield rtt_histogram(totals)
         if self.rooms.plane is not None:
             yield from self._plane(self.rooms.plane.native.stats())
         yield from self._streams(rooms)
@@ -119,6 +137,8 @@ class MediasrvCollector(Collector):
         t_jitter = GaugeMetricFamily("mediasrv_track_jitter_seconds", "interarrival jitter from the publisher",
                                      labels=labels)
         t_nacks = CounterMetricFamily("mediasrv_track_nacks_sent", "NACKs sent to the publisher", labels=labels)
+        t_bitrate = GaugeMetricFamily("mediasrv_track_bitrate_bps",
+                                      "bits per second received per track (last 2 s)", labels=labels)
         sub_labels = ["room", "track", "kind", "subscription"]
         s_packets = CounterMetricFamily("mediasrv_subscription_packets", "RTP packets sent per subscription",
                                         labels=sub_labels)
@@ -130,6 +150,11 @@ class MediasrvCollector(Collector):
                                    "cumulative loss the subscriber reports (RTCP RR)", labels=sub_labels)
         s_jitter = GaugeMetricFamily("mediasrv_subscription_jitter_seconds",
                                      "jitter the subscriber reports (RTCP RR)", labels=sub_labels)
+        s_bitrate = GaugeMetricFamily("mediasrv_subscription_bitrate_bps",
+                                      "bits per second sent per subscription (last 2 s, retransmissions excluded)",
+                                      labels=sub_labels)
+        s_rtt = GaugeMetricFamily("mediasrv_subscription_rtt_seconds",
+                                  "round-trip time from the subscriber's last receiver report", labels=sub_labels)
         for room in rooms:
             for track in list(room.tracks.values()):
                 try:
@@ -143,6 +168,7 @@ class MediasrvCollector(Collector):
                 t_lost.add_metric(lv, max(0, ts["lost"]))
                 t_jitter.add_metric(lv, ts["jitter"] / rate)
                 t_nacks.add_metric(lv, ts["nacks_out"])
+                t_bitrate.add_metric(lv, ts["bitrate_bps"])
                 for p in list(room.participants.values()):
                     sub = p.subscriptions.get(track.id)
                     if sub is None or not sub.active:
@@ -159,12 +185,43 @@ class MediasrvCollector(Collector):
                         s_lost.add_metric(sv, max(0, ss["cumulative_lost"]))
                     if ss["jitter"] is not None:
                         s_jitter.add_metric(sv, ss["jitter"] / rate)
-        yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, s_packets, s_bytes, s_rtx, s_lost, s_jitter)
+                    s_bitrate.add_metric(sv, ss["bitrate_bps"])
+                    if ss["rtt"] is not None:
+                        s_rtt.add_metric(sv, ss["rtt"])
+        yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, t_bitrate,
+                    s_packets, s_bytes, s_rtx, s_lost, s_jitter, s_bitrate, s_rtt)
         frames = CounterMetricFamily("mediasrv_vitals_frames", "vitals data-channel frames, by result",
                                      labels=["result"])
         for result, value in sorted(VITALS_FRAMES.items()):
             frames.add_metric([result], value)
         yield frames
+
+
+def _track_active(room: Room, track_id: int) -> bool:
+    try:
+        return bool(room.router.track_stats(track_id)["active"])
+    except KeyError:
+        return False
+
+
+def rtt_histogram(totals: Counter[str]) -> HistogramMetricFamily:
+    """Subscribers' round-trip times, all rooms together (closed ones included): the routers count
+    samples per bucket natively (`rtt_bucket_<le>ms`, not cumulative); Prometheus wants cumulative."""
+    bounds: list[tuple[float, int]] = []
+    for key, value in totals.items():
+        if key.startswith(RTT_BUCKET_PREFIX):
+            le = key.removeprefix(RTT_BUCKET_PREFIX)
+            bounds.append((float("inf") if le == "inf" else int(le.removesuffix("ms")) / 1000, value))
+    buckets: list[tuple[str, float]] = []
+    running = 0
+    for le, value in sorted(bounds):
+        running += value
+        buckets.append(("+Inf" if le == float("inf") else repr(le), running))
+    if not buckets or buckets[-1][0] != "+Inf":
+        buckets.append(("+Inf", running))
+    return HistogramMetricFamily("mediasrv_subscriber_rtt_seconds",
+                                 "round-trip times measured from subscribers' receiver reports",
+                                 buckets=buckets, sum_value=totals.get("rtt_sum_us", 0) / 1e6)
 
 
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
