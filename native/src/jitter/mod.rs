@@ -68,15 +68,15 @@ pub struct FrameInfo {
 }
 
 /// The payloads of a frame being released, still in the buffer's slots.
-pub struct FrameParts<'a> {
+pub struct FrameParts<'a, P> {
     codec: FrameCodec,
-    slots: &'a [Slot],
+    slots: &'a [Slot<P>],
     mask: u64,
     from: u64,
     to: u64,
 }
 
-impl FrameParts<'_> {
+impl<P: PacketBuf> FrameParts<'_, P> {
     /// Assembles the frame into `out`, which must be exactly `FrameInfo::len` bytes long.
     pub fn write_to(&self, out: &mut [u8]) {
         // SAFETY: initialised bytes are valid `MaybeUninit<u8>`; only u8 values are written back.
@@ -98,11 +98,16 @@ impl FrameParts<'_> {
 }
 
 /// Non-padding payloads stored for the sequence numbers `from..=to`, in order.
-fn payloads(slots: &[Slot], mask: u64, from: u64, to: u64) -> impl Iterator<Item = &[u8]> {
+fn payloads<P: PacketBuf>(
+    slots: &[Slot<P>],
+    mask: u64,
+    from: u64,
+    to: u64,
+) -> impl Iterator<Item = &[u8]> {
     (from..=to)
         .map(move |seq| (seq, &slots[(seq & mask) as usize]))
         .filter(|(seq, s)| s.seq == *seq && !s.padding)
-        .map(|(_, s)| &s.payload[..])
+        .map(|(_, s)| s.payload())
 }
 
 /// Requests for the sender, produced by `poll`.
@@ -142,18 +147,35 @@ pub struct JitterStats {
 
 const EMPTY: u64 = u64::MAX;
 
-#[derive(Debug, Clone)]
-struct Slot {
+/// Where a stored packet's bytes live: an owned copy (`Vec<u8>`, what `push` makes), or a handle on
+/// the caller's immutable buffer (the Python binding keeps a reference to the packet's `bytes`, so
+/// a packet is copied only once, into its frame).
+pub trait PacketBuf {
+    fn bytes(&self) -> &[u8];
+    /// Released buffers are worth reusing (owned copies); handles are simply dropped.
+    const REUSABLE: bool;
+}
+
+impl PacketBuf for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    const REUSABLE: bool = true;
+}
+
+struct Slot<P> {
     seq: u64,
     ts: u64,
     marker: bool,
     start: bool,
     padding: bool,
     arrival: u64,
-    payload: Vec<u8>,
+    packet: Option<P>,
+    /// The payload's range in the packet.
+    payload_at: (usize, usize),
 }
 
-impl Slot {
+impl<P: PacketBuf> Slot<P> {
     fn empty() -> Self {
         Self {
             seq: EMPTY,
@@ -162,9 +184,22 @@ impl Slot {
             start: false,
             padding: false,
             arrival: 0,
-            payload: Vec::new(),
+            packet: None,
+            payload_at: (0, 0),
         }
     }
+
+    fn payload(&self) -> &[u8] {
+        self.packet
+            .as_ref()
+            .map_or(&[], |p| &p.bytes()[self.payload_at.0..self.payload_at.1])
+    }
+}
+
+/// Where `accept` placed a packet.
+struct Accepted {
+    seq: u64,
+    payload: (usize, usize),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -174,10 +209,10 @@ struct Missing {
     retries: u32,
 }
 
-/// The buffer of one stream.
-pub struct JitterBuffer {
+/// The buffer of one stream; `P` is how stored packets are kept (see `PacketBuf`).
+pub struct JitterBuffer<P: PacketBuf = Vec<u8>> {
     cfg: JitterConfig,
-    slots: Vec<Slot>,
+    slots: Vec<Slot<P>>,
     mask: u64,
     ssrc: Option<u32>,
     /// Extended sequence number of the next packet to release.
@@ -195,16 +230,33 @@ pub struct JitterBuffer {
     keyframe_needed: bool,
     last_keyframe_request: Option<u64>,
     stats: JitterStats,
-    /// Payload buffers of released slots, most recently freed last (LIFO keeps copies in cache).
-    pool: Vec<Vec<u8>>,
+    /// Buffers of released slots (when `P::REUSABLE`), most recently freed last: LIFO, so the next
+    /// packet is copied into memory that is still in cache rather than a slot a whole ring away.
+    pool: Vec<P>,
 }
 
-impl JitterBuffer {
-    pub fn new(mut cfg: JitterConfig) -> Self {
+impl JitterBuffer<Vec<u8>> {
+    /// A buffer that keeps its own copy of every packet.
+    pub fn new(cfg: JitterConfig) -> Self {
+        Self::with_packet_buf(cfg)
+    }
+
+    /// Stores one RTP packet (already decrypted), copied. Returns false when it was dropped (and
+    /// counted).
+    pub fn push(&mut self, packet: &[u8], now_ms: u64) -> bool {
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.push_packet(buf, now_ms)
+    }
+}
+
+impl<P: PacketBuf> JitterBuffer<P> {
+    pub fn with_packet_buf(mut cfg: JitterConfig) -> Self {
         cfg.capacity = cfg.capacity.clamp(16, 1 << 16).next_power_of_two();
         let video = cfg.codec.is_video();
         Self {
-            slots: vec![Slot::empty(); cfg.capacity],
+            slots: (0..cfg.capacity).map(|_| Slot::empty()).collect(),
             mask: cfg.capacity as u64 - 1,
             cfg,
             ssrc: None,
@@ -241,7 +293,7 @@ impl JitterBuffer {
             .count()
     }
 
-    fn slot(&self, seq: u64) -> Option<&Slot> {
+    fn slot(&self, seq: u64) -> Option<&Slot<P>> {
         let s = &self.slots[(seq & self.mask) as usize];
         (s.seq == seq).then_some(s)
     }
@@ -250,9 +302,15 @@ impl JitterBuffer {
         let s = &mut self.slots[(seq & self.mask) as usize];
         if s.seq == seq {
             s.seq = EMPTY;
-            // Back to the pool: the next packet reuses this buffer while it is still in cache,
-            // instead of the cold buffer of a slot a whole ring away.
-            self.pool.push(std::mem::take(&mut s.payload));
+            if let Some(p) = s.packet.take() {
+                self.recycle(p);
+            }
+        }
+    }
+
+    fn recycle(&mut self, p: P) {
+        if P::REUSABLE && self.pool.len() < self.slots.len() {
+            self.pool.push(p);
         }
     }
 
@@ -288,11 +346,27 @@ impl JitterBuffer {
         ext
     }
 
-    /// Stores one RTP packet (already decrypted). Returns false when it was dropped (and counted).
-    pub fn push(&mut self, packet: &[u8], now_ms: u64) -> bool {
+    /// Stores one RTP packet (already decrypted), keeping `packet` itself. Returns false when it was
+    /// dropped (and counted).
+    pub fn push_packet(&mut self, packet: P, now_ms: u64) -> bool {
+        let Some(at) = self.accept(packet.bytes(), now_ms) else {
+            self.recycle(packet);
+            return false;
+        };
+        let slot = &mut self.slots[(at.seq & self.mask) as usize];
+        if let Some(old) = slot.packet.replace(packet) {
+            self.recycle(old);
+        }
+        let slot = &mut self.slots[(at.seq & self.mask) as usize];
+        slot.payload_at = at.payload;
+        true
+    }
+
+    /// Checks and places one packet: everything `push_packet` does except storing the bytes.
+    fn accept(&mut self, packet: &[u8], now_ms: u64) -> Option<Accepted> {
         let Ok(rtp) = RtpView::parse(packet) else {
             self.stats.malformed += 1;
-            return false;
+            return None;
         };
         self.stats.packets += 1;
         self.stats.bytes += packet.len() as u64;
@@ -334,14 +408,14 @@ impl JitterBuffer {
         }
         if seq < self.head {
             self.stats.late += 1;
-            return false;
+            return None;
         }
         if seq >= self.head + self.slots.len() as u64 {
             self.reset(seq);
         }
         if self.slot(seq).is_some() {
             self.stats.duplicates += 1;
-            return false;
+            return None;
         }
         let payload = rtp.payload();
         let padding = payload.is_empty();
@@ -357,11 +431,7 @@ impl JitterBuffer {
         slot.start = start;
         slot.padding = padding;
         slot.arrival = now_ms;
-        if slot.payload.capacity() == 0 {
-            slot.payload = self.pool.pop().unwrap_or_default();
-        }
-        slot.payload.clear();
-        slot.payload.extend_from_slice(payload);
+        let from = payload.as_ptr() as usize - packet.as_ptr() as usize;
         if seq > self.highest || self.highest < self.head {
             for m in (self.highest.wrapping_add(1)).max(self.head)..seq {
                 self.missing.insert(
@@ -377,7 +447,10 @@ impl JitterBuffer {
         } else if self.missing.remove(&seq).is_some() {
             self.stats.recovered += 1;
         }
-        true
+        Some(Accepted {
+            seq,
+            payload: (from, from + payload.len()),
+        })
     }
 
     /// True when a missing packet in `[from, to]` has waited past the target delay.
@@ -419,7 +492,7 @@ impl JitterBuffer {
     pub fn pop_frames_with(
         &mut self,
         now_ms: u64,
-        mut sink: impl FnMut(&FrameInfo, &FrameParts<'_>),
+        mut sink: impl FnMut(&FrameInfo, &FrameParts<'_, P>),
     ) -> usize {
         let mut released = 0;
         while self.started && self.head <= self.highest {

@@ -4,7 +4,38 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::{FrameCodec, JitterBuffer as Core, JitterConfig, JitterEvent};
+use super::{FrameCodec, JitterBuffer, JitterConfig, JitterEvent, PacketBuf};
+
+/// A received packet kept by reference instead of copied: a `bytes` object is immutable, so its
+/// buffer stays valid, unchanged, for as long as we hold the reference. The packet's bytes are then
+/// copied once, into the frame.
+struct PyPacket {
+    _owner: Py<PyBytes>,
+    ptr: *const u8,
+    len: usize,
+}
+
+impl PyPacket {
+    fn new(b: &Bound<'_, PyBytes>) -> Self {
+        let data = b.as_bytes();
+        Self {
+            _owner: b.clone().unbind(),
+            ptr: data.as_ptr(),
+            len: data.len(),
+        }
+    }
+}
+
+impl PacketBuf for PyPacket {
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr`/`len` describe the buffer of the `bytes` object `_owner` keeps alive, and a
+        // `bytes` object's contents never change.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+    const REUSABLE: bool = false;
+}
+
+type Core = JitterBuffer<PyPacket>;
 
 /// Per-stream jitter buffer: `push` RTP packets, `pop_frames` complete frames, `poll` for NACK and
 /// keyframe requests. Times are milliseconds on any monotonic clock.
@@ -69,7 +100,7 @@ fn push_list(jb: &mut Core, packets: &Bound<'_, PyList>, now_ms: u64) -> PyResul
     let mut kept = 0;
     for p in packets.iter() {
         let b = p.cast::<PyBytes>()?;
-        kept += jb.push(b.as_bytes(), now_ms) as usize;
+        kept += jb.push_packet(PyPacket::new(b), now_ms) as usize;
     }
     Ok(kept)
 }
@@ -104,13 +135,13 @@ impl PyJitterBuffer {
             capacity,
         };
         Ok(Self {
-            inner: Core::new(cfg),
+            inner: Core::with_packet_buf(cfg),
         })
     }
 
     /// Stores one decrypted RTP packet; False when it was dropped (malformed, late, duplicate).
-    fn push(&mut self, packet: &[u8], now_ms: u64) -> bool {
-        self.inner.push(packet, now_ms)
+    fn push(&mut self, packet: &Bound<'_, PyBytes>, now_ms: u64) -> bool {
+        self.inner.push_packet(PyPacket::new(packet), now_ms)
     }
 
     /// Stores a batch of packets that arrived at the same time; returns how many were kept.
