@@ -80,6 +80,38 @@ fn reordered_packets_come_out_in_order() {
     assert_eq!(jb.stats().frames_incomplete, 0);
 }
 
+/// A packet handle the buffer does not own a copy of (as the Python binding's `bytes` references).
+struct Shared(std::rc::Rc<[u8]>);
+
+impl PacketBuf for Shared {
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+    const REUSABLE: bool = false;
+}
+
+#[test]
+fn packets_kept_by_reference_give_the_same_frames_and_are_released() {
+    let mut pkts = vp8_stream(65530, 0, 8, 3); // wraps
+    pkts.swap(1, 2);
+    pkts.swap(7, 9);
+    let shared: Vec<std::rc::Rc<[u8]>> = pkts.iter().map(|p| p[..].into()).collect();
+    let mut copied = vp8();
+    let mut by_ref = JitterBuffer::<Shared>::with_packet_buf(JitterConfig::new(FrameCodec::Vp8));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (p, h) in pkts.iter().zip(&shared) {
+        copied.push(p, 5);
+        a.extend(copied.pop_frames(5));
+        assert!(by_ref.push_packet(Shared(h.clone()), 5));
+        b.extend(by_ref.pop_frames(5));
+    }
+    assert!(!by_ref.push_packet(Shared(shared[0].clone()), 5)); // late
+    assert_eq!(frame_numbers(&b), [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(a, b);
+    // Released and rejected packets are not held on to.
+    assert!(shared.iter().all(|h| std::rc::Rc::strong_count(h) == 1));
+}
+
 #[test]
 fn duplicates_are_counted_and_ignored() {
     let mut jb = vp8();
