@@ -695,7 +695,10 @@ cdef object _rr_list(const uint8_t* p, Py_ssize_t pos, Py_ssize_t count):
 
 
 cdef object _samples(const uint8_t* p, Py_ssize_t pos, Py_ssize_t count):
-    cdef cnp.ndarray[cnp.int32_t, ndim=1] out = np.empty(count, dtype=np.int32)
+    # The C API, not np.empty(...): a short ECG frame would otherwise spend most of its decode
+    # resolving the dtype.
+    cdef cnp.npy_intp dims = count
+    cdef cnp.ndarray out = cnp.PyArray_SimpleNew(1, &dims, cnp.NPY_INT32)
     _fill_samples(<int32_t*>cnp.PyArray_DATA(out), p + pos, count)
     return out
 
@@ -710,8 +713,32 @@ cdef inline void _fill_samples(int32_t* out, const uint8_t* p, Py_ssize_t count)
         out[i] = v
 
 
+cdef int _last_kind = -1
+cdef _Spec _last_spec = None
+
+
+cdef dict _heart_rate_dict(Reading* r, const uint8_t* p):
+    # The most frequent live reading (1/s per strap): built directly, without the generic walk.
+    cdef dict d = {"heart_rate_bpm": r.iv[0]}
+    if r.ip[1]:
+        d["sensor_contact"] = r.iv[1] != 0
+    if r.ip[2]:
+        d["energy_expended_kj"] = r.iv[2]
+    if r.var_count:
+        d["rr_intervals_s"] = _rr_list(p, r.var_pos, r.var_count)
+    return d
+
+
 cdef dict _to_dict(Reading* r, const uint8_t* p):
-    cdef _Spec spec = <_Spec>SPECS[r.kind]
+    global _last_kind, _last_spec
+    if r.kind == K_HEART_RATE:
+        return _heart_rate_dict(r, p)
+    if r.kind == K_POLAR_ECG:
+        return {"timestamp_ns": r.ts_ns, "samples_uv": _samples(p, r.var_pos, r.var_count)}
+    if r.kind != _last_kind:  # a stream decodes one kind: skip the dict lookup (GIL held)
+        _last_spec = <_Spec>SPECS[r.kind]
+        _last_kind = r.kind
+    cdef _Spec spec = _last_spec
     cdef dict d = {}
     cdef dict special = None
     cdef int k
@@ -733,11 +760,6 @@ cdef dict _to_dict(Reading* r, const uint8_t* p):
         d[spec.ts_name] = None
     if r.unit2 >= 0:
         d["height_unit"] = spec.units2[r.unit2]
-    if r.kind == K_HEART_RATE and r.var_count:
-        d["rr_intervals_s"] = _rr_list(p, r.var_pos, r.var_count)
-    elif r.kind == K_POLAR_ECG:
-        d["timestamp_ns"] = r.ts_ns
-        d["samples_uv"] = _samples(p, r.var_pos, r.var_count)
     if special is not None:
         d["special"] = special
     return d
