@@ -353,6 +353,7 @@ impl Router {
         d.set_item("lost", s.lost)?;
         d.set_item("jitter", s.jitter)?;
         d.set_item("active", s.active)?;
+        d.set_item("rtt", s.rtt_us.map(|us| us as f64 / 1e6))?;
         Ok(d)
     }
 

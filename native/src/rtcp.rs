@@ -9,6 +9,10 @@ pub const PT_SDES: u8 = 202;
 pub const PT_BYE: u8 = 203;
 pub const PT_RTPFB: u8 = 205;
 pub const PT_PSFB: u8 = 206;
+pub const PT_XR: u8 = 207;
+/// XR block types (RFC 3611 4.4, 4.5).
+const XR_RRTR: u8 = 4;
+const XR_DLRR: u8 = 5;
 
 const REPORT_BLOCK_LEN: usize = 24;
 
@@ -173,11 +177,79 @@ pub enum RtcpPacket<'a> {
         bitrate_bps: u64,
         ssrcs: SsrcList<'a>,
     },
+    /// Extended report (RFC 3611); its blocks are checked to fit when parsed.
+    ExtendedReport {
+        ssrc: u32,
+        blocks: XrBlocks<'a>,
+    },
     /// A well-formed packet of a type the router does not act on.
     Other {
         packet_type: u8,
         fmt: u8,
     },
+}
+
+/// The report blocks of an XR packet (already checked to tile the packet exactly).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XrBlocks<'a>(&'a [u8]);
+
+/// One sub-block of a DLRR report: the receiver `ssrc` echoes `last_rr` (middle 32 bits of the NTP
+/// time in our RRTR) after `delay` (1/65536 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DlrrItem {
+    pub ssrc: u32,
+    pub last_rr: u32,
+    pub delay: u32,
+}
+
+impl<'a> XrBlocks<'a> {
+    fn check(b: &[u8]) -> Result<(), RtcpError> {
+        let mut rest = b;
+        while !rest.is_empty() {
+            if rest.len() < 4 {
+                return Err(RtcpError::BadLayout);
+            }
+            let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+            if len > rest.len() {
+                return Err(RtcpError::BadLayout);
+            }
+            rest = &rest[len..];
+        }
+        Ok(())
+    }
+
+    /// (block type, block body) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (u8, &'a [u8])> + 'a {
+        let mut rest = self.0;
+        std::iter::from_fn(move || {
+            if rest.len() < 4 {
+                return None;
+            }
+            let len = (u16::from_be_bytes([rest[2], rest[3]]) as usize + 1) * 4;
+            let (block, tail) = rest.split_at(len.min(rest.len()));
+            rest = tail;
+            Some((block[0], &block[4..]))
+        })
+    }
+
+    /// Sub-blocks of the DLRR blocks.
+    pub fn dlrr(&self) -> impl Iterator<Item = DlrrItem> + 'a {
+        self.iter()
+            .filter(|(bt, _)| *bt == XR_DLRR)
+            .flat_map(|(_, body)| body.chunks_exact(12))
+            .map(|c| DlrrItem {
+                ssrc: be32(c),
+                last_rr: be32(&c[4..]),
+                delay: be32(&c[8..]),
+            })
+    }
+
+    /// The NTP timestamp of a receiver reference time block, if there is one.
+    pub fn rrtr(&self) -> Option<u64> {
+        self.iter()
+            .find(|(bt, body)| *bt == XR_RRTR && body.len() >= 8)
+            .map(|(_, b)| (be32(b) as u64) << 32 | be32(&b[4..]) as u64)
+    }
 }
 
 /// Iterates the packets of a compound RTCP datagram; after the first error it yields nothing more.
@@ -284,6 +356,14 @@ fn parse_one(buf: &[u8]) -> Result<(RtcpPacket<'_>, usize), RtcpError> {
             }
         }
         PT_SDES => RtcpPacket::SourceDescription,
+        PT_XR => {
+            need(4)?;
+            XrBlocks::check(&body[4..])?;
+            RtcpPacket::ExtendedReport {
+                ssrc: be32(body),
+                blocks: XrBlocks(&body[4..]),
+            }
+        }
         PT_BYE => {
             need(4 * count as usize)?;
             RtcpPacket::Bye {
@@ -369,6 +449,29 @@ fn header(out: &mut Vec<u8>, count: u8, pt: u8, words_after_header: usize) {
     out.push(0x80 | (count & 0x1f));
     out.push(pt);
     out.extend_from_slice(&(words_after_header as u16).to_be_bytes());
+}
+
+/// Extended report with one receiver reference time block (RFC 3611 4.4): asks the media sender
+/// to echo `ntp` in a DLRR block, which gives us the round-trip time toward it.
+pub fn write_xr_rrtr(out: &mut Vec<u8>, ssrc: u32, ntp: u64) {
+    header(out, 0, PT_XR, 4);
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.extend_from_slice(&[XR_RRTR, 0, 0, 2]);
+    out.extend_from_slice(&ntp.to_be_bytes());
+}
+
+/// Extended report with one DLRR block (RFC 3611 4.5) of the given sub-blocks.
+pub fn write_xr_dlrr(out: &mut Vec<u8>, ssrc: u32, items: &[DlrrItem]) {
+    let items = &items[..items.len().min(64)];
+    header(out, 0, PT_XR, 2 + 3 * items.len());
+    out.extend_from_slice(&ssrc.to_be_bytes());
+    out.extend_from_slice(&[XR_DLRR, 0]);
+    out.extend_from_slice(&((3 * items.len()) as u16).to_be_bytes());
+    for i in items {
+        out.extend_from_slice(&i.ssrc.to_be_bytes());
+        out.extend_from_slice(&i.last_rr.to_be_bytes());
+        out.extend_from_slice(&i.delay.to_be_bytes());
+    }
 }
 
 /// Picture Loss Indication (RFC 4585 6.3.1).
@@ -473,6 +576,43 @@ pub fn write_rr(out: &mut Vec<u8>, ssrc: u32, reports: &[ReportBlock]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xr_rrtr_and_dlrr_round_trip_and_bad_blocks_are_refused() {
+        let mut b = Vec::new();
+        write_xr_rrtr(&mut b, 7, 0x0102_0304_0506_0708);
+        let item = DlrrItem {
+            ssrc: 7,
+            last_rr: 0x0304_0506,
+            delay: 65536,
+        };
+        write_xr_dlrr(&mut b, 9, &[item, item]);
+        let pkts: Vec<_> = parse_compound(&b).collect::<Result<_, _>>().unwrap();
+        match pkts[0] {
+            RtcpPacket::ExtendedReport { ssrc, blocks } => {
+                assert_eq!(ssrc, 7);
+                assert_eq!(blocks.rrtr(), Some(0x0102_0304_0506_0708));
+                assert_eq!(blocks.dlrr().count(), 0);
+            }
+            ref p => panic!("{p:?}"),
+        }
+        match pkts[1] {
+            RtcpPacket::ExtendedReport { ssrc, blocks } => {
+                assert_eq!(ssrc, 9);
+                assert_eq!(blocks.dlrr().collect::<Vec<_>>(), vec![item, item]);
+                assert_eq!(blocks.rrtr(), None);
+            }
+            ref p => panic!("{p:?}"),
+        }
+        // a block claiming more words than the packet holds
+        let mut bad = Vec::new();
+        write_xr_rrtr(&mut bad, 7, 1);
+        bad[11] = 3;
+        assert!(matches!(
+            parse_compound(&bad).next(),
+            Some(Err(RtcpError::BadLayout))
+        ));
+    }
 
     fn only(buf: &[u8]) -> RtcpPacket<'_> {
         let v: Vec<_> = parse_compound(buf).collect();

@@ -261,3 +261,51 @@ fn events_are_bounded_when_nobody_drains_them() {
     assert_eq!(r.take_events().len() as u64, max);
     assert_eq!(r.stats().events_dropped, max);
 }
+
+/// The NTP timestamp of the RRTR block the router sent to `to`, if any.
+fn rrtr_ntp(out: &[(u64, Vec<u8>)], to: u64) -> Option<u64> {
+    out.iter().filter(|(t, _)| *t == to).find_map(|(_, d)| {
+        rtcp::parse_compound(d).find_map(|p| match p {
+            Ok(RtcpPacket::ExtendedReport { blocks, .. }) => blocks.rrtr(),
+            _ => None,
+        })
+    })
+}
+
+fn dlrr_from_publisher(to_ssrc: u32, last_rr: u32, delay: u32) -> Vec<u8> {
+    let mut b = Vec::new();
+    let item = rtcp::DlrrItem {
+        ssrc: to_ssrc,
+        last_rr,
+        delay,
+    };
+    rtcp::write_xr_dlrr(&mut b, AUDIO_SSRC, &[item]);
+    b
+}
+
+#[test]
+fn publisher_rtt_comes_from_its_dlrr_echo_of_our_rrtr() {
+    let mut r = room();
+    route(&mut r, PUB, &opus(0, 0), 0);
+    let ntp = rrtr_ntp(&poll(&mut r, 100), PUB).expect("RRTR rides with the RR");
+    assert_eq!(r.track_stats(AUDIO_TRACK).unwrap().rtt_us, None);
+    let lrr = (ntp >> 16) as u32;
+    // Addressed to another receiver: ignored.
+    rtcp(&mut r, PUB, &dlrr_from_publisher(0x1234, lrr, 0), 200);
+    assert_eq!(r.track_stats(AUDIO_TRACK).unwrap().rtt_us, None);
+    // Held 0.5 s by the publisher, back 560 ms after we sent it → 60 ms.
+    rtcp(
+        &mut r,
+        PUB,
+        &dlrr_from_publisher(PUB_RTCP_SSRC, lrr, 65536 / 2),
+        660,
+    );
+    assert_eq!(r.track_stats(AUDIO_TRACK).unwrap().rtt_us, Some(60_000));
+    // Every track of that publisher shares the transport's round trip.
+    assert_eq!(r.track_stats(VIDEO_TRACK).unwrap().rtt_us, Some(60_000));
+    assert_eq!(
+        r.stats().rtt_samples,
+        0,
+        "the histogram is subscribers' only"
+    );
+}

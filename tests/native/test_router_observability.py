@@ -35,6 +35,23 @@ def receiver_report(about_ssrc: int, lsr: int, dlsr: int) -> bytes:
     return struct.pack("!BBHI", 0x81, 201, 7, 0x7777) + struct.pack("!IIIIII", about_ssrc, 0, 0, 0, lsr, dlsr)
 
 
+def dlrr(to_ssrc: int, last_rr: int, delay: int) -> bytes:
+    return struct.pack("!BBHI", 0x80, 207, 5, AUDIO_SSRC) + bytes([5, 0, 0, 3]) + struct.pack(
+        "!III", to_ssrc, last_rr, delay)
+
+
+def rrtr_ntp_to(out: list[tuple[int, bytes]], transport: int) -> int:
+    """The NTP time in the RRTR block of the compound RTCP sent to `transport`."""
+    (d,) = [d for t, d in out if t == transport and d[1] == 201]
+    pos = 0
+    while pos < len(d):
+        length = (int.from_bytes(d[pos + 2:pos + 4], "big") + 1) * 4
+        if d[pos + 1] == 207 and d[pos + 8] == 4:
+            return int.from_bytes(d[pos + 12:pos + 20], "big")
+        pos += length
+    raise AssertionError("no RRTR")
+
+
 def sr_ntp_to(out: list[tuple[int, bytes]], transport: int) -> int:
     (d,) = [d for t, d in out if t == transport and d[1] == 200]
     return int.from_bytes(d[8:16], "big")
@@ -51,8 +68,11 @@ def room_router() -> Any:
     r.add_subscription(SUB_VIDEO, VIDEO, SUB_T, SUB_VIDEO_SSRC, SUB_CODECS, {})
     for i in range(101):
         r.route_rtp(PUB, opus(i, i * 960), i * 20)
-        r.poll(i * 20)
+        out = r.poll(i * 20)
         r.poll(i * 20 + 10)
+    # the publisher echoes the RRTR of our last RR after holding it 250 ms → 50 ms round trip
+    lrr = (rrtr_ntp_to(out, PUB) >> 16) & 0xFFFFFFFF
+    r.handle_rtcp(PUB, dlrr(0xAAAA, lrr, 65536 // 4), 2300)
     r.handle_rtcp(PUB, sender_report(AUDIO_SSRC, 10 << 32, 0), 2010)
     ntp = sr_ntp_to(r.poll(2020), SUB_T)
     # held 250 ms by the subscriber, back 330 ms after we sent it → 80 ms round trip
@@ -67,6 +87,7 @@ def test_binding_reports_rtt_bitrate_and_events_once() -> None:
     assert sub["bitrate_bps"] > 0
     track = r.track_stats(AUDIO)
     assert track["active"] is True
+    assert track["rtt"] == pytest.approx(0.050)
     # 61-byte payload + 12-byte header, 50 packets a second
     assert track["bitrate_bps"] == 73 * 8 * 50
     assert r.subscription_stats(SUB_VIDEO)["rtt"] is None
@@ -118,4 +139,5 @@ def test_metrics_expose_rtt_bitrate_keyframe_and_track_series() -> None:
     assert 'mediasrv_keyframe_requests_total{reason="subscriber_pli"} 4.0' in lines
     assert "mediasrv_tracks_started_total 1.0" in lines
     assert 'mediasrv_tracks_receiving{kind="audio"} 1.0' in lines
+    assert 'mediasrv_track_rtt_seconds{kind="audio",room="visit1",track="11"} 0.05' in lines
     assert 'mediasrv_tracks_receiving{kind="video"} 0.0' in lines

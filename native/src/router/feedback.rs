@@ -151,6 +151,18 @@ impl Router {
                         }
                     }
                 }
+                RtcpPacket::ExtendedReport { blocks, .. } => {
+                    if let Some(p) = self.publishers.get_mut(&transport) {
+                        let ours = p.rtcp_ssrc;
+                        for item in blocks.dlrr().filter(|i| i.ssrc == ours) {
+                            if let Some(rtt) =
+                                rtt_from_echo(&p.rrtr_sent, item.last_rr, item.delay, now_ms)
+                            {
+                                p.rtt_us = Some(rtt);
+                            }
+                        }
+                    }
+                }
                 RtcpPacket::SourceDescription
                 | RtcpPacket::Bye { .. }
                 | RtcpPacket::TransportCc { .. }
@@ -185,17 +197,11 @@ impl Router {
             s.stats.fraction_lost = Some(rb.fraction_lost);
             s.stats.cumulative_lost = Some(rb.cumulative_lost);
             s.stats.jitter = Some(rb.jitter);
-            if rb.last_sr == 0 {
-                continue;
-            }
-            let Some(&(_, sent_ms)) = s.sr_sent.iter().find(|(lsr, _)| *lsr == rb.last_sr) else {
+            let Some(rtt_us) =
+                rtt_from_echo(&s.sr_sent, rb.last_sr, rb.delay_since_last_sr, now_ms)
+            else {
                 continue;
             };
-            let dlsr_us = rb.delay_since_last_sr as u64 * 1_000_000 / 65536;
-            let rtt_us = now_ms
-                .saturating_sub(sent_ms)
-                .saturating_mul(1000)
-                .saturating_sub(dlsr_us);
             s.stats.rtt_us = Some(rtt_us);
             self.stats.note_rtt(rtt_us);
         }
@@ -360,10 +366,17 @@ impl Router {
             if n_blocks > 0 {
                 stats.rr_out += 1;
             }
+            let ntp = router_ntp(now_ms);
+            if n_blocks > 0 {
+                p.rrtr_sent[p.rrtr_next] = ((ntp >> 16) as u32, now_ms);
+                p.rrtr_next = (p.rrtr_next + 1) % p.rrtr_sent.len();
+            }
             out.push_with(*transport, |b| {
-                // A compound packet starts with a report (RFC 3550 6.1); REMB rides along.
+                // A compound packet starts with a report (RFC 3550 6.1); REMB rides along. The RRTR
+                // asks the publisher to echo our time in a DLRR: our round trip toward it.
                 if n_blocks > 0 {
                     rtcp::write_rr(b, p.rtcp_ssrc, &blocks[..n_blocks]);
+                    rtcp::write_xr_rrtr(b, p.rtcp_ssrc, ntp);
                 }
                 if n_video > 0 {
                     rtcp::write_remb(b, p.rtcp_ssrc, cfg.max_bitrate_bps, &video[..n_video]);

@@ -62,6 +62,11 @@ struct Publisher {
     tracks: Vec<TrackId>,
     remb_due: bool,
     last_remb_ms: Option<u64>,
+    /// Recent RRTR blocks sent with our RRs: (middle 32 bits of their NTP time, when sent).
+    rrtr_sent: [(u32, u64); SR_HISTORY],
+    rrtr_next: usize,
+    /// Round-trip time toward the publisher from its last DLRR echo (RFC 3611 4.5).
+    rtt_us: Option<u64>,
 }
 
 struct Subscription {
@@ -132,6 +137,28 @@ impl Track {
     fn waiting_subs(&self) -> bool {
         self.subs.iter().any(|s| s.gated && !s.started)
     }
+}
+
+/// The router's own NTP-format clock for RRTR blocks: `now_ms` plus one second (so a compact
+/// timestamp is never 0, which means "none" in an echo). Only differences of it matter.
+fn router_ntp(now_ms: u64) -> u64 {
+    (((now_ms as u128 + 1000) << 32) / 1000) as u64
+}
+
+/// Round trip from an echo (RFC 3550 6.4.1 / RFC 3611 4.5): time since we sent the timestamp, on our
+/// clock, minus the peer's hold `delay` (1/65536 s); 0 if the peer claims to have held it longer.
+fn rtt_from_echo(history: &[(u32, u64)], echoed: u32, delay: u32, now_ms: u64) -> Option<u64> {
+    if echoed == 0 {
+        return None;
+    }
+    let &(_, sent_ms) = history.iter().find(|(compact, _)| *compact == echoed)?;
+    let delay_us = delay as u64 * 1_000_000 / 65536;
+    Some(
+        now_ms
+            .saturating_sub(sent_ms)
+            .saturating_mul(1000)
+            .saturating_sub(delay_us),
+    )
 }
 
 /// splitmix64: deterministic, seedable, enough for random start sequence numbers and timestamps.
@@ -276,6 +303,9 @@ impl Router {
                 tracks: Vec::new(),
                 remb_due: true,
                 last_remb_ms: None,
+                rrtr_sent: [(0, 0); SR_HISTORY],
+                rrtr_next: 0,
+                rtt_us: None,
             });
         p.rtcp_ssrc = rtcp_ssrc;
         p.ext = ext;
@@ -517,6 +547,7 @@ impl Router {
             s.subscriptions = t.subs.len();
             s.lost = t.reception.lost();
             s.jitter = t.reception.jitter();
+            s.rtt_us = self.publishers.get(&t.transport).and_then(|p| p.rtt_us);
             s
         })
     }

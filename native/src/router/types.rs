@@ -330,6 +330,8 @@ pub struct TrackStats {
     pub last_sr: Option<(u64, u32, u64)>,
     /// Whether packets are arriving (started and not timed out).
     pub active: bool,
+    /// Round-trip time toward the publisher (from its XR DLRR echo of our RRTR), if it echoes.
+    pub rtt_us: Option<u64>,
     /// Received RTP bytes per second ×8 over the last `BITRATE_WINDOW` (headers and RTX included).
     pub bitrate_bps: u64,
 }
