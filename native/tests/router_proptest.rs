@@ -52,6 +52,22 @@ proptest! {
     }
 
     #[test]
+    fn xr_parser_never_panics_and_blocks_stay_inside(
+        body in proptest::collection::vec(any::<u8>(), 0..40).prop_map(|mut v| { v.truncate(v.len() / 4 * 4); v })
+    ) {
+        // A well-formed XR header around arbitrary block bytes (random bytes rarely make one).
+        let mut pkt = vec![0x80, rtcp::PT_XR];
+        pkt.extend_from_slice(&((body.len() / 4) as u16).to_be_bytes());
+        pkt.extend_from_slice(&body);
+        if let Some(Ok(rtcp::RtcpPacket::ExtendedReport { blocks, .. })) = rtcp::parse_compound(&pkt).next() {
+            let bytes: usize = blocks.iter().map(|(_, b)| b.len() + 4).sum();
+            prop_assert!(bytes + 4 <= body.len());
+            prop_assert!(blocks.dlrr().count() * 12 <= body.len());
+            let _ = blocks.rrtr();
+        }
+    }
+
+    #[test]
     fn keyframe_detection_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
         for k in [CodecKind::Vp8, CodecKind::Vp9, CodecKind::H264, CodecKind::Av1, CodecKind::Other] {
             let _ = is_keyframe_start(k, &bytes);
