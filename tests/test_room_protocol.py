@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 
 from mediasrv.sfu.rooms import RoomOptions
@@ -90,3 +92,15 @@ async def test_max_duration_warns_then_closes_the_room(server):
     assert (await ws.receive(timeout=10)).data == 4000
     assert server.rooms.get("short") is None
     await s1.close()
+
+
+async def test_router_events_are_drained(server):
+    room = server.rooms.get_or_create("ev")
+    room.router.add_publisher(1, 7, {})
+    room.router.add_track(1, 1, "audio", "0", [(111, "opus", 48000, None)], [0x1234])
+    packet = bytes([0x80, 111, 0, 1]) + (1000).to_bytes(4, "big") + (0x1234).to_bytes(4, "big") + b"x" * 40
+    room.router.route_rtp(1, packet, 10)
+    await asyncio.sleep(0.3)  # the room's periodic task runs every 100 ms
+    assert room.router.take_events() == []  # already drained
+    assert room.router.stats()["tracks_started"] == 1
+    await server.rooms.close("ev", "done")

@@ -498,6 +498,9 @@ class Room:
                     out = self.router.poll(now_ms())
                     if out:
                         await self.deliver_rtp(out)
+                # The router counts these for /metrics itself; draining keeps its queue short.
+                for kind, track, reason in self.router.take_events():
+                    log.debug("room %s: %s track=%s reason=%s", self.name, kind, track, reason)
                 await self._check_duration()
         except asyncio.CancelledError:
             pass
