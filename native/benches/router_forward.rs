@@ -33,15 +33,43 @@ fn packet(seq: u16, ts: u32) -> Vec<u8> {
 }
 
 fn run(subscribers: u64, packets: u32) -> (f64, f64) {
-    let mut r = Router::new(RouterConfig { nack_cache_packets: 1024, ..Default::default() }, 7);
-    let ext = ExtensionIds { mid: 1, abs_send_time: 3, audio_level: 2, transport_cc: 4 };
-    let vp8 = |pt| Codec { payload_type: pt, name: "VP8".into(), clock_rate: 90_000, apt: None, fmtp: None };
+    let mut r = Router::new(
+        RouterConfig {
+            nack_cache_packets: 1024,
+            ..Default::default()
+        },
+        7,
+    );
+    let ext = ExtensionIds {
+        mid: 1,
+        abs_send_time: 3,
+        audio_level: 2,
+        transport_cc: 4,
+    };
+    let vp8 = |pt| Codec {
+        payload_type: pt,
+        name: "VP8".into(),
+        clock_rate: 90_000,
+        apt: None,
+        fmtp: None,
+    };
     r.add_publisher(1, 9, ext);
-    r.add_track(1, 1, MediaKind::Video, Some("0".into()), vec![vp8(96)], &[1111]).unwrap();
+    r.add_track(
+        1,
+        1,
+        MediaKind::Video,
+        Some("0".into()),
+        vec![vp8(96)],
+        &[1111],
+    )
+    .unwrap();
     for s in 0..subscribers {
-        r.add_subscription(100 + s, 1, 1000 + s, 5000 + s as u32, &[vp8(120)], ext).unwrap();
+        r.add_subscription(100 + s, 1, 1000 + s, 5000 + s as u32, &[vp8(120)], ext)
+            .unwrap();
     }
-    let mut pkts: Vec<Vec<u8>> = (0..1024u32).map(|i| packet(i as u16, i / 4 * 3000)).collect();
+    let mut pkts: Vec<Vec<u8>> = (0..1024u32)
+        .map(|i| packet(i as u16, i / 4 * 3000))
+        .collect();
     let mut out = Output::new();
     // warm-up: first packet is a keyframe start, buffers grow to their working size
     for p in &pkts[..64] {
@@ -71,10 +99,19 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let total_out = if quick { 500_000 } else { 5_000_000 };
     let mut baseline = None;
-    println!("{:>6} {:>16} {:>12} {:>14}", "fanout", "forwarded/cpu-s", "cpu s", "vs 1→1 per pkt");
+    println!(
+        "{:>6} {:>16} {:>12} {:>14}",
+        "fanout", "forwarded/cpu-s", "cpu s", "vs 1→1 per pkt"
+    );
     for n in [1u64, 10, 50] {
         let (rate, cpu) = run(n, (total_out / n) as u32);
         let base = *baseline.get_or_insert(rate);
-        println!("{:>6} {:>16.0} {:>12.3} {:>13.2}x", format!("1→{n}"), rate, cpu, rate / base);
+        println!(
+            "{:>6} {:>16.0} {:>12.3} {:>13.2}x",
+            format!("1→{n}"),
+            rate,
+            cpu,
+            rate / base
+        );
     }
 }

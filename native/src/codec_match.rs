@@ -30,8 +30,9 @@ fn score(publ: &Codec, sub: &Codec) -> Option<u32> {
             s += 4;
         }
         // profile_idc + constraint flags: the first 4 hex digits of profile-level-id.
-        let profile =
-            |f| fmtp_param(f, "profile-level-id").map(|p| p.get(..4).unwrap_or(p).to_ascii_lowercase());
+        let profile = |f| {
+            fmtp_param(f, "profile-level-id").map(|p| p.get(..4).unwrap_or(p).to_ascii_lowercase())
+        };
         let (pp, sp) = (profile(pf), profile(sf));
         if pp.is_some() && pp == sp {
             s += 2;
@@ -74,23 +75,48 @@ mod tests {
 
     #[test]
     fn h264_prefers_same_packetization_mode_and_profile() {
-        let publ = h264(102, "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f");
+        let publ = h264(
+            102,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        );
         let subs = [
             h264(100, "packetization-mode=0;profile-level-id=42e01f"),
             h264(101, "packetization-mode=1;profile-level-id=640c1f"),
             h264(103, "profile-level-id=42E01F; packetization-mode=1"),
         ];
         assert_eq!(best_match(&publ, &subs).unwrap().payload_type, 103);
-        assert_eq!(best_match(&publ, &subs[..2]).unwrap().payload_type, 101, "mode matters most");
+        assert_eq!(
+            best_match(&publ, &subs[..2]).unwrap().payload_type,
+            101,
+            "mode matters most"
+        );
     }
 
     #[test]
     fn name_and_clock_rate_must_match() {
-        let vp8 = Codec { payload_type: 96, name: "VP8".into(), clock_rate: 90_000, apt: None, fmtp: None };
-        let opus =
-            Codec { payload_type: 111, name: "opus".into(), clock_rate: 48_000, apt: None, fmtp: None };
+        let vp8 = Codec {
+            payload_type: 96,
+            name: "VP8".into(),
+            clock_rate: 90_000,
+            apt: None,
+            fmtp: None,
+        };
+        let opus = Codec {
+            payload_type: 111,
+            name: "opus".into(),
+            clock_rate: 48_000,
+            apt: None,
+            fmtp: None,
+        };
         assert!(best_match(&vp8, std::slice::from_ref(&opus)).is_none());
-        let vp8_lower = Codec { name: "vp8".into(), payload_type: 120, ..vp8.clone() };
-        assert_eq!(best_match(&vp8, &[opus, vp8_lower]).unwrap().payload_type, 120);
+        let vp8_lower = Codec {
+            name: "vp8".into(),
+            payload_type: 120,
+            ..vp8.clone()
+        };
+        assert_eq!(
+            best_match(&vp8, &[opus, vp8_lower]).unwrap().payload_type,
+            120
+        );
     }
 }

@@ -26,7 +26,10 @@ impl CodecKind {
 
     /// Whether a decoder can start at a keyframe detected by `is_keyframe_start`.
     pub fn gated(self) -> bool {
-        matches!(self, CodecKind::Vp8 | CodecKind::Vp9 | CodecKind::H264 | CodecKind::Av1)
+        matches!(
+            self,
+            CodecKind::Vp8 | CodecKind::Vp9 | CodecKind::H264 | CodecKind::Av1
+        )
     }
 }
 
@@ -71,8 +74,13 @@ fn vp8_keyframe_start(p: &[u8]) -> bool {
 /// RFC 9628 (VP9): B (beginning of frame) set, P (inter-picture predicted) clear, spatial layer 0.
 fn vp9_keyframe_start(p: &[u8]) -> bool {
     let Some(&b0) = p.first() else { return false };
-    let (i, pflag, l, f, b) =
-        (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x10 != 0, b0 & 0x08 != 0);
+    let (i, pflag, l, f, b) = (
+        b0 & 0x80 != 0,
+        b0 & 0x40 != 0,
+        b0 & 0x20 != 0,
+        b0 & 0x10 != 0,
+        b0 & 0x08 != 0,
+    );
     if !b || pflag {
         return false;
     }
@@ -82,7 +90,9 @@ fn vp9_keyframe_start(p: &[u8]) -> bool {
         pos += if pid & 0x80 != 0 { 2 } else { 1 };
     }
     if l {
-        let Some(&layer) = p.get(pos) else { return false };
+        let Some(&layer) = p.get(pos) else {
+            return false;
+        };
         let sid = (layer >> 1) & 0x07;
         if sid != 0 {
             return false;
@@ -114,7 +124,9 @@ fn h264_keyframe_start(p: &[u8]) -> bool {
             }
             false
         }
-        NAL_FU_A => p.get(1).is_some_and(|fu| fu & 0x80 != 0 && matches!(fu & 0x1f, NAL_IDR | NAL_SPS)),
+        NAL_FU_A => p
+            .get(1)
+            .is_some_and(|fu| fu & 0x80 != 0 && matches!(fu & 0x1f, NAL_IDR | NAL_SPS)),
         _ => false,
     }
 }
@@ -126,11 +138,20 @@ mod tests {
     #[test]
     fn vp8_keyframe_and_interframe() {
         // X=1 S=1 PID=0; I=1 with 15-bit picture id; payload header P=0 (key)
-        assert!(is_keyframe_start(CodecKind::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00]));
+        assert!(is_keyframe_start(
+            CodecKind::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00]
+        ));
         // same, P=1 (interframe)
-        assert!(!is_keyframe_start(CodecKind::Vp8, &[0x90, 0x80, 0x81, 0x23, 0x11, 0x02, 0x00]));
+        assert!(!is_keyframe_start(
+            CodecKind::Vp8,
+            &[0x90, 0x80, 0x81, 0x23, 0x11, 0x02, 0x00]
+        ));
         // continuation packet (S=0)
-        assert!(!is_keyframe_start(CodecKind::Vp8, &[0x80, 0x80, 0x81, 0x23, 0x10]));
+        assert!(!is_keyframe_start(
+            CodecKind::Vp8,
+            &[0x80, 0x80, 0x81, 0x23, 0x10]
+        ));
         // minimal descriptor
         assert!(is_keyframe_start(CodecKind::Vp8, &[0x10, 0x9c]));
         // truncated
@@ -144,9 +165,15 @@ mod tests {
         assert!(is_keyframe_start(CodecKind::H264, &[0x67, 0x42])); // SPS
         assert!(!is_keyframe_start(CodecKind::H264, &[0x41, 0x9a])); // non-IDR slice
                                                                      // STAP-A with SPS and PPS
-        assert!(is_keyframe_start(CodecKind::H264, &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]));
+        assert!(is_keyframe_start(
+            CodecKind::H264,
+            &[0x78, 0, 2, 0x67, 0x42, 0, 2, 0x68, 0xce]
+        ));
         // STAP-A with only SEI
-        assert!(!is_keyframe_start(CodecKind::H264, &[0x78, 0, 2, 0x06, 0x05]));
+        assert!(!is_keyframe_start(
+            CodecKind::H264,
+            &[0x78, 0, 2, 0x06, 0x05]
+        ));
         // FU-A start of IDR, and a middle fragment
         assert!(is_keyframe_start(CodecKind::H264, &[0x7c, 0x85, 0x88]));
         assert!(!is_keyframe_start(CodecKind::H264, &[0x7c, 0x05, 0x88]));
@@ -161,7 +188,10 @@ mod tests {
         // P=1
         assert!(!is_keyframe_start(CodecKind::Vp9, &[0xc8, 0x01, 0xaa]));
         // L=1 flexible, spatial layer 1
-        assert!(!is_keyframe_start(CodecKind::Vp9, &[0xb8, 0x01, 0x02, 0xaa]));
+        assert!(!is_keyframe_start(
+            CodecKind::Vp9,
+            &[0xb8, 0x01, 0x02, 0xaa]
+        ));
     }
 
     #[test]

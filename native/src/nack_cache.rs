@@ -56,7 +56,10 @@ impl NackCache {
     /// `capacity` slots; payload buffers grow on first use to the largest packet and are then reused.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { slots: vec![CachedPacket::default(); capacity], filled: vec![false; capacity] }
+        Self {
+            slots: vec![CachedPacket::default(); capacity],
+            filled: vec![false; capacity],
+        }
     }
 
     pub fn capacity(&self) -> usize {

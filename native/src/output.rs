@@ -12,7 +12,10 @@ pub struct Output {
 
 impl Output {
     pub fn new() -> Self {
-        Self { buf: Vec::with_capacity(64 * 1024), items: Vec::with_capacity(64) }
+        Self {
+            buf: Vec::with_capacity(64 * 1024),
+            items: Vec::with_capacity(64),
+        }
     }
 
     pub fn clear(&mut self) {

@@ -139,9 +139,17 @@ impl<'a> RtpView<'a> {
                 } else {
                     ExtForm::None
                 };
-                ExtIter { data: &self.buf[start..end], pos: 0, form }
+                ExtIter {
+                    data: &self.buf[start..end],
+                    pos: 0,
+                    form,
+                }
             }
-            None => ExtIter { data: &[], pos: 0, form: ExtForm::None },
+            None => ExtIter {
+                data: &[],
+                pos: 0,
+                form: ExtForm::None,
+            },
         }
     }
 
@@ -268,7 +276,20 @@ mod tests {
     use super::*;
 
     fn packet(ext: &[u8], profile: u16, csrcs: u8, padding: u8) -> Vec<u8> {
-        let mut p = vec![0x80 | csrcs, 96, 0x12, 0x34, 0, 0, 0x10, 0, 0xde, 0xad, 0xbe, 0xef];
+        let mut p = vec![
+            0x80 | csrcs,
+            96,
+            0x12,
+            0x34,
+            0,
+            0,
+            0x10,
+            0,
+            0xde,
+            0xad,
+            0xbe,
+            0xef,
+        ];
         if padding > 0 {
             p[0] |= 0x20;
         }
@@ -338,7 +359,10 @@ mod tests {
         p[0] |= 0x0f;
         assert_eq!(RtpView::parse(&p).unwrap_err(), RtpError::TruncatedCsrc);
         let p = packet(&[1, 2, 3, 4], 0xBEDE, 0, 0);
-        assert_eq!(RtpView::parse(&p[..18]).unwrap_err(), RtpError::TruncatedExtension);
+        assert_eq!(
+            RtpView::parse(&p[..18]).unwrap_err(),
+            RtpError::TruncatedExtension
+        );
         let mut p = packet(&[], 0, 0, 0);
         p[0] |= 0x20;
         *p.last_mut().unwrap() = 200;
@@ -366,7 +390,10 @@ mod tests {
         write_packet(&mut out, &h, b"xyz");
         let v = RtpView::parse(&out).unwrap();
         assert!(v.marker);
-        assert_eq!((v.payload_type, v.seq, v.timestamp, v.ssrc), (111, 65535, u32::MAX, 42));
+        assert_eq!(
+            (v.payload_type, v.seq, v.timestamp, v.ssrc),
+            (111, 65535, u32::MAX, 42)
+        );
         assert_eq!(v.csrc_bytes(), &csrcs);
         assert_eq!(v.extensions().collect::<Vec<_>>(), vec![(3, &aset[..])]);
         assert_eq!(v.payload(), b"xyz");

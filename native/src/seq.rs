@@ -82,7 +82,11 @@ const MAX_SEGMENTS: usize = 256;
 
 impl SeqCompressor {
     pub fn removed_at(&self, ext: u64) -> u64 {
-        self.segments.iter().rev().find(|(from, _)| *from <= ext).map_or(self.base_removed, |s| s.1)
+        self.segments
+            .iter()
+            .rev()
+            .find(|(from, _)| *from <= ext)
+            .map_or(self.base_removed, |s| s.1)
     }
 
     pub fn compress(&self, ext: u64) -> u64 {
