@@ -104,24 +104,30 @@ cdef inline double _scaled(int32_t mantissa, int exponent) noexcept nogil:
     return mantissa / POW10[-exponent]
 
 
+cdef inline double _special_value(int32_t offset, int8_t* special) noexcept nogil:
+    # IEEE 11073-20601 puts its special values around the NRes code (0x0800 for SFLOAT, 0x800000 for
+    # FLOAT, exponent 0): -2 +INF, -1 NaN, 0 NRes, +1 reserved, +2 -INF.
+    if offset == -1:
+        special[0] = SP_NAN
+        return NAN
+    if offset == 0:
+        special[0] = SP_NRES
+        return NAN
+    if offset == -2:
+        special[0] = SP_PINF
+        return INFINITY
+    if offset == 2:
+        special[0] = SP_NINF
+        return -INFINITY
+    special[0] = SP_RESERVED
+    return NAN
+
+
 cdef inline double sfloat_value(uint16_t raw, int8_t* special) noexcept nogil:
     cdef int32_t mantissa = raw & 0x0FFF
     cdef int exponent = raw >> 12
-    if exponent == 0 and 0x07FE <= mantissa <= 0x0802:
-        if mantissa == 0x07FF:
-            special[0] = SP_NAN
-            return NAN
-        if mantissa == 0x0800:
-            special[0] = SP_NRES
-            return NAN
-        if mantissa == 0x07FE:
-            special[0] = SP_PINF
-            return INFINITY
-        if mantissa == 0x0802:
-            special[0] = SP_NINF
-            return -INFINITY
-        special[0] = SP_RESERVED
-        return NAN
+    if exponent == 0 and -2 <= mantissa - 0x0800 <= 2:
+        return _special_value(mantissa - 0x0800, special)
     if mantissa >= 0x0800:
         mantissa -= 0x1000
     if exponent >= 8:
@@ -133,21 +139,8 @@ cdef inline double sfloat_value(uint16_t raw, int8_t* special) noexcept nogil:
 cdef inline double float_value(uint32_t raw, int8_t* special) noexcept nogil:
     cdef int32_t mantissa = raw & 0x00FFFFFF
     cdef int exponent = <int8_t>(raw >> 24)
-    if exponent == 0 and 0x007FFFFE <= mantissa <= 0x00800002:
-        if mantissa == 0x007FFFFF:
-            special[0] = SP_NAN
-            return NAN
-        if mantissa == 0x00800000:
-            special[0] = SP_NRES
-            return NAN
-        if mantissa == 0x007FFFFE:
-            special[0] = SP_PINF
-            return INFINITY
-        if mantissa == 0x00800002:
-            special[0] = SP_NINF
-            return -INFINITY
-        special[0] = SP_RESERVED
-        return NAN
+    if exponent == 0 and -2 <= mantissa - 0x00800000 <= 2:
+        return _special_value(mantissa - 0x00800000, special)
     if mantissa >= 0x00800000:
         mantissa -= 0x01000000
     special[0] = SP_NONE
