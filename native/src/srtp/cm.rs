@@ -188,12 +188,7 @@ impl CmTransform {
 mod tests {
     use super::*;
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::srtp::test_util::unhex;
 
     // RFC 3711 Appendix B.2: the keystream with SSRC 0 and index 0 starts at the salt.
     #[test]

@@ -236,12 +236,7 @@ impl GcmTransform {
 mod tests {
     use super::*;
 
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::srtp::test_util::unhex;
 
     // RFC 7714 §16-17 session keys; the salt is "Quid pro quo".
     const KEY_128: &str = "000102030405060708090a0b0c0d0e0f";

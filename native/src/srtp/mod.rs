@@ -83,3 +83,14 @@ impl std::fmt::Display for SrtpError {
 }
 
 impl std::error::Error for SrtpError {}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// Hex test vectors (as printed in the RFCs) to bytes.
+    pub fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+}
