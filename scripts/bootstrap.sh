@@ -50,7 +50,14 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 # Cargo's target dir is a build cache: keep it outside the checkout so a fresh clone reuses it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-"$HOME/.cache/mediasrv/cargo-target"}
 log "building native/ (Rust, release)"
+mkdir -p "$CARGO_TARGET_DIR"
+# The cache is shared by every checkout on the machine: one maturin build at a time, or two
+# concurrent ones (a serve and a test run, say) rename each other's artefacts away.
+exec 9>"$CARGO_TARGET_DIR/.mediasrv-build.lock"
+flock 9
+rm -rf "$ROOT/build/wheels"
 (cd native && "$VENV/bin/maturin" build --release -q -o "$ROOT/build/wheels" >/dev/null)
+flock -u 9
 "${PIP[@]}" install --force-reinstall --no-deps "$ROOT"/build/wheels/mediasrv_native-*.whl
 rm -rf "$ROOT/build/wheels"
 

@@ -11,7 +11,8 @@ echo "== ruff"
 ruff check mediasrv control loadtest tests
 
 echo "== cargo test"
-(cd native && cargo test --quiet 2>&1 | tail -n 40)
+# same build lock as bootstrap.sh: the target directory is shared by every checkout
+(cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo test --quiet 2>&1 | tail -n 40)
 
 echo "== benchmarks, smoke run (each once; timings are reported by --benchmark-only runs, never asserted)"
 unshare -n -- bash -c 'ip link set lo up && exec python -m pytest loadtest/benchmarks --benchmark-disable -q -p no:cacheprovider'
