@@ -45,6 +45,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "--room visit1 --identity dr-lee --role clinician",
         flush=True,
     )
+    async def say_media_port(app: web.Application) -> None:
+        from . import keys
+
+        plane = app[keys.ROOMS].plane
+        if plane is not None:
+            ports = sorted({f"{host}:{port}" for host, port in plane.sockets})
+            print(f"  media (UDP, all peers): {', '.join(ports)}", flush=True)
+
+    app.on_startup.append(say_media_port)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0

@@ -57,6 +57,9 @@ def test_serve_starts_with_zero_config_and_says_where_it_listens(tmp_path):
         text = "".join(lines)
         assert f"listening on http://127.0.0.1:{port}" in text, text
         assert "generated API secret" in text and (tmp_path / "data" / "api_secret").exists()
+        while "media (UDP, all peers): 127.0.0.1:" not in text and time.monotonic() < deadline:
+            text += proc.stdout.readline()  # printed once the media plane has bound its port
+        assert "media (UDP, all peers): 127.0.0.1:" in text, text
         for _ in range(50):
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
