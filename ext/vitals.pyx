@@ -165,8 +165,19 @@ def float32(long long raw):
     return v, SPECIAL_NAMES[sp]
 
 
-def sfloat_array(const uint16_t[::1] raw, int8_t[::1] special=None):
-    """Raw SFLOATs -> float64 array; special codes (index into SPECIAL_NAMES) go to ``special``."""
+ctypedef fused raw_t:
+    uint16_t
+    uint32_t
+
+
+cdef inline double _raw_value(raw_t raw, int8_t* special) noexcept nogil:
+    if raw_t is uint16_t:
+        return sfloat_value(raw, special)
+    else:
+        return float_value(raw, special)
+
+
+cdef object _decode_array(const raw_t[::1] raw, int8_t[::1] special):
     cdef Py_ssize_t i, n = raw.shape[0]
     cdef cnp.ndarray[cnp.float64_t, ndim=1] out = np.empty(n, dtype=np.float64)
     cdef double* o = <double*>cnp.PyArray_DATA(out)
@@ -177,30 +188,21 @@ def sfloat_array(const uint16_t[::1] raw, int8_t[::1] special=None):
     with nogil:
         if want_special:
             for i in range(n):
-                o[i] = sfloat_value(raw[i], &special[i])
+                o[i] = _raw_value(raw[i], &special[i])
         else:
             for i in range(n):
-                o[i] = sfloat_value(raw[i], &sp)
+                o[i] = _raw_value(raw[i], &sp)
     return out
+
+
+def sfloat_array(const uint16_t[::1] raw, int8_t[::1] special=None):
+    """Raw SFLOATs -> float64 array; special codes (index into SPECIAL_NAMES) go to ``special``."""
+    return _decode_array(raw, special)
 
 
 def float_array(const uint32_t[::1] raw, int8_t[::1] special=None):
     """Raw 32-bit FLOATs -> float64 array; special codes go to ``special`` when given."""
-    cdef Py_ssize_t i, n = raw.shape[0]
-    cdef cnp.ndarray[cnp.float64_t, ndim=1] out = np.empty(n, dtype=np.float64)
-    cdef double* o = <double*>cnp.PyArray_DATA(out)
-    cdef int8_t sp
-    cdef bint want_special = special is not None
-    if want_special and special.shape[0] != n:
-        raise ValueError(f"special has {special.shape[0]} slots for {n} values")
-    with nogil:
-        if want_special:
-            for i in range(n):
-                o[i] = float_value(raw[i], &special[i])
-        else:
-            for i in range(n):
-                o[i] = float_value(raw[i], &sp)
-    return out
+    return _decode_array(raw, special)
 
 
 # --- the parsed form of one payload ----------------------------------------------------------------
