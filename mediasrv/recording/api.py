@@ -99,7 +99,15 @@ async def download(request: web.Request) -> web.StreamResponse:
                              sha256=f["sha256"], filename=None, before_send=audited)
 
 
+async def recover_at_startup(app: web.Application) -> None:
+    """Runs after the database opened (aiohttp runs cleanup contexts first), before any recording."""
+    store = app[keys.ROOMS].recording_store
+    if store is not None:
+        await store.recover()
+
+
 def setup_routes(app: web.Application) -> None:
+    app.on_startup.append(recover_at_startup)
     r = app.router
     r.add_post("/v1/rooms/{room}/recording", start)
     r.add_delete("/v1/rooms/{room}/recording", stop)

@@ -1,19 +1,32 @@
-"""Writes complete encoded frames into WebM/Matroska files with PyAV, without decoding, on one thread.
+"""Writes complete encoded frames into WebM/Matroska with PyAV, without decoding, on one thread.
 
-Each recorded track gets its own file (tracks can appear and end at any time during a visit); all
-files of one recording share one time origin, the recording start, so their timestamps line up.
+By default each recorded track gets its own file (tracks appear and end at any time during a visit).
+Tracks that share a `TrackSpec.group` are muxed into one file instead (a recorded message: one
+playable audio+video file). All files of one recording share one time origin, the recording start,
+so their timestamps line up.
+
+With a blob store (`RecordingWriter(directory, blobs=...)`, what the server uses) every file is
+written straight into the encrypted blob store through `SealedOutput`: no plaintext ever reaches the
+disk, and a finished file is a sealed blob. Without one, files are written under `directory`
+(tools and tests).
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
+
+from .h264_sps import sps_dimensions
+from .sealed_output import HEAD_BYTES, SealedOutput
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +36,11 @@ FORMATS = {
     "opus": ("opus", "webm", ".webm"),
     "h264": ("h264", "matroska", ".mkv"),
 }
+# A group's file opens once every announced track of the group has its first frame, or when the
+# frames buffered meanwhile span this much media time or this many bytes; tracks still without a
+# frame then get a file of their own.
+GROUP_WAIT_S = 5.0
+GROUP_BUFFER_BYTES = 16 * 1024 * 1024
 
 
 def container_for(codec: str) -> tuple[str, str, str]:
@@ -32,13 +50,47 @@ def container_for(codec: str) -> tuple[str, str, str]:
         raise ValueError(f"cannot record codec {codec!r}: expected VP8, H264 or opus") from None
 
 
+def group_format(specs: list[TrackSpec]) -> tuple[str, str]:
+    """(container format, suffix) holding every codec of `specs`: WebM if it can, else Matroska."""
+    formats = {container_for(s.codec)[1] for s in specs}
+    return ("webm", ".webm") if formats == {"webm"} else ("matroska", ".mkv")
+
+
 @dataclass(frozen=True)
 class TrackSpec:
+    """One track to record.
+
+    `group`: tracks with the same non-empty group are muxed into ONE file (one stream each), e.g.
+    group=<participant> for a recorded message, so the recipient gets one playable audio+video file.
+    The file opens when every track announced (`add_track`) for the group so far has its first frame
+    (video dimensions come from the first keyframe), or after GROUP_WAIT_S of buffered media; a track
+    added after its group's file opened, or still without a frame then, gets a file of its own.
+    So announce all the tracks of a group before writing frames to any of them.
+    None (the default): the track gets a file of its own.
+    """
+
     key: str
     kind: str  # "audio" | "video"
     codec: str
     clock_rate: int
     channels: int = 2
+    group: str | None = None
+
+
+@dataclass
+class TrackResult:
+    """One written file. For a group, `spec` is its main track (the first video track, else the first
+    track) and `tracks` lists every track in the file; frames/start_s/end_s cover all of them."""
+
+    spec: TrackSpec
+    path: Path  # the file's name; written there only without a blob store
+    frames: int
+    start_s: float | None  # first timestamp relative to the recording origin
+    end_s: float | None
+    blob_id: str | None = None  # the sealed, encrypted file (with a blob store)
+    size: int = 0
+    sha256: str | None = None
+    tracks: tuple[TrackSpec, ...] = field(default_factory=tuple)
 
 
 def _annexb_parameter_sets(frame: bytes) -> bytes:
@@ -50,78 +102,169 @@ def _annexb_parameter_sets(frame: bytes) -> bytes:
     return out
 
 
-class _Output:
-    def __init__(self, spec: TrackSpec, path: Path) -> None:
-        self.spec = spec
-        self.path = path
-        self.container: av.container.OutputContainer | None = None
-        self.stream: av.stream.Stream | None = None
-        self.last_pts: int | None = None
-        self.frames = 0
-        self.first_pts: int | None = None
-
-    def _open(self, first_frame: bytes) -> None:
-        codec, fmt, _ = container_for(self.spec.codec)
-        self.container = av.open(str(self.path), "w", format=fmt)
-        if self.spec.kind == "audio":
-            stream = self.container.add_stream(codec, rate=self.spec.clock_rate)
-            stream.codec_context.layout = "stereo" if self.spec.channels == 2 else "mono"
-        else:
-            stream = self.container.add_stream(codec)
-            # The muxer needs dimensions; the real ones are in the bitstream a player reads.
-            stream.codec_context.width, stream.codec_context.height = _dimensions(codec, first_frame)
-            if codec == "h264":
-                stream.codec_context.extradata = _annexb_parameter_sets(first_frame)
-        stream.time_base = Fraction(1, self.spec.clock_rate)
-        self.stream = stream
-
-    def write(self, pts: int, keyframe: bool, data: bytes) -> None:
-        if self.container is None:
-            self._open(data)
-        assert self.stream is not None and self.container is not None
-        if self.last_pts is not None and pts <= self.last_pts:
-            pts = self.last_pts + 1  # timestamps must increase; clock glitches never stop a recording
-        packet = av.Packet(data)
-        packet.stream = self.stream
-        packet.pts = packet.dts = pts
-        # The muxer rescales to its own time base (1/1000 for Matroska) once the header is written.
-        packet.time_base = Fraction(1, self.spec.clock_rate)
-        packet.is_keyframe = keyframe
-        self.container.mux(packet)
-        if self.first_pts is None:
-            self.first_pts = pts
-        self.last_pts = pts
-        self.frames += 1
-
-    def close(self) -> None:
-        if self.container is not None:
-            self.container.close()
-            self.container = None
-
-
 def _dimensions(codec: str, frame: bytes) -> tuple[int, int]:
+    """The muxer needs dimensions for the header; players read the real ones from the bitstream."""
     if codec == "vp8" and len(frame) >= 10 and frame[0] & 1 == 0 and frame[3:6] == b"\x9d\x01\x2a":
         # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
         return int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
+    if codec == "h264":
+        for nal in frame.split(b"\x00\x00\x00\x01"):
+            if nal and nal[0] & 0x1F == 7 and (dims := sps_dimensions(nal)) is not None:
+                return dims
     return 640, 480
 
 
+Frame = tuple[int, bool, bytes]
+
+
 @dataclass
-class TrackResult:
+class _Track:
     spec: TrackSpec
-    path: Path
-    frames: int
-    start_s: float | None  # first timestamp relative to the recording origin
-    end_s: float | None
+    pending: list[Frame] = field(default_factory=list)  # buffered until the file opens
+    stream: Any = None
+    first_pts: int | None = None
+    last_pts: int | None = None
+    frames: int = 0
+    ended: bool = False
+
+
+class _File:
+    """One output container with one stream per track; opened once its tracks are known."""
+
+    def __init__(self, name: str, directory: Path, blobs: Any, head_bytes: int) -> None:
+        self.name = name
+        self.directory, self.blobs, self.head_bytes = directory, blobs, head_bytes
+        self.tracks: dict[str, _Track] = {}
+        self.container: Any = None
+        self.target: SealedOutput | None = None
+        self.path: Path | None = None
+        self.buffered_bytes = 0
+        self.failed = False
+
+    @property
+    def opened(self) -> bool:
+        return self.container is not None
+
+    def ready(self) -> bool:
+        """Every track announced so far has a frame (or has ended), and at least one has a frame."""
+        live = [t for t in self.tracks.values() if t.pending or not t.ended]
+        return bool(live) and all(t.pending for t in live)
+
+    def over_budget(self, wait_s: float, max_bytes: int) -> bool:
+        if self.buffered_bytes > max_bytes:
+            return True
+        firsts = [t.pending[0][0] / t.spec.clock_rate for t in self.tracks.values() if t.pending]
+        lasts = [t.pending[-1][0] / t.spec.clock_rate for t in self.tracks.values() if t.pending]
+        return bool(firsts) and max(lasts) - min(firsts) > wait_s
+
+    def open(self) -> list[_Track]:
+        """Open with the tracks that have frames; returns the tracks left out (no frame yet)."""
+        left_out = [t for t in self.tracks.values() if not t.pending]
+        for t in left_out:
+            del self.tracks[t.spec.key]
+        specs = [t.spec for t in self.tracks.values()]
+        fmt, suffix = group_format(specs)
+        self.path = self.directory / f"{_safe_name(self.name)}{suffix}"
+        if self.blobs is not None:
+            self.target = SealedOutput(self.blobs, self.head_bytes)
+            self.container = av.open(self.target, "w", format=fmt)
+        else:
+            self.container = av.open(str(self.path), "w", format=fmt)
+        for t in self.tracks.values():
+            t.stream = self._add_stream(t.spec, t.pending[0][2])
+        return left_out
+
+    def _add_stream(self, spec: TrackSpec, first_frame: bytes) -> Any:
+        codec = container_for(spec.codec)[0]
+        if spec.kind == "audio":
+            stream = self.container.add_stream(codec, rate=spec.clock_rate)
+            stream.codec_context.layout = "stereo" if spec.channels == 2 else "mono"
+        else:
+            stream = self.container.add_stream(codec)
+            stream.codec_context.width, stream.codec_context.height = _dimensions(codec, first_frame)
+            if codec == "h264":
+                stream.codec_context.extradata = _annexb_parameter_sets(first_frame)
+        stream.time_base = Fraction(1, spec.clock_rate)
+        return stream
+
+    def buffer(self, track: _Track, frames: list[Frame]) -> None:
+        track.pending.extend(frames)
+        self.buffered_bytes += sum(len(f[2]) for f in frames)
+
+    def flush_pending(self) -> None:
+        """Mux everything buffered before the file opened, in presentation order across tracks."""
+        merged = sorted(((pts / t.spec.clock_rate, i, t, (pts, key, data))
+                         for i, t in enumerate(self.tracks.values()) for pts, key, data in t.pending),
+                        key=lambda x: (x[0], x[1]))
+        for t in self.tracks.values():
+            t.pending = []
+        self.buffered_bytes = 0
+        for _, _, t, frame in merged:
+            self.mux(t, *frame)
+
+    def mux(self, track: _Track, pts: int, keyframe: bool, data: bytes) -> None:
+        if track.last_pts is not None and pts <= track.last_pts:
+            pts = track.last_pts + 1  # timestamps must increase; clock glitches never stop a recording
+        packet = av.Packet(data)
+        packet.stream = track.stream
+        packet.pts = packet.dts = pts
+        # The muxer rescales to its own time base (1/1000 for Matroska) once the header is written,
+        # and interleaves the streams of one file by timestamp.
+        packet.time_base = Fraction(1, track.spec.clock_rate)
+        packet.is_keyframe = keyframe
+        self.container.mux(packet)
+        if track.first_pts is None:
+            track.first_pts = pts
+        track.last_pts = pts
+        track.frames += 1
+
+    def close(self) -> TrackResult | None:
+        """Finish the container and seal it; None if it never opened (no frame at all)."""
+        if not self.opened:
+            return None
+        blob_id, size, sha = None, 0, None
+        try:
+            self.container.close()
+            if self.target is not None and not self.failed:
+                blob_id, size, sha = self.target.seal()
+        finally:
+            self.container = None
+            if self.target is not None and not self.target.sealed:
+                self.target.discard()
+        tracks = list(self.tracks.values())
+        main = next((t for t in tracks if t.spec.kind == "video"), tracks[0])
+        starts = [t.first_pts / t.spec.clock_rate for t in tracks if t.first_pts is not None]
+        ends = [t.last_pts / t.spec.clock_rate for t in tracks if t.last_pts is not None]
+        assert self.path is not None
+        return TrackResult(main.spec, self.path, sum(t.frames for t in tracks),
+                           min(starts) if starts else None, max(ends) if ends else None,
+                           blob_id, size, sha, tuple(t.spec for t in tracks))
+
+    def abort(self) -> None:
+        self.failed = True
+        if self.target is not None:
+            self.target.discard()
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100] or "track"
 
 
 class RecordingWriter:
-    """Owns the output files of one recording; every PyAV call happens on its thread."""
+    """Owns the output files of one recording; every PyAV call happens on its thread.
 
-    def __init__(self, directory: Path) -> None:
+    `blobs`: the encrypted blob store to write into (then nothing is written under `directory`).
+    """
+
+    def __init__(self, directory: Path, blobs: Any = None, *, head_bytes: int = HEAD_BYTES,
+                 group_wait_s: float = GROUP_WAIT_S, group_buffer_bytes: int = GROUP_BUFFER_BYTES) -> None:
         self.directory = directory
-        self._queue: queue.SimpleQueue[tuple[str, object] | None] = queue.SimpleQueue()
-        self._outputs: dict[str, _Output] = {}
+        self.blobs = blobs
+        self.head_bytes = head_bytes
+        self.group_wait_s, self.group_buffer_bytes = group_wait_s, group_buffer_bytes
+        self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._files: dict[str, _File] = {}  # by group name (an ungrouped track is a group of one)
+        self._file_of: dict[str, _File] = {}  # by track key
         self._results: list[TrackResult] = []
         self.errors = 0
         self._thread = threading.Thread(target=self._run, name="recording-mux", daemon=True)
@@ -138,45 +281,105 @@ class RecordingWriter:
     def end_track(self, key: str) -> None:
         self._queue.put(("end", key))
 
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far has been written (blocking: call it from a thread)."""
+        done = threading.Event()
+        self._queue.put(("call", done.set))
+        return done.wait(timeout)
+
     def close(self, timeout: float | None = None) -> list[TrackResult]:
         """Ends every track and waits for the files (blocking: call it from a thread)."""
         self._queue.put(None)
         self._thread.join(timeout)
         return self._results
 
-    def _end(self, key: str) -> None:
-        out = self._outputs.pop(key, None)
-        if out is None:
+    # --- writer thread ------------------------------------------------------------------------
+    def _add(self, spec: TrackSpec) -> None:
+        if spec.key in self._file_of:
             return
+        container_for(spec.codec)  # unknown codecs fail here, before any frame
+        slot, name = (f"group:{spec.group}", spec.group) if spec.group else (f"track:{spec.key}", spec.key)
+        f = self._files.get(slot)
+        if f is None or f.opened:
+            if f is not None:  # the group's file is already open: this late track gets its own
+                slot, name = f"track:{spec.key}", f"{name}-{spec.key}"
+            f = self._files[slot] = _File(name, self.directory, self.blobs, self.head_bytes)
+        f.tracks[spec.key] = _Track(spec)
+        self._file_of[spec.key] = f
+
+    def _write(self, key: str, frames: list[Frame]) -> None:
+        f = self._file_of.get(key)
+        if f is None or f.failed:
+            return
+        track = f.tracks[key]
+        if f.opened:
+            for frame in frames:
+                f.mux(track, *frame)
+            return
+        f.buffer(track, frames)
+        if f.ready() or f.over_budget(self.group_wait_s, self.group_buffer_bytes):
+            self._open(f)
+
+    def _open(self, f: _File) -> None:
         try:
-            out.close()
+            left_out = f.open()
+        except Exception:
+            f.abort()
+            raise
+        for t in left_out:  # their own file, opened with their first frame
+            del self._file_of[t.spec.key]
+            self._add(t.spec)
+            if t.ended:
+                self._end(t.spec.key)
+        f.flush_pending()
+
+    def _end(self, key: str) -> None:
+        f = self._file_of.get(key)
+        if f is None:
+            return
+        f.tracks[key].ended = True
+        if not f.opened and f.ready():
+            self._run_guarded("open", lambda: self._open(f))
+        if all(t.ended for t in f.tracks.values()):
+            self._close_file(f)
+
+    def _close_file(self, f: _File) -> None:
+        for key in f.tracks:
+            self._file_of.pop(key, None)
+        self._files = {n: g for n, g in self._files.items() if g is not f}
+        result = None
+        try:
+            result = f.close()
         except Exception:
             self.errors += 1
-            log.exception("closing %s failed", out.path)
-        rate = out.spec.clock_rate
-        self._results.append(TrackResult(
-            out.spec, out.path, out.frames,
-            None if out.first_pts is None else out.first_pts / rate,
-            None if out.last_pts is None else out.last_pts / rate))
+            log.exception("closing recording file %s failed", f.name)
+        if result is None:  # no frame at all (or a failed file): report the tracks as empty
+            for t in f.tracks.values():
+                self._results.append(TrackResult(t.spec, self.directory / t.spec.key, t.frames, None, None))
+        else:
+            self._results.append(result)
+
+    def _run_guarded(self, op: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception:  # one bad frame or track must not end the whole recording
+            self.errors += 1
+            log.exception("recording writer: %s failed", op)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
             op, arg = item
-            try:
-                if op == "add":
-                    assert isinstance(arg, TrackSpec)
-                    suffix = container_for(arg.codec)[2]
-                    self._outputs[arg.key] = _Output(arg, self.directory / f"{arg.key}{suffix}")
-                elif op == "write":
-                    key, frames = arg  # type: ignore[misc]
-                    out = self._outputs.get(key)
-                    if out is not None:
-                        for pts, keyframe, data in frames:
-                            out.write(pts, keyframe, data)
-                elif op == "end":
-                    self._end(str(arg))
-            except Exception:  # one bad frame or track must not end the whole recording
-                self.errors += 1
-                log.exception("recording writer: %s failed", op)
-        for key in list(self._outputs):
-            self._end(key)
+            if op == "add":
+                self._run_guarded(op, lambda a=arg: self._add(a))
+            elif op == "write":
+                self._run_guarded(op, lambda a=arg: self._write(*a))
+            elif op == "end":
+                self._run_guarded(op, lambda a=arg: self._end(str(a)))
+            elif op == "call":
+                self._run_guarded(op, arg)
+        for f in list({id(f): f for f in self._file_of.values()}.values()):
+            for t in f.tracks.values():
+                t.ended = True
+            if not f.opened and any(t.pending for t in f.tracks.values()):
+                self._run_guarded("open", lambda f=f: self._open(f))
+            self._close_file(f)

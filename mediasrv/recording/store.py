@@ -1,12 +1,16 @@
-"""Recordings at rest: each finished track file is sealed into the encrypted blob store (AES-256-GCM
-chunks, `mediasrv.store.blobs`) and described by a row in `recordings` / `recording_files`.
-The plaintext working file exists only while its track is being written (0600, under the data
-directory) and is removed once sealed.
+"""Recordings at rest: every recorded file is an encrypted blob (AES-256-GCM chunks,
+`mediasrv.store.blobs`) described by a row in `recordings` / `recording_files`.
+
+The writer from `new_writer` muxes straight into the blob store (`sealed_output.SealedOutput`), so
+no plaintext reaches the disk and filing a finished file is just its database row. A crash leaves
+only encrypted, unfinished recording blobs and a recording in state `recording`; `recover()` (at
+startup) deletes those blobs and marks the recording `interrupted`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import sqlite3
@@ -17,7 +21,8 @@ from typing import Any
 
 from mediasrv.store.db import Database, register_schema
 
-from .muxer import TrackResult
+from .muxer import RecordingWriter, TrackResult
+from .sealed_output import FINAL_PREFIX, SPILL_PREFIX, is_recording_blob
 
 register_schema(
     "recordings",
@@ -50,6 +55,7 @@ register_schema(
 CONTENT_TYPES = {(".webm", "video"): "video/webm", (".webm", "audio"): "audio/webm",
                  (".mkv", "video"): "video/x-matroska", (".mkv", "audio"): "audio/x-matroska"}
 COPY_BLOCK = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -67,8 +73,8 @@ class RecordingFile:
 
 
 def seal_file(blobs: Any, path: Path) -> tuple[str, int, str]:
-    """Copies a finished file into a new encrypted blob and removes it (blocking: run in a thread).
-    Returns (blob_id, size, sha256)."""
+    """Copies a finished plaintext file (a writer without blob store) into a new encrypted blob and
+    removes it (blocking: run in a thread). Returns (blob_id, size, sha256)."""
     writer = blobs.create()
     size = 0
     with open(path, "rb") as fh:
@@ -85,9 +91,14 @@ class RecordingStore:
         self.db, self.blobs, self.work_dir = db, blobs, work_dir
 
     def new_work_dir(self, recording_id: str) -> Path:
+        """A plaintext working directory: only for writers without a blob store (use `new_writer`)."""
         d = self.work_dir / recording_id
         d.mkdir(parents=True, mode=0o700, exist_ok=True)
         return d
+
+    def new_writer(self, recording_id: str) -> RecordingWriter:
+        """A writer whose files go straight into the encrypted blob store (nothing in plaintext)."""
+        return RecordingWriter(self.work_dir / recording_id, blobs=self.blobs)
 
     async def create(self, room: str, started_by: str) -> str:
         rid = secrets.token_urlsafe(12)
@@ -97,13 +108,22 @@ class RecordingStore:
         return rid
 
     async def add_file(self, recording_id: str, participant: str, result: TrackResult) -> RecordingFile | None:
-        """Seals one track's file; tracks that produced no frame leave no file."""
-        if result.frames == 0 or not result.path.exists():
+        """Files one written file (one track, or a group's tracks); tracks without frames leave none.
+        A result already sealed by the writer (`blob_id`) only gets its row; a plaintext file from a
+        writer without blob store is sealed first."""
+        if result.frames == 0:
             return None
-        blob_id, size, sha = await asyncio.to_thread(seal_file, self.blobs, result.path)
-        f = RecordingFile(blob_id, participant, result.spec.kind, result.spec.codec.lower(),
-                          CONTENT_TYPES[(result.path.suffix, result.spec.kind)], size, sha, result.frames,
-                          result.start_s, result.end_s)
+        if result.blob_id is not None and result.sha256 is not None:
+            blob_id, size, sha = result.blob_id, result.size, result.sha256
+        elif result.path.exists():
+            blob_id, size, sha = await asyncio.to_thread(seal_file, self.blobs, result.path)
+        else:
+            return None
+        specs = result.tracks or (result.spec,)
+        kind = "video" if any(s.kind == "video" for s in specs) else "audio"
+        codec = "+".join(dict.fromkeys(s.codec.lower() for s in specs))
+        f = RecordingFile(blob_id, participant, kind, codec, CONTENT_TYPES[(result.path.suffix, kind)],
+                          size, sha, result.frames, result.start_s, result.end_s)
         await self.db.execute(
             "INSERT INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (f.blob_id, recording_id, f.participant, f.kind, f.codec, f.content_type, f.size,
@@ -116,6 +136,24 @@ class RecordingStore:
         work = self.work_dir / recording_id
         if work.exists():
             await asyncio.to_thread(_remove_dir, work)
+
+    async def recover(self) -> dict[str, int]:
+        """At startup, before any recording runs: recordings a crash interrupted become
+        `interrupted` (their finished files stay listed), their unfinished blobs are deleted, and
+        plaintext working files of older versions are wiped."""
+        marked = await self.db.run(lambda c: c.execute(
+            "UPDATE recordings SET state = 'interrupted', stopped_at = ? WHERE state = 'recording'",
+            (time.time(),)).rowcount)
+        rows = await self.db.fetchall(
+            "SELECT blob_id FROM recording_files WHERE blob_id LIKE ?", (FINAL_PREFIX + "%",))
+        filed = {r["blob_id"] for r in rows}
+        deleted = await asyncio.to_thread(_delete_leftovers, self.blobs, filed)
+        if self.work_dir.exists():
+            await asyncio.to_thread(_wipe_dir, self.work_dir)
+        if marked or deleted:
+            log.warning("recovered after a crash: %d recording(s) interrupted, %d leftover blob(s) deleted",
+                        marked, deleted)
+        return {"interrupted": marked, "deleted_blobs": deleted}
 
     async def get(self, recording_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM recordings WHERE id = ?", (recording_id,))
@@ -141,6 +179,24 @@ class RecordingStore:
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     return {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row is not a mapping)
+
+
+def _delete_leftovers(blobs: Any, filed: set[str]) -> int:
+    """Spill blobs, and final blobs that are unfinished or were never filed (blocking)."""
+    ids = {p.name.split(".", 1)[0] for p in Path(blobs.root).glob("*/rec*")}
+    doomed = [b for b in ids if is_recording_blob(b)
+              and (b.startswith(SPILL_PREFIX) or b not in filed or blobs.path(b).with_suffix(".tail").exists())]
+    for blob_id in doomed:
+        blobs.delete(blob_id)
+    return len(doomed)
+
+
+def _wipe_dir(path: Path) -> None:
+    for p in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if p.is_dir():
+            p.rmdir()
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _remove_dir(path: Path) -> None:
