@@ -32,3 +32,32 @@ async def test_sealed_file_is_encrypted_listed_and_reads_back(tmp_path: Path) ->
     assert rec is not None and rec["state"] == "ready" and rec["files"][0]["participant"] == "pat"
     assert [r["id"] for r in await store.list("visit1")] == [rid]
     await db.close()
+
+
+async def test_recovery_keeps_uploads_in_progress_and_filed_recordings(tmp_path: Path) -> None:
+    from mediasrv.recording.sealed_output import SealedOutput
+
+    db = await Database(tmp_path / "db.sqlite").open()
+    blobs = BlobStore(tmp_path / "blobs", os.urandom(32), chunk_size=4096)
+    store = RecordingStore(db, blobs, tmp_path / "work")
+    upload = blobs.create()  # a resumable upload, unfinished: not ours to delete
+    upload.append(b"x" * 10000)
+    upload.sync()
+    rid = await store.create("visit1", "dr-lee")
+    out = SealedOutput(blobs, head_bytes=1024)
+    out.write(b"\x1aE\xdf\xa3" + os.urandom(5000))
+    blob_id, size, sha = out.seal()
+    spec = TrackSpec("v", "video", "VP8", 90000, group="pat")
+    f = await store.add_file(rid, "pat", TrackResult(spec, tmp_path / "pat.webm", 30, 0.0, 1.0, blob_id, size, sha,
+                                                     (spec, TrackSpec("a", "audio", "opus", 48000, group="pat"))))
+    assert f is not None and (f.kind, f.codec, f.content_type, f.size) == ("video", "vp8+opus", "video/webm", size)
+    orphan = SealedOutput(blobs, head_bytes=1024)  # sealed, but the crash came before its row
+    orphan.write(os.urandom(3000))
+    orphan_id, _, _ = orphan.seal()
+
+    assert await store.recover() == {"interrupted": 1, "deleted_blobs": 1}
+    assert blobs.exists(upload.blob_id) and blobs.exists(blob_id) and not blobs.exists(orphan_id)
+    assert blobs.open_writer(upload.blob_id).size == 10000
+    rec = await store.get(rid)
+    assert rec is not None and rec["state"] == "interrupted" and len(rec["files"]) == 1
+    await db.close()

@@ -1,0 +1,123 @@
+"""Recorded media never reaches the disk in plaintext: not while recording, not after, not after a crash
+(which leaves only encrypted leftovers that startup recovery deletes)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from mediasrv.recording.muxer import RecordingWriter
+from mediasrv.recording.sealed_output import SPILL_PREFIX
+from mediasrv.recording.store import RecordingStore
+from mediasrv.store.blobs import BlobStore
+from mediasrv.store.db import Database
+
+MARKER = b"PHI-PLAINTEXT-"
+FRAME_BYTES = 4000
+BATCHES, PER_BATCH = 20, 25  # 500 frames of each track: ~4 MB, well past the in-memory head
+
+
+def frame(track: str, i: int) -> bytes:
+    """A recognisable payload: the marker, then filler that is as recognisable (no run of zeros)."""
+    head = MARKER + f"{track}-{i:05d}-".encode()
+    return head + (head * (FRAME_BYTES // len(head) + 1))[: FRAME_BYTES - len(head)]
+
+
+def plaintext_on_disk(root: Path) -> list[str]:
+    return [str(p) for p in root.rglob("*") if p.is_file() and MARKER in p.read_bytes()]
+
+
+def storage(data: Path, key: bytes) -> tuple[Database, BlobStore, Path]:
+    data.mkdir(parents=True, exist_ok=True)
+    return Database(data / "db.sqlite"), BlobStore(data / "blobs", key, chunk_size=16 * 1024), data / "work"
+
+
+def write_batch(writer: RecordingWriter, n: int) -> None:
+    for track, step in (("v", 3000), ("a", 960)):
+        writer.write(track, [(i * step, i % 30 == 0, frame(track, i))
+                             for i in range(n * PER_BATCH, (n + 1) * PER_BATCH)])
+
+
+async def test_no_plaintext_frame_is_ever_on_disk(tmp_path: Path) -> None:
+    from mediasrv.recording.muxer import TrackSpec
+
+    data = tmp_path / "data"
+    db, blobs, work = storage(data, os.urandom(32))
+    await db.open()
+    store = RecordingStore(db, blobs, work)
+    rid = await store.create("visit", "dr")
+    writer = store.new_writer(rid)
+    writer.add_track(TrackSpec("v", "video", "VP8", 90000, group="pat"))
+    writer.add_track(TrackSpec("a", "audio", "opus", 48000, group="pat"))
+    for n in range(BATCHES):
+        write_batch(writer, n)
+        assert await asyncio.to_thread(writer.drain, 10)
+        assert plaintext_on_disk(data) == [], f"after batch {n}"
+    assert list(data.rglob(f"{SPILL_PREFIX}*.blob")), "the file outgrew the in-memory head"
+    results = await asyncio.to_thread(writer.close)
+    assert writer.errors == 0 and len(results) == 1
+    f = await store.add_file(rid, "pat", results[0])
+    await store.finish(rid)
+    assert f is not None and f.content_type == "video/webm" and f.codec == "vp8+opus"
+    assert plaintext_on_disk(data) == []
+    assert not list(data.rglob(f"{SPILL_PREFIX}*")), "the spill is gone once sealed"
+    # The check above would have caught plaintext: the sealed file holds every marked frame.
+    sealed = blobs.read_bytes(f.blob_id)
+    assert all(frame(t, i) in sealed for t in ("v", "a") for i in range(BATCHES * PER_BATCH))
+    rec = await store.get(rid)
+    assert rec is not None and rec["state"] == "ready" and [x["blob_id"] for x in rec["files"]] == [f.blob_id]
+    await db.close()
+
+
+CRASHING_RECORDER = textwrap.dedent("""
+    import asyncio, os, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from test_muxer_sealed import storage, write_batch
+    from mediasrv.recording.muxer import TrackSpec
+    from mediasrv.recording.store import RecordingStore
+
+    async def main():
+        db, blobs, work = storage(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]))
+        await db.open()
+        store = RecordingStore(db, blobs, work)
+        rid = await store.create("visit", "dr")
+        writer = store.new_writer(rid)
+        writer.add_track(TrackSpec("v", "video", "VP8", 90000, group="pat"))
+        writer.add_track(TrackSpec("a", "audio", "opus", 48000, group="pat"))
+        for n in range(12):
+            write_batch(writer, n)
+        await asyncio.to_thread(writer.drain, 30)
+        print(rid, flush=True)
+        os._exit(9)  # a crash in the middle of the visit: no close, no cleanup
+
+    asyncio.run(main())
+""")
+
+
+async def test_a_crash_leaves_only_encrypted_leftovers_which_startup_removes(tmp_path: Path) -> None:
+    data, key = tmp_path / "data", os.urandom(32)
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CRASHING_RECORDER, str(data), key.hex(), str(Path(__file__).parent)],
+        capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr.decode(errors="replace")
+    rid = proc.stdout.decode().strip()
+    assert plaintext_on_disk(data) == []
+    assert list(data.rglob(f"{SPILL_PREFIX}*.tail")), "an unfinished, encrypted spill is what is left"
+
+    db, blobs, work = storage(data, key)
+    await db.open()
+    store = RecordingStore(db, blobs, work)
+    (work / "old-rid").mkdir(parents=True)
+    (work / "old-rid" / "v.webm").write_bytes(MARKER)  # a plaintext working file of older versions
+    recovered = await store.recover()
+    assert recovered["interrupted"] == 1 and recovered["deleted_blobs"] >= 1
+    assert not list(data.rglob("rec*.*")) and plaintext_on_disk(data) == []
+    rec = await store.get(rid)
+    assert rec is not None and rec["state"] == "interrupted" and rec["files"] == []
+    assert await store.recover() == {"interrupted": 0, "deleted_blobs": 0}
+    await db.close()
