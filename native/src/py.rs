@@ -8,7 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use crate::jitter::py::{flush_to_py, pop_to_py, stats_to_py};
+use crate::jitter::{FrameCodec, JitterConfig};
 
 use crate::output::Output;
 use crate::plane::{lock, SharedRouter};
@@ -78,6 +81,10 @@ fn extensions(map: HashMap<String, u64>) -> PyResult<ExtensionIds> {
 
 fn ssrc(v: u64) -> PyResult<u32> {
     u32::try_from(v).map_err(|_| PyValueError::new_err(format!("SSRC {v} does not fit in 32 bits")))
+}
+
+fn no_sink(sub: u64) -> PyErr {
+    PyKeyError::new_err(format!("no recording sink {sub}"))
 }
 
 fn to_py<'py>(py: Python<'py>, out: &Output) -> Datagrams<'py> {
@@ -191,6 +198,81 @@ impl Router {
         lock(&self.core)
             .add_subscription(sub, track, transport, self::ssrc(ssrc)?, &codecs, ext)
             .map_err(value_error)
+    }
+
+    /// A recording sink on `track`: the publisher's `payload_type` packets (which must be `codec`:
+    /// VP8, H264 or opus) go into a jitter buffer inside the router; `sink_frames` takes the frames.
+    #[pyo3(signature = (sub, track, codec, payload_type, *, target_delay_ms=300,
+                        keyframe_interval_ms=500, capacity=2048))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_sink(
+        &mut self,
+        sub: u64,
+        track: u64,
+        codec: &str,
+        payload_type: u64,
+        target_delay_ms: u64,
+        keyframe_interval_ms: u64,
+        capacity: usize,
+    ) -> PyResult<()> {
+        let fc = FrameCodec::from_name(codec).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "cannot record codec {codec:?}: expected VP8, H264 or opus"
+            ))
+        })?;
+        if !(16..=65536).contains(&capacity) {
+            return Err(PyValueError::new_err("capacity must be 16..65536 packets"));
+        }
+        let cfg = JitterConfig {
+            target_delay_ms,
+            keyframe_interval_ms,
+            capacity,
+            ..JitterConfig::new(fc)
+        };
+        lock(&self.core)
+            .add_sink(sub, track, fc, self::payload_type(payload_type)?, cfg)
+            .map_err(value_error)
+    }
+
+    /// The sink's complete frames, in order: [(timestamp, keyframe, data, arrival_ms)]; frames that
+    /// cannot complete within the target delay of `now_ms` are given up (and counted).
+    fn sink_frames<'py>(
+        &mut self,
+        py: Python<'py>,
+        sub: u64,
+        now_ms: u64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let mut core = lock(&self.core);
+        let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+        pop_to_py(py, sink.buffer(), now_ms)
+    }
+
+    /// End of the sink's stream: its remaining complete frames; then the sink is removed.
+    fn finish_sink<'py>(&mut self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyList>> {
+        let mut core = lock(&self.core);
+        let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+        let frames = flush_to_py(py, sink.buffer())?;
+        core.remove_subscription(sub);
+        Ok(frames)
+    }
+
+    /// (NTP seconds, timestamp): the publisher's last sender report in the sink's timestamp space
+    /// (extended like frame timestamps), or None before the first one.
+    fn sink_sync(&self, sub: u64) -> PyResult<Option<(f64, u64)>> {
+        let core = lock(&self.core);
+        if core.sink_stats(sub).is_none() {
+            return Err(no_sink(sub));
+        }
+        Ok(core
+            .sink_sync(sub)
+            .map(|(ntp, ts)| (ntp as f64 / 4_294_967_296.0, ts)))
+    }
+
+    /// The sink's jitter-buffer counters (packets, lost, frames, keyframe_requests, ...).
+    fn sink_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
+        let core = lock(&self.core);
+        let stats = core.sink_stats(sub).ok_or_else(|| no_sink(sub))?;
+        stats_to_py(py, &stats)
     }
 
     fn remove_subscription(&mut self, sub: u64) -> bool {

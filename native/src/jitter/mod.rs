@@ -249,6 +249,15 @@ impl JitterBuffer<Vec<u8>> {
         buf.extend_from_slice(packet);
         self.push_packet(buf, now_ms)
     }
+
+    /// Stores one RTP packet that `fill` writes into a (pooled) buffer: for a producer that builds
+    /// the packet itself, such as the router writing a recording sink's stream, one copy fewer.
+    pub fn push_with(&mut self, now_ms: u64, fill: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut buf = self.pool.pop().unwrap_or_default();
+        buf.clear();
+        fill(&mut buf);
+        self.push_packet(buf, now_ms)
+    }
 }
 
 impl<P: PacketBuf> JitterBuffer<P> {
@@ -333,17 +342,21 @@ impl<P: PacketBuf> JitterBuffer<P> {
     }
 
     fn extend_ts(&mut self, ts: u32) -> u64 {
-        let ext = match self.last_ts {
-            None => (1u64 << 32) + ts as u64,
-            Some(last) => {
-                let delta = ts.wrapping_sub(last as u32) as i32 as i64;
-                (last as i64 + delta).max(0) as u64
-            }
-        };
+        let ext = self
+            .extend_timestamp(ts)
+            .unwrap_or((1u64 << 32) + ts as u64);
         if self.last_ts.is_none_or(|l| ext > l) {
             self.last_ts = Some(ext);
         }
         ext
+    }
+
+    /// A 32-bit RTP timestamp of this stream extended like the timestamps of released frames (the
+    /// nearest value to the newest one seen); None before the first packet.
+    pub fn extend_timestamp(&self, ts: u32) -> Option<u64> {
+        let last = self.last_ts?;
+        let delta = ts.wrapping_sub(last as u32) as i32 as i64;
+        Some((last as i64 + delta).max(0) as u64)
     }
 
     /// Stores one RTP packet (already decrypted), keeping `packet` itself. Returns false when it was

@@ -4,7 +4,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::{FrameCodec, JitterBuffer, JitterConfig, JitterEvent, PacketBuf};
+use super::{FrameCodec, JitterBuffer, JitterConfig, JitterEvent, JitterStats, PacketBuf};
 
 /// A received packet kept by reference instead of copied: a `bytes` object is immutable, so its
 /// buffer stays valid, unchanged, for as long as we hold the reference. The packet's bytes are then
@@ -46,7 +46,11 @@ pub struct PyJitterBuffer {
 
 /// Releases the complete frames as a list of (timestamp, keyframe, data, arrival_ms); each frame's
 /// bytes are assembled straight into its `bytes` object (no intermediate buffer).
-fn pop_to_py<'py>(py: Python<'py>, jb: &mut Core, now_ms: u64) -> PyResult<Bound<'py, PyList>> {
+pub(crate) fn pop_to_py<'py, P: PacketBuf>(
+    py: Python<'py>,
+    jb: &mut JitterBuffer<P>,
+    now_ms: u64,
+) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     let mut err = None;
     jb.pop_frames_with(now_ms, |info, parts| {
@@ -85,7 +89,10 @@ fn new_frame_bytes<'py>(
 }
 
 /// End of stream through the sink: what `Core::flush` does, without owned frames.
-fn flush_to_py<'py>(py: Python<'py>, jb: &mut Core) -> PyResult<Bound<'py, PyList>> {
+pub(crate) fn flush_to_py<'py, P: PacketBuf>(
+    py: Python<'py>,
+    jb: &mut JitterBuffer<P>,
+) -> PyResult<Bound<'py, PyList>> {
     let out = pop_to_py(py, jb, u64::MAX)?;
     while jb.has_pending() {
         jb.give_up_head();
@@ -184,29 +191,33 @@ impl PyJitterBuffer {
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = self.inner.stats();
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("packets", s.packets),
-            ("bytes", s.bytes),
-            ("duplicates", s.duplicates),
-            ("late", s.late),
-            ("malformed", s.malformed),
-            ("padding", s.padding),
-            ("recovered", s.recovered),
-            ("lost", s.lost),
-            ("nacks", s.nacks),
-            ("keyframe_requests", s.keyframe_requests),
-            ("frames", s.frames),
-            ("keyframes", s.keyframes),
-            ("frames_incomplete", s.frames_incomplete),
-            ("frames_undecodable", s.frames_undecodable),
-            ("resets", s.resets),
-        ] {
-            d.set_item(k, v)?;
-        }
-        Ok(d)
+        stats_to_py(py, self.inner.stats())
     }
+}
+
+/// The buffer's counters as a dict.
+pub(crate) fn stats_to_py<'py>(py: Python<'py>, s: &JitterStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in [
+        ("packets", s.packets),
+        ("bytes", s.bytes),
+        ("duplicates", s.duplicates),
+        ("late", s.late),
+        ("malformed", s.malformed),
+        ("padding", s.padding),
+        ("recovered", s.recovered),
+        ("lost", s.lost),
+        ("nacks", s.nacks),
+        ("keyframe_requests", s.keyframe_requests),
+        ("frames", s.frames),
+        ("keyframes", s.keyframes),
+        ("frames_incomplete", s.frames_incomplete),
+        ("frames_undecodable", s.frames_undecodable),
+        ("resets", s.resets),
+    ] {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -13,7 +13,7 @@ impl Router {
 
     /// Sends a PLI for `track` to its publisher unless one went out less than the throttle ago.
     #[allow(clippy::too_many_arguments)]
-    fn send_pli(
+    pub(super) fn send_pli(
         cfg: &RouterConfig,
         stats: &mut RouterStats,
         events: &mut Vec<RouterEvent>,
@@ -129,7 +129,7 @@ impl Router {
                     media_ssrc, items, ..
                 } => {
                     self.stats.nacks_in += 1;
-                    self.answer_nack(transport, media_ssrc, items, &mut budget, rtp_out);
+                    self.answer_nack(transport, media_ssrc, items, &mut budget, now_ms, rtp_out);
                 }
                 RtcpPacket::Pli { media_ssrc, .. } => {
                     self.stats.plis_in += 1;
@@ -253,6 +253,7 @@ impl Router {
         media_ssrc: u32,
         items: rtcp::NackItems<'_>,
         budget: &mut usize,
+        now_ms: u64,
         out: &mut Output,
     ) {
         let Some(&sub) = self.sub_by_ssrc.get(&(transport, media_ssrc)) else {
@@ -276,7 +277,7 @@ impl Router {
                 stats.drop(DropReason::NackLimited);
                 continue;
             }
-            let sub = &t.subs[si];
+            let sub = &mut t.subs[si];
             let found = match (sub.started, highest_c) {
                 (true, Some(hc)) => {
                     let c = extend_u16(hc, out_seq.wrapping_sub(sub.seq_offset));
@@ -299,7 +300,7 @@ impl Router {
                 continue;
             }
             *budget -= 1;
-            let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c));
+            let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c), now_ms);
             let sub = &mut t.subs[si];
             sub.stats.retransmissions += 1;
             sub.stats.retransmission_payload_bytes += p.payload().len() as u64;
@@ -390,6 +391,9 @@ impl Router {
             }
             if cfg.sender_reports {
                 Self::sender_reports(cfg, stats, t, now_ms, out);
+            }
+            if t.subs.iter().any(|s| s.sink.is_some()) {
+                Self::sink_keyframe_requests(cfg, stats, events, publishers, t, now_ms, out);
             }
             if !t.waiting_subs() {
                 t.pli_pending = false;
@@ -483,7 +487,8 @@ impl Router {
         let elapsed_ms = now_ms.saturating_sub(at_ms);
         let ntp_now = ntp.wrapping_add(((elapsed_ms as u128) << 32) as u64 / 1000);
         let rtp_advance = (elapsed_ms as u128 * clock_rate as u128 / 1000) as u32;
-        for sub in t.subs.iter_mut().filter(|s| s.started) {
+        // A sink reads the publisher's mapping itself (`Router::sink_sync`); it takes no RTCP.
+        for sub in t.subs.iter_mut().filter(|s| s.started && s.sink.is_none()) {
             if sub
                 .last_sr_sent_ms
                 .is_some_and(|l| now_ms < l.saturating_add(cfg.sr_interval_ms))

@@ -18,9 +18,11 @@ use crate::seq::{SeqCompressor, SeqUnwrapper};
 
 mod feedback;
 mod rate;
+mod sink;
 mod types;
 
 use rate::RateWindow;
+pub use sink::{Sink, SINK_TRANSPORT};
 
 pub use feedback::MAX_RETRANSMISSIONS_PER_RTCP;
 pub use rate::RATE_SAMPLE_MS;
@@ -91,6 +93,8 @@ struct Subscription {
     sr_sent_next: usize,
     rate: RateWindow,
     stats: SubscriptionStats,
+    /// A recording sink: the stream goes into this jitter buffer instead of to a transport.
+    sink: Option<Box<Sink>>,
 }
 
 struct Track {
@@ -219,11 +223,13 @@ impl<'a> MediaRef<'a> {
     }
 }
 
+/// Writes `m` as the subscription's packet: to its transport through `out`, or into its sink.
 fn write_for_sub(
     out: &mut Output,
-    sub: &Subscription,
+    sub: &mut Subscription,
     sub_pt: u8,
     m: &MediaRef<'_>,
+    now_ms: u64,
 ) -> (u16, u32, usize) {
     let seq = (m.c as u16).wrapping_add(sub.seq_offset);
     let ts = m.timestamp.wrapping_add(sub.ts_offset);
@@ -253,11 +259,17 @@ fn write_for_sub(
         extensions: &exts[..n],
     };
     let mut len = 0;
-    out.push_with(sub.transport, |buf| {
-        let start = buf.len();
-        rtp::write_packet(buf, &h, m.payload);
-        len = buf.len() - start;
-    });
+    match sub.sink.as_deref_mut() {
+        Some(sink) => sink.push(now_ms, |buf| {
+            rtp::write_packet(buf, &h, m.payload);
+            len = buf.len();
+        }),
+        None => out.push_with(sub.transport, |buf| {
+            let start = buf.len();
+            rtp::write_packet(buf, &h, m.payload);
+            len = buf.len() - start;
+        }),
+    }
     (seq, ts, len)
 }
 
@@ -493,6 +505,7 @@ impl Router {
                 waiting_keyframe: gated,
                 ..Default::default()
             },
+            sink: None,
         });
         if gated {
             t.pli_pending = true; // poll() asks the publisher for a keyframe right away
@@ -796,7 +809,7 @@ impl Router {
                 stats.drop(DropReason::CodecNotNegotiated);
                 continue;
             }
-            let (seq, ts, len) = write_for_sub(out, sub, sub_pt, &m);
+            let (seq, ts, len) = write_for_sub(out, sub, sub_pt, &m, now_ms);
             let newest = sub
                 .last_out
                 .is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));

@@ -202,15 +202,18 @@ pub enum KeyframeReason {
     Retry,
     /// The control plane asked (`request_keyframe`).
     Requested,
+    /// A recording sink's jitter buffer lost a frame and needs a keyframe to continue.
+    Recorder,
 }
 
 impl KeyframeReason {
-    pub const ALL: [KeyframeReason; 5] = [
+    pub const ALL: [KeyframeReason; 6] = [
         KeyframeReason::SubscriberPli,
         KeyframeReason::SubscriberFir,
         KeyframeReason::NewSubscriber,
         KeyframeReason::Retry,
         KeyframeReason::Requested,
+        KeyframeReason::Recorder,
     ];
 
     pub fn name(self) -> &'static str {
@@ -220,6 +223,7 @@ impl KeyframeReason {
             KeyframeReason::NewSubscriber => "new_subscriber",
             KeyframeReason::Retry => "retry",
             KeyframeReason::Requested => "requested",
+            KeyframeReason::Recorder => "recorder",
         }
     }
 }
