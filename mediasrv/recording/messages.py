@@ -2,8 +2,11 @@
 
 The sender publishes with any WHIP client; the server records what it sends through the same path as
 a visit recording (a private room with a hidden recorder) and, when the sender ends the session
-(DELETE, or the connection goes), files the recording as a message to the recipient — one attachment
-per recorded track, probed like uploads, so the message becomes ready when processing ends.
+(DELETE, or the connection goes), files the recording as a message to the recipient: ONE attachment,
+the sender's audio and video muxed into one file (the recorder groups a message's tracks by sender,
+`TrackSpec.group`; WebM for VP8+Opus, Matroska for H.264), probed like uploads, so the message becomes
+ready when processing ends. Only a track that started too late to join the file (muxer.GROUP_WAIT_S)
+would become a second attachment.
 """
 
 from __future__ import annotations
@@ -58,11 +61,14 @@ async def post_message(request: web.Request) -> web.Response:
             message = await store.create_message(
                 sender=ident.sub, sender_role=ident.role, recipient=recipient,
                 subject="Recorded message", body="")
-            for f in files:
+            # The audio+video file first: it is the message.
+            files.sort(key=lambda f: (f["kind"] != "video", -f["frames"]))
+            for n, f in enumerate(files, 1):
                 ext = ".mkv" if "matroska" in f["content_type"] else ".webm"
+                name = "recorded-message" if n == 1 else f"recorded-message-{n}"
                 att = await store.create_attachment(
                     message_id=message.id, blob_id=f["blob_id"], content_type=f["content_type"],
-                    length=f["size"], filename=f"recorded-{f['kind']}{ext}", expires_at=time.time() + 86400)
+                    length=f["size"], filename=f"{name}{ext}", expires_at=time.time() + 86400)
                 await request.app[PROCESSOR].completed(att, f["sha256"])
             await request.app[keys.AUDIT].record(
                 actor=ident.sub, role=ident.role, action="message.created", target=recipient,

@@ -53,15 +53,18 @@ async def test_ffmpeg_whip_message_becomes_playable(server):
         await asyncio.sleep(0.5)
     assert message is not None, "no recorded message reached the inbox"
     assert message["sender"] == "pat-m"
-    kinds = {}
-    for att in message["attachments"]:
-        assert att["state"] == "ready", att
-        status, data = await _get(server, att["download_url"], recipient)
-        assert status == 200
-        with av.open(io.BytesIO(data)) as container:
-            stream = container.streams[0]
-            kinds[stream.type] = sum(1 for _ in container.decode(stream))
-            duration = float(stream.duration * stream.time_base) if stream.duration else \
-                container.duration / 1e6
-            assert 4.0 < duration < 8.0, duration
-    assert kinds.get("video", 0) > 50 and kinds.get("audio", 0) > 100, kinds
+    # One attachment: the sender's audio and video in one playable file.
+    (att,) = message["attachments"]
+    assert att["state"] == "ready", att
+    assert att["content_type"] == "video/x-matroska" and att["filename"] == "recorded-message.mkv"
+    assert sorted(att["media"]["codecs"]) == ["h264", "opus"], att["media"]
+    status, data = await _get(server, att["download_url"], recipient)
+    assert status == 200
+    with av.open(io.BytesIO(data)) as container:
+        assert {s.type for s in container.streams} == {"video", "audio"}
+        assert container.duration is not None, "the file states its duration"
+        assert 4.0 < container.duration / 1e6 < 8.0, container.duration
+        decoded = {"video": 0, "audio": 0}
+        for packet in container.demux():
+            decoded[packet.stream.type] += len(packet.decode())
+    assert decoded["video"] > 50 and decoded["audio"] > 100, decoded
