@@ -61,3 +61,61 @@ async def test_recovery_keeps_uploads_in_progress_and_filed_recordings(tmp_path:
     rec = await store.get(rid)
     assert rec is not None and rec["state"] == "interrupted" and len(rec["files"]) == 1
     await db.close()
+
+
+async def test_recording_made_by_the_writer_downloads_through_the_api(tmp_path: Path) -> None:
+    """The control API serves the sealed file (Range included) to an admin; a restart marks a
+    recording a crash left running as interrupted and deletes its leftovers."""
+    import asyncio
+    import io
+
+    import aiohttp
+    import av
+
+    from tests.conftest import start_server
+
+    from .test_muxer import encode_opus
+
+    audio = encode_opus(2)
+    srv = await start_server(tmp_path / "data")
+    try:
+        store = srv.rooms.recording_store
+        rid = await store.create("visit9", "dr-lee")
+        writer = store.new_writer(rid)
+        writer.add_track(TrackSpec("a", "audio", "opus", 48000))
+        writer.write("a", audio)
+        (result,) = await asyncio.to_thread(writer.close)
+        f = await store.add_file(rid, "pat", result)
+        await store.finish(rid)
+        assert f is not None and f.content_type == "audio/webm"
+        crashed = await store.create("visit9", "dr-lee")  # left running: no file, no finish
+        left = store.new_writer(crashed)
+        left.add_track(TrackSpec("a", "audio", "opus", 48000))
+        left.write("a", audio * 30)  # past the in-memory head: an encrypted spill exists
+        assert await asyncio.to_thread(left.drain, 30)
+
+        admin = {"Authorization": f"Bearer {srv.token('ops', 'admin')}"}
+        async with aiohttp.ClientSession(headers=admin) as s:
+            async with s.get(f"{srv.url}/v1/recordings/{rid}") as r:
+                assert r.status == 200
+                (listed,) = (await r.json())["files"]
+            url = f"{srv.url}/v1/recordings/{rid}/files/{listed['blob_id']}"
+            async with s.get(url, headers={"Range": "bytes=0-3"}) as r:
+                assert r.status == 206 and await r.read() == b"\x1a\x45\xdf\xa3"
+            async with s.get(url) as r:
+                assert r.status == 200 and r.content_type == "audio/webm"
+                body = await r.read()
+        assert len(body) == f.size
+        with av.open(io.BytesIO(body)) as c:
+            assert sum(1 for _ in c.decode(audio=0)) == len(audio)
+    finally:
+        await srv.runner.cleanup()
+
+    srv = await start_server(tmp_path / "data")  # the restart after the crash
+    try:
+        store = srv.rooms.recording_store
+        assert (await store.get(crashed))["state"] == "interrupted"
+        assert (await store.get(rid))["state"] == "ready"
+        assert not list((tmp_path / "data").rglob("recspill-*"))
+    finally:
+        await srv.runner.cleanup()
