@@ -30,6 +30,7 @@ class RoomRecording:
         self.recorder: Recorder | None = None
         self.requested_by: Identity | None = None
         self.recording_id: str | None = None
+        self.last_stats: dict[str, int] = {}  # the last finished recording's counters (Recorder.stats)
 
     @property
     def running(self) -> bool:
@@ -61,8 +62,7 @@ class RoomRecording:
         state = self.consent.state
         assert state is not None
         if state.recording:  # a late joiner answered: include (or keep out) their tracks
-            if self.recorder is not None:
-                await self.recorder.update()
+            self.tracks_changed()
             return
         if not granted:
             refused = state.refused()
@@ -87,14 +87,15 @@ class RoomRecording:
             raise ConsentError("recording_unavailable", "recording is not configured", 503)
         self.consent.state = ConsentState(requested_by=sender.sub, answers={sender.sub: True})
         self.requested_by = sender
-        await self._start()
+        await self._start(one_file_per_participant=True)
 
-    async def _start(self) -> None:
+    async def _start(self, one_file_per_participant: bool = False) -> None:
         assert self.store is not None
         self.consent.check_start()
         by = self.requested_by
         self.recording_id = await self.store.create(self.room.name, by.sub if by else "")
-        self.recorder = Recorder(self.room, self.store, self.recording_id, self.consent)
+        self.recorder = Recorder(self.room, self.store, self.recording_id, self.consent,
+                                 one_file_per_participant=one_file_per_participant)
         await self.recorder.start()
         await self.room.manager.audit_event_raw(by.sub if by else "", by.role if by else "",
                                                 "recording_start", room=self.room.name,
@@ -108,11 +109,18 @@ class RoomRecording:
         if recorder is None or rid is None:
             return None
         files = await recorder.stop()
+        self.last_stats = dict(recorder.stats)
         await self.room.manager.audit_event_raw(by.sub if by else "system", by.role if by else "system",
                                                 "recording_stop", room=self.room.name,
                                                 detail={"recording_id": rid, "reason": reason})
         await self.room.broadcast({"type": "recording_stopped", "recording_id": rid, "reason": reason})
         return {"recording_id": rid, "files": files}
+
+    def tracks_changed(self) -> None:
+        """The room's tracks, admissions, mutes or consents changed: record exactly what is wanted.
+        Called by the room before the router forgets a track, so its sink's last frames are kept."""
+        if self.recorder is not None:
+            self.recorder.update()
 
     async def joined(self, identity: str) -> None:
         if self.consent.joined(identity):

@@ -1,9 +1,13 @@
-"""The recorder: a hidden subscriber of the room, answered by an in-process aiortc client.
+"""The recorder: router sinks for the tracks of consenting participants, drained on a 20 ms tick.
 
-Recording is one more subscription, so the forwarding path stays untouched whichever datapath runs
-(Python hook or native plane): the server offers the recorder the tracks of the participants who
-consented, the recorder's client connection receives them over loopback, and each track's RTP goes
-through a native jitter buffer into the muxer (`pipeline.TrackRecorder`), never decoded.
+A sink is a subscription of the room's native router whose packets go into a jitter buffer inside
+the router instead of to a transport (native/src/router/): reordering, NACK and keyframe requests
+happen there, on whichever datapath drives the router, and Python only pops complete frames in
+batches. Each sink's frames go through a `pipeline.TrackRecorder` (timing from RTCP sender
+reports) into the writer, never decoded.
+
+The room tells the recording when its tracks change (`RoomRecording.tracks_changed`, called before
+the router forgets a track, so a sink's last frames are still collected).
 """
 
 from __future__ import annotations
@@ -12,169 +16,186 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
-from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.sdp import SessionDescription
-
-from ..sfu.native_plane import LOCAL_CLIENT
 from .consent import RecordingConsent
 from .muxer import FORMATS, RecordingWriter, TrackSpec
-from .pipeline import TrackRecorder
+from .pipeline import ARRIVAL, SENDER_REPORT, SenderClock, TrackRecorder
 from .store import RecordingStore
 
 if TYPE_CHECKING:
-    from ..sfu.rooms import Participant, Room
+    from ..sfu.rooms import Room, Track
 
 log = logging.getLogger(__name__)
-# "/" cannot appear in a token identity, so nobody can join (or replace) the recorder.
-RECORDER_IDENTITY = "recorder/1"
 TICK_S = 0.02
-VIDEO_WAIT_MS = 5000  # longest a participant's audio waits for their first video frame
+TARGET_DELAY_MS = 300
+# codec name as negotiated (lower case) -> the name router.add_sink takes
+SINK_CODECS = {"vp8": "VP8", "h264": "H264", "opus": "opus"}
+NOT_MEDIA = frozenset({"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"})
+# Process totals, for /metrics (mediasrv_recording_*); per recording in Recorder.stats.
+TOTALS: Counter[str] = Counter()
 
 
 def now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
+def recordable_codec(codecs: list[tuple[Any, ...]]) -> tuple[str, int, int] | None:
+    """(sink codec name, publisher payload type, clock rate) of the codec the publisher sends: the
+    first media codec it negotiated. None when that codec cannot be stored without transcoding."""
+    for codec in codecs:
+        pt, name, clock_rate = codec[0], str(codec[1]).lower(), codec[2]
+        if name in NOT_MEDIA:
+            continue
+        if name not in FORMATS:
+            return None
+        return SINK_CODECS[name], int(pt), int(clock_rate)
+    return None
+
+
+@dataclasses.dataclass
+class _Sink:
+    sub: int
+    track_id: int
+    owner: str
+    recorder: TrackRecorder
+
+
 class Recorder:
     def __init__(self, room: Room, store: RecordingStore, recording_id: str,
-                 consent: RecordingConsent) -> None:
+                 consent: RecordingConsent, *, one_file_per_participant: bool = False) -> None:
         self.room, self.store, self.recording_id, self.consent = room, store, recording_id, consent
-        self.writer = RecordingWriter(store.new_work_dir(recording_id))
+        # A recorded message: the sender's tracks muxed into one file (TrackSpec.group).
+        self.one_file_per_participant = one_file_per_participant
+        # Straight into the encrypted blob store: no plaintext file at any point.
+        self.writer: RecordingWriter = store.new_writer(recording_id)
         self.origin_ms = now_ms()
-        self.pc: RTCPeerConnection | None = None
-        self.participant: Participant | None = None
-        self.streams: dict[int, tuple[dict[str, Any], dict[int, tuple[str, int]]]] = {}  # ssrc → (track, pt→codec)
-        self.tracks: dict[int, TrackRecorder] = {}  # by track id
-        self.owners: dict[int, str] = {}
-        self.video_start: dict[str, int] = {}  # participant → arrival of their first video frame
-        self._dtls: Any = None
+        self.sinks: dict[int, _Sink] = {}  # by track id
+        self.clocks: dict[str, SenderClock] = {}  # by participant: one sender clock each
+        self.owners: dict[str, str] = {}  # writer key -> participant
+        self.unrecordable: set[int] = set()  # tracks whose codec cannot be stored as is
+        self.stats: Counter[str] = Counter()
+        self._keys: Counter[str] = Counter()
         self._ticker: asyncio.Task[None] | None = None
+        self._stopped = False
 
     async def start(self) -> None:
-        self.participant = await self.room.join_hidden(RECORDER_IDENTITY, self._on_event)
+        self.update()
         self._ticker = asyncio.get_running_loop().create_task(self._tick())
-        await self.update()
 
-    async def update(self) -> None:
-        """Subscribe to exactly the tracks of participants who consented."""
-        p = self.participant
-        if p is None:
-            return
+    def wanted(self) -> set[int]:
+        """Tracks to record: published, unmuted, by an admitted participant who consented."""
         state = self.consent.state
-        p.wanted = {tid for tid, t in self.room.tracks.items() if state and state.may_record(t.owner)}
-        await self.room.sync_subscriptions(p)
+        if state is None:
+            return set()
+        out = set()
+        for tid, track in self.room.tracks.items():
+            owner = self.room.participants.get(track.owner)
+            if owner is not None and owner.admitted and not track.muted and state.may_record(track.owner):
+                out.add(tid)
+        return out
 
-    async def _on_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "offer":
-            await self._answer(event)
-        elif kind in ("track_published", "track_unpublished", "participant_left", "admitted"):
-            await self.update()
+    def update(self) -> None:
+        """Add sinks for newly wanted tracks, finish the sinks of tracks no longer wanted."""
+        if self._stopped:
+            return
+        wanted = self.wanted()
+        for tid in sorted(set(self.sinks) - wanted, key=self._video_first):
+            self._end(tid)
+        for tid in sorted(wanted - set(self.sinks) - self.unrecordable):
+            self._add(self.room.tracks[tid])
 
-    async def _answer(self, event: dict[str, Any]) -> None:
-        token = LOCAL_CLIENT.set(True)
+    def _video_first(self, tid: int) -> int:
+        # A participant's audio start waits for their video: settle video before audio.
+        sink = self.sinks.get(tid)
+        return 0 if sink is not None and sink.recorder.spec.kind == "video" else 1
+
+    def _add(self, track: Track) -> None:
+        codec = recordable_codec(track.codecs)
+        if codec is None:
+            self.unrecordable.add(track.id)
+            self.stats["tracks_unrecordable"] += 1
+            log.warning("recording %s: track %d of %s has no codec we can store without transcoding (%s)",
+                        self.recording_id, track.id, track.owner, [c[1] for c in track.codecs])
+            return
+        name, payload_type, clock_rate = codec
+        sub = self.room.new_subscription_id()
         try:
-            if self.pc is None:
-                self.pc = RTCPeerConnection(RTCConfiguration(bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-            await self.pc.setRemoteDescription(RTCSessionDescription(event["sdp"], "offer"))
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-        finally:
-            LOCAL_CLIENT.reset(token)
-        for t in self.pc.getTransceivers():
-            dtls = t.receiver.transport
-            if dtls is not None and dtls is not self._dtls:
-                self._dtls = dtls
-                dtls._handle_rtp_data = self._on_rtp  # type: ignore[method-assign]
-                dtls._handle_rtcp_data = self._on_rtcp  # type: ignore[method-assign]
-        self._map_streams(event["sdp"], event.get("tracks") or {})
-        assert self.participant is not None
-        await self.room.subscriber_answer(self.participant, self.pc.localDescription.sdp)
-
-    def _map_streams(self, sdp: str, tracks: dict[str, dict[str, Any]]) -> None:
-        for m in SessionDescription.parse(sdp).media:
-            info = tracks.get(m.rtp.muxId or "")
-            if info is None or m.direction == "inactive":
-                continue
-            codecs = {c.payloadType: (c.mimeType.split("/", 1)[1], c.clockRate) for c in m.rtp.codecs}
-            for s in m.ssrc:
-                self.streams[s.ssrc] = (info, codecs)
-
-    async def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
-        if len(data) < 12:
+            self.room.router.add_sink(sub, track.id, name, payload_type, target_delay_ms=TARGET_DELAY_MS)
+        except (ValueError, KeyError) as exc:
+            self.unrecordable.add(track.id)
+            log.warning("recording %s: no sink for track %d: %s", self.recording_id, track.id, exc)
             return
-        entry = self.streams.get(int.from_bytes(data[8:12], "big"))
-        if entry is None:
-            return
-        info, codecs = entry
-        rec = self.tracks.get(info["id"])
-        if rec is None:
-            codec = codecs.get(data[1] & 0x7F)
-            if codec is None or codec[0].lower() not in FORMATS:
-                return  # rtx, or a codec we cannot store without transcoding
-            spec = TrackSpec(key=f"{info['participant']}-{info['source']}-{info['id']}", kind=info["kind"],
-                             codec=codec[0], clock_rate=codec[1])
-            owner = info["participant"]
-            rec = self.tracks[info["id"]] = TrackRecorder(
-                spec, self.writer, self.origin_ms, send_rtcp=self._send_rtcp,
-                keep=self._audio_gate(owner) if info["kind"] == "audio" else None,
-                on_first_frame=(lambda arrival, o=owner: self.video_start.setdefault(o, arrival))
-                if info["kind"] == "video" else None)
-            self.owners[info["id"]] = info["participant"]
-        rec.push(data, now_ms())
+        base = f"{track.owner}-{track.source}-{track.id}"
+        self._keys[base] += 1
+        key = base if self._keys[base] == 1 else f"{base}-{self._keys[base]}"
+        spec = TrackSpec(key=key, kind=track.kind, codec=name, clock_rate=clock_rate,
+                         group=track.owner if self.one_file_per_participant else None)
+        clock = self.clocks.setdefault(track.owner, SenderClock())
+        self.sinks[track.id] = _Sink(sub, track.id, track.owner,
+                                     TrackRecorder(spec, self.writer, self.origin_ms, clock))
+        self.owners[key] = track.owner
+        self.stats["tracks"] += 1
 
-    def _audio_gate(self, owner: str):  # type: ignore[no-untyped-def]
-        """A participant's audio starts with their first video frame (which waits for a keyframe),
-        so both files of a participant start together; audio-only participants are not held."""
-        first_seen: list[int] = []
+    def _end(self, track_id: int) -> None:
+        sink = self.sinks.pop(track_id)
+        router = self.room.router
+        try:
+            given_up = router.sink_stats(sink.sub)
+            frames = router.finish_sink(sink.sub)
+        except (KeyError, ValueError):  # the router forgot it already: keep what was written
+            given_up, frames = {}, []
+        self._account(sink.recorder, sink.recorder.finish(frames, now_ms()), given_up)
 
-        def keep(arrival_ms: int) -> bool:
-            has_video = any(t.owner == owner and t.kind == "video" for t in self.room.tracks.values())
-            start = self.video_start.get(owner)
-            if not first_seen:
-                first_seen.append(arrival_ms)
-            gave_up = arrival_ms - first_seen[0] > VIDEO_WAIT_MS
-            return not has_video or gave_up or (start is not None and arrival_ms >= start)
-
-        return keep
-
-    async def _on_rtcp(self, data: bytes) -> None:
-        pass  # sender reports: alignment uses arrival times for now (docs/recording.md)
-
-    def _send_rtcp(self, packet: bytes) -> None:
-        dtls = self._dtls
-        if dtls is not None:
-            task = asyncio.ensure_future(dtls._send_rtp(packet))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    def _account(self, rec: TrackRecorder, stats: dict[str, int], sink_stats: dict[str, Any]) -> None:
+        counts = {
+            "frames_recorded": stats.get("frames_written", 0),
+            "frames_given_up": int(sink_stats.get("frames_incomplete", 0))
+            + int(sink_stats.get("frames_undecodable", 0)),
+            "frames_before_start": stats.get("frames_before_video", 0) + stats.get("frames_before_origin", 0),
+            "tracks_aligned_by_sender_report": int(rec.alignment == SENDER_REPORT),
+            "tracks_aligned_by_arrival": int(rec.alignment == ARRIVAL),
+        }
+        self.stats.update(counts)
+        TOTALS.update(counts)
 
     async def _tick(self) -> None:
-        try:
-            while True:
+        while True:
+            try:
                 await asyncio.sleep(TICK_S)
-                now = now_ms()
-                for rec in list(self.tracks.values()):
-                    rec.tick(now)
-        except asyncio.CancelledError:
-            pass
+                self.drain(now_ms())
+            except asyncio.CancelledError:
+                return
+            except Exception:  # one bad tick must not end the recording
+                log.exception("recording %s: tick failed", self.recording_id)
+
+    def drain(self, now: int) -> None:
+        """Pull every sink's complete frames (video first, see _video_first)."""
+        router = self.room.router
+        for tid in sorted(self.sinks, key=self._video_first):
+            sink = self.sinks[tid]
+            try:
+                frames = router.sink_frames(sink.sub, now)
+                sync = router.sink_sync(sink.sub)
+            except (KeyError, ValueError):
+                log.warning("recording %s: sink of track %d vanished", self.recording_id, tid)
+                self._end(tid)
+                continue
+            sink.recorder.push(frames, sync, now)
 
     async def stop(self) -> list[dict[str, Any]]:
-        """End the recording: flush every track, seal the files, leave the room."""
+        """End the recording: finish every sink, seal the files."""
+        self._stopped = True
         if self._ticker is not None:
             self._ticker.cancel()
-        if self.participant is not None:
-            await self.room.leave(self.participant.identity, reason="recording_stopped")
-            self.participant = None
-        if self.pc is not None:
-            await self.pc.close()
-        for rec in self.tracks.values():
-            rec.finish()
+        for tid in sorted(self.sinks, key=self._video_first):
+            self._end(tid)
         results = await asyncio.to_thread(self.writer.close)
+        log.info("recording %s stopped: %s", self.recording_id, dict(self.stats))
         files = []
-        owners = {rec.spec.key: self.owners[tid] for tid, rec in self.tracks.items()}
         for result in results:
-            f = await self.store.add_file(self.recording_id, owners.get(result.spec.key, ""), result)
+            f = await self.store.add_file(self.recording_id, self.owners.get(result.spec.key, ""), result)
             if f is not None:
                 files.append(f)
         await self.store.finish(self.recording_id)

@@ -29,7 +29,7 @@ from ..recording.store import RecordingStore
 from ..vitals.live import VitalsChannel
 from .native_plane import NativePlane
 from .peer import ForwardedTrack, PeerTransport, now_ms
-from .sdp import codec_tuples, extension_ids, media_by_mid, ssrcs_of
+from .sdp import CodecTuple, codec_tuples, extension_ids, media_by_mid, ssrcs_of
 
 log = logging.getLogger(__name__)
 _ids = itertools.count(1)
@@ -61,6 +61,7 @@ class Track:
     mid: str
     transport: PeerTransport
     muted: bool = False
+    codecs: list[CodecTuple] = field(default_factory=list)  # as negotiated with the publisher
 
     def describe(self) -> dict[str, Any]:
         return {"id": self.id, "participant": self.owner, "kind": self.kind,
@@ -81,9 +82,9 @@ class Participant:
     identity: str
     role: str
     name: str | None
-    session: str  # "room" | "whip" | "whep" | "recorder"
+    session: str  # "room" | "whip" | "whep"
     admitted: bool = True
-    hidden: bool = False  # the recorder: never listed, announced or counted
+    hidden: bool = False  # never listed, announced or counted (no user of it left: the recorder uses sinks)
     events: EventSink | None = None
     auto_subscribe: bool = True
     wanted: set[int] = field(default_factory=set)
@@ -175,13 +176,6 @@ class Room:
         await self.recording.joined(p.identity)
         return p
 
-    async def join_hidden(self, identity: str, events: EventSink) -> Participant:
-        """An internal subscriber (the recorder): receives what it asks for, is never shown."""
-        p = Participant(identity=identity, role="observer", name=None, session="recorder",
-                        hidden=True, events=events, auto_subscribe=False)
-        self.participants[identity] = p
-        return p
-
     async def leave(self, identity: str, reason: str = "left") -> bool:
         p = self.participants.pop(identity, None)
         if p is None:
@@ -238,6 +232,7 @@ class Room:
         if p is None or track is None:
             return False
         track.muted = True
+        self.recording.tracks_changed()
         await self.manager.audit_event(by, "mute", room=self.name, target=identity,
                                        detail={"track_id": track_id})
         for other in self.participants.values():
@@ -324,8 +319,8 @@ class Room:
             if sending and existing is None:
                 source = sources.get(mid) or ("microphone" if tr.kind == "audio" else "camera")
                 track = Track(id=next(_ids), owner=p.identity, kind=tr.kind, source=source, mid=mid,
-                              transport=transport)
-                self.router.add_track(track.id, transport.handle, tr.kind, mid, codec_tuples(tr),
+                              transport=transport, codecs=codec_tuples(tr))
+                self.router.add_track(track.id, transport.handle, tr.kind, mid, track.codecs,
                                       ssrcs_of(m))
                 p.tracks[track.id] = track
                 self.tracks[track.id] = track
@@ -358,6 +353,7 @@ class Room:
             sub = other.subscriptions.get(track.id)
             if sub is not None:
                 self._deactivate(sub)
+        self.recording.tracks_changed()  # before the router forgets the track: its sink's last frames
         self.router.remove_track(track.id)
         if notify and p.admitted:
             await self.broadcast({"type": "track_unpublished", "track": track.describe()},
@@ -394,7 +390,12 @@ class Room:
                                      extension_ids(media))
         sub.active = True
 
+    def new_subscription_id(self) -> int:
+        """Router subscription ids (the recorder's sinks are subscriptions too) share one allocator."""
+        return next(_ids)
+
     async def sync_all(self) -> None:
+        self.recording.tracks_changed()
         for p in list(self.participants.values()):
             if p.session == "whep":
                 self._bind_whep(p)
@@ -403,7 +404,7 @@ class Room:
 
     async def sync_subscriptions(self, p: Participant) -> None:
         """Bring p's subscriber connection in line with what p should receive (room protocol)."""
-        if p.session not in ("room", "recorder") or p.events is None:
+        if p.session != "room" or p.events is None:
             return
         desired = self.desired_tracks(p)
         current = set(p.subscriptions)

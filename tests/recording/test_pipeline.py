@@ -1,5 +1,7 @@
 """Recording path without a network: real VP8 and Opus encoded by PyAV, packetized into RTP, reordered
-and partly lost, through the native jitter buffer and the muxer into WebM files that must decode."""
+and partly lost, assembled by the native jitter buffer (what a router sink runs, NACKs answered from
+the sent packets), timed from sender reports by `TrackRecorder` and muxed into WebM files that must
+decode, with the durations and the audio/video start the sender produced."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import mediasrv_native
 import numpy as np
 import pytest
 
 from mediasrv.recording.muxer import RecordingWriter, TrackSpec
-from mediasrv.recording.pipeline import TrackRecorder, rtcp_nack
+from mediasrv.recording.pipeline import SENDER_REPORT, SenderClock, TrackRecorder
 
 FPS = 30
 SECONDS = 3
@@ -63,53 +66,83 @@ def packetize_vp8(frames: list[tuple[int, bytes]], seq0: int) -> list[bytes]:
     return out
 
 
-def deliver(packets: list[bytes], rec: TrackRecorder, sent: list[bytes], step_ms: float,
-            lose: set[int]) -> None:
-    """Reorders neighbours and withholds `lose` packets until the recorder NACKs them."""
+class Sink:
+    """A jitter buffer fed like the router feeds a sink: NACKs answered from the held packets."""
+
+    def __init__(self, codec: str) -> None:
+        self.jb = mediasrv_native.JitterBuffer(codec, target_delay_ms=300)
+        self.held: dict[int, bytes] = {}
+
+    def push(self, packet: bytes, now: int) -> None:
+        self.jb.push(packet, now)
+
+    def frames(self, now: int) -> list[tuple[int, bool, bytes, int]]:
+        for kind, seqs in self.jb.poll(now):
+            for s in seqs if kind == "nack" else []:
+                if s in self.held:
+                    self.jb.push(self.held.pop(s), now)
+        return self.jb.pop_frames(now)
+
+
+def schedule(packets: list[bytes], rate: int, base: int, t0_ms: int, delay_ms: int) -> list[tuple[float, bytes]]:
+    """(arrival ms, packet): sent when sampled (t0_ms + (ts - base) / rate), paced 0.2 ms apart,
+    arriving `delay_ms` later; some packets are held back behind their successor."""
+    out, last = [], -1.0
+    for p in packets:
+        ts = int.from_bytes(p[4:8], "big")
+        t = t0_ms + delay_ms + ((ts - base) & 0xFFFFFFFF) * 1000 / rate
+        last = max(t, last + 0.2)
+        out.append((last, p))
     rng = random.Random(5)
-    order = list(range(len(packets)))
-    for i in range(0, len(order) - 1, 5):
+    for i in range(0, len(out) - 1, 5):
         if rng.random() < 0.5:
-            order[i], order[i + 1] = order[i + 1], order[i]
-    held = {}
-    now = 0.0
-    for i in order:
-        now += step_ms
-        seq = int.from_bytes(packets[i][2:4], "big")
-        if i in lose:
-            held[seq] = packets[i]
-        else:
-            rec.push(packets[i], int(now))
-        rec.tick(int(now))
-        for pkt in list(sent):
-            # answer NACKs like a sender with a retransmission cache
-            if pkt[1] == 205:
-                pid, blp = struct.unpack_from("!HH", pkt, 12)
-                for s in [pid] + [(pid + b + 1) & 0xFFFF for b in range(16) if blp >> b & 1]:
-                    if s in held:
-                        rec.push(held.pop(s), int(now))
-            sent.remove(pkt)
+            (_, pa), (tb, pb) = out[i], out[i + 1]
+            out[i], out[i + 1] = (tb, pb), (tb + 0.1, pa)  # held back, never sent early
+    return out
 
 
 def test_vp8_and_opus_recorded_through_loss_and_reordering(tmp_path: Path) -> None:
     video = encode_vp8(SECONDS)
-    audio = encode_opus(SECONDS)
-    sent: list[bytes] = []
+    opus = encode_opus(SECONDS)
+    audio = [(ts - opus[0][0], data) for ts, data in opus]  # sampled from 0 (no encoder delay)
     writer = RecordingWriter(tmp_path)
-    vrec = TrackRecorder(TrackSpec("video", "video", "VP8", 90000), writer, origin_ms=0,
-                         send_rtcp=sent.append)
-    arec = TrackRecorder(TrackSpec("audio", "audio", "opus", 48000), writer, origin_ms=0)
-    vpk = packetize_vp8(video, 65500)  # crosses the sequence wrap
-    deliver(vpk, vrec, sent, 1000 * SECONDS / len(vpk), lose={10, 11, 40})
-    for i, (ts, data) in enumerate(audio):
-        arec.push(rtp(100 + i, ts + 123456, i == 0, data, 111, 9), i * 20)
-        arec.tick(i * 20)
-    vstats, astats = vrec.finish(), arec.finish()
+    clock = SenderClock()
+    origin = 1000
+    vrec = TrackRecorder(TrackSpec("video", "video", "VP8", 90000), writer, origin, clock)
+    arec = TrackRecorder(TrackSpec("audio", "audio", "opus", 48000), writer, origin, clock)
+    vsink, asink = Sink("VP8"), Sink("opus")
+    vbase, abase = 3_000_000_000, 123456  # the video timestamps cross the 32-bit wrap
+    vpk = packetize_vp8([((ts + vbase) & 0xFFFFFFFF, data) for ts, data in video], 65500)  # and the seq
+    apk = [rtp(100 + i, ts + abase, i == 0, data, 111, 9) for i, (ts, data) in enumerate(audio)]
+    # Both tracks sampled from server time 1.1 s on, when the sender's NTP clock read 5000 s. Sink
+    # timestamps are extended (2^32 + first), so the sync points are in that space too.
+    v_sync, a_sync = (5000.0, 2**32 + vbase), (5000.0, 2**32 + abase)
+    lose = {vpk[i] for i in (10, 11, 40)}
+    events = sorted([(t, p, vsink) for t, p in schedule(vpk, 90000, vbase, 1100, 12)]
+                    + [(t, p, asink) for t, p in schedule(apk, 48000, abase, 1100, 5)], key=lambda e: e[0])
+    now = 1100
+    while events:
+        now += 20
+        while events and events[0][0] <= now:
+            t, packet, sink = events.pop(0)
+            if packet in lose:
+                sink.held[int.from_bytes(packet[2:4], "big")] = packet
+            else:
+                sink.push(packet, int(t))  # the router stamps each packet as it comes in
+        for rec, sink, sync in ((vrec, vsink, v_sync), (arec, asink, a_sync)):
+            rec.push(sink.frames(now), sync, now)
+    end = now + 500
+    vstats = vrec.finish(vsink.frames(end) + vsink.jb.flush(), end)
+    astats = arec.finish(asink.frames(end) + asink.jb.flush(), end)
     results = {r.spec.key: r for r in writer.close()}
     assert writer.errors == 0
-    assert vstats["recovered"] >= 3 and vstats["frames_incomplete"] == 0
-    assert vstats["frames"] == len(video)
-    assert astats["frames"] == len(audio)
+    assert vsink.jb.stats()["recovered"] >= 3 and vsink.jb.stats()["frames_incomplete"] == 0
+    assert vrec.alignment == arec.alignment == SENDER_REPORT
+    assert vstats["frames_written"] == len(video)
+    assert astats["frames_written"] == len(audio)
+    # both were sampled from 1.1 s; the least-delayed frames (audio) took 5 ms: 0.105 s after the origin
+    assert results["video"].start_s == pytest.approx(0.105, abs=0.002)
+    assert results["audio"].start_s == pytest.approx(0.105, abs=0.002)
 
     decoded = {}
     for key, r in results.items():
@@ -125,9 +158,3 @@ def test_vp8_and_opus_recorded_through_loss_and_reordering(tmp_path: Path) -> No
     assert decoded["audio"][0] == len(audio)
     assert decoded["video"][1] == pytest.approx(SECONDS, abs=0.5)
     assert decoded["audio"][1] == pytest.approx(SECONDS, abs=0.5)
-
-
-def test_nack_packs_up_to_seventeen_sequence_numbers_per_entry() -> None:
-    pkt = rtcp_nack(1, 2, [3, 4, 19, 20])
-    assert struct.unpack("!BBHII", pkt[:12]) == (0x81, 205, 4, 1, 2)  # length in words - 1
-    assert struct.unpack_from("!HHHH", pkt, 12) == (3, 0b1000_0000_0000_0001, 20, 0)
