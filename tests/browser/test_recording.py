@@ -36,6 +36,10 @@ async def test_a_consented_visit_is_recorded(server, browser):
     await clinician.evaluate("window.demo.room.send({type: 'stop_recording'})")
     await eventually(lambda: _events(patient, "recording_stopped"), timeout=30, what="stopped")
 
+    # Every track was placed from the publisher's RTCP sender reports, none by arrival time.
+    stats = server.rooms.get("rec-1").recording.last_stats
+    assert stats["tracks_aligned_by_sender_report"] == stats["tracks"] == 4, stats
+    assert stats["tracks_aligned_by_arrival"] == 0, stats
     store = server.rooms.recording_store
     rec = await store.get(started[0]["recording_id"])
     assert rec["state"] == "ready"
