@@ -158,6 +158,8 @@ def test_grouped_file_has_an_index_players_can_seek_with(tmp_path: Path, blobs: 
     writer.write("v", vp8)
     writer.write("a", opus)
     (r,) = writer.close()
+    assert r.blob_id is not None
+    assert b"\x1c\x53\xbb\x6b" in blobs.read_bytes(r.blob_id), "a Cues element (the seek index)"
     with open_blob(blobs, r) as c:
         c.seek(2 * 1_000_000, backward=True)  # to the keyframe before 2 s
         first = next(c.decode(video=0))
