@@ -147,6 +147,10 @@ class Recorder:
         except (KeyError, ValueError):  # the router forgot it already: keep what was written
             given_up, frames = {}, []
         self._account(sink.recorder, sink.recorder.finish(frames, now_ms()), given_up)
+        if not any(s.owner == sink.owner for s in self.sinks.values()):
+            # Nothing of theirs left: if they come back (maybe from another device, another clock),
+            # their offset is estimated afresh.
+            self.clocks.pop(sink.owner, None)
 
     def _account(self, rec: TrackRecorder, stats: dict[str, int], sink_stats: dict[str, Any]) -> None:
         counts = {
@@ -182,7 +186,11 @@ class Recorder:
                 log.warning("recording %s: sink of track %d vanished", self.recording_id, tid)
                 self._end(tid)
                 continue
-            sink.recorder.push(frames, sync, now)
+            try:
+                sink.recorder.push(frames, sync, now)
+            except Exception:  # one track's trouble must not hold up the others
+                self.stats["frames_dropped_on_error"] += len(frames)
+                log.exception("recording %s: track %d", self.recording_id, tid)
 
     async def stop(self) -> list[dict[str, Any]]:
         """End the recording: finish every sink, seal the files."""
