@@ -12,8 +12,6 @@ pub mod py;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
-
 use crate::rtp::RtpView;
 use crate::seq::extend_u16;
 pub use depack::FrameCodec;
@@ -163,8 +161,12 @@ impl PacketBuf for Vec<u8> {
     const REUSABLE: bool = true;
 }
 
+/// One place of the ring: the packet stored for `seq` (if `seq` matches), and independently the
+/// NACK state of a sequence number that maps here and has not arrived (both never hold at once for
+/// the same number). Keeping the NACK state in the ring means no allocation per gap.
 struct Slot<P> {
     seq: u64,
+    missing: Option<Missing>,
     ts: u64,
     marker: bool,
     start: bool,
@@ -179,6 +181,7 @@ impl<P: PacketBuf> Slot<P> {
     fn empty() -> Self {
         Self {
             seq: EMPTY,
+            missing: None,
             ts: 0,
             marker: false,
             start: false,
@@ -204,6 +207,7 @@ struct Accepted {
 
 #[derive(Debug, Clone, Copy)]
 struct Missing {
+    seq: u64,
     since: u64,
     last_nack: Option<u64>,
     retries: u32,
@@ -221,7 +225,8 @@ pub struct JitterBuffer<P: PacketBuf = Vec<u8>> {
     highest: u64,
     started: bool,
     last_ts: Option<u64>,
-    missing: BTreeMap<u64, Missing>,
+    /// Sequence numbers in the window detected missing (their state is in the slots).
+    n_missing: usize,
     /// Nothing released yet: a packet older than the first one can still move the head back.
     fresh: bool,
     /// Timestamp of the frame given up last, so its remaining packets count as one frame.
@@ -273,7 +278,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
             highest: 0,
             started: false,
             last_ts: None,
-            missing: BTreeMap::new(),
+            n_missing: 0,
             fresh: true,
             dropped_ts: None,
             waiting_keyframe: video,
@@ -331,10 +336,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
     }
 
     fn reset(&mut self, seq: u64) {
-        for s in self.slots.iter_mut() {
-            s.seq = EMPTY;
-        }
-        self.missing.clear();
+        self.clear_all();
         self.head = seq;
         self.highest = seq.wrapping_sub(1);
         self.stats.resets += 1;
@@ -395,10 +397,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
             extend_u16(self.highest, rtp.seq)
         } else {
             let s = 0x1_0000 + rtp.seq as u64;
-            for slot in self.slots.iter_mut() {
-                slot.seq = EMPTY;
-            }
-            self.missing.clear();
+            self.clear_all();
             self.head = s;
             self.highest = s - 1;
             self.started = true;
@@ -408,14 +407,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
         if seq < self.head && self.fresh && self.highest - seq < self.slots.len() as u64 {
             // Reordered around the very first packet: start earlier.
             for m in seq + 1..self.head {
-                self.missing.insert(
-                    m,
-                    Missing {
-                        since: now_ms,
-                        last_nack: None,
-                        retries: 0,
-                    },
-                );
+                self.mark_missing(m, now_ms);
             }
             self.head = seq;
         }
@@ -447,17 +439,10 @@ impl<P: PacketBuf> JitterBuffer<P> {
         let from = payload.as_ptr() as usize - packet.as_ptr() as usize;
         if seq > self.highest || self.highest < self.head {
             for m in (self.highest.wrapping_add(1)).max(self.head)..seq {
-                self.missing.insert(
-                    m,
-                    Missing {
-                        since: now_ms,
-                        last_nack: None,
-                        retries: 0,
-                    },
-                );
+                self.mark_missing(m, now_ms);
             }
             self.highest = seq;
-        } else if self.missing.remove(&seq).is_some() {
+        } else if self.take_missing(seq) {
             self.stats.recovered += 1;
         }
         Some(Accepted {
@@ -468,9 +453,51 @@ impl<P: PacketBuf> JitterBuffer<P> {
 
     /// True when a missing packet in `[from, to]` has waited past the target delay.
     fn expired(&self, from: u64, to: u64, now_ms: u64) -> bool {
-        self.missing
-            .range(from..=to)
-            .any(|(_, m)| now_ms >= m.since.saturating_add(self.cfg.target_delay_ms))
+        self.n_missing > 0
+            && (from..=to).any(|seq| {
+                self.missing_at(seq)
+                    .is_some_and(|m| now_ms >= m.since.saturating_add(self.cfg.target_delay_ms))
+            })
+    }
+
+    fn missing_at(&self, seq: u64) -> Option<&Missing> {
+        self.slots[(seq & self.mask) as usize]
+            .missing
+            .as_ref()
+            .filter(|m| m.seq == seq)
+    }
+
+    fn mark_missing(&mut self, seq: u64, now_ms: u64) {
+        let s = &mut self.slots[(seq & self.mask) as usize];
+        if s.missing.is_none_or(|m| m.seq != seq) {
+            self.n_missing += s.missing.is_none() as usize;
+            s.missing = Some(Missing {
+                seq,
+                since: now_ms,
+                last_nack: None,
+                retries: 0,
+            });
+        }
+    }
+
+    /// Forgets that `seq` is missing; true if it was.
+    fn take_missing(&mut self, seq: u64) -> bool {
+        let s = &mut self.slots[(seq & self.mask) as usize];
+        if s.missing.is_some_and(|m| m.seq == seq) {
+            s.missing = None;
+            self.n_missing -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// Empties every slot, packets and NACK state alike.
+    fn clear_all(&mut self) {
+        for s in self.slots.iter_mut() {
+            s.seq = EMPTY;
+            s.missing = None;
+        }
+        self.n_missing = 0;
     }
 
     /// Drops the packets from head up to the next frame start with a newer timestamp.
@@ -482,7 +509,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
         }
         self.dropped_ts = dropped_ts;
         loop {
-            if self.missing.remove(&self.head).is_some() {
+            if self.take_missing(self.head) {
                 self.stats.lost += 1;
             }
             self.clear_slot(self.head);
@@ -659,7 +686,20 @@ impl<P: PacketBuf> JitterBuffer<P> {
             self.cfg.nack_interval_ms,
             self.cfg.max_nack_retries,
         );
-        for (seq, m) in self.missing.iter_mut() {
+        // Missing numbers are always inside [head, highest]; nothing to scan when none are.
+        let last = if self.started && self.n_missing > 0 {
+            self.highest
+        } else {
+            0
+        };
+        for seq in self.head..=last {
+            let Some(m) = self.slots[(seq & self.mask) as usize]
+                .missing
+                .as_mut()
+                .filter(|m| m.seq == seq)
+            else {
+                continue;
+            };
             let useful = now_ms < m.since.saturating_add(delay);
             let due = m
                 .last_nack
@@ -667,7 +707,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
             if useful && due && m.retries < max {
                 m.retries += 1;
                 m.last_nack = Some(now_ms);
-                seqs.push(*seq as u16);
+                seqs.push(seq as u16);
             }
         }
         if !seqs.is_empty() {

@@ -220,6 +220,80 @@ pub(crate) fn stats_to_py<'py>(py: Python<'py>, s: &JitterStats) -> PyResult<Bou
     Ok(d)
 }
 
+/// A recording sink's buffer fed from native memory, as the media plane feeds it (the worker copies
+/// each routed packet into the buffer; Python only takes frames): for benchmarks and tests of that
+/// path without a router in front. Holds a copy of the packets it is given.
+#[pyclass(name = "SinkReplay", module = "mediasrv_native", unsendable)]
+pub struct PySinkReplay {
+    packets: Vec<Vec<u8>>,
+    inner: JitterBuffer<Vec<u8>>,
+}
+
+#[pymethods]
+impl PySinkReplay {
+    #[new]
+    #[pyo3(signature = (codec, packets, *, target_delay_ms = 300))]
+    fn new(codec: &str, packets: &Bound<'_, PyList>, target_delay_ms: u64) -> PyResult<Self> {
+        let codec = FrameCodec::from_name(codec)
+            .ok_or_else(|| PyValueError::new_err(format!("unsupported codec {codec:?}")))?;
+        let packets = packets
+            .iter()
+            .map(|p| Ok(p.cast::<PyBytes>()?.as_bytes().to_vec()))
+            .collect::<PyResult<Vec<_>>>()?;
+        let cfg = JitterConfig {
+            target_delay_ms,
+            max_nack_retries: 0,
+            capacity: 2048,
+            ..JitterConfig::new(codec)
+        };
+        Ok(Self {
+            packets,
+            inner: JitterBuffer::new(cfg),
+        })
+    }
+
+    fn __len__(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Reads packets `start..start+count` (brings them into cache, as a just-received packet is).
+    fn touch(&self, start: usize, count: usize) -> u64 {
+        self.range(start, count)
+            .iter()
+            .map(|p| p.iter().map(|b| *b as u64).sum::<u64>())
+            .sum()
+    }
+
+    /// Pushes packets `start..start+count` (copied in, as the router writes a sink's packet), then
+    /// returns the frames now complete, as `Router.sink_frames` does.
+    fn push_and_pop<'py>(
+        &mut self,
+        py: Python<'py>,
+        start: usize,
+        count: usize,
+        now_ms: u64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let Self { packets, inner } = self;
+        let end = (start + count).min(packets.len());
+        for p in &packets[start.min(end)..end] {
+            inner.push_with(now_ms, |buf| buf.extend_from_slice(p));
+        }
+        pop_to_py(py, &mut self.inner, now_ms)
+    }
+
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        stats_to_py(py, self.inner.stats())
+    }
+}
+
+impl PySinkReplay {
+    fn range(&self, start: usize, count: usize) -> &[Vec<u8>] {
+        let end = (start + count).min(self.packets.len());
+        &self.packets[start.min(end)..end]
+    }
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyJitterBuffer>()
+    m.add_class::<PyJitterBuffer>()?;
+    m.add_class::<PySinkReplay>()
 }
