@@ -11,7 +11,6 @@ local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. After the DT
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import itertools
 import logging
 from collections import Counter
@@ -167,17 +166,12 @@ class NativePlane:
         self.native.close()
 
 
-# Set while an in-process client (the recorder) gathers ICE candidates: it needs sockets of its
-# own, not the server's shared media port.
-LOCAL_CLIENT: contextvars.ContextVar[bool] = contextvars.ContextVar("mediasrv_local_client", default=False)
-
-
 async def _native_component_candidates(
     self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
 ) -> list[Candidate]:
     """aioice's host-candidate gathering, on the plane's shared socket instead of new ones."""
     plane = _plane
-    if plane is None or self.stun_server or self.turn_server or LOCAL_CLIENT.get():
+    if plane is None or self.stun_server or self.turn_server:
         return await _original_get_component_candidates(self, component, addresses, timeout)
     candidates = []
     for address in addresses:
