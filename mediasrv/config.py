@@ -7,6 +7,7 @@ Every key of `Settings` maps to `MEDIASRV_<KEY>` (upper case), e.g. `MEDIASRV_AP
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 import tomllib
@@ -47,6 +48,11 @@ class Settings:
     max_video_bitrate: int = 2_500_000
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
     max_signaling_body_bytes: int = 64 * 1024
+    # Room WebSocket: messages a second each connection may send (0 = unlimited), the burst it may
+    # send at once, and how many refused messages (one forgiven per second) close it with 4429.
+    room_ws_messages_per_s: float = 20.0
+    room_ws_burst: int = 40
+    room_ws_close_after_refused: int = 50
     default_token_ttl_s: int = 3600
     max_token_ttl_s: int = 24 * 3600
     # Static bearer token for Prometheus scrapers (empty: /metrics needs an admin access token).
@@ -150,6 +156,10 @@ def load_settings(
         raise ConfigError(f"setting 'media_udp_port': {settings.media_udp_port} is not a UDP port")
     if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:
         raise ConfigError("settings 'media_workers' must be >= 0 and 'media_test_drop_ppm' in 0..1000000")
+    if not (math.isfinite(settings.room_ws_messages_per_s) and settings.room_ws_messages_per_s >= 0
+            and settings.room_ws_burst >= 1 and settings.room_ws_close_after_refused >= 1):
+        raise ConfigError("setting 'room_ws_messages_per_s' must be >= 0 (0 = unlimited), "
+                          "'room_ws_burst' and 'room_ws_close_after_refused' >= 1")
     return settings
 
 

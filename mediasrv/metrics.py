@@ -20,7 +20,10 @@ from prometheus_client.registry import Collector
 from . import keys
 from .auth import bearer_token
 from .httputil import require_admin
+from .recording.session import TOTALS as RECORDING_TOTALS
 from .sfu.rooms import Room, RoomManager
+from .signaling.ratelimit import RATE_LIMITED
+from .signaling.whip import MESSAGE_ROOM_PREFIX
 from .vitals.live import FRAMES as VITALS_FRAMES
 
 # (router counter, metric name, help)
@@ -56,6 +59,18 @@ PLANE_COUNTERS = [
     ("bytes_out", "media_bytes_sent", "UDP payload bytes sent by the media workers"),
     ("to_python", "media_datagrams_to_control", "datagrams passed to aioice/aiortc (STUN, DTLS, pre-handover)"),
 ]
+# (recorder process total, metric name, help): `recording.session.TOTALS`, counted as each recorded
+# track ends (stop, unpublish, mute, consent withdrawn), so a running track shows up when it ends.
+RECORDING_COUNTERS = [
+    ("frames_recorded", "recording_frames_recorded", "frames written into recordings (never decoded)"),
+    ("frames_given_up", "recording_frames_given_up",
+     "frames the recording sinks gave up: incomplete after loss, or undecodable until the next keyframe"),
+    ("frames_before_start", "recording_frames_before_start",
+     "frames left out at a track's start: audio sampled before the recording or the sender's first video frame"),
+]
+# (recorder process total, `by` label) of mediasrv_recording_tracks_aligned_total
+RECORDING_ALIGNMENT = [("tracks_aligned_by_sender_report", "sender_report"),
+                       ("tracks_aligned_by_arrival", "arrival")]
 # Clock rates for turning RTP-unit jitter into seconds (Opus and every video codec we route).
 CLOCK_RATE = {"audio": 48_000, "video": 90_000}
 
@@ -109,6 +124,12 @@ class MediasrvCollector(Collector):
                 keyframes.add_metric([key.removeprefix(KEYFRAME_PREFIX)], value)
         yield keyframes
         yield rtt_histogram(totals)
+        yield from _recording(rooms)
+        yield CounterMetricFamily("mediasrv_room_messages_rate_limited",
+                                  "room WebSocket messages refused for exceeding the connection's rate",
+                                  value=RATE_LIMITED["refused"])
+        yield CounterMetricFamily("mediasrv_room_rate_limit_disconnects",
+                                  "room WebSockets closed (4429) for flooding", value=RATE_LIMITED["closed"])
         if self.rooms.plane is not None:
             yield from self._plane(self.rooms.plane.native.stats())
         yield from self._streams(rooms)
@@ -199,6 +220,27 @@ class MediasrvCollector(Collector):
         for result, value in sorted(VITALS_FRAMES.items()):
             frames.add_metric([result], value)
         yield frames
+
+
+def _recording(rooms: list[Room]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    active = GaugeMetricFamily("mediasrv_recordings_active", "recordings running, by kind (visit or message)",
+                               labels=["kind"])
+    running = Counter("message" if r.name.startswith(MESSAGE_ROOM_PREFIX) else "visit"
+                      for r in rooms if r.recording.running)
+    for kind in ("visit", "message"):
+        active.add_metric([kind], running[kind])
+    yield active
+    recorder_sinks = sum(len(r.recording.recorder.sinks) for r in rooms if r.recording.recorder is not None)
+    yield GaugeMetricFamily("mediasrv_recording_tracks_active", "tracks being recorded now (router sinks)",
+                            value=recorder_sinks)
+    for key, name, help_text in RECORDING_COUNTERS:
+        yield CounterMetricFamily(f"mediasrv_{name}", help_text, value=RECORDING_TOTALS[key])
+    aligned = CounterMetricFamily("mediasrv_recording_tracks_aligned",
+                                  "recorded tracks by how they were placed on the recording's timeline: "
+                                  "RTCP sender reports, or arrival time when none came in time", labels=["by"])
+    for key, by in RECORDING_ALIGNMENT:
+        aligned.add_metric([by], RECORDING_TOTALS[key])
+    yield aligned
 
 
 def _track_active(room: Room, track_id: int) -> bool:

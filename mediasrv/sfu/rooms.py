@@ -84,7 +84,9 @@ class Participant:
     name: str | None
     session: str  # "room" | "whip" | "whep"
     admitted: bool = True
-    hidden: bool = False  # never listed, announced or counted (no user of it left: the recorder uses sinks)
+    # Nothing sets this any more (the recorder reads router sinks, it is not a participant); kept only
+    # because mediasrv/recording/controller.py still reads it. Delete both together.
+    hidden: bool = False
     events: EventSink | None = None
     auto_subscribe: bool = True
     wanted: set[int] = field(default_factory=set)
@@ -136,7 +138,7 @@ class Room:
     # --- description ----------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "options": asdict(self.options), "created_at": self.created_at,
-                "participants": [p.describe() for p in self.participants.values() if not p.hidden],
+                "participants": [p.describe() for p in self.participants.values()],
                 "recording": self.recording.status()}
 
     def count_drop(self, reason: str) -> None:
@@ -159,7 +161,7 @@ class Room:
                             "message": "the same identity joined again elsewhere"})
             await self.leave(ident.sub, reason="replaced")
         limit = self.options.max_participants
-        if limit is not None and sum(not o.hidden for o in self.participants.values()) >= limit:
+        if limit is not None and len(self.participants) >= limit:
             raise RoomError("room_full", f"the room allows {limit} participants", 409)
         waiting = self.options.waiting_room and ident.role in ("patient", "guest")
         p = Participant(identity=ident.sub, role=ident.role, name=ident.name, session=session,
@@ -189,8 +191,6 @@ class Room:
                 self.router.remove_transport(t.handle)
                 self.transports.pop(t.handle, None)
                 await t.close()
-        if p.hidden:
-            return True
         self.recording.left(p.identity)
         await self.manager.audit_event_raw(p.identity, p.role, "leave", room=self.name,
                                            detail={"reason": reason, "kind": p.session})
@@ -198,7 +198,7 @@ class Room:
             await self.broadcast({"type": "participant_left", "identity": identity, "reason": reason})
         if p.on_removed is not None:
             await p.on_removed(reason)
-        if not any(not o.hidden for o in self.participants.values()) and not self.explicit:
+        if not self.participants and not self.explicit:
             await self.manager.close(self.name, "empty")
         return True
 

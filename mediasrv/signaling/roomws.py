@@ -2,7 +2,9 @@
 
 Every message is a JSON object with a "type". Requests may carry "request_id", echoed in the reply.
 Bad messages get an "error" event and the session goes on; binary frames close it with 1003, a
-failed join with 4401/4403/4409/4410, a join that never comes with 4408.
+failed join with 4401/4403/4409/4410, a join that never comes with 4408. Messages over the
+connection's rate get a `rate_limited` error and are not handled; a client that keeps flooding is
+closed with 4429.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from ..auth import AuthError, Identity, bearer_token, verify_token
 from ..recording.consent import ConsentError
 from ..sfu.rooms import Participant, Room, RoomError
 from ..sfu.sdp import SdpError
+from .ratelimit import RATE_LIMITED, MessageRateLimit
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_CHAT_CHARS = 4000
 CLOSE_BY_STATUS = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 410: 4410}
+CLOSE_RATE_LIMITED = 4429
 
 
 class ProtocolError(Exception):
@@ -89,7 +93,7 @@ class RoomSession:
             "type": "joined", "request_id": msg.get("request_id"), "room": self.room_name,
             "identity": self.ident.sub, "role": self.ident.role, "admitted": self.participant.admitted,
             "participants": [p.describe() for p in self.room.participants.values()
-                             if p.admitted and not p.hidden and p is not self.participant],
+                             if p.admitted and p is not self.participant],
             "tracks": [t.describe() for t in self.room.tracks.values()
                        if t.owner != self.ident.sub and self.room._may_receive(self.participant, t)],
         })
@@ -202,12 +206,24 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+def _request_id(data: str) -> Any:
+    """The request_id of a message that will not be handled (None when it is not readable)."""
+    try:
+        return _parse(data).get("request_id")
+    except ProtocolError:
+        return None
+
+
 async def _serve(session: RoomSession, query_token: str) -> None:
     ws = session.ws
     joined = False
-    deadline = asyncio.get_running_loop().time() + JOIN_TIMEOUT_S
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + JOIN_TIMEOUT_S
+    s = session.settings
+    limit = MessageRateLimit(s.room_ws_messages_per_s, s.room_ws_burst, s.room_ws_close_after_refused,
+                             now=loop.time())
     while not ws.closed:
-        timeout = None if joined else max(0.0, deadline - asyncio.get_running_loop().time())
+        timeout = None if joined else max(0.0, deadline - loop.time())
         try:
             msg = await ws.receive(timeout=timeout)
         except TimeoutError:
@@ -220,6 +236,17 @@ async def _serve(session: RoomSession, query_token: str) -> None:
         if msg.type != WSMsgType.TEXT:
             await session.close(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not part of the protocol")
             return
+        if not limit.admit(loop.time()):
+            RATE_LIMITED["refused"] += 1
+            if limit.exhausted:
+                RATE_LIMITED["closed"] += 1
+                log.info("room %s: closing a WebSocket that kept exceeding the message rate", session.room_name)
+                await session.close(CLOSE_RATE_LIMITED, "rate_limited")
+                return
+            await session.send({"type": "error", "request_id": _request_id(msg.data), "code": "rate_limited",
+                                "message": f"more than {s.room_ws_messages_per_s:g} messages a second "
+                                           f"(bursts of {s.room_ws_burst}); this one was not handled"})
+            continue
         rid = None
         try:
             data = _parse(msg.data)
