@@ -335,7 +335,10 @@ def document() -> dict[str, Any]:
         "paths": PATHS,
         "components": {
             "schemas": SCHEMAS,
-            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                "description": "In the Authorization header only: a token in the URL (?access_token=) is "
+                               "answered 400 token_in_query on every route of this document"}},
         },
     }
 

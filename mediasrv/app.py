@@ -8,7 +8,7 @@ from aiohttp import web
 
 from . import keys
 from .config import Settings
-from .httputil import error_middleware
+from .httputil import error_middleware, query_token_middleware
 from .metrics import setup_metrics
 from .recording import api as recordings_api
 from .recording import messages as recorded_messages
@@ -32,7 +32,7 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """Build the application. `settings.data_dir` must exist and secrets be filled in."""
     app = web.Application(
-        middlewares=[error_middleware],
+        middlewares=[error_middleware, query_token_middleware],
         client_max_size=settings.max_signaling_body_bytes,
     )
     app[keys.SETTINGS] = settings

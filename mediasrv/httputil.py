@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -44,11 +45,34 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         raise
 
 
+QUERY_TOKEN = "access_token"
+_QUERY_TOKEN_OK = "_mediasrv_query_token_ok"
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[web.StreamResponse]])
+
+
+def query_token_allowed(handler: Handler) -> Handler:
+    """Mark a route that may take `?access_token=`: only the WebSocket upgrade, because browsers
+    cannot set headers on it. Anywhere else a token in the URL would end up in access logs,
+    proxies and browser history for nothing."""
+    setattr(handler, _QUERY_TOKEN_OK, True)
+    return handler
+
+
+@web.middleware
+async def query_token_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """400 token_in_query for `?access_token=` on every route not marked `query_token_allowed`."""
+    match = request.match_info
+    if (QUERY_TOKEN in request.query and match.http_exception is None
+            and not getattr(match.handler, _QUERY_TOKEN_OK, False)):
+        raise HttpError(400, "token_in_query",
+                        "access tokens in the URL are accepted only for the WebSocket upgrade; "
+                        "send 'Authorization: Bearer <token>' instead")
+    return await handler(request)
+
+
 def authenticate(request: web.Request, room: str | None = None) -> Identity:
-    """Verify the bearer token (header, or `access_token` query for WebSocket/media URLs)."""
+    """Verify the bearer token of the Authorization header."""
     token = bearer_token(request.headers.get("Authorization"))
-    if not token:
-        token = request.query.get("access_token", "")
     return verify_token(request.app[keys.SETTINGS].api_secret, token, room=room)
 
 

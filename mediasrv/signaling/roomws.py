@@ -19,6 +19,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import keys
 from ..auth import AuthError, Identity, bearer_token, verify_token
+from ..httputil import QUERY_TOKEN, query_token_allowed
 from ..recording.consent import ConsentError
 from ..sfu.rooms import Participant, Room, RoomError
 from ..sfu.sdp import SdpError
@@ -188,9 +189,10 @@ def _parse(data: str) -> dict[str, Any]:
     return msg
 
 
+@query_token_allowed  # browsers cannot set an Authorization header on a WebSocket upgrade
 async def room_ws(request: web.Request) -> web.StreamResponse:
     room_name = request.match_info["room"]
-    query_token = request.query.get("access_token", "") or bearer_token(request.headers.get("Authorization"))
+    query_token = request.query.get(QUERY_TOKEN, "") or bearer_token(request.headers.get("Authorization"))
     settings = request.app[keys.SETTINGS]
     if query_token:  # fail before the upgrade, with an HTTP status, when we can
         verify_token(settings.api_secret, query_token, room=room_name)
