@@ -34,6 +34,11 @@ OFFSET_ESTIMATE_MS = 1000  # how long a participant's offset keeps improving bef
 # push a freshly published microphone onto the arrival-time fallback.
 SYNC_WAIT_MS = 5000
 VIDEO_WAIT_MS = 5000  # longest a participant's audio waits for their first video frame
+# A sender report whose NTP<->RTP mapping disagrees with the current one by more than this is not
+# trusted until the next report confirms it. Consecutive reports of one stream agree to well under a
+# millisecond; a disagreeing one is e.g. the router re-basing the old SSRC's report onto a restarted
+# stream (new SSRC, new RTP base) before the new stream's own report arrived.
+SYNC_JUMP_MS = 250
 
 SENDER_REPORT, ARRIVAL = "sender_report", "arrival"
 
@@ -91,6 +96,8 @@ class TrackRecorder:
         self.video_wait_ms = video_wait_ms
         self.gated = audio_follows_video and spec.kind == "audio"
         self.sync: SyncPoint | None = None
+        self._last_sync_seen: SyncPoint | None = None  # what the sink last said (maybe not trusted)
+        self._candidate: SyncPoint | None = None  # a disagreeing report, waiting for confirmation
         self.alignment: str | None = None  # SENDER_REPORT | ARRIVAL once settled
         self.pending: list[Frame] = []
         self.started = False
@@ -107,14 +114,34 @@ class TrackRecorder:
         ntp_s, sync_ts = self.sync
         return ntp_s * 1000.0 + (timestamp - sync_ts) * 1000.0 / self.spec.clock_rate
 
+    def _agrees(self, a: SyncPoint, b: SyncPoint) -> bool:
+        predicted_ms = a[0] * 1000.0 + (b[1] - a[1]) * 1000.0 / self.spec.clock_rate
+        return abs(predicted_ms - b[0] * 1000.0) <= SYNC_JUMP_MS
+
+    def _new_sync(self, sync: SyncPoint) -> None:
+        """Adopt a sender report if it continues the current mapping, or if it is the second in a
+        row to contradict it (the sender's clock really moved); else hold it as a candidate."""
+        if self.sync is None or self._agrees(self.sync, sync):
+            self._candidate = None
+        elif self._candidate is not None and self._agrees(self._candidate, sync):
+            self._candidate = None
+            self.stats["sender_report_jumps"] += 1
+            log.warning("recording %s: sender clock moved, following it", self.spec.key)
+        else:
+            self._candidate = sync
+            self.stats["sender_reports_distrusted"] += 1
+            return
+        first = self.sync is None
+        self.sync = sync
+        if first and self.alignment is None:  # held frames can now inform the offset
+            for ts, _, _, arrival in self.pending:
+                self.clock.observe(arrival, self.sender_ms(ts))
+
     def push(self, frames: list[Frame], sync: SyncPoint | None, now_ms: int) -> None:
         """Frames from the sink (in order) and its current sync point; writes what is settled."""
-        if sync is not None and sync != self.sync:
-            first = self.sync is None
-            self.sync = sync
-            if first and self.alignment is None:  # held frames can now inform the offset
-                for ts, _, _, arrival in self.pending:
-                    self.clock.observe(arrival, self.sender_ms(ts))
+        if sync is not None and sync != self._last_sync_seen:
+            self._last_sync_seen = sync
+            self._new_sync(sync)
         for frame in frames:
             self.pending.append(frame)
             if self.sync is not None and self.alignment != ARRIVAL:

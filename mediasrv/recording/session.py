@@ -160,6 +160,7 @@ class Recorder:
             "frames_before_start": stats.get("frames_before_video", 0) + stats.get("frames_before_origin", 0),
             "tracks_aligned_by_sender_report": int(rec.alignment == SENDER_REPORT),
             "tracks_aligned_by_arrival": int(rec.alignment == ARRIVAL),
+            "sender_reports_distrusted": stats.get("sender_reports_distrusted", 0),
         }
         self.stats.update(counts)
         TOTALS.update(counts)
