@@ -240,7 +240,8 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/uploads/": {
         "options": _op("tus discovery: version, extensions, Tus-Max-Size, checksum algorithms",
                        {"204": {"description": "tus capabilities in headers"}}, tag="uploads", public=True),
-        "post": {**_op("tus creation (and creation-with-upload) of an attachment upload", {
+        "post": {**_op("tus creation (and creation-with-upload) of an attachment upload; 413 upload_too_large "
+                       "above Tus-Max-Size, 413 quota_exceeded over the sender's upload quota", {
             "201": {"description": "Created; Location is the upload URL"},
             **_errors(400, 401, 403, 404, 409, 412, 413, 415)}, tag="uploads", parameters=[
                 TUS_RESUMABLE,

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from email.utils import formatdate
 from functools import wraps
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from mediasrv.httputil import HttpError
 from mediasrv.store.blobs import BlobStore, BlobWriter, new_blob_id
 from mediasrv.store.messages import Attachment, MessageStore
 
+from . import quota
 from .common import MESSAGES, PROCESSOR, STAGING, UPLOADS, audit, check_path_id, messaging_identity
 
 TUS_VERSION = "1.0.0"
@@ -52,12 +54,29 @@ class UploadState:
     def __init__(self) -> None:
         self.writers: dict[str, BlobWriter] = {}
         self.locks: dict[str, asyncio.Lock] = {}
+        # Per sender: the quota check and the new upload's row are one step (no two creations both
+        # passing the check against the same usage).
+        self.quota_locks: dict[str, tuple[asyncio.Lock, int]] = {}  # sender -> (lock, users)
         # HEAD reopens writers without the upload's lock; two concurrent reopenings would give two
         # writers with diverging offsets (and chunk nonces) over one blob file.
         self._opening = asyncio.Lock()
 
     def lock(self, upload_id: str) -> asyncio.Lock:
         return self.locks.setdefault(upload_id, asyncio.Lock())
+
+    @contextlib.asynccontextmanager
+    async def quota_lock(self, sender: str) -> AsyncIterator[None]:
+        lock, users = self.quota_locks.get(sender, (asyncio.Lock(), 0))
+        self.quota_locks[sender] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self.quota_locks[sender]
+            if users == 1:  # counted, not lock.locked(): a woken waiter has not re-acquired yet
+                del self.quota_locks[sender]
+            else:
+                self.quota_locks[sender] = (lock, users - 1)
 
     async def writer(self, blobs: BlobStore, att: Attachment) -> BlobWriter:
         writer = self.writers.get(att.upload_id)
@@ -342,12 +361,14 @@ async def create_upload(request: web.Request) -> web.Response:
         raise HttpError(409, "too_many_attachments",
                         f"a message has at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments")
     blobs: BlobStore = request.app[keys.BLOBS]
-    writer = await asyncio.to_thread(blobs.create, new_blob_id())
-    att = await store.create_attachment(
-        message_id=message.id, blob_id=writer.blob_id, content_type=content_type, length=length,
-        filename=filename, expires_at=time.time() + settings.upload_expiry_s,
-    )
     state: UploadState = request.app[UPLOADS]
+    async with state.quota_lock(ident.sub):
+        quota.check(settings, await quota.usage(store, ident.sub), length)
+        writer = await asyncio.to_thread(blobs.create, new_blob_id())
+        att = await store.create_attachment(
+            message_id=message.id, blob_id=writer.blob_id, content_type=content_type, length=length,
+            filename=filename, expires_at=time.time() + settings.upload_expiry_s,
+        )
     state.writers[att.upload_id] = writer
     await audit(request, ident, "upload.created", target=message.id,
                 detail={"message_id": message.id, "attachment_id": att.id, "upload_id": att.upload_id})

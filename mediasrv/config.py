@@ -63,6 +63,10 @@ class Settings:
     retention_days: int = 30
     max_upload_bytes: int = 2 * 1024**3
     upload_expiry_s: int = 24 * 3600
+    # Per sender (0 = off): declared bytes of unfinished uploads, and of uploads created in the last
+    # 24 hours that are still stored. Over either, creating an upload is 413 quota_exceeded.
+    upload_quota_pending_bytes: int = 4 * 1024**3
+    upload_quota_daily_bytes: int = 10 * 1024**3
     # How often old messages and abandoned uploads are purged (seconds; 0 disables the task).
     retention_purge_interval_s: float = 3600.0
     # Vitals alert thresholds (reading key -> [low, high]; either end may be null).
@@ -160,6 +164,9 @@ def load_settings(
             and settings.room_ws_burst >= 1 and settings.room_ws_close_after_refused >= 1):
         raise ConfigError("setting 'room_ws_messages_per_s' must be >= 0 (0 = unlimited), "
                           "'room_ws_burst' and 'room_ws_close_after_refused' >= 1")
+    if settings.upload_quota_pending_bytes < 0 or settings.upload_quota_daily_bytes < 0:
+        raise ConfigError("settings 'upload_quota_pending_bytes' and 'upload_quota_daily_bytes' must be >= 0 "
+                          "(0 = no limit)")
     return settings
 
 
