@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 HIGH_PROFILES = frozenset({100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135})
+# A real SPS is well under 100 bytes (a few hundred with scaling matrices); the NAL comes from a
+# publisher, so only this much is looked at: a crafted one cannot make the bit-by-bit parse run long.
+MAX_SPS_BYTES = 1024
+# Level 6.2 allows 139264 macroblocks per frame, at most sqrt(8 * 139264) ~ 1055 a side (~16880 px).
+MAX_SIDE = 16880
 
 
 class _Bits:
@@ -48,7 +53,7 @@ def _skip_scaling_list(b: _Bits, size: int) -> None:
 def sps_dimensions(nal: bytes) -> tuple[int, int] | None:
     """(width, height) of an SPS NAL unit (header byte included), or None if it cannot be parsed."""
     try:
-        b = _Bits(_unescape(nal[1:]))
+        b = _Bits(_unescape(nal[1 : 1 + MAX_SPS_BYTES]))
         profile = b.u(8)
         b.u(16)  # constraint flags, level
         b.ue()  # seq_parameter_set_id
@@ -89,4 +94,4 @@ def sps_dimensions(nal: bytes) -> tuple[int, int] | None:
     crop_x, crop_y = sub_w, sub_h * (2 - frame_mbs_only)
     width = width_mbs * 16 - crop_x * (crop[0] + crop[1])
     height = (2 - frame_mbs_only) * height_units * 16 - crop_y * (crop[2] + crop[3])
-    return (width, height) if width > 0 and height > 0 else None
+    return (width, height) if 0 < width <= MAX_SIDE and 0 < height <= MAX_SIDE else None

@@ -102,16 +102,30 @@ def _annexb_parameter_sets(frame: bytes) -> bytes:
     return out
 
 
+# The size written into the header only labels the file (players take it from the bitstream), but
+# PyAV opens an encoder for it, which allocates for that size (libvpx: ~1.7 GB at 8192x8192) and
+# refuses some (0, odd sizes for libx264's 4:2:0). A size from a publisher's bitstream is therefore
+# used only when plausible, rounded up to even; else the default is.
+DEFAULT_SIZE = (640, 480)
+MAX_HEADER_PIXELS = 4096 * 2304
+
+
 def _dimensions(codec: str, frame: bytes) -> tuple[int, int]:
     """The muxer needs dimensions for the header; players read the real ones from the bitstream."""
+    size: tuple[int, int] | None = None
     if codec == "vp8" and len(frame) >= 10 and frame[0] & 1 == 0 and frame[3:6] == b"\x9d\x01\x2a":
         # VP8 keyframe header (RFC 6386 9.1): 14-bit width and height after the start code.
-        return int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
+        size = int.from_bytes(frame[6:8], "little") & 0x3FFF, int.from_bytes(frame[8:10], "little") & 0x3FFF
     if codec == "h264":
         for nal in frame.split(b"\x00\x00\x00\x01"):
-            if nal and nal[0] & 0x1F == 7 and (dims := sps_dimensions(nal)) is not None:
-                return dims
-    return 640, 480
+            if nal and nal[0] & 0x1F == 7 and (size := sps_dimensions(nal)) is not None:
+                break
+    if size is None:
+        return DEFAULT_SIZE
+    width, height = size[0] + size[0] % 2, size[1] + size[1] % 2
+    if width < 2 or height < 2 or width * height > MAX_HEADER_PIXELS:
+        return DEFAULT_SIZE
+    return width, height
 
 
 Frame = tuple[int, bool, bytes]

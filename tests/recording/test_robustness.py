@@ -4,11 +4,16 @@ SSRC, hostile or odd bitstream headers, a slow disk, and a stop that races the s
 from __future__ import annotations
 
 import struct
+from fractions import Fraction
+from pathlib import Path
 
+import av
 import mediasrv_native
+import numpy as np
 import pytest
 
-from mediasrv.recording.muxer import TrackSpec
+from mediasrv.recording import h264_sps
+from mediasrv.recording.muxer import RecordingWriter, TrackSpec
 from mediasrv.recording.pipeline import SENDER_REPORT, SenderClock, TrackRecorder
 
 from .test_alignment import Writer
@@ -77,3 +82,80 @@ def test_publisher_restarting_under_a_new_ssrc_keeps_every_frame_at_its_sampling
     # and after it. 25 ms: the router re-bases the new stream from arrival times in whole ms.
     for i, (pts, _, _) in enumerate(got):
         assert pts / 90 == pytest.approx(200 + DELAY_MS + video[i][0] / 90, abs=25), f"frame {i}"
+
+
+def _encode_h264_444(width: int, height: int, n: int) -> list[bytes]:
+    """Real H.264 with odd dimensions (4:4:4 allows them): what a screen share can send."""
+    ctx = av.CodecContext.create("libx264", "w")
+    ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv444p"
+    ctx.time_base = Fraction(1, 30)
+    ctx.options = {"preset": "ultrafast", "tune": "zerolatency"}
+    out: list[bytes] = []
+    for i in range(n):
+        img = np.full((height, width, 3), i * 20 % 255, np.uint8)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv444p")
+        frame.pts = i
+        out += [bytes(p) for p in ctx.encode(frame)]
+    return out + [bytes(p) for p in ctx.encode(None)]
+
+
+def _record(tmp_path: Path, spec: TrackSpec, frames: list[tuple[int, bool, bytes]]) -> Path:
+    w = RecordingWriter(tmp_path)
+    w.add_track(spec)
+    w.write(spec.key, frames)
+    w.end_track(spec.key)
+    (result,) = w.close()
+    assert result.frames == len(frames), "every frame is in the file"
+    return result.path
+
+
+def test_h264_with_odd_picture_size_is_recorded(tmp_path: Path) -> None:
+    frames = _encode_h264_444(641, 481, 10)
+    path = _record(tmp_path, TrackSpec("v", "video", "h264", 90000),
+                   [(i * 3000, i == 0, data) for i, data in enumerate(frames)])
+    with av.open(str(path)) as c:
+        decoded = list(c.decode(video=0))
+    assert len(decoded) == len(frames)
+    assert (decoded[0].width, decoded[0].height) == (641, 481)
+
+
+@pytest.mark.parametrize("size", [(0, 0), (16383, 16383)])
+def test_vp8_keyframe_with_a_crafted_picture_size_is_still_recorded(tmp_path: Path, size: tuple[int, int]) -> None:
+    """The header size only labels the file; a publisher's bogus one must not lose the track (nor
+    make the muxer reserve gigabytes for an encoder it never uses)."""
+    frames = encode_vp8(1)
+    key = bytearray(frames[0][1])
+    key[6:10] = size[0].to_bytes(2, "little") + size[1].to_bytes(2, "little")
+    frames[0] = (frames[0][0], bytes(key))
+    path = _record(tmp_path, TrackSpec("v", "video", "vp8", 90000),
+                   [(ts, i == 0, data) for i, (ts, data) in enumerate(frames)])
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert 0 < stream.codec_context.width <= 4096 and 0 < stream.codec_context.height <= 4096
+        assert sum(1 for p in c.demux(video=0) if p.size) == len(frames)
+
+
+def test_crafted_sps_is_parsed_in_bounded_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An SPS announcing 2^32 - 1 picture-order cycle entries, followed by a megabyte of one-bit
+    codes, must be given up on after a bounded number of bits, not parsed bit by bit to the end."""
+    bits = "01000010" + "0" * 8 + "00011111" + "1" + "1" + "010" + "1" + "1" + "1"  # ..., poc_type 1
+    bits += "0" * 31 + "1" + "1" * 30 + "0"  # num_ref_frames_in_pic_order_cnt_cycle = 2^32 - 2
+    bits += "0" * (-len(bits) % 8)
+    nal = b"\x67" + int(bits, 2).to_bytes(len(bits) // 8, "big") + b"\xff" * 1_000_000
+    reads = 0
+    real_u = h264_sps._Bits.u
+
+    def counting_u(self: h264_sps._Bits, n: int) -> int:
+        nonlocal reads
+        reads += 1
+        return real_u(self, n)
+
+    monkeypatch.setattr(h264_sps._Bits, "u", counting_u)
+    assert h264_sps.sps_dimensions(nal) is None
+    assert reads < 100_000  # a real SPS is a few hundred bits
+
+
+def test_real_sps_still_parsed() -> None:
+    for nal in _encode_h264_444(641, 481, 1)[0].split(b"\x00\x00\x00\x01"):
+        if nal and nal[0] & 0x1F == 7:
+            assert h264_sps.sps_dimensions(nal) == (641, 481)
