@@ -267,13 +267,32 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     # Vitals routes belong to mediasrv.vitals.http; documented here so there is one document.
     "/v1/rooms/{room}/vitals": {
-        "get": _op("A visit's vitals readings as JSON or a FHIR R4 searchset Bundle (clinician of the room or admin)",
-                   {"200": {"description": "Readings", "content": {
-                       JSON: {"schema": {"type": "object"}},
-                       "application/fhir+json": {"schema": {"type": "object"}}}},
+        "get": _op("A visit's vitals readings as JSON or a FHIR R4 searchset Bundle (clinician of the room or "
+                   "admin), oldest first, in pages: follow `next` (JSON), the Bundle's `next` link, or the "
+                   "Link header until there is none",
+                   {"200": {"description": "One page of readings; Link: <next page>; rel=\"next\" when more follow",
+                            "headers": {"Link": {"schema": {"type": "string"},
+                                                 "description": "<url>; rel=\"next\" (absent on the last page)"}},
+                            "content": {
+                                JSON: {"schema": {"type": "object", "required": ["room", "readings", "next"],
+                                                  "properties": {
+                                    "room": {"type": "string"},
+                                    "readings": {"type": "array", "items": {"type": "object", "properties": {
+                                        "id": {"type": "integer", "description": "cursor for after="},
+                                        "patient": {"type": "string"}, "kind": {"type": "string"},
+                                        "received_at": {"type": "string", "format": "date-time"},
+                                        "device_time_ms": {"type": ["integer", "null"]},
+                                        "reading": {"type": "object"}}}},
+                                    "next": {"type": ["string", "null"],
+                                             "description": "relative URL of the next page; null on the last"}}}},
+                                "application/fhir+json": {"schema": {"type": "object"}}}},
                     **_errors(400, 401, 403)}, tag="vitals", parameters=[
                        ROOM, _query("format", {"type": "string", "enum": ["json", "fhir"]}, "Output format"),
-                       _query("patient", {"type": "string"}, "Only this patient's readings")]),
+                       _query("patient", {"type": "string"}, "Only this patient's readings"),
+                       _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
+                              "Page size (readings)"),
+                       _query("after", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
+                              "Cursor: the id of the last reading already read (from `next`)")]),
     },
     "/v1/vitals": {
         "post": {**_op("Upload device readings recorded offline (batches of base64 envelopes)", {

@@ -1,6 +1,7 @@
 """Vitals over HTTP: a visit's readings (JSON or a FHIR R4 Bundle) and asynchronous uploads.
 
-GET  /v1/rooms/{room}/vitals?format=fhir|json[&patient=ID]  clinician of the room, or admin
+GET  /v1/rooms/{room}/vitals?format=fhir|json[&patient=ID][&limit=N][&after=ID]
+                  clinician of the room, or admin; pages of `limit` readings after the cursor `after`
 POST /v1/vitals   {"patient", "room", "envelopes": [base64...]}  a patient for themself, a clinician
                   for a room they hold a token for, or an admin
 """
@@ -19,6 +20,24 @@ from .envelope import MAX_UPLOAD_ENVELOPES, parse_upload
 from .fhir import build_bundle
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+MAX_CURSOR = 2**63 - 1  # SQLite's largest rowid
+
+
+def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    # ASCII digits only: int() would take "+5", " 5", "5_0" and "٥"; a cursor is copied, not typed
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or not low <= int(raw) <= high:
+        raise HttpError(400, "invalid_query", f"{name} must be an integer in {low}..{high}")
+    return int(raw)
+
+
+def _page_url(request: web.Request, after: int) -> str:
+    """The same query with the cursor moved (relative: right behind a proxy too)."""
+    return str(request.rel_url.update_query(after=str(after)))
 
 
 async def room_vitals(request: web.Request) -> web.Response:
@@ -29,16 +48,32 @@ async def room_vitals(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "fhir"):
         raise HttpError(400, "invalid_format", "format must be 'json' or 'fhir'")
-    readings = await request.app[keys.VITALS].list(room=room, patient=request.query.get("patient"))
+    limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    after = _query_int(request, "after", 0, 0, MAX_CURSOR)
+    # One more than a page: tells whether a next page exists without a trailing empty one.
+    rows = await request.app[keys.VITALS].page(room=room, patient=request.query.get("patient"),
+                                               after=after, limit=limit + 1)
+    rows, more = rows[:limit], len(rows) > limit
+    next_url = _page_url(request, rows[-1][0]) if more else None
+    readings = [r for _, r in rows]
     await request.app[keys.AUDIT].record(actor=ident.sub, role=ident.role, action="vitals_read",
                                          room=room, address=client_address(request),
                                          detail={"count": len(readings)})
+    headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else None
     if fmt == "fhir":
-        return web.json_response(build_bundle(readings, "searchset"),
-                                 content_type="application/fhir+json")
+        bundle = build_bundle(readings, "searchset")
+        if more or after:
+            del bundle["total"]  # FHIR's total counts every match, not this page's: leave it out
+        links = [{"relation": "self", "url": str(request.rel_url)}]
+        if next_url:
+            links.append({"relation": "next", "url": next_url})
+        entries = bundle.pop("entry")
+        bundle.update(link=links, entry=entries)  # FHIR's element order: link before entry
+        return web.json_response(bundle, content_type="application/fhir+json", headers=headers)
     return web.json_response({"room": room, "readings": [
-        {"patient": r.patient, "kind": r.kind, "received_at": r.received_at.isoformat(),
-         "device_time_ms": r.device_time_ms, "reading": r.values} for r in readings]})
+        {"id": rid, "patient": r.patient, "kind": r.kind, "received_at": r.received_at.isoformat(),
+         "device_time_ms": r.device_time_ms, "reading": r.values} for rid, r in rows],
+        "next": next_url}, headers=headers)
 
 
 async def upload_vitals(request: web.Request) -> web.Response:

@@ -29,6 +29,8 @@ register_schema(
         )""",
         "CREATE INDEX IF NOT EXISTS vitals_room ON vitals_readings (room, received_at)",
         "CREATE INDEX IF NOT EXISTS vitals_patient ON vitals_readings (patient, received_at)",
+        # Paging a room's series by id (GET /v1/rooms/{room}/vitals?after=): no sort per page.
+        "CREATE INDEX IF NOT EXISTS vitals_room_id ON vitals_readings (room, id)",
     ],
 )
 
@@ -69,14 +71,26 @@ class VitalsStore:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY received_at, id LIMIT ?"
         params.append(max(1, min(limit, MAX_LIST)))
-        out = []
-        for r in await self.db.fetchall(sql, params):
-            values = json.loads(self.cipher.open(r["sealed"], _aad(r["room"], r["patient"], r["kind"],
-                                                                     r["received_at"])))
-            out.append(StoredReading(kind=r["kind"], values=values, patient=r["patient"], room=r["room"],
-                                     received_at=datetime.fromtimestamp(r["received_at"], UTC),
-                                     device_time_ms=r["device_time_ms"]))
-        return out
+        return [self._reading(r) for r in await self.db.fetchall(sql, params)]
+
+    async def page(self, *, room: str, patient: str | None = None, after: int = 0,
+                   limit: int = 1000) -> list[tuple[int, StoredReading]]:
+        """A room's readings with id > `after`, oldest first by id (the order they were stored in, which
+        is stable under paging even if the clock steps), at most `limit`, each with its id (the cursor)."""
+        sql = "SELECT * FROM vitals_readings WHERE room = ? AND id > ?"
+        params: list[Any] = [room, after]
+        if patient is not None:
+            sql += " AND patient = ?"
+            params.append(patient)
+        sql += " ORDER BY id LIMIT ?"
+        params.append(max(1, min(limit, MAX_LIST)))
+        return [(r["id"], self._reading(r)) for r in await self.db.fetchall(sql, params)]
+
+    def _reading(self, r: Any) -> StoredReading:
+        values = json.loads(self.cipher.open(r["sealed"], _aad(r["room"], r["patient"], r["kind"], r["received_at"])))
+        return StoredReading(kind=r["kind"], values=values, patient=r["patient"], room=r["room"],
+                             received_at=datetime.fromtimestamp(r["received_at"], UTC),
+                             device_time_ms=r["device_time_ms"])
 
     async def purge_before(self, cutoff: float) -> int:
         return await self.db.run(
