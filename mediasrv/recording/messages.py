@@ -1,12 +1,12 @@
 """Recorded messages: `POST /whip/messages/{recipient}` with a messaging token (sub + role, no room).
 
 The sender publishes with any WHIP client; the server records what it sends through the same path as
-a visit recording (a private room with a hidden recorder) and, when the sender ends the session
-(DELETE, or the connection goes), files the recording as a message to the recipient: ONE attachment,
-the sender's audio and video muxed into one file (the recorder groups a message's tracks by sender,
-`TrackSpec.group`; WebM for VP8+Opus, Matroska for H.264), probed like uploads, so the message becomes
-ready when processing ends. Only a track that started too late to join the file (muxer.GROUP_WAIT_S)
-would become a second attachment.
+a visit recording (a private room whose recorder reads the sender's tracks from router sinks) and,
+when the sender ends the session (DELETE, or the connection goes), files the recording as a message
+to the recipient: ONE attachment, the sender's audio and video muxed into one file (the recorder
+groups a message's tracks by sender, `TrackSpec.group`; WebM for VP8+Opus, Matroska for H.264),
+probed like uploads, so the message becomes ready when processing ends. Only a track that started
+too late to join the file (muxer.GROUP_WAIT_S) would become a second attachment.
 """
 
 from __future__ import annotations
