@@ -92,8 +92,13 @@ class RoomRecording:
     async def _start(self, one_file_per_participant: bool = False) -> None:
         assert self.store is not None
         self.consent.check_start()
-        by = self.requested_by
-        self.recording_id = await self.store.create(self.room.name, by.sub if by else "")
+        state, by = self.consent.state, self.requested_by
+        rid = await self.store.create(self.room.name, by.sub if by else "")
+        if self.consent.state is not state:
+            # Stopped (or the room closed) while the recording was being filed: do not start it.
+            await self.store.finish(rid, state="cancelled")
+            return
+        self.recording_id = rid
         self.recorder = Recorder(self.room, self.store, self.recording_id, self.consent,
                                  one_file_per_participant=one_file_per_participant)
         await self.recorder.start()

@@ -41,6 +41,9 @@ FORMATS = {
 # frame then get a file of their own.
 GROUP_WAIT_S = 5.0
 GROUP_BUFFER_BYTES = 16 * 1024 * 1024
+# Frames queued for the writer thread: when the disk cannot keep up, frames past this are dropped
+# (counted) rather than held in memory without limit; a video track then resumes at a keyframe.
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
 
 def container_for(codec: str) -> tuple[str, str, str]:
@@ -271,7 +274,8 @@ class RecordingWriter:
     """
 
     def __init__(self, directory: Path, blobs: Any = None, *, head_bytes: int = HEAD_BYTES,
-                 group_wait_s: float = GROUP_WAIT_S, group_buffer_bytes: int = GROUP_BUFFER_BYTES) -> None:
+                 group_wait_s: float = GROUP_WAIT_S, group_buffer_bytes: int = GROUP_BUFFER_BYTES,
+                 max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
         self.directory = directory
         self.blobs = blobs
         self.head_bytes = head_bytes
@@ -281,16 +285,43 @@ class RecordingWriter:
         self._file_of: dict[str, _File] = {}  # by track key
         self._results: list[TrackResult] = []
         self.errors = 0
+        self.max_queued_bytes = max_queued_bytes
+        self.queued_bytes = 0  # frame bytes handed to write() and not yet muxed
+        self.frames_dropped = 0  # dropped because the backlog was full (the disk is too slow)
+        self._queued_lock = threading.Lock()
+        self._video: set[str] = set()  # keys of video tracks (caller side)
+        self._resync: set[str] = set()  # video tracks that lost frames: wait for a keyframe
         self._thread = threading.Thread(target=self._run, name="recording-mux", daemon=True)
         self._thread.start()
 
     def add_track(self, spec: TrackSpec) -> None:
+        if spec.kind == "video":
+            self._video.add(spec.key)
         self._queue.put(("add", spec))
 
     def write(self, key: str, frames: list[tuple[int, bool, bytes]]) -> None:
-        """Queue (pts in the track clock from the recording origin, keyframe, data) frames."""
-        if frames:
-            self._queue.put(("write", (key, frames)))
+        """Queue (pts in the track clock from the recording origin, keyframe, data) frames. Never
+        blocks: with `max_queued_bytes` already waiting, the frames are dropped and counted."""
+        if key in self._resync:  # after a drop, video continues only from a keyframe
+            start = next((i for i, f in enumerate(frames) if f[1]), len(frames))
+            self.frames_dropped += start
+            frames = frames[start:]
+        if not frames:
+            return
+        size = sum(len(f[2]) for f in frames)
+        with self._queued_lock:
+            full = self.queued_bytes + size > self.max_queued_bytes
+            if not full:
+                self.queued_bytes += size
+        if full:
+            if not self.frames_dropped:
+                log.warning("recording writer: %d bytes waiting for the disk, dropping frames", self.queued_bytes)
+            self.frames_dropped += len(frames)
+            if key in self._video:
+                self._resync.add(key)
+            return
+        self._resync.discard(key)
+        self._queue.put(("write", (key, frames, size)))
 
     def end_track(self, key: str) -> None:
         self._queue.put(("end", key))
@@ -386,7 +417,10 @@ class RecordingWriter:
             if op == "add":
                 self._run_guarded(op, lambda a=arg: self._add(a))
             elif op == "write":
-                self._run_guarded(op, lambda a=arg: self._write(*a))
+                key, frames, size = arg
+                self._run_guarded(op, lambda k=key, f=frames: self._write(k, f))
+                with self._queued_lock:
+                    self.queued_bytes -= size
             elif op == "end":
                 self._run_guarded(op, lambda a=arg: self._end(str(a)))
             elif op == "call":

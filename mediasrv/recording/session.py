@@ -199,8 +199,14 @@ class Recorder:
         if self._ticker is not None:
             self._ticker.cancel()
         for tid in sorted(self.sinks, key=self._video_first):
-            self._end(tid)
+            try:
+                self._end(tid)
+            except Exception:  # the other tracks' files are still sealed and filed
+                log.exception("recording %s: ending track %d", self.recording_id, tid)
         results = await asyncio.to_thread(self.writer.close)
+        self.stats["frames_dropped_backlog"] += self.writer.frames_dropped
+        self.stats["writer_errors"] += self.writer.errors
+        TOTALS.update({"frames_dropped_backlog": self.writer.frames_dropped, "writer_errors": self.writer.errors})
         log.info("recording %s stopped: %s", self.recording_id, dict(self.stats))
         files = []
         for result in results:

@@ -3,21 +3,30 @@ SSRC, hostile or odd bitstream headers, a slow disk, and a stop that races the s
 
 from __future__ import annotations
 
+import asyncio
+import io
 import struct
+import threading
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import mediasrv_native
 import numpy as np
 import pytest
 
+from mediasrv.auth import Identity
 from mediasrv.recording import h264_sps
+from mediasrv.recording.controller import RoomRecording
 from mediasrv.recording.muxer import RecordingWriter, TrackSpec
 from mediasrv.recording.pipeline import SENDER_REPORT, SenderClock, TrackRecorder
+from mediasrv.store.blobs import BlobStore
 
 from .test_alignment import Writer
 from .test_pipeline import encode_vp8, packetize_vp8
+from .test_recorder_sinks import FakeRoom, FakeStore
 from .test_router_sink import (
     DELAY_MS,
     PUB,
@@ -159,3 +168,125 @@ def test_real_sps_still_parsed() -> None:
     for nal in _encode_h264_444(641, 481, 1)[0].split(b"\x00\x00\x00\x01"):
         if nal and nal[0] & 0x1F == 7:
             assert h264_sps.sps_dimensions(nal) == (641, 481)
+
+
+class _Options:
+    recording_allowed = True
+
+
+class _Manager:
+    def __init__(self) -> None:
+        self.audit: list[str] = []
+
+    async def audit_event_raw(self, actor: str, role: str, action: str, **_: Any) -> None:
+        self.audit.append(action)
+
+
+@dataclass
+class _Participant:
+    identity: str
+    admitted: bool = True
+    hidden: bool = False
+
+
+class _Room(FakeRoom):
+    def __init__(self) -> None:
+        super().__init__()
+        self.name, self.options, self.manager = "visit", _Options(), _Manager()
+        self.sent: list[dict[str, Any]] = []
+
+    async def broadcast(self, message: dict[str, Any], only: Any = None) -> None:
+        self.sent.append(message)
+
+
+class _SlowStore(FakeStore):
+    """The database insert of a new recording takes a while (a busy disk)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.gate = asyncio.Event()
+        self.states: dict[str, str] = {}
+        self.writers: list[RecordingWriter] = []
+
+    async def create(self, room: str, started_by: str) -> str:
+        rid = f"rec{len(self.states)}"
+        self.states[rid] = "recording"
+        await self.gate.wait()
+        return rid
+
+    def new_writer(self, recording_id: str) -> RecordingWriter:
+        self.writers.append(super().new_writer(recording_id))
+        return self.writers[-1]
+
+    async def finish(self, recording_id: str, state: str = "ready") -> None:
+        self.states[recording_id] = state
+
+
+async def test_stop_while_the_recording_is_starting_leaves_nothing_running(tmp_path: Path) -> None:
+    """A clinician stops (or the room closes) while the start is still being filed: the recording
+    must not start afterwards (no indicator, no recorder, no writer thread) and is not left open."""
+    room, store = _Room(), _SlowStore(tmp_path)
+    rec = RoomRecording(room, store)  # type: ignore[arg-type]
+    dr = Identity(sub="dr", role="clinician", room="visit", name="Dr", exp=0)
+    room.participants["dr"] = _Participant("dr")  # type: ignore[assignment]
+    starting = asyncio.ensure_future(rec.request(dr))  # alone in the room: starts at once
+    await asyncio.sleep(0.01)
+    assert await rec.stop(dr) is None  # nothing running yet
+    store.gate.set()
+    await starting
+    assert not rec.running and rec.recorder is None
+    assert {"type": "recording_started", "recording_id": "rec0"} not in room.sent
+    assert all(not w._thread.is_alive() for w in store.writers)
+    assert store.states == {"rec0": "cancelled"} or store.states == {}
+
+
+class _SlowDiskBlobs:
+    """A blob store whose writes block until `disk.set()`: a disk that stopped keeping up."""
+
+    def __init__(self, root: Path) -> None:
+        self.store = BlobStore(root, b"k" * 32)
+        self.disk = threading.Event()
+
+    def create(self, blob_id: str | None = None) -> Any:
+        writer = self.store.create(blob_id)
+        append = writer.append
+
+        def slow_append(data: Any) -> None:
+            self.disk.wait()
+            append(data)
+
+        writer.append = slow_append
+        return writer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_writer_backlog_is_bounded_when_the_disk_is_slow(tmp_path: Path) -> None:
+    """Frames keep coming at the media rate whatever the disk does: past a bound, frames are dropped
+    and counted instead of queueing without limit, video resumes at a keyframe, and what was kept is
+    written once the disk recovers."""
+    blobs = _SlowDiskBlobs(tmp_path)
+    w = RecordingWriter(tmp_path / "work", blobs=blobs, head_bytes=4096, max_queued_bytes=1_000_000)
+    w.add_track(TrackSpec("v", "video", "vp8", 90000))
+    video = encode_vp8(3)
+    frame_bytes = 40_000  # padded: the bound is reached after ~25 frames
+    peak = 0
+    for i, (ts, data) in enumerate(video):
+        if i == 35:  # the disk recovers
+            assert w.frames_dropped > 0
+            blobs.disk.set()
+            assert w.drain(timeout=60)
+        w.write("v", [(ts, i % 45 == 0, data + bytes(frame_bytes))])
+        peak = max(peak, w.queued_bytes)
+    assert peak <= 1_000_000
+    w.end_track("v")
+    (result,) = w.close()
+    assert result.frames == len(video) - w.frames_dropped
+    with blobs.store.open_reader(result.blob_id) as r, av.open(io.BytesIO(r.read())) as c:
+        packets = [p for p in c.demux(video=0) if p.size]
+    assert len(packets) == result.frames
+    # Resumed at a keyframe: after the first gap, the next packet is one.
+    pts = [p.pts for p in packets]
+    gap = next(i for i in range(1, len(pts)) if pts[i] - pts[i - 1] > 40)
+    assert packets[gap].is_keyframe
