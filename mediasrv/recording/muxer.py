@@ -13,6 +13,7 @@ disk, and a finished file is a sealed blob. Without one, files are written under
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import re
@@ -240,6 +241,12 @@ class _File:
         if not self.opened:
             return None
         blob_id, size, sha = None, 0, None
+        if self.failed:
+            # Frees it; what it writes goes nowhere (discarded target); the failure was counted.
+            with contextlib.suppress(Exception):
+                self.container.close()
+            self.container = None
+            return None
         try:
             self.container.close()
             if self.target is not None and not self.failed:
@@ -358,8 +365,13 @@ class RecordingWriter:
             return
         track = f.tracks[key]
         if f.opened:
-            for frame in frames:
-                f.mux(track, *frame)
+            try:
+                for frame in frames:
+                    f.mux(track, *frame)
+            except Exception:
+                if f.target is not None and f.target.write_failed:
+                    f.abort()  # the disk refused bytes: the file is lost; say so once, not per batch
+                raise
             return
         f.buffer(track, frames)
         if f.ready() or f.over_budget(self.group_wait_s, self.group_buffer_bytes):

@@ -53,6 +53,8 @@ class SealedOutput:
         self.spilled = 0  # bytes of the file after the head, in the spill blob
         self.pos = 0
         self.sealed = False
+        self.write_failed = False  # the disk refused a write (full, I/O error): the file is lost
+        self.discarded = False
 
     @property
     def size(self) -> int:
@@ -78,8 +80,8 @@ class SealedOutput:
         return self.pos
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        if self.sealed:
-            raise ValueError("the output is already sealed")
+        if self.sealed or self.discarded:
+            raise ValueError("the output is already sealed or discarded")
         view = memoryview(data).cast("B")
         n = len(view)
         if self.pos < self.head_bytes:
@@ -93,9 +95,13 @@ class SealedOutput:
             if self.pos != self.head_bytes + self.spilled or len(self.head) != self.head_bytes:
                 # Only the head can be rewritten; the spill is append-only (and encrypted).
                 raise OSError(f"the muxer rewrote byte {self.pos}, past the first {self.head_bytes} bytes")
-            if self.spill is None:
-                self.spill = self.blobs.create(spill_blob_id())
-            self.spill.append(view)
+            try:
+                if self.spill is None:
+                    self.spill = self.blobs.create(spill_blob_id())
+                self.spill.append(view)
+            except OSError:
+                self.write_failed = True
+                raise
             self.spilled += len(view)
             self.pos += len(view)
         return n
@@ -133,6 +139,7 @@ class SealedOutput:
     def discard(self) -> None:
         """Drop the spill (and the head) without sealing, e.g. after a muxer error."""
         self.head = bytearray()
+        self.discarded = True
         if self.spill is not None:
             self.spill.close()
             self.blobs.delete(self.spill.blob_id)

@@ -290,3 +290,39 @@ def test_writer_backlog_is_bounded_when_the_disk_is_slow(tmp_path: Path) -> None
     pts = [p.pts for p in packets]
     gap = next(i for i in range(1, len(pts)) if pts[i] - pts[i - 1] > 40)
     assert packets[gap].is_keyframe
+
+
+def test_full_disk_fails_the_file_once_and_leaves_no_spill(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """ENOSPC while spilling: that file is given up (counted once, not one error per batch for the
+    rest of the visit), its encrypted spill is deleted, and the recording still closes."""
+    blobs = _SlowDiskBlobs(tmp_path)
+    blobs.disk.set()
+    full = threading.Event()
+    create = blobs.create
+
+    def create_on_full_disk(blob_id: str | None = None) -> Any:
+        writer = create(blob_id)
+        append = writer.append
+
+        def append_or_enospc(data: Any) -> None:
+            if full.is_set():
+                raise OSError(28, "No space left on device")
+            append(data)
+
+        writer.append = append_or_enospc
+        return writer
+
+    blobs.create = create_on_full_disk  # type: ignore[method-assign]
+    w = RecordingWriter(tmp_path / "work", blobs=blobs, head_bytes=4096)
+    w.add_track(TrackSpec("v", "video", "vp8", 90000))
+    video = encode_vp8(2)
+    for i, (ts, data) in enumerate(video):
+        if i == 10:
+            assert w.drain(timeout=60)
+            full.set()
+        w.write("v", [(ts, i % 45 == 0, data + bytes(5000))])
+    w.end_track("v")
+    (result,) = w.close()
+    assert result.blob_id is None
+    assert w.errors == 1
+    assert not list(tmp_path.glob("*/recspill-*")), "the spill of the failed file is deleted"
