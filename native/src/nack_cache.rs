@@ -1,5 +1,11 @@
 //! Pre-allocated ring of a track's recent packets, indexed by extended sequence number, so that
 //! subscribers' NACKs can be answered and duplicate (RTX) copies recognised.
+//!
+//! Payloads are shared (`Arc`): a recording sink keeps a reference to the cached payload instead of
+//! a copy. A slot's buffer is reused in place when nobody else holds it (the usual case), so the
+//! ring still allocates nothing per packet once warm.
+
+use std::sync::Arc;
 
 /// What the router needs to rewrite a cached packet for any subscriber.
 #[derive(Debug, Clone, Default)]
@@ -12,11 +18,15 @@ pub struct CachedPacket {
     pub audio_level: Option<u8>,
     csrcs: [[u8; 4]; 15],
     csrc_len: u8,
-    payload: Vec<u8>,
+    payload: Arc<Vec<u8>>,
 }
 
 impl CachedPacket {
     pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+    /// The payload's buffer itself, to hold without copying.
+    pub fn shared_payload(&self) -> &Arc<Vec<u8>> {
         &self.payload
     }
     pub fn csrc_bytes(&self) -> &[u8] {
@@ -91,8 +101,14 @@ impl NackCache {
         let n = p.csrc_bytes.len().min(60);
         slot.csrcs.as_flattened_mut()[..n].copy_from_slice(&p.csrc_bytes[..n]);
         slot.csrc_len = n as u8;
-        slot.payload.clear();
-        slot.payload.extend_from_slice(p.payload);
+        match Arc::get_mut(&mut slot.payload) {
+            Some(buf) => {
+                buf.clear();
+                buf.extend_from_slice(p.payload);
+            }
+            // Still held by a sink that has not released it: leave it to the sink.
+            None => slot.payload = Arc::new(p.payload.to_vec()),
+        }
         self.filled[i] = true;
         Insert::Stored
     }
@@ -144,5 +160,23 @@ mod tests {
         assert!(c.get(3).is_none());
         assert_eq!(c.get(7).unwrap().payload(), &[7]);
         assert_eq!(c.insert(&pkt(2, b"late")), Insert::TooOld);
+    }
+
+    #[test]
+    fn a_held_payload_is_never_overwritten() {
+        let mut c = NackCache::new(2);
+        c.insert(&pkt(0, b"first"));
+        let held = Arc::clone(c.get(0).unwrap().shared_payload());
+        c.insert(&pkt(2, b"second")); // same slot
+        assert_eq!(held.as_slice(), b"first");
+        assert_eq!(c.get(2).unwrap().payload(), b"second");
+        drop(held);
+        let before = Arc::as_ptr(c.get(2).unwrap().shared_payload());
+        c.insert(&pkt(4, b"third"));
+        assert_eq!(
+            Arc::as_ptr(c.get(4).unwrap().shared_payload()),
+            before,
+            "an unshared buffer is reused in place"
+        );
     }
 }

@@ -1,10 +1,13 @@
-//! Throughput report of the jitter buffer without Python: packets pushed from native memory (as the
-//! router writes a recording sink's stream), frames released into owned buffers. Reports only, never
+//! Throughput report of the jitter buffer without Python: packets pushed as the router feeds a
+//! recording sink (header fields + a shared payload), frames released into owned buffers. Reports only, never
 //! fails on timing: `cargo test --release --test jitter_throughput -- --ignored --nocapture`
 
 use std::time::Instant;
 
-use mediasrv_native::jitter::{FrameCodec, JitterBuffer, JitterConfig};
+use std::sync::Arc;
+
+use mediasrv_native::jitter::{FrameCodec, JitterBuffer, JitterConfig, RtpFields};
+use mediasrv_native::rtp::RtpView;
 
 const PACKETS_PER_FRAME: usize = 3;
 const CHUNK: usize = 192;
@@ -39,21 +42,27 @@ fn stream(frames: usize) -> Vec<Vec<u8>> {
 #[test]
 #[ignore = "throughput report; run in release with --ignored --nocapture"]
 fn report_insert_and_release_throughput() {
-    let packets = stream(6400);
-    let mut jb = JitterBuffer::new(JitterConfig::new(FrameCodec::Vp8));
+    let packets: Vec<(RtpFields, Arc<Vec<u8>>)> = stream(6400)
+        .iter()
+        .map(|p| {
+            let rtp = RtpView::parse(p).unwrap();
+            (RtpFields::of(&rtp), Arc::new(rtp.payload().to_vec()))
+        })
+        .collect();
+    let mut jb = JitterBuffer::with_packet_buf(JitterConfig::new(FrameCodec::Vp8));
     let (mut push_ns, mut pop_ns, mut frames, mut n) = (0u128, 0u128, 0usize, 0usize);
     let mut sink = Vec::new();
     for chunk in packets.chunks(CHUNK) {
         // in cache, as a packet just received is
         let warm: u64 = chunk
             .iter()
-            .map(|p| p.iter().map(|b| *b as u64).sum::<u64>())
+            .map(|(_, p)| p.iter().map(|b| *b as u64).sum::<u64>())
             .sum();
         std::hint::black_box(warm);
         for batch in chunk.chunks(BATCH) {
             let t0 = Instant::now();
-            for p in batch {
-                jb.push_with(0, |b| b.extend_from_slice(p));
+            for (header, payload) in batch {
+                jb.push_payload(*header, Arc::clone(payload), 0);
             }
             let t1 = Instant::now();
             frames += jb.pop_frames_with(0, |info, parts| {

@@ -243,3 +243,23 @@ fn bad_sink_requests_are_refused() {
     assert!(r.remove_subscription(1));
     assert!(r.sink_mut(1).is_none());
 }
+
+#[test]
+fn a_new_publisher_ssrc_forgets_the_old_streams_sender_report() {
+    let mut r = room();
+    sinks(&mut r);
+    route(&mut r, PUB, &opus(0, 48_000), 0);
+    frames(&mut r, SINK_A, 0);
+    let mut sr = Vec::new();
+    rtcp::write_sr(&mut sr, AUDIO_SSRC, 10u64 << 32, 48_000, 1, 5, &[]);
+    rtcp(&mut r, PUB, &sr, 10);
+    assert!(r.sink_sync(SINK_A).is_some());
+    // The encoder restarts under a new SSRC with an unrelated timestamp base.
+    let restarted = Pkt::new(OPUS_PT, 9000, 7_777_777, AUDIO_SSRC + 1, &[0xfc, 1]).bytes();
+    route(&mut r, PUB, &restarted, 20);
+    assert_eq!(
+        r.sink_sync(SINK_A),
+        None,
+        "no mapping until the new stream reports"
+    );
+}

@@ -161,6 +161,14 @@ impl PacketBuf for Vec<u8> {
     const REUSABLE: bool = true;
 }
 
+/// A payload shared with its producer (the router's NACK cache): held, never copied in.
+impl PacketBuf for std::sync::Arc<Vec<u8>> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+    const REUSABLE: bool = false;
+}
+
 /// One place of the ring: the packet stored for `seq` (if `seq` matches), and independently the
 /// NACK state of a sequence number that maps here and has not arrived (both never hold at once for
 /// the same number). Keeping the NACK state in the ring means no allocation per gap.
@@ -199,11 +207,28 @@ impl<P: PacketBuf> Slot<P> {
     }
 }
 
-/// Where `accept` placed a packet.
-struct Accepted {
-    seq: u64,
-    payload: (usize, usize),
+/// The RTP header fields the buffer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpFields {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
 }
+
+impl RtpFields {
+    pub fn of(rtp: &RtpView<'_>) -> Self {
+        Self {
+            ssrc: rtp.ssrc,
+            seq: rtp.seq,
+            timestamp: rtp.timestamp,
+            marker: rtp.marker,
+        }
+    }
+}
+
+/// Counted as the size of a packet given as fields + payload (a fixed RTP header).
+const HEADER_LEN: usize = 12;
 
 #[derive(Debug, Clone, Copy)]
 struct Missing {
@@ -364,27 +389,58 @@ impl<P: PacketBuf> JitterBuffer<P> {
     /// Stores one RTP packet (already decrypted), keeping `packet` itself. Returns false when it was
     /// dropped (and counted).
     pub fn push_packet(&mut self, packet: P, now_ms: u64) -> bool {
-        let Some(at) = self.accept(packet.bytes(), now_ms) else {
+        let parsed = RtpView::parse(packet.bytes()).map(|rtp| {
+            let bytes = packet.bytes();
+            let payload = rtp.payload();
+            let from = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+            (RtpFields::of(&rtp), from, from + payload.len())
+        });
+        let Ok((header, from, to)) = parsed else {
+            self.stats.malformed += 1;
             self.recycle(packet);
             return false;
         };
-        let slot = &mut self.slots[(at.seq & self.mask) as usize];
-        if let Some(old) = slot.packet.replace(packet) {
-            self.recycle(old);
-        }
-        let slot = &mut self.slots[(at.seq & self.mask) as usize];
-        slot.payload_at = at.payload;
+        let len = packet.bytes().len();
+        let Some(seq) = self.accept(&header, &packet.bytes()[from..to], len, now_ms) else {
+            self.recycle(packet);
+            return false;
+        };
+        self.store(seq, packet, (from, to));
         true
     }
 
-    /// Checks and places one packet: everything `push_packet` does except storing the bytes.
-    fn accept(&mut self, packet: &[u8], now_ms: u64) -> Option<Accepted> {
-        let Ok(rtp) = RtpView::parse(packet) else {
-            self.stats.malformed += 1;
-            return None;
+    /// Stores one packet given by its header fields and its payload alone (`payload.bytes()` is the
+    /// whole payload): for a producer that has parsed the packet already and shares the payload's
+    /// buffer, such as the router feeding a recording sink from its NACK cache (no copy, no parse).
+    pub fn push_payload(&mut self, header: RtpFields, payload: P, now_ms: u64) -> bool {
+        let len = payload.bytes().len();
+        let Some(seq) = self.accept(&header, payload.bytes(), HEADER_LEN + len, now_ms) else {
+            self.recycle(payload);
+            return false;
         };
+        self.store(seq, payload, (0, len));
+        true
+    }
+
+    fn store(&mut self, seq: u64, packet: P, payload_at: (usize, usize)) {
+        let slot = &mut self.slots[(seq & self.mask) as usize];
+        slot.payload_at = payload_at;
+        if let Some(old) = slot.packet.replace(packet) {
+            self.recycle(old);
+        }
+    }
+
+    /// Checks and places one packet: everything `push_packet` does except storing the bytes.
+    /// Returns its extended sequence number.
+    fn accept(
+        &mut self,
+        rtp: &RtpFields,
+        payload: &[u8],
+        packet_len: usize,
+        now_ms: u64,
+    ) -> Option<u64> {
         self.stats.packets += 1;
-        self.stats.bytes += packet.len() as u64;
+        self.stats.bytes += packet_len as u64;
         if self.ssrc.is_some_and(|s| s != rtp.ssrc) {
             // A new source (stream restart): nothing stored belongs to it.
             self.started = false;
@@ -422,7 +478,6 @@ impl<P: PacketBuf> JitterBuffer<P> {
             self.stats.duplicates += 1;
             return None;
         }
-        let payload = rtp.payload();
         let padding = payload.is_empty();
         if padding {
             self.stats.padding += 1;
@@ -436,7 +491,6 @@ impl<P: PacketBuf> JitterBuffer<P> {
         slot.start = start;
         slot.padding = padding;
         slot.arrival = now_ms;
-        let from = payload.as_ptr() as usize - packet.as_ptr() as usize;
         if seq > self.highest || self.highest < self.head {
             for m in (self.highest.wrapping_add(1)).max(self.head)..seq {
                 self.mark_missing(m, now_ms);
@@ -445,10 +499,7 @@ impl<P: PacketBuf> JitterBuffer<P> {
         } else if self.take_missing(seq) {
             self.stats.recovered += 1;
         }
-        Some(Accepted {
-            seq,
-            payload: (from, from + payload.len()),
-        })
+        Some(seq)
     }
 
     /// True when a missing packet in `[from, to]` has waited past the target delay.

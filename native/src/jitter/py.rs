@@ -4,7 +4,12 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use super::{FrameCodec, JitterBuffer, JitterConfig, JitterEvent, JitterStats, PacketBuf};
+use std::sync::Arc;
+
+use super::{
+    FrameCodec, JitterBuffer, JitterConfig, JitterEvent, JitterStats, PacketBuf, RtpFields,
+};
+use crate::rtp::RtpView;
 
 /// A received packet kept by reference instead of copied: a `bytes` object is immutable, so its
 /// buffer stays valid, unchanged, for as long as we hold the reference. The packet's bytes are then
@@ -220,13 +225,14 @@ pub(crate) fn stats_to_py<'py>(py: Python<'py>, s: &JitterStats) -> PyResult<Bou
     Ok(d)
 }
 
-/// A recording sink's buffer fed from native memory, as the media plane feeds it (the worker copies
-/// each routed packet into the buffer; Python only takes frames): for benchmarks and tests of that
-/// path without a router in front. Holds a copy of the packets it is given.
+/// A recording sink's buffer fed as the router feeds it: each packet's header fields and a shared
+/// reference to its payload (in the server, the NACK cache's copy; here, copies made once at
+/// construction), so nothing is parsed or copied on the way in and a frame is copied once, out.
+/// For benchmarks and tests of that path without a router in front.
 #[pyclass(name = "SinkReplay", module = "mediasrv_native", unsendable)]
 pub struct PySinkReplay {
-    packets: Vec<Vec<u8>>,
-    inner: JitterBuffer<Vec<u8>>,
+    packets: Vec<(RtpFields, Arc<Vec<u8>>)>,
+    inner: JitterBuffer<Arc<Vec<u8>>>,
 }
 
 #[pymethods]
@@ -238,7 +244,12 @@ impl PySinkReplay {
             .ok_or_else(|| PyValueError::new_err(format!("unsupported codec {codec:?}")))?;
         let packets = packets
             .iter()
-            .map(|p| Ok(p.cast::<PyBytes>()?.as_bytes().to_vec()))
+            .map(|p| {
+                let b = p.cast::<PyBytes>()?;
+                let rtp = RtpView::parse(b.as_bytes())
+                    .map_err(|_| PyValueError::new_err("not an RTP packet"))?;
+                Ok((RtpFields::of(&rtp), Arc::new(rtp.payload().to_vec())))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let cfg = JitterConfig {
             target_delay_ms,
@@ -248,7 +259,7 @@ impl PySinkReplay {
         };
         Ok(Self {
             packets,
-            inner: JitterBuffer::new(cfg),
+            inner: JitterBuffer::with_packet_buf(cfg),
         })
     }
 
@@ -256,16 +267,18 @@ impl PySinkReplay {
         self.packets.len()
     }
 
-    /// Reads packets `start..start+count` (brings them into cache, as a just-received packet is).
+    /// Reads the payloads of packets `start..start+count` (brings them into cache, as a packet
+    /// just routed is).
     fn touch(&self, start: usize, count: usize) -> u64 {
-        self.range(start, count)
+        let end = (start + count).min(self.packets.len());
+        self.packets[start.min(end)..end]
             .iter()
-            .map(|p| p.iter().map(|b| *b as u64).sum::<u64>())
+            .map(|(_, p)| p.iter().map(|b| *b as u64).sum::<u64>())
             .sum()
     }
 
-    /// Pushes packets `start..start+count` (copied in, as the router writes a sink's packet), then
-    /// returns the frames now complete, as `Router.sink_frames` does.
+    /// Pushes packets `start..start+count` as the router does for a sink, then returns the frames
+    /// now complete, as `Router.sink_frames` does.
     fn push_and_pop<'py>(
         &mut self,
         py: Python<'py>,
@@ -275,21 +288,14 @@ impl PySinkReplay {
     ) -> PyResult<Bound<'py, PyList>> {
         let Self { packets, inner } = self;
         let end = (start + count).min(packets.len());
-        for p in &packets[start.min(end)..end] {
-            inner.push_with(now_ms, |buf| buf.extend_from_slice(p));
+        for (header, payload) in &packets[start.min(end)..end] {
+            inner.push_payload(*header, Arc::clone(payload), now_ms);
         }
-        pop_to_py(py, &mut self.inner, now_ms)
+        pop_to_py(py, inner, now_ms)
     }
 
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_to_py(py, self.inner.stats())
-    }
-}
-
-impl PySinkReplay {
-    fn range(&self, start: usize, count: usize) -> &[Vec<u8>] {
-        let end = (start + count).min(self.packets.len());
-        &self.packets[start.min(end)..end]
     }
 }
 

@@ -6,7 +6,10 @@
 //! video. No sockets, threads, clocks or randomness from the OS: the caller passes `now_ms` and the
 //! constructor takes a seed.
 
+use std::sync::Arc;
+
 use crate::fasthash::FastMap;
+use crate::jitter::RtpFields;
 
 use crate::codec_match::best_match;
 use crate::keyframe::{is_keyframe_start, CodecKind};
@@ -207,6 +210,8 @@ struct MediaRef<'a> {
     audio_level: Option<u8>,
     csrc_bytes: &'a [u8],
     payload: &'a [u8],
+    /// The payload's buffer in the NACK cache, which a recording sink holds instead of copying.
+    shared: Option<&'a std::sync::Arc<Vec<u8>>>,
 }
 
 impl<'a> MediaRef<'a> {
@@ -219,6 +224,7 @@ impl<'a> MediaRef<'a> {
             audio_level: p.audio_level,
             csrc_bytes: p.csrc_bytes(),
             payload: p.payload(),
+            shared: Some(p.shared_payload()),
         }
     }
 }
@@ -260,10 +266,19 @@ fn write_for_sub(
     };
     let mut len = 0;
     match sub.sink.as_deref_mut() {
-        Some(sink) => sink.push(now_ms, |buf| {
-            rtp::write_packet(buf, &h, m.payload);
-            len = buf.len();
-        }),
+        Some(sink) => {
+            let header = RtpFields {
+                ssrc: sub.ssrc,
+                seq,
+                timestamp: ts,
+                marker: m.marker,
+            };
+            let payload = m
+                .shared
+                .map_or_else(|| Arc::new(m.payload.to_vec()), Arc::clone);
+            sink.push(header, payload, now_ms);
+            len = 12 + m.payload.len();
+        }
         None => out.push_with(sub.transport, |buf| {
             let start = buf.len();
             rtp::write_packet(buf, &h, m.payload);
@@ -689,6 +704,8 @@ impl Router {
                         t.gaps = SeqCompressor::default();
                         t.cache = NackCache::new(t.cache.capacity());
                         t.reception = ReceptionStats::default();
+                        // The old stream's NTP/RTP mapping says nothing about the new timestamps.
+                        t.stats.last_sr = None;
                         for s in &mut t.subs {
                             s.started = false;
                             s.stats.waiting_keyframe = s.gated;
@@ -778,6 +795,7 @@ impl Router {
             audio_level,
             csrc_bytes: v.csrc_bytes(),
             payload,
+            shared: t.cache.get(ext).map(|p| p.shared_payload()),
         };
         for sub in &mut t.subs {
             if !sub.started {

@@ -1,7 +1,9 @@
 //! Recording sinks: subscriptions whose stream goes into a jitter buffer inside the router instead of
 //! to a transport (mediasoup would call it a direct consumer). The recorder never sees a packet: the
-//! worker that routes the publisher's RTP writes the subscription's packet straight into the sink's
-//! buffer, and the control plane takes complete frames out in batches (`JitterBuffer::pop_frames_with`).
+//! worker that routes the publisher's RTP puts the subscription's rewritten header fields and the
+//! payload — a reference to the NACK cache's copy, not another copy — into the sink's buffer, and the
+//! control plane takes complete frames out in batches (`JitterBuffer::pop_frames_with`), which is
+//! the one copy of the media the recorder makes.
 //!
 //! Loss is repaired upstream by the router's own NACKs to the publisher (a retransmission reaches every
 //! subscription, the sink included), so a sink never NACKs; when its buffer gives up a video frame it
@@ -14,18 +16,21 @@ use crate::jitter::{FrameCodec, JitterBuffer, JitterConfig, JitterEvent, JitterS
 /// those from 1 upward).
 pub const SINK_TRANSPORT: TransportId = u64::MAX;
 
+/// A sink's buffer: it holds the payloads of the router's NACK cache (shared, not copied).
+pub type SinkBuffer = JitterBuffer<Arc<Vec<u8>>>;
+
 /// One recording sink: the jitter buffer of its subscription's stream.
 pub struct Sink {
-    jb: JitterBuffer<Vec<u8>>,
+    jb: SinkBuffer,
 }
 
 impl Sink {
-    pub(super) fn push(&mut self, now_ms: u64, fill: impl FnOnce(&mut Vec<u8>)) {
+    pub(super) fn push(&mut self, header: RtpFields, payload: Arc<Vec<u8>>, now_ms: u64) {
         // A refused packet (duplicate, late) is counted by the buffer.
-        self.jb.push_with(now_ms, fill);
+        self.jb.push_payload(header, payload, now_ms);
     }
 
-    pub fn buffer(&mut self) -> &mut JitterBuffer<Vec<u8>> {
+    pub fn buffer(&mut self) -> &mut SinkBuffer {
         &mut self.jb
     }
 }
@@ -86,7 +91,7 @@ impl Router {
             .find(|s| s.id == sub)
             .expect("added above");
         s.sink = Some(Box::new(Sink {
-            jb: JitterBuffer::new(cfg),
+            jb: JitterBuffer::with_packet_buf(cfg),
         }));
         Ok(())
     }
