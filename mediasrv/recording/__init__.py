@@ -1,6 +1,6 @@
 """Consented visit recording and recorded messages without transcoding (issue 7).
 
-RTP from an internal subscriber goes through the native jitter buffer (`mediasrv_native.JitterBuffer`),
-complete frames are muxed as they are with PyAV on a writer thread, and finished files are sealed into
-the encrypted blob store.
+The recorder reads complete frames from router sinks (a subscription of the room's native router whose
+packets go into a jitter buffer inside the router), times them from RTCP sender reports, and a writer
+thread muxes them as they are with PyAV straight into the encrypted blob store.
 """

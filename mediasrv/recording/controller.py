@@ -37,7 +37,7 @@ class RoomRecording:
         return self.recorder is not None
 
     def _present(self) -> list[str]:
-        return [p.identity for p in self.room.participants.values() if not p.hidden]
+        return list(self.room.participants)
 
     async def request(self, by: Identity) -> dict[str, Any]:
         """Ask everyone present; start at once if nobody else needs asking."""

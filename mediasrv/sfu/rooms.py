@@ -84,9 +84,6 @@ class Participant:
     name: str | None
     session: str  # "room" | "whip" | "whep"
     admitted: bool = True
-    # Nothing sets this any more (the recorder reads router sinks, it is not a participant); kept only
-    # because mediasrv/recording/controller.py still reads it. Delete both together.
-    hidden: bool = False
     events: EventSink | None = None
     auto_subscribe: bool = True
     wanted: set[int] = field(default_factory=set)

@@ -186,7 +186,6 @@ class _Manager:
 class _Participant:
     identity: str
     admitted: bool = True
-    hidden: bool = False
 
 
 class _Room(FakeRoom):
