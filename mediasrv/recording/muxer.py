@@ -158,6 +158,7 @@ class _File:
         self.path: Path | None = None
         self.buffered_bytes = 0
         self.failed = False
+        self.rejected = 0  # frames the muxer refused (dropped, counted)
 
     @property
     def opened(self) -> bool:
@@ -218,7 +219,22 @@ class _File:
             t.pending = []
         self.buffered_bytes = 0
         for _, _, t, frame in merged:
-            self.mux(t, *frame)
+            self.mux_or_reject(t, frame)
+
+    def mux_or_reject(self, track: _Track, frame: Frame) -> bool:
+        """Mux one frame; a frame the muxer rejects (e.g. an empty payload) is dropped and counted
+        (False), the next one is tried. A refused disk write loses the file: that error is raised."""
+        try:
+            self.mux(track, *frame)
+        except Exception as exc:
+            if self.target is not None and self.target.write_failed:
+                raise
+            self.rejected += 1
+            if self.rejected == 1:  # once per file: a stream of bad frames must not flood the log
+                log.warning("recording file %s: the muxer rejected a frame of %s (pts %d, %d bytes): %r",
+                            self.name, track.spec.key, frame[0], len(frame[2]), exc)
+            return False
+        return True
 
     def mux(self, track: _Track, pts: int, keyframe: bool, data: bytes) -> None:
         if track.last_pts is not None and pts <= track.last_pts:
@@ -295,6 +311,7 @@ class RecordingWriter:
         self.max_queued_bytes = max_queued_bytes
         self.queued_bytes = 0  # frame bytes handed to write() and not yet muxed
         self.frames_dropped = 0  # dropped because the backlog was full (the disk is too slow)
+        self.frames_rejected = 0  # frames the muxer refused, each dropped alone (see _File.mux_or_reject)
         self._queued_lock = threading.Lock()
         self._video: set[str] = set()  # keys of video tracks (caller side)
         self._resync: set[str] = set()  # video tracks that lost frames: wait for a keyframe
@@ -366,11 +383,10 @@ class RecordingWriter:
         track = f.tracks[key]
         if f.opened:
             try:
-                for frame in frames:
-                    f.mux(track, *frame)
+                for frame in frames:  # one bad frame costs only itself, not the rest of its batch
+                    f.mux_or_reject(track, frame)
             except Exception:
-                if f.target is not None and f.target.write_failed:
-                    f.abort()  # the disk refused bytes: the file is lost; say so once, not per batch
+                f.abort()  # the disk refused bytes: the file is lost; say so once, not per batch
                 raise
             return
         f.buffer(track, frames)
@@ -388,7 +404,11 @@ class RecordingWriter:
             self._add(t.spec)
             if t.ended:
                 self._end(t.spec.key)
-        f.flush_pending()
+        try:
+            f.flush_pending()
+        except Exception:
+            f.abort()  # the disk refused bytes (mux_or_reject raises nothing else)
+            raise
 
     def _end(self, key: str) -> None:
         f = self._file_of.get(key)
@@ -405,6 +425,7 @@ class RecordingWriter:
             self._file_of.pop(key, None)
         self._files = {n: g for n, g in self._files.items() if g is not f}
         result = None
+        self.frames_rejected += f.rejected
         try:
             result = f.close()
         except Exception:

@@ -204,9 +204,10 @@ class Recorder:
             except Exception:  # the other tracks' files are still sealed and filed
                 log.exception("recording %s: ending track %d", self.recording_id, tid)
         results = await asyncio.to_thread(self.writer.close)
-        self.stats["frames_dropped_backlog"] += self.writer.frames_dropped
-        self.stats["writer_errors"] += self.writer.errors
-        TOTALS.update({"frames_dropped_backlog": self.writer.frames_dropped, "writer_errors": self.writer.errors})
+        writer_counts = {"frames_dropped_backlog": self.writer.frames_dropped, "writer_errors": self.writer.errors,
+                         "frames_rejected": self.writer.frames_rejected}
+        self.stats.update(writer_counts)
+        TOTALS.update(writer_counts)
         log.info("recording %s stopped: %s", self.recording_id, dict(self.stats))
         files = []
         for result in results:

@@ -325,3 +325,26 @@ def test_full_disk_fails_the_file_once_and_leaves_no_spill(tmp_path: Path, caplo
     assert result.blob_id is None
     assert w.errors == 1
     assert not list(tmp_path.glob("*/recspill-*")), "the spill of the failed file is deleted"
+
+
+def test_a_frame_the_muxer_rejects_costs_only_itself(tmp_path: Path) -> None:
+    """A frame PyAV refuses (a timestamp past int64: OverflowError on the packet) in a batch, both
+    while the file is opening (frames buffered until then) and once it is open: every other frame of
+    those batches is in the file, in order, and decodes; the bad ones are counted, the file is kept."""
+    from .test_muxer import encode_opus
+
+    audio = encode_opus(2)
+    first, second = audio[:50], audio[50:]
+    w = RecordingWriter(tmp_path, blobs=BlobStore(tmp_path / "blobs", b"k" * 32))
+    w.add_track(TrackSpec("a", "audio", "opus", 48000))
+    w.write("a", first[:10] + [(2**63, True, b"bad")] + first[10:])  # flushed as the file opens
+    assert w.drain(30)
+    w.write("a", second[:20] + [(2**63, True, b"bad")] + second[20:])  # muxed into the open file
+    w.end_track("a")
+    (result,) = w.close(30)
+    assert (w.frames_rejected, w.errors) == (2, 0)
+    assert result.blob_id is not None and result.frames == len(audio)
+    with av.open(io.BytesIO(w.blobs.read_bytes(result.blob_id))) as c:
+        packets = [p for p in c.demux(audio=0) if p.size]
+        assert [bytes(p) for p in packets] == [d for _, _, d in audio]
+        assert sum(1 for p in packets for _ in c.streams.audio[0].codec_context.decode(p)) == len(audio)
