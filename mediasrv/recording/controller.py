@@ -71,7 +71,12 @@ class RoomRecording:
                                       only=lambda o: o.role == "clinician")
             return
         if not state.pending():
-            await self._start()
+            try:
+                await self._start()
+            except ConsentError as exc:
+                if exc.code != "recording_failed":
+                    raise
+                # The answer itself was fine: the clinicians were told the start failed.
 
     async def start_now(self, by: Identity) -> dict[str, Any]:
         """Control API: ask if nobody was asked yet, and start only if everyone has consented."""
@@ -90,22 +95,59 @@ class RoomRecording:
         await self._start(one_file_per_participant=True)
 
     async def _start(self, one_file_per_participant: bool = False) -> None:
+        """Raises ConsentError `recording_failed` (500) if the start fails partway: the recording
+        is then marked `failed` at once (not left `recording` until the next restart), audited, and
+        the clinicians are told (`recording_failed`); a new request may follow."""
         assert self.store is not None
         self.consent.check_start()
         state, by = self.consent.state, self.requested_by
-        rid = await self.store.create(self.room.name, by.sub if by else "")
+        try:
+            rid = await self.store.create(self.room.name, by.sub if by else "")
+        except Exception as exc:
+            await self._start_failed(state, None, None, exc)
+            raise ConsentError("recording_failed", "the recording could not be started", 500) from None
         if self.consent.state is not state:
             # Stopped (or the room closed) while the recording was being filed: do not start it.
             await self.store.finish(rid, state="cancelled")
             return
-        self.recording_id = rid
-        self.recorder = Recorder(self.room, self.store, self.recording_id, self.consent,
-                                 one_file_per_participant=one_file_per_participant)
-        await self.recorder.start()
-        await self.room.manager.audit_event_raw(by.sub if by else "", by.role if by else "",
-                                                "recording_start", room=self.room.name,
-                                                detail={"recording_id": self.recording_id})
-        await self.room.broadcast({"type": "recording_started", "recording_id": self.recording_id})
+        recorder: Recorder | None = None
+        try:
+            self.recording_id = rid
+            self.recorder = recorder = Recorder(self.room, self.store, rid, self.consent,
+                                                one_file_per_participant=one_file_per_participant)
+            await recorder.start()
+            await self.room.manager.audit_event_raw(by.sub if by else "", by.role if by else "",
+                                                    "recording_start", room=self.room.name,
+                                                    detail={"recording_id": rid})
+        except Exception as exc:
+            await self._start_failed(state, rid, recorder, exc)
+            raise ConsentError("recording_failed", "the recording could not be started", 500) from None
+        await self.room.broadcast({"type": "recording_started", "recording_id": rid})
+
+    async def _start_failed(self, state: ConsentState | None, rid: str | None, recorder: Recorder | None,
+                            exc: Exception) -> None:
+        """Undo a start that failed partway; every step guarded (the disk may be what failed)."""
+        log.error("room %s: starting recording %s failed: %r", self.room.name, rid, exc, exc_info=exc)
+        if recorder is not None and self.recorder is recorder:
+            self.recorder, self.recording_id = None, None
+        if self.consent.state is state:
+            self.consent.stop()
+        by = self.requested_by
+        steps: list[Any] = []
+        if recorder is not None:
+            steps.append(recorder.abort())
+        if rid is not None and self.store is not None:
+            steps.append(self.store.finish(rid, state="failed"))
+        steps.append(self.room.manager.audit_event_raw(
+            by.sub if by else "system", by.role if by else "system", "recording_failed", room=self.room.name,
+            detail={"recording_id": rid, "error": type(exc).__name__}))
+        for step in steps:
+            try:
+                await step
+            except Exception:
+                log.exception("room %s: cleaning up the failed recording %s", self.room.name, rid)
+        await self.room.broadcast({"type": "recording_failed", "recording_id": rid, "reason": "start_failed"},
+                                  only=lambda o: o.role == "clinician")
 
     async def stop(self, by: Identity | None, reason: str = "stopped") -> dict[str, Any] | None:
         recorder, rid = self.recorder, self.recording_id

@@ -13,6 +13,7 @@ the router forgets a track, so a sink's last frames are still collected).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -192,6 +193,19 @@ class Recorder:
             except Exception:  # one track's trouble must not hold up the others
                 self.stats["frames_dropped_on_error"] += len(frames)
                 log.exception("recording %s: track %d", self.recording_id, tid)
+
+    async def abort(self) -> None:
+        """A start that failed: release the sinks and the writer thread, keep nothing."""
+        self._stopped = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+        for sink in self.sinks.values():
+            with contextlib.suppress(KeyError, ValueError):  # the router forgot it already
+                self.room.router.finish_sink(sink.sub)
+        self.sinks.clear()
+        for result in await asyncio.to_thread(self.writer.close):
+            if result.blob_id is not None:
+                self.store.blobs.delete(result.blob_id)
 
     async def stop(self) -> list[dict[str, Any]]:
         """End the recording: finish every sink, seal the files."""
