@@ -140,7 +140,7 @@ class RoomRecording:
             steps.append(self.store.finish(rid, state="failed"))
         steps.append(self.room.manager.audit_event_raw(
             by.sub if by else "system", by.role if by else "system", "recording_failed", room=self.room.name,
-            detail={"recording_id": rid, "error": type(exc).__name__}))
+            detail={"recording_id": rid, "reason": f"start_failed:{type(exc).__name__}"}))
         for step in steps:
             try:
                 await step
