@@ -43,20 +43,22 @@ async def post_message(request: web.Request) -> web.Response:
     room = rooms.create(whip.MESSAGE_ROOM_PREFIX + secrets.token_urlsafe(12), RoomOptions(recording_allowed=True))
     sender = Identity(sub=ident.sub, role=ident.role, room=room.name, name=ident.name, exp=ident.exp)
     session = await whip.start_session(request, sender, "whip", ident.sub, room)
-    try:
-        answer = await room.publish(session.participant, offer, {})
-        await room.recording.start_for_message(sender)
-    except Exception as exc:
-        await rooms.close(room.name, "negotiation_failed")
-        await whip.fail(room, session, exc)
-        raise
 
     async def finished(reason: str) -> None:
-        """The sender is done: stop, file the message, drop the private room."""
+        """The sender is done: stop, file the message, drop the private room. Nothing recorded
+        (the sender went before any media, or while the recording was starting): no message."""
         request.app[whip.SESSIONS].pop(session.id, None)
         try:
             result = await room.recording.stop(sender, reason="message_sent")
             files = (result or {}).get("files") or []
+            if not files:
+                log.warning("recorded message of %s to %s: nothing was recorded (%s), no message created",
+                            ident.sub, recipient, reason)
+                await request.app[keys.AUDIT].record(
+                    actor=ident.sub, role=ident.role, action="message.not_created", target=recipient,
+                    detail={"kind": "recorded", "reason": f"nothing_recorded:{reason}",
+                            "recording_id": (result or {}).get("recording_id")})
+                return
             store = request.app[MESSAGES]
             message = await store.create_message(
                 sender=ident.sub, sender_role=ident.role, recipient=recipient,
@@ -78,7 +80,21 @@ async def post_message(request: web.Request) -> web.Response:
         finally:
             await rooms.close(room.name, "message_sent")
 
+    # Set before publishing: a sender whose connection goes while the recording starts is handled
+    # (the start is cancelled, nothing is filed) instead of leaving the room and its recorder open.
     session.participant.on_removed = finished
+    try:
+        answer = await room.publish(session.participant, offer, {})
+        if not room.closed:
+            await room.recording.start_for_message(sender)
+    except Exception as exc:
+        session.participant.on_removed = None  # a refused offer is not a message
+        await rooms.close(room.name, "negotiation_failed")
+        await whip.fail(room, session, exc)
+        raise
+    if room.closed or not room.recording.running:
+        # The sender went (their connection failed) while the recording was starting.
+        raise HttpError(409, "sender_gone", "the session ended before the recording started; no message was sent")
     session.etag = whip.etag(answer)
     return whip.created(request, session, f"/whip/{room.name}/{session.id}", answer)
 
