@@ -10,8 +10,8 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::jitter::py::{flush_to_py, pop_to_py, stats_to_py};
-use crate::jitter::{FrameCodec, JitterConfig};
+use crate::jitter::py::{capacity_arg, codec_arg, flush_to_py, pop_to_py, stats_to_py};
+use crate::jitter::JitterConfig;
 
 use crate::output::Output;
 use crate::plane::{lock, SharedRouter};
@@ -215,18 +215,11 @@ impl Router {
         keyframe_interval_ms: u64,
         capacity: usize,
     ) -> PyResult<()> {
-        let fc = FrameCodec::from_name(codec).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "cannot record codec {codec:?}: expected VP8, H264 or opus"
-            ))
-        })?;
-        if !(16..=65536).contains(&capacity) {
-            return Err(PyValueError::new_err("capacity must be 16..65536 packets"));
-        }
+        let fc = codec_arg(codec)?;
         let cfg = JitterConfig {
             target_delay_ms,
             keyframe_interval_ms,
-            capacity,
+            capacity: capacity_arg(capacity)?,
             ..JitterConfig::new(fc)
         };
         lock(&self.core)

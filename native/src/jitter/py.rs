@@ -49,6 +49,23 @@ pub struct PyJitterBuffer {
     inner: Core,
 }
 
+/// A codec name argument: VP8, H264 or opus (any case).
+pub(crate) fn codec_arg(name: &str) -> PyResult<FrameCodec> {
+    FrameCodec::from_name(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "unsupported codec {name:?}: expected VP8, H264 or opus (recorded without transcoding)"
+        ))
+    })
+}
+
+/// A buffer capacity argument, in packets.
+pub(crate) fn capacity_arg(capacity: usize) -> PyResult<usize> {
+    if !(16..=65536).contains(&capacity) {
+        return Err(PyValueError::new_err("capacity must be 16..65536 packets"));
+    }
+    Ok(capacity)
+}
+
 /// Releases the complete frames as a list of (timestamp, keyframe, data, arrival_ms); each frame's
 /// bytes are assembled straight into its `bytes` object (no intermediate buffer).
 pub(crate) fn pop_to_py<'py, P: PacketBuf>(
@@ -130,21 +147,14 @@ impl PyJitterBuffer {
         keyframe_interval_ms: u64,
         capacity: usize,
     ) -> PyResult<Self> {
-        let codec = FrameCodec::from_name(codec).ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "unsupported codec {codec:?}: expected VP8, H264 or opus"
-            ))
-        })?;
-        if !(16..=65536).contains(&capacity) {
-            return Err(PyValueError::new_err("capacity must be 16..65536 packets"));
-        }
+        let codec = codec_arg(codec)?;
         let cfg = JitterConfig {
             codec,
             target_delay_ms,
             nack_interval_ms,
             max_nack_retries,
             keyframe_interval_ms,
-            capacity,
+            capacity: capacity_arg(capacity)?,
         };
         Ok(Self {
             inner: Core::with_packet_buf(cfg),
@@ -240,8 +250,7 @@ impl PySinkReplay {
     #[new]
     #[pyo3(signature = (codec, packets, *, target_delay_ms = 300))]
     fn new(codec: &str, packets: &Bound<'_, PyList>, target_delay_ms: u64) -> PyResult<Self> {
-        let codec = FrameCodec::from_name(codec)
-            .ok_or_else(|| PyValueError::new_err(format!("unsupported codec {codec:?}")))?;
+        let codec = codec_arg(codec)?;
         let packets = packets
             .iter()
             .map(|p| {
