@@ -6,7 +6,9 @@ Rules (docs/recording.md):
 - every present participant is asked; recording starts only once all of them granted; one refusal
   ends the request, naming who refused;
 - a participant who joins while a recording runs is asked too; until they grant, none of their tracks
-  is recorded (the rest of the recording goes on); a refusal keeps them out of it.
+  is recorded (the rest of the recording goes on); a refusal keeps them out of it;
+- an answer lasts as long as the participant stays: one who leaves and comes back (a reload, another
+  device, a dropped connection) is asked again, and is not recorded until they answer again.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class RecordingConsent:
         return True
 
     def left(self, identity: str) -> None:
-        if self.state is not None and not self.state.recording:
+        """Forget their answer: whoever comes back under this identity is asked again."""
+        if self.state is not None:
             self.state.answers.pop(identity, None)
 
     def stop(self) -> None:

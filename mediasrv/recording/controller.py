@@ -55,7 +55,11 @@ class RoomRecording:
         p = self.room.participants.get(identity)
         if p is not None:
             who = self.requested_by.sub if self.requested_by else None
-            await p.send({"type": "recording_consent_request", "by": who})
+            state = self.consent.state
+            # `recording`: true when asked to join a recording that already runs (a late joiner, or
+            # someone back after leaving): until they grant, nothing of theirs is recorded.
+            await p.send({"type": "recording_consent_request", "by": who,
+                          "recording": bool(state and state.recording)})
 
     async def answer(self, identity: str, granted: bool) -> None:
         self.consent.answer(identity, granted)

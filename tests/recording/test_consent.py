@@ -41,3 +41,20 @@ def test_late_joiner_is_asked_and_excluded_until_consent() -> None:
     assert c.state.may_record("family")
     with pytest.raises(ConsentError):
         c.answer("stranger", True)
+
+
+def test_an_answer_lasts_while_the_participant_stays() -> None:
+    """Leaving forgets the answer, during the request and during the recording: whoever comes back
+    under that identity is asked again and not recorded until they answer again."""
+    c = RecordingConsent(recording_allowed=True)
+    c.request("dr", "clinician", ["dr", "pat"])
+    c.answer("pat", True)
+    c.check_start()
+    c.left("pat")
+    assert c.joined("pat"), "asked again on rejoin"
+    assert c.state is not None and not c.state.may_record("pat") and c.state.pending() == ["pat"]
+    c.answer("pat", False)
+    c.left("pat")
+    assert c.joined("pat"), "a refusal is not kept either: they are asked again"
+    c.answer("pat", True)
+    assert c.state.may_record("pat")
