@@ -7,6 +7,7 @@ registered schema (idempotent CREATE ... IF NOT EXISTS statements).
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -30,6 +31,10 @@ class Database:
         self._lock = threading.Lock()
 
     def _open_sync(self) -> None:
+        if self.path != ":memory:":
+            # Owner-only from the first byte: SQLite gives its -wal/-shm files the database's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
