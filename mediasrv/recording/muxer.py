@@ -149,9 +149,11 @@ class _Track:
 class _File:
     """One output container with one stream per track; opened once its tracks are known."""
 
-    def __init__(self, name: str, directory: Path, blobs: Any, head_bytes: int) -> None:
+    def __init__(self, name: str, directory: Path, blobs: Any, head_bytes: int,
+                 on_sealing: Callable[[TrackResult], None] | None = None) -> None:
         self.name = name
         self.directory, self.blobs, self.head_bytes = directory, blobs, head_bytes
+        self.on_sealing = on_sealing
         self.tracks: dict[str, _Track] = {}
         self.container: Any = None
         self.target: SealedOutput | None = None
@@ -265,12 +267,22 @@ class _File:
             return None
         try:
             self.container.close()
-            if self.target is not None and not self.failed:
+            if self.target is not None:
+                if self.on_sealing is not None:
+                    # What the file's row needs, written before the sealed blob exists: a crash
+                    # between sealing and filing leaves a row that startup recovery completes.
+                    try:
+                        self.on_sealing(self._result(self.target.final_blob_id, 0, None))
+                    except Exception:  # still sealed and filed normally; only the crash window stays
+                        log.exception("recording file %s: announcing it before sealing failed", self.name)
                 blob_id, size, sha = self.target.seal()
         finally:
             self.container = None
             if self.target is not None and not self.target.sealed:
                 self.target.discard()
+        return self._result(blob_id, size, sha)
+
+    def _result(self, blob_id: str | None, size: int, sha: str | None) -> TrackResult:
         tracks = list(self.tracks.values())
         main = next((t for t in tracks if t.spec.kind == "video"), tracks[0])
         starts = [t.first_pts / t.spec.clock_rate for t in tracks if t.first_pts is not None]
@@ -294,13 +306,17 @@ class RecordingWriter:
     """Owns the output files of one recording; every PyAV call happens on its thread.
 
     `blobs`: the encrypted blob store to write into (then nothing is written under `directory`).
+    `on_sealing`: called on the writer thread with a file's result (final blob id, no size/sha yet)
+    just before that blob is sealed; it may block (RecordingStore writes the pending row).
     """
 
     def __init__(self, directory: Path, blobs: Any = None, *, head_bytes: int = HEAD_BYTES,
                  group_wait_s: float = GROUP_WAIT_S, group_buffer_bytes: int = GROUP_BUFFER_BYTES,
-                 max_queued_bytes: int = MAX_QUEUED_BYTES) -> None:
+                 max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 on_sealing: Callable[[TrackResult], None] | None = None) -> None:
         self.directory = directory
         self.blobs = blobs
+        self.on_sealing = on_sealing
         self.head_bytes = head_bytes
         self.group_wait_s, self.group_buffer_bytes = group_wait_s, group_buffer_bytes
         self._queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
@@ -372,7 +388,7 @@ class RecordingWriter:
         if f is None or f.opened:
             if f is not None:  # the group's file is already open: this late track gets its own
                 slot, name = f"track:{spec.key}", f"{name}-{spec.key}"
-            f = self._files[slot] = _File(name, self.directory, self.blobs, self.head_bytes)
+            f = self._files[slot] = _File(name, self.directory, self.blobs, self.head_bytes, self.on_sealing)
         f.tracks[spec.key] = _Track(spec)
         self._file_of[spec.key] = f
 

@@ -9,8 +9,10 @@ final blob: the patched head followed by the spill's bytes, decrypted and re-enc
 (the blob format is append-only and its first chunk was long written), and deletes the spill.
 Files no larger than the head never touch the disk until they are sealed.
 
-A crash leaves only encrypted, unfinished blobs behind (ids with the prefixes below), which
-`RecordingStore.recover()` deletes at startup. Everything here blocks; the writer thread calls it.
+A crash leaves only encrypted blobs behind (ids with the prefixes below): unfinished ones, which
+`RecordingStore.recover()` deletes at startup, and finished ones whose pending row it files after
+checking them (the writer announces `final_blob_id` before sealing). Everything here blocks; the
+writer thread calls it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class SealedOutput:
         self.sealed = False
         self.write_failed = False  # the disk refused a write (full, I/O error): the file is lost
         self.discarded = False
+        # Known before sealing, so the file's row can be written first (RecordingStore: pending).
+        self.final_blob_id = final_blob_id()
 
     @property
     def size(self) -> int:
@@ -118,7 +122,7 @@ class SealedOutput:
         if self.sealed:
             raise ValueError("the output is already sealed")
         self.sealed = True
-        final = self.blobs.create(final_blob_id())
+        final = self.blobs.create(self.final_blob_id)
         try:
             final.append(self.head)
             if self.spill is not None:

@@ -69,12 +69,12 @@ class Recorder:
         self.room, self.store, self.recording_id, self.consent = room, store, recording_id, consent
         # A recorded message: the sender's tracks muxed into one file (TrackSpec.group).
         self.one_file_per_participant = one_file_per_participant
+        self.owners: dict[str, str] = {}  # writer key -> participant
         # Straight into the encrypted blob store: no plaintext file at any point.
-        self.writer: RecordingWriter = store.new_writer(recording_id)
+        self.writer: RecordingWriter = store.new_writer(recording_id, owners=self.owners)
         self.origin_ms = now_ms()
         self.sinks: dict[int, _Sink] = {}  # by track id
         self.clocks: dict[str, SenderClock] = {}  # by participant: one sender clock each
-        self.owners: dict[str, str] = {}  # writer key -> participant
         self.unrecordable: set[int] = set()  # tracks whose codec cannot be stored as is
         self.stats: Counter[str] = Counter()
         self._keys: Counter[str] = Counter()

@@ -2,23 +2,30 @@
 `mediasrv.store.blobs`) described by a row in `recordings` / `recording_files`.
 
 The writer from `new_writer` muxes straight into the blob store (`sealed_output.SealedOutput`), so
-no plaintext reaches the disk and filing a finished file is just its database row. A crash leaves
-only encrypted, unfinished recording blobs and a recording in state `recording`; `recover()` (at
-startup) deletes those blobs and marks the recording `interrupted`.
+no plaintext reaches the disk and filing a finished file is just its database row. Before a file's
+blob is sealed, its row is written to `recording_files_pending` (from the writer thread); filing
+moves it to `recording_files`. A crash leaves only encrypted blobs, pending rows and a recording in
+state `recording`; `recover()` (at startup) files every pending row whose blob is finished and reads
+back intact (so a file sealed just before the crash is kept), deletes every other recording blob,
+and marks the recording `interrupted`. Pending rows are never listed: a half-written file is never
+offered for download.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mediasrv.store.crypto import IntegrityError
 from mediasrv.store.db import Database, register_schema
 
 from .muxer import RecordingWriter, TrackResult
@@ -49,12 +56,25 @@ register_schema(
             end_s REAL
         )""",
         "CREATE INDEX IF NOT EXISTS recording_files_rec ON recording_files (recording_id)",
+        # A file about to be sealed: its row, without size and sha256 (known once sealed).
+        """CREATE TABLE IF NOT EXISTS recording_files_pending (
+            blob_id TEXT PRIMARY KEY,
+            recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+            participant TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            codec TEXT NOT NULL,
+            content_type TEXT NOT NULL,
+            frames INTEGER NOT NULL,
+            start_s REAL,
+            end_s REAL
+        )""",
     ],
 )
 
 CONTENT_TYPES = {(".webm", "video"): "video/webm", (".webm", "audio"): "audio/webm",
                  (".mkv", "video"): "video/x-matroska", (".mkv", "audio"): "audio/x-matroska"}
 COPY_BLOCK = 1024 * 1024
+PENDING_ROW_TIMEOUT_S = 30.0  # how long the writer thread waits for the database before sealing anyway
 log = logging.getLogger(__name__)
 
 
@@ -96,9 +116,37 @@ class RecordingStore:
         d.mkdir(parents=True, mode=0o700, exist_ok=True)
         return d
 
-    def new_writer(self, recording_id: str) -> RecordingWriter:
-        """A writer whose files go straight into the encrypted blob store (nothing in plaintext)."""
-        return RecordingWriter(self.work_dir / recording_id, blobs=self.blobs)
+    def new_writer(self, recording_id: str, owners: Mapping[str, str] | None = None) -> RecordingWriter:
+        """A writer whose files go straight into the encrypted blob store (nothing in plaintext).
+        `owners` (track key -> participant, filled as tracks are added) names each file's
+        participant in its pending row, written before the file is sealed. Call it on the event
+        loop: the writer thread hands the pending rows to it."""
+        loop = asyncio.get_running_loop()
+
+        def on_sealing(result: TrackResult) -> None:
+            participant = (owners or {}).get(result.spec.key, "")
+            row = self._pending_row(recording_id, participant, result)
+            insert = self.db.execute(
+                "INSERT OR REPLACE INTO recording_files_pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            try:
+                asyncio.run_coroutine_threadsafe(insert, loop).result(PENDING_ROW_TIMEOUT_S)
+            except Exception:
+                log.exception("recording %s: pending row of %s not written", recording_id, result.blob_id)
+
+        return RecordingWriter(self.work_dir / recording_id, blobs=self.blobs, on_sealing=on_sealing)
+
+    @staticmethod
+    def _describe(result: TrackResult) -> tuple[str, str, str]:
+        """(kind, codec, content type) of a written file (one track, or a group's tracks)."""
+        specs = result.tracks or (result.spec,)
+        kind = "video" if any(s.kind == "video" for s in specs) else "audio"
+        codec = "+".join(dict.fromkeys(s.codec.lower() for s in specs))
+        return kind, codec, CONTENT_TYPES[(result.path.suffix, kind)]
+
+    def _pending_row(self, recording_id: str, participant: str, result: TrackResult) -> tuple[Any, ...]:
+        kind, codec, content_type = self._describe(result)
+        return (result.blob_id, recording_id, participant, kind, codec, content_type, result.frames,
+                result.start_s, result.end_s)
 
     async def create(self, room: str, started_by: str) -> str:
         rid = secrets.token_urlsafe(12)
@@ -119,15 +167,17 @@ class RecordingStore:
             blob_id, size, sha = await asyncio.to_thread(seal_file, self.blobs, result.path)
         else:
             return None
-        specs = result.tracks or (result.spec,)
-        kind = "video" if any(s.kind == "video" for s in specs) else "audio"
-        codec = "+".join(dict.fromkeys(s.codec.lower() for s in specs))
-        f = RecordingFile(blob_id, participant, kind, codec, CONTENT_TYPES[(result.path.suffix, kind)],
+        kind, codec, content_type = self._describe(result)
+        f = RecordingFile(blob_id, participant, kind, codec, content_type,
                           size, sha, result.frames, result.start_s, result.end_s)
-        await self.db.execute(
-            "INSERT INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (f.blob_id, recording_id, f.participant, f.kind, f.codec, f.content_type, f.size,
-             f.sha256, f.frames, f.start_s, f.end_s))
+        row = (f.blob_id, recording_id, f.participant, f.kind, f.codec, f.content_type, f.size,
+               f.sha256, f.frames, f.start_s, f.end_s)
+
+        def file_it(c: sqlite3.Connection) -> None:
+            c.execute("INSERT INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            c.execute("DELETE FROM recording_files_pending WHERE blob_id = ?", (f.blob_id,))
+
+        await self.db.run(file_it)
         return f
 
     async def finish(self, recording_id: str, state: str = "ready") -> None:
@@ -139,21 +189,36 @@ class RecordingStore:
 
     async def recover(self) -> dict[str, int]:
         """At startup, before any recording runs: recordings a crash interrupted become
-        `interrupted` (their finished files stay listed), their unfinished blobs are deleted, and
+        `interrupted` (their finished files stay listed), files sealed but not yet filed when it
+        came are filed if their blob reads back intact, every other recording blob is deleted, and
         plaintext working files of older versions are wiped."""
         marked = await self.db.run(lambda c: c.execute(
             "UPDATE recordings SET state = 'interrupted', stopped_at = ? WHERE state = 'recording'",
             (time.time(),)).rowcount)
+        filed_late = 0
+        for pending in await self.db.fetchall("SELECT * FROM recording_files_pending"):
+            checked = await asyncio.to_thread(_check_sealed, self.blobs, pending["blob_id"])
+
+            def settle(c: sqlite3.Connection, p: sqlite3.Row = pending,
+                       ok: tuple[int, str] | None = checked) -> None:
+                if ok is not None:
+                    c.execute("INSERT OR IGNORE INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (p["blob_id"], p["recording_id"], p["participant"], p["kind"], p["codec"],
+                               p["content_type"], ok[0], ok[1], p["frames"], p["start_s"], p["end_s"]))
+                c.execute("DELETE FROM recording_files_pending WHERE blob_id = ?", (p["blob_id"],))
+
+            await self.db.run(settle)
+            filed_late += checked is not None
         rows = await self.db.fetchall(
             "SELECT blob_id FROM recording_files WHERE blob_id LIKE ?", (FINAL_PREFIX + "%",))
         filed = {r["blob_id"] for r in rows}
         deleted = await asyncio.to_thread(_delete_leftovers, self.blobs, filed)
         if self.work_dir.exists():
             await asyncio.to_thread(_wipe_dir, self.work_dir)
-        if marked or deleted:
-            log.warning("recovered after a crash: %d recording(s) interrupted, %d leftover blob(s) deleted",
-                        marked, deleted)
-        return {"interrupted": marked, "deleted_blobs": deleted}
+        if marked or deleted or filed_late:
+            log.warning("recovered after a crash: %d recording(s) interrupted, %d sealed file(s) filed, "
+                        "%d leftover blob(s) deleted", marked, filed_late, deleted)
+        return {"interrupted": marked, "filed_after_crash": filed_late, "deleted_blobs": deleted}
 
     async def get(self, recording_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone("SELECT * FROM recordings WHERE id = ?", (recording_id,))
@@ -179,6 +244,23 @@ class RecordingStore:
 
 def _row(row: sqlite3.Row) -> dict[str, Any]:
     return {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row is not a mapping)
+
+
+def _check_sealed(blobs: Any, blob_id: str) -> tuple[int, str] | None:
+    """(size, sha256) of a finished blob that decrypts whole (every chunk authenticated, the last
+    one marked final); None if it is missing, unfinished or damaged (blocking)."""
+    if not is_recording_blob(blob_id) or not blobs.exists(blob_id) or blobs.path(blob_id).with_suffix(".tail").exists():
+        return None
+    sha, size = hashlib.sha256(), 0
+    try:
+        with blobs.open_reader(blob_id) as reader:
+            while block := reader.read(COPY_BLOCK):
+                sha.update(block)
+                size += len(block)
+    except (OSError, IntegrityError) as exc:
+        log.warning("recording blob %s is not intact, not filed: %r", blob_id, exc)
+        return None
+    return size, sha.hexdigest()
 
 
 def _delete_leftovers(blobs: Any, filed: set[str]) -> int:

@@ -71,7 +71,7 @@ class _Store(FakeStore):
         self.states[rid] = "recording"
         return rid
 
-    def new_writer(self, recording_id: str) -> RecordingWriter:
+    def new_writer(self, recording_id: str, **_: Any) -> RecordingWriter:
         if self.threads_exhausted:
             raise RuntimeError("can't start new thread")
         self.writers.append(super().new_writer(recording_id))

@@ -4,11 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import io
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+import av
+import pytest
 
 from mediasrv.recording.muxer import RecordingWriter
 from mediasrv.recording.sealed_output import SPILL_PREFIX
@@ -119,5 +124,84 @@ async def test_a_crash_leaves_only_encrypted_leftovers_which_startup_removes(tmp
     assert not list(data.rglob("rec*.*")) and plaintext_on_disk(data) == []
     rec = await store.get(rid)
     assert rec is not None and rec["state"] == "interrupted" and rec["files"] == []
-    assert await store.recover() == {"interrupted": 0, "deleted_blobs": 0}
+    assert await store.recover() == {"interrupted": 0, "filed_after_crash": 0, "deleted_blobs": 0}
+    await db.close()
+
+
+CRASH_AROUND_SEALING = textwrap.dedent("""
+    import asyncio, os, sys
+    from pathlib import Path
+    sys.path.insert(0, sys.argv[3])
+    from test_muxer_sealed import storage, write_batch
+    from mediasrv.recording.muxer import TrackSpec
+    from mediasrv.recording.sealed_output import FINAL_PREFIX
+    from mediasrv.recording.store import RecordingStore
+
+    async def main():
+        db, blobs, work = storage(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]))
+        await db.open()
+        store = RecordingStore(db, blobs, work)
+        rid = await store.create("visit", "dr")
+        print(rid, flush=True)
+        if sys.argv[4] == "while_sealing":  # the crash comes after the final blob's first chunk
+            create = blobs.create
+            def create_then_crash(blob_id=None):
+                w = create(blob_id)
+                if blob_id and blob_id.startswith(FINAL_PREFIX):
+                    append = w.append
+                    def append_then_crash(data):
+                        append(data)
+                        w.sync()
+                        os._exit(9)
+                    w.append = append_then_crash
+                return w
+            blobs.create = create_then_crash
+        writer = store.new_writer(rid, owners={"v": "pat", "a": "pat"})
+        writer.add_track(TrackSpec("v", "video", "VP8", 90000, group="pat"))
+        writer.add_track(TrackSpec("a", "audio", "opus", 48000, group="pat"))
+        for n in range(12):
+            write_batch(writer, n)
+        await asyncio.to_thread(writer.close)  # ends the tracks: the file is sealed
+        os._exit(9)  # "after_sealing": the crash comes before the file's row is filed
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize("crash", ["after_sealing", "while_sealing"])
+async def test_a_crash_around_sealing_keeps_a_sealed_file_and_never_exposes_a_partial_one(
+        tmp_path: Path, crash: str) -> None:
+    """A real crash (the process `os._exit`s) right after a file was sealed, before its row was
+    filed: startup recovery checks the blob and files it, so the visit is not lost. A crash while
+    the blob was being sealed: the partial blob is deleted and nothing is listed."""
+    data, key = tmp_path / "data", os.urandom(32)
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CRASH_AROUND_SEALING, str(data), key.hex(),
+                         str(Path(__file__).parent), crash], capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr.decode(errors="replace")
+    rid = proc.stdout.decode().strip()
+    assert plaintext_on_disk(data) == []
+
+    db, blobs, work = storage(data, key)
+    await db.open()
+    store = RecordingStore(db, blobs, work)
+    recovered = await store.recover()
+    rec = await store.get(rid)
+    assert rec is not None and rec["state"] == "interrupted"
+    assert not list(data.rglob(f"{SPILL_PREFIX}*")) and not list(data.rglob("*.tail"))
+    if crash == "while_sealing":
+        assert recovered["filed_after_crash"] == 0 and rec["files"] == []
+        assert not list(data.rglob("rec*.*")), "the partial blob is deleted"
+    else:
+        assert recovered["filed_after_crash"] == 1
+        (f,) = rec["files"]
+        assert (f["participant"], f["kind"], f["codec"], f["content_type"]) == ("pat", "video", "vp8+opus", "video/webm")
+        assert f["frames"] == 2 * 12 * PER_BATCH
+        sealed = blobs.read_bytes(f["blob_id"])
+        assert len(sealed) == f["size"] and hashlib.sha256(sealed).hexdigest() == f["sha256"]
+        assert all(frame(t, i) in sealed for t in ("v", "a") for i in range(12 * PER_BATCH))
+        with av.open(io.BytesIO(sealed)) as c:  # the frames are marker payloads, not decodable media
+            assert {s.type for s in c.streams} == {"video", "audio"}
+            assert c.duration is not None, "the muxer finished the file (cues, duration)"
+    assert await store.recover() == {"interrupted": 0, "filed_after_crash": 0, "deleted_blobs": 0}
     await db.close()

@@ -57,7 +57,7 @@ class FakeStore:
         self.path = path
         self.filed: list[tuple[str, Any]] = []
 
-    def new_writer(self, recording_id: str) -> RecordingWriter:
+    def new_writer(self, recording_id: str, **_: Any) -> RecordingWriter:
         return RecordingWriter(self.path)
 
     async def add_file(self, recording_id: str, participant: str, result: Any) -> None:

@@ -213,7 +213,7 @@ class _SlowStore(FakeStore):
         await self.gate.wait()
         return rid
 
-    def new_writer(self, recording_id: str) -> RecordingWriter:
+    def new_writer(self, recording_id: str, **_: Any) -> RecordingWriter:
         self.writers.append(super().new_writer(recording_id))
         return self.writers[-1]
 

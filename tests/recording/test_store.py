@@ -55,7 +55,7 @@ async def test_recovery_keeps_uploads_in_progress_and_filed_recordings(tmp_path:
     orphan.write(os.urandom(3000))
     orphan_id, _, _ = orphan.seal()
 
-    assert await store.recover() == {"interrupted": 1, "deleted_blobs": 1}
+    assert await store.recover() == {"interrupted": 1, "filed_after_crash": 0, "deleted_blobs": 1}
     assert blobs.exists(upload.blob_id) and blobs.exists(blob_id) and not blobs.exists(orphan_id)
     assert blobs.open_writer(upload.blob_id).size == 10000
     rec = await store.get(rid)
