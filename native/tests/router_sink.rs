@@ -213,6 +213,10 @@ fn a_sink_does_not_disturb_a_real_subscriber() {
     assert_eq!(out.len(), 2);
     assert!(out.iter().all(|(t, _)| *t == SUB_T));
     assert_eq!(frames(&mut r, SINK_V, 1).len(), 1);
+    // Egress counters describe the network: the viewer's two packets, not the sink's.
+    let bytes: usize = out.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(r.stats().rtp_packets_out, 2);
+    assert_eq!(r.stats().rtp_bytes_out, bytes as u64);
 }
 
 #[test]

@@ -842,9 +842,12 @@ impl Router {
             if is_key {
                 sub.stats.keyframes += 1;
             }
-            stats.rtp_packets_out += 1;
-            stats.rtp_bytes_out += len as u64;
-            stats.payload_bytes_out += payload.len() as u64;
+            if sub.sink.is_none() {
+                // Sent on the network; a recording sink's copy never leaves the server.
+                stats.rtp_packets_out += 1;
+                stats.rtp_bytes_out += len as u64;
+                stats.payload_bytes_out += payload.len() as u64;
+            }
         }
     }
 }

@@ -248,6 +248,8 @@ pub const RTT_BUCKETS_MS: [u64; 9] = [5, 10, 25, 50, 100, 200, 400, 800, 1600];
 /// Room-wide counters. `payload_bytes_in` counts each unique media packet's payload once (RTX copies
 /// and duplicates excluded); `payload_bytes_out` counts first transmissions only, so for a stream
 /// forwarded to N subscribers from its first packet, payload_bytes_out == N × payload_bytes_in.
+/// The `_out` counters are what goes to transports: recording sinks are not counted there (their
+/// subscription stats and the recorder's counters say what they took).
 #[derive(Debug, Clone, Default)]
 pub struct RouterStats {
     pub rtp_packets_in: u64,
