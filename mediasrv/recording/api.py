@@ -6,7 +6,9 @@ GET    /v1/recordings[?room=R]               list
 GET    /v1/recordings/{id}                   one recording with its files (one per track)
 GET    /v1/recordings/{id}/files/{file_id}   download (Range supported), audited
 
-Admins may do all of it; a clinician with a token for the room may for that room's recordings.
+Admins may do all of it. A clinician with a token for the room may start and stop its recording, and
+list and download those of its recordings that they started or took part in: room names can be
+reused for later visits, and a token for the name must not open earlier visits' recordings.
 """
 
 from __future__ import annotations
@@ -66,13 +68,16 @@ async def list_recordings(request: web.Request) -> web.Response:
         if room not in (None, ident.room):
             raise HttpError(403, "wrong_room", "the token is for another room")
         room = ident.room
-    return web.json_response({"recordings": await _store(request).list(room=room)})
+    visible_to = None if ident.is_admin else ident.sub
+    return web.json_response({"recordings": await _store(request).list(room=room, visible_to=visible_to)})
 
 
 async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
     ident = _moderator(request, None)
-    rec = await _store(request).get(request.match_info["id"])
-    if rec is None or (not ident.is_admin and rec["room"] != ident.room):
+    store = _store(request)
+    rec = await store.get(request.match_info["id"])
+    if rec is None or (not ident.is_admin and (rec["room"] != ident.room
+                                               or not await store.visible_to(rec["id"], ident.sub))):
         raise HttpError(404, "recording_not_found", "no such recording")
     return ident, rec
 

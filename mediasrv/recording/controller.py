@@ -67,6 +67,8 @@ class RoomRecording:
         assert state is not None
         if state.recording:  # a late joiner answered: include (or keep out) their tracks
             self.tracks_changed()
+            if granted and self.store is not None and self.recording_id is not None:
+                await self.store.add_participants(self.recording_id, [identity])
             return
         if not granted:
             refused = state.refused()
@@ -120,6 +122,8 @@ class RoomRecording:
             self.recorder = recorder = Recorder(self.room, self.store, rid, self.consent,
                                                 one_file_per_participant=one_file_per_participant)
             await recorder.start()
+            assert state is not None
+            await self.store.add_participants(rid, [i for i, granted in state.answers.items() if granted])
             await self.room.manager.audit_event_raw(by.sub if by else "", by.role if by else "",
                                                     "recording_start", room=self.room.name,
                                                     detail={"recording_id": rid})

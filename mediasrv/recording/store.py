@@ -56,6 +56,12 @@ register_schema(
             end_s REAL
         )""",
         "CREATE INDEX IF NOT EXISTS recording_files_rec ON recording_files (recording_id)",
+        # Who took part (consented while it ran): with the starter, the clinicians who may see it.
+        """CREATE TABLE IF NOT EXISTS recording_participants (
+            recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
+            identity TEXT NOT NULL,
+            PRIMARY KEY (recording_id, identity)
+        )""",
         # A file about to be sealed: its row, without size and sha256 (known once sealed).
         """CREATE TABLE IF NOT EXISTS recording_files_pending (
             blob_id TEXT PRIMARY KEY,
@@ -74,6 +80,11 @@ register_schema(
 CONTENT_TYPES = {(".webm", "video"): "video/webm", (".webm", "audio"): "audio/webm",
                  (".mkv", "video"): "video/x-matroska", (".mkv", "audio"): "audio/x-matroska"}
 COPY_BLOCK = 1024 * 1024
+# A recording a clinician may list and download (besides being for their token's room): one they
+# started, consented to while it ran, or have a file in (recordings from before participants were kept).
+VISIBLE_TO = ("(started_by = ? OR EXISTS (SELECT 1 FROM recording_participants p"
+              " WHERE p.recording_id = recordings.id AND p.identity = ?)"
+              " OR EXISTS (SELECT 1 FROM recording_files f WHERE f.recording_id = recordings.id AND f.participant = ?))")
 PENDING_ROW_TIMEOUT_S = 30.0  # how long the writer thread waits for the database before sealing anyway
 log = logging.getLogger(__name__)
 
@@ -155,6 +166,12 @@ class RecordingStore:
             (rid, room, started_by, time.time(), "recording"))
         return rid
 
+    async def add_participants(self, recording_id: str, identities: list[str]) -> None:
+        """Record who took part (consented while it ran); see `visible_to`."""
+        await self.db.executemany(
+            "INSERT OR IGNORE INTO recording_participants (recording_id, identity) VALUES (?, ?)",
+            [(recording_id, i) for i in identities])
+
     async def add_file(self, recording_id: str, participant: str, result: TrackResult) -> RecordingFile | None:
         """Files one written file (one track, or a group's tracks); tracks without frames leave none.
         A result already sealed by the writer (`blob_id`) only gets its row; a plaintext file from a
@@ -228,13 +245,25 @@ class RecordingStore:
             "SELECT * FROM recording_files WHERE recording_id = ? ORDER BY participant, kind", (recording_id,))
         return {**_row(row), "files": [_row(f) for f in files]}
 
-    async def list(self, room: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        if room is None:
-            rows = await self.db.fetchall("SELECT * FROM recordings ORDER BY started_at DESC LIMIT ?", (limit,))
-        else:
-            rows = await self.db.fetchall(
-                "SELECT * FROM recordings WHERE room = ? ORDER BY started_at DESC LIMIT ?", (room, limit))
+    async def list(self, room: str | None = None, limit: int = 100,
+                   visible_to: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; `visible_to`: only recordings that identity started or took part in."""
+        where, params = [], []
+        if room is not None:
+            where.append("room = ?")
+            params.append(room)
+        if visible_to is not None:
+            where.append(VISIBLE_TO)
+            params += [visible_to] * 3
+        sql = "SELECT * FROM recordings" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = await self.db.fetchall(sql + " ORDER BY started_at DESC LIMIT ?", (*params, limit))
         return [_row(r) for r in rows]
+
+    async def visible_to(self, recording_id: str, identity: str) -> bool:
+        """Did `identity` start this recording or take part in it (consented, or has a file in it)?"""
+        row = await self.db.fetchone(f"SELECT 1 FROM recordings WHERE id = ? AND {VISIBLE_TO}",
+                                     (recording_id, identity, identity, identity))
+        return row is not None
 
     async def file(self, recording_id: str, blob_id: str) -> dict[str, Any] | None:
         row = await self.db.fetchone(

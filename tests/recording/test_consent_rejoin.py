@@ -57,5 +57,8 @@ async def test_a_participant_who_rejoins_a_recorded_visit_is_asked_again(server:
     await pat.send_json({"type": "recording_consent", "granted": True, "request_id": "c"})
     assert (await _next(pat, "recording_status"))["waiting_for"] == []
     assert recording.running and recording.consent.state.may_record("pat")
+    store, rid = server.rooms.recording_store, recording.recording_id
+    assert await store.visible_to(rid, "dr") and await store.visible_to(rid, "pat"), "participants kept"
+    assert not await store.visible_to(rid, "dr-elsewhere")
     await s_pat.close()
     await s_dr.close()

@@ -60,6 +60,9 @@ class FakeStore:
     def new_writer(self, recording_id: str, **_: Any) -> RecordingWriter:
         return RecordingWriter(self.path)
 
+    async def add_participants(self, recording_id: str, identities: list[str]) -> None:
+        pass
+
     async def add_file(self, recording_id: str, participant: str, result: Any) -> None:
         self.filed.append((participant, result))
 

@@ -119,3 +119,59 @@ async def test_recording_made_by_the_writer_downloads_through_the_api(tmp_path: 
         assert not list((tmp_path / "data").rglob("recspill-*"))
     finally:
         await srv.runner.cleanup()
+
+
+async def test_a_clinician_sees_only_the_recordings_of_a_room_name_they_took_part_in(tmp_path: Path) -> None:
+    """Room names are reused for later visits: a clinician's token for the name lists and downloads
+    only the recordings they started or took part in; another visit's recording of that name answers
+    404 (as if absent); an admin sees all of them."""
+    import asyncio
+
+    import aiohttp
+
+    from tests.conftest import start_server
+
+    from .test_muxer import encode_opus
+
+    audio = encode_opus(1)
+    srv = await start_server(tmp_path / "data")
+    try:
+        store = srv.rooms.recording_store
+        recs = {}
+        for visit, clinician, patient in (("earlier", "dr-old", "pat-1"), ("today", "dr-new", "pat-2")):
+            rid = await store.create("clinic-room", clinician)
+            await store.add_participants(rid, [clinician, patient, f"dr-second-{visit}"])
+            writer = store.new_writer(rid, owners={"a": patient})
+            writer.add_track(TrackSpec("a", "audio", "opus", 48000))
+            writer.write("a", audio)
+            (result,) = await asyncio.to_thread(writer.close)
+            f = await store.add_file(rid, patient, result)
+            await store.finish(rid)
+            assert f is not None
+            recs[visit] = (rid, f.blob_id)
+
+        async def seen_by(identity: str, role: str, room: str | None) -> tuple[list[str], dict[str, int]]:
+            headers = {"Authorization": f"Bearer {srv.token(identity, role, room)}"}
+            async with aiohttp.ClientSession(headers=headers) as s:
+                async with s.get(f"{srv.url}/v1/recordings") as r:
+                    assert r.status == 200
+                    listed = [x["id"] for x in (await r.json())["recordings"]]
+                statuses = {}
+                for visit, (rid, blob_id) in recs.items():
+                    async with s.get(f"{srv.url}/v1/recordings/{rid}") as r:
+                        meta = r.status
+                    async with s.get(f"{srv.url}/v1/recordings/{rid}/files/{blob_id}") as r:
+                        statuses[visit] = (meta, r.status)
+            return sorted(listed), statuses
+
+        earlier, today = recs["earlier"][0], recs["today"][0]
+        assert await seen_by("dr-new", "clinician", "clinic-room") == (
+            [today], {"earlier": (404, 404), "today": (200, 200)})
+        assert await seen_by("dr-second-today", "clinician", "clinic-room") == (
+            [today], {"earlier": (404, 404), "today": (200, 200)}), "took part without starting it"
+        assert await seen_by("dr-old", "clinician", "clinic-room") == (
+            [earlier], {"earlier": (200, 200), "today": (404, 404)})
+        assert await seen_by("ops", "admin", None) == (
+            sorted([earlier, today]), {"earlier": (200, 200), "today": (200, 200)})
+    finally:
+        await srv.runner.cleanup()
