@@ -29,7 +29,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
             404: "Not found", 409: "Conflict with the current state", 410: "Upload expired",
             412: "Tus-Resumable missing or unsupported", 413: "Too large",
             415: "Wrong Content-Type", 416: "Range not satisfiable", 423: "Upload busy",
-            460: "Checksum mismatch (the chunk was discarded)", 503: "Not configured on this server"}
+            460: "Checksum mismatch (the chunk was discarded)", 500: "Server error",
+            503: "Not configured on this server"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref("Error")}}}
             for s in statuses}
 
@@ -305,26 +306,36 @@ PATHS: dict[str, dict[str, Any]] = {
     },
     # Recording routes belong to mediasrv.recording.api.
     "/v1/rooms/{room}/recording": {
-        "post": _op("Start recording the visit: asks every participant for consent; 409 until all consented",
-                    {"201": _json(_ref("RecordingStatus"), "Recording"), **_errors(401, 403, 404, 409, 503)},
+        "post": _op("Start recording the visit (clinician of the room or admin): asks every participant for "
+                    "consent if nobody was asked yet; 409 consent_missing (naming who refused or has not "
+                    "answered) until all consented, 409 recording_busy while one runs; 500 recording_failed "
+                    "when the start fails partway (the recording is marked failed, the request ended: ask again)",
+                    {"201": _json(_ref("RecordingStatus"), "Recording"),
+                     **_errors(401, 403, 404, 409, 500, 503)},
                     tag="recordings", parameters=[ROOM]),
         "delete": _op("Stop the recording; its files are sealed", {
             "200": _json({"type": "object"}, "Stopped, with the files"), **_errors(401, 403, 404)},
             tag="recordings", parameters=[ROOM]),
     },
     "/v1/recordings": {
-        "get": _op("Recordings (admin: all; clinician: the token's room)", {
+        "get": _op("Recordings (admin: all; clinician: only recordings of the token's room that they started, "
+                   "consented to or have a file in — a room name reused for a later visit does not show "
+                   "earlier visits' recordings; room= another room: 403 wrong_room)", {
             "200": _json({"type": "object", "properties": {"recordings": {"type": "array", "items": {"type": "object"}}}},
                          "Recordings"), **_errors(401, 403, 503)}, tag="recordings",
             parameters=[_query("room", {"type": "string", "minLength": 1, "maxLength": 128}, "Room name")]),
     },
     "/v1/recordings/{id}": {
-        "get": _op("One recording with its files (one file per track)", {
+        "get": _op("One recording with its files (one file per track); for a clinician only a recording of "
+                   "the token's room they started, consented to or have a file in, else 404 "
+                   "recording_not_found (as for one that does not exist)", {
             "200": _json({"type": "object"}, "Recording"), **_errors(401, 403, 404, 503)}, tag="recordings",
             parameters=[_path_param("id", "Recording id")]),
     },
     "/v1/recordings/{id}/files/{file_id}": {
-        "get": _op("Download one recorded track (WebM or Matroska); Range supported; audited", {
+        "get": _op("Download one recorded file (WebM or Matroska); Range supported; audited; a clinician "
+                   "only from a recording they may see (as for GET /v1/recordings/{id}), else 404 "
+                   "recording_not_found; 404 file_not_found for a file not in it", {
             "200": {"description": "The file", "content": {"video/webm": {}, "audio/webm": {}, "video/x-matroska": {}}},
             "206": {"description": "Partial content"}, **_errors(401, 403, 404, 416, 503)}, tag="recordings",
             parameters=[_path_param("id", "Recording id"), _path_param("file_id", "File id"),
@@ -349,7 +360,11 @@ def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "mediasrv control API", "version": __version__,
-                 "description": "Rooms, tokens, store-and-forward messages with tus uploads, audit log."},
+                 "description": "Rooms, tokens, store-and-forward messages with tus uploads, vitals, "
+                                "recordings, audit log. The WHIP/WHEP endpoints (/whip/..., /whep/..., including "
+                                "recorded messages at POST /whip/messages/{recipient}, which answers 409 "
+                                "sender_gone when the sender goes while its recording starts) take SDP, not "
+                                "JSON, and are described in docs/signaling.md and docs/recording.md."},
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],
         "paths": PATHS,
