@@ -60,13 +60,22 @@ PLANE_COUNTERS = [
     ("to_python", "media_datagrams_to_control", "datagrams passed to aioice/aiortc (STUN, DTLS, pre-handover)"),
 ]
 # (recorder process total, metric name, help): `recording.session.TOTALS`, counted as each recorded
-# track ends (stop, unpublish, mute, consent withdrawn), so a running track shows up when it ends.
+# track ends (stop, unpublish, mute, consent withdrawn), so a running track shows up when it ends; the
+# writer's counts (frames_rejected, frames_dropped_backlog, writer_errors) when the recording stops.
 RECORDING_COUNTERS = [
     ("frames_recorded", "recording_frames_recorded", "frames written into recordings (never decoded)"),
     ("frames_given_up", "recording_frames_given_up",
      "frames the recording sinks gave up: incomplete after loss, or undecodable until the next keyframe"),
     ("frames_before_start", "recording_frames_before_start",
      "frames left out at a track's start: audio sampled before the recording or the sender's first video frame"),
+    ("frames_rejected", "recording_frames_rejected",
+     "frames the muxer refused (e.g. an impossible timestamp), each dropped alone; the file is kept"),
+    ("frames_dropped_backlog", "recording_frames_dropped_backlog",
+     "frames dropped because the recording writer's backlog was full (the disk did not keep up)"),
+    ("writer_errors", "recording_writer_errors",
+     "recording writer failures (a file given up, e.g. on a full disk, or a failed writer step)"),
+    ("sender_reports_distrusted", "recording_sender_reports_distrusted",
+     "RTCP sender reports contradicting the current NTP/RTP mapping, not followed until the next confirms it"),
 ]
 # (recorder process total, `by` label) of mediasrv_recording_tracks_aligned_total
 RECORDING_ALIGNMENT = [("tracks_aligned_by_sender_report", "sender_report"),

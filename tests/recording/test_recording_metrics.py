@@ -1,6 +1,6 @@
-"""/metrics after real recordings: the recorder's process totals (`mediasrv_recording_*_total`), the
-running-recordings gauge and the router's `recorder` keyframe requests, scraped over HTTP from a real
-server. The visit is recorded through a real Router's sinks into the server's encrypted store."""
+"""/metrics after real recordings: the recorder's process totals (`mediasrv_recording_*_total`, the
+writer's refused frames among them), the running-recordings gauge and the router's `recorder`
+keyframe requests, scraped over HTTP from a real server. The visit is recorded through a real Router's sinks into the server's encrypted store."""
 
 from __future__ import annotations
 
@@ -90,6 +90,10 @@ async def test_recorded_frames_alignment_and_keyframe_requests_are_exported(serv
                 room.router.route_rtp(1, packet, t)
         room.router.poll(now)  # the router's periodic work, where a sink's keyframe needs become PLIs
         rec.drain(now)
+    # A frame the muxer refuses (a timestamp past int64), as a corrupt sender clock could produce:
+    # dropped alone and counted by the writer when the recording stops.
+    mic = next(s.recorder.spec.key for s in rec.sinks.values() if s.recorder.spec.kind == "audio")
+    rec.writer.write(mic, [(2**63, True, b"bad")])
     await rec.stop()
     assert rec.sinks == {} and not rec.writer.errors
     server.rooms.retire_stats(room.router.stats())  # the visit's room closes (what Room.close does)
@@ -110,6 +114,9 @@ async def test_recorded_frames_alignment_and_keyframe_requests_are_exported(serv
     assert recorded + given_up + before_start == len(video) + len(audio)
     assert added("mediasrv_recording_tracks_aligned_total", by="sender_report") == 1  # the camera
     assert added("mediasrv_recording_tracks_aligned_total", by="arrival") == 1  # the microphone
+    assert added("mediasrv_recording_frames_rejected_total") == rec.stats["frames_rejected"] == 1
+    for key in ("frames_dropped_backlog", "writer_errors", "sender_reports_distrusted"):  # none in this visit
+        assert added(f"mediasrv_recording_{key}_total") == rec.stats[key] == 0, key
     requests = added("mediasrv_keyframe_requests_total", reason="recorder")
     assert requests >= 1 and requests == room.router.stats()["keyframe_requests_recorder"]
     assert added("mediasrv_keyframe_requests_total", reason="new_subscriber") == 0
