@@ -8,7 +8,10 @@ Rules (docs/recording.md):
 - a participant who joins while a recording runs is asked too; until they grant, none of their tracks
   is recorded (the rest of the recording goes on); a refusal keeps them out of it;
 - an answer lasts as long as the participant stays: one who leaves and comes back (a reload, another
-  device, a dropped connection) is asked again, and is not recorded until they answer again.
+  device, a dropped connection) is asked again, and is not recorded until they answer again;
+- a request waits only for those present: when the last participant who had not answered leaves and
+  everyone still there has granted, the recording starts as requested (the controller starts it); when
+  everyone leaves, the request ends.
 """
 
 from __future__ import annotations
@@ -89,10 +92,20 @@ class RecordingConsent:
         self.state.answers[identity] = None
         return True
 
-    def left(self, identity: str) -> None:
-        """Forget their answer: whoever comes back under this identity is asked again."""
-        if self.state is not None:
-            self.state.answers.pop(identity, None)
+    def left(self, identity: str) -> bool:
+        """Forget their answer: whoever comes back under this identity is asked again. True when a
+        pending request waited for nobody else: everyone still present has granted, so the recording
+        may start. A request nobody is left to answer ends."""
+        s = self.state
+        if s is None or identity not in s.answers:
+            return False
+        del s.answers[identity]
+        if s.recording:
+            return False
+        if not s.answers:
+            self.state = None
+            return False
+        return not s.pending() and not s.refused()
 
     def stop(self) -> None:
         self.state = None

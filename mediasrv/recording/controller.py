@@ -4,10 +4,13 @@ Flow: a clinician (room protocol `start_recording`) or an admin (`POST /v1/rooms
 asks; every participant present gets `recording_consent_request` and answers `recording_consent`;
 once all granted, the recording starts and everyone gets `recording_started` (the indicator) —
 `recording_stopped` when it ends. A refusal ends the request and tells the requester who refused.
+If the last participant who had not answered leaves instead, and everyone still present has granted,
+the recording starts as requested (the request waits only for those present).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,8 @@ class RoomRecording:
         self.requested_by: Identity | None = None
         self.recording_id: str | None = None
         self.last_stats: dict[str, int] = {}  # the last finished recording's counters (Recorder.stats)
+        # The start a departure completed (see left); kept so it is not garbage-collected mid-start.
+        self.start_after_leave: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> bool:
@@ -182,7 +187,25 @@ class RoomRecording:
             await self._ask(identity)
 
     def left(self, identity: str) -> None:
-        self.consent.left(identity)
+        """Forget their answer. If the request waited only for them and everyone still present has
+        granted, start the recording as requested — in a task, so the room finishes the departure
+        (`participant_left`) before `recording_started` goes out."""
+        if self.consent.left(identity):
+            self.start_after_leave = asyncio.get_running_loop().create_task(
+                self._start_if_consented(self.consent.state))
+
+    async def _start_if_consented(self, state: ConsentState | None) -> None:
+        # Anything may have happened since the departure: someone joined (and is being asked), the
+        # request was stopped or the room closed. Start only the same request, still fully granted.
+        if (state is None or self.consent.state is not state or state.recording or not state.answers
+                or state.pending() or state.refused()):
+            return
+        try:
+            await self._start()
+        except ConsentError as exc:  # recording_failed: the clinicians were told
+            log.warning("room %s: starting the recording after a departure: %s", self.room.name, exc.message)
+        except Exception:
+            log.exception("room %s: starting the recording after a departure", self.room.name)
 
     def status(self) -> dict[str, Any]:
         state = self.consent.state

@@ -58,3 +58,21 @@ def test_an_answer_lasts_while_the_participant_stays() -> None:
     assert c.joined("pat"), "a refusal is not kept either: they are asked again"
     c.answer("pat", True)
     assert c.state.may_record("pat")
+
+
+def test_a_request_waits_only_for_those_present() -> None:
+    """The last participant who had not answered leaves: everyone left has granted, the recording may
+    start. A departure while others have not answered does not; a request nobody is left for ends."""
+    c = RecordingConsent(recording_allowed=True)
+    c.request("dr", "clinician", ["dr", "pat", "interp", "family"])
+    c.answer("pat", True)
+    assert not c.left("family"), "interp has not answered"
+    assert c.left("interp")
+    c.check_start()
+    assert c.state is not None and c.state.recording
+    assert not c.left("pat"), "a running recording goes on"
+
+    c.stop()
+    c.request("dr", "clinician", ["dr", "pat"])
+    assert not c.left("dr") and c.state is not None and c.state.pending() == ["pat"]
+    assert not c.left("pat") and c.state is None, "nobody left to record: the request ends"

@@ -117,3 +117,70 @@ async def test_a_start_that_fails_partway_is_marked_failed_at_once_and_audited(t
     assert rec.recorder is not None and set(rec.recorder.sinks) == {1, 2}
     await rec.stop(DR)
     assert store.states["rec1"] == "ready"
+
+
+class _Asked(FakeParticipant):
+    """A participant who can be sent the consent request."""
+
+    def __init__(self) -> None:
+        self.inbox: list[dict[str, Any]] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.inbox.append(message)
+
+
+def _visit(tmp_path: Path, *present: str) -> tuple[_Room, _Store, RoomRecording]:
+    room, store = _Room(), _Store(tmp_path)
+    for identity in present:
+        room.participants[identity] = _Asked()  # type: ignore[assignment]
+    return room, store, RoomRecording(room, store)  # type: ignore[arg-type]
+
+
+async def test_the_last_unanswered_participant_leaving_starts_the_recording_everyone_present_granted(
+        tmp_path: Path) -> None:
+    """The request waits only for those present: when the one participant who had not answered
+    leaves and everyone still there granted, the recording starts as requested — indicator to the
+    room and `recording_start` audited — instead of the clinician having to ask again."""
+    room, store, rec = _visit(tmp_path, "dr", "pat", "interp")
+    assert (await rec.request(DR))["waiting_for"] == ["interp", "pat"]
+    await rec.answer("pat", True)
+    room.participants.pop("interp")  # what Room.leave does before telling the recording
+    rec.left("interp")
+    assert rec.start_after_leave is not None
+    await rec.start_after_leave
+    assert rec.running and store.states == {"rec0": "recording"}
+    assert ({"type": "recording_started", "recording_id": "rec0"}, False) in room.sent
+    assert room.manager.audit == ["recording_start"]
+    assert rec.status() == {"recording": True, "recording_id": "rec0", "waiting_for": [], "refused": []}
+    await rec.stop(DR)
+
+
+async def test_a_departure_starts_nothing_while_someone_present_has_not_answered(tmp_path: Path) -> None:
+    room, store, rec = _visit(tmp_path, "dr", "pat", "interp")
+    await rec.request(DR)
+    room.participants.pop("interp")
+    rec.left("interp")  # pat has not answered yet
+    assert rec.start_after_leave is None and not rec.running
+    assert rec.status()["waiting_for"] == ["pat"]
+    await rec.answer("pat", True)  # the answer that completes the request starts it, as before
+    assert rec.running and room.manager.audit == ["recording_start"]
+    await rec.stop(DR)
+
+
+async def test_a_start_after_a_departure_yields_to_whoever_joins_meanwhile(tmp_path: Path) -> None:
+    """Someone joins before the start after a departure runs: they are asked, and nothing is
+    recorded until they grant."""
+    room, store, rec = _visit(tmp_path, "dr", "pat")
+    await rec.request(DR)
+    room.participants.pop("pat")
+    rec.left("pat")
+    room.participants["family"] = _Asked()  # type: ignore[assignment]
+    await rec.joined("family")
+    assert rec.start_after_leave is not None
+    await rec.start_after_leave
+    assert not rec.running and store.states == {} and rec.status()["waiting_for"] == ["family"]
+    assert room.participants["family"].inbox == [  # type: ignore[attr-defined]
+        {"type": "recording_consent_request", "by": "dr", "recording": False}]
+    await rec.answer("family", True)
+    assert rec.running
+    await rec.stop(DR)
