@@ -31,6 +31,17 @@ from mediasrv.store.db import Database, register_schema
 from .muxer import RecordingWriter, TrackResult
 from .sealed_output import FINAL_PREFIX, SPILL_PREFIX, is_recording_blob
 
+
+def _file_table(name: str, sealed: bool) -> str:
+    """A recorded file's table: filed (`recording_files`) or about to be sealed (no size or sha256
+    yet). One column list for both, in the order the positional INSERTs rely on."""
+    sealed_columns = "size INTEGER NOT NULL, sha256 TEXT NOT NULL, " if sealed else ""
+    return (f"CREATE TABLE IF NOT EXISTS {name} (blob_id TEXT PRIMARY KEY, "
+            "recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE, "
+            "participant TEXT NOT NULL, kind TEXT NOT NULL, codec TEXT NOT NULL, content_type TEXT NOT NULL, "
+            f"{sealed_columns}frames INTEGER NOT NULL, start_s REAL, end_s REAL)")
+
+
 register_schema(
     "recordings",
     [
@@ -42,19 +53,7 @@ register_schema(
             stopped_at REAL,
             state TEXT NOT NULL
         )""",
-        """CREATE TABLE IF NOT EXISTS recording_files (
-            blob_id TEXT PRIMARY KEY,
-            recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
-            participant TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            codec TEXT NOT NULL,
-            content_type TEXT NOT NULL,
-            size INTEGER NOT NULL,
-            sha256 TEXT NOT NULL,
-            frames INTEGER NOT NULL,
-            start_s REAL,
-            end_s REAL
-        )""",
+        _file_table("recording_files", sealed=True),
         "CREATE INDEX IF NOT EXISTS recording_files_rec ON recording_files (recording_id)",
         # Who took part (consented while it ran): with the starter, the clinicians who may see it.
         """CREATE TABLE IF NOT EXISTS recording_participants (
@@ -63,17 +62,7 @@ register_schema(
             PRIMARY KEY (recording_id, identity)
         )""",
         # A file about to be sealed: its row, without size and sha256 (known once sealed).
-        """CREATE TABLE IF NOT EXISTS recording_files_pending (
-            blob_id TEXT PRIMARY KEY,
-            recording_id TEXT NOT NULL REFERENCES recordings (id) ON DELETE CASCADE,
-            participant TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            codec TEXT NOT NULL,
-            content_type TEXT NOT NULL,
-            frames INTEGER NOT NULL,
-            start_s REAL,
-            end_s REAL
-        )""",
+        _file_table("recording_files_pending", sealed=False),
     ],
 )
 

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import av
 import pytest
 
-from mediasrv.recording.muxer import RecordingWriter
-from mediasrv.recording.sealed_output import SPILL_PREFIX
+from mediasrv.recording.muxer import RecordingWriter, TrackSpec
+from mediasrv.recording.sealed_output import FINAL_PREFIX, SPILL_PREFIX
 from mediasrv.recording.store import RecordingStore
 from mediasrv.store.blobs import BlobStore
 from mediasrv.store.db import Database
@@ -48,8 +49,6 @@ def write_batch(writer: RecordingWriter, n: int) -> None:
 
 
 async def test_no_plaintext_frame_is_ever_on_disk(tmp_path: Path) -> None:
-    from mediasrv.recording.muxer import TrackSpec
-
     data = tmp_path / "data"
     db, blobs, work = storage(data, os.urandom(32))
     await db.open()
@@ -78,39 +77,70 @@ async def test_no_plaintext_frame_is_ever_on_disk(tmp_path: Path) -> None:
     await db.close()
 
 
+CRASHES = ("mid_visit", "after_sealing", "while_sealing")
+
+
+async def record_then_crash(data: Path, key: bytes, when: str) -> None:
+    """Run in a subprocess (CRASHING_RECORDER): prints the recording id, records 12 batches of both
+    tracks into one file, then the process dies (`os._exit(9)`, no cleanup): `mid_visit` with the
+    file still open, `after_sealing` once it was sealed but before its row was filed,
+    `while_sealing` right after the sealed blob's first chunk."""
+    assert when in CRASHES, when
+    db, blobs, work = storage(data, key)
+    await db.open()
+    store = RecordingStore(db, blobs, work)
+    rid = await store.create("visit", "dr")
+    print(rid, flush=True)
+    if when == "while_sealing":
+        create = blobs.create
+
+        def create_then_crash(blob_id: str | None = None) -> Any:
+            w = create(blob_id)
+            if blob_id and blob_id.startswith(FINAL_PREFIX):
+                append = w.append
+
+                def append_then_crash(data: Any) -> None:
+                    append(data)
+                    w.sync()
+                    os._exit(9)
+
+                w.append = append_then_crash
+            return w
+
+        blobs.create = create_then_crash  # type: ignore[method-assign]
+    writer = store.new_writer(rid, owners={"v": "pat", "a": "pat"})
+    writer.add_track(TrackSpec("v", "video", "VP8", 90000, group="pat"))
+    writer.add_track(TrackSpec("a", "audio", "opus", 48000, group="pat"))
+    for n in range(12):
+        write_batch(writer, n)
+    if when == "mid_visit":
+        await asyncio.to_thread(writer.drain, 30)
+    else:
+        await asyncio.to_thread(writer.close)  # ends the tracks: the file is sealed
+    os._exit(9)
+
+
 CRASHING_RECORDER = textwrap.dedent("""
-    import asyncio, os, sys
+    import asyncio, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
-    from test_muxer_sealed import storage, write_batch
-    from mediasrv.recording.muxer import TrackSpec
-    from mediasrv.recording.store import RecordingStore
-
-    async def main():
-        db, blobs, work = storage(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]))
-        await db.open()
-        store = RecordingStore(db, blobs, work)
-        rid = await store.create("visit", "dr")
-        writer = store.new_writer(rid)
-        writer.add_track(TrackSpec("v", "video", "VP8", 90000, group="pat"))
-        writer.add_track(TrackSpec("a", "audio", "opus", 48000, group="pat"))
-        for n in range(12):
-            write_batch(writer, n)
-        await asyncio.to_thread(writer.drain, 30)
-        print(rid, flush=True)
-        os._exit(9)  # a crash in the middle of the visit: no close, no cleanup
-
-    asyncio.run(main())
+    from test_muxer_sealed import record_then_crash
+    asyncio.run(record_then_crash(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]), sys.argv[4]))
 """)
+
+
+async def crash_a_recorder(data: Path, key: bytes, when: str) -> str:
+    """Runs record_then_crash in a real process; returns the id of the recording it crashed in."""
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CRASHING_RECORDER, str(data), key.hex(),
+                         str(Path(__file__).parent), when], capture_output=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr.decode(errors="replace")
+    return proc.stdout.decode().strip()
 
 
 async def test_a_crash_leaves_only_encrypted_leftovers_which_startup_removes(tmp_path: Path) -> None:
     data, key = tmp_path / "data", os.urandom(32)
-    proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", CRASHING_RECORDER, str(data), key.hex(), str(Path(__file__).parent)],
-        capture_output=True, timeout=120)
-    assert proc.returncode == 9, proc.stderr.decode(errors="replace")
-    rid = proc.stdout.decode().strip()
+    rid = await crash_a_recorder(data, key, "mid_visit")
     assert plaintext_on_disk(data) == []
     assert list(data.rglob(f"{SPILL_PREFIX}*.tail")), "an unfinished, encrypted spill is what is left"
 
@@ -128,46 +158,6 @@ async def test_a_crash_leaves_only_encrypted_leftovers_which_startup_removes(tmp
     await db.close()
 
 
-CRASH_AROUND_SEALING = textwrap.dedent("""
-    import asyncio, os, sys
-    from pathlib import Path
-    sys.path.insert(0, sys.argv[3])
-    from test_muxer_sealed import storage, write_batch
-    from mediasrv.recording.muxer import TrackSpec
-    from mediasrv.recording.sealed_output import FINAL_PREFIX
-    from mediasrv.recording.store import RecordingStore
-
-    async def main():
-        db, blobs, work = storage(Path(sys.argv[1]), bytes.fromhex(sys.argv[2]))
-        await db.open()
-        store = RecordingStore(db, blobs, work)
-        rid = await store.create("visit", "dr")
-        print(rid, flush=True)
-        if sys.argv[4] == "while_sealing":  # the crash comes after the final blob's first chunk
-            create = blobs.create
-            def create_then_crash(blob_id=None):
-                w = create(blob_id)
-                if blob_id and blob_id.startswith(FINAL_PREFIX):
-                    append = w.append
-                    def append_then_crash(data):
-                        append(data)
-                        w.sync()
-                        os._exit(9)
-                    w.append = append_then_crash
-                return w
-            blobs.create = create_then_crash
-        writer = store.new_writer(rid, owners={"v": "pat", "a": "pat"})
-        writer.add_track(TrackSpec("v", "video", "VP8", 90000, group="pat"))
-        writer.add_track(TrackSpec("a", "audio", "opus", 48000, group="pat"))
-        for n in range(12):
-            write_batch(writer, n)
-        await asyncio.to_thread(writer.close)  # ends the tracks: the file is sealed
-        os._exit(9)  # "after_sealing": the crash comes before the file's row is filed
-
-    asyncio.run(main())
-""")
-
-
 @pytest.mark.parametrize("crash", ["after_sealing", "while_sealing"])
 async def test_a_crash_around_sealing_keeps_a_sealed_file_and_never_exposes_a_partial_one(
         tmp_path: Path, crash: str) -> None:
@@ -175,11 +165,7 @@ async def test_a_crash_around_sealing_keeps_a_sealed_file_and_never_exposes_a_pa
     filed: startup recovery checks the blob and files it, so the visit is not lost. A crash while
     the blob was being sealed: the partial blob is deleted and nothing is listed."""
     data, key = tmp_path / "data", os.urandom(32)
-    proc = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", CRASH_AROUND_SEALING, str(data), key.hex(),
-                         str(Path(__file__).parent), crash], capture_output=True, timeout=120)
-    assert proc.returncode == 9, proc.stderr.decode(errors="replace")
-    rid = proc.stdout.decode().strip()
+    rid = await crash_a_recorder(data, key, crash)
     assert plaintext_on_disk(data) == []
 
     db, blobs, work = storage(data, key)

@@ -15,6 +15,7 @@ from mediasrv.recording.session import Recorder
 from mediasrv.sfu.rooms import RoomOptions
 from mediasrv.signaling.whip import MESSAGE_ROOM_PREFIX
 
+from .router_feed import replay
 from .test_pipeline import encode_opus, encode_vp8, packetize_vp8, rtp
 from .test_recorder_sinks import OPUS, VP8, FakeRoom, FakeTrack
 from .test_router_sink import sender_report
@@ -79,15 +80,7 @@ async def test_recorded_frames_alignment_and_keyframe_requests_are_exported(serv
     events += [(T0_MS + int.from_bytes(p[4:8], "big") // 90, p) for p in vpk if p is not lost]
     events += [(T0_MS + i * 20, rtp(10 + i, ts, False, data, 111, MIC_SSRC)) for i, (ts, data) in enumerate(audio)]
     events.sort(key=lambda e: e[0])
-    now = T0_MS
-    while events:
-        now += 20
-        while events and events[0][0] <= now:
-            t, packet = events.pop(0)
-            if packet[1] == 200:
-                room.router.handle_rtcp(1, packet, t)
-            else:
-                room.router.route_rtp(1, packet, t)
+    for now in replay(room.router, 1, events, T0_MS):
         room.router.poll(now)  # the router's periodic work, where a sink's keyframe needs become PLIs
         rec.drain(now)
     # A frame the muxer refuses (a timestamp past int64), as a corrupt sender clock could produce:

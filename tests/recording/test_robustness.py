@@ -24,6 +24,7 @@ from mediasrv.recording.muxer import RecordingWriter, TrackSpec
 from mediasrv.recording.pipeline import SENDER_REPORT, SenderClock, TrackRecorder
 from mediasrv.store.blobs import BlobStore
 
+from .router_feed import replay
 from .test_alignment import Writer
 from .test_pipeline import encode_vp8, packetize_vp8
 from .test_recorder_sinks import FakeRoom, FakeStore
@@ -71,15 +72,7 @@ def test_publisher_restarting_under_a_new_ssrc_keeps_every_frame_at_its_sampling
     r.add_sink(VIDEO_SINK, VIDEO_TRACK, "VP8", 96)
     w, origin = Writer(), T0_MS - 200
     rec = TrackRecorder(TrackSpec("v", "video", "VP8", 90000), w, origin, SenderClock())
-    now = T0_MS
-    while events or now < T0_MS + 4000:
-        now += 20
-        while events and events[0][0] <= now:
-            t, packet = events.pop(0)
-            if packet[1] == 200:
-                r.handle_rtcp(PUB, packet, int(t))
-            else:
-                r.route_rtp(PUB, packet, int(t))
+    for now in replay(r, PUB, events, T0_MS, until_ms=T0_MS + 4000):
         rec.push(r.sink_frames(VIDEO_SINK, now), r.sink_sync(VIDEO_SINK), now)
     rec.finish(r.finish_sink(VIDEO_SINK), now)
 

@@ -13,6 +13,7 @@ import pytest
 from mediasrv.recording.muxer import TrackSpec
 from mediasrv.recording.pipeline import SENDER_REPORT, SenderClock, TrackRecorder
 
+from .router_feed import replay
 from .test_alignment import Writer
 from .test_pipeline import encode_opus, encode_vp8, packetize_vp8, rtp
 
@@ -64,20 +65,14 @@ def test_sink_frames_and_sender_reports_align_audio_and_video() -> None:
     vrec = TrackRecorder(TrackSpec("v", "video", "VP8", 90000), w, origin, clock)
     arec = TrackRecorder(TrackSpec("a", "audio", "opus", 48000), w, origin, clock)
     syncs: dict[int, tuple[float, int] | None] = {}
-    now = T0_MS
-    while events or now < T0_MS + 3000:
-        now += 20
-        while events and events[0][0] <= now:
-            t, packet = events.pop(0)
-            if packet[1] == 200:
-                r.handle_rtcp(PUB, packet, int(t))
-            else:
-                assert r.route_rtp(PUB, packet, int(t)) == [], "a sink sends nothing to any transport"
+    forwarded: list[object] = []
+    for now in replay(r, PUB, events, T0_MS, until_ms=T0_MS + 3000, forwarded=forwarded):
         for sub, rec in ((VIDEO_SINK, vrec), (AUDIO_SINK, arec)):
             syncs[sub] = r.sink_sync(sub)
             rec.push(r.sink_frames(sub, now), syncs[sub], now)
     vrec.finish(r.finish_sink(VIDEO_SINK), now)
     arec.finish(r.finish_sink(AUDIO_SINK), now)
+    assert forwarded == [], "a sink sends nothing to any transport"
 
     v_sync, a_sync = syncs[VIDEO_SINK], syncs[AUDIO_SINK]
     assert v_sync is not None and a_sync is not None
