@@ -93,6 +93,16 @@ async def test_one_publisher_eight_viewers_all_decode_on_the_native_plane(server
     assert metrics["mediasrv_media_datagrams_sent_total"] >= router["rtp_packets_out"] > 0
     per_sub = [k for k, v in metrics.items() if k.startswith("mediasrv_subscription_packets_total") and v > 0]
     assert len(per_sub) == 16
+    # Round trip toward the publisher: Chromium answers the RRTR in our receiver reports with a DLRR
+    # (RFC 3611), for audio and video alike.
+    room = server.rooms.get("lecture")
+
+    async def publisher_rtt() -> Any:
+        rtts = [room.router.track_stats(t.id)["rtt"] for t in room.tracks.values()]
+        return all(r is not None for r in rtts) and rtts
+
+    rtts = await eventually(publisher_rtt, timeout=20, what="publisher RTT from DLRR")
+    assert len(rtts) == 2 and all(0 <= r < 1.0 for r in rtts), rtts
 
 
 async def test_publisher_loss_is_recovered_with_nack_and_rtx(lossy_server, browser):
