@@ -55,6 +55,9 @@ class SenderClock:
         self.offset_ms: float | None = None  # server ms - sender ms
         self.frozen = False
         self._first_arrival: int | None = None
+        # Half the publisher's round trip (RRTR/DLRR), when known: the one-way delay inside the
+        # least delay seen, taken off at freeze time so frames sit at their capture time.
+        self.one_way_ms: float | None = None
         self.video_tracks = 0
         self.video_start_ms: float | None = None
 
@@ -73,6 +76,9 @@ class SenderClock:
         if not self.frozen and self.offset_ms is not None and self._first_arrival is not None \
                 and (force or now_ms - self._first_arrival >= self.estimate_ms):
             self.frozen = True
+            if self.one_way_ms is not None:
+                # Participants on slower paths no longer land later than they spoke.
+                self.offset_ms -= self.one_way_ms
         return self.frozen
 
 

@@ -188,6 +188,12 @@ class Recorder:
                 log.warning("recording %s: sink of track %d vanished", self.recording_id, tid)
                 self._end(tid)
                 continue
+            clock = sink.recorder.clock
+            if not clock.frozen:
+                with contextlib.suppress(KeyError, ValueError):
+                    rtt = router.track_stats(sink.track_id)["rtt"]  # seconds, from the publisher's DLRR
+                    if rtt is not None:
+                        clock.one_way_ms = rtt * 500
             try:
                 sink.recorder.push(frames, sync, now)
             except Exception:  # one track's trouble must not hold up the others

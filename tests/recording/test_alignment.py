@@ -120,6 +120,31 @@ def test_participants_with_different_sender_clocks_share_the_server_timeline() -
     assert abs(w.seconds("a", 48000)[20] - 1.025) < 0.001  # sampled at 11.0 s
 
 
+def test_known_round_trips_put_participants_on_different_paths_at_their_capture_time() -> None:
+    w = Writer()
+    far = Sender(ntp_at_zero=3_900_000_000.0, delay_ms=100)  # on a 200 ms round trip
+    near = Sender(ntp_at_zero=3_900_003_600.7, delay_ms=10)  # on a 20 ms round trip
+    far_clock, near_clock = SenderClock(), SenderClock()
+    far_clock.one_way_ms, near_clock.one_way_ms = 100.0, 10.0
+    f = TrackRecorder(AUDIO, w, ORIGIN, far_clock)
+    n = TrackRecorder(TrackSpec("n", "audio", "opus", 48000), w, ORIGIN, near_clock)
+    # both speak at server time 11.0 s (clap)
+    ff = [far.frame(7, 48000, 10_600 + 20 * i) for i in range(100)]
+    nf = [near.frame(2**40, 48000, 10_600 + 20 * i) for i in range(100)]
+    run([(f, ff, far.sync(7, 48000, 10_000)), (n, nf, near.sync(2**40, 48000, 10_000))], until_ms=14_000)
+    got_far, got_near = w.seconds("a", 48000), w.seconds("n", 48000)
+    assert abs(got_far[20] - 1.0) < 0.001 and abs(got_near[20] - 1.0) < 0.001  # sampled at 11.0 s
+    assert max(abs(a - b) for a, b in zip(got_far, got_near, strict=True)) < 0.001
+    # Without round trips each would sit at its own least delay: 90 ms apart.
+    w2 = Writer()
+    f2 = TrackRecorder(AUDIO, w2, ORIGIN, SenderClock())
+    n2 = TrackRecorder(TrackSpec("n", "audio", "opus", 48000), w2, ORIGIN, SenderClock())
+    ff = [far.frame(7, 48000, 10_600 + 20 * i) for i in range(100)]
+    nf = [near.frame(2**40, 48000, 10_600 + 20 * i) for i in range(100)]
+    run([(f2, ff, far.sync(7, 48000, 10_000)), (n2, nf, near.sync(2**40, 48000, 10_000))], until_ms=14_000)
+    assert abs(w2.seconds("a", 48000)[20] - w2.seconds("n", 48000)[20] - 0.090) < 0.001
+
+
 def test_timestamps_across_the_32_bit_wrap_keep_their_spacing() -> None:
     w, clock = Writer(), SenderClock()
     dan = Sender(ntp_at_zero=50.0, delay_ms=10)
