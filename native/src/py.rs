@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::jitter::py::{capacity_arg, codec_arg, flush_to_py, pop_to_py, stats_to_py};
+use crate::jitter::py::{capacity_arg, codec_arg, flush_frames_py, pop_frames_py, stats_to_py};
 use crate::jitter::JitterConfig;
 
 use crate::output::Output;
@@ -235,25 +235,34 @@ impl Router {
         sub: u64,
         now_ms: u64,
     ) -> PyResult<Bound<'py, PyList>> {
-        let mut core = lock(&self.core);
-        let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
-        pop_to_py(py, sink.buffer(), now_ms)
+        // Under the room's lock only the frames' `bytes` are made (no GC-tracked object, so no
+        // collection can run while the media plane worker waits for the lock); the list after.
+        let mut frames = Vec::new();
+        {
+            let mut core = lock(&self.core);
+            let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+            pop_frames_py(py, sink.buffer(), now_ms, &mut frames)?;
+        }
+        PyList::new(py, frames)
     }
 
     /// End of the sink's stream: its remaining complete frames; then the sink is removed.
     fn finish_sink<'py>(&mut self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyList>> {
-        let mut core = lock(&self.core);
-        let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
-        let frames = flush_to_py(py, sink.buffer())?;
-        core.remove_subscription(sub);
-        Ok(frames)
+        let mut frames = Vec::new();
+        {
+            let mut core = lock(&self.core);
+            let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+            flush_frames_py(py, sink.buffer(), &mut frames)?;
+            core.remove_subscription(sub);
+        }
+        PyList::new(py, frames)
     }
 
     /// (NTP seconds, timestamp): the publisher's last sender report in the sink's timestamp space
     /// (extended like frame timestamps), or None before the first one.
     fn sink_sync(&self, sub: u64) -> PyResult<Option<(f64, u64)>> {
         let core = lock(&self.core);
-        if core.sink_stats(sub).is_none() {
+        if !core.is_sink(sub) {
             return Err(no_sink(sub));
         }
         Ok(core
@@ -263,8 +272,10 @@ impl Router {
 
     /// The sink's jitter-buffer counters (packets, lost, frames, keyframe_requests, ...).
     fn sink_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
-        let core = lock(&self.core);
-        let stats = core.sink_stats(sub).ok_or_else(|| no_sink(sub))?;
+        // A copy of the counters, so the dict is built with the room's lock let go.
+        let stats = lock(&self.core)
+            .sink_stats(sub)
+            .ok_or_else(|| no_sink(sub))?;
         stats_to_py(py, &stats)
     }
 

@@ -163,6 +163,58 @@ proptest! {
         prop_assert!(s.retransmissions_out <= s.rtp_packets_out);
     }
 
+    /// Recording sinks fed plausible traffic (random numbering, payloads, padding, RTX, SSRC
+    /// switches, sender reports) and drained at random: nothing panics, nothing is sent toward the
+    /// sinks' non-transport, and a sink never releases more frames than packets it took.
+    #[test]
+    fn sinks_survive_plausible_traffic(
+        ops in proptest::collection::vec((0u8..7, any::<u16>(), any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..24), 0u8..4), 1..120)
+    ) {
+        use mediasrv_native::jitter::{FrameCodec, JitterConfig};
+        use mediasrv_native::router::SINK_TRANSPORT;
+        let mut r = subscribed_room();
+        let small = |c| JitterConfig { capacity: 16, ..JitterConfig::new(c) };
+        r.add_sink(200, VIDEO_TRACK, FrameCodec::Vp8, VP8_PT, small(FrameCodec::Vp8)).unwrap();
+        r.add_sink(201, AUDIO_TRACK, FrameCodec::Opus, OPUS_PT, small(FrameCodec::Opus)).unwrap();
+        let (mut a, mut b) = (Output::new(), Output::new());
+        let mut released = [0u64; 2];
+        for (i, (kind, seq, ts, payload, pad)) in ops.into_iter().enumerate() {
+            let now = i as u64 * 13;
+            a.clear();
+            b.clear();
+            let pkt = |pt, ssrc| Pkt::new(pt, seq, ts, ssrc, &payload).padding(pad * 4).bytes();
+            match kind {
+                0 => r.route_rtp(PUB, &pkt(VP8_PT, VIDEO_SSRC ^ (pad == 3 && seq % 7 == 0) as u32), now, &mut a),
+                1 => r.route_rtp(PUB, &pkt(RTX_PT, RTX_SSRC), now, &mut a),
+                2 => r.route_rtp(PUB, &pkt(OPUS_PT, AUDIO_SSRC), now, &mut a),
+                3 => {
+                    let mut sr = Vec::new();
+                    let ssrc = if pad & 1 == 0 { VIDEO_SSRC } else { AUDIO_SSRC };
+                    rtcp::write_sr(&mut sr, ssrc, (ts as u64) << 20, ts, 1, 5, &[]);
+                    r.handle_rtcp(PUB, &sr, now, &mut a, &mut b);
+                }
+                4 => r.poll(now, &mut b),
+                _ => {
+                    for (k, sub) in [200u64, 201].into_iter().enumerate() {
+                        released[k] += r.sink_mut(sub).unwrap().buffer().pop_frames(now).len() as u64;
+                        let _ = r.sink_sync(sub);
+                    }
+                }
+            }
+            for (t, _) in a.iter().chain(b.iter()) {
+                prop_assert_ne!(t, SINK_TRANSPORT);
+            }
+        }
+        for (k, sub) in [200u64, 201].into_iter().enumerate() {
+            released[k] += r.sink_mut(sub).unwrap().buffer().flush().len() as u64;
+            let s = r.sink_stats(sub).unwrap();
+            prop_assert_eq!(s.frames, released[k]);
+            prop_assert!(s.frames <= s.packets);
+            prop_assert_eq!(r.sink_mut(sub).unwrap().buffer().buffered(), 0);
+        }
+    }
+
     /// Whatever order packets arrive in (reordering, loss, duplicates, wrap), every forwarded packet's
     /// sequence number and timestamp differ from the first forwarded one's by exactly the publisher's
     /// difference.

@@ -267,3 +267,35 @@ fn a_new_publisher_ssrc_forgets_the_old_streams_sender_report() {
         "no mapping until the new stream reports"
     );
 }
+
+#[test]
+fn sink_sync_holds_across_the_sinks_timestamp_wrap() {
+    let mut r = room();
+    sinks(&mut r);
+    let mut pub_ts = 48_000u32;
+    route(&mut r, PUB, &opus(0, pub_ts), 0);
+    let first = frames(&mut r, SINK_A, 0)[0].0;
+    // The sink's 32-bit timestamp is the publisher's plus a random offset; step the publisher's
+    // clock (by less than half the range, as a real stream does) until the sink's wraps.
+    let mut seq = 0;
+    let mut sink_ts = first;
+    let mut before_wrap = (pub_ts, sink_ts);
+    while sink_ts >> 32 == first >> 32 {
+        before_wrap = (pub_ts, sink_ts);
+        seq += 1;
+        pub_ts = pub_ts.wrapping_add(1 << 30);
+        route(&mut r, PUB, &opus(seq, pub_ts), seq as u64);
+        let f = frames(&mut r, SINK_A, seq as u64);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0 - sink_ts, 1 << 30, "frame timestamps stay monotonic");
+        sink_ts = f[0].0;
+    }
+    // An SR naming the newest frame, then one naming the frame before the wrap (older than the
+    // newest packet): both land on the frames' own extended timestamps.
+    for (i, (rtp, expect)) in [(pub_ts, sink_ts), before_wrap].into_iter().enumerate() {
+        let mut sr = Vec::new();
+        rtcp::write_sr(&mut sr, AUDIO_SSRC, (10 + i as u64) << 32, rtp, 1, 5, &[]);
+        rtcp(&mut r, PUB, &sr, 100 + i as u64);
+        assert_eq!(r.sink_sync(SINK_A), Some(((10 + i as u64) << 32, expect)));
+    }
+}

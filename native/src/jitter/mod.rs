@@ -542,11 +542,16 @@ impl<P: PacketBuf> JitterBuffer<P> {
         false
     }
 
-    /// Empties every slot, packets and NACK state alike.
+    /// Empties every slot, packets and NACK state alike. The packets are let go at once: a shared
+    /// payload held here would keep the router's NACK cache from reusing its buffer.
     fn clear_all(&mut self) {
-        for s in self.slots.iter_mut() {
+        for i in 0..self.slots.len() {
+            let s = &mut self.slots[i];
             s.seq = EMPTY;
             s.missing = None;
+            if let Some(p) = s.packet.take() {
+                self.recycle(p);
+            }
         }
         self.n_missing = 0;
     }
@@ -737,8 +742,9 @@ impl<P: PacketBuf> JitterBuffer<P> {
             self.cfg.nack_interval_ms,
             self.cfg.max_nack_retries,
         );
-        // Missing numbers are always inside [head, highest]; nothing to scan when none are.
-        let last = if self.started && self.n_missing > 0 {
+        // Missing numbers are always inside [head, highest]; nothing to scan when none are, or
+        // when nothing may be NACKed (a recording sink: that scan would run at every router poll).
+        let last = if self.started && self.n_missing > 0 && max > 0 {
             self.highest
         } else {
             0

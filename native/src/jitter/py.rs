@@ -66,27 +66,42 @@ pub(crate) fn capacity_arg(capacity: usize) -> PyResult<usize> {
     Ok(capacity)
 }
 
-/// Releases the complete frames as a list of (timestamp, keyframe, data, arrival_ms); each frame's
-/// bytes are assembled straight into its `bytes` object (no intermediate buffer).
-pub(crate) fn pop_to_py<'py, P: PacketBuf>(
+/// A released frame as Python values: (timestamp, keyframe, data, arrival_ms).
+pub(crate) type PyFrame<'py> = (u64, bool, Bound<'py, PyBytes>, u64);
+
+/// Releases the complete frames into `out`; each frame's bytes are assembled straight into its
+/// `bytes` object (no intermediate buffer). Nothing but `bytes` objects is created here: they are
+/// not tracked by Python's cyclic GC, so creating them never starts a collection (nor runs a
+/// finalizer), which matters because the router binding calls this holding the room's lock, the
+/// one its media plane worker needs for every packet. The tuples are made after the lock is let go.
+pub(crate) fn pop_frames_py<'py, P: PacketBuf>(
     py: Python<'py>,
     jb: &mut JitterBuffer<P>,
     now_ms: u64,
-) -> PyResult<Bound<'py, PyList>> {
-    let out = PyList::empty(py);
+    out: &mut Vec<PyFrame<'py>>,
+) -> PyResult<()> {
     let mut err = None;
     jb.pop_frames_with(now_ms, |info, parts| {
         if err.is_some() {
             return;
         }
-        let frame = new_frame_bytes(py, info.len, |buf| parts.write_to_uninit(buf))
-            .and_then(|data| {
-                (info.timestamp, info.keyframe, data, info.arrival_ms).into_pyobject(py)
-            })
-            .and_then(|t| out.append(t));
-        err = frame.err();
+        match new_frame_bytes(py, info.len, |buf| parts.write_to_uninit(buf)) {
+            Ok(data) => out.push((info.timestamp, info.keyframe, data, info.arrival_ms)),
+            Err(e) => err = Some(e),
+        }
     });
-    err.map_or(Ok(out), Err)
+    err.map_or(Ok(()), Err)
+}
+
+/// Releases the complete frames as a list of (timestamp, keyframe, data, arrival_ms).
+pub(crate) fn pop_to_py<'py, P: PacketBuf>(
+    py: Python<'py>,
+    jb: &mut JitterBuffer<P>,
+    now_ms: u64,
+) -> PyResult<Bound<'py, PyList>> {
+    let mut frames = Vec::new();
+    pop_frames_py(py, jb, now_ms, &mut frames)?;
+    PyList::new(py, frames)
 }
 
 /// A `bytes` of `len` bytes filled by `fill`, which must write every byte. Unlike
@@ -110,19 +125,29 @@ fn new_frame_bytes<'py>(
     }
 }
 
-/// End of stream through the sink: what `Core::flush` does, without owned frames.
+/// End of stream through the sink: what `Core::flush` does, without owned frames, into `out`
+/// (only `bytes` objects are created, as in `pop_frames_py`).
+pub(crate) fn flush_frames_py<'py, P: PacketBuf>(
+    py: Python<'py>,
+    jb: &mut JitterBuffer<P>,
+    out: &mut Vec<PyFrame<'py>>,
+) -> PyResult<()> {
+    pop_frames_py(py, jb, u64::MAX, out)?;
+    while jb.has_pending() {
+        jb.give_up_head();
+        pop_frames_py(py, jb, u64::MAX, out)?;
+    }
+    Ok(())
+}
+
+/// End of stream: the remaining frames as a list (see `flush_frames_py`).
 pub(crate) fn flush_to_py<'py, P: PacketBuf>(
     py: Python<'py>,
     jb: &mut JitterBuffer<P>,
 ) -> PyResult<Bound<'py, PyList>> {
-    let out = pop_to_py(py, jb, u64::MAX)?;
-    while jb.has_pending() {
-        jb.give_up_head();
-        for f in pop_to_py(py, jb, u64::MAX)?.iter() {
-            out.append(f)?;
-        }
-    }
-    Ok(out)
+    let mut frames = Vec::new();
+    flush_frames_py(py, jb, &mut frames)?;
+    PyList::new(py, frames)
 }
 
 fn push_list(jb: &mut Core, packets: &Bound<'_, PyList>, now_ms: u64) -> PyResult<usize> {
@@ -279,8 +304,7 @@ impl PySinkReplay {
     /// Reads the payloads of packets `start..start+count` (brings them into cache, as a packet
     /// just routed is).
     fn touch(&self, start: usize, count: usize) -> u64 {
-        let end = (start + count).min(self.packets.len());
-        self.packets[start.min(end)..end]
+        self.packets[span(start, count, self.packets.len())]
             .iter()
             .map(|(_, p)| p.iter().map(|b| *b as u64).sum::<u64>())
             .sum()
@@ -296,8 +320,7 @@ impl PySinkReplay {
         now_ms: u64,
     ) -> PyResult<Bound<'py, PyList>> {
         let Self { packets, inner } = self;
-        let end = (start + count).min(packets.len());
-        for (header, payload) in &packets[start.min(end)..end] {
+        for (header, payload) in &packets[span(start, count, packets.len())] {
             inner.push_payload(*header, Arc::clone(payload), now_ms);
         }
         pop_to_py(py, inner, now_ms)
@@ -306,6 +329,26 @@ impl PySinkReplay {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         stats_to_py(py, self.inner.stats())
     }
+}
+
+/// Packets `start..start+count` of `len`, cut to what exists (any two Python ints: no overflow).
+fn span(start: usize, count: usize, len: usize) -> std::ops::Range<usize> {
+    let end = start.saturating_add(count).min(len);
+    start.min(end)..end
+}
+
+#[cfg(test)]
+#[test]
+fn span_is_cut_to_the_packets_that_exist() {
+    assert_eq!(span(2, 3, 10), 2..5);
+    assert_eq!(span(8, 5, 10), 8..10);
+    assert_eq!(span(12, 5, 10), 10..10);
+    assert_eq!(
+        span(5, usize::MAX, 10),
+        5..10,
+        "a huge count means to the end"
+    );
+    assert_eq!(span(usize::MAX, usize::MAX, 10), 10..10);
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -419,3 +419,194 @@ fn core_throughput() {
         el.as_nanos() as f64 / (pkts.len() - 3000) as f64
     );
 }
+
+/// The ring's bookkeeping: `n_missing` counts exactly the slots holding NACK state, every such
+/// state belongs to a number inside [head, highest] (none left behind below head or ahead of
+/// highest), each number of that window is either stored or missing (never both, never neither),
+/// and nothing is stored outside the window.
+fn check_ring<P: PacketBuf>(jb: &JitterBuffer<P>) -> Result<(), String> {
+    let held = jb.slots.iter().filter(|s| s.missing.is_some()).count();
+    if held != jb.n_missing {
+        return Err(format!(
+            "n_missing {} but {held} slots hold NACK state",
+            jb.n_missing
+        ));
+    }
+    let window = |seq: u64| jb.started && seq >= jb.head && seq <= jb.highest;
+    for (i, s) in jb.slots.iter().enumerate() {
+        if let Some(m) = s.missing {
+            if (m.seq & jb.mask) as usize != i || !window(m.seq) {
+                return Err(format!(
+                    "missing {} in slot {i} outside [{}, {}]",
+                    m.seq, jb.head, jb.highest
+                ));
+            }
+        }
+        if s.seq != EMPTY && !window(s.seq) {
+            return Err(format!(
+                "packet {} stored outside [{}, {}]",
+                s.seq, jb.head, jb.highest
+            ));
+        }
+    }
+    if jb.started && jb.highest >= jb.head {
+        if jb.highest - jb.head >= jb.slots.len() as u64 {
+            return Err(format!(
+                "window [{}, {}] wider than the ring",
+                jb.head, jb.highest
+            ));
+        }
+        for seq in jb.head..=jb.highest {
+            let stored = jb.slot(seq).is_some();
+            let missing = jb.missing_at(seq).is_some();
+            if stored == missing {
+                return Err(format!("{seq}: stored {stored}, missing {missing}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One step of the NACK-state property test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A packet: sequence offset from the stream's base, frame number, marker, payload kind.
+    Packet {
+        seq: u16,
+        frame: u32,
+        marker: bool,
+        kind: u8,
+        ssrc: u8,
+        shared: bool,
+    },
+    Pop,
+    Poll,
+    GiveUpHead,
+    Flush,
+    Wait(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        8 => (0u16..300, 0u32..40, any::<bool>(), 0u8..4, prop_oneof![9 => Just(0u8), 1 => Just(1u8)], any::<bool>())
+            .prop_map(|(seq, frame, marker, kind, ssrc, shared)| Op::Packet { seq, frame, marker, kind, ssrc, shared }),
+        // A far jump (past the ring) or a wrap of the 16-bit number.
+        1 => (200u16..=u16::MAX, any::<bool>()).prop_map(|(seq, marker)| Op::Packet { seq, frame: 50, marker, kind: 1, ssrc: 0, shared: false }),
+        3 => Just(Op::Pop),
+        2 => Just(Op::Poll),
+        1 => Just(Op::GiveUpHead),
+        1 => Just(Op::Flush),
+        2 => (0u64..400).prop_map(Op::Wait),
+    ]
+}
+
+fn vp8_payload(kind: u8, frame: u32) -> Vec<u8> {
+    match kind {
+        0 => vec![],                        // padding
+        1 => vec![0x10, 0x00, frame as u8], // frame start, keyframe
+        2 => vec![0x10, 0x01, frame as u8], // frame start, delta
+        _ => vec![0x00, frame as u8],       // continuation
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// Whatever arrives (reordering around the first packet, duplicates, far jumps, SSRC
+    /// changes, padding, gives-up, flushes) the NACK state kept in the ring stays exact.
+    #[test]
+    fn nack_state_in_the_ring_stays_exact(
+        ops in proptest::collection::vec(op(), 0..400),
+        base in any::<u16>(),
+        capacity in prop_oneof![Just(16usize), Just(64)],
+    ) {
+        let cfg = JitterConfig { capacity, ..JitterConfig::new(FrameCodec::Vp8) };
+        let mut jb = JitterBuffer::<std::sync::Arc<Vec<u8>>>::with_packet_buf(cfg.clone());
+        let mut owned = JitterBuffer::new(cfg);
+        let mut now = 0u64;
+        for op in ops {
+            match op {
+                Op::Packet { seq, frame, marker, kind, ssrc, shared } => {
+                    let seq = base.wrapping_add(seq);
+                    let ts = frame.wrapping_mul(3000);
+                    let payload = vp8_payload(kind, frame);
+                    let header = RtpFields { ssrc: 0x1234_5678 + ssrc as u32, seq, timestamp: ts, marker };
+                    jb.push_payload(header, std::sync::Arc::new(payload.clone()), now);
+                    let mut p = rtp(seq, ts, marker, &payload);
+                    p[8..12].copy_from_slice(&header.ssrc.to_be_bytes());
+                    if shared {
+                        owned.push_with(now, |b| b.extend_from_slice(&p));
+                    } else {
+                        owned.push(&p, now);
+                    }
+                }
+                Op::Pop => {
+                    let a = jb.pop_frames(now);
+                    let b = owned.pop_frames(now);
+                    prop_assert_eq!(a, b, "both ways of storing give the same frames");
+                }
+                Op::Poll => {
+                    prop_assert_eq!(jb.poll(now), owned.poll(now));
+                }
+                Op::GiveUpHead => {
+                    jb.give_up_head();
+                    owned.give_up_head();
+                }
+                Op::Flush => {
+                    prop_assert_eq!(jb.flush(), owned.flush());
+                }
+                Op::Wait(ms) => now += ms,
+            }
+            if let Err(e) = check_ring(&jb) {
+                return Err(TestCaseError::fail(e));
+            }
+            if let Err(e) = check_ring(&owned) {
+                return Err(TestCaseError::fail(e));
+            }
+            prop_assert_eq!(jb.stats(), owned.stats());
+        }
+        jb.flush();
+        prop_assert_eq!(jb.n_missing, 0, "a flushed buffer holds no NACK state");
+        prop_assert_eq!(jb.buffered(), 0);
+    }
+}
+
+/// A shared payload (the router's NACK cache buffer) is let go as soon as its packet leaves the
+/// buffer, also when everything is dropped at once (a far jump, a new SSRC), so the cache can
+/// reuse its buffer in place instead of allocating one.
+#[test]
+fn payloads_are_released_when_the_buffer_is_emptied_at_once() {
+    use std::sync::Arc;
+    let cfg = JitterConfig {
+        capacity: 16,
+        ..JitterConfig::new(FrameCodec::Vp8)
+    };
+    let fields = |ssrc: u32, seq: u16| RtpFields {
+        ssrc,
+        seq,
+        timestamp: seq as u32 * 3000,
+        marker: false,
+    };
+    let held = Arc::new(vec![0x10, 0x00, 1]); // keyframe start, no marker: stays buffered
+
+    let mut jb = JitterBuffer::<Arc<Vec<u8>>>::with_packet_buf(cfg.clone());
+    assert!(jb.push_payload(fields(1, 100), Arc::clone(&held), 0));
+    assert_eq!(Arc::strong_count(&held), 2);
+    // Far past the ring (and into another slot): everything is dropped.
+    assert!(jb.push_payload(fields(1, 100 + 1000 + 1), Arc::new(vec![0x10, 0x00, 2]), 0));
+    assert_eq!(jb.stats().resets, 1);
+    assert_eq!(
+        Arc::strong_count(&held),
+        1,
+        "a reset lets go of the payloads it dropped"
+    );
+
+    let mut jb = JitterBuffer::<Arc<Vec<u8>>>::with_packet_buf(cfg);
+    assert!(jb.push_payload(fields(1, 100), Arc::clone(&held), 0));
+    assert!(jb.push_payload(fields(2, 7), Arc::new(vec![0x10, 0x00, 2]), 0));
+    assert_eq!(
+        Arc::strong_count(&held),
+        1,
+        "a new SSRC lets go of the old stream's payloads"
+    );
+}

@@ -102,6 +102,15 @@ impl Router {
         t.subs.iter_mut().find(|s| s.id == sub)?.sink.as_deref_mut()
     }
 
+    /// Whether subscription `sub` is a sink.
+    pub fn is_sink(&self, sub: SubscriptionId) -> bool {
+        self.sub_track
+            .get(&sub)
+            .and_then(|t| self.tracks.get(t))
+            .and_then(|t| t.subs.iter().find(|s| s.id == sub))
+            .is_some_and(|s| s.sink.is_some())
+    }
+
     /// The counters of sink `sub`'s buffer, if it is a sink.
     pub fn sink_stats(&self, sub: SubscriptionId) -> Option<JitterStats> {
         let t = self.tracks.get(self.sub_track.get(&sub)?)?;
