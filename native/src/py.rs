@@ -355,8 +355,9 @@ impl Router {
     /// histogram as `rtt_bucket_<le>ms` (non-cumulative counts; `rtt_bucket_inf` above the last),
     /// `rtt_samples` and `rtt_sum_us`.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let core = lock(&self.core);
-        let s = core.stats();
+        // Copied out so the dict (GC-tracked objects) is built after the room's lock is let go.
+        let s = lock(&self.core).stats().clone();
+        let s = &s;
         let d = PyDict::new(py);
         for (k, v) in [
             ("rtp_packets_in", s.rtp_packets_in),
