@@ -231,3 +231,38 @@ def test_rooms_spread_over_workers_and_both_forward(plane):
     for r in (1, 2):
         assert subs[r].recv_rtp()[12:] == bytes([r]) * 30
     assert plane.stats()["handoffs"] >= 1  # one room is on worker 1, fed by the receiving thread
+
+
+def test_a_peer_that_moves_is_followed_once_its_new_address_is_confirmed(one_room):
+    """NAT rebinding: the publisher's and a subscriber's packets start coming from new ports. Until
+    the control plane confirms the new address (after an authenticated ICE check from it), their media
+    goes to Python and ours keeps the old address; afterwards both directions are native again."""
+    plane, router, pub, subs = one_room
+    sub = subs[0]
+    send(plane, pub, pub.srtp.protect_rtp(opus(1)))
+    assert sub.recv_rtp()[12:] == bytes(80) and subs[1].recv_rtp()
+    moved_pub, moved_sub = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM)
+    for s in (moved_pub, moved_sub):
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(2.0)
+    before = plane.peer_stats(1)["rtp_in"]
+    moved_pub.sendto(pub.srtp.protect_rtp(opus(2)), tuple(plane.sockets()[0]))
+    got = wait_for(lambda: plane.take_datagrams())
+    assert [(host, port) for _, host, port, _ in got] == [moved_pub.getsockname()]  # not routed natively
+    assert plane.peer_stats(1)["rtp_in"] == before
+    assert plane.update_peer_address(1, 0, *moved_pub.getsockname())
+    assert plane.update_peer_address(2, 0, *moved_sub.getsockname())
+    assert not plane.update_peer_address(99, 0, "127.0.0.1", 9), "not a handed-over transport"
+    moved_pub.sendto(pub.srtp.protect_rtp(opus(3, b"\x03" * 40)), tuple(plane.sockets()[0]))
+    assert sub.srtp.unprotect_rtp(moved_sub.recv(2048))[12:] == b"\x03" * 40  # sent to the new address
+    assert sub.nothing_waiting(), "nothing goes to the old address any more"
+    assert subs[1].recv_rtp()[12:] == b"\x03" * 40
+    assert plane.peer_stats(1)["rtp_in"] == before + 1
+    assert plane.peer_stats(1)["address_changes"] == plane.peer_stats(2)["address_changes"] == 1
+    # The old address is no longer this peer: its datagrams go to Python, not to the router.
+    send(plane, pub, pub.srtp.protect_rtp(opus(4)))
+    assert wait_for(lambda: plane.take_datagrams())
+    assert plane.peer_stats(1)["rtp_in"] == before + 1
+    moved_pub.close()
+    moved_sub.close()

@@ -364,6 +364,50 @@ impl Plane {
         true
     }
 
+    /// A handed-over peer's media now comes from `addr` on `socket` (its NAT rebound, or it moved):
+    /// its SRTP from there is handled natively again and everything we send goes there. The caller
+    /// has authenticated the peer at that address (an ICE check with its credentials). False if
+    /// the transport is not handed over.
+    pub fn update_peer_address(
+        &self,
+        transport: u64,
+        socket: usize,
+        addr: SocketAddr,
+    ) -> Result<bool, PlaneError> {
+        if socket >= self.shared.sockets.len() {
+            return Err(PlaneError::UnknownSocket(socket));
+        }
+        let Some(w) = self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)
+            .copied()
+        else {
+            return Ok(false);
+        };
+        {
+            let mut routes = self
+                .shared
+                .routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            routes.retain(|_, v| v.1 != transport);
+            routes.insert((socket, addr), (w, transport));
+        }
+        let mut st = lock(&self.shared.workers[w].state);
+        match st.peers.get_mut(&transport) {
+            Some(p) => {
+                p.socket = socket;
+                p.addr = addr;
+                p.stats.address_changes += 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// Protects and sends an RTP/RTCP packet produced on the Python side (e.g. a keyframe
     /// request); false if the transport is not handed over.
     pub fn send_media(&self, transport: u64, packet: &[u8]) -> bool {

@@ -179,6 +179,22 @@ impl MediaPlane {
             .map_err(to_py_err)
     }
 
+    /// A handed-over peer's media now comes from (host, port) on `socket`: route and send there.
+    /// Only after authenticating the peer at that address (an ICE check with its credentials).
+    fn update_peer_address(
+        &self,
+        py: Python<'_>,
+        transport: u64,
+        socket: usize,
+        host: &str,
+        port: u16,
+    ) -> PyResult<bool> {
+        let plane = self.plane()?;
+        let addr = socket_addr(host, port)?;
+        py.detach(|| plane.update_peer_address(transport, socket, addr))
+            .map_err(to_py_err)
+    }
+
     fn unregister_peer(&self, py: Python<'_>, transport: u64) -> PyResult<bool> {
         let plane = self.plane()?;
         Ok(py.detach(|| plane.unregister_peer(transport)))
@@ -208,6 +224,7 @@ impl MediaPlane {
             ("rtcp_out", s.rtcp_out),
             ("bytes_out", s.bytes_out),
             ("test_dropped", s.test_dropped),
+            ("address_changes", s.address_changes),
         ] {
             d.set_item(k, v)?;
         }

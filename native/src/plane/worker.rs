@@ -31,6 +31,8 @@ pub struct PeerStats {
     pub bytes_out: u64,
     /// RTP dropped on purpose by the loss-simulation setting.
     pub test_dropped: u64,
+    /// Times the peer's address was moved (`Plane::update_peer_address`).
+    pub address_changes: u64,
 }
 
 pub struct Peer {
