@@ -141,6 +141,9 @@ class MediasrvCollector(Collector):
                                   "room WebSockets closed (4429) for flooding", value=RATE_LIMITED["closed"])
         if self.rooms.plane is not None:
             yield from self._plane(self.rooms.plane.native.stats())
+            yield CounterMetricFamily("mediasrv_media_peer_moves",
+                                      "handed-over peers followed to a new address (NAT rebinding, network move)",
+                                      value=self.rooms.plane.moves)
         yield from self._streams(rooms)
 
     def _plane(self, stats: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

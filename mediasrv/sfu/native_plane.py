@@ -40,6 +40,10 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
         self.ufrag = ufrag
         self.protocol = protocol
         self._closing = False
+        # Set at handover: the peer's transport handle, its current address and our ICE password
+        # (to authenticate a check from a new address before following the peer there).
+        self.peer: tuple[int, Addr] | None = None
+        self.password: str | None = None
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closing or addr is None:
@@ -78,6 +82,7 @@ class NativePlane:
         self._by_addr: dict[tuple[int, Addr], NativeDatagramTransport] = {}
         self._by_ufrag: dict[tuple[int, str], NativeDatagramTransport] = {}
         self.drops: Counter[str] = Counter()
+        self.moves = 0  # handed-over peers followed to a new address
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.native.wake_fd, self._drain)
         self._room_keys: dict[int, int] = {}
@@ -118,6 +123,30 @@ class NativePlane:
         except Exception:  # a malformed datagram must never break the loop's reader
             self.drops["protocol_error"] += 1
             log.debug("datagram from %s refused", remote, exc_info=True)
+        if t.peer is not None and remote != t.peer[1] and data[:1] in (b"\x00", b"\x01"):
+            self._follow(t, socket, remote, data)
+
+    def _follow(self, t: NativeDatagramTransport, socket: int, remote: Addr, data: bytes) -> None:
+        """A handed-over peer nominating a new address (its NAT rebound, or it moved network): an
+        ICE Binding request from there with USE-CANDIDATE, authenticated with the session's ICE
+        credentials, moves its native route and our sends there. Checks without USE-CANDIDATE (a
+        browser keeping backup paths alive) move nothing."""
+        assert t.peer is not None and t.password is not None
+        try:
+            message = stun.parse_message(data)
+        except ValueError:
+            return
+        username = message.attributes.get("USERNAME")
+        if (message.message_class != stun.Class.REQUEST or message.message_method != stun.Method.BINDING
+                or "USE-CANDIDATE" not in message.attributes or not isinstance(username, str)
+                or username.partition(":")[0] != t.ufrag
+                or not message.check_message_integrity(t.password.encode("utf8"))):
+            return
+        handle = t.peer[0]
+        if self.native.update_peer_address(handle, socket, remote[0], remote[1]):
+            log.info("transport %d moved from %s:%d to %s:%d", handle, *t.peer[1], *remote)
+            t.peer = (handle, remote)
+            self.moves += 1
 
     def _by_username(self, socket: int, data: bytes) -> NativeDatagramTransport | None:
         if not data or data[0] > 3:
@@ -159,6 +188,8 @@ class NativePlane:
         host, port = pair.remote_addr
         self.native.register_peer(handle, room_key, transport.socket, host, port, profile,
                                   tx[0], tx[1], rx[0], rx[1])
+        transport.peer = (handle, (str(host), int(port)))
+        transport.password = dtls.transport._connection.local_password
         return True
 
     def close(self) -> None:

@@ -77,3 +77,40 @@ async def test_sending_claims_the_remote_address(plane):
         await asyncio.sleep(0.02)
     assert a.got == [(DTLS, peer.getsockname())]
     peer.close()
+
+
+def nominating_check(username: str, password: str | None, use_candidate: bool = True) -> bytes:
+    msg = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = username
+    msg.attributes["ICE-CONTROLLING"] = 1
+    if use_candidate:
+        msg.attributes["USE-CANDIDATE"] = None
+    if password is not None:
+        msg.add_message_integrity(password.encode())
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+async def test_a_handed_over_peer_is_followed_only_on_an_authenticated_nomination(plane):
+    """Only a Binding request with USE-CANDIDATE and the session's MESSAGE-INTEGRITY moves a peer:
+    an attacker without the ICE password, or the browser's pings on backup paths, move nothing."""
+    import mediasrv_native
+
+    router = mediasrv_native.Router()
+    plane.native.attach_room(1, router)
+    key, salt = bytes(16), bytes(12)
+    old, new = ("127.0.0.1", 41000), ("127.0.0.1", 41001)
+    plane.native.register_peer(7, 1, 0, *old, "SRTP_AEAD_AES_128_GCM", key, salt, key, salt)
+    t = plane.transport_for(0, "ufrA", Recorder())
+    t.peer, t.password = (7, old), "our-ice-password-22chars"
+    for attempt in (nominating_check("ufrA:theirs", None),  # unauthenticated
+                    nominating_check("ufrA:theirs", "a-guessed-password-here"),
+                    nominating_check("ufrB:theirs", t.password),  # another session's username
+                    nominating_check("ufrA:theirs", t.password, use_candidate=False)):  # a backup ping
+        plane.dispatch(0, new, attempt)
+    assert plane.moves == 0 and plane.native.peer_stats(7)["address_changes"] == 0
+    plane.dispatch(0, new, nominating_check("ufrA:theirs", t.password))
+    assert plane.moves == 1 and t.peer == (7, new)
+    assert plane.native.peer_stats(7)["address_changes"] == 1
+    plane.dispatch(0, new, nominating_check("ufrA:theirs", t.password))  # already there
+    assert plane.moves == 1
