@@ -83,6 +83,18 @@ fn ssrc(v: u64) -> PyResult<u32> {
     u32::try_from(v).map_err(|_| PyValueError::new_err(format!("SSRC {v} does not fit in 32 bits")))
 }
 
+/// Named counters as a dict (the stats methods of the native classes).
+pub(crate) fn counters_dict<'py>(
+    py: Python<'py>,
+    items: &[(&str, u64)],
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in items {
+        d.set_item(*k, *v)?;
+    }
+    Ok(d)
+}
+
 fn no_sink(sub: u64) -> PyErr {
     PyKeyError::new_err(format!("no recording sink {sub}"))
 }
@@ -357,39 +369,38 @@ impl Router {
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         // Copied out so the dict (GC-tracked objects) is built after the room's lock is let go.
         let s = lock(&self.core).stats().clone();
-        let s = &s;
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("rtp_packets_in", s.rtp_packets_in),
-            ("rtp_bytes_in", s.rtp_bytes_in),
-            ("payload_bytes_in", s.payload_bytes_in),
-            ("rtp_packets_out", s.rtp_packets_out),
-            ("rtp_bytes_out", s.rtp_bytes_out),
-            ("payload_bytes_out", s.payload_bytes_out),
-            ("retransmissions_out", s.retransmissions_out),
-            ("retransmission_bytes_out", s.retransmission_bytes_out),
-            ("keyframes_in", s.keyframes_in),
-            ("rtx_in", s.rtx_in),
-            ("nacks_in", s.nacks_in),
-            ("plis_in", s.plis_in),
-            ("firs_in", s.firs_in),
-            ("remb_in", s.remb_in),
-            ("plis_out", s.plis_out),
-            ("plis_throttled", s.plis_throttled),
-            ("nacks_out", s.nacks_out),
-            ("remb_out", s.remb_out),
-            ("rr_out", s.rr_out),
-            ("sr_out", s.sr_out),
-            ("rtcp_packets_in", s.rtcp_packets_in),
-            ("rtcp_packets_out", s.rtcp_packets_out),
-            ("tracks_started", s.tracks_started),
-            ("tracks_stopped", s.tracks_stopped),
-            ("events_dropped", s.events_dropped),
-            ("rtt_samples", s.rtt_samples),
-            ("rtt_sum_us", s.rtt_sum_us),
-        ] {
-            d.set_item(k, v)?;
-        }
+        let d = counters_dict(
+            py,
+            &[
+                ("rtp_packets_in", s.rtp_packets_in),
+                ("rtp_bytes_in", s.rtp_bytes_in),
+                ("payload_bytes_in", s.payload_bytes_in),
+                ("rtp_packets_out", s.rtp_packets_out),
+                ("rtp_bytes_out", s.rtp_bytes_out),
+                ("payload_bytes_out", s.payload_bytes_out),
+                ("retransmissions_out", s.retransmissions_out),
+                ("retransmission_bytes_out", s.retransmission_bytes_out),
+                ("keyframes_in", s.keyframes_in),
+                ("rtx_in", s.rtx_in),
+                ("nacks_in", s.nacks_in),
+                ("plis_in", s.plis_in),
+                ("firs_in", s.firs_in),
+                ("remb_in", s.remb_in),
+                ("plis_out", s.plis_out),
+                ("plis_throttled", s.plis_throttled),
+                ("nacks_out", s.nacks_out),
+                ("remb_out", s.remb_out),
+                ("rr_out", s.rr_out),
+                ("sr_out", s.sr_out),
+                ("rtcp_packets_in", s.rtcp_packets_in),
+                ("rtcp_packets_out", s.rtcp_packets_out),
+                ("tracks_started", s.tracks_started),
+                ("tracks_stopped", s.tracks_stopped),
+                ("events_dropped", s.events_dropped),
+                ("rtt_samples", s.rtt_samples),
+                ("rtt_sum_us", s.rtt_sum_us),
+            ],
+        )?;
         for r in KeyframeReason::ALL {
             d.set_item(
                 format!("keyframe_requests_{}", r.name()),
@@ -414,25 +425,25 @@ impl Router {
         let s = lock(&self.core)
             .track_stats(track)
             .ok_or_else(|| PyKeyError::new_err(track))?;
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("packets", s.packets),
-            ("bytes", s.bytes),
-            ("payload_bytes", s.payload_bytes),
-            ("keyframes", s.keyframes),
-            ("rtx_packets", s.rtx_packets),
-            ("duplicates", s.duplicates),
-            ("padding_only", s.padding_only),
-            ("plis", s.plis_out),
-            ("nacks", s.nacks_in),
-            ("retransmissions", s.retransmissions),
-            ("nacks_out", s.nacks_out),
-            ("nack_seqs_out", s.nack_seqs_out),
-            ("subscriptions", s.subscriptions as u64),
-            ("bitrate_bps", s.bitrate_bps),
-        ] {
-            d.set_item(k, v)?;
-        }
+        let d = counters_dict(
+            py,
+            &[
+                ("packets", s.packets),
+                ("bytes", s.bytes),
+                ("payload_bytes", s.payload_bytes),
+                ("keyframes", s.keyframes),
+                ("rtx_packets", s.rtx_packets),
+                ("duplicates", s.duplicates),
+                ("padding_only", s.padding_only),
+                ("plis", s.plis_out),
+                ("nacks", s.nacks_in),
+                ("retransmissions", s.retransmissions),
+                ("nacks_out", s.nacks_out),
+                ("nack_seqs_out", s.nack_seqs_out),
+                ("subscriptions", s.subscriptions as u64),
+                ("bitrate_bps", s.bitrate_bps),
+            ],
+        )?;
         d.set_item("ssrc", s.media_ssrc)?;
         d.set_item("rtx_ssrc", s.rtx_ssrc)?;
         d.set_item("last_seq", s.last_seq)?;
@@ -448,27 +459,27 @@ impl Router {
         let s = lock(&self.core)
             .subscription_stats(sub)
             .ok_or_else(|| PyKeyError::new_err(sub))?;
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("packets", s.packets),
-            ("bytes", s.bytes),
-            ("payload_bytes", s.payload_bytes),
-            ("keyframes", s.keyframes),
-            ("retransmissions", s.retransmissions),
-            (
-                "retransmission_payload_bytes",
-                s.retransmission_payload_bytes,
-            ),
-            ("sender_reports", s.sender_reports),
-            ("nacks", s.nacks),
-            ("nack_misses", s.nack_misses),
-            ("plis", s.plis),
-            ("firs", s.firs),
-            ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),
-            ("bitrate_bps", s.bitrate_bps),
-        ] {
-            d.set_item(k, v)?;
-        }
+        let d = counters_dict(
+            py,
+            &[
+                ("packets", s.packets),
+                ("bytes", s.bytes),
+                ("payload_bytes", s.payload_bytes),
+                ("keyframes", s.keyframes),
+                ("retransmissions", s.retransmissions),
+                (
+                    "retransmission_payload_bytes",
+                    s.retransmission_payload_bytes,
+                ),
+                ("sender_reports", s.sender_reports),
+                ("nacks", s.nacks),
+                ("nack_misses", s.nack_misses),
+                ("plis", s.plis),
+                ("firs", s.firs),
+                ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),
+                ("bitrate_bps", s.bitrate_bps),
+            ],
+        )?;
         d.set_item("ssrc", s.ssrc)?;
         d.set_item("waiting_keyframe", s.waiting_keyframe)?;
         d.set_item("last_seq", s.last_seq)?;

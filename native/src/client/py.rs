@@ -4,6 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use pyo3::exceptions::{PyKeyError, PyOSError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::py::counters_dict;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::pump::{dup_fd, now_us, Pump};
@@ -208,31 +210,30 @@ impl ClientPump {
             )
         };
         let (expected, received, streams, jitter) = reception;
-        let d = PyDict::new(py);
-        let pairs: [(&str, u64); 19] = [
-            ("packets_sent", t.packets_sent),
-            ("bytes_sent", t.bytes_sent),
-            ("send_errors", t.send_errors),
-            ("keyframes_sent", t.keyframes_sent),
-            ("packets_received", t.packets_received),
-            ("bytes_received", t.bytes_received),
-            ("unstamped_received", t.unstamped_received),
-            ("srtp_errors", t.srtp_errors),
-            ("rtcp_received", t.rtcp_received),
-            ("control_received", t.control_received),
-            ("control_dropped", t.control_dropped),
-            ("nacks", t.rtcp.nacks),
-            ("plis", t.rtcp.plis),
-            ("firs", t.rtcp.firs),
-            ("rembs", t.rtcp.rembs),
-            ("sender_reports", t.rtcp.sender_reports),
-            ("receiver_reports", t.rtcp.receiver_reports),
-            ("expected", expected),
-            ("received_in_streams", received),
-        ];
-        for (k, v) in pairs {
-            d.set_item(k, v)?;
-        }
+        let d = counters_dict(
+            py,
+            &[
+                ("packets_sent", t.packets_sent),
+                ("bytes_sent", t.bytes_sent),
+                ("send_errors", t.send_errors),
+                ("keyframes_sent", t.keyframes_sent),
+                ("packets_received", t.packets_received),
+                ("bytes_received", t.bytes_received),
+                ("unstamped_received", t.unstamped_received),
+                ("srtp_errors", t.srtp_errors),
+                ("rtcp_received", t.rtcp_received),
+                ("control_received", t.control_received),
+                ("control_dropped", t.control_dropped),
+                ("nacks", t.rtcp.nacks),
+                ("plis", t.rtcp.plis),
+                ("firs", t.rtcp.firs),
+                ("rembs", t.rtcp.rembs),
+                ("sender_reports", t.rtcp.sender_reports),
+                ("receiver_reports", t.rtcp.receiver_reports),
+                ("expected", expected),
+                ("received_in_streams", received),
+            ],
+        )?;
         d.set_item("lost", expected.saturating_sub(received))?;
         d.set_item("streams_receiving", streams)?;
         d.set_item("jitter_ms", jitter / 1000.0)?;

@@ -2,6 +2,8 @@
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+
+use crate::py::counters_dict;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use std::sync::Arc;
@@ -237,26 +239,26 @@ impl PyJitterBuffer {
 
 /// The buffer's counters as a dict.
 pub(crate) fn stats_to_py<'py>(py: Python<'py>, s: &JitterStats) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    for (k, v) in [
-        ("packets", s.packets),
-        ("bytes", s.bytes),
-        ("duplicates", s.duplicates),
-        ("late", s.late),
-        ("malformed", s.malformed),
-        ("padding", s.padding),
-        ("recovered", s.recovered),
-        ("lost", s.lost),
-        ("nacks", s.nacks),
-        ("keyframe_requests", s.keyframe_requests),
-        ("frames", s.frames),
-        ("keyframes", s.keyframes),
-        ("frames_incomplete", s.frames_incomplete),
-        ("frames_undecodable", s.frames_undecodable),
-        ("resets", s.resets),
-    ] {
-        d.set_item(k, v)?;
-    }
+    let d = counters_dict(
+        py,
+        &[
+            ("packets", s.packets),
+            ("bytes", s.bytes),
+            ("duplicates", s.duplicates),
+            ("late", s.late),
+            ("malformed", s.malformed),
+            ("padding", s.padding),
+            ("recovered", s.recovered),
+            ("lost", s.lost),
+            ("nacks", s.nacks),
+            ("keyframe_requests", s.keyframe_requests),
+            ("frames", s.frames),
+            ("keyframes", s.keyframes),
+            ("frames_incomplete", s.frames_incomplete),
+            ("frames_undecodable", s.frames_undecodable),
+            ("resets", s.resets),
+        ],
+    )?;
     Ok(d)
 }
 

@@ -4,6 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
+
+use crate::py::counters_dict;
 use pyo3::types::{PyBytes, PyDict};
 
 use super::{PeerKeys, Plane, PlaneConfig, PlaneError};
@@ -215,19 +217,19 @@ impl MediaPlane {
         let Some((s, srtp)) = py.detach(|| plane.peer_stats(transport)) else {
             return Ok(None);
         };
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("rtp_in", s.rtp_in),
-            ("rtcp_in", s.rtcp_in),
-            ("bytes_in", s.bytes_in),
-            ("rtp_out", s.rtp_out),
-            ("rtcp_out", s.rtcp_out),
-            ("bytes_out", s.bytes_out),
-            ("test_dropped", s.test_dropped),
-            ("address_changes", s.address_changes),
-        ] {
-            d.set_item(k, v)?;
-        }
+        let d = counters_dict(
+            py,
+            &[
+                ("rtp_in", s.rtp_in),
+                ("rtcp_in", s.rtcp_in),
+                ("bytes_in", s.bytes_in),
+                ("rtp_out", s.rtp_out),
+                ("rtcp_out", s.rtcp_out),
+                ("bytes_out", s.bytes_out),
+                ("test_dropped", s.test_dropped),
+                ("address_changes", s.address_changes),
+            ],
+        )?;
         put_srtp(&d, "srtp_", &srtp)?;
         d.set_item("srtp_dropped", srtp.dropped())?;
         Ok(Some(d))
@@ -245,37 +247,37 @@ impl MediaPlane {
         let plane = self.plane()?;
         let (w, srtp) = py.detach(|| plane.worker_totals());
         let c = plane.counters();
-        let d = PyDict::new(py);
-        for (k, v) in [
-            ("datagrams_in", c.datagrams_in.load(Relaxed)),
-            ("bytes_in", c.bytes_in.load(Relaxed)),
-            ("recv_batches", c.recv_batches.load(Relaxed)),
-            ("to_python", c.to_python.load(Relaxed)),
-            ("handoffs", c.handoffs.load(Relaxed)),
-            ("datagrams_out", w.datagrams_out),
-            ("bytes_out", w.bytes_out),
-        ] {
-            d.set_item(k, v)?;
-        }
-        let dropped = PyDict::new(py);
-        for (k, v) in [
-            ("to_python_overflow", c.to_python_overflow.load(Relaxed)),
-            ("recv_errors", c.recv_errors.load(Relaxed)),
-            ("send_errors", w.send_errors),
-            ("no_destination", w.no_destination),
-            ("no_room", w.no_room),
-            ("oversize", w.oversize),
-            ("test_loss", w.test_dropped),
-            ("srtp_too_short", srtp.too_short),
-            ("srtp_bad_version", srtp.bad_version),
-            ("srtp_auth_failed", srtp.auth_failed),
-            ("srtp_replayed", srtp.replayed),
-            ("srtp_too_old", srtp.too_old),
-            ("srtp_too_many_streams", srtp.too_many_streams),
-            ("srtp_index_exhausted", srtp.index_exhausted),
-        ] {
-            dropped.set_item(k, v)?;
-        }
+        let d = counters_dict(
+            py,
+            &[
+                ("datagrams_in", c.datagrams_in.load(Relaxed)),
+                ("bytes_in", c.bytes_in.load(Relaxed)),
+                ("recv_batches", c.recv_batches.load(Relaxed)),
+                ("to_python", c.to_python.load(Relaxed)),
+                ("handoffs", c.handoffs.load(Relaxed)),
+                ("datagrams_out", w.datagrams_out),
+                ("bytes_out", w.bytes_out),
+            ],
+        )?;
+        let dropped = counters_dict(
+            py,
+            &[
+                ("to_python_overflow", c.to_python_overflow.load(Relaxed)),
+                ("recv_errors", c.recv_errors.load(Relaxed)),
+                ("send_errors", w.send_errors),
+                ("no_destination", w.no_destination),
+                ("no_room", w.no_room),
+                ("oversize", w.oversize),
+                ("test_loss", w.test_dropped),
+                ("srtp_too_short", srtp.too_short),
+                ("srtp_bad_version", srtp.bad_version),
+                ("srtp_auth_failed", srtp.auth_failed),
+                ("srtp_replayed", srtp.replayed),
+                ("srtp_too_old", srtp.too_old),
+                ("srtp_too_many_streams", srtp.too_many_streams),
+                ("srtp_index_exhausted", srtp.index_exhausted),
+            ],
+        )?;
         d.set_item("dropped", dropped)?;
         d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
         put_srtp(&d, "srtp_", &srtp)?;
