@@ -18,34 +18,19 @@ import pytest
 from .conftest import eventually, inbound
 from .test_fanout import frames, publish, transports
 from .test_visit import _metrics
+from .test_whip_whep import WHEP_SUBSCRIBE
 
 pytestmark = pytest.mark.browser
 
 Addr = tuple[str, int]
 
-WHEP_VIA = """
-async ([url, token, natPort]) => {
-  const pc = new RTCPeerConnection({bundlePolicy: 'max-bundle'});
-  pc.ontrack = (ev) => {
-    const el = document.createElement(ev.track.kind);
-    el.autoplay = true; el.muted = true; el.srcObject = new MediaStream([ev.track]);
-    document.body.appendChild(el);
-  };
-  pc.addTransceiver('audio', {direction: 'recvonly'});
-  pc.addTransceiver('video', {direction: 'recvonly'});
-  await pc.setLocalDescription(await pc.createOffer());
-  await new Promise((r) => { if (pc.iceGatheringState === 'complete') r();
-    pc.onicegatheringstatechange = () => pc.iceGatheringState === 'complete' && r(); });
-  const res = await fetch(url, {method: 'POST', body: pc.localDescription.sdp,
-    headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token}});
-  if (res.status !== 201) throw new Error('WHEP ' + res.status + ' ' + await res.text());
-  // The server is reachable only through the NAT: its candidates point at the NAT's inside port.
-  const sdp = (await res.text()).replace(/^(a=candidate:\\S+ \\d+ udp \\d+ \\S+ )\\d+/gim,
-                                          (m, head) => head + natPort);
-  await pc.setRemoteDescription({type: 'answer', sdp});
-  window.whep = {pc};
-}
-"""
+# WHEP as in test_whip_whep, except that the server is reachable only through the NAT: the answer's
+# candidates are rewritten to point at the NAT's inside port.
+WHEP_VIA = WHEP_SUBSCRIBE.replace("async ([url, token]) =>", "async ([url, token, natPort]) =>").replace(
+    "sdp: await res.text()",
+    "sdp: (await res.text()).replace(/^(a=candidate:\\S+ \\d+ udp \\d+ \\S+ )\\d+/gim, "
+    "(m, head) => head + natPort)")
+assert WHEP_VIA.count("natPort") == 2
 
 
 class _Inside(asyncio.DatagramProtocol):
