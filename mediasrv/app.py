@@ -6,20 +6,21 @@ import logging
 
 from aiohttp import web
 
-from . import keys
-from .config import Settings
-from .httputil import error_middleware, query_token_middleware
-from .metrics import setup_metrics
-from .recording import api as recordings_api
-from .recording import messages as recorded_messages
-from .recording.store import RecordingStore
-from .sfu.rooms import RoomManager
-from .signaling import demo, roomws, whip
-from .store import Database
-from .store.audit import AuditLog
-from .store.crypto import RecordCipher, parse_key
-from .vitals import http as vitals_http
-from .vitals.store import VitalsStore
+from mediasrv.api import appkeys as keys
+from mediasrv.api import demo, recorded_messages
+from mediasrv.api import room_protocol as roomws
+from mediasrv.api import whip_whep as whip
+from mediasrv.api.http_common import error_middleware, query_token_middleware
+from mediasrv.api.metrics import setup_metrics
+from mediasrv.api.v1 import recordings as recordings_api
+from mediasrv.api.v1 import vitals as vitals_http
+from mediasrv.config import Settings
+from mediasrv.recording.recording_store import RecordingStore
+from mediasrv.rooms.room import RoomManager
+from mediasrv.storage import Database
+from mediasrv.storage.audit_log import AuditLog
+from mediasrv.storage.crypto import RecordCipher, parse_key
+from mediasrv.vitals.vitals_store import VitalsStore
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     demo.setup_routes(app)
     vitals_http.setup_routes(app)
     try:
-        from control import setup_control_api
+        from mediasrv.api.v1 import setup_control_api
     except ImportError:  # the control API package is optional during early development
         log.debug("control API not installed")
     else:

@@ -7,9 +7,9 @@ import asyncio
 import logging
 import sys
 
-from . import __version__
-from .auth import ROLES, mint_token
-from .config import ConfigError, Settings, load_settings, prepare_data_dir
+from mediasrv import __version__
+from mediasrv.auth import ROLES, mint_token
+from mediasrv.config import ConfigError, Settings, load_settings, prepare_data_dir
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -26,7 +26,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvloop
     from aiohttp import web
 
-    from .app import create_app
+    from mediasrv.app import create_app
 
     settings = _settings(args)
     logging.basicConfig(
@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     async def say_media_port(app: web.Application) -> None:
-        from . import keys
+        from mediasrv.api import appkeys as keys
 
         plane = app[keys.ROOMS].plane
         if plane is not None:

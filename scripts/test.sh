@@ -8,14 +8,14 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-"$HOME/.cache/mediasrv/cargo-target"
 PATH="$(pwd)/.venv/bin:$PATH"
 
 echo "== ruff"
-ruff check mediasrv control loadtest tests
+ruff check mediasrv benchmarks tests
 
 echo "== cargo test"
 # same build lock as bootstrap.sh: the target directory is shared by every checkout
 (cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo test --quiet 2>&1 | tail -n 40)
 
 echo "== benchmarks, smoke run (each once; timings are reported by --benchmark-only runs, never asserted)"
-unshare -n -- bash -c 'ip link set lo up && exec python -m pytest loadtest/benchmarks --benchmark-disable -q -p no:cacheprovider'
+unshare -n -- bash -c 'ip link set lo up && exec python -m pytest benchmarks --benchmark-disable -q -p no:cacheprovider'
 
 echo "== pytest (inside unshare -n)"
 # `ip link set lo up` because a new network namespace starts with loopback down.

@@ -36,7 +36,7 @@ class Server:
 
     @property
     def rooms(self) -> Any:
-        from mediasrv import keys
+        from mediasrv.api import appkeys as keys
 
         return self.app[keys.ROOMS]
 

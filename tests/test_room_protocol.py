@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from mediasrv.sfu.rooms import RoomOptions
+from mediasrv.rooms.room import RoomOptions
 
 
 async def _join(server, room, identity, role):
@@ -75,7 +75,7 @@ async def test_closing_a_room_disconnects_everyone(server):
 
 
 async def test_join_timeout_closes_4408(server, monkeypatch):
-    from mediasrv.signaling import roomws
+    from mediasrv.api import room_protocol as roomws
 
     monkeypatch.setattr(roomws, "JOIN_TIMEOUT_S", 0.2)
     async with aiohttp.ClientSession() as s, s.ws_connect(f"{server.url}/rooms/r1/ws") as ws:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from mediasrv.signaling import ratelimit
-from mediasrv.signaling.ratelimit import RATE_LIMITED, MessageRateLimit
-from mediasrv.signaling.roomws import CLOSE_RATE_LIMITED
+from mediasrv.api import ratelimit
+from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
+from mediasrv.api.room_protocol import CLOSE_RATE_LIMITED
 
 
 def test_bucket_admits_a_burst_then_the_rate() -> None:

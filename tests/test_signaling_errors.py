@@ -9,7 +9,7 @@ import pytest
 from aiortc import RTCPeerConnection
 
 from mediasrv.auth import mint_token
-from mediasrv.sfu.ice import configure_host_addresses
+from mediasrv.media.host_addresses import configure_host_addresses
 
 configure_host_addresses(["127.0.0.1"])
 

@@ -14,13 +14,13 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..auth import Identity
-from .consent import ConsentError, ConsentState, RecordingConsent
-from .session import Recorder
-from .store import RecordingStore
+from mediasrv.auth import Identity
+from mediasrv.recording.consent import ConsentError, ConsentState, RecordingConsent
+from mediasrv.recording.recorder import Recorder
+from mediasrv.recording.recording_store import RecordingStore
 
 if TYPE_CHECKING:
-    from ..sfu.rooms import Room
+    from mediasrv.rooms.room import Room
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import av
 
-from .h264_sps import sps_dimensions
-from .sealed_output import HEAD_BYTES, SealedOutput
+from mediasrv.recording.h264_sps import sps_dimensions
+from mediasrv.recording.sealed_output import HEAD_BYTES, SealedOutput
 
 log = logging.getLogger(__name__)
 

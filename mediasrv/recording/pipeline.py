@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 
-from .muxer import RecordingWriter, TrackSpec
+from mediasrv.recording.muxer import RecordingWriter, TrackSpec
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 import secrets
 
-from mediasrv.store.blobs import BlobStore, BlobWriter
+from mediasrv.storage.blobs import BlobStore, BlobWriter
 
 # Recording blob ids are longer than `new_blob_id()`'s (32 characters), so leftovers are told apart
 # from resumable uploads, whose unfinished blobs must be kept.

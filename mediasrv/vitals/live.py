@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from . import alerts, decode, jsonable
-from .envelope import decode_envelope
-from .store import VitalsStore
+from mediasrv.vitals import alerts, decode, jsonable
+from mediasrv.vitals.envelope import decode_envelope
+from mediasrv.vitals.vitals_store import VitalsStore
 
 log = logging.getLogger(__name__)
 # Frames per second a channel may send (ECG strips are ~2-10 frames/s; HR 1/s); the burst allows

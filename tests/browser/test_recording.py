@@ -9,8 +9,8 @@ import aiohttp
 import av
 import pytest
 
-from mediasrv import keys
-from mediasrv.sfu.rooms import RoomOptions
+from mediasrv.api import appkeys as keys
+from mediasrv.rooms.room import RoomOptions
 
 from .conftest import eventually, open_demo
 

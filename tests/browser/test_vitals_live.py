@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from mediasrv import keys
+from mediasrv.api import appkeys as keys
 from mediasrv.vitals.envelope import encode
 
 from .conftest import eventually, open_demo

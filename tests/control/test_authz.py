@@ -6,7 +6,7 @@ import time
 
 from ctl_helpers import TUS, Server, create_upload, upload_bytes
 
-from mediasrv import keys
+from mediasrv.api import appkeys as keys
 from mediasrv.auth import Identity
 
 PATIENT = ("pat-ana", "patient")

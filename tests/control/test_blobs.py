@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mediasrv.store.blobs import HEADER_LEN, TAG_LEN, BlobStore
-from mediasrv.store.crypto import IntegrityError
+from mediasrv.storage.blobs import HEADER_LEN, TAG_LEN, BlobStore
+from mediasrv.storage.crypto import IntegrityError
 
 CHUNK = 64
 

@@ -10,8 +10,8 @@ import time
 
 from ctl_helpers import Server, make_media, upload_bytes
 
-from control.common import PROCESSOR
-from control.retention import purge
+from mediasrv.api.v1.common import PROCESSOR
+from mediasrv.messages.retention import purge
 
 PATIENT = ("pat-ana", "patient")
 CLINICIAN = ("dr-lee", "clinician")

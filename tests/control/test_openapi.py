@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ctl_helpers import Server
 
-from control.openapi import document
+from mediasrv.api.v1.openapi import document
 
 METHODS = {"get", "post", "put", "patch", "delete", "head", "options"}
 

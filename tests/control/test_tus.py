@@ -15,8 +15,8 @@ from ctl_helpers import TUS, Server, checksum, create_upload, tus_metadata
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
-from control.common import MESSAGES, UPLOADS
-from control.retention import purge
+from mediasrv.api.v1.common import MESSAGES, UPLOADS
+from mediasrv.messages.retention import purge
 
 PATIENT = ("pat-ana", "patient")
 CLINICIAN = "dr-lee"

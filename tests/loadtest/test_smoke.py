@@ -23,7 +23,7 @@ ROOMS, PUBLISHERS, SUBSCRIBERS, DURATION_S = 3, 2, 2, 10
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     out = tmp_path_factory.mktemp("loadtest") / "report.json"
-    cmd = [sys.executable, "-m", "loadtest", "run", "--start-server", "mediasrv",
+    cmd = [sys.executable, "-m", "mediasrv.loadtest", "run", "--start-server", "mediasrv",
            "--rooms", str(ROOMS), "--publishers-per-room", str(PUBLISHERS),
            "--subscribers-per-room", str(SUBSCRIBERS), "--video-kbps", "600",
            "--duration", str(DURATION_S), "--ramp", "2", "--quiet", "--json", str(out)]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aioice import stun
 
-from mediasrv.sfu.native_plane import NativePlane
+from mediasrv.media.native_plane import NativePlane
 
 
 class Recorder:

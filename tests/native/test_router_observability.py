@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from mediasrv.metrics import MediasrvCollector
+from mediasrv.api.metrics import MediasrvCollector
 
 mediasrv_native = pytest.importorskip("mediasrv_native")
 

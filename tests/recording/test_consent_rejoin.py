@@ -7,8 +7,8 @@ from typing import Any
 
 import aiohttp
 
-from mediasrv import keys
-from mediasrv.sfu.rooms import RoomOptions
+from mediasrv.api import appkeys as keys
+from mediasrv.rooms.room import RoomOptions
 
 
 async def _join(server: Any, room: str, identity: str, role: str) -> tuple[aiohttp.ClientSession, Any, list[Any]]:

@@ -11,7 +11,7 @@ from mediasrv.auth import Identity
 from mediasrv.recording.consent import ConsentError
 from mediasrv.recording.controller import RoomRecording
 from mediasrv.recording.muxer import RecordingWriter
-from mediasrv.store.audit import ALLOWED_DETAIL_KEYS
+from mediasrv.storage.audit_log import ALLOWED_DETAIL_KEYS
 
 from .test_recorder_sinks import OPUS, VP8, FakeParticipant, FakeRoom, FakeStore, FakeTrack
 
@@ -23,7 +23,7 @@ class _Options:
 
 
 class _Manager:
-    """The audit log as the room manager keeps it (mediasrv.sfu.rooms.RoomManager.audit_event_raw)."""
+    """The audit log as the room manager keeps it (mediasrv.rooms.room.RoomManager.audit_event_raw)."""
 
     def __init__(self) -> None:
         self.audit: list[str] = []

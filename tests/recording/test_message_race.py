@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 from aiortc import RTCPeerConnection
 
-from mediasrv import keys
-from mediasrv.sfu.ice import configure_host_addresses
-from mediasrv.signaling.whip import MESSAGE_ROOM_PREFIX
+from mediasrv.api import appkeys as keys
+from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
+from mediasrv.media.host_addresses import configure_host_addresses
 
 configure_host_addresses(["127.0.0.1"])
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from mediasrv.recording.muxer import RecordingWriter, TrackResult, TrackSpec
-from mediasrv.store.blobs import BlobStore
+from mediasrv.storage.blobs import BlobStore
 
 FPS = 30
 SECONDS = 3

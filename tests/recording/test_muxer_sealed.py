@@ -17,10 +17,10 @@ import av
 import pytest
 
 from mediasrv.recording.muxer import RecordingWriter, TrackSpec
+from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.recording.sealed_output import FINAL_PREFIX, SPILL_PREFIX
-from mediasrv.recording.store import RecordingStore
-from mediasrv.store.blobs import BlobStore
-from mediasrv.store.db import Database
+from mediasrv.storage.blobs import BlobStore
+from mediasrv.storage.database import Database
 
 MARKER = b"PHI-PLAINTEXT-"
 FRAME_BYTES = 4000

@@ -12,7 +12,7 @@ import mediasrv_native
 
 from mediasrv.recording.consent import RecordingConsent
 from mediasrv.recording.muxer import RecordingWriter
-from mediasrv.recording.session import Recorder, recordable_codec
+from mediasrv.recording.recorder import Recorder, recordable_codec
 
 from .test_pipeline import encode_opus, rtp
 

@@ -9,11 +9,11 @@ import time
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
 from mediasrv.auth import Identity
 from mediasrv.recording.consent import RecordingConsent
-from mediasrv.recording.session import Recorder
-from mediasrv.sfu.rooms import RoomOptions
-from mediasrv.signaling.whip import MESSAGE_ROOM_PREFIX
+from mediasrv.recording.recorder import Recorder
+from mediasrv.rooms.room import RoomOptions
 
 from .router_feed import replay
 from .test_pipeline import encode_opus, encode_vp8, packetize_vp8, rtp

@@ -22,7 +22,7 @@ from mediasrv.recording import h264_sps
 from mediasrv.recording.controller import RoomRecording
 from mediasrv.recording.muxer import RecordingWriter, TrackSpec
 from mediasrv.recording.pipeline import SENDER_REPORT, SenderClock, TrackRecorder
-from mediasrv.store.blobs import BlobStore
+from mediasrv.storage.blobs import BlobStore
 
 from .router_feed import replay
 from .test_alignment import Writer

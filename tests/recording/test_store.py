@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 
 from mediasrv.recording.muxer import TrackResult, TrackSpec
-from mediasrv.recording.store import RecordingStore
-from mediasrv.store.blobs import BlobStore
-from mediasrv.store.db import Database
+from mediasrv.recording.recording_store import RecordingStore
+from mediasrv.storage.blobs import BlobStore
+from mediasrv.storage.database import Database
 
 
 async def test_sealed_file_is_encrypted_listed_and_reads_back(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import stat
 
-from mediasrv.store.db import Database
+from mediasrv.storage.database import Database
 
 
 def _mode(path) -> int:

@@ -9,7 +9,7 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from mediasrv.store.crypto import IntegrityError, RecordCipher, records_key
+from mediasrv.storage.crypto import IntegrityError, RecordCipher, records_key
 
 AAD = b"vitals:visit1:7"
 

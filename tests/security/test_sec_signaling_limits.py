@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiortc import RTCPeerConnection
 
+from mediasrv.api.whip_whep import MAX_WHEP_SESSIONS_PER_IDENTITY
 from mediasrv.auth import verify_token
-from mediasrv.sfu.ice import configure_host_addresses
-from mediasrv.signaling.whip import MAX_WHEP_SESSIONS_PER_IDENTITY
+from mediasrv.media.host_addresses import configure_host_addresses
 
 configure_host_addresses(["127.0.0.1"])
 

@@ -6,7 +6,7 @@ import asyncio
 
 from ctl_helpers import tus_metadata, upload_bytes
 
-from mediasrv.sfu.rooms import RoomOptions
+from mediasrv.rooms.room import RoomOptions
 
 
 async def _raw_status(port: int, request: bytes) -> int:
@@ -19,7 +19,7 @@ async def _raw_status(port: int, request: bytes) -> int:
 
 
 async def test_mute_with_a_superscript_track_id_is_404(srv) -> None:
-    from mediasrv import keys
+    from mediasrv.api import appkeys as keys
 
     srv.app[keys.ROOMS].create("r1", RoomOptions())
     r = await srv.request("POST", "/v1/rooms/r1/participants/pat/tracks/%C2%B2/mute", who=("ops", "admin"))

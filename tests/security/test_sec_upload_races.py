@@ -7,8 +7,8 @@ import hashlib
 
 from ctl_helpers import TUS, create_upload
 
-from control.common import MESSAGES, UPLOADS
-from mediasrv import keys
+from mediasrv.api import appkeys as keys
+from mediasrv.api.v1.common import MESSAGES, UPLOADS
 
 
 async def test_concurrent_reopening_gives_one_writer(srv) -> None:

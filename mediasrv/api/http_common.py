@@ -1,0 +1,115 @@
+"""Small helpers shared by the HTTP handlers: JSON errors, authentication, bounded bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from mediasrv.api import appkeys as keys
+from mediasrv.auth import AuthError, Identity, bearer_token, verify_token
+
+
+class HttpError(Exception):
+    """Raised by handlers; turned into a JSON error response by `error_middleware`."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+
+
+def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HttpError as exc:
+        return json_error(exc.status, exc.code, exc.message, exc.headers)
+    except AuthError as exc:
+        headers = {"WWW-Authenticate": 'Bearer realm="mediasrv"'} if exc.status == 401 else None
+        return json_error(exc.status, exc.code, exc.message, headers)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return json_error(413, "body_too_large", exc.text or "request body too large")
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            code = exc.reason.lower().replace(" ", "_")
+            headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
+            return json_error(exc.status, code, exc.reason, headers or None)
+        raise
+
+
+QUERY_TOKEN = "access_token"
+_QUERY_TOKEN_OK = "_mediasrv_query_token_ok"
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[web.StreamResponse]])
+
+
+def query_token_allowed(handler: Handler) -> Handler:
+    """Mark a route that may take `?access_token=`: only the WebSocket upgrade, because browsers
+    cannot set headers on it. Anywhere else a token in the URL would end up in access logs,
+    proxies and browser history for nothing."""
+    setattr(handler, _QUERY_TOKEN_OK, True)
+    return handler
+
+
+@web.middleware
+async def query_token_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """400 token_in_query for `?access_token=` on every route not marked `query_token_allowed`."""
+    match = request.match_info
+    if (QUERY_TOKEN in request.query and match.http_exception is None
+            and not getattr(match.handler, _QUERY_TOKEN_OK, False)):
+        raise HttpError(400, "token_in_query",
+                        "access tokens in the URL are accepted only for the WebSocket upgrade; "
+                        "send 'Authorization: Bearer <token>' instead")
+    return await handler(request)
+
+
+def authenticate(request: web.Request, room: str | None = None) -> Identity:
+    """Verify the bearer token of the Authorization header."""
+    token = bearer_token(request.headers.get("Authorization"))
+    return verify_token(request.app[keys.SETTINGS].api_secret, token, room=room)
+
+
+def require_admin(request: web.Request) -> Identity:
+    ident = authenticate(request)
+    if not ident.is_admin:
+        raise HttpError(403, "forbidden", "this operation needs an admin token")
+    return ident
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the body, refusing more than `limit` bytes without buffering them."""
+    if request.content_length is not None and request.content_length > limit:
+        raise HttpError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    data = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        data += chunk
+        if len(data) > limit:
+            raise HttpError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    return bytes(data)
+
+
+async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
+    ctype = request.content_type
+    if ctype != "application/json":
+        raise HttpError(415, "unsupported_media_type", "expected Content-Type: application/json")
+    body = await read_body(request, limit)
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HttpError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
+    except RecursionError:  # e.g. 10 000 nested arrays fit in a small body
+        raise HttpError(400, "invalid_json", "body nests JSON too deeply") from None
+    if not isinstance(value, dict):
+        raise HttpError(400, "invalid_json", "body must be a JSON object")
+    return value
+
+
+def client_address(request: web.Request) -> str:
+    return request.remote or ""

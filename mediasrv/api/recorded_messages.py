@@ -1,0 +1,104 @@
+"""Recorded messages: `POST /whip/messages/{recipient}` with a messaging token (sub + role, no room).
+
+The sender publishes with any WHIP client; the server records what it sends through the same path as
+a visit recording (a private room whose recorder reads the sender's tracks from router sinks) and,
+when the sender ends the session (DELETE, or the connection goes), files the recording as a message
+to the recipient: ONE attachment, the sender's audio and video muxed into one file (the recorder
+groups a message's tracks by sender, `TrackSpec.group`; WebM for VP8+Opus, Matroska for H.264),
+probed like uploads, so the message becomes ready when processing ends. Only a track that started
+too late to join the file (muxer.GROUP_WAIT_S) would become a second attachment.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from aiohttp import web
+
+from mediasrv.api import appkeys as keys
+from mediasrv.api import whip_whep as whip
+from mediasrv.api.http_common import HttpError, authenticate
+from mediasrv.auth import Identity
+from mediasrv.rooms.room import RoomOptions
+
+log = logging.getLogger(__name__)
+SENDER_ROLES = frozenset({"patient", "clinician"})
+
+
+async def post_message(request: web.Request) -> web.Response:
+    from mediasrv.api.v1.common import MESSAGES, PROCESSOR, check_identity
+
+    ident = authenticate(request)
+    if ident.room is not None:
+        raise HttpError(403, "room_token", "use a messaging token (no room claim) to leave a message")
+    if ident.role not in SENDER_ROLES:
+        raise HttpError(403, "forbidden", "only patients and clinicians leave messages")
+    recipient = check_identity("recipient", request.match_info["recipient"])
+    offer = await whip.sdp_body(request)
+    rooms = request.app[keys.ROOMS]
+    if rooms.recording_store is None:
+        raise HttpError(503, "recording_unavailable", "recording is not configured")
+    room = rooms.create(whip.MESSAGE_ROOM_PREFIX + secrets.token_urlsafe(12), RoomOptions(recording_allowed=True))
+    sender = Identity(sub=ident.sub, role=ident.role, room=room.name, name=ident.name, exp=ident.exp)
+    session = await whip.start_session(request, sender, "whip", ident.sub, room)
+
+    async def finished(reason: str) -> None:
+        """The sender is done: stop, file the message, drop the private room. Nothing recorded
+        (the sender went before any media, or while the recording was starting): no message."""
+        request.app[whip.SESSIONS].pop(session.id, None)
+        try:
+            result = await room.recording.stop(sender, reason="message_sent")
+            files = (result or {}).get("files") or []
+            if not files:
+                log.warning("recorded message of %s to %s: nothing was recorded (%s), no message created",
+                            ident.sub, recipient, reason)
+                await request.app[keys.AUDIT].record(
+                    actor=ident.sub, role=ident.role, action="message.not_created", target=recipient,
+                    detail={"kind": "recorded", "reason": f"nothing_recorded:{reason}",
+                            "recording_id": (result or {}).get("recording_id")})
+                return
+            store = request.app[MESSAGES]
+            message = await store.create_message(
+                sender=ident.sub, sender_role=ident.role, recipient=recipient,
+                subject="Recorded message", body="")
+            # The audio+video file first: it is the message.
+            files.sort(key=lambda f: (f["kind"] != "video", -f["frames"]))
+            for n, f in enumerate(files, 1):
+                ext = ".mkv" if "matroska" in f["content_type"] else ".webm"
+                name = "recorded-message" if n == 1 else f"recorded-message-{n}"
+                att = await store.create_attachment(
+                    message_id=message.id, blob_id=f["blob_id"], content_type=f["content_type"],
+                    length=f["size"], filename=f"{name}{ext}", expires_at=time.time() + 86400)
+                await request.app[PROCESSOR].completed(att, f["sha256"])
+            await request.app[keys.AUDIT].record(
+                actor=ident.sub, role=ident.role, action="message.created", target=recipient,
+                detail={"message_id": message.id, "kind": "recorded", "count": len(files)})
+        except Exception:
+            log.exception("filing the recorded message of %s failed", ident.sub)
+        finally:
+            await rooms.close(room.name, "message_sent")
+
+    # Set before publishing: a sender whose connection goes while the recording starts is handled
+    # (the start is cancelled, nothing is filed) instead of leaving the room and its recorder open.
+    session.participant.on_removed = finished
+    try:
+        answer = await room.publish(session.participant, offer, {})
+        if not room.closed:
+            await room.recording.start_for_message(sender)
+    except Exception as exc:
+        session.participant.on_removed = None  # a refused offer is not a message
+        await rooms.close(room.name, "negotiation_failed")
+        await whip.fail(room, session, exc)
+        raise
+    if room.closed or not room.recording.running:
+        # The sender went (their connection failed) while the recording was starting.
+        raise HttpError(409, "sender_gone", "the session ended before the recording started; no message was sent")
+    session.etag = whip.etag(answer)
+    return whip.created(request, session, f"/whip/{room.name}/{session.id}", answer)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/whip/messages/{recipient}", post_message)
+    app.router.add_route("OPTIONS", "/whip/messages/{recipient}", whip.preflight)

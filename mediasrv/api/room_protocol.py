@@ -1,0 +1,283 @@
+"""The WebSocket room protocol at /rooms/{room}/ws (see docs/signaling.md).
+
+Every message is a JSON object with a "type". Requests may carry "request_id", echoed in the reply.
+Bad messages get an "error" event and the session goes on; binary frames close it with 1003, a
+failed join with 4401/4403/4409/4410, a join that never comes with 4408. Messages over the
+connection's rate get a `rate_limited` error and are not handled; a client that keeps flooding is
+closed with 4429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from mediasrv.api import appkeys as keys
+from mediasrv.api.http_common import QUERY_TOKEN, query_token_allowed
+from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
+from mediasrv.auth import AuthError, Identity, bearer_token, verify_token
+from mediasrv.media.sdp import SdpError
+from mediasrv.recording.consent import ConsentError
+from mediasrv.rooms.room import Participant, Room, RoomError
+
+log = logging.getLogger(__name__)
+JOIN_TIMEOUT_S = 10.0
+MAX_MESSAGE_BYTES = 256 * 1024
+MAX_CHAT_CHARS = 4000
+CLOSE_BY_STATUS = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 410: 4410}
+CLOSE_RATE_LIMITED = 4429
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def _field(msg: dict[str, Any], name: str, typ: type, required: bool = True) -> Any:
+    value = msg.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
+        raise ProtocolError("invalid_message", f"'{name}' must be a {typ.__name__}")
+    return value
+
+
+def _track_ids(msg: dict[str, Any]) -> list[int]:
+    ids = _field(msg, "track_ids", list)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ProtocolError("invalid_message", "'track_ids' must be a list of integers")
+    return ids
+
+
+class RoomSession:
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse, room_name: str) -> None:
+        self.request = request
+        self.ws = ws
+        self.room_name = room_name
+        self.rooms = request.app[keys.ROOMS]
+        self.settings = request.app[keys.SETTINGS]
+        self.room: Room | None = None
+        self.participant: Participant | None = None
+        self.ident: Identity | None = None
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        if self.ws.closed:
+            return
+        async with self._send_lock:
+            await self.ws.send_str(json.dumps(event))
+
+    async def close(self, code: int, message: str) -> None:
+        await self.ws.close(code=code, message=message.encode()[:120])
+
+    # --- join ---------------------------------------------------------------------------------------
+    async def join(self, token: str, msg: dict[str, Any]) -> None:
+        self.ident = verify_token(self.settings.api_secret, token, room=self.room_name)
+        if self.ident.is_admin:
+            raise AuthError(403, "forbidden", "admin tokens cannot join a visit; use a room token")
+        auto = msg.get("auto_subscribe", True)
+        if not isinstance(auto, bool):
+            raise ProtocolError("invalid_message", "'auto_subscribe' must be a boolean")
+        self.room = self.rooms.get_or_create(self.room_name)
+        self.participant = await self.room.join(
+            self.ident, "room", events=self.send, auto_subscribe=auto,
+            address=self.request.remote,
+        )
+        self.participant.on_removed = self._removed
+        await self.send({
+            "type": "joined", "request_id": msg.get("request_id"), "room": self.room_name,
+            "identity": self.ident.sub, "role": self.ident.role, "admitted": self.participant.admitted,
+            "participants": [p.describe() for p in self.room.participants.values()
+                             if p.admitted and p is not self.participant],
+            "tracks": [t.describe() for t in self.room.tracks.values()
+                       if t.owner != self.ident.sub and self.room._may_receive(self.participant, t)],
+        })
+        if not self.participant.admitted:
+            await self.send({"type": "waiting", "message": "a clinician will admit you shortly"})
+        await self.room.sync_subscriptions(self.participant)
+
+    async def _removed(self, reason: str) -> None:
+        if reason != "left":
+            await self.close(4000 if reason != "replaced" else 4001, reason)
+
+    # --- messages after join ------------------------------------------------------------------------
+    async def handle(self, msg: dict[str, Any]) -> None:
+        assert self.room is not None and self.participant is not None and self.ident is not None
+        room, p = self.room, self.participant
+        kind = msg["type"]
+        rid = msg.get("request_id")
+        if kind == "publish":
+            sdp = _field(msg, "sdp", str)
+            sources = msg.get("sources") or {}
+            if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+                raise ProtocolError("invalid_message", "'sources' must map mid to a source label")
+            answer = await room.publish(p, sdp, sources)
+            await self.send({"type": "publish_answer", "request_id": rid, "sdp": answer,
+                             "tracks": [t.describe() for t in p.tracks.values()]})
+        elif kind == "unpublish":
+            track_id = _field(msg, "track_id", int)
+            if not await room.unpublish(p, track_id):
+                raise ProtocolError("unknown_track", f"you publish no track {track_id}")
+            await self.send({"type": "unpublished", "request_id": rid, "track_id": track_id})
+        elif kind == "answer":
+            await room.subscriber_answer(p, _field(msg, "sdp", str))
+        elif kind in ("subscribe", "unsubscribe"):
+            ids = _track_ids(msg)
+            unknown = [i for i in ids if i not in room.tracks]
+            if unknown:
+                raise ProtocolError("unknown_track", f"no such tracks: {unknown}")
+            if kind == "subscribe":
+                p.wanted |= set(ids)
+            else:
+                p.wanted -= set(ids)
+                if p.auto_subscribe and ids:
+                    p.auto_subscribe = False
+                    p.wanted |= {t for t in room.tracks if t not in ids and room.tracks[t].owner != p.identity}
+            await room.sync_subscriptions(p)
+            await self.send({"type": f"{kind}d", "request_id": rid, "track_ids": ids})
+        elif kind == "chat":
+            text = _field(msg, "text", str)
+            if not text.strip() or len(text) > MAX_CHAT_CHARS:
+                raise ProtocolError("invalid_message", f"chat text must be 1..{MAX_CHAT_CHARS} characters")
+            if not p.admitted:
+                raise ProtocolError("not_admitted", "wait until you are admitted to chat")
+            event = {"type": "chat", "from": p.identity, "name": p.name, "text": text, "ts": time.time()}
+            await room.broadcast(event, only=lambda o: o.admitted)
+        elif kind == "start_recording":
+            status = await room.recording.request(self.ident)
+            await self.send({"type": "recording_status", "request_id": rid, **status})
+        elif kind == "recording_consent":
+            granted = _field(msg, "granted", bool)
+            await room.recording.answer(p.identity, granted)
+            await self.send({"type": "recording_status", "request_id": rid, **room.recording.status()})
+        elif kind == "stop_recording":
+            if not self.ident.is_moderator:
+                raise ProtocolError("forbidden", "only a clinician can stop the recording")
+            if await room.recording.stop(self.ident) is None:
+                raise ProtocolError("not_recording", "the room is not being recorded")
+        elif kind == "ping":
+            await self.send({"type": "pong", "request_id": rid})
+        elif kind == "leave":
+            await self.close(1000, "left")
+        elif kind == "join":
+            raise ProtocolError("already_joined", "this session has joined already")
+        else:
+            raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
+
+    async def leave(self) -> None:
+        room, p = self.room, self.participant
+        if room is not None and p is not None and room.participants.get(p.identity) is p:
+            p.on_removed = None
+            await room.leave(p.identity, reason="left")
+
+
+def _parse(data: str) -> dict[str, Any]:
+    try:
+        msg = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError("invalid_json", f"message is not JSON: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("invalid_json", "message nests JSON too deeply") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError("invalid_message", "a message is a JSON object with a string 'type'")
+    return msg
+
+
+@query_token_allowed  # browsers cannot set an Authorization header on a WebSocket upgrade
+async def room_ws(request: web.Request) -> web.StreamResponse:
+    room_name = request.match_info["room"]
+    query_token = request.query.get(QUERY_TOKEN, "") or bearer_token(request.headers.get("Authorization"))
+    settings = request.app[keys.SETTINGS]
+    if query_token:  # fail before the upgrade, with an HTTP status, when we can
+        verify_token(settings.api_secret, query_token, room=room_name)
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE_BYTES)
+    await ws.prepare(request)
+    session = RoomSession(request, ws, room_name)
+    try:
+        await _serve(session, query_token)
+    finally:
+        await session.leave()
+        if not ws.closed:
+            await ws.close()
+    return ws
+
+
+def _request_id(data: str) -> Any:
+    """The request_id of a message that will not be handled (None when it is not readable)."""
+    try:
+        return _parse(data).get("request_id")
+    except ProtocolError:
+        return None
+
+
+async def _serve(session: RoomSession, query_token: str) -> None:
+    ws = session.ws
+    joined = False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + JOIN_TIMEOUT_S
+    s = session.settings
+    limit = MessageRateLimit(s.room_ws_messages_per_s, s.room_ws_burst, s.room_ws_close_after_refused,
+                             now=loop.time())
+    while not ws.closed:
+        timeout = None if joined else max(0.0, deadline - loop.time())
+        try:
+            msg = await ws.receive(timeout=timeout)
+        except TimeoutError:
+            await session.close(4408, "join timeout")
+            return
+        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+            return
+        if msg.type == WSMsgType.ERROR:
+            return
+        if msg.type != WSMsgType.TEXT:
+            await session.close(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not part of the protocol")
+            return
+        if not limit.admit(loop.time()):
+            RATE_LIMITED["refused"] += 1
+            if limit.exhausted:
+                RATE_LIMITED["closed"] += 1
+                log.info("room %s: closing a WebSocket that kept exceeding the message rate", session.room_name)
+                await session.close(CLOSE_RATE_LIMITED, "rate_limited")
+                return
+            await session.send({"type": "error", "request_id": _request_id(msg.data), "code": "rate_limited",
+                                "message": f"more than {s.room_ws_messages_per_s:g} messages a second "
+                                           f"(bursts of {s.room_ws_burst}); this one was not handled"})
+            continue
+        rid = None
+        try:
+            data = _parse(msg.data)
+            rid = data.get("request_id")
+            if not joined:
+                if data["type"] != "join":
+                    raise ProtocolError("not_joined", "the first message must be 'join'")
+                token = data.get("token") or query_token
+                if not isinstance(token, str):
+                    raise AuthError(401, "missing_token", "join needs a token")
+                await session.join(token, data)
+                joined = True
+            else:
+                await session.handle(data)
+        except ProtocolError as exc:
+            await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
+        except SdpError as exc:
+            await session.send({"type": "error", "request_id": rid, "code": "invalid_sdp", "message": str(exc)})
+        except ConsentError as exc:
+            await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
+        except (AuthError, RoomError) as exc:
+            await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
+            if not joined:
+                await session.close(CLOSE_BY_STATUS.get(exc.status, 4400), exc.code)
+                return
+            if isinstance(exc, RoomError) and exc.status == 410:
+                await session.close(4410, exc.code)
+                return
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/rooms/{room}/ws", room_ws)

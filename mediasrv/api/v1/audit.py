@@ -1,0 +1,33 @@
+"""GET /v1/audit: the audit log for admins, newest first, with filters and cursor paging."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mediasrv.api import appkeys as keys
+from mediasrv.api.http_common import HttpError, require_admin
+from mediasrv.api.v1.common import query_float, query_int
+
+MAX_PAGE = 1000
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    require_admin(request)
+    action = request.query.get("action")
+    room = request.query.get("room")
+    for name, value in (("action", action), ("room", room)):
+        if value is not None and (not value or len(value) > 128):
+            raise HttpError(400, "invalid_query", f"{name} must be 1..128 characters")
+    limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE, default=100)
+    before = query_int(request, "before_id", minimum=1, maximum=2**62)
+    since = query_float(request, "since")
+    assert limit is not None
+    entries = await request.app[keys.AUDIT].query(
+        since=since, action=action, room=room, limit=limit, before_id=before
+    )
+    next_before = entries[-1]["id"] if len(entries) == limit else None
+    return web.json_response({"entries": entries, "next_before_id": next_before})
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/v1/audit", list_audit, allow_head=False)

@@ -1,0 +1,42 @@
+"""POST /v1/tokens: mint access tokens (admin only), with the same claims as `mediasrv token`."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from mediasrv.api import appkeys as keys
+from mediasrv.api.http_common import HttpError, read_json, require_admin
+from mediasrv.api.v1.common import check_identity, get_int, get_str, reject_unknown
+from mediasrv.auth import ROLES, mint_token
+
+
+async def create_token(request: web.Request) -> web.Response:
+    require_admin(request)
+    settings = request.app[keys.SETTINGS]
+    data = await read_json(request, settings.max_signaling_body_bytes)
+    reject_unknown(data, {"identity", "role", "room", "name", "ttl_s"})
+    identity = check_identity("identity", data.get("identity"))
+    role = get_str(data, "role", max_len=32)
+    if role not in ROLES:
+        raise HttpError(400, "invalid_field", f"role must be one of {sorted(ROLES)}")
+    room = data.get("room")
+    if room is not None:
+        check_identity("room", room)
+        if role == "admin":
+            raise HttpError(400, "invalid_field", "admin tokens are not bound to a room")
+    name = get_str(data, "name", required=False, max_len=128)
+    ttl = get_int(data, "ttl_s", minimum=1, maximum=settings.max_token_ttl_s,
+                  default=settings.default_token_ttl_s)
+    assert ttl is not None
+    now = int(time.time())
+    token = mint_token(settings.api_secret, identity=identity, role=role, room=room, name=name,
+                       ttl_s=ttl, now=now)
+    body = {"token": token, "identity": identity, "role": role, "room": room,
+            "expires_at": now + ttl}
+    return web.json_response(body, status=201)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/tokens", create_token)

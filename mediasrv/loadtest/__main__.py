@@ -1,0 +1,5 @@
+import sys
+
+from mediasrv.loadtest.cli import main
+
+sys.exit(main())

@@ -1,0 +1,171 @@
+"""`mediasrv-loadtest` (also `python -m mediasrv.loadtest`).
+
+    mediasrv-loadtest run URL --secret S [--rooms N ...]    load a running server
+    mediasrv-loadtest run --start-server [...]              start a local mediasrv for the run
+    mediasrv-loadtest capacity [...]                        step up visits until loss or latency breaks
+    mediasrv-loadtest compare [...]                         same load on mediasrv, aiortc SFU, Janus
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+from mediasrv.loadtest.runner import LoadOptions, Target
+from mediasrv.loadtest.visit import MediaPlan
+
+SUBCOMMANDS = ("run", "capacity", "compare")
+
+
+def add_load_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("load")
+    g.add_argument("--rooms", type=int, default=2, help="simultaneous visits (default 2)")
+    g.add_argument("--publishers-per-room", type=int, default=2, help="default 2")
+    g.add_argument("--subscribers-per-room", type=int, default=2,
+                   help="each watches every publisher of its room (default 2)")
+    g.add_argument("--video-kbps", type=int, default=1000, help="VP8 bitrate per publisher (default 1000)")
+    g.add_argument("--fps", type=int, default=30, help="video frame rate (default 30)")
+    g.add_argument("--keyframe-interval", type=float, default=3.0, help="seconds (default 3)")
+    g.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True, help="send Opus")
+    g.add_argument("--video", action=argparse.BooleanOptionalAction, default=True, help="send VP8")
+    g.add_argument("--duration", type=float, default=30.0, help="seconds of media after ramp-up (default 30)")
+    g.add_argument("--ramp", type=float, default=5.0, help="seconds over which visits start (default 5)")
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--client-address", action="append", dest="client_addresses",
+                   help="address clients gather ICE candidates on (default 127.0.0.1; repeatable)")
+    g.add_argument("--quiet", action="store_true", help="no live progress line")
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--plot", metavar="FILE.png", help="draw the result (needs matplotlib)")
+
+
+def load_options(args: argparse.Namespace) -> LoadOptions:
+    plan = MediaPlan(video_kbps=args.video_kbps, fps=args.fps, keyframe_interval_s=args.keyframe_interval,
+                     audio=args.audio, video=args.video)
+    opts = LoadOptions(rooms=args.rooms, publishers_per_room=args.publishers_per_room,
+                       subscribers_per_room=args.subscribers_per_room, plan=plan,
+                       duration_s=args.duration, ramp_s=args.ramp, progress=not args.quiet,
+                       seed=args.seed,
+                       client_addresses=tuple(args.client_addresses or ("127.0.0.1",)))
+    opts.check()
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mediasrv-loadtest", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="simulated visits against one server")
+    run.add_argument("url", nargs="?", help="server base URL, e.g. http://127.0.0.1:8080")
+    run.add_argument("--secret", default=os.environ.get("MEDIASRV_API_SECRET"),
+                     help="API secret to mint room tokens (default $MEDIASRV_API_SECRET)")
+    run.add_argument("--server-pid", type=int, help="local server process, for CPU and memory")
+    run.add_argument("--start-server", choices=("mediasrv", "aiortc-sfu", "janus"),
+                     help="start this server locally for the run instead of URL")
+    add_load_options(run)
+    add_output_options(run)
+
+    cap = sub.add_parser("capacity", help="step up visits until loss > 1 %% or p99 > 50 ms")
+    cap.add_argument("url", nargs="?")
+    cap.add_argument("--secret", default=os.environ.get("MEDIASRV_API_SECRET"))
+    cap.add_argument("--server-pid", type=int)
+    cap.add_argument("--start-server", choices=("mediasrv", "aiortc-sfu", "janus"))
+    cap.add_argument("--step", type=int, default=2, help="visits added per step (default 2)")
+    cap.add_argument("--max-rooms", type=int, default=40, help="stop here if nothing breaks (default 40)")
+    cap.add_argument("--max-loss", type=float, default=1.0, help="percent (default 1)")
+    cap.add_argument("--max-p99", type=float, default=50.0, help="milliseconds (default 50)")
+    add_load_options(cap)
+    add_output_options(cap)
+
+    cmp_ = sub.add_parser("compare", help="the same load against mediasrv, an aiortc SFU and Janus")
+    cmp_.add_argument("--servers", default="mediasrv,aiortc-sfu,janus",
+                      help="comma-separated subset of mediasrv, aiortc-sfu, janus")
+    cmp_.add_argument("--out-dir", default="loadtest-results", help="JSON reports and the chart go here")
+    add_load_options(cmp_)
+    return p
+
+
+def _target_from(args: argparse.Namespace) -> Target:
+    if not args.url:
+        raise SystemExit("give a server URL or --start-server")
+    return Target(name="server", url=args.url, api_secret=args.secret, pid=args.server_pid)
+
+
+async def _with_target(args: argparse.Namespace, body: Any) -> Any:
+    if args.start_server:
+        from mediasrv.loadtest.servers import local_server
+
+        async with local_server(args.start_server) as target:
+            return await body(target)
+    return await body(_target_from(args))
+
+
+def _emit(report: dict[str, Any], args: argparse.Namespace) -> None:
+    from mediasrv.loadtest.report import plot_timeline, table, write_json
+
+    print(table(report))
+    if report["failures"]:
+        print("setup failures (first few):", *report["failures"][:5], sep="\n  ")
+    if args.json:
+        write_json(report, args.json)
+    if args.plot:
+        plot_timeline(report, args.plot)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from mediasrv.loadtest.runner import run_load
+
+    opts = load_options(args)
+    report = asyncio.run(_with_target(args, lambda target: run_load(opts, target)))
+    _emit(report, args)
+    return 0 if report["setup_failures"] == 0 else 1
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from mediasrv.loadtest.capacity import find_knee, knee_table
+
+    opts = load_options(args)
+    result = asyncio.run(_with_target(args, lambda target: find_knee(
+        opts, target, step=args.step, max_rooms=args.max_rooms, max_loss_pct=args.max_loss,
+        max_p99_ms=args.max_p99)))
+    print(knee_table(result))
+    if args.json:
+        from mediasrv.loadtest.report import write_json
+
+        write_json(result, args.json)
+    if args.plot:
+        from mediasrv.loadtest.capacity import plot_steps
+
+        plot_steps(result, args.plot)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from mediasrv.loadtest.compare import run_compare
+
+    opts = load_options(args)
+    servers = [s.strip() for s in args.servers.split(",") if s.strip()]
+    return asyncio.run(run_compare(opts, servers, args.out_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
+        argv.insert(0, "run")  # `mediasrv-loadtest URL ...` means run
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    fn = {"run": cmd_run, "capacity": cmd_capacity, "compare": cmd_compare}[args.command]
+    try:
+        return fn(args)
+    except ValueError as exc:
+        print(f"mediasrv-loadtest: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,105 @@
+"""`mediasrv-loadtest compare`: the same load, in one run, against mediasrv, a plain aiortc SFU and
+Janus, each started here and stopped after its run. One table and a bar chart."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from mediasrv.loadtest.report import table, write_json
+from mediasrv.loadtest.runner import LoadOptions, run_load
+from mediasrv.loadtest.servers import KINDS, local_server
+
+COLUMNS = [("forwarded pkts / CPU-s", "forwarded_per_cpu_s", "{:,.0f}"),
+           ("loss %", "loss_pct", "{:.3f}"),
+           ("p99 latency ms", "p99_ms", "{:.2f}"),
+           ("setup p50 ms", "setup_p50_ms", "{:.0f}"),
+           ("setup p99 ms", "setup_p99_ms", "{:.0f}"),
+           ("server CPU %", "cpu_pct", "{:.0f}"),
+           ("peak RSS MiB", "rss_mb", "{:.0f}"),
+           ("server µs / pkt", "server_us_per_packet", "{:.1f}"),
+           ("generator µs / pkt", "generator_us_per_packet", "{:.1f}")]
+
+
+def summarize(report: dict[str, Any]) -> dict[str, Any]:
+    steady = max(report["steady_s"], 1e-6)
+    return {"server": report["server"], "forwarded_per_cpu_s": report["forwarded_per_cpu_s"],
+            "loss_pct": report["loss_pct"], "p99_ms": report["latency_ms"]["p99"],
+            "setup_p50_ms": report["setup_ms"]["p50"], "setup_p99_ms": report["setup_ms"]["p99"],
+            "cpu_pct": 100 * (report["server_cpu_s_steady"] or 0) / steady,
+            "rss_mb": report["server_peak_rss_mb"],
+            "server_us_per_packet": report.get("server_us_per_packet"),
+            "generator_us_per_packet": report.get("generator_pump_us_per_packet"),
+            "pump_max_gap_ms": report.get("pump_max_gap_ms"), "streams": report["streams_received"],
+            "setup_failures": report["setup_failures"], "packets_received": report["packets_received"]}
+
+
+def comparison_table(rows: list[dict[str, Any]]) -> str:
+    head = f"| server | {' | '.join(c[0] for c in COLUMNS)} |"
+    sep = "|---" * (len(COLUMNS) + 1) + "|"
+    lines = [head, sep]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['server']} | skipped: {r['skipped']} |" + " |" * (len(COLUMNS) - 1))
+            continue
+        cells = [fmt.format(r[key]) if r.get(key) is not None else "-" for _, key, fmt in COLUMNS]
+        lines.append(f"| {r['server']} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def bar_chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if "skipped" not in r]
+    names = [r["server"] for r in done]
+    panels = [("forwarded packets per server CPU-second", "forwarded_per_cpu_s"),
+              ("loss %", "loss_pct"), ("p99 latency (ms)", "p99_ms"), ("setup p99 (ms)", "setup_p99_ms")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4))
+    for ax, (label, key) in zip(axes, panels, strict=True):
+        values = [r.get(key) or 0 for r in done]
+        ax.bar(names, values, color=["#2a7ab9", "#d98c1f", "#5aa35a"][: len(names)])
+        ax.set_title(label, fontsize=10)
+        for i, v in enumerate(values):
+            ax.annotate(f"{v:,.0f}" if v >= 100 else f"{v:.2f}", (i, v), ha="center", va="bottom", fontsize=8)
+        ax.tick_params(axis="x", labelsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+async def run_compare(opts: LoadOptions, servers: list[str], out_dir: str) -> int:
+    unknown = [s for s in servers if s not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown servers {unknown}; choose from {', '.join(KINDS)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for kind in servers:
+        try:
+            async with local_server(kind) as target:
+                report = await run_load(opts, target)
+        except Exception as exc:  # one server that cannot run must not lose the others' results
+            print(f"compare: {kind} skipped: {exc}", file=sys.stderr)
+            rows.append({"server": kind, "skipped": str(exc).splitlines()[0][:120]})
+            continue
+        write_json(report, out / f"{kind}.json")
+        print(f"\n== {kind}\n{table(report)}", file=sys.stderr)
+        rows.append(summarize(report))
+    load = (f"{opts.rooms} visits x ({opts.publishers_per_room} publishers + {opts.subscribers_per_room} "
+            f"subscribers), VP8 {opts.plan.video_kbps} kbit/s{' + Opus' if opts.plan.audio else ''}, "
+            f"{opts.duration_s:.0f} s")
+    text = comparison_table(rows)
+    print(f"\nload: {load}\n{text}")
+    (out / "comparison.md").write_text(f"load: {load}\n\n{text}\n")
+    (out / "comparison.json").write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
+    try:
+        bar_chart(rows, out / "comparison.png", load)
+    except ImportError:
+        print("compare: matplotlib not installed, no chart (pip install mediasrv[loadtest])", file=sys.stderr)
+    return 0 if all("skipped" not in r and not r["setup_failures"] for r in rows) else 1

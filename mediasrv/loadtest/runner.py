@@ -1,0 +1,241 @@
+"""One load run: start visits (ramped), let media flow for the duration, sample once a second,
+tear everything down and return the report as a plain dict (see `report.py` for the fields)."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import mediasrv_native
+
+from mediasrv.loadtest import procstat
+from mediasrv.loadtest.signaling import Signaling, WhipWhep
+from mediasrv.loadtest.visit import MediaPlan, Visit
+from mediasrv.media.host_addresses import configure_host_addresses
+
+SAMPLE_INTERVAL_S = 1.0
+DRAIN_S = 0.5
+# Upper bounds that keep any run finite, whatever the options say.
+MAX_ROOMS = 500
+MAX_DURATION_S = 3600.0
+
+
+@dataclass
+class LoadOptions:
+    rooms: int = 2
+    publishers_per_room: int = 2
+    subscribers_per_room: int = 2
+    plan: MediaPlan = field(default_factory=MediaPlan)
+    duration_s: float = 30.0
+    ramp_s: float = 5.0
+    progress: bool = True
+    seed: int = 1
+    # Addresses the simulated clients gather ICE candidates on (aioice skips loopback by itself).
+    client_addresses: tuple[str, ...] = ("127.0.0.1",)
+
+    def check(self) -> None:
+        if not 1 <= self.rooms <= MAX_ROOMS:
+            raise ValueError(f"--rooms must be 1..{MAX_ROOMS}")
+        if self.publishers_per_room < 1 or self.subscribers_per_room < 0:
+            raise ValueError("need at least one publisher per room and no negative subscribers")
+        if not 0 < self.duration_s <= MAX_DURATION_S:
+            raise ValueError(f"--duration must be in (0, {MAX_DURATION_S:.0f}] seconds")
+        if self.ramp_s < 0:
+            raise ValueError("--ramp must not be negative")
+        if not (self.plan.audio or self.plan.video):
+            raise ValueError("nothing to send: enable audio or video")
+        if not 30 <= self.plan.video_kbps <= 20_000:
+            raise ValueError("--video-kbps must be 30..20000")
+
+
+@dataclass
+class Target:
+    """A server under load: where it is, how clients talk to it, and (if local) its process."""
+
+    name: str
+    url: str
+    api_secret: str | None = None
+    pid: int | None = None
+    make_signaling: Callable[[], Signaling] | None = None
+    # Reads the server's own counters (e.g. mediasrv's /metrics); None when it has none.
+    counters: Callable[[], Awaitable[dict[str, float]]] | None = None
+    # Client ICE addresses this server needs (Janus only pairs with its own veth address).
+    client_addresses: tuple[str, ...] | None = None
+
+    def signaling(self) -> Signaling:
+        if self.make_signaling is not None:
+            return self.make_signaling()
+        return WhipWhep(self.url, self.api_secret)
+
+
+def _quantile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
+
+
+class Sampler:
+    """Once a second: pump counters, server CPU and memory; keeps the timeline and a progress line."""
+
+    def __init__(self, pump: Any, pid: int | None, progress: bool, label: str) -> None:
+        self.pump, self.pid, self.progress, self.label = pump, pid, progress, label
+        self.t0 = time.monotonic()
+        self.timeline: list[dict[str, float]] = []
+        self.peak_rss = 0
+        self._last: tuple[float, dict[str, Any], float | None] | None = None
+        self.visits_up = 0
+        self.visits_total = 0
+
+    def server(self) -> procstat.ProcSample | None:
+        s = procstat.sample(self.pid) if self.pid else None
+        if s:
+            self.peak_rss = max(self.peak_rss, s.peak_rss_bytes, s.rss_bytes)
+        return s
+
+    def tick(self) -> dict[str, Any]:
+        now = time.monotonic()
+        snap = self.pump.snapshot(interval=True)
+        srv = self.server()
+        cpu = srv.cpu_s if srv else None
+        if self._last is not None:
+            t_prev, prev, cpu_prev = self._last
+            dt = max(now - t_prev, 1e-6)
+            expected = snap["expected"] - prev["expected"]
+            lost = max(0, snap["lost"] - prev["lost"])
+            point = {
+                "t": round(now - self.t0, 2),
+                "tx_pps": (snap["packets_sent"] - prev["packets_sent"]) / dt,
+                "rx_pps": (snap["packets_received"] - prev["packets_received"]) / dt,
+                "rx_mbps": (snap["bytes_received"] - prev["bytes_received"]) * 8 / dt / 1e6,
+                "loss_pct": 100.0 * lost / expected if expected > 0 else 0.0,
+                "latency_p50_ms": snap["interval_latency_p50_ms"],
+                "latency_p99_ms": snap["interval_latency_p99_ms"],
+                "latency_max_ms": snap["interval_latency_max_ms"],
+                # Longest gap between two pump passes: a generator-side stall shows here.
+                "pump_max_gap_ms": snap["interval_pump_max_gap_ms"],
+                "generator_pump_cpu_pct": 100.0 * (snap["pump_cpu_s"] - prev["pump_cpu_s"]) / dt,
+                "server_cpu_pct": 100.0 * (cpu - cpu_prev) / dt if cpu is not None and cpu_prev is not None else None,
+                "peers": snap["peers"],
+            }
+            self.timeline.append(point)
+            if self.progress:
+                cpu_txt = f"  server cpu {point['server_cpu_pct']:5.1f}%" if point["server_cpu_pct"] is not None else ""
+                print(f"\r[{self.label} {point['t']:6.1f}s] visits {self.visits_up}/{self.visits_total}"
+                      f"  peers {snap['peers']}  tx {point['tx_pps']:7.0f} pps  rx {point['rx_pps']:7.0f} pps"
+                      f"  loss {point['loss_pct']:5.2f}%  p99 {point['latency_p99_ms']:6.2f} ms{cpu_txt}   ",
+                      end="", file=sys.stderr, flush=True)
+        self._last = (now, snap, cpu)
+        return snap
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(SAMPLE_INTERVAL_S)
+            self.tick()
+
+
+async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
+    opts.check()
+    configure_host_addresses(list(target.client_addresses or opts.client_addresses))
+    pump = mediasrv_native.ClientPump(seed=opts.seed)
+    signaling = target.signaling()
+    sampler = Sampler(pump, target.pid, opts.progress, target.name)
+    sampler.visits_total = opts.rooms
+    sampler.tick()
+    sampling = asyncio.get_running_loop().create_task(sampler.run())
+    visits = [Visit(f"load{opts.seed}-r{i}", opts.publishers_per_room, opts.subscribers_per_room,
+                    opts.plan, signaling, pump) for i in range(opts.rooms)]
+    gen_cpu0 = procstat.own_cpu_s()
+    srv0 = sampler.server()
+    t_start = time.monotonic()
+    try:
+        async def start(i: int, v: Visit) -> None:
+            await asyncio.sleep(opts.ramp_s * i / max(opts.rooms, 1))
+            await v.start()
+            sampler.visits_up += 1
+
+        await asyncio.gather(*(start(i, v) for i, v in enumerate(visits)))
+        setup_done = time.monotonic()
+        # Steady window: every visit up; server CPU per forwarded packet is measured over it.
+        steady_snap = pump.snapshot(interval=False)
+        srv_steady = sampler.server()
+        gen_cpu_steady = procstat.own_cpu_s()
+        await asyncio.sleep(opts.duration_s)
+        # Stop sending and let in-flight packets land, so our counts and the server's line up.
+        pump.set_paused(True)
+        await asyncio.sleep(DRAIN_S)
+        final = pump.snapshot(interval=False)
+        srv_end = sampler.server()
+        gen_cpu_end = procstat.own_cpu_s()
+        steady_s = time.monotonic() - setup_done
+        server_counters = await target.counters() if target.counters else None
+    finally:
+        sampling.cancel()
+        if opts.progress:
+            print(file=sys.stderr)
+        for v in visits:
+            await v.stop()
+        await signaling.aclose()
+        pump.close()
+
+    setup = sorted(t for v in visits for t in v.setup_times())
+    failures = [f for v in visits for f in v.failures]
+    subs, pubs = opts.subscribers_per_room, opts.publishers_per_room
+    window_rx = final["packets_received"] - steady_snap["packets_received"]
+    pump_window = final["pump_cpu_s"] - steady_snap["pump_cpu_s"]
+    cpu_window = (srv_end.cpu_s - srv_steady.cpu_s) if srv_end and srv_steady else None
+    report: dict[str, Any] = {
+        "server": target.name,
+        "url": target.url,
+        "options": {
+            "rooms": opts.rooms, "publishers_per_room": pubs, "subscribers_per_room": subs,
+            **asdict(opts.plan), "duration_s": opts.duration_s, "ramp_s": opts.ramp_s,
+        },
+        "visits": opts.rooms,
+        "connections": sum(len(v.connections) for v in visits),
+        "setup_failures": len(failures),
+        "failures": failures[:20],
+        "streams_sent": final["streams_sending"],
+        "streams_expected": opts.rooms * pubs * subs * opts.plan.tracks,
+        "streams_received": final["streams_receiving"],
+        "packets_sent": final["packets_sent"],
+        "packets_received": final["packets_received"],
+        "bytes_sent": final["bytes_sent"],
+        "bytes_received": final["bytes_received"],
+        "packets_expected": final["expected"],
+        "packets_lost": final["lost"],
+        "loss_pct": 100.0 * final["lost"] / final["expected"] if final["expected"] else 0.0,
+        "latency_ms": {k: final[f"latency_{k}_ms"] for k in ("p50", "p95", "p99", "mean", "max")},
+        "latency_samples": final["latency_samples"],
+        "jitter_ms": final["jitter_ms"],
+        "nacks": final["nacks"], "plis": final["plis"], "firs": final["firs"], "rembs": final["rembs"],
+        "sender_reports": final["sender_reports"], "receiver_reports": final["receiver_reports"],
+        "srtp_errors": final["srtp_errors"], "send_errors": final["send_errors"],
+        "setup_ms": {"p50": 1000 * _quantile(setup, 0.5), "p99": 1000 * _quantile(setup, 0.99),
+                     "max": 1000 * (setup[-1] if setup else 0.0)},
+        "setup_s_total": setup_done - t_start,
+        "steady_s": steady_s,
+        "generator_cpu_s": gen_cpu_end - gen_cpu0,
+        "generator_cpu_s_steady": gen_cpu_end - gen_cpu_steady,
+        # The pump thread's CLOCK_THREAD_CPUTIME_ID (all native send/receive work).
+        "generator_pump_cpu_s": final["pump_cpu_s"],
+        "generator_pump_cpu_s_steady": pump_window,
+        "generator_pump_us_per_packet": 1e6 * pump_window / window_rx if window_rx else None,
+        "server_us_per_packet": 1e6 * cpu_window / window_rx if cpu_window and window_rx else None,
+        "pump_max_gap_ms": final["pump_max_gap_ms"],
+        "server_pid": target.pid,
+        "server_cpu_s": (srv_end.cpu_s - srv0.cpu_s) if srv_end and srv0 else None,
+        "server_cpu_s_steady": cpu_window,
+        "server_peak_rss_mb": sampler.peak_rss / 2**20 if sampler.peak_rss else None,
+        "forwarded_packets_steady": window_rx,
+        "forwarded_per_cpu_s": window_rx / cpu_window if cpu_window else None,
+        "server_counters": server_counters,
+        "timeline": sampler.timeline,
+    }
+    return report

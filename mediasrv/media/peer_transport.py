@@ -1,0 +1,209 @@
+"""PeerTransport: one bundled WebRTC connection of a participant, either publishing or subscribing.
+
+aiortc does SDP, ICE and DTLS. On the native datapath (the default), the connection is handed to
+the native media plane once DTLS is up: SRTP keys and the nominated remote address go to a Rust
+worker, which from then on unprotects, routes, protects and sends the media itself; aiortc never
+sends SRTP at all (its idle senders' RTCP is suppressed, the router owns RTCP), and still handles
+STUN consent checks, DTLS and the data channels. On the "python" datapath (benchmark baseline),
+decrypted RTP and RTCP are taken from aiortc's DTLS transport and handed to the room's router from
+Python; what the router returns is sent through aiortc's SRTP context.
+aiortc's own receivers never see the media, so no decoder is ever created; its senders carry a track
+that never yields a frame, so no encoder is either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+from mediasrv.media.sdp import SdpError, announce_addresses, check_offer_text
+
+if TYPE_CHECKING:
+    from mediasrv.media.native_plane import NativePlane
+    from mediasrv.rooms.room import Room
+
+log = logging.getLogger(__name__)
+_handles = itertools.count(1)
+
+
+class ForwardedTrack(MediaStreamTrack):
+    """Placeholder track for an aiortc sender whose RTP the router produces instead."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._never = asyncio.Event()
+
+    async def recv(self) -> Any:  # pragma: no cover - waits until the sender stops
+        await self._never.wait()
+        raise asyncio.CancelledError
+
+
+def now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+class PeerTransport:
+    def __init__(self, room: Room, owner: str, direction: str) -> None:
+        self.room = room
+        self.owner = owner  # participant identity
+        self.direction = direction  # "publish" | "subscribe"
+        self.handle = next(_handles)
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        self._dtls: set[RTCDtlsTransport] = set()
+        self.closed = False
+        self.handed_over = False
+        self.suppressed_rtcp = 0  # aiortc RTP/RTCP sends refused on the native datapath
+        self.on_failed: Callable[[PeerTransport], Awaitable[None]] | None = None
+        self.on_connected: Callable[[PeerTransport], Awaitable[None]] | None = None
+        self.pc.on("connectionstatechange", self._on_state)
+
+    # --- negotiation ------------------------------------------------------------------------------
+    async def accept_offer(
+        self, offer_sdp: str, before_answer: Callable[[], None] | None = None
+    ) -> str:
+        """Apply a remote offer and return our answer. `before_answer` may add tracks (WHEP)."""
+        check_offer_text(offer_sdp)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+            if before_answer:
+                before_answer()
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except SdpError:
+            raise
+        except Exception as exc:  # aiortc raises ValueError/InternalError/... on unusable offers
+            raise SdpError(f"offer rejected: {exc.__class__.__name__}: {exc}") from None
+        self._install_hooks()
+        return self._local_sdp()
+
+    async def create_offer(self) -> str:
+        offer = await self.pc.createOffer()
+        await self.pc.setLocalDescription(offer)
+        self._install_hooks()
+        return self._local_sdp()
+
+    async def accept_answer(self, answer_sdp: str) -> None:
+        check_offer_text(answer_sdp)
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+        except Exception as exc:
+            raise SdpError(f"answer rejected: {exc.__class__.__name__}: {exc}") from None
+        self._install_hooks()
+
+    def _local_sdp(self) -> str:
+        desc = self.pc.localDescription
+        settings = self.room.settings
+        mapping = dict(zip(settings.media_bind_addresses, settings.media_announced_addresses, strict=False))
+        return announce_addresses(desc.sdp, mapping)
+
+    def add_sender(self, kind: str) -> RTCRtpTransceiver:
+        """A send-only transceiver whose packets the router produces."""
+        return self.pc.addTransceiver(ForwardedTrack(kind), direction="sendonly")
+
+    def transceivers(self) -> list[RTCRtpTransceiver]:
+        return self.pc.getTransceivers()
+
+    # --- datapath hand-off --------------------------------------------------------------------------
+    def _install_hooks(self) -> None:
+        for t in self.pc.getTransceivers():
+            dtls = t.receiver.transport
+            if dtls is None or dtls in self._dtls:
+                continue
+            self._dtls.add(dtls)
+            dtls._handle_rtp_data = self._on_rtp  # type: ignore[method-assign]
+            dtls._handle_rtcp_data = self._on_rtcp  # type: ignore[method-assign]
+            if self._plane is not None:
+                # aiortc's SRTP context must never send on SSRCs the native one protects (keystream
+                # reuse); the router sends every RTCP packet instead.
+                dtls._send_rtp = self._suppress_send  # type: ignore[method-assign]
+
+    @property
+    def _plane(self) -> NativePlane | None:
+        return self.room.manager.plane
+
+    async def _suppress_send(self, data: bytes) -> None:
+        self.suppressed_rtcp += 1
+
+    def _hand_over(self) -> None:
+        plane, key = self._plane, self.room.plane_key
+        if plane is None or key is None or self.handed_over:
+            return
+        for dtls in self._dtls:
+            try:
+                self.handed_over = plane.hand_over(self.handle, key, dtls)
+            except (ValueError, AttributeError) as exc:
+                log.warning("transport %d: native handover failed: %s", self.handle, exc)
+            if not self.handed_over:
+                self.room.count_drop("handover_failed")
+
+    async def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        if self.direction != "publish":
+            self.room.count_drop("rtp_from_subscriber")
+            return
+        out = self.room.router.route_rtp(self.handle, data, now_ms())
+        if out:
+            await self.room.deliver_rtp(out)
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        rtp_out, rtcp_out = self.room.router.handle_rtcp(self.handle, data, now_ms())
+        if rtp_out:
+            await self.room.deliver_rtp(rtp_out)
+        if rtcp_out:
+            await self.room.deliver_rtp(rtcp_out)
+
+    async def send(self, packet: bytes) -> bool:
+        """Protect and send one RTP or RTCP packet; False when this transport cannot send."""
+        plane = self._plane
+        if plane is not None:
+            return bool(plane.native.send_media(self.handle, packet))
+        for dtls in self._dtls:
+            try:
+                await dtls._send_rtp(packet)
+                return True
+            except ConnectionError:
+                return False
+        return False
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    async def _on_state(self) -> None:
+        state = self.pc.connectionState
+        log.debug("transport %d (%s of %s): %s", self.handle, self.direction, self.owner, state)
+        if state in ("failed", "closed") and not self.closed and self.on_failed:
+            await self.on_failed(self)
+        elif state == "connected":
+            self._hand_over()
+            if self.on_connected:
+                await self.on_connected(self)
+
+    @property
+    def connected(self) -> bool:
+        return self.pc.connectionState == "connected"
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        plane = self._plane
+        if plane is not None:
+            with contextlib.suppress(ValueError):  # the plane already shut down
+                plane.native.unregister_peer(self.handle)
+        try:
+            await self.pc.close()
+        except Exception:  # closing must never fail the caller
+            log.exception("closing transport %d", self.handle)

@@ -1,0 +1,89 @@
+"""The audit log: an append-only table of who did what, when, from where — never patient content.
+
+`detail` may carry identifiers (room, message id, track id, role) but no message text, file names or
+readings; `record` rejects detail keys that are not on the allow-list below.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mediasrv.storage.database import Database, register_schema
+
+register_schema(
+    "audit",
+    [
+        """CREATE TABLE IF NOT EXISTS audit_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            ts REAL NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT NOT NULL,
+            action TEXT NOT NULL,
+            room TEXT,
+            target TEXT,
+            address TEXT,
+            detail TEXT
+        )""",
+        # Append-only: the database itself refuses updates and deletes.
+        """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+           BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
+        """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+           BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
+        "CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts)",
+    ],
+)
+
+ALLOWED_DETAIL_KEYS = frozenset(
+    {"message_id", "attachment_id", "track_id", "source", "kind", "reason", "recording_id", "upload_id", "status", "count"}
+)
+
+
+class AuditLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(
+        self,
+        *,
+        actor: str,
+        role: str,
+        action: str,
+        room: str | None = None,
+        target: str | None = None,
+        address: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        if detail:
+            bad = set(detail) - ALLOWED_DETAIL_KEYS
+            if bad:
+                raise ValueError(f"audit detail keys not allowed: {sorted(bad)}")
+        await self.db.execute(
+            "INSERT INTO audit_log (ts, actor, role, action, room, target, address, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), actor, role, action, room, target, address,
+             json.dumps(detail, sort_keys=True) if detail else None),
+        )
+
+    async def query(
+        self, *, since: float | None = None, action: str | None = None, room: str | None = None,
+        limit: int = 100, before_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, params = [], []
+        for clause, value in (("ts >= ?", since), ("action = ?", action), ("room = ?", room), ("id < ?", before_id)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
+        sql = "SELECT * FROM audit_log"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(max(1, min(limit, 1000)))
+        rows = await self.db.fetchall(sql, params)
+        out = []
+        for r in rows:
+            item = dict(r)
+            item["detail"] = json.loads(item["detail"]) if item["detail"] else None
+            out.append(item)
+        return out
