@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 
-import aioice.ice
-
-from mediasrv.config import Settings
-from mediasrv.media import native_plane
-from mediasrv.media.native_plane import NativePlane
+from mediasrv.media import aiortc_glue
 
 _addresses: list[str] = []
 
@@ -32,20 +28,4 @@ def configure_host_addresses(addresses: list[str]) -> None:
     for addr in addresses:
         ipaddress.ip_address(addr)  # ValueError for anything that is not an IP address
     _addresses[:] = addresses
-    aioice.ice.get_host_addresses = _configured_host_addresses
-
-
-def start_media_plane(settings: Settings) -> NativePlane | None:
-    """Start the native media plane (datapath = "native") and make aioice gather on it."""
-    if settings.datapath != "native":
-        native_plane.install(None)
-        return None
-    plane = native_plane.NativePlane(settings.media_bind_addresses, settings.media_udp_port,
-                                     settings.media_workers, settings.media_test_drop_ppm)
-    native_plane.install(plane)
-    return plane
-
-
-def stop_media_plane(plane: NativePlane) -> None:
-    native_plane.install(None)
-    plane.close()
+    aiortc_glue.use_host_addresses(_configured_host_addresses)

@@ -16,18 +16,17 @@ import logging
 from collections import Counter
 from typing import Any
 
-import aioice.ice
 import mediasrv_native
 from aioice import stun
-from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+
+from mediasrv.config import Settings
+from mediasrv.media import aiortc_glue
 
 log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 
-_plane: NativePlane | None = None
 _room_keys = itertools.count(1)
-_original_get_component_candidates = aioice.ice.Connection.get_component_candidates
 
 
 class NativeDatagramTransport(asyncio.DatagramTransport):
@@ -90,6 +89,12 @@ class NativePlane:
     # --- aioice integration ----------------------------------------------------------------------
     def socket_for(self, host: str) -> int | None:
         return self._by_host.get(host)
+
+    def host_transport(self, address: str, ufrag: str, protocol: Any) -> NativeDatagramTransport | None:
+        """aioice's host socket on `address` for the agent with local ufrag `ufrag` (see
+        aiortc_glue.gather_host_candidates_on); None if the plane does not bind that address."""
+        socket = self.socket_for(address)
+        return None if socket is None else self.transport_for(socket, ufrag, protocol)
 
     def transport_for(self, socket: int, ufrag: str, protocol: Any) -> NativeDatagramTransport:
         t = NativeDatagramTransport(self, socket, ufrag, protocol)
@@ -174,22 +179,18 @@ class NativePlane:
 
     def hand_over(self, handle: int, room_key: int, dtls: RTCDtlsTransport) -> bool:
         """Give a connected peer's SRTP keys and address to the plane; False if it cannot be."""
-        pair = dtls.transport._connection._nominated.get(1)
+        pair = aiortc_glue.nominated_pair(dtls)
         transport = getattr(pair.protocol, "transport", None) if pair else None
-        if not isinstance(transport, NativeDatagramTransport) or dtls._ssl is None:
+        if pair is None or not isinstance(transport, NativeDatagramTransport):
             return False
-        profile = dtls._ssl.get_selected_srtp_profile().decode()
-        key_len, salt_len = mediasrv_native.srtp_key_lengths(profile)
-        m = dtls._ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len))
-        # RFC 5764 4.2: client key, server key, client salt, server salt.
-        client = (m[:key_len], m[2 * key_len:2 * key_len + salt_len])
-        server = (m[key_len:2 * key_len], m[2 * key_len + salt_len:])
-        tx, rx = (server, client) if dtls._role == "server" else (client, server)
+        keys = aiortc_glue.dtls_srtp_keys(dtls)
+        if keys is None:
+            return False
         host, port = pair.remote_addr
-        self.native.register_peer(handle, room_key, transport.socket, host, port, profile,
-                                  tx[0], tx[1], rx[0], rx[1])
+        self.native.register_peer(handle, room_key, transport.socket, host, port, keys.profile,
+                                  keys.tx_key, keys.tx_salt, keys.rx_key, keys.rx_salt)
         transport.peer = (handle, (str(host), int(port)))
-        transport.password = dtls.transport._connection.local_password
+        transport.password = aiortc_glue.local_ice_password(dtls)
         return True
 
     def close(self) -> None:
@@ -197,35 +198,22 @@ class NativePlane:
         self.native.close()
 
 
-async def _native_component_candidates(
-    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
-) -> list[Candidate]:
-    """aioice's host-candidate gathering, on the plane's shared socket instead of new ones."""
-    plane = _plane
-    if plane is None or self.stun_server or self.turn_server:
-        return await _original_get_component_candidates(self, component, addresses, timeout)
-    candidates = []
-    for address in addresses:
-        socket = plane.socket_for(address)
-        if socket is None:
-            continue
-        protocol = aioice.ice.StunProtocol(self)
-        protocol.connection_made(plane.transport_for(socket, self.local_username, protocol))
-        host, port = plane.sockets[socket]
-        protocol.local_candidate = Candidate(
-            foundation=candidate_foundation("host", "udp", host), component=component,
-            transport="udp", priority=candidate_priority(component, "host"),
-            host=host, port=port, type="host",
-        )
-        self._protocols.append(protocol)
-        candidates.append(protocol.local_candidate)
-    return candidates
-
-
 def install(plane: NativePlane | None) -> None:
     """Make aioice gather on `plane` (None restores its own sockets)."""
-    global _plane
-    _plane = plane
-    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
-        _native_component_candidates if plane is not None else _original_get_component_candidates
-    )
+    aiortc_glue.gather_host_candidates_on(plane)
+
+
+def start_media_plane(settings: Settings) -> NativePlane | None:
+    """Start the native media plane (datapath = "native") and make aioice gather on it."""
+    if settings.datapath != "native":
+        install(None)
+        return None
+    plane = NativePlane(settings.media_bind_addresses, settings.media_udp_port,
+                        settings.media_workers, settings.media_test_drop_ppm)
+    install(plane)
+    return plane
+
+
+def stop_media_plane(plane: NativePlane) -> None:
+    install(None)
+    plane.close()

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +30,8 @@ from aiortc import (
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
+from mediasrv.clock import now_ms
+from mediasrv.media import aiortc_glue
 from mediasrv.media.sdp import SdpError, announce_addresses, check_offer_text
 
 if TYPE_CHECKING:
@@ -52,10 +53,6 @@ class ForwardedTrack(MediaStreamTrack):
     async def recv(self) -> Any:  # pragma: no cover - waits until the sender stops
         await self._never.wait()
         raise asyncio.CancelledError
-
-
-def now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 class PeerTransport:
@@ -126,12 +123,12 @@ class PeerTransport:
             if dtls is None or dtls in self._dtls:
                 continue
             self._dtls.add(dtls)
-            dtls._handle_rtp_data = self._on_rtp  # type: ignore[method-assign]
-            dtls._handle_rtcp_data = self._on_rtcp  # type: ignore[method-assign]
+            aiortc_glue.intercept_rtp(dtls, self._on_rtp)
+            aiortc_glue.intercept_rtcp(dtls, self._on_rtcp)
             if self._plane is not None:
                 # aiortc's SRTP context must never send on SSRCs the native one protects (keystream
                 # reuse); the router sends every RTCP packet instead.
-                dtls._send_rtp = self._suppress_send  # type: ignore[method-assign]
+                aiortc_glue.replace_srtp_send(dtls, self._suppress_send)
 
     @property
     def _plane(self) -> NativePlane | None:
@@ -174,7 +171,7 @@ class PeerTransport:
             return bool(plane.native.send_media(self.handle, packet))
         for dtls in self._dtls:
             try:
-                await dtls._send_rtp(packet)
+                await aiortc_glue.send_srtp(dtls, packet)
                 return True
             except ConnectionError:
                 return False

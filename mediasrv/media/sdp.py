@@ -7,6 +7,8 @@ import re
 from aiortc import RTCRtpTransceiver
 from aiortc.sdp import MediaDescription, SessionDescription
 
+from mediasrv.media import aiortc_glue
+
 EXTENSION_NAMES = {
     "urn:ietf:params:rtp-hdrext:sdes:mid": "mid",
     "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": "abs-send-time",
@@ -49,7 +51,7 @@ def codec_tuples(transceiver: RTCRtpTransceiver) -> list[CodecTuple]:
     The fmtp lets the router match H.264 packetization-mode/profile and VP9 profile across peers.
     """
     out: list[CodecTuple] = []
-    for codec in transceiver._codecs:
+    for codec in aiortc_glue.negotiated_codecs(transceiver):
         name = codec.mimeType.split("/", 1)[1]
         apt = codec.parameters.get("apt") if name.lower() == "rtx" else None
         fmtp = ";".join(f"{k}={v}" if v is not None else k for k, v in codec.parameters.items())

@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from mediasrv.clock import now_ms
 from mediasrv.recording.consent import RecordingConsent
 from mediasrv.recording.muxer import FORMATS, RecordingWriter, TrackSpec
 from mediasrv.recording.pipeline import ARRIVAL, SENDER_REPORT, SenderClock, TrackRecorder
@@ -36,10 +36,6 @@ SINK_CODECS = {"vp8": "VP8", "h264": "H264", "opus": "opus"}
 NOT_MEDIA = frozenset({"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-event"})
 # Process totals, for /metrics (mediasrv_recording_*); per recording in Recorder.stats.
 TOTALS: Counter[str] = Counter()
-
-
-def now_ms() -> int:
-    return int(time.monotonic() * 1000)
 
 
 def recordable_codec(codecs: list[tuple[Any, ...]]) -> tuple[str, int, int] | None:

@@ -23,9 +23,11 @@ from aiortc import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription
 
 from mediasrv.auth import Identity
+from mediasrv.clock import now_ms
 from mediasrv.config import Settings
+from mediasrv.media import aiortc_glue
 from mediasrv.media.native_plane import NativePlane
-from mediasrv.media.peer_transport import ForwardedTrack, PeerTransport, now_ms
+from mediasrv.media.peer_transport import ForwardedTrack, PeerTransport
 from mediasrv.media.sdp import CodecTuple, codec_tuples, extension_ids, media_by_mid, ssrcs_of
 from mediasrv.recording.controller import RoomRecording
 from mediasrv.recording.recording_store import RecordingStore
@@ -383,7 +385,7 @@ class Room:
             return
         media = SessionDescription.parse(remote.sdp).media
         self.router.add_subscription(sub.id, sub.track.id, sub.transport.handle,
-                                     sub.transceiver.sender._ssrc, codec_tuples(sub.transceiver),
+                                     aiortc_glue.sender_ssrc(sub.transceiver.sender), codec_tuples(sub.transceiver),
                                      extension_ids(media))
         sub.active = True
 
@@ -557,7 +559,8 @@ class RoomManager:
         self.plane: NativePlane | None = None  # the native media plane (datapath = "native")
 
     async def start(self) -> None:
-        from mediasrv.media.host_addresses import configure_host_addresses, start_media_plane
+        from mediasrv.media.host_addresses import configure_host_addresses
+        from mediasrv.media.native_plane import start_media_plane
 
         configure_host_addresses(self.settings.media_bind_addresses)
         self.plane = start_media_plane(self.settings)
@@ -566,7 +569,7 @@ class RoomManager:
         for name in list(self.rooms):
             await self.close(name, "shutdown")
         if self.plane is not None:
-            from mediasrv.media.host_addresses import stop_media_plane
+            from mediasrv.media.native_plane import stop_media_plane
 
             stop_media_plane(self.plane)
             self.plane = None

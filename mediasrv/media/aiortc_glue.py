@@ -1,0 +1,221 @@
+"""Every place mediasrv leans on aiortc's or aioice's internals, for the server and the load generator.
+
+aiortc and aioice do SDP, ICE and DTLS for us, but taking a connection's datapath over (native
+plane, load-generator pump, Python datapath) needs things they do not publish: the DTLS session's
+keying material and role, the nominated candidate pair, the RTP hooks of a DTLS transport, an RTP
+sender's SSRC, and two patched aioice functions (host address discovery, host candidate gathering).
+Nothing else in mediasrv touches an underscore attribute of theirs.
+
+Each function names what it does and, in its docstring, the library behaviour it relies on (checked
+against aiortc 1.16 / aioice 0.13). tests/test_aiortc_glue.py pins each of them against the installed
+versions, so an upgrade that moves one fails there, naming the function here that needs a look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import aioice.ice
+import mediasrv_native
+from aioice.candidate import Candidate, candidate_foundation, candidate_priority
+from aiortc import (
+    RTCDtlsTransport,
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+
+RtpHandler = Callable[[bytes, int], Awaitable[None]]  # (decrypted RTP, arrival time in ms)
+RtcpHandler = Callable[[bytes], Awaitable[None]]  # decrypted RTCP (compound)
+RtpSend = Callable[[bytes], Awaitable[None]]
+HostAddressPolicy = Callable[[bool, bool], list[str]]  # (use_ipv4, use_ipv6) -> addresses
+
+
+# --- negotiated media -------------------------------------------------------------------------------
+def negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecParameters]:
+    """The codecs (with RTX) both sides agreed on for this transceiver, in preference order.
+
+    aiortc keeps them in `RTCRtpTransceiver._codecs`, set by set{Local,Remote}Description."""
+    return transceiver._codecs
+
+
+def sender_ssrc(sender: RTCRtpSender) -> int:
+    """The SSRC aiortc announced in the SDP for this sender's media (`RTCRtpSender._ssrc`, a
+    random 32-bit value drawn at construction)."""
+    return sender._ssrc
+
+
+# --- a DTLS transport's RTP datapath -----------------------------------------------------------------
+def intercept_rtp(dtls: RTCDtlsTransport, handler: RtpHandler) -> None:
+    """Send this transport's decrypted RTP to `handler` instead of aiortc's receivers.
+
+    aiortc's receive loop calls `self._handle_rtp_data(data, arrival_time_ms=...)` by attribute
+    lookup, so an instance attribute shadows the method."""
+    dtls._handle_rtp_data = handler  # type: ignore[method-assign]
+
+
+def intercept_rtcp(dtls: RTCDtlsTransport, handler: RtcpHandler) -> None:
+    """Send this transport's decrypted RTCP to `handler` instead of aiortc's senders and receivers
+    (aiortc's receive loop calls `self._handle_rtcp_data(data)` by attribute lookup)."""
+    dtls._handle_rtcp_data = handler  # type: ignore[method-assign]
+
+
+def replace_srtp_send(dtls: RTCDtlsTransport, send: RtpSend) -> None:
+    """Route every RTP/RTCP packet aiortc's senders and receivers would protect and send through
+    `send` instead (they all call `self.transport._send_rtp(data)` on the DTLS transport)."""
+    dtls._send_rtp = send  # type: ignore[method-assign]
+
+
+async def send_srtp(dtls: RTCDtlsTransport, packet: bytes) -> None:
+    """Protect `packet` (RTP or RTCP, told apart by its payload type) with the transport's SRTP
+    context and send it: `RTCDtlsTransport._send_rtp`. Raises ConnectionError when not connected."""
+    await dtls._send_rtp(packet)
+
+
+async def request_keyframe(receiver: RTCRtpReceiver, media_ssrc: int) -> None:
+    """Send a PLI for `media_ssrc` from this receiver (`RTCRtpReceiver._send_rtcp_pli`; a no-op
+    until aiortc has given the receiver its RTCP SSRC)."""
+    await receiver._send_rtcp_pli(media_ssrc)
+
+
+# --- DTLS-SRTP keys ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SrtpKeys:
+    profile: str  # OpenSSL name, e.g. "SRTP_AEAD_AES_128_GCM"
+    tx_key: bytes
+    tx_salt: bytes
+    rx_key: bytes
+    rx_salt: bytes
+
+
+def split_srtp_keying_material(
+    profile: str, material: bytes, key_len: int, salt_len: int, role: str
+) -> SrtpKeys:
+    """RFC 5764 4.2: the exporter output is client key, server key, client salt, server salt. The
+    DTLS server sends with the server half; anything else is the client (as aiortc decides)."""
+    client = (material[:key_len], material[2 * key_len:2 * key_len + salt_len])
+    server = (material[key_len:2 * key_len], material[2 * key_len + salt_len:2 * (key_len + salt_len)])
+    tx, rx = (server, client) if role == "server" else (client, server)
+    return SrtpKeys(profile, tx[0], tx[1], rx[0], rx[1])
+
+
+def dtls_role(dtls: RTCDtlsTransport) -> str:
+    """"client" or "server" once the handshake has started (`RTCDtlsTransport._role`; "auto" before)."""
+    return dtls._role
+
+
+def dtls_srtp_keys(dtls: RTCDtlsTransport) -> SrtpKeys | None:
+    """The SRTP keys this side sends and receives with, from the DTLS session; None before the
+    handshake. Raises ValueError for an SRTP profile the native SRTP does not implement.
+
+    aiortc keeps the pyOpenSSL connection in `RTCDtlsTransport._ssl`; its
+    `get_selected_srtp_profile()` and `export_keying_material(label, length)` are pyOpenSSL's."""
+    ssl = dtls._ssl
+    if ssl is None:
+        return None
+    profile = ssl.get_selected_srtp_profile().decode()
+    key_len, salt_len = mediasrv_native.srtp_key_lengths(profile)
+    material = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (key_len + salt_len))
+    return split_srtp_keying_material(profile, material, key_len, salt_len, dtls_role(dtls))
+
+
+# --- ICE ----------------------------------------------------------------------------------------------
+def nominated_pair(dtls: RTCDtlsTransport) -> aioice.ice.CandidatePair | None:
+    """The nominated candidate pair of the transport's (single, RTP/RTCP-muxed) ICE component.
+
+    aiortc's RTCIceTransport keeps the aioice Connection in `_connection`; aioice keeps nominated
+    pairs by component in `Connection._nominated`. The pair's `protocol` (a StunProtocol, whose
+    `transport` is the socket's), `remote_addr` and `remote_candidate` are public."""
+    return dtls.transport._connection._nominated.get(1)
+
+
+def local_ice_password(dtls: RTCDtlsTransport) -> str:
+    """Our ICE password for the transport (to check a STUN request's MESSAGE-INTEGRITY ourselves):
+    `Connection.local_password` of aiortc's private `RTCIceTransport._connection`."""
+    return dtls.transport._connection.local_password
+
+
+def can_take_over_sockets() -> bool:
+    """Whether the running loop lets `take_over_socket` stop it reading a socket (asyncio's
+    selector loop has `_remove_reader`; uvloop has not)."""
+    return hasattr(asyncio.get_running_loop(), "_remove_reader")
+
+
+def take_over_socket(pair: aioice.ice.CandidatePair) -> socket.socket:
+    """Stop the event loop reading the pair's UDP socket and return it: from now on the caller
+    reads it, and aioice keeps sending on it.
+
+    asyncio's public `remove_reader` refuses a descriptor a transport owns; the selector loop's
+    `_remove_reader` does not."""
+    sock = pair.protocol.transport.get_extra_info("socket")
+    asyncio.get_running_loop()._remove_reader(sock.fileno())  # type: ignore[attr-defined]
+    return sock
+
+
+def use_host_addresses(policy: HostAddressPolicy) -> None:
+    """Make every ICE agent in the process gather host candidates on `policy(use_ipv4, use_ipv6)`
+    instead of aioice's interface discovery (which leaves loopback out).
+
+    aioice's `Connection.gather_candidates` looks `get_host_addresses` up in `aioice.ice`'s
+    module namespace on each call, so replacing it there takes effect for new connections."""
+    aioice.ice.get_host_addresses = policy
+
+
+class HostSockets(Protocol):
+    """Where ICE agents gather host candidates when aioice should not open sockets of its own."""
+
+    def host_transport(
+        self, address: str, ufrag: str, protocol: asyncio.DatagramProtocol
+    ) -> asyncio.DatagramTransport | None:
+        """A transport on `address` for the agent with local ufrag `ufrag`, delivering to
+        `protocol`; None if there is no socket on that address."""
+
+
+_aioice_component_candidates = aioice.ice.Connection.get_component_candidates
+_host_sockets: HostSockets | None = None
+
+
+def gather_host_candidates_on(sockets: HostSockets | None) -> None:
+    """Make aioice's host-candidate gathering use `sockets` (None restores aioice's own sockets).
+
+    Replaces `aioice.ice.Connection.get_component_candidates(self, component, addresses, timeout)`,
+    which `gather_candidates` calls once per component; STUN/TURN gathering stays aioice's."""
+    global _host_sockets
+    _host_sockets = sockets
+    aioice.ice.Connection.get_component_candidates = (  # type: ignore[method-assign]
+        _shared_socket_candidates if sockets is not None else _aioice_component_candidates
+    )
+
+
+async def _shared_socket_candidates(
+    self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
+) -> list[Candidate]:
+    """aioice's host-candidate gathering on `_host_sockets`' transports instead of new sockets.
+
+    Does what aioice's own does for each host socket: a `StunProtocol(connection)` made the
+    transport's protocol, given its `local_candidate`, and appended to `Connection._protocols`
+    (which aioice reads to pair candidates, send checks and close)."""
+    sockets = _host_sockets
+    if sockets is None or self.stun_server or self.turn_server:
+        return await _aioice_component_candidates(self, component, addresses, timeout)
+    candidates = []
+    for address in addresses:
+        protocol = aioice.ice.StunProtocol(self)
+        transport = sockets.host_transport(address, self.local_username, protocol)
+        if transport is None:
+            continue
+        protocol.connection_made(transport)
+        host, port = transport.get_extra_info("sockname")
+        protocol.local_candidate = Candidate(
+            foundation=candidate_foundation("host", "udp", host), component=component,
+            transport="udp", priority=candidate_priority(component, "host"),
+            host=host, port=port, type="host",
+        )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    return candidates
