@@ -14,13 +14,9 @@ from typing import Any
 
 from aiortc import RTCPeerConnection
 
-# (key length, salt length) per OpenSSL SRTP profile name (RFC 5764, RFC 7714).
-KEY_LENGTHS = {
-    "SRTP_AES128_CM_SHA1_80": (16, 14),
-    "SRTP_AES128_CM_SHA1_32": (16, 14),
-    "SRTP_AEAD_AES_128_GCM": (16, 12),
-    "SRTP_AEAD_AES_256_GCM": (32, 12),
-}
+from mediasrv.media import aiortc_glue
+from mediasrv.media.aiortc_glue import SrtpKeys
+
 CONTROL_POLL_S = 0.05
 
 
@@ -28,27 +24,15 @@ class HandoverError(RuntimeError):
     """The peer is not in a state whose datapath can be taken over."""
 
 
-@dataclass
-class SrtpKeys:
-    profile: str
-    tx_key: bytes
-    tx_salt: bytes
-    rx_key: bytes
-    rx_salt: bytes
-
-
 def srtp_keys(dtls: Any) -> SrtpKeys:
-    """Split the DTLS-SRTP exporter output (RFC 5764 4.2); the DTLS role says which half we send with."""
-    ssl = dtls._ssl
-    profile = ssl.get_selected_srtp_profile().decode()
-    if profile not in KEY_LENGTHS:
-        raise HandoverError(f"unsupported SRTP profile {profile!r}")
-    kl, sl = KEY_LENGTHS[profile]
-    m = ssl.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (kl + sl))
-    client = (m[:kl], m[2 * kl: 2 * kl + sl])
-    server = (m[kl: 2 * kl], m[2 * kl + sl:])
-    tx, rx = (client, server) if dtls._role == "client" else (server, client)
-    return SrtpKeys(profile, tx[0], tx[1], rx[0], rx[1])
+    """The keys the pump sends and receives with, from the peer's DTLS session."""
+    try:
+        keys = aiortc_glue.dtls_srtp_keys(dtls)
+    except ValueError as exc:  # a profile the native SRTP does not implement
+        raise HandoverError(str(exc)) from None
+    if keys is None:
+        raise HandoverError("DTLS session not established")
+    return keys
 
 
 @dataclass
@@ -74,20 +58,19 @@ def dtls_transport(pc: RTCPeerConnection) -> Any:
 async def hand_over(pc: RTCPeerConnection, pump: Any) -> HandedOver:
     """Give the pump `pc`'s socket and keys; returns the peer id and the control relay task."""
     loop = asyncio.get_running_loop()
-    if not hasattr(loop, "_remove_reader"):
+    if not aiortc_glue.can_take_over_sockets():
         raise HandoverError("the load generator needs asyncio's selector event loop (not uvloop)")
     dtls = dtls_transport(pc)
     if dtls.state != "connected":
         raise HandoverError(f"DTLS transport is {dtls.state}, not connected")
-    pair = dtls.transport._connection._nominated.get(1)
+    pair = aiortc_glue.nominated_pair(dtls)
     if pair is None:
         raise HandoverError("ICE has no nominated pair")
     protocol = pair.protocol
-    sock = protocol.transport.get_extra_info("socket")
     keys = srtp_keys(dtls)
     host, port = pair.remote_candidate.host, pair.remote_candidate.port
     # From now on only the pump reads this socket; Python keeps sending STUN/DTLS on it.
-    loop._remove_reader(sock.fileno())
+    sock = aiortc_glue.take_over_socket(pair)
     peer_id = pump.add_peer(sock.fileno(), host, port, keys.profile, keys.tx_key, keys.tx_salt,
                             keys.rx_key, keys.rx_salt)
     relay = loop.create_task(_relay_control(pump, peer_id, protocol))

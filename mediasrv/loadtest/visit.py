@@ -18,6 +18,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 
 from mediasrv.loadtest.handover import HandedOver, hand_over
 from mediasrv.loadtest.signaling import Session, Signaling
+from mediasrv.media import aiortc_glue
 
 log = logging.getLogger(__name__)
 MID_EXT = "urn:ietf:params:rtp-hdrext:sdes:mid"
@@ -74,7 +75,7 @@ def _mute_aiortc_media(pc: RTCPeerConnection) -> None:
     decode the synthetic VP8); the pump counts from its first packet on."""
     for t in pc.getTransceivers():
         if t.receiver.transport is not None:
-            t.receiver.transport._handle_rtp_data = _ignore_rtp
+            aiortc_glue.intercept_rtp(t.receiver.transport, _ignore_rtp)
 
 
 @dataclass
@@ -135,11 +136,12 @@ class Visit:
             return
         ext_id = mid_extension_id(conn.pc.remoteDescription.sdp)
         for t in conn.pc.getTransceivers():
-            codec = next((c for c in t._codecs if c.mimeType.split("/")[1].lower() != "rtx"), None)
+            codecs = aiortc_glue.negotiated_codecs(t)
+            codec = next((c for c in codecs if c.mimeType.split("/")[1].lower() != "rtx"), None)
             if codec is None:
                 continue
             name = codec.mimeType.split("/")[1].lower()
-            peer, ssrc, pt = conn.handed.peer_id, t.sender._ssrc, codec.payloadType
+            peer, ssrc, pt = conn.handed.peer_id, aiortc_glue.sender_ssrc(t.sender), codec.payloadType
             mid_kw = {"mid_ext_id": ext_id, "mid": t.mid} if ext_id and t.mid else {}
             if t.kind == "video" and name == "vp8":
                 self.pump.add_video(peer, ssrc, pt, self.plan.video_kbps, fps=self.plan.fps,

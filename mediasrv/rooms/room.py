@@ -384,9 +384,9 @@ class Room:
         if remote is None:
             return
         media = SessionDescription.parse(remote.sdp).media
+        ssrc = aiortc_glue.sender_ssrc(sub.transceiver.sender)
         self.router.add_subscription(sub.id, sub.track.id, sub.transport.handle,
-                                     aiortc_glue.sender_ssrc(sub.transceiver.sender), codec_tuples(sub.transceiver),
-                                     extension_ids(media))
+                                     ssrc, codec_tuples(sub.transceiver), extension_ids(media))
         sub.active = True
 
     def new_subscription_id(self) -> int:

@@ -17,12 +17,13 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
-import aioice.ice
 import jwt
 import uvloop
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.rtp import RtpPacket, is_rtcp
+
+from mediasrv.media import aiortc_glue
 
 
 class SilentTrack(MediaStreamTrack):
@@ -76,11 +77,10 @@ class Sfu:
         await pc.setLocalDescription(await pc.createAnswer())
         pub = Publisher(pc)
         for t in pc.getTransceivers():
-            for c in t._codecs:
+            for c in aiortc_glue.negotiated_codecs(t):
                 pub.kinds_by_pt[c.payloadType] = (t.kind, c.mimeType.split("/")[1].lower())
             pub.receivers[t.kind] = t.receiver
-            dtls = t.receiver.transport
-            dtls._handle_rtp_data = self._forwarder(pub)
+            aiortc_glue.intercept_rtp(t.receiver.transport, self._forwarder(pub))
         self.publishers[key] = pub
         session = secrets.token_hex(8)
         self.sessions[session] = (pc, key)
@@ -103,7 +103,7 @@ class Sfu:
                 packet.ssrc = out.ssrc
                 packet.payload_type = out.payload_types[codec]
                 with contextlib.suppress(ConnectionError):
-                    await out.dtls._send_rtp(packet.serialize())
+                    await aiortc_glue.send_srtp(out.dtls, packet.serialize())
 
         return on_rtp
 
@@ -124,8 +124,9 @@ class Sfu:
         outs = {}
         for t in pc.getTransceivers():
             if t.kind in ("audio", "video"):
-                pts = {c.mimeType.split("/")[1].lower(): c.payloadType for c in t._codecs}
-                outs[t.kind] = Outbound(t.sender.transport, t.sender._ssrc, pts)
+                codecs = aiortc_glue.negotiated_codecs(t)
+                pts = {c.mimeType.split("/")[1].lower(): c.payloadType for c in codecs}
+                outs[t.kind] = Outbound(t.sender.transport, aiortc_glue.sender_ssrc(t.sender), pts)
 
         @pc.on("connectionstatechange")
         async def connected() -> None:
@@ -134,7 +135,7 @@ class Sfu:
                 # ask the publisher for a keyframe so the new viewer can start decoding
                 receiver, ssrc = pub.receivers.get("video"), pub.ssrcs.get("video")
                 if receiver is not None and ssrc is not None:
-                    await receiver._send_rtcp_pli(ssrc)
+                    await aiortc_glue.request_keyframe(receiver, ssrc)
 
         self.sessions[session] = (pc, None)
         pub.subscribers.pop(session, None)
@@ -166,7 +167,7 @@ def main() -> None:
     ap.add_argument("--uvloop", action="store_true", help="run on uvloop instead of asyncio's loop")
     args = ap.parse_args()
     # aioice leaves loopback out of its host candidates; announce the address we serve on.
-    aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: [args.host]
+    aiortc_glue.use_host_addresses(lambda use_ipv4, use_ipv6: [args.host])
     sfu = Sfu()
     app = web.Application()
     app.router.add_post("/whip/{room}", sfu.whip)
