@@ -46,7 +46,7 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${PIP[@]}" install -U pip wheel "maturin>=1.5,<2" "setuptools>=77" "Cython>=3.0" "numpy>=2.0"
 
-# --- Rust extension (native/) -------------------------------------------------------------------
+# --- Rust extension (native/, a Cargo workspace; the Python module is the bindings crate) --------
 # Cargo's target dir is a build cache: keep it outside the checkout so a fresh clone reuses it.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-"$HOME/.cache/mediasrv/cargo-target"}
 log "building native/ (Rust, release)"
@@ -56,7 +56,7 @@ mkdir -p "$CARGO_TARGET_DIR"
 exec 9>"$CARGO_TARGET_DIR/.mediasrv-build.lock"
 flock 9
 rm -rf "$ROOT/build/wheels"
-(cd native && "$VENV/bin/maturin" build --release -q -o "$ROOT/build/wheels" >/dev/null)
+(cd native/bindings && "$VENV/bin/maturin" build --release -q -o "$ROOT/build/wheels" >/dev/null)
 flock -u 9
 "${PIP[@]}" install --force-reinstall --no-deps "$ROOT"/build/wheels/mediasrv_native-*.whl
 rm -rf "$ROOT/build/wheels"

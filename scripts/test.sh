@@ -10,9 +10,10 @@ PATH="$(pwd)/.venv/bin:$PATH"
 echo "== ruff"
 ruff check mediasrv benchmarks tests
 
-echo "== cargo test"
+echo "== cargo test, clippy (native/ workspace)"
 # same build lock as bootstrap.sh: the target directory is shared by every checkout
-(cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo test --quiet 2>&1 | tail -n 40)
+(cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo test --workspace --quiet 2>&1 | tail -n 40)
+(cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo clippy --workspace --all-targets --quiet -- -D warnings)
 
 echo "== benchmarks, smoke run (each once; timings are reported by --benchmark-only runs, never asserted)"
 unshare -n -- bash -c 'ip link set lo up && exec python -m pytest benchmarks --benchmark-disable -q -p no:cacheprovider'

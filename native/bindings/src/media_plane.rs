@@ -1,0 +1,297 @@
+//! Python binding: `mediasrv_native.MediaPlane`. Control calls only; media never enters Python.
+
+use std::net::{IpAddr, SocketAddr};
+
+use pyo3::exceptions::{PyOSError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use mediasrv_core::srtp::SrtpCounters;
+use mediasrv_plane::{PeerKeys, Plane, PlaneConfig, PlaneError};
+
+use crate::counters::counters_dict;
+use crate::router::Router;
+
+fn to_py_err(e: PlaneError) -> PyErr {
+    match e {
+        PlaneError::Io(io) => PyOSError::new_err(io.to_string()),
+        other => PyValueError::new_err(other.to_string()),
+    }
+}
+
+fn socket_addr(host: &str, port: u16) -> PyResult<SocketAddr> {
+    let ip: IpAddr = host
+        .parse()
+        .map_err(|_| PyValueError::new_err(format!("{host:?} is not an IP address")))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn put_srtp(d: &Bound<'_, PyDict>, prefix: &str, c: &SrtpCounters) -> PyResult<()> {
+    for (name, value) in c.pairs() {
+        d.set_item(format!("{prefix}{name}"), value)?;
+    }
+    Ok(())
+}
+
+/// (socket index, host, port, datagram) handed to Python.
+type Datagram<'py> = (usize, String, u16, Bound<'py, PyBytes>);
+
+#[pyclass(name = "MediaPlane", module = "mediasrv_native")]
+pub struct MediaPlane {
+    inner: Option<Plane>,
+}
+
+impl MediaPlane {
+    fn plane(&self) -> PyResult<&Plane> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| to_py_err(PlaneError::Closed))
+    }
+}
+
+#[pymethods]
+impl MediaPlane {
+    /// Binds one UDP socket per address (all on `port`; 0 = ephemeral) and starts `workers` threads.
+    #[new]
+    #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20, rx_coalesce_us=200))]
+    fn new(
+        addresses: Vec<String>,
+        port: u16,
+        workers: usize,
+        drop_ppm: u32,
+        poll_interval_ms: u64,
+        rx_coalesce_us: u64,
+    ) -> PyResult<Self> {
+        if addresses.is_empty() {
+            return Err(PyValueError::new_err(
+                "the media plane needs at least one address",
+            ));
+        }
+        if drop_ppm > 1_000_000 {
+            return Err(PyValueError::new_err("drop_ppm must be in 0..=1000000"));
+        }
+        let addresses = addresses
+            .iter()
+            .map(|a| {
+                a.parse::<IpAddr>()
+                    .map_err(|_| PyValueError::new_err(format!("{a:?} is not an IP address")))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let workers = if workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        } else {
+            workers
+        };
+        let cfg = PlaneConfig {
+            addresses,
+            port,
+            workers,
+            drop_ppm,
+            poll_interval_ms,
+            rx_coalesce_us: rx_coalesce_us.min(10_000),
+        };
+        Ok(Self {
+            inner: Some(Plane::start(cfg).map_err(to_py_err)?),
+        })
+    }
+
+    /// (host, port) of each bound socket, in the order of the addresses given.
+    fn sockets(&self) -> PyResult<Vec<(String, u16)>> {
+        Ok(self
+            .plane()?
+            .local_addrs()
+            .iter()
+            .map(|a| (a.ip().to_string(), a.port()))
+            .collect())
+    }
+
+    #[getter]
+    fn workers(&self) -> PyResult<usize> {
+        Ok(self.plane()?.worker_count())
+    }
+
+    /// An eventfd that becomes readable when datagrams wait for Python.
+    #[getter]
+    fn wake_fd(&self) -> PyResult<i32> {
+        Ok(self.plane()?.wake_fd())
+    }
+
+    /// [(socket, host, port, datagram), ...]: STUN, DTLS and not-yet-handed-over media.
+    fn take_datagrams<'py>(&self, py: Python<'py>) -> PyResult<Vec<Datagram<'py>>> {
+        let items = self.plane()?.take_inbound();
+        Ok(items
+            .into_iter()
+            .map(|i| {
+                (
+                    i.socket,
+                    i.from.ip().to_string(),
+                    i.from.port(),
+                    PyBytes::new(py, &i.data),
+                )
+            })
+            .collect())
+    }
+
+    fn sendto(&self, socket: usize, data: &[u8], host: &str, port: u16) -> PyResult<usize> {
+        self.plane()?
+            .send_raw(socket, data, socket_addr(host, port)?)
+            .map_err(to_py_err)
+    }
+
+    /// Pins the room's router to a worker (which now polls it); returns the worker index.
+    fn attach_room(&self, py: Python<'_>, room: u64, router: PyRef<'_, Router>) -> PyResult<usize> {
+        let shared = router.shared();
+        let plane = self.plane()?;
+        Ok(py.detach(|| plane.attach_room(room, shared)))
+    }
+
+    fn detach_room(&self, py: Python<'_>, room: u64) -> PyResult<bool> {
+        let plane = self.plane()?;
+        Ok(py.detach(|| plane.detach_room(room)))
+    }
+
+    #[pyo3(signature = (transport, room, socket, host, port, profile, tx_key, tx_salt, rx_key, rx_salt))]
+    #[allow(clippy::too_many_arguments)]
+    fn register_peer(
+        &self,
+        py: Python<'_>,
+        transport: u64,
+        room: u64,
+        socket: usize,
+        host: &str,
+        port: u16,
+        profile: &str,
+        tx_key: &[u8],
+        tx_salt: &[u8],
+        rx_key: &[u8],
+        rx_salt: &[u8],
+    ) -> PyResult<()> {
+        let addr = socket_addr(host, port)?;
+        let plane = self.plane()?;
+        let keys = PeerKeys {
+            profile,
+            tx_key,
+            tx_salt,
+            rx_key,
+            rx_salt,
+        };
+        py.detach(|| plane.register_peer(transport, room, socket, addr, keys))
+            .map_err(to_py_err)
+    }
+
+    /// A handed-over peer's media now comes from (host, port) on `socket`: route and send there.
+    /// Only after authenticating the peer at that address (an ICE check with its credentials).
+    fn update_peer_address(
+        &self,
+        py: Python<'_>,
+        transport: u64,
+        socket: usize,
+        host: &str,
+        port: u16,
+    ) -> PyResult<bool> {
+        let plane = self.plane()?;
+        let addr = socket_addr(host, port)?;
+        py.detach(|| plane.update_peer_address(transport, socket, addr))
+            .map_err(to_py_err)
+    }
+
+    fn unregister_peer(&self, py: Python<'_>, transport: u64) -> PyResult<bool> {
+        let plane = self.plane()?;
+        Ok(py.detach(|| plane.unregister_peer(transport)))
+    }
+
+    /// Protects and sends an RTP or RTCP packet to a handed-over peer; False if it is not one.
+    fn send_media(&self, py: Python<'_>, transport: u64, packet: &[u8]) -> PyResult<bool> {
+        let plane = self.plane()?;
+        Ok(py.detach(|| plane.send_media(transport, packet)))
+    }
+
+    fn peer_stats<'py>(
+        &self,
+        py: Python<'py>,
+        transport: u64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let plane = self.plane()?;
+        let Some((s, srtp)) = py.detach(|| plane.peer_stats(transport)) else {
+            return Ok(None);
+        };
+        let d = counters_dict(
+            py,
+            &[
+                ("rtp_in", s.rtp_in),
+                ("rtcp_in", s.rtcp_in),
+                ("bytes_in", s.bytes_in),
+                ("rtp_out", s.rtp_out),
+                ("rtcp_out", s.rtcp_out),
+                ("bytes_out", s.bytes_out),
+                ("test_dropped", s.test_dropped),
+                ("address_changes", s.address_changes),
+            ],
+        )?;
+        put_srtp(&d, "srtp_", &srtp)?;
+        d.set_item("srtp_dropped", srtp.dropped())?;
+        Ok(Some(d))
+    }
+
+    /// Stops (False) or resumes (True) reading the sockets; datagrams wait in the kernel meanwhile.
+    fn set_receiving(&self, on: bool) -> PyResult<()> {
+        self.plane()?.set_receiving(on);
+        Ok(())
+    }
+
+    /// Plane-wide counters (datagrams, bytes, hand-offs, drops by reason, SRTP totals).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let plane = self.plane()?;
+        let (w, srtp) = py.detach(|| plane.worker_totals());
+        let c = plane.counters();
+        let d = counters_dict(
+            py,
+            &[
+                ("datagrams_in", c.datagrams_in.load(Relaxed)),
+                ("bytes_in", c.bytes_in.load(Relaxed)),
+                ("recv_batches", c.recv_batches.load(Relaxed)),
+                ("to_python", c.to_python.load(Relaxed)),
+                ("handoffs", c.handoffs.load(Relaxed)),
+                ("datagrams_out", w.datagrams_out),
+                ("bytes_out", w.bytes_out),
+            ],
+        )?;
+        let dropped = counters_dict(
+            py,
+            &[
+                ("to_python_overflow", c.to_python_overflow.load(Relaxed)),
+                ("recv_errors", c.recv_errors.load(Relaxed)),
+                ("send_errors", w.send_errors),
+                ("no_destination", w.no_destination),
+                ("no_room", w.no_room),
+                ("oversize", w.oversize),
+                ("test_loss", w.test_dropped),
+                ("srtp_too_short", srtp.too_short),
+                ("srtp_bad_version", srtp.bad_version),
+                ("srtp_auth_failed", srtp.auth_failed),
+                ("srtp_replayed", srtp.replayed),
+                ("srtp_too_old", srtp.too_old),
+                ("srtp_too_many_streams", srtp.too_many_streams),
+                ("srtp_index_exhausted", srtp.index_exhausted),
+            ],
+        )?;
+        d.set_item("dropped", dropped)?;
+        d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
+        put_srtp(&d, "srtp_", &srtp)?;
+        Ok(d)
+    }
+
+    /// Stops the workers and closes the sockets (also done when the object is collected).
+    fn close(&mut self, py: Python<'_>) {
+        if let Some(mut p) = self.inner.take() {
+            py.detach(|| p.close());
+        }
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<MediaPlane>()
+}

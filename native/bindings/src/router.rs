@@ -1,0 +1,487 @@
+//! Python binding of the router: `mediasrv_native.Router`. Only argument conversion lives here; the
+//! core's router (`mediasrv_core::router`) knows nothing of Python.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex};
+
+use pyo3::exceptions::{PyKeyError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use mediasrv_core::jitter::JitterConfig;
+use mediasrv_core::output::Output;
+use mediasrv_core::router::{
+    Codec, DropReason, ExtensionIds, KeyframeReason, MediaKind, Router as Core, RouterConfig,
+    RouterError, RouterEvent, RTT_BUCKETS_MS,
+};
+use mediasrv_plane::{lock, SharedRouter};
+
+use crate::counters::counters_dict;
+use crate::jitter_buffer::{capacity_arg, codec_arg, flush_frames_py, pop_frames_py, stats_to_py};
+
+type CodecTuple = (u64, String, u64, Option<u64>, Option<String>);
+type Datagrams<'py> = Vec<(u64, Bound<'py, PyBytes>)>;
+
+fn value_error(e: RouterError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+fn payload_type(v: u64) -> PyResult<u8> {
+    u8::try_from(v)
+        .ok()
+        .filter(|pt| *pt < 128)
+        .ok_or_else(|| PyValueError::new_err(format!("payload type {v} is not in 0..=127")))
+}
+
+/// A codec as (payload_type, name, clock_rate, apt) or (payload_type, name, clock_rate, apt, fmtp).
+fn codec_tuple(item: &Bound<'_, PyAny>) -> PyResult<CodecTuple> {
+    if let Ok((pt, name, clock, apt)) = item.extract::<(u64, String, u64, Option<u64>)>() {
+        return Ok((pt, name, clock, apt, None));
+    }
+    item.extract::<CodecTuple>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "codec must be (payload_type, name, clock_rate, apt[, fmtp]), not {}",
+            item.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+fn codecs(list: Vec<Bound<'_, PyAny>>) -> PyResult<Vec<Codec>> {
+    list.iter()
+        .map(|item| {
+            let (pt, name, clock_rate, apt, fmtp) = codec_tuple(item)?;
+            let clock_rate = u32::try_from(clock_rate)
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!("clock rate {clock_rate} is invalid"))
+                })?;
+            Ok(Codec {
+                payload_type: payload_type(pt)?,
+                name,
+                clock_rate,
+                apt: apt.map(payload_type).transpose()?,
+                fmtp,
+            })
+        })
+        .collect()
+}
+
+fn extensions(map: HashMap<String, u64>) -> PyResult<ExtensionIds> {
+    let mut pairs = Vec::with_capacity(map.len());
+    for (name, id) in &map {
+        let id = u8::try_from(*id).map_err(|_| {
+            PyValueError::new_err(format!("extension id {id} for {name:?} is not in 1..=255"))
+        })?;
+        pairs.push((name.as_str(), id));
+    }
+    ExtensionIds::from_pairs(pairs).map_err(value_error)
+}
+
+fn ssrc(v: u64) -> PyResult<u32> {
+    u32::try_from(v).map_err(|_| PyValueError::new_err(format!("SSRC {v} does not fit in 32 bits")))
+}
+
+fn no_sink(sub: u64) -> PyErr {
+    PyKeyError::new_err(format!("no recording sink {sub}"))
+}
+
+fn to_py<'py>(py: Python<'py>, out: &Output) -> Datagrams<'py> {
+    out.iter().map(|(t, b)| (t, PyBytes::new(py, b))).collect()
+}
+
+/// Selective forwarding core for one room. Sans-IO: feed it decrypted RTP/RTCP and the time in
+/// milliseconds; it returns (transport, datagram) pairs to protect and send.
+#[pyclass(name = "Router", module = "mediasrv_native")]
+pub struct Router {
+    /// Shared with the media plane worker the room is pinned to (a short lock per packet).
+    core: SharedRouter,
+    out: Output,
+    out_rtcp: Output,
+}
+
+impl Router {
+    pub(crate) fn shared(&self) -> SharedRouter {
+        Arc::clone(&self.core)
+    }
+}
+
+#[pymethods]
+impl Router {
+    #[new]
+    #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, pli_min_interval_ms=200,
+                        remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
+                        sr_interval_ms=1000, track_timeout_ms=3000, seed=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        max_bitrate_bps: u64,
+        nack_cache_packets: usize,
+        pli_min_interval_ms: u64,
+        remb_interval_ms: u64,
+        keyframe_retry_ms: u64,
+        sender_reports: bool,
+        sr_interval_ms: u64,
+        track_timeout_ms: u64,
+        seed: Option<u64>,
+    ) -> PyResult<Self> {
+        if nack_cache_packets == 0 || nack_cache_packets > 1 << 16 {
+            return Err(PyValueError::new_err(
+                "nack_cache_packets must be in 1..=65536",
+            ));
+        }
+        let cfg = RouterConfig {
+            max_bitrate_bps,
+            nack_cache_packets,
+            pli_min_interval_ms,
+            remb_interval_ms,
+            keyframe_retry_ms,
+            sender_reports,
+            sr_interval_ms,
+            track_timeout_ms,
+        };
+        // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
+        let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
+        Ok(Self {
+            core: Arc::new(Mutex::new(Core::new(cfg, seed))),
+            out: Output::new(),
+            out_rtcp: Output::new(),
+        })
+    }
+
+    /// Declares a publishing transport (idempotent: a second call updates it).
+    fn add_publisher(
+        &mut self,
+        transport: u64,
+        rtcp_ssrc: u64,
+        extensions: HashMap<String, u64>,
+    ) -> PyResult<()> {
+        let ext = self::extensions(extensions)?;
+        lock(&self.core).add_publisher(transport, ssrc(rtcp_ssrc)?, ext);
+        Ok(())
+    }
+
+    #[pyo3(signature = (track, transport, kind, mid, codecs, ssrcs))]
+    fn add_track(
+        &mut self,
+        track: u64,
+        transport: u64,
+        kind: &str,
+        mid: Option<String>,
+        codecs: Vec<Bound<'_, PyAny>>,
+        ssrcs: Vec<u64>,
+    ) -> PyResult<()> {
+        let kind = MediaKind::parse(kind).map_err(value_error)?;
+        let codecs = self::codecs(codecs)?;
+        let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
+        lock(&self.core)
+            .add_track(track, transport, kind, mid, codecs, &ssrcs)
+            .map_err(value_error)
+    }
+
+    /// Removes a track and its subscriptions; returns whether it existed.
+    fn remove_track(&mut self, track: u64) -> bool {
+        lock(&self.core).remove_track(track)
+    }
+
+    fn add_subscription(
+        &mut self,
+        sub: u64,
+        track: u64,
+        transport: u64,
+        ssrc: u64,
+        codecs: Vec<Bound<'_, PyAny>>,
+        extensions: HashMap<String, u64>,
+    ) -> PyResult<()> {
+        let codecs = self::codecs(codecs)?;
+        let ext = self::extensions(extensions)?;
+        lock(&self.core)
+            .add_subscription(sub, track, transport, self::ssrc(ssrc)?, &codecs, ext)
+            .map_err(value_error)
+    }
+
+    /// A recording sink on `track`: the publisher's `payload_type` packets (which must be `codec`:
+    /// VP8, H264 or opus) go into a jitter buffer inside the router; `sink_frames` takes the frames.
+    #[pyo3(signature = (sub, track, codec, payload_type, *, target_delay_ms=300,
+                        keyframe_interval_ms=500, capacity=2048))]
+    #[allow(clippy::too_many_arguments)]
+    fn add_sink(
+        &mut self,
+        sub: u64,
+        track: u64,
+        codec: &str,
+        payload_type: u64,
+        target_delay_ms: u64,
+        keyframe_interval_ms: u64,
+        capacity: usize,
+    ) -> PyResult<()> {
+        let fc = codec_arg(codec)?;
+        let cfg = JitterConfig {
+            target_delay_ms,
+            keyframe_interval_ms,
+            capacity: capacity_arg(capacity)?,
+            ..JitterConfig::new(fc)
+        };
+        lock(&self.core)
+            .add_sink(sub, track, fc, self::payload_type(payload_type)?, cfg)
+            .map_err(value_error)
+    }
+
+    /// The sink's complete frames, in order: [(timestamp, keyframe, data, arrival_ms)]; frames that
+    /// cannot complete within the target delay of `now_ms` are given up (and counted).
+    fn sink_frames<'py>(
+        &mut self,
+        py: Python<'py>,
+        sub: u64,
+        now_ms: u64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        // Under the room's lock only the frames' `bytes` are made (no GC-tracked object, so no
+        // collection can run while the media plane worker waits for the lock); the list after.
+        let mut frames = Vec::new();
+        {
+            let mut core = lock(&self.core);
+            let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+            pop_frames_py(py, sink.buffer(), now_ms, &mut frames)?;
+        }
+        PyList::new(py, frames)
+    }
+
+    /// End of the sink's stream: its remaining complete frames; then the sink is removed.
+    fn finish_sink<'py>(&mut self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyList>> {
+        let mut frames = Vec::new();
+        {
+            let mut core = lock(&self.core);
+            let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+            flush_frames_py(py, sink.buffer(), &mut frames)?;
+            core.remove_subscription(sub);
+        }
+        PyList::new(py, frames)
+    }
+
+    /// (NTP seconds, timestamp): the publisher's last sender report in the sink's timestamp space
+    /// (extended like frame timestamps), or None before the first one.
+    fn sink_sync(&self, sub: u64) -> PyResult<Option<(f64, u64)>> {
+        let core = lock(&self.core);
+        if !core.is_sink(sub) {
+            return Err(no_sink(sub));
+        }
+        Ok(core
+            .sink_sync(sub)
+            .map(|(ntp, ts)| (ntp as f64 / 4_294_967_296.0, ts)))
+    }
+
+    /// The sink's jitter-buffer counters (packets, lost, frames, keyframe_requests, ...).
+    fn sink_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
+        // A copy of the counters, so the dict is built with the room's lock let go.
+        let stats = lock(&self.core)
+            .sink_stats(sub)
+            .ok_or_else(|| no_sink(sub))?;
+        stats_to_py(py, &stats)
+    }
+
+    fn remove_subscription(&mut self, sub: u64) -> bool {
+        lock(&self.core).remove_subscription(sub)
+    }
+
+    /// Removes everything published or subscribed on the transport; returns whether anything was.
+    fn remove_transport(&mut self, transport: u64) -> bool {
+        lock(&self.core).remove_transport(transport)
+    }
+
+    /// One RTP packet from a publisher → [(subscriber transport, rewritten RTP), ...].
+    fn route_rtp<'py>(
+        &mut self,
+        py: Python<'py>,
+        transport: u64,
+        packet: &[u8],
+        now_ms: u64,
+    ) -> Datagrams<'py> {
+        self.out.clear();
+        lock(&self.core).route_rtp(transport, packet, now_ms, &mut self.out);
+        to_py(py, &self.out)
+    }
+
+    /// One (compound) RTCP packet → (retransmitted RTP, RTCP to send), each [(transport, bytes), ...].
+    fn handle_rtcp<'py>(
+        &mut self,
+        py: Python<'py>,
+        transport: u64,
+        packet: &[u8],
+        now_ms: u64,
+    ) -> (Datagrams<'py>, Datagrams<'py>) {
+        self.out.clear();
+        self.out_rtcp.clear();
+        lock(&self.core).handle_rtcp(transport, packet, now_ms, &mut self.out, &mut self.out_rtcp);
+        (to_py(py, &self.out), to_py(py, &self.out_rtcp))
+    }
+
+    /// Periodic work (call every 100-250 ms) → RTCP to send: REMB and keyframe requests.
+    fn poll<'py>(&mut self, py: Python<'py>, now_ms: u64) -> Datagrams<'py> {
+        self.out_rtcp.clear();
+        lock(&self.core).poll(now_ms, &mut self.out_rtcp);
+        to_py(py, &self.out_rtcp)
+    }
+
+    /// PLI toward the track's publisher, unless one was sent less than the throttle interval ago.
+    fn request_keyframe<'py>(
+        &mut self,
+        py: Python<'py>,
+        track: u64,
+        now_ms: u64,
+    ) -> Datagrams<'py> {
+        self.out_rtcp.clear();
+        lock(&self.core).request_keyframe(track, now_ms, &mut self.out_rtcp);
+        to_py(py, &self.out_rtcp)
+    }
+
+    /// Events since the last call, oldest first, as tuples: ("track_started", track, None),
+    /// ("track_stopped", track, None) or ("keyframe_requested", track, reason).
+    fn take_events(&mut self) -> Vec<(&'static str, u64, Option<&'static str>)> {
+        let events = lock(&self.core).take_events();
+        events
+            .into_iter()
+            .map(|e| match e {
+                RouterEvent::TrackStarted { track } => ("track_started", track, None),
+                RouterEvent::TrackStopped { track } => ("track_stopped", track, None),
+                RouterEvent::KeyframeRequested { track, reason } => {
+                    ("keyframe_requested", track, Some(reason.name()))
+                }
+            })
+            .collect()
+    }
+
+    /// Room-wide counters. Everything but `dropped` is a flat integer (so sums over rooms are
+    /// plain additions): keyframe requests appear as `keyframe_requests_<reason>`, the RTT
+    /// histogram as `rtt_bucket_<le>ms` (non-cumulative counts; `rtt_bucket_inf` above the last),
+    /// `rtt_samples` and `rtt_sum_us`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        // Copied out so the dict (GC-tracked objects) is built after the room's lock is let go.
+        let s = lock(&self.core).stats().clone();
+        let d = counters_dict(
+            py,
+            &[
+                ("rtp_packets_in", s.rtp_packets_in),
+                ("rtp_bytes_in", s.rtp_bytes_in),
+                ("payload_bytes_in", s.payload_bytes_in),
+                ("rtp_packets_out", s.rtp_packets_out),
+                ("rtp_bytes_out", s.rtp_bytes_out),
+                ("payload_bytes_out", s.payload_bytes_out),
+                ("retransmissions_out", s.retransmissions_out),
+                ("retransmission_bytes_out", s.retransmission_bytes_out),
+                ("keyframes_in", s.keyframes_in),
+                ("rtx_in", s.rtx_in),
+                ("nacks_in", s.nacks_in),
+                ("plis_in", s.plis_in),
+                ("firs_in", s.firs_in),
+                ("remb_in", s.remb_in),
+                ("plis_out", s.plis_out),
+                ("plis_throttled", s.plis_throttled),
+                ("nacks_out", s.nacks_out),
+                ("remb_out", s.remb_out),
+                ("rr_out", s.rr_out),
+                ("sr_out", s.sr_out),
+                ("rtcp_packets_in", s.rtcp_packets_in),
+                ("rtcp_packets_out", s.rtcp_packets_out),
+                ("tracks_started", s.tracks_started),
+                ("tracks_stopped", s.tracks_stopped),
+                ("events_dropped", s.events_dropped),
+                ("rtt_samples", s.rtt_samples),
+                ("rtt_sum_us", s.rtt_sum_us),
+            ],
+        )?;
+        for r in KeyframeReason::ALL {
+            d.set_item(
+                format!("keyframe_requests_{}", r.name()),
+                s.keyframe_requests(r),
+            )?;
+        }
+        for (i, count) in s.rtt_buckets.iter().enumerate() {
+            match RTT_BUCKETS_MS.get(i) {
+                Some(le) => d.set_item(format!("rtt_bucket_{le}ms"), count)?,
+                None => d.set_item("rtt_bucket_inf", count)?,
+            }
+        }
+        let dropped = PyDict::new(py);
+        for r in DropReason::ALL {
+            dropped.set_item(r.name(), s.dropped(r))?;
+        }
+        d.set_item("dropped", dropped)?;
+        Ok(d)
+    }
+
+    fn track_stats<'py>(&self, py: Python<'py>, track: u64) -> PyResult<Bound<'py, PyDict>> {
+        let s = lock(&self.core)
+            .track_stats(track)
+            .ok_or_else(|| PyKeyError::new_err(track))?;
+        let d = counters_dict(
+            py,
+            &[
+                ("packets", s.packets),
+                ("bytes", s.bytes),
+                ("payload_bytes", s.payload_bytes),
+                ("keyframes", s.keyframes),
+                ("rtx_packets", s.rtx_packets),
+                ("duplicates", s.duplicates),
+                ("padding_only", s.padding_only),
+                ("plis", s.plis_out),
+                ("nacks", s.nacks_in),
+                ("retransmissions", s.retransmissions),
+                ("nacks_out", s.nacks_out),
+                ("nack_seqs_out", s.nack_seqs_out),
+                ("subscriptions", s.subscriptions as u64),
+                ("bitrate_bps", s.bitrate_bps),
+            ],
+        )?;
+        d.set_item("ssrc", s.media_ssrc)?;
+        d.set_item("rtx_ssrc", s.rtx_ssrc)?;
+        d.set_item("last_seq", s.last_seq)?;
+        d.set_item("last_sr", s.last_sr)?;
+        d.set_item("lost", s.lost)?;
+        d.set_item("jitter", s.jitter)?;
+        d.set_item("active", s.active)?;
+        d.set_item("rtt", s.rtt_us.map(|us| us as f64 / 1e6))?;
+        Ok(d)
+    }
+
+    fn subscription_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
+        let s = lock(&self.core)
+            .subscription_stats(sub)
+            .ok_or_else(|| PyKeyError::new_err(sub))?;
+        let d = counters_dict(
+            py,
+            &[
+                ("packets", s.packets),
+                ("bytes", s.bytes),
+                ("payload_bytes", s.payload_bytes),
+                ("keyframes", s.keyframes),
+                ("retransmissions", s.retransmissions),
+                (
+                    "retransmission_payload_bytes",
+                    s.retransmission_payload_bytes,
+                ),
+                ("sender_reports", s.sender_reports),
+                ("nacks", s.nacks),
+                ("nack_misses", s.nack_misses),
+                ("plis", s.plis),
+                ("firs", s.firs),
+                ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),
+                ("bitrate_bps", s.bitrate_bps),
+            ],
+        )?;
+        d.set_item("ssrc", s.ssrc)?;
+        d.set_item("waiting_keyframe", s.waiting_keyframe)?;
+        d.set_item("last_seq", s.last_seq)?;
+        d.set_item("last_timestamp", s.last_timestamp)?;
+        d.set_item("remb_bps", s.remb_bps)?;
+        d.set_item("fraction_lost", s.fraction_lost)?;
+        d.set_item("cumulative_lost", s.cumulative_lost)?;
+        d.set_item("jitter", s.jitter)?;
+        d.set_item("rtt", s.rtt_us.map(|us| us as f64 / 1e6))?;
+        Ok(d)
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Router>()
+}

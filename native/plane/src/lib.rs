@@ -1,0 +1,633 @@
+//! The native media plane: UDP sockets owned by Rust worker threads, one port for all peers.
+//!
+//! Thread 0 reads every socket with `recvmmsg`. SRTP/SRTCP from a handed-over remote address is
+//! processed right there if the peer's room is pinned to worker 0, or passed in a pooled buffer to
+//! the room's worker otherwise. STUN, DTLS and media from addresses not handed over yet are queued
+//! for Python (aioice/aiortc), which is woken through an eventfd. Python reaches the workers only
+//! through short, locked control calls; nothing in the packet path takes the GIL.
+
+pub mod clock;
+pub mod demux;
+pub mod udp;
+mod worker;
+
+use std::collections::HashMap;
+
+use mediasrv_core::fasthash::FastMap;
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::sync::{Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use demux::{classify, DatagramKind};
+use udp::{RecvBatch, BATCH, SLOT_LEN};
+pub use clock::{now_ms, thread_cpu_ns};
+use worker::{add_counters, Peer, WorkerState};
+pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
+
+use mediasrv_core::srtp::{Profile, SrtpContext, SrtpCounters, SrtpError};
+
+/// Most datagrams waiting for Python; beyond it they are dropped and counted (STUN/DTLS retransmit).
+pub const TO_PYTHON_LIMIT: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct PlaneConfig {
+    pub addresses: Vec<std::net::IpAddr>,
+    /// One UDP port for every peer (0: an ephemeral one per address).
+    pub port: u16,
+    pub workers: usize,
+    /// Share of publishers' RTP dropped on arrival, parts per million (loss tests only).
+    pub drop_ppm: u32,
+    pub poll_interval_ms: u64,
+    /// After a partial receive batch, wait this long before reading again so the next read takes
+    /// a fuller batch (interrupt-coalescing style: at most this much added latency, far fewer
+    /// wake-ups per packet under load). 0 reads as soon as anything arrives.
+    pub rx_coalesce_us: u64,
+}
+
+/// A datagram for aioice/aiortc.
+pub struct Inbound {
+    pub socket: usize,
+    pub from: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct PlaneCounters {
+    pub datagrams_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub to_python: AtomicU64,
+    pub to_python_overflow: AtomicU64,
+    pub recv_errors: AtomicU64,
+    pub handoffs: AtomicU64,
+    pub recv_batches: AtomicU64,
+}
+
+struct Handoff {
+    transport: u64,
+    buf: Vec<u8>,
+    len: usize,
+}
+
+struct WorkerSlot {
+    state: Mutex<WorkerState>,
+    inbox: Mutex<Vec<Handoff>>,
+    ready: Condvar,
+    rooms: AtomicU64,
+    /// CPU time the worker thread has used (CLOCK_THREAD_CPUTIME_ID), for per-CPU-second figures.
+    cpu_ns: AtomicU64,
+}
+
+struct Shared {
+    cfg: PlaneConfig,
+    sockets: Vec<UdpSocket>,
+    /// (socket, remote address) → (worker, transport), for handed-over peers.
+    routes: RwLock<FastMap<(usize, SocketAddr), (usize, u64)>>,
+    /// transport → worker, and room → worker.
+    transports: RwLock<HashMap<u64, usize>>,
+    rooms: RwLock<HashMap<u64, usize>>,
+    workers: Vec<WorkerSlot>,
+    to_python: Mutex<Vec<Inbound>>,
+    wake: OwnedFd,
+    stop: AtomicBool,
+    /// Cleared to leave datagrams queued in the kernel (benchmarks measure saturated batches).
+    receiving: AtomicBool,
+    counters: PlaneCounters,
+    pool: Mutex<Vec<Vec<u8>>>,
+}
+
+#[derive(Debug)]
+pub enum PlaneError {
+    Io(io::Error),
+    UnknownRoom(u64),
+    UnknownSocket(usize),
+    Srtp(SrtpError),
+    Closed,
+}
+
+impl std::fmt::Display for PlaneError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlaneError::Io(e) => write!(f, "socket error: {e}"),
+            PlaneError::UnknownRoom(r) => write!(f, "room {r} is not attached to the media plane"),
+            PlaneError::UnknownSocket(s) => write!(f, "no media socket {s}"),
+            PlaneError::Srtp(e) => write!(f, "SRTP: {e}"),
+            PlaneError::Closed => f.write_str("the media plane is closed"),
+        }
+    }
+}
+
+impl std::error::Error for PlaneError {}
+
+/// Keys of one peer as exported from DTLS (already split into our tx half and its rx half).
+pub struct PeerKeys<'a> {
+    pub profile: &'a str,
+    pub tx_key: &'a [u8],
+    pub tx_salt: &'a [u8],
+    pub rx_key: &'a [u8],
+    pub rx_salt: &'a [u8],
+}
+
+pub struct Plane {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Plane {
+    pub fn start(cfg: PlaneConfig) -> Result<Self, PlaneError> {
+        let workers = cfg.workers.max(1);
+        let mut sockets = Vec::new();
+        for ip in &cfg.addresses {
+            sockets.push(udp::bind(SocketAddr::new(*ip, cfg.port)).map_err(PlaneError::Io)?);
+        }
+        // SAFETY: eventfd returns a new fd we own, or -1.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(PlaneError::Io(io::Error::last_os_error()));
+        }
+        // SAFETY: efd is a valid, owned descriptor.
+        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        let slots = (0..workers)
+            .map(|i| WorkerSlot {
+                state: Mutex::new(WorkerState::new(
+                    sockets.len(),
+                    cfg.drop_ppm,
+                    cfg.poll_interval_ms,
+                    0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) ^ now_ms(),
+                )),
+                inbox: Mutex::new(Vec::with_capacity(BATCH * 4)),
+                ready: Condvar::new(),
+                rooms: AtomicU64::new(0),
+                cpu_ns: AtomicU64::new(0),
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            cfg,
+            sockets,
+            routes: RwLock::new(FastMap::default()),
+            transports: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+            workers: slots,
+            to_python: Mutex::new(Vec::new()),
+            wake,
+            stop: AtomicBool::new(false),
+            receiving: AtomicBool::new(true),
+            counters: PlaneCounters::default(),
+            pool: Mutex::new(Vec::new()),
+        });
+        let mut threads = Vec::new();
+        for i in 0..workers {
+            let s = Arc::clone(&shared);
+            let t = std::thread::Builder::new()
+                .name(format!("media-worker-{i}"))
+                .spawn(move || {
+                    if i == 0 {
+                        receiver_loop(&s)
+                    } else {
+                        worker_loop(&s, i)
+                    }
+                })
+                .map_err(PlaneError::Io)?;
+            threads.push(t);
+        }
+        Ok(Self { shared, threads })
+    }
+
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.shared
+            .sockets
+            .iter()
+            .filter_map(|s| s.local_addr().ok())
+            .collect()
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.shared.workers.len()
+    }
+
+    pub fn wake_fd(&self) -> RawFd {
+        self.shared.wake.as_raw_fd()
+    }
+
+    /// Everything queued for Python since the last call (clears the eventfd first, so nothing
+    /// queued after this call goes unnoticed).
+    pub fn take_inbound(&self) -> Vec<Inbound> {
+        let mut v = 0u64;
+        // SAFETY: reading 8 bytes from our eventfd into a u64.
+        unsafe { libc::read(self.wake_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+        std::mem::take(&mut *lock(&self.shared.to_python))
+    }
+
+    /// STUN/DTLS from aioice/aiortc, sent as is.
+    pub fn send_raw(
+        &self,
+        socket: usize,
+        data: &[u8],
+        to: SocketAddr,
+    ) -> Result<usize, PlaneError> {
+        let sock = self
+            .shared
+            .sockets
+            .get(socket)
+            .ok_or(PlaneError::UnknownSocket(socket))?;
+        sock.send_to(data, to).map_err(PlaneError::Io)
+    }
+
+    /// Pins a room's router to the least loaded worker; returns the worker index.
+    pub fn attach_room(&self, room: u64, router: SharedRouter) -> usize {
+        let w = (0..self.shared.workers.len())
+            .min_by_key(|i| self.shared.workers[*i].rooms.load(Relaxed))
+            .unwrap_or(0);
+        let slot = &self.shared.workers[w];
+        slot.rooms.fetch_add(1, Relaxed);
+        lock(&slot.state).rooms.insert(room, router);
+        self.shared
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(room, w);
+        w
+    }
+
+    pub fn detach_room(&self, room: u64) -> bool {
+        let Some(w) = self
+            .shared
+            .rooms
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&room)
+        else {
+            return false;
+        };
+        let slot = &self.shared.workers[w];
+        slot.rooms.fetch_sub(1, Relaxed);
+        lock(&slot.state).rooms.remove(&room);
+        true
+    }
+
+    /// Hands a peer over: from now on its SRTP from `addr` on `socket` is handled natively.
+    pub fn register_peer(
+        &self,
+        transport: u64,
+        room: u64,
+        socket: usize,
+        addr: SocketAddr,
+        keys: PeerKeys<'_>,
+    ) -> Result<(), PlaneError> {
+        if socket >= self.shared.sockets.len() {
+            return Err(PlaneError::UnknownSocket(socket));
+        }
+        let w = *self
+            .shared
+            .rooms
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&room)
+            .ok_or(PlaneError::UnknownRoom(room))?;
+        let profile = Profile::from_openssl_name(keys.profile).map_err(PlaneError::Srtp)?;
+        let srtp = SrtpContext::new(
+            profile,
+            keys.tx_key,
+            keys.tx_salt,
+            keys.rx_key,
+            keys.rx_salt,
+        )
+        .map_err(PlaneError::Srtp)?;
+        self.unregister_peer(transport);
+        let peer = Peer {
+            room,
+            socket,
+            addr,
+            srtp,
+            stats: PeerStats::default(),
+        };
+        lock(&self.shared.workers[w].state)
+            .peers
+            .insert(transport, peer);
+        self.shared
+            .transports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(transport, w);
+        self.shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((socket, addr), (w, transport));
+        Ok(())
+    }
+
+    pub fn unregister_peer(&self, transport: u64) -> bool {
+        let Some(w) = self
+            .shared
+            .transports
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&transport)
+        else {
+            return false;
+        };
+        self.shared
+            .routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, v| v.1 != transport);
+        let mut st = lock(&self.shared.workers[w].state);
+        if let Some(p) = st.peers.remove(&transport) {
+            let c = p.srtp.counters().clone();
+            add_counters(&mut st.stats.retired_srtp, &c);
+        }
+        true
+    }
+
+    /// A handed-over peer's media now comes from `addr` on `socket` (its NAT rebound, or it moved):
+    /// its SRTP from there is handled natively again and everything we send goes there. The caller
+    /// has authenticated the peer at that address (an ICE check with its credentials). False if
+    /// the transport is not handed over.
+    pub fn update_peer_address(
+        &self,
+        transport: u64,
+        socket: usize,
+        addr: SocketAddr,
+    ) -> Result<bool, PlaneError> {
+        if socket >= self.shared.sockets.len() {
+            return Err(PlaneError::UnknownSocket(socket));
+        }
+        let Some(w) = self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)
+            .copied()
+        else {
+            return Ok(false);
+        };
+        {
+            let mut routes = self
+                .shared
+                .routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            routes.retain(|_, v| v.1 != transport);
+            routes.insert((socket, addr), (w, transport));
+        }
+        let mut st = lock(&self.shared.workers[w].state);
+        match st.peers.get_mut(&transport) {
+            Some(p) => {
+                p.socket = socket;
+                p.addr = addr;
+                p.stats.address_changes += 1;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Protects and sends an RTP/RTCP packet produced on the Python side (e.g. a keyframe
+    /// request); false if the transport is not handed over.
+    pub fn send_media(&self, transport: u64, packet: &[u8]) -> bool {
+        let w = self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)
+            .copied();
+        match w {
+            Some(w) => lock(&self.shared.workers[w].state).send_from_python(
+                &self.shared.sockets,
+                transport,
+                packet,
+            ),
+            None => false,
+        }
+    }
+
+    pub fn peer_stats(&self, transport: u64) -> Option<(PeerStats, SrtpCounters)> {
+        let w = *self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)?;
+        let st = lock(&self.shared.workers[w].state);
+        st.peers
+            .get(&transport)
+            .map(|p| (p.stats, p.srtp.counters().clone()))
+    }
+
+    /// CPU seconds used so far by each worker thread.
+    pub fn worker_cpu_seconds(&self) -> Vec<f64> {
+        self.shared
+            .workers
+            .iter()
+            .map(|w| w.cpu_ns.load(Relaxed) as f64 / 1e9)
+            .collect()
+    }
+
+    /// Stops or resumes reading the sockets (datagrams wait in the kernel meanwhile).
+    pub fn set_receiving(&self, on: bool) {
+        self.shared.receiving.store(on, Relaxed);
+    }
+
+    pub fn counters(&self) -> &PlaneCounters {
+        &self.shared.counters
+    }
+
+    /// Worker counters summed, and SRTP counters over all peers ever registered.
+    pub fn worker_totals(&self) -> (WorkerStats, SrtpCounters) {
+        let mut total = WorkerStats::default();
+        let mut srtp = SrtpCounters::default();
+        for slot in &self.shared.workers {
+            let st = lock(&slot.state);
+            let s = &st.stats;
+            total.datagrams_out += s.datagrams_out;
+            total.bytes_out += s.bytes_out;
+            total.send_errors += s.send_errors;
+            total.no_destination += s.no_destination;
+            total.no_room += s.no_room;
+            total.oversize += s.oversize;
+            total.test_dropped += s.test_dropped;
+            add_counters(&mut srtp, &st.srtp_totals());
+        }
+        (total, srtp)
+    }
+
+    pub fn close(&mut self) {
+        self.shared.stop.store(true, Relaxed);
+        for slot in &self.shared.workers {
+            slot.ready.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Plane {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn wake_python(shared: &Shared) {
+    let one: u64 = 1;
+    // SAFETY: writing 8 bytes to our eventfd.
+    unsafe {
+        libc::write(
+            shared.wake.as_raw_fd(),
+            &one as *const u64 as *const libc::c_void,
+            8,
+        )
+    };
+}
+
+/// Thread 0: reads all sockets, processes its own rooms' media, hands the rest on.
+fn receiver_loop(shared: &Shared) {
+    let mut recv = RecvBatch::new();
+    let mut fds: Vec<libc::pollfd> = shared
+        .sockets
+        .iter()
+        .map(|s| libc::pollfd {
+            fd: s.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let interval = shared.cfg.poll_interval_ms.clamp(1, 1000) as i32;
+    let mut notify = vec![false; shared.workers.len()];
+    let mut spare: Vec<Vec<u8>> = Vec::new();
+    while !shared.stop.load(Relaxed) {
+        if shared.receiving.load(Relaxed) {
+            // SAFETY: fds is a valid array of pollfd for the duration of the call.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, interval) };
+        } else {
+            std::thread::sleep(Duration::from_millis(interval as u64));
+            continue;
+        }
+        let now = now_ms();
+        let mut woke_python = false;
+        let mut received = 0;
+        for s in 0..shared.sockets.len() {
+            // Bounded rounds so router timers and the other sockets get their turn under load.
+            for _ in 0..16 {
+                let n = match recv.recv(&shared.sockets[s]) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        shared.counters.recv_errors.fetch_add(1, Relaxed);
+                        0
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                received += n;
+                shared.counters.recv_batches.fetch_add(1, Relaxed);
+                shared.counters.datagrams_in.fetch_add(n as u64, Relaxed);
+                let routes = shared.routes.read().unwrap_or_else(|e| e.into_inner());
+                let mut own: Option<std::sync::MutexGuard<'_, WorkerState>> = None;
+                for i in 0..n {
+                    let Some(from) = recv.addr(i) else { continue };
+                    let (buf, len) = recv.slot_mut(i);
+                    shared.counters.bytes_in.fetch_add(len as u64, Relaxed);
+                    if classify(&buf[..len]) == DatagramKind::Media {
+                        if let Some(&(w, transport)) = routes.get(&(s, from)) {
+                            if w == 0 {
+                                let st = own.get_or_insert_with(|| lock(&shared.workers[0].state));
+                                st.handle_media(&shared.sockets, transport, buf, len, now);
+                            } else {
+                                if spare.is_empty() {
+                                    spare.append(&mut lock(&shared.pool));
+                                }
+                                let mut b = spare.pop().unwrap_or_else(|| vec![0; SLOT_LEN]);
+                                b[..len].copy_from_slice(&buf[..len]);
+                                lock(&shared.workers[w].inbox).push(Handoff {
+                                    transport,
+                                    buf: b,
+                                    len,
+                                });
+                                shared.counters.handoffs.fetch_add(1, Relaxed);
+                                notify[w] = true;
+                            }
+                            continue;
+                        }
+                    }
+                    let mut q = lock(&shared.to_python);
+                    if q.len() >= TO_PYTHON_LIMIT {
+                        shared.counters.to_python_overflow.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    q.push(Inbound {
+                        socket: s,
+                        from,
+                        data: buf[..len].to_vec(),
+                    });
+                    shared.counters.to_python.fetch_add(1, Relaxed);
+                    woke_python = true;
+                }
+                drop(routes);
+                if let Some(mut st) = own {
+                    st.flush(&shared.sockets);
+                }
+                for (w, flag) in notify.iter_mut().enumerate() {
+                    if std::mem::take(flag) {
+                        shared.workers[w].ready.notify_one();
+                    }
+                }
+                if n < BATCH {
+                    break;
+                }
+            }
+        }
+        if woke_python {
+            wake_python(shared);
+        }
+        let mut st = lock(&shared.workers[0].state);
+        st.poll(&shared.sockets, now_ms());
+        st.flush(&shared.sockets);
+        drop(st);
+        shared.workers[0].cpu_ns.store(thread_cpu_ns(), Relaxed);
+        if received > 0 && received < BATCH && shared.cfg.rx_coalesce_us > 0 {
+            std::thread::sleep(Duration::from_micros(shared.cfg.rx_coalesce_us));
+        }
+    }
+}
+
+/// Workers 1..: media handed on by thread 0 for the rooms pinned here, and their router timers.
+fn worker_loop(shared: &Shared, index: usize) {
+    let slot = &shared.workers[index];
+    let interval = Duration::from_millis(shared.cfg.poll_interval_ms.clamp(1, 1000));
+    let mut local: Vec<Handoff> = Vec::with_capacity(BATCH * 4);
+    let mut spare: Vec<Vec<u8>> = Vec::with_capacity(BATCH * 4);
+    while !shared.stop.load(Relaxed) {
+        {
+            let mut inbox = lock(&slot.inbox);
+            if inbox.is_empty() {
+                inbox = slot
+                    .ready
+                    .wait_timeout(inbox, interval)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            std::mem::swap(&mut *inbox, &mut local);
+        }
+        let now = now_ms();
+        let mut st = lock(&slot.state);
+        for mut h in local.drain(..) {
+            st.handle_media(&shared.sockets, h.transport, &mut h.buf, h.len, now);
+            spare.push(h.buf);
+        }
+        st.poll(&shared.sockets, now);
+        st.flush(&shared.sockets);
+        drop(st);
+        if !spare.is_empty() {
+            lock(&shared.pool).append(&mut spare);
+        }
+        slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
+    }
+}

@@ -1,0 +1,282 @@
+//! Per-worker state and the packet path: unprotect → route → protect → batched send.
+//!
+//! A worker owns the rooms pinned to it and the peers of those rooms. Everything here runs without
+//! the GIL; Python reaches this state only through the short control calls in `lib.rs`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::demux::is_rtcp;
+use super::udp::{SendBatch, SLOT_LEN};
+use mediasrv_core::fasthash::FastMap;
+use mediasrv_core::output::Output;
+use mediasrv_core::router::Router;
+use mediasrv_core::srtp::{SrtpContext, SrtpCounters, SRTP_MAX_TRAILER_LEN};
+
+pub type SharedRouter = Arc<Mutex<Router>>;
+
+/// A poisoned lock only means another thread panicked mid-update; the counters and maps stay usable.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Packet counters of one handed-over peer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PeerStats {
+    pub rtp_in: u64,
+    pub rtcp_in: u64,
+    pub bytes_in: u64,
+    pub rtp_out: u64,
+    pub rtcp_out: u64,
+    pub bytes_out: u64,
+    /// RTP dropped on purpose by the loss-simulation setting.
+    pub test_dropped: u64,
+    /// Times the peer's address was moved (`Plane::update_peer_address`).
+    pub address_changes: u64,
+}
+
+pub struct Peer {
+    pub room: u64,
+    pub socket: usize,
+    pub addr: SocketAddr,
+    pub srtp: SrtpContext,
+    pub stats: PeerStats,
+}
+
+/// Counters of one worker (read under its lock at scrape time).
+#[derive(Debug, Default, Clone)]
+pub struct WorkerStats {
+    pub datagrams_out: u64,
+    pub bytes_out: u64,
+    pub send_errors: u64,
+    /// Router output for a transport that has no handed-over peer (not connected yet, or gone).
+    pub no_destination: u64,
+    /// Media from a peer whose room is no longer attached.
+    pub no_room: u64,
+    pub oversize: u64,
+    pub test_dropped: u64,
+    /// SRTP counters of peers already unregistered, so totals never go backwards.
+    pub retired_srtp: SrtpCounters,
+}
+
+pub struct WorkerState {
+    pub rooms: FastMap<u64, SharedRouter>,
+    pub peers: FastMap<u64, Peer>,
+    out: Output,
+    out_rtcp: Output,
+    sends: Vec<SendBatch>,
+    rng: u64,
+    pub drop_ppm: u32,
+    poll_interval_ms: u64,
+    next_poll_ms: u64,
+    pub stats: WorkerStats,
+}
+
+fn emit(
+    peers: &mut FastMap<u64, Peer>,
+    sends: &mut [SendBatch],
+    sockets: &[UdpSocket],
+    stats: &mut WorkerStats,
+    out: &Output,
+    rtcp: bool,
+) {
+    for (dest, bytes) in out.iter() {
+        let Some(p) = peers.get_mut(&dest) else {
+            stats.no_destination += 1;
+            continue;
+        };
+        if bytes.len() + SRTP_MAX_TRAILER_LEN > SLOT_LEN {
+            stats.oversize += 1;
+            continue;
+        }
+        let batch = &mut sends[p.socket];
+        if batch.is_full() {
+            record(stats, batch.flush(&sockets[p.socket]));
+        }
+        let slot = batch.next_slot();
+        slot[..bytes.len()].copy_from_slice(bytes);
+        let protected = if rtcp {
+            p.srtp.protect_rtcp(slot, bytes.len())
+        } else {
+            p.srtp.protect_rtp(slot, bytes.len())
+        };
+        // A refusal (e.g. too many SSRCs) is counted by the SRTP context itself.
+        if let Ok(n) = protected {
+            batch.commit(n, &p.addr, dest);
+            if rtcp {
+                p.stats.rtcp_out += 1;
+            } else {
+                p.stats.rtp_out += 1;
+            }
+            p.stats.bytes_out += n as u64;
+        }
+    }
+}
+
+fn record(stats: &mut WorkerStats, sent: super::udp::Sent) {
+    stats.datagrams_out += sent.datagrams;
+    stats.bytes_out += sent.bytes;
+    stats.send_errors += sent.errors;
+}
+
+impl WorkerState {
+    pub fn new(sockets: usize, drop_ppm: u32, poll_interval_ms: u64, seed: u64) -> Self {
+        Self {
+            rooms: FastMap::default(),
+            peers: FastMap::default(),
+            out: Output::new(),
+            out_rtcp: Output::new(),
+            sends: (0..sockets).map(|_| SendBatch::new()).collect(),
+            rng: seed | 1,
+            drop_ppm,
+            poll_interval_ms: poll_interval_ms.max(1),
+            next_poll_ms: 0,
+            stats: WorkerStats::default(),
+        }
+    }
+
+    fn chance_drop(&mut self) -> bool {
+        if self.drop_ppm == 0 {
+            return false;
+        }
+        // xorshift64: cheap and deterministic per worker.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng % 1_000_000) < u64::from(self.drop_ppm)
+    }
+
+    /// One SRTP/SRTCP datagram from a handed-over peer; `buf` is its slot (room for in-place work).
+    pub fn handle_media(
+        &mut self,
+        sockets: &[UdpSocket],
+        transport: u64,
+        buf: &mut [u8],
+        len: usize,
+        now_ms: u64,
+    ) {
+        let rtcp = is_rtcp(&buf[..len]);
+        if !rtcp && self.peers.contains_key(&transport) && self.chance_drop() {
+            self.stats.test_dropped += 1;
+            if let Some(p) = self.peers.get_mut(&transport) {
+                p.stats.test_dropped += 1;
+            }
+            return;
+        }
+        let WorkerState {
+            rooms,
+            peers,
+            out,
+            out_rtcp,
+            sends,
+            stats,
+            ..
+        } = self;
+        let Some(peer) = peers.get_mut(&transport) else {
+            return;
+        };
+        let Some(router) = rooms.get(&peer.room) else {
+            stats.no_room += 1;
+            return;
+        };
+        out.clear();
+        out_rtcp.clear();
+        let packet = &mut buf[..len];
+        peer.stats.bytes_in += len as u64;
+        if rtcp {
+            peer.stats.rtcp_in += 1;
+            let Ok(n) = peer.srtp.unprotect_rtcp(packet) else {
+                return;
+            };
+            lock(router).handle_rtcp(transport, &packet[..n], now_ms, out, out_rtcp);
+        } else {
+            peer.stats.rtp_in += 1;
+            let Ok(n) = peer.srtp.unprotect_rtp(packet) else {
+                return;
+            };
+            lock(router).route_rtp(transport, &packet[..n], now_ms, out);
+        }
+        emit(peers, sends, sockets, stats, out, false);
+        emit(peers, sends, sockets, stats, out_rtcp, true);
+    }
+
+    /// Protects and sends one RTP or RTCP packet the control plane produced; false if the
+    /// transport has no handed-over peer here.
+    pub fn send_from_python(
+        &mut self,
+        sockets: &[UdpSocket],
+        transport: u64,
+        packet: &[u8],
+    ) -> bool {
+        if !self.peers.contains_key(&transport) {
+            self.stats.no_destination += 1;
+            return false;
+        }
+        let WorkerState {
+            peers,
+            out,
+            sends,
+            stats,
+            ..
+        } = self;
+        out.clear();
+        out.push_with(transport, |b| b.extend_from_slice(packet));
+        emit(peers, sends, sockets, stats, out, is_rtcp(packet));
+        self.flush(sockets);
+        true
+    }
+
+    /// Router timers (RR/REMB to publishers, SR to subscribers, keyframe retries), when due.
+    pub fn poll(&mut self, sockets: &[UdpSocket], now_ms: u64) {
+        if now_ms < self.next_poll_ms {
+            return;
+        }
+        self.next_poll_ms = now_ms + self.poll_interval_ms;
+        let WorkerState {
+            rooms,
+            peers,
+            out_rtcp,
+            sends,
+            stats,
+            ..
+        } = self;
+        for router in rooms.values() {
+            out_rtcp.clear();
+            lock(router).poll(now_ms, out_rtcp);
+            emit(peers, sends, sockets, stats, out_rtcp, true);
+        }
+    }
+
+    pub fn flush(&mut self, sockets: &[UdpSocket]) {
+        for (i, batch) in self.sends.iter_mut().enumerate() {
+            if !batch.is_empty() {
+                record(&mut self.stats, batch.flush(&sockets[i]));
+            }
+        }
+    }
+
+    /// SRTP counters over live and retired peers.
+    pub fn srtp_totals(&self) -> SrtpCounters {
+        let mut t = self.stats.retired_srtp.clone();
+        for p in self.peers.values() {
+            add_counters(&mut t, p.srtp.counters());
+        }
+        t
+    }
+}
+
+pub fn add_counters(into: &mut SrtpCounters, c: &SrtpCounters) {
+    into.rtp_protected += c.rtp_protected;
+    into.rtp_unprotected += c.rtp_unprotected;
+    into.rtcp_protected += c.rtcp_protected;
+    into.rtcp_unprotected += c.rtcp_unprotected;
+    into.roc_rollovers += c.roc_rollovers;
+    into.too_short += c.too_short;
+    into.bad_version += c.bad_version;
+    into.auth_failed += c.auth_failed;
+    into.replayed += c.replayed;
+    into.too_old += c.too_old;
+    into.too_many_streams += c.too_many_streams;
+    into.index_exhausted += c.index_exhausted;
+    into.buffer_too_small += c.buffer_too_small;
+}
