@@ -14,10 +14,9 @@ versions, so an upgrade that moves one fails there, naming the function here tha
 from __future__ import annotations
 
 import asyncio
-import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import aioice.ice
 import mediasrv_native
@@ -30,9 +29,9 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 
-RtpHandler = Callable[[bytes, int], Awaitable[None]]  # (decrypted RTP, arrival time in ms)
-RtcpHandler = Callable[[bytes], Awaitable[None]]  # decrypted RTCP (compound)
-RtpSend = Callable[[bytes], Awaitable[None]]
+RtpHandler = Callable[[bytes, int], Coroutine[Any, Any, None]]  # (decrypted RTP, arrival time in ms)
+RtcpHandler = Callable[[bytes], Coroutine[Any, Any, None]]  # decrypted RTCP (compound)
+RtpSend = Callable[[bytes], Coroutine[Any, Any, None]]
 HostAddressPolicy = Callable[[bool, bool], list[str]]  # (use_ipv4, use_ipv6) -> addresses
 
 
@@ -56,19 +55,19 @@ def intercept_rtp(dtls: RTCDtlsTransport, handler: RtpHandler) -> None:
 
     aiortc's receive loop calls `self._handle_rtp_data(data, arrival_time_ms=...)` by attribute
     lookup, so an instance attribute shadows the method."""
-    dtls._handle_rtp_data = handler  # type: ignore[method-assign]
+    dtls._handle_rtp_data = handler  # type: ignore[method-assign, assignment]
 
 
 def intercept_rtcp(dtls: RTCDtlsTransport, handler: RtcpHandler) -> None:
     """Send this transport's decrypted RTCP to `handler` instead of aiortc's senders and receivers
     (aiortc's receive loop calls `self._handle_rtcp_data(data)` by attribute lookup)."""
-    dtls._handle_rtcp_data = handler  # type: ignore[method-assign]
+    dtls._handle_rtcp_data = handler  # type: ignore[method-assign, assignment]
 
 
 def replace_srtp_send(dtls: RTCDtlsTransport, send: RtpSend) -> None:
     """Route every RTP/RTCP packet aiortc's senders and receivers would protect and send through
     `send` instead (they all call `self.transport._send_rtp(data)` on the DTLS transport)."""
-    dtls._send_rtp = send  # type: ignore[method-assign]
+    dtls._send_rtp = send  # type: ignore[method-assign, assignment]
 
 
 async def send_srtp(dtls: RTCDtlsTransport, packet: bytes) -> None:
@@ -146,9 +145,9 @@ def can_take_over_sockets() -> bool:
     return hasattr(asyncio.get_running_loop(), "_remove_reader")
 
 
-def take_over_socket(pair: aioice.ice.CandidatePair) -> socket.socket:
-    """Stop the event loop reading the pair's UDP socket and return it: from now on the caller
-    reads it, and aioice keeps sending on it.
+def take_over_socket(pair: aioice.ice.CandidatePair) -> Any:
+    """Stop the event loop reading the pair's UDP socket and return it (asyncio's socket view: its
+    `fileno()` is what to read): from now on the caller reads it, and aioice keeps sending on it.
 
     asyncio's public `remove_reader` refuses a descriptor a transport owns; the selector loop's
     `_remove_reader` does not."""
@@ -163,7 +162,7 @@ def use_host_addresses(policy: HostAddressPolicy) -> None:
 
     aioice's `Connection.gather_candidates` looks `get_host_addresses` up in `aioice.ice`'s
     module namespace on each call, so replacing it there takes effect for new connections."""
-    aioice.ice.get_host_addresses = policy
+    aioice.ice.get_host_addresses = policy  # type: ignore[assignment]
 
 
 class HostSockets(Protocol):
@@ -176,7 +175,8 @@ class HostSockets(Protocol):
         `protocol`; None if there is no socket on that address."""
 
 
-_aioice_component_candidates = aioice.ice.Connection.get_component_candidates
+# getattr: if aioice drops it, tests/test_aiortc_glue.py says so instead of every import failing.
+_aioice_component_candidates: Any = getattr(aioice.ice.Connection, "get_component_candidates", None)
 _host_sockets: HostSockets | None = None
 
 

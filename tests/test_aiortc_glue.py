@@ -1,0 +1,374 @@
+"""mediasrv.media.aiortc_glue against the installed aiortc and aioice.
+
+The first test pins every private attribute and method the glue relies on, each check naming the
+glue function that breaks if it moves; the others drive the glue with real objects (a peer
+connection pair negotiating over loopback, an ICE agent gathering on provided sockets) and check
+the RFC 5764 key split against a known answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import re
+import select
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import aioice
+import aioice.ice
+import aiortc
+import mediasrv_native
+import OpenSSL.SSL
+import pytest
+from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtp import RtcpPsfbPacket, RtpPacket
+
+from mediasrv.media import aiortc_glue
+from mediasrv.media.aiortc_glue import SrtpKeys, split_srtp_keying_material
+
+VERSIONS = f"installed aiortc {aiortc.__version__}, aioice {aioice.__version__}"
+
+
+# --- pins ---------------------------------------------------------------------------------------------
+@dataclass
+class Objects:
+    """Fresh, unconnected aiortc/aioice objects whose instance attributes the pins look at."""
+
+    pc: RTCPeerConnection
+    connection: aioice.ice.Connection
+
+    @property
+    def transceiver(self) -> Any:
+        return self.pc.getTransceivers()[0]
+
+    @property
+    def dtls(self) -> RTCDtlsTransport:
+        return self.transceiver.receiver.transport
+
+
+def _is_method(cls: type, name: str, params: list[str], coroutine: bool) -> bool:
+    fn = getattr(cls, name, None)
+    if fn is None or inspect.iscoroutinefunction(fn) != coroutine:
+        return False
+    return list(inspect.signature(fn).parameters)[:len(params)] == params
+
+
+def _calls(cls: type, call: str) -> bool:
+    return call in inspect.getsource(cls)
+
+
+def _looks_up_global(fn: Any, name: str) -> bool:
+    return name in fn.__code__.co_names and fn.__globals__.get(name) is not None
+
+
+# (glue function, what it relies on, check)
+PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
+    ("negotiated_codecs", "RTCRtpTransceiver instances keep a list `_codecs`",
+     lambda o: isinstance(o.transceiver._codecs, list)),
+    ("sender_ssrc", "RTCRtpSender instances keep an int `_ssrc`",
+     lambda o: isinstance(o.transceiver.sender._ssrc, int)),
+    ("intercept_rtp", "RTCDtlsTransport._handle_rtp_data(self, data, arrival_time_ms) is a coroutine",
+     lambda o: _is_method(RTCDtlsTransport, "_handle_rtp_data", ["self", "data", "arrival_time_ms"], True)),
+    ("intercept_rtp", "RTCDtlsTransport's receive path calls it as `self._handle_rtp_data(`",
+     lambda o: _calls(RTCDtlsTransport, "self._handle_rtp_data(")),
+    ("intercept_rtcp", "RTCDtlsTransport._handle_rtcp_data(self, data) is a coroutine",
+     lambda o: _is_method(RTCDtlsTransport, "_handle_rtcp_data", ["self", "data"], True)),
+    ("intercept_rtcp", "RTCDtlsTransport's receive path calls it as `self._handle_rtcp_data(`",
+     lambda o: _calls(RTCDtlsTransport, "self._handle_rtcp_data(")),
+    ("send_srtp", "RTCDtlsTransport._send_rtp(self, data) is a coroutine",
+     lambda o: _is_method(RTCDtlsTransport, "_send_rtp", ["self", "data"], True)),
+    ("replace_srtp_send", "RTCRtpSender sends through `self.transport._send_rtp(`",
+     lambda o: _calls(RTCRtpSender, "self.transport._send_rtp(")),
+    ("replace_srtp_send", "RTCRtpReceiver sends RTCP through `self.transport._send_rtp(`",
+     lambda o: _calls(RTCRtpReceiver, "self.transport._send_rtp(")),
+    ("request_keyframe", "RTCRtpReceiver._send_rtcp_pli(self, media_ssrc) is a coroutine",
+     lambda o: _is_method(RTCRtpReceiver, "_send_rtcp_pli", ["self", "media_ssrc"], True)),
+    ("dtls_role", "RTCDtlsTransport instances keep `_role`, 'auto' until started",
+     lambda o: o.dtls._role == "auto"),
+    ("dtls_srtp_keys", "RTCDtlsTransport instances keep `_ssl`, None until started",
+     lambda o: hasattr(o.dtls, "_ssl") and o.dtls._ssl is None),
+    ("dtls_srtp_keys", "pyOpenSSL's SSL.Connection has get_selected_srtp_profile()",
+     lambda o: callable(getattr(OpenSSL.SSL.Connection, "get_selected_srtp_profile", None))),
+    ("dtls_srtp_keys", "pyOpenSSL's SSL.Connection has export_keying_material(label, olen)",
+     lambda o: _is_method(OpenSSL.SSL.Connection, "export_keying_material",
+                          ["self", "label", "olen"], False)),
+    ("nominated_pair", "RTCIceTransport instances keep their aioice Connection in `_connection`",
+     lambda o: isinstance(o.dtls.transport._connection, aioice.ice.Connection)),
+    ("nominated_pair", "aioice Connection instances keep nominated pairs in a dict `_nominated`",
+     lambda o: o.connection._nominated == {}),
+    ("nominated_pair", "aioice CandidatePair has `protocol`, `remote_candidate` and `remote_addr`",
+     lambda o: list(inspect.signature(aioice.ice.CandidatePair).parameters)
+     == ["protocol", "remote_candidate"]
+     and isinstance(inspect.getattr_static(aioice.ice.CandidatePair, "remote_addr"), property)),
+    ("local_ice_password", "aioice Connection has a str `local_password`",
+     lambda o: isinstance(o.connection.local_password, str)),
+    ("take_over_socket", "asyncio's selector loop has `_remove_reader(fd)`",
+     lambda o: callable(getattr(asyncio.SelectorEventLoop, "_remove_reader", None))),
+    ("use_host_addresses", "aioice.ice.get_host_addresses(use_ipv4, use_ipv6) exists",
+     lambda o: list(inspect.signature(aioice.ice.get_host_addresses).parameters)
+     == ["use_ipv4", "use_ipv6"]),
+    ("use_host_addresses", "Connection.gather_candidates looks get_host_addresses up in aioice.ice",
+     lambda o: _looks_up_global(aioice.ice.Connection.gather_candidates, "get_host_addresses")),
+    ("gather_host_candidates_on",
+     "Connection.get_component_candidates(self, component, addresses, timeout) is a coroutine",
+     lambda o: _is_method(aioice.ice.Connection, "get_component_candidates",
+                          ["self", "component", "addresses", "timeout"], True)),
+    ("gather_host_candidates_on", "Connection.gather_candidates calls self.get_component_candidates",
+     lambda o: _calls(aioice.ice.Connection, "self.get_component_candidates(")),
+    ("gather_host_candidates_on",
+     "Connection instances have stun_server, turn_server, local_username and a list `_protocols`",
+     lambda o: o.connection.stun_server is None and o.connection.turn_server is None
+     and isinstance(o.connection.local_username, str) and o.connection._protocols == []),
+    ("gather_host_candidates_on", "aioice.ice.StunProtocol(connection) has connection_made",
+     lambda o: list(inspect.signature(aioice.ice.StunProtocol).parameters) == ["receiver"]
+     and callable(aioice.ice.StunProtocol.connection_made)),
+]
+
+
+@pytest.fixture
+async def objects() -> AsyncIterator[Objects]:
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio")
+    try:
+        yield Objects(pc, aioice.ice.Connection(ice_controlling=True))
+    finally:
+        await pc.close()
+
+
+def test_every_glue_function_has_pins() -> None:
+    public = {name for name, fn in vars(aiortc_glue).items()
+              if inspect.isfunction(fn) and not name.startswith("_") and fn.__module__ == aiortc_glue.__name__}
+    pure = {"split_srtp_keying_material", "can_take_over_sockets"}
+    assert public - pure - {glue for glue, _, _ in PINS} == set()
+
+
+@pytest.mark.parametrize(("glue", "what", "check"), PINS, ids=[f"{g}: {w}" for g, w, _ in PINS])
+async def test_private_interface_the_glue_relies_on(
+    objects: Objects, glue: str, what: str, check: Callable[[Objects], bool]
+) -> None:
+    try:
+        ok = check(objects)
+    except (AttributeError, TypeError, ValueError, OSError) as exc:
+        ok, what = False, f"{what} ({exc.__class__.__name__}: {exc})"
+    assert ok, f"aiortc_glue.{glue} relies on: {what}; {VERSIONS}"
+
+
+# --- the key split ------------------------------------------------------------------------------------
+MATERIAL = bytes(range(60))  # 2 * (16 + 14): AES_CM_128 keys and salts
+
+
+def test_key_split_known_answer_as_server() -> None:
+    keys = split_srtp_keying_material("SRTP_AES128_CM_SHA1_80", MATERIAL, 16, 14, "server")
+    # RFC 5764 4.2: client key | server key | client salt | server salt; the server sends with its own.
+    assert keys == SrtpKeys("SRTP_AES128_CM_SHA1_80",
+                            tx_key=bytes(range(16, 32)), tx_salt=bytes(range(46, 60)),
+                            rx_key=bytes(range(0, 16)), rx_salt=bytes(range(32, 46)))
+
+
+def test_key_split_known_answer_as_client() -> None:
+    keys = split_srtp_keying_material("SRTP_AES128_CM_SHA1_80", MATERIAL, 16, 14, "client")
+    assert keys == SrtpKeys("SRTP_AES128_CM_SHA1_80",
+                            tx_key=bytes(range(0, 16)), tx_salt=bytes(range(32, 46)),
+                            rx_key=bytes(range(16, 32)), rx_salt=bytes(range(46, 60)))
+
+
+def test_key_split_known_answer_gcm_256() -> None:
+    material = bytes.fromhex("aa" * 32 + "bb" * 32 + "cc" * 12 + "dd" * 12)
+    keys = split_srtp_keying_material("SRTP_AEAD_AES_256_GCM", material, 32, 12, "client")
+    assert (keys.tx_key, keys.tx_salt) == (b"\xaa" * 32, b"\xcc" * 12)
+    assert (keys.rx_key, keys.rx_salt) == (b"\xbb" * 32, b"\xdd" * 12)
+
+
+# --- real objects -------------------------------------------------------------------------------------
+@pytest.fixture
+def loopback_ice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Restored afterwards; aioice leaves loopback out by itself, and loopback is all there is here.
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
+    aiortc_glue.use_host_addresses(lambda use_ipv4, use_ipv6: ["127.0.0.1"] if use_ipv4 else [])
+
+
+async def _wait_connected(*pcs: RTCPeerConnection) -> None:
+    while any(pc.connectionState != "connected" for pc in pcs):
+        assert all(pc.connectionState not in ("failed", "closed") for pc in pcs)
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def pair(loopback_ice: None) -> AsyncIterator[tuple[RTCPeerConnection, RTCPeerConnection]]:
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        offerer.addTransceiver("audio")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+        await asyncio.wait_for(_wait_connected(offerer, answerer), 20)
+        yield offerer, answerer
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+def _dtls(pc: RTCPeerConnection) -> RTCDtlsTransport:
+    return pc.getTransceivers()[0].receiver.transport
+
+
+async def test_connected_pair_keys_roles_and_ice(pair: tuple[RTCPeerConnection, RTCPeerConnection]) -> None:
+    a, b = (_dtls(pc) for pc in pair)
+    assert {aiortc_glue.dtls_role(a), aiortc_glue.dtls_role(b)} == {"client", "server"}
+    ka, kb = aiortc_glue.dtls_srtp_keys(a), aiortc_glue.dtls_srtp_keys(b)
+    assert ka is not None and kb is not None and ka.profile == kb.profile
+    key_len, salt_len = mediasrv_native.srtp_key_lengths(ka.profile)
+    assert (len(ka.tx_key), len(ka.tx_salt)) == (key_len, salt_len)
+    assert (ka.tx_key, ka.tx_salt, ka.rx_key, ka.rx_salt) == (kb.rx_key, kb.rx_salt, kb.tx_key, kb.tx_salt)
+    assert ka.tx_key != ka.rx_key
+    for pc, dtls in zip(pair, (a, b), strict=True):
+        nominated = aiortc_glue.nominated_pair(dtls)
+        assert nominated is not None and nominated.remote_addr[0] == "127.0.0.1"
+        assert nominated.protocol.transport.get_extra_info("socket") is not None
+        sdp = pc.localDescription.sdp
+        assert f"a=ice-pwd:{aiortc_glue.local_ice_password(dtls)}" in sdp
+        t = pc.getTransceivers()[0]
+        assert f"a=ssrc:{aiortc_glue.sender_ssrc(t.sender)} " in sdp
+        assert "opus/48000/2" in [f"{c.mimeType.split('/')[1].lower()}/{c.clockRate}/{c.channels}"
+                                  for c in aiortc_glue.negotiated_codecs(t)]
+
+
+async def test_rtp_and_rtcp_reach_the_hooks(pair: tuple[RTCPeerConnection, RTCPeerConnection]) -> None:
+    a, b = (_dtls(pc) for pc in pair)
+    rtp: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue()
+    rtcp: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def on_rtp(data: bytes, arrival_time_ms: int) -> None:
+        rtp.put_nowait((data, arrival_time_ms))
+
+    async def on_rtcp(data: bytes) -> None:
+        rtcp.put_nowait(data)
+
+    aiortc_glue.intercept_rtp(b, on_rtp)
+    aiortc_glue.intercept_rtcp(b, on_rtcp)
+    packet = RtpPacket(payload_type=111, sequence_number=7, timestamp=960, ssrc=0x1234, payload=b"x" * 20)
+    await aiortc_glue.send_srtp(a, packet.serialize())
+    data, arrival = await asyncio.wait_for(rtp.get(), 10)
+    assert data == packet.serialize() and isinstance(arrival, int)
+
+    pli = bytes(RtcpPsfbPacket(fmt=1, ssrc=0x99, media_ssrc=0x1234))
+    await aiortc_glue.send_srtp(a, pli)
+    while (got := await asyncio.wait_for(rtcp.get(), 10)) != pli:  # aiortc's own RTCP comes too
+        pass
+    assert got == pli
+
+
+async def test_replaced_send_gets_a_requested_keyframe(
+    pair: tuple[RTCPeerConnection, RTCPeerConnection]
+) -> None:
+    offerer = pair[0]
+    sent: list[bytes] = []
+
+    async def send(data: bytes) -> None:
+        sent.append(data)
+
+    aiortc_glue.replace_srtp_send(_dtls(offerer), send)
+    await aiortc_glue.request_keyframe(offerer.getTransceivers()[0].receiver, 0x4321)
+    plis = [d for d in sent if d[1] == 206 and d[0] & 0x1F == 1]  # PSFB, FMT 1: PLI
+    assert len(plis) == 1 and int.from_bytes(plis[0][8:12], "big") == 0x4321
+
+
+async def test_exported_keys_are_the_ones_aiortc_unprotects_with(
+    pair: tuple[RTCPeerConnection, RTCPeerConnection]
+) -> None:
+    """Native SRTP keyed from `dtls_srtp_keys` on either side (so either DTLS role) is what the
+    other side's aiortc SRTP context accepts."""
+    for src, dst in ((_dtls(pair[0]), _dtls(pair[1])), (_dtls(pair[1]), _dtls(pair[0]))):
+        keys = aiortc_glue.dtls_srtp_keys(src)
+        nominated = aiortc_glue.nominated_pair(src)
+        assert keys is not None and nominated is not None
+        ours = mediasrv_native.SrtpSession(keys.profile, keys.tx_key, keys.tx_salt,
+                                           keys.rx_key, keys.rx_salt)
+        received: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def on_rtp(data: bytes, arrival_time_ms: int, received: Any = received) -> None:
+            received.put_nowait(data)
+
+        aiortc_glue.intercept_rtp(dst, on_rtp)
+        packet = RtpPacket(payload_type=111, sequence_number=1, timestamp=0, ssrc=0x5678, payload=b"y" * 20)
+        nominated.protocol.transport.sendto(ours.protect_rtp(packet.serialize()), nominated.remote_addr)
+        assert await asyncio.wait_for(received.get(), 10) == packet.serialize(), aiortc_glue.dtls_role(src)
+
+
+class _SharedSocket(asyncio.DatagramTransport):
+    def __init__(self, sockname: tuple[str, int], protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self.sockname, self.protocol = sockname, protocol
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.sockname if name == "sockname" else default
+
+    def close(self) -> None:
+        asyncio.get_running_loop().call_soon(self.protocol.connection_lost, None)
+
+
+async def test_host_candidates_gathered_on_provided_sockets(loopback_ice: None) -> None:
+    opened: list[tuple[str, str]] = []
+
+    class Sockets:
+        def host_transport(self, address: str, ufrag: str, protocol: Any) -> _SharedSocket | None:
+            opened.append((address, ufrag))
+            return _SharedSocket(("127.0.0.1", 40000), protocol)
+
+    original = aioice.ice.Connection.get_component_candidates
+    connection = aioice.ice.Connection(ice_controlling=True)
+    aiortc_glue.gather_host_candidates_on(Sockets())
+    try:
+        await connection.gather_candidates()
+    finally:
+        aiortc_glue.gather_host_candidates_on(None)
+    assert aioice.ice.Connection.get_component_candidates is original
+    assert opened == [("127.0.0.1", connection.local_username)]
+    [candidate] = connection.local_candidates
+    assert (candidate.host, candidate.port, candidate.type, candidate.component) == ("127.0.0.1", 40000, "host", 1)
+    await connection.close()
+
+
+def test_take_over_socket_stops_the_loop_reading_it() -> None:
+    """The load generator's pump reads a taken-over socket; asyncio must not read it any more."""
+    received: list[bytes] = []
+
+    class Recorder(asyncio.DatagramProtocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            received.append(data)
+
+    async def run() -> bytes:
+        assert aiortc_glue.can_take_over_sockets()
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.create_datagram_endpoint(Recorder, local_addr=("127.0.0.1", 0))
+        sock = aiortc_glue.take_over_socket(SimpleNamespace(protocol=protocol))  # type: ignore[arg-type]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"for the pump", sock.getsockname())
+        assert select.select([sock], [], [], 10)[0] == [sock]
+        data = os.read(sock.fileno(), 100)
+        for _ in range(3):
+            await asyncio.sleep(0)
+        transport.close()
+        return data
+
+    loop = asyncio.SelectorEventLoop()
+    try:
+        assert loop.run_until_complete(run()) == b"for the pump"
+    finally:
+        loop.close()
+    assert received == []
+
+
+async def test_uvloop_cannot_take_over_sockets() -> None:
+    assert re.search("uvloop", type(asyncio.get_running_loop()).__module__)
+    assert not aiortc_glue.can_take_over_sockets()
