@@ -6,6 +6,7 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use mediasrv_core::ids::TransportId;
 use mediasrv_core::srtp::SrtpCounters;
 use mediasrv_plane::{PeerKeys, Plane, PlaneConfig, PlaneError};
 
@@ -177,7 +178,7 @@ impl MediaPlane {
             rx_key,
             rx_salt,
         };
-        py.detach(|| plane.register_peer(transport, room, socket, addr, keys))
+        py.detach(|| plane.register_peer(TransportId(transport), room, socket, addr, keys))
             .map_err(to_py_err)
     }
 
@@ -193,19 +194,19 @@ impl MediaPlane {
     ) -> PyResult<bool> {
         let plane = self.plane()?;
         let addr = socket_addr(host, port)?;
-        py.detach(|| plane.update_peer_address(transport, socket, addr))
+        py.detach(|| plane.update_peer_address(TransportId(transport), socket, addr))
             .map_err(to_py_err)
     }
 
     fn unregister_peer(&self, py: Python<'_>, transport: u64) -> PyResult<bool> {
         let plane = self.plane()?;
-        Ok(py.detach(|| plane.unregister_peer(transport)))
+        Ok(py.detach(|| plane.unregister_peer(TransportId(transport))))
     }
 
     /// Protects and sends an RTP or RTCP packet to a handed-over peer; False if it is not one.
     fn send_media(&self, py: Python<'_>, transport: u64, packet: &[u8]) -> PyResult<bool> {
         let plane = self.plane()?;
-        Ok(py.detach(|| plane.send_media(transport, packet)))
+        Ok(py.detach(|| plane.send_media(TransportId(transport), packet)))
     }
 
     fn peer_stats<'py>(
@@ -214,7 +215,7 @@ impl MediaPlane {
         transport: u64,
     ) -> PyResult<Option<Bound<'py, PyDict>>> {
         let plane = self.plane()?;
-        let Some((s, srtp)) = py.detach(|| plane.peer_stats(transport)) else {
+        let Some((s, srtp)) = py.detach(|| plane.peer_stats(TransportId(transport))) else {
             return Ok(None);
         };
         let d = counters_dict(

@@ -10,6 +10,7 @@ use pyo3::exceptions::{PyKeyError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use mediasrv_core::ids::{SubscriptionId, TrackId, TransportId};
 use mediasrv_core::jitter::JitterConfig;
 use mediasrv_core::output::Output;
 use mediasrv_core::router::{
@@ -89,7 +90,9 @@ fn no_sink(sub: u64) -> PyErr {
 }
 
 fn to_py<'py>(py: Python<'py>, out: &Output) -> Datagrams<'py> {
-    out.iter().map(|(t, b)| (t, PyBytes::new(py, b))).collect()
+    out.iter()
+        .map(|(t, b)| (t.0, PyBytes::new(py, b)))
+        .collect()
 }
 
 /// Selective forwarding core for one room. Sans-IO: feed it decrypted RTP/RTCP and the time in
@@ -158,7 +161,7 @@ impl Router {
         extensions: HashMap<String, u64>,
     ) -> PyResult<()> {
         let ext = self::extensions(extensions)?;
-        lock(&self.core).add_publisher(transport, ssrc(rtcp_ssrc)?, ext);
+        lock(&self.core).add_publisher(TransportId(transport), ssrc(rtcp_ssrc)?, ext);
         Ok(())
     }
 
@@ -176,13 +179,20 @@ impl Router {
         let codecs = self::codecs(codecs)?;
         let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
         lock(&self.core)
-            .add_track(track, transport, kind, mid, codecs, &ssrcs)
+            .add_track(
+                TrackId(track),
+                TransportId(transport),
+                kind,
+                mid,
+                codecs,
+                &ssrcs,
+            )
             .map_err(value_error)
     }
 
     /// Removes a track and its subscriptions; returns whether it existed.
     fn remove_track(&mut self, track: u64) -> bool {
-        lock(&self.core).remove_track(track)
+        lock(&self.core).remove_track(TrackId(track))
     }
 
     fn add_subscription(
@@ -197,7 +207,14 @@ impl Router {
         let codecs = self::codecs(codecs)?;
         let ext = self::extensions(extensions)?;
         lock(&self.core)
-            .add_subscription(sub, track, transport, self::ssrc(ssrc)?, &codecs, ext)
+            .add_subscription(
+                SubscriptionId(sub),
+                TrackId(track),
+                TransportId(transport),
+                self::ssrc(ssrc)?,
+                &codecs,
+                ext,
+            )
             .map_err(value_error)
     }
 
@@ -224,7 +241,13 @@ impl Router {
             ..JitterConfig::new(fc)
         };
         lock(&self.core)
-            .add_sink(sub, track, fc, self::payload_type(payload_type)?, cfg)
+            .add_sink(
+                SubscriptionId(sub),
+                TrackId(track),
+                fc,
+                self::payload_type(payload_type)?,
+                cfg,
+            )
             .map_err(value_error)
     }
 
@@ -241,7 +264,9 @@ impl Router {
         let mut frames = Vec::new();
         {
             let mut core = lock(&self.core);
-            let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+            let sink = core
+                .sink_mut(SubscriptionId(sub))
+                .ok_or_else(|| no_sink(sub))?;
             pop_frames_py(py, sink.buffer(), now_ms, &mut frames)?;
         }
         PyList::new(py, frames)
@@ -252,9 +277,11 @@ impl Router {
         let mut frames = Vec::new();
         {
             let mut core = lock(&self.core);
-            let sink = core.sink_mut(sub).ok_or_else(|| no_sink(sub))?;
+            let sink = core
+                .sink_mut(SubscriptionId(sub))
+                .ok_or_else(|| no_sink(sub))?;
             flush_frames_py(py, sink.buffer(), &mut frames)?;
-            core.remove_subscription(sub);
+            core.remove_subscription(SubscriptionId(sub));
         }
         PyList::new(py, frames)
     }
@@ -263,11 +290,11 @@ impl Router {
     /// (extended like frame timestamps), or None before the first one.
     fn sink_sync(&self, sub: u64) -> PyResult<Option<(f64, u64)>> {
         let core = lock(&self.core);
-        if !core.is_sink(sub) {
+        if !core.is_sink(SubscriptionId(sub)) {
             return Err(no_sink(sub));
         }
         Ok(core
-            .sink_sync(sub)
+            .sink_sync(SubscriptionId(sub))
             .map(|(ntp, ts)| (ntp as f64 / 4_294_967_296.0, ts)))
     }
 
@@ -275,18 +302,18 @@ impl Router {
     fn sink_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
         // A copy of the counters, so the dict is built with the room's lock let go.
         let stats = lock(&self.core)
-            .sink_stats(sub)
+            .sink_stats(SubscriptionId(sub))
             .ok_or_else(|| no_sink(sub))?;
         stats_to_py(py, &stats)
     }
 
     fn remove_subscription(&mut self, sub: u64) -> bool {
-        lock(&self.core).remove_subscription(sub)
+        lock(&self.core).remove_subscription(SubscriptionId(sub))
     }
 
     /// Removes everything published or subscribed on the transport; returns whether anything was.
     fn remove_transport(&mut self, transport: u64) -> bool {
-        lock(&self.core).remove_transport(transport)
+        lock(&self.core).remove_transport(TransportId(transport))
     }
 
     /// One RTP packet from a publisher → [(subscriber transport, rewritten RTP), ...].
@@ -298,7 +325,7 @@ impl Router {
         now_ms: u64,
     ) -> Datagrams<'py> {
         self.out.clear();
-        lock(&self.core).route_rtp(transport, packet, now_ms, &mut self.out);
+        lock(&self.core).route_rtp(TransportId(transport), packet, now_ms, &mut self.out);
         to_py(py, &self.out)
     }
 
@@ -312,7 +339,13 @@ impl Router {
     ) -> (Datagrams<'py>, Datagrams<'py>) {
         self.out.clear();
         self.out_rtcp.clear();
-        lock(&self.core).handle_rtcp(transport, packet, now_ms, &mut self.out, &mut self.out_rtcp);
+        lock(&self.core).handle_rtcp(
+            TransportId(transport),
+            packet,
+            now_ms,
+            &mut self.out,
+            &mut self.out_rtcp,
+        );
         (to_py(py, &self.out), to_py(py, &self.out_rtcp))
     }
 
@@ -331,7 +364,7 @@ impl Router {
         now_ms: u64,
     ) -> Datagrams<'py> {
         self.out_rtcp.clear();
-        lock(&self.core).request_keyframe(track, now_ms, &mut self.out_rtcp);
+        lock(&self.core).request_keyframe(TrackId(track), now_ms, &mut self.out_rtcp);
         to_py(py, &self.out_rtcp)
     }
 
@@ -342,10 +375,10 @@ impl Router {
         events
             .into_iter()
             .map(|e| match e {
-                RouterEvent::TrackStarted { track } => ("track_started", track, None),
-                RouterEvent::TrackStopped { track } => ("track_stopped", track, None),
+                RouterEvent::TrackStarted { track } => ("track_started", track.0, None),
+                RouterEvent::TrackStopped { track } => ("track_stopped", track.0, None),
                 RouterEvent::KeyframeRequested { track, reason } => {
-                    ("keyframe_requested", track, Some(reason.name()))
+                    ("keyframe_requested", track.0, Some(reason.name()))
                 }
             })
             .collect()
@@ -412,7 +445,7 @@ impl Router {
 
     fn track_stats<'py>(&self, py: Python<'py>, track: u64) -> PyResult<Bound<'py, PyDict>> {
         let s = lock(&self.core)
-            .track_stats(track)
+            .track_stats(TrackId(track))
             .ok_or_else(|| PyKeyError::new_err(track))?;
         let d = counters_dict(
             py,
@@ -446,7 +479,7 @@ impl Router {
 
     fn subscription_stats<'py>(&self, py: Python<'py>, sub: u64) -> PyResult<Bound<'py, PyDict>> {
         let s = lock(&self.core)
-            .subscription_stats(sub)
+            .subscription_stats(SubscriptionId(sub))
             .ok_or_else(|| PyKeyError::new_err(sub))?;
         let d = counters_dict(
             py,

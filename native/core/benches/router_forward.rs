@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use mediasrv_core::ids::{SubscriptionId, TrackId, TransportId};
 use mediasrv_core::output::Output;
 use mediasrv_core::router::{Codec, ExtensionIds, MediaKind, Router, RouterConfig};
 
@@ -53,10 +54,10 @@ fn run(subscribers: u64, packets: u32) -> (f64, f64) {
         apt: None,
         fmtp: None,
     };
-    r.add_publisher(1, 9, ext);
+    r.add_publisher(TransportId(1), 9, ext);
     r.add_track(
-        1,
-        1,
+        TrackId(1),
+        TransportId(1),
         MediaKind::Video,
         Some("0".into()),
         vec![vp8(96)],
@@ -64,8 +65,15 @@ fn run(subscribers: u64, packets: u32) -> (f64, f64) {
     )
     .unwrap();
     for s in 0..subscribers {
-        r.add_subscription(100 + s, 1, 1000 + s, 5000 + s as u32, &[vp8(120)], ext)
-            .unwrap();
+        r.add_subscription(
+            SubscriptionId(100 + s),
+            TrackId(1),
+            TransportId(1000 + s),
+            5000 + s as u32,
+            &[vp8(120)],
+            ext,
+        )
+        .unwrap();
     }
     let mut pkts: Vec<Vec<u8>> = (0..1024u32)
         .map(|i| packet(i as u16, i / 4 * 3000))
@@ -74,7 +82,7 @@ fn run(subscribers: u64, packets: u32) -> (f64, f64) {
     // warm-up: first packet is a keyframe start, buffers grow to their working size
     for p in &pkts[..64] {
         out.clear();
-        r.route_rtp(1, p, 0, &mut out);
+        r.route_rtp(TransportId(1), p, 0, &mut out);
     }
     let (cpu0, wall0) = (thread_cpu_ns(), Instant::now());
     let mut forwarded = 0u64;
@@ -83,7 +91,7 @@ fn run(subscribers: u64, packets: u32) -> (f64, f64) {
         let seq = (64 + i) as u16;
         p[2..4].copy_from_slice(&seq.to_be_bytes());
         out.clear();
-        r.route_rtp(1, p, i as u64 / 100, &mut out);
+        r.route_rtp(TransportId(1), p, i as u64 / 100, &mut out);
         forwarded += out.len() as u64;
     }
     let wall = wall0.elapsed().as_secs_f64();

@@ -5,6 +5,7 @@
 
 pub mod codec_match;
 pub mod fasthash;
+pub mod ids;
 pub mod jitter;
 pub mod keyframe;
 pub mod nack_cache;

@@ -3,11 +3,13 @@
 
 use std::ops::Range;
 
-/// A batch of datagrams, each addressed to a transport (an opaque id chosen by the caller).
+use crate::ids::TransportId;
+
+/// A batch of datagrams, each addressed to a transport.
 #[derive(Debug, Default)]
 pub struct Output {
     buf: Vec<u8>,
-    items: Vec<(u64, Range<usize>)>,
+    items: Vec<(TransportId, Range<usize>)>,
 }
 
 impl Output {
@@ -32,7 +34,7 @@ impl Output {
     }
 
     /// Appends one datagram for `transport`, written by `write` into the shared buffer.
-    pub fn push_with(&mut self, transport: u64, write: impl FnOnce(&mut Vec<u8>)) {
+    pub fn push_with(&mut self, transport: TransportId, write: impl FnOnce(&mut Vec<u8>)) {
         let start = self.buf.len();
         write(&mut self.buf);
         let end = self.buf.len();
@@ -41,12 +43,12 @@ impl Output {
         }
     }
 
-    pub fn get(&self, i: usize) -> (u64, &[u8]) {
+    pub fn get(&self, i: usize) -> (TransportId, &[u8]) {
         let (t, r) = &self.items[i];
         (*t, &self.buf[r.clone()])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (TransportId, &[u8])> + '_ {
         self.items.iter().map(|(t, r)| (*t, &self.buf[r.clone()]))
     }
 }

@@ -7,22 +7,32 @@ use mediasrv_core::router::{DropReason, ExtensionIds, MediaKind, RouterConfig};
 use mediasrv_core::rtcp::{self, RtcpPacket};
 use mediasrv_core::rtp::RtpView;
 
-const SUB_A: u64 = 100;
-const SUB_B: u64 = 101;
+const SUB_A: SubscriptionId = SubscriptionId(100);
+const SUB_B: SubscriptionId = SubscriptionId(101);
 const SUB_SSRC_A: u32 = 0x5000_0001;
 const SUB_SSRC_B: u32 = 0x5000_0002;
 
-fn subscribe_video(r: &mut mediasrv_core::router::Router, sub: u64, transport: u64, ssrc: u32) {
+fn subscribe_video(
+    r: &mut mediasrv_core::router::Router,
+    sub: SubscriptionId,
+    transport: TransportId,
+    ssrc: u32,
+) {
     r.add_subscription(sub, VIDEO_TRACK, transport, ssrc, &sub_codecs(), sub_ext())
         .unwrap();
 }
 
-fn subscribe_audio(r: &mut mediasrv_core::router::Router, sub: u64, transport: u64, ssrc: u32) {
+fn subscribe_audio(
+    r: &mut mediasrv_core::router::Router,
+    sub: SubscriptionId,
+    transport: TransportId,
+    ssrc: u32,
+) {
     r.add_subscription(sub, AUDIO_TRACK, transport, ssrc, &sub_codecs(), sub_ext())
         .unwrap();
 }
 
-fn plis_in(out: &[(u64, Vec<u8>)]) -> Vec<(u64, u32, u32)> {
+fn plis_in(out: &[(TransportId, Vec<u8>)]) -> Vec<(TransportId, u32, u32)> {
     let mut v = Vec::new();
     for (t, b) in out {
         for p in rtcp::parse_compound(b) {
@@ -156,7 +166,7 @@ fn payload_type_is_mapped_and_unknown_ones_dropped() {
 fn subscription_without_common_codec_is_refused() {
     let mut r = room();
     let err = r.add_subscription(
-        1,
+        SubscriptionId(1),
         VIDEO_TRACK,
         SUB_T,
         9,
@@ -255,7 +265,7 @@ fn vp8_subscription_waits_for_keyframe_and_asks_for_one() {
 fn h264_subscription_waits_for_idr() {
     let mut r = room();
     r.add_track(
-        20,
+        TrackId(20),
         PUB,
         MediaKind::Video,
         Some("2".into()),
@@ -265,7 +275,7 @@ fn h264_subscription_waits_for_idr() {
     .unwrap();
     r.add_subscription(
         SUB_A,
-        20,
+        TrackId(20),
         SUB_T,
         SUB_SSRC_A,
         &[codec(125, "h264", 90_000, None)],
@@ -382,7 +392,7 @@ fn remb_goes_to_publisher_with_its_video_ssrcs() {
         max_bitrate_bps: 2_000_000,
         ..Default::default()
     });
-    let rembs = |out: &[(u64, Vec<u8>)]| -> Vec<(u64, u32, u64, Vec<u32>)> {
+    let rembs = |out: &[(TransportId, Vec<u8>)]| -> Vec<(TransportId, u32, u64, Vec<u32>)> {
         out.iter()
             .flat_map(|(t, b)| {
                 rtcp::parse_compound(b).filter_map(move |p| match p {
@@ -404,7 +414,7 @@ fn remb_goes_to_publisher_with_its_video_ssrcs() {
     assert_eq!(rembs(&poll(&mut r, 1000)).len(), 1);
     // a new video track is announced at once, with both SSRCs
     r.add_track(
-        30,
+        TrackId(30),
         PUB,
         MediaKind::Video,
         Some("3".into()),
@@ -532,7 +542,7 @@ fn malformed_packets_are_counted_never_forwarded() {
     }
     assert_eq!(r.stats().dropped(DropReason::Malformed), cases.len() as u64);
     let unknown = Pkt::new(OPUS_PT, 1, 0, 0xdead, &[1]).bytes();
-    assert!(route(&mut r, 99, &unknown, 0).is_empty());
+    assert!(route(&mut r, TransportId(99), &unknown, 0).is_empty());
     assert_eq!(r.stats().dropped(DropReason::UnknownSsrc), 1);
     // RTCP: truncated and bad version
     let mut pli = Vec::new();
@@ -547,10 +557,10 @@ fn malformed_packets_are_counted_never_forwarded() {
 #[test]
 fn same_ssrc_on_two_transports_is_kept_apart() {
     let mut r = room();
-    r.add_publisher(50, 0xCCCC, pub_ext());
+    r.add_publisher(TransportId(50), 0xCCCC, pub_ext());
     r.add_track(
-        60,
-        50,
+        TrackId(60),
+        TransportId(50),
         MediaKind::Audio,
         Some("0".into()),
         vec![codec(OPUS_PT, "opus", 48_000, None)],
@@ -558,10 +568,17 @@ fn same_ssrc_on_two_transports_is_kept_apart() {
     )
     .unwrap();
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
-    r.add_subscription(SUB_B, 60, SUB_T2, SUB_SSRC_B, &sub_codecs(), sub_ext())
-        .unwrap();
+    r.add_subscription(
+        SUB_B,
+        TrackId(60),
+        SUB_T2,
+        SUB_SSRC_B,
+        &sub_codecs(),
+        sub_ext(),
+    )
+    .unwrap();
     let from_pub = route(&mut r, PUB, &opus(1, 0), 0);
-    let from_other = route(&mut r, 50, &opus(1, 0), 0);
+    let from_other = route(&mut r, TransportId(50), &opus(1, 0), 0);
     assert_eq!(
         from_pub.iter().map(|x| x.0).collect::<Vec<_>>(),
         vec![SUB_T]
@@ -577,7 +594,7 @@ fn ssrcs_are_bound_on_the_fly_by_mid_then_by_unique_payload_type() {
     let mut r = mediasrv_core::router::Router::new(RouterConfig::default(), 1);
     r.add_publisher(PUB, 1, pub_ext());
     r.add_track(
-        1,
+        TrackId(1),
         PUB,
         MediaKind::Video,
         Some("v0".into()),
@@ -586,7 +603,7 @@ fn ssrcs_are_bound_on_the_fly_by_mid_then_by_unique_payload_type() {
     )
     .unwrap();
     r.add_track(
-        2,
+        TrackId(2),
         PUB,
         MediaKind::Video,
         Some("v1".into()),
@@ -595,7 +612,7 @@ fn ssrcs_are_bound_on_the_fly_by_mid_then_by_unique_payload_type() {
     )
     .unwrap();
     r.add_track(
-        3,
+        TrackId(3),
         PUB,
         MediaKind::Audio,
         Some("a0".into()),
@@ -603,10 +620,24 @@ fn ssrcs_are_bound_on_the_fly_by_mid_then_by_unique_payload_type() {
         &[],
     )
     .unwrap();
-    r.add_subscription(SUB_A, 2, SUB_T, SUB_SSRC_A, &sub_codecs(), sub_ext())
-        .unwrap();
-    r.add_subscription(SUB_B, 3, SUB_T, SUB_SSRC_B, &sub_codecs(), sub_ext())
-        .unwrap();
+    r.add_subscription(
+        SUB_A,
+        TrackId(2),
+        SUB_T,
+        SUB_SSRC_A,
+        &sub_codecs(),
+        sub_ext(),
+    )
+    .unwrap();
+    r.add_subscription(
+        SUB_B,
+        TrackId(3),
+        SUB_T,
+        SUB_SSRC_B,
+        &sub_codecs(),
+        sub_ext(),
+    )
+    .unwrap();
     // same PT for both video tracks: without mid the SSRC cannot be placed
     let no_mid = Pkt::new(VP8_PT, 1, 0, 0x77, &vp8_payload(true, true, 0)).bytes();
     assert!(route(&mut r, PUB, &no_mid, 0).is_empty());
@@ -634,7 +665,7 @@ fn ssrcs_are_bound_on_the_fly_by_mid_then_by_unique_payload_type() {
         0,
     );
     assert_eq!(fields(&a[0].1).2, SUB_SSRC_B);
-    assert_eq!(r.track_stats(2).unwrap().media_ssrc, Some(0x77));
+    assert_eq!(r.track_stats(TrackId(2)).unwrap().media_ssrc, Some(0x77));
 }
 
 #[test]
@@ -691,7 +722,7 @@ fn removing_things_stops_forwarding() {
     assert!(r.track_stats(VIDEO_TRACK).is_none());
     assert!(route(&mut r, PUB, &opus(2, 960), 0).is_empty());
     assert!(
-        r.add_track(1, PUB, MediaKind::Audio, None, vec![], &[])
+        r.add_track(TrackId(1), PUB, MediaKind::Audio, None, vec![], &[])
             .is_err(),
         "publisher is gone"
     );
@@ -845,7 +876,7 @@ fn a_publisher_cannot_bind_unbounded_ssrcs() {
     let mut r = mediasrv_core::router::Router::new(RouterConfig::default(), 1);
     r.add_publisher(PUB, 1, pub_ext());
     r.add_track(
-        1,
+        TrackId(1),
         PUB,
         MediaKind::Audio,
         Some("a".into()),
@@ -859,7 +890,7 @@ fn a_publisher_cannot_bind_unbounded_ssrcs() {
     assert_eq!(r.stats().dropped(DropReason::UnknownSsrc), 92);
 }
 
-fn nacks_to(out: &[(u64, Vec<u8>)], to: u64) -> Vec<Vec<u16>> {
+fn nacks_to(out: &[(TransportId, Vec<u8>)], to: TransportId) -> Vec<Vec<u16>> {
     out.iter()
         .filter(|(t, _)| *t == to)
         .flat_map(|(_, b)| {

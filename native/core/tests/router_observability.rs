@@ -9,16 +9,16 @@ use mediasrv_core::router::{
 };
 use mediasrv_core::rtcp::{self, ReportBlock, RtcpPacket};
 
-const SUB_A: u64 = 100;
+const SUB_A: SubscriptionId = SubscriptionId(100);
 const SUB_SSRC_A: u32 = 0x5000_0001;
 
-fn subscribe(r: &mut Router, sub: u64, track: u64, ssrc: u32) {
+fn subscribe(r: &mut Router, sub: SubscriptionId, track: TrackId, ssrc: u32) {
     r.add_subscription(sub, track, SUB_T, ssrc, &sub_codecs(), sub_ext())
         .unwrap();
 }
 
 /// The NTP timestamp of the SR the router sent to `to`, if any.
-fn sr_ntp(out: &[(u64, Vec<u8>)], to: u64) -> Option<u64> {
+fn sr_ntp(out: &[(TransportId, Vec<u8>)], to: TransportId) -> Option<u64> {
     out.iter().filter(|(t, _)| *t == to).find_map(|(_, d)| {
         rtcp::parse_compound(d).find_map(|p| match p {
             Ok(RtcpPacket::SenderReport { ntp, .. }) => Some(ntp),
@@ -265,7 +265,7 @@ fn events_are_bounded_when_nobody_drains_them() {
 }
 
 /// The NTP timestamp of the RRTR block the router sent to `to`, if any.
-fn rrtr_ntp(out: &[(u64, Vec<u8>)], to: u64) -> Option<u64> {
+fn rrtr_ntp(out: &[(TransportId, Vec<u8>)], to: TransportId) -> Option<u64> {
     out.iter().filter(|(t, _)| *t == to).find_map(|(_, d)| {
         rtcp::parse_compound(d).find_map(|p| match p {
             Ok(RtcpPacket::ExtendedReport { blocks, .. }) => blocks.rrtr(),

@@ -10,7 +10,7 @@ use mediasrv_core::rtcp;
 use mediasrv_core::rtp::RtpView;
 use proptest::prelude::*;
 
-const SUB: u64 = 100;
+const SUB: SubscriptionId = SubscriptionId(100);
 const SUB_SSRC: u32 = 0x5000_0001;
 
 fn subscribed_room() -> mediasrv_core::router::Router {
@@ -18,7 +18,7 @@ fn subscribed_room() -> mediasrv_core::router::Router {
     r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &sub_codecs(), sub_ext())
         .unwrap();
     r.add_subscription(
-        SUB + 1,
+        SubscriptionId(SUB.0 + 1),
         AUDIO_TRACK,
         SUB_T,
         SUB_SSRC + 1,
@@ -85,9 +85,9 @@ proptest! {
             a.clear();
             b.clear();
             if *as_rtcp {
-                r.handle_rtcp(*transport, bytes, i as u64 * 7, &mut a, &mut b);
+                r.handle_rtcp(TransportId(*transport), bytes, i as u64 * 7, &mut a, &mut b);
             } else {
-                r.route_rtp(*transport, bytes, i as u64 * 7, &mut a);
+                r.route_rtp(TransportId(*transport), bytes, i as u64 * 7, &mut a);
             }
             for (_, p) in a.iter() {
                 prop_assert!(RtpView::parse(p).is_ok(), "router emitted invalid RTP");
@@ -175,8 +175,8 @@ proptest! {
         use mediasrv_core::router::SINK_TRANSPORT;
         let mut r = subscribed_room();
         let small = |c| JitterConfig { capacity: 16, ..JitterConfig::new(c) };
-        r.add_sink(200, VIDEO_TRACK, FrameCodec::Vp8, VP8_PT, small(FrameCodec::Vp8)).unwrap();
-        r.add_sink(201, AUDIO_TRACK, FrameCodec::Opus, OPUS_PT, small(FrameCodec::Opus)).unwrap();
+        r.add_sink(SubscriptionId(200), VIDEO_TRACK, FrameCodec::Vp8, VP8_PT, small(FrameCodec::Vp8)).unwrap();
+        r.add_sink(SubscriptionId(201), AUDIO_TRACK, FrameCodec::Opus, OPUS_PT, small(FrameCodec::Opus)).unwrap();
         let (mut a, mut b) = (Output::new(), Output::new());
         let mut released = [0u64; 2];
         for (i, (kind, seq, ts, payload, pad)) in ops.into_iter().enumerate() {
@@ -196,7 +196,7 @@ proptest! {
                 }
                 4 => r.poll(now, &mut b),
                 _ => {
-                    for (k, sub) in [200u64, 201].into_iter().enumerate() {
+                    for (k, sub) in [SubscriptionId(200), SubscriptionId(201)].into_iter().enumerate() {
                         released[k] += r.sink_mut(sub).unwrap().buffer().pop_frames(now).len() as u64;
                         let _ = r.sink_sync(sub);
                     }
@@ -206,7 +206,7 @@ proptest! {
                 prop_assert_ne!(t, SINK_TRANSPORT);
             }
         }
-        for (k, sub) in [200u64, 201].into_iter().enumerate() {
+        for (k, sub) in [SubscriptionId(200), SubscriptionId(201)].into_iter().enumerate() {
             released[k] += r.sink_mut(sub).unwrap().buffer().flush().len() as u64;
             let s = r.sink_stats(sub).unwrap();
             prop_assert_eq!(s.frames, released[k]);

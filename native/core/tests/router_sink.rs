@@ -7,9 +7,9 @@ use mediasrv_core::jitter::{FrameCodec, JitterConfig};
 use mediasrv_core::router::{KeyframeReason, Router, RouterConfig};
 use mediasrv_core::rtcp::{self, RtcpPacket};
 
-const SINK_V: u64 = 500;
-const SINK_A: u64 = 501;
-const VIEWER: u64 = 100;
+const SINK_V: SubscriptionId = SubscriptionId(500);
+const SINK_A: SubscriptionId = SubscriptionId(501);
+const VIEWER: SubscriptionId = SubscriptionId(100);
 
 fn sinks(r: &mut Router) {
     r.add_sink(
@@ -30,7 +30,7 @@ fn sinks(r: &mut Router) {
     .unwrap();
 }
 
-fn frames(r: &mut Router, sub: u64, now: u64) -> Vec<(u64, bool, Vec<u8>)> {
+fn frames(r: &mut Router, sub: SubscriptionId, now: u64) -> Vec<(u64, bool, Vec<u8>)> {
     r.sink_mut(sub)
         .unwrap()
         .buffer()
@@ -47,7 +47,7 @@ fn vp8_frame(seq: u16, ts: u32, key: bool) -> [Vec<u8>; 2] {
     [vp8(seq, ts, true, key), last.bytes()]
 }
 
-fn plis_for(out: &[(u64, Vec<u8>)], media_ssrc: u32) -> usize {
+fn plis_for(out: &[(TransportId, Vec<u8>)], media_ssrc: u32) -> usize {
     out.iter()
         .flat_map(|(_, b)| rtcp::parse_compound(b))
         .filter(|p| matches!(p, Ok(RtcpPacket::Pli { media_ssrc: m, .. }) if *m == media_ssrc))
@@ -224,28 +224,53 @@ fn bad_sink_requests_are_refused() {
     let mut r = room();
     let cfg = || JitterConfig::new(FrameCodec::Vp8);
     assert!(
-        r.add_sink(1, 999, FrameCodec::Vp8, VP8_PT, cfg()).is_err(),
+        r.add_sink(
+            SubscriptionId(1),
+            TrackId(999),
+            FrameCodec::Vp8,
+            VP8_PT,
+            cfg()
+        )
+        .is_err(),
         "unknown track"
     );
     assert!(
-        r.add_sink(1, VIDEO_TRACK, FrameCodec::Vp8, 55, cfg())
+        r.add_sink(SubscriptionId(1), VIDEO_TRACK, FrameCodec::Vp8, 55, cfg())
             .is_err(),
         "unknown PT"
     );
     assert!(
-        r.add_sink(1, VIDEO_TRACK, FrameCodec::H264, VP8_PT, cfg())
-            .is_err(),
+        r.add_sink(
+            SubscriptionId(1),
+            VIDEO_TRACK,
+            FrameCodec::H264,
+            VP8_PT,
+            cfg()
+        )
+        .is_err(),
         "codec mismatch"
     );
-    r.add_sink(1, VIDEO_TRACK, FrameCodec::Vp8, VP8_PT, cfg())
-        .unwrap();
+    r.add_sink(
+        SubscriptionId(1),
+        VIDEO_TRACK,
+        FrameCodec::Vp8,
+        VP8_PT,
+        cfg(),
+    )
+    .unwrap();
     assert!(
-        r.add_sink(1, AUDIO_TRACK, FrameCodec::Opus, OPUS_PT, cfg())
-            .is_err(),
+        r.add_sink(
+            SubscriptionId(1),
+            AUDIO_TRACK,
+            FrameCodec::Opus,
+            OPUS_PT,
+            cfg()
+        )
+        .is_err(),
         "duplicate"
     );
-    assert!(r.remove_subscription(1));
-    assert!(r.sink_mut(1).is_none());
+    assert!(r.remove_subscription(SubscriptionId(1)));
+    assert!(r.sink_mut(SubscriptionId(1)).is_none());
 }
 
 #[test]

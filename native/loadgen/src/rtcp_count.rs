@@ -58,7 +58,10 @@ mod tests {
 
     #[test]
     fn fir_and_remb() {
-        let mut buf = vec![0x84, 206, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 3, 0, 0, 0]; // FIR 5
+        // FIR asking ssrc 5 for a keyframe
+        let mut buf = vec![
+            0x84, 206, 0, 4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5, 3, 0, 0, 0,
+        ];
         buf.extend([0x8f, 206, 0, 5, 0, 0, 0, 1, 0, 0, 0, 0]); // REMB, one SSRC
         buf.extend(b"REMB");
         buf.extend([1, 0x08, 0, 0, 0, 0, 0, 5]);

@@ -14,6 +14,7 @@ mod worker;
 use std::collections::HashMap;
 
 use mediasrv_core::fasthash::FastMap;
+use mediasrv_core::ids::TransportId;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -23,9 +24,9 @@ use std::sync::{Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use clock::{now_ms, thread_cpu_ns};
 use demux::{classify, DatagramKind};
 use udp::{RecvBatch, BATCH, SLOT_LEN};
-pub use clock::{now_ms, thread_cpu_ns};
 use worker::{add_counters, Peer, WorkerState};
 pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
 
@@ -68,7 +69,7 @@ pub struct PlaneCounters {
 }
 
 struct Handoff {
-    transport: u64,
+    transport: TransportId,
     buf: Vec<u8>,
     len: usize,
 }
@@ -86,9 +87,9 @@ struct Shared {
     cfg: PlaneConfig,
     sockets: Vec<UdpSocket>,
     /// (socket, remote address) → (worker, transport), for handed-over peers.
-    routes: RwLock<FastMap<(usize, SocketAddr), (usize, u64)>>,
+    routes: RwLock<FastMap<(usize, SocketAddr), (usize, TransportId)>>,
     /// transport → worker, and room → worker.
-    transports: RwLock<HashMap<u64, usize>>,
+    transports: RwLock<HashMap<TransportId, usize>>,
     rooms: RwLock<HashMap<u64, usize>>,
     workers: Vec<WorkerSlot>,
     to_python: Mutex<Vec<Inbound>>,
@@ -272,7 +273,7 @@ impl Plane {
     /// Hands a peer over: from now on its SRTP from `addr` on `socket` is handled natively.
     pub fn register_peer(
         &self,
-        transport: u64,
+        transport: TransportId,
         room: u64,
         socket: usize,
         addr: SocketAddr,
@@ -321,7 +322,7 @@ impl Plane {
         Ok(())
     }
 
-    pub fn unregister_peer(&self, transport: u64) -> bool {
+    pub fn unregister_peer(&self, transport: TransportId) -> bool {
         let Some(w) = self
             .shared
             .transports
@@ -350,7 +351,7 @@ impl Plane {
     /// the transport is not handed over.
     pub fn update_peer_address(
         &self,
-        transport: u64,
+        transport: TransportId,
         socket: usize,
         addr: SocketAddr,
     ) -> Result<bool, PlaneError> {
@@ -390,7 +391,7 @@ impl Plane {
 
     /// Protects and sends an RTP/RTCP packet produced on the Python side (e.g. a keyframe
     /// request); false if the transport is not handed over.
-    pub fn send_media(&self, transport: u64, packet: &[u8]) -> bool {
+    pub fn send_media(&self, transport: TransportId, packet: &[u8]) -> bool {
         let w = self
             .shared
             .transports
@@ -408,7 +409,7 @@ impl Plane {
         }
     }
 
-    pub fn peer_stats(&self, transport: u64) -> Option<(PeerStats, SrtpCounters)> {
+    pub fn peer_stats(&self, transport: TransportId) -> Option<(PeerStats, SrtpCounters)> {
         let w = *self
             .shared
             .transports

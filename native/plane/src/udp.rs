@@ -543,7 +543,10 @@ mod tests {
         }
         let total: usize = sizes.iter().sum();
         let sent = out.flush(&tx);
-        assert_eq!((sent.datagrams, sent.bytes, sent.errors), (7, total as u64, 0));
+        assert_eq!(
+            (sent.datagrams, sent.bytes, sent.errors),
+            (7, total as u64, 0)
+        );
         let mut buf = [0u8; 2048];
         for (i, &n) in sizes.iter().enumerate() {
             let got = rx.recv(&mut buf).unwrap();

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::demux::is_rtcp;
 use super::udp::{SendBatch, SLOT_LEN};
 use mediasrv_core::fasthash::FastMap;
+use mediasrv_core::ids::TransportId;
 use mediasrv_core::output::Output;
 use mediasrv_core::router::Router;
 use mediasrv_core::srtp::{SrtpContext, SrtpCounters, SRTP_MAX_TRAILER_LEN};
@@ -61,7 +62,7 @@ pub struct WorkerStats {
 
 pub struct WorkerState {
     pub rooms: FastMap<u64, SharedRouter>,
-    pub peers: FastMap<u64, Peer>,
+    pub peers: FastMap<TransportId, Peer>,
     out: Output,
     out_rtcp: Output,
     sends: Vec<SendBatch>,
@@ -73,7 +74,7 @@ pub struct WorkerState {
 }
 
 fn emit(
-    peers: &mut FastMap<u64, Peer>,
+    peers: &mut FastMap<TransportId, Peer>,
     sends: &mut [SendBatch],
     sockets: &[UdpSocket],
     stats: &mut WorkerStats,
@@ -102,7 +103,7 @@ fn emit(
         };
         // A refusal (e.g. too many SSRCs) is counted by the SRTP context itself.
         if let Ok(n) = protected {
-            batch.commit(n, &p.addr, dest);
+            batch.commit(n, &p.addr, dest.0);
             if rtcp {
                 p.stats.rtcp_out += 1;
             } else {
@@ -150,7 +151,7 @@ impl WorkerState {
     pub fn handle_media(
         &mut self,
         sockets: &[UdpSocket],
-        transport: u64,
+        transport: TransportId,
         buf: &mut [u8],
         len: usize,
         now_ms: u64,
@@ -205,7 +206,7 @@ impl WorkerState {
     pub fn send_from_python(
         &mut self,
         sockets: &[UdpSocket],
-        transport: u64,
+        transport: TransportId,
         packet: &[u8],
     ) -> bool {
         if !self.peers.contains_key(&transport) {

@@ -348,7 +348,7 @@ impl Router {
         ssrcs: &[u32],
     ) -> Result<(), RouterError> {
         if self.tracks.contains_key(&track) {
-            return Err(RouterError::Duplicate("track", track));
+            return Err(RouterError::Duplicate("track", track.0));
         }
         if !self.publishers.contains_key(&transport) {
             return Err(RouterError::UnknownTransport(transport));
@@ -464,7 +464,7 @@ impl Router {
         ext: ExtensionIds,
     ) -> Result<(), RouterError> {
         if self.sub_track.contains_key(&sub) {
-            return Err(RouterError::Duplicate("subscription", sub));
+            return Err(RouterError::Duplicate("subscription", sub.0));
         }
         if self.sub_by_ssrc.contains_key(&(transport, ssrc)) {
             return Err(RouterError::SsrcInUse(ssrc));

@@ -14,7 +14,7 @@ use crate::jitter::{FrameCodec, JitterBuffer, JitterConfig, JitterEvent, JitterS
 
 /// The transport id all sinks are filed under; never a real transport (the control plane numbers
 /// those from 1 upward).
-pub const SINK_TRANSPORT: TransportId = u64::MAX;
+pub const SINK_TRANSPORT: TransportId = TransportId(u64::MAX);
 
 /// A sink's buffer: it holds the payloads of the router's NACK cache (shared, not copied).
 pub type SinkBuffer = JitterBuffer<Arc<Vec<u8>>>;

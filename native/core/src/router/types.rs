@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-pub type TransportId = u64;
-pub type TrackId = u64;
-pub type SubscriptionId = u64;
+pub use crate::ids::{SubscriptionId, TrackId, TransportId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MediaKind {

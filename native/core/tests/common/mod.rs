@@ -1,16 +1,17 @@
 //! Packet builders and a small room fixture shared by the router tests.
 #![allow(dead_code)]
 
+pub use mediasrv_core::ids::{SubscriptionId, TrackId, TransportId};
 use mediasrv_core::output::Output;
 use mediasrv_core::router::{Codec, ExtensionIds, MediaKind, Router, RouterConfig};
 use mediasrv_core::rtp::RtpView;
 
-pub const PUB: u64 = 1;
-pub const SUB_T: u64 = 2;
-pub const SUB_T2: u64 = 3;
+pub const PUB: TransportId = TransportId(1);
+pub const SUB_T: TransportId = TransportId(2);
+pub const SUB_T2: TransportId = TransportId(3);
 pub const PUB_RTCP_SSRC: u32 = 0xAAAA_0001;
-pub const VIDEO_TRACK: u64 = 10;
-pub const AUDIO_TRACK: u64 = 11;
+pub const VIDEO_TRACK: TrackId = TrackId(10);
+pub const AUDIO_TRACK: TrackId = TrackId(11);
 pub const VIDEO_SSRC: u32 = 1111;
 pub const RTX_SSRC: u32 = 2222;
 pub const AUDIO_SSRC: u32 = 3333;
@@ -179,15 +180,25 @@ pub fn room_with(cfg: RouterConfig) -> Router {
     r
 }
 
-pub fn route(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> Vec<(u64, Vec<u8>)> {
+pub fn route(
+    r: &mut Router,
+    transport: TransportId,
+    pkt: &[u8],
+    now: u64,
+) -> Vec<(TransportId, Vec<u8>)> {
     let mut out = Output::new();
     r.route_rtp(transport, pkt, now, &mut out);
     out.iter().map(|(t, b)| (t, b.to_vec())).collect()
 }
 
-pub type Datagrams = Vec<(u64, Vec<u8>)>;
+pub type Datagrams = Vec<(TransportId, Vec<u8>)>;
 
-pub fn rtcp(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> (Datagrams, Datagrams) {
+pub fn rtcp(
+    r: &mut Router,
+    transport: TransportId,
+    pkt: &[u8],
+    now: u64,
+) -> (Datagrams, Datagrams) {
     let mut a = Output::new();
     let mut b = Output::new();
     r.handle_rtcp(transport, pkt, now, &mut a, &mut b);
@@ -197,7 +208,7 @@ pub fn rtcp(r: &mut Router, transport: u64, pkt: &[u8], now: u64) -> (Datagrams,
     )
 }
 
-pub fn poll(r: &mut Router, now: u64) -> Vec<(u64, Vec<u8>)> {
+pub fn poll(r: &mut Router, now: u64) -> Vec<(TransportId, Vec<u8>)> {
     let mut out = Output::new();
     r.poll(now, &mut out);
     out.iter().map(|(t, b)| (t, b.to_vec())).collect()
