@@ -245,6 +245,8 @@ async def _negotiate(pc: Any, url: str, token: str) -> None:
 async def _viewer_main(url: str, token: str, events: Any) -> None:
     from aiortc import RTCPeerConnection
 
+    from mediasrv.media import aiortc_glue
+
     pc = RTCPeerConnection()
     pc.addTransceiver("video", direction="recvonly")
     await _negotiate(pc, url, token)
@@ -254,8 +256,7 @@ async def _viewer_main(url: str, token: str, events: Any) -> None:
         nonlocal received
         received += 1
 
-    dtls = pc.getTransceivers()[0].receiver.transport
-    dtls._handle_rtp_data = count
+    aiortc_glue.intercept_rtp(pc.getTransceivers()[0].receiver.transport, count)
     events.put("viewer ready")
     await asyncio.Event().wait()  # runs until the parent terminates it
 
@@ -269,11 +270,14 @@ def _viewer(url: str, token: str, events: Any) -> None:
 async def _publisher_main(url: str, token: str, events: Any, go: Any) -> None:
     from aiortc import RTCPeerConnection
 
+    from mediasrv.media import aiortc_glue
+
     pc = RTCPeerConnection()
     tr = pc.addTransceiver(_silent_video(), direction="sendonly")
     await _negotiate(pc, url, token)
-    pt = next(c.payloadType for c in tr._codecs if c.mimeType.lower() == "video/vp8")
-    ssrc = tr.sender._ssrc
+    codecs = aiortc_glue.negotiated_codecs(tr)
+    pt = next(c.payloadType for c in codecs if c.mimeType.lower() == "video/vp8")
+    ssrc = aiortc_glue.sender_ssrc(tr.sender)
     dtls = tr.sender.transport
     events.put("publisher ready")
     await asyncio.get_running_loop().run_in_executor(None, go.get)
@@ -281,7 +285,7 @@ async def _publisher_main(url: str, token: str, events: Any, go: Any) -> None:
     for seq in range(STACK_PACKETS):
         descriptor = b"\x10\x00" if seq == 0 else b"\x00\x01"
         header = struct.pack("!BBHII", 0x80, pt, seq & 0xFFFF, (seq // 4) * 3000, ssrc)
-        await dtls._send_rtp(header + descriptor + bytes(PACKET_SIZE - 12 - len(descriptor)))
+        await aiortc_glue.send_srtp(dtls, header + descriptor + bytes(PACKET_SIZE - 12 - len(descriptor)))
         if seq % 64 == 0:
             await asyncio.sleep(0)  # let RTCP and consent checks through
     events.put("sent")
