@@ -16,7 +16,7 @@ from mediasrv.api.v1 import recordings as recordings_api
 from mediasrv.api.v1 import vitals as vitals_http
 from mediasrv.config import Settings
 from mediasrv.recording.recording_store import RecordingStore
-from mediasrv.rooms.room import RoomManager
+from mediasrv.rooms import RoomManager
 from mediasrv.storage import Database
 from mediasrv.storage.audit_log import AuditLog
 from mediasrv.storage.crypto import RecordCipher, parse_key

@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 
 async def _join(server, room, identity, role):

@@ -8,7 +8,7 @@ from aiohttp import web
 
 if TYPE_CHECKING:
     from mediasrv.config import Settings
-    from mediasrv.rooms.room import RoomManager
+    from mediasrv.rooms import RoomManager
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings")
 ROOMS: web.AppKey[RoomManager] = web.AppKey("rooms")

@@ -23,7 +23,7 @@ from mediasrv.api.ratelimit import RATE_LIMITED
 from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
 from mediasrv.auth import bearer_token
 from mediasrv.recording.recorder import TOTALS as RECORDING_TOTALS
-from mediasrv.rooms.room import Room, RoomManager
+from mediasrv.rooms import Room, RoomManager
 from mediasrv.vitals.live import FRAMES as VITALS_FRAMES
 
 # (router counter, metric name, help)

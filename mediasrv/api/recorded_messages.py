@@ -21,7 +21,7 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api import whip_whep as whip
 from mediasrv.api.http_common import HttpError, authenticate
 from mediasrv.auth import Identity
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 log = logging.getLogger(__name__)
 SENDER_ROLES = frozenset({"patient", "clinician"})

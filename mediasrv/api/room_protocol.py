@@ -23,7 +23,7 @@ from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
 from mediasrv.auth import AuthError, Identity, bearer_token, verify_token
 from mediasrv.media.sdp import SdpError
 from mediasrv.recording.consent import ConsentError
-from mediasrv.rooms.room import Participant, Room, RoomError
+from mediasrv.rooms import Participant, Room, RoomError
 
 log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 10.0
@@ -96,7 +96,7 @@ class RoomSession:
             "participants": [p.describe() for p in self.room.participants.values()
                              if p.admitted and p is not self.participant],
             "tracks": [t.describe() for t in self.room.tracks.values()
-                       if t.owner != self.ident.sub and self.room._may_receive(self.participant, t)],
+                       if t.owner != self.ident.sub and self.room.may_receive(self.participant, t)],
         })
         if not self.participant.admitted:
             await self.send({"type": "waiting", "message": "a clinician will admit you shortly"})

@@ -21,7 +21,7 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
 from mediasrv.auth import Identity
 from mediasrv.media.sdp import SdpError
-from mediasrv.rooms.room import Participant, Room, RoomError
+from mediasrv.rooms import Participant, Room, RoomError
 
 SDP_TYPE = "application/sdp"
 TRICKLE_TYPE = "application/trickle-ice-sdpfrag"

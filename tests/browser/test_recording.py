@@ -10,7 +10,7 @@ import av
 import pytest
 
 from mediasrv.api import appkeys as keys
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 from .conftest import eventually, open_demo
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from mediasrv.auth import Identity
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 from .conftest import eventually, inbound, open_demo
 

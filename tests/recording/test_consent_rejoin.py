@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 
 from mediasrv.api import appkeys as keys
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 
 async def _join(server: Any, room: str, identity: str, role: str) -> tuple[aiohttp.ClientSession, Any, list[Any]]:

@@ -13,7 +13,7 @@ from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
 from mediasrv.auth import Identity
 from mediasrv.recording.consent import RecordingConsent
 from mediasrv.recording.recorder import Recorder
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 from .router_feed import replay
 from .test_pipeline import encode_opus, encode_vp8, packetize_vp8, rtp

@@ -6,7 +6,7 @@ import asyncio
 
 from ctl_helpers import tus_metadata, upload_bytes
 
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 
 async def _raw_status(port: int, request: bytes) -> int:

@@ -1,7 +1,7 @@
 """Rooms and participants: /v1/rooms...
 
 The live effects (closing, admitting, muting) belong to the media plane's RoomManager
-(`mediasrv.rooms.room`); these handlers validate, authorize and call it.
+(`mediasrv.rooms`); these handlers validate, authorize and call it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_json, require_admin
 from mediasrv.api.v1.common import audit, check_identity, get_bool, get_int, get_str, reject_unknown
 from mediasrv.auth import Identity
-from mediasrv.rooms.room import RoomOptions
+from mediasrv.rooms import RoomOptions
 
 MAX_PARTICIPANTS = 1000
 MAX_DURATION_S = 7 * 24 * 3600
