@@ -18,7 +18,7 @@ import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiortc import (
     MediaStreamTrack,
@@ -31,12 +31,14 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from mediasrv.clock import now_ms
+from mediasrv.config import Settings
 from mediasrv.media import aiortc_glue
 from mediasrv.media.sdp import SdpError, announce_addresses, check_offer_text
 
 if TYPE_CHECKING:
+    import mediasrv_native
+
     from mediasrv.media.native_plane import NativePlane
-    from mediasrv.rooms.room import Room
 
 log = logging.getLogger(__name__)
 _handles = itertools.count(1)
@@ -55,9 +57,30 @@ class ForwardedTrack(MediaStreamTrack):
         raise asyncio.CancelledError
 
 
+class TransportHost(Protocol):
+    """What a PeerTransport needs from the room that owns it."""
+
+    @property
+    def settings(self) -> Settings: ...  # the media addresses to announce
+
+    @property
+    def plane(self) -> NativePlane | None: ...  # the native media plane, when that is the datapath
+
+    @property
+    def plane_key(self) -> int | None: ...  # the room's key on that plane
+
+    @property
+    def router(self) -> mediasrv_native.Router: ...  # the Python datapath routes through it
+
+    def count_drop(self, reason: str) -> None: ...
+
+    async def deliver_rtp(self, out: list[tuple[int, bytes]]) -> None:
+        """Send what the router returned, each packet on the transport its handle names."""
+
+
 class PeerTransport:
-    def __init__(self, room: Room, owner: str, direction: str) -> None:
-        self.room = room
+    def __init__(self, host: TransportHost, owner: str, direction: str) -> None:
+        self.host = host
         self.owner = owner  # participant identity
         self.direction = direction  # "publish" | "subscribe"
         self.handle = next(_handles)
@@ -105,7 +128,7 @@ class PeerTransport:
 
     def _local_sdp(self) -> str:
         desc = self.pc.localDescription
-        settings = self.room.settings
+        settings = self.host.settings
         mapping = dict(zip(settings.media_bind_addresses, settings.media_announced_addresses, strict=False))
         return announce_addresses(desc.sdp, mapping)
 
@@ -132,13 +155,13 @@ class PeerTransport:
 
     @property
     def _plane(self) -> NativePlane | None:
-        return self.room.manager.plane
+        return self.host.plane
 
     async def _suppress_send(self, data: bytes) -> None:
         self.suppressed_rtcp += 1
 
     def _hand_over(self) -> None:
-        plane, key = self._plane, self.room.plane_key
+        plane, key = self._plane, self.host.plane_key
         if plane is None or key is None or self.handed_over:
             return
         for dtls in self._dtls:
@@ -147,22 +170,22 @@ class PeerTransport:
             except (ValueError, AttributeError) as exc:
                 log.warning("transport %d: native handover failed: %s", self.handle, exc)
             if not self.handed_over:
-                self.room.count_drop("handover_failed")
+                self.host.count_drop("handover_failed")
 
     async def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
         if self.direction != "publish":
-            self.room.count_drop("rtp_from_subscriber")
+            self.host.count_drop("rtp_from_subscriber")
             return
-        out = self.room.router.route_rtp(self.handle, data, now_ms())
+        out = self.host.router.route_rtp(self.handle, data, now_ms())
         if out:
-            await self.room.deliver_rtp(out)
+            await self.host.deliver_rtp(out)
 
     async def _on_rtcp(self, data: bytes) -> None:
-        rtp_out, rtcp_out = self.room.router.handle_rtcp(self.handle, data, now_ms())
+        rtp_out, rtcp_out = self.host.router.handle_rtcp(self.handle, data, now_ms())
         if rtp_out:
-            await self.room.deliver_rtp(rtp_out)
+            await self.host.deliver_rtp(rtp_out)
         if rtcp_out:
-            await self.room.deliver_rtp(rtcp_out)
+            await self.host.deliver_rtp(rtcp_out)
 
     async def send(self, packet: bytes) -> bool:
         """Protect and send one RTP or RTCP packet; False when this transport cannot send."""
