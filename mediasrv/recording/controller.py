@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mediasrv.auth import Identity
 from mediasrv.recording.consent import ConsentError, ConsentState, RecordingConsent
+from mediasrv.recording.recorded_room import RecordedRoom
 from mediasrv.recording.recorder import Recorder
 from mediasrv.recording.recording_store import RecordingStore
-
-if TYPE_CHECKING:
-    from mediasrv.rooms.room import Room
 
 log = logging.getLogger(__name__)
 
 
 class RoomRecording:
-    def __init__(self, room: Room, store: RecordingStore | None) -> None:
+    def __init__(self, room: RecordedRoom, store: RecordingStore | None) -> None:
         self.room = room
         self.store = store
         self.consent = RecordingConsent(room.options.recording_allowed)
@@ -129,9 +127,9 @@ class RoomRecording:
             await recorder.start()
             assert state is not None
             await self.store.add_participants(rid, [i for i, granted in state.answers.items() if granted])
-            await self.room.manager.audit_event_raw(by.sub if by else "", by.role if by else "",
-                                                    "recording_start", room=self.room.name,
-                                                    detail={"recording_id": rid})
+            await self.room.audit_event_raw(by.sub if by else "", by.role if by else "",
+                                            "recording_start", room=self.room.name,
+                                            detail={"recording_id": rid})
         except Exception as exc:
             await self._start_failed(state, rid, recorder, exc)
             raise ConsentError("recording_failed", "the recording could not be started", 500) from None
@@ -151,7 +149,7 @@ class RoomRecording:
             steps.append(recorder.abort())
         if rid is not None and self.store is not None:
             steps.append(self.store.finish(rid, state="failed"))
-        steps.append(self.room.manager.audit_event_raw(
+        steps.append(self.room.audit_event_raw(
             by.sub if by else "system", by.role if by else "system", "recording_failed", room=self.room.name,
             detail={"recording_id": rid, "reason": f"start_failed:{type(exc).__name__}"}))
         for step in steps:
@@ -170,9 +168,9 @@ class RoomRecording:
             return None
         files = await recorder.stop()
         self.last_stats = dict(recorder.stats)
-        await self.room.manager.audit_event_raw(by.sub if by else "system", by.role if by else "system",
-                                                "recording_stop", room=self.room.name,
-                                                detail={"recording_id": rid, "reason": reason})
+        await self.room.audit_event_raw(by.sub if by else "system", by.role if by else "system",
+                                        "recording_stop", room=self.room.name,
+                                        detail={"recording_id": rid, "reason": reason})
         await self.room.broadcast({"type": "recording_stopped", "recording_id": rid, "reason": reason})
         return {"recording_id": rid, "files": files}
 

@@ -17,16 +17,15 @@ import contextlib
 import dataclasses
 import logging
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
 from mediasrv.clock import now_ms
 from mediasrv.recording.consent import RecordingConsent
 from mediasrv.recording.muxer import FORMATS, RecordingWriter, TrackSpec
 from mediasrv.recording.pipeline import ARRIVAL, SENDER_REPORT, SenderClock, TrackRecorder
+from mediasrv.recording.recorded_room import RecordedRoom, RecordedTrack
 from mediasrv.recording.recording_store import RecordingStore
-
-if TYPE_CHECKING:
-    from mediasrv.rooms.room import Room, Track
 
 log = logging.getLogger(__name__)
 TICK_S = 0.02
@@ -38,7 +37,7 @@ NOT_MEDIA = frozenset({"rtx", "red", "ulpfec", "flexfec-03", "cn", "telephone-ev
 TOTALS: Counter[str] = Counter()
 
 
-def recordable_codec(codecs: list[tuple[Any, ...]]) -> tuple[str, int, int] | None:
+def recordable_codec(codecs: Sequence[tuple[Any, ...]]) -> tuple[str, int, int] | None:
     """(sink codec name, publisher payload type, clock rate) of the codec the publisher sends: the
     first media codec it negotiated. None when that codec cannot be stored without transcoding."""
     for codec in codecs:
@@ -60,7 +59,7 @@ class _Sink:
 
 
 class Recorder:
-    def __init__(self, room: Room, store: RecordingStore, recording_id: str,
+    def __init__(self, room: RecordedRoom, store: RecordingStore, recording_id: str,
                  consent: RecordingConsent, *, one_file_per_participant: bool = False) -> None:
         self.room, self.store, self.recording_id, self.consent = room, store, recording_id, consent
         # A recorded message: the sender's tracks muxed into one file (TrackSpec.group).
@@ -108,7 +107,7 @@ class Recorder:
         sink = self.sinks.get(tid)
         return 0 if sink is not None and sink.recorder.spec.kind == "video" else 1
 
-    def _add(self, track: Track) -> None:
+    def _add(self, track: RecordedTrack) -> None:
         codec = recordable_codec(track.codecs)
         if codec is None:
             self.unrecordable.add(track.id)

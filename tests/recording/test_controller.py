@@ -23,7 +23,7 @@ class _Options:
 
 
 class _Manager:
-    """The audit log as the room manager keeps it (mediasrv.rooms.room.RoomManager.audit_event_raw)."""
+    """The audit log as the room manager keeps it (mediasrv.rooms.manager.RoomManager.audit_event_raw)."""
 
     def __init__(self) -> None:
         self.audit: list[str] = []
@@ -54,6 +54,9 @@ class _Room(FakeRoom):
         super().__init__()
         self.name, self.options, self.manager = "visit", _Options(), _Manager()
         self.sent: list[tuple[dict[str, Any], bool]] = []  # (message, sent to clinicians only)
+
+    async def audit_event_raw(self, *args: Any, **kw: Any) -> None:
+        await self.manager.audit_event_raw(*args, **kw)
 
     async def broadcast(self, message: dict[str, Any], only: Any = None) -> None:
         self.sent.append((message, only is not None))

@@ -187,6 +187,9 @@ class _Room(FakeRoom):
         self.name, self.options, self.manager = "visit", _Options(), _Manager()
         self.sent: list[dict[str, Any]] = []
 
+    async def audit_event_raw(self, *args: Any, **kw: Any) -> None:
+        await self.manager.audit_event_raw(*args, **kw)
+
     async def broadcast(self, message: dict[str, Any], only: Any = None) -> None:
         self.sent.append(message)
 
