@@ -1,28 +1,28 @@
-"""The aiohttp application: routes, middlewares, and the lifecycle of rooms and storage."""
+"""The aiohttp application: every store and service, every route, and their lifecycle, wired here."""
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import shutil
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api import demo, recorded_messages
-from mediasrv.api import room_protocol as roomws
-from mediasrv.api import whip_whep as whip
+from mediasrv.api import demo, metrics, recorded_messages, room_protocol, whip_whep
 from mediasrv.api.http_common import error_middleware, query_token_middleware
-from mediasrv.api.metrics import setup_metrics
-from mediasrv.api.v1 import recordings as recordings_api
-from mediasrv.api.v1 import vitals as vitals_http
+from mediasrv.api.v1 import audit, messages, openapi, recordings, rooms, tokens, tus, vitals
 from mediasrv.config import Settings
+from mediasrv.messages import retention
+from mediasrv.messages.message_store import MessageStore
+from mediasrv.messages.processing import AttachmentProcessor
 from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.rooms import RoomManager
 from mediasrv.storage import Database
 from mediasrv.storage.audit_log import AuditLog
+from mediasrv.storage.blobs import BlobStore
 from mediasrv.storage.crypto import RecordCipher, parse_key
 from mediasrv.vitals.vitals_store import VitalsStore
-
-log = logging.getLogger(__name__)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -36,41 +36,67 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[error_middleware, query_token_middleware],
         client_max_size=settings.max_signaling_body_bytes,
     )
+    key = parse_key(settings.storage_key)
+    db = Database(settings.data_dir / "mediasrv.sqlite3")
+    audit_log = AuditLog(db)
+    blobs = BlobStore(settings.data_dir / "blobs", key)
+    message_store = MessageStore(db, RecordCipher(key))
     app[keys.SETTINGS] = settings
-    app[keys.DB] = Database(settings.data_dir / "mediasrv.sqlite3")
-    app[keys.AUDIT] = AuditLog(app[keys.DB])
-    app[keys.ROOMS] = RoomManager(settings, app[keys.AUDIT])
-    app[keys.VITALS] = VitalsStore(app[keys.DB], RecordCipher(parse_key(settings.storage_key)))
-    app[keys.ROOMS].vitals_store = app[keys.VITALS]
+    app[keys.DB] = db
+    app[keys.AUDIT] = audit_log
+    app[keys.BLOBS] = blobs
+    app[keys.STAGING] = BlobStore(settings.data_dir / "blobs-staging", key)
+    app[keys.MESSAGES] = message_store
+    app[keys.UPLOADS] = tus.UploadState()
+    app[keys.PROCESSOR] = AttachmentProcessor(message_store, blobs, audit_log)
+    app[keys.VITALS] = VitalsStore(db, RecordCipher(key))
+    app[keys.ROOMS] = RoomManager(
+        settings, audit_log, vitals_store=app[keys.VITALS],
+        # Recordings are sealed into the same encrypted blob store as attachments.
+        recording_store=RecordingStore(db, blobs, settings.data_dir / "recording-work"),
+    )
+    app[keys.SESSIONS] = {}
 
-    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
-        await app[keys.DB].open()
-        await app[keys.ROOMS].start()
-        yield
-        await app[keys.ROOMS].shutdown()
-        await app[keys.DB].close()
+    # Started in this order, stopped in the reverse one.
+    app.cleanup_ctx.append(_database_and_rooms)
+    app.cleanup_ctx.append(_message_processing)
+    app.cleanup_ctx.append(retention.purge_task)
+    # on_startup runs after the cleanup contexts have started (the database is open).
+    app.on_startup.append(_recover_recordings)
+    app.on_shutdown.append(_close_rooms)
 
-    async def close_rooms(app: web.Application) -> None:
-        # Before aiohttp waits for open handlers: ends WebSocket sessions and peer connections.
-        await app[keys.ROOMS].shutdown()
-
-    app.cleanup_ctx.append(lifecycle)
-    app.on_shutdown.append(close_rooms)
     app.router.add_get("/healthz", healthz)
-    setup_metrics(app)
-    whip.setup_routes(app)
-    roomws.setup_routes(app)
-    demo.setup_routes(app)
-    vitals_http.setup_routes(app)
-    try:
-        from mediasrv.api.v1 import setup_control_api
-    except ImportError:  # the control API package is optional during early development
-        log.debug("control API not installed")
-    else:
-        setup_control_api(app)
-    if keys.BLOBS in app:  # recordings are sealed into the control API's encrypted blob store
-        app[keys.ROOMS].recording_store = RecordingStore(app[keys.DB], app[keys.BLOBS],
-                                                         settings.data_dir / "recording-work")
-        recordings_api.setup_routes(app)
-        recorded_messages.setup_routes(app)
+    metrics.setup_metrics(app)
+    for module in (whip_whep, room_protocol, demo, vitals, rooms, tokens, messages, tus, audit, openapi,
+                   recordings, recorded_messages):
+        module.setup_routes(app)
     return app
+
+
+async def _database_and_rooms(app: web.Application) -> AsyncIterator[None]:
+    await app[keys.DB].open()
+    await app[keys.ROOMS].start()
+    yield
+    await app[keys.ROOMS].shutdown()
+    await app[keys.DB].close()
+
+
+async def _message_processing(app: web.Application) -> AsyncIterator[None]:
+    # Staged (unverified) bodies of requests cut off by a stop are worthless now.
+    await asyncio.to_thread(shutil.rmtree, app[keys.STAGING].root, True)
+    await app[keys.PROCESSOR].resume_pending()
+    yield
+    await app[keys.PROCESSOR].stop()
+    await app[keys.UPLOADS].close_all()
+
+
+async def _recover_recordings(app: web.Application) -> None:
+    """Before any recording starts: seal or discard what a previous process left unfinished."""
+    store = app[keys.ROOMS].recording_store
+    assert store is not None
+    await store.recover()
+
+
+async def _close_rooms(app: web.Application) -> None:
+    # Before aiohttp waits for open handlers: ends WebSocket sessions and peer connections.
+    await app[keys.ROOMS].shutdown()

@@ -11,29 +11,18 @@ from typing import Any
 
 import jwt
 
-ROOM_ROLES = frozenset({"clinician", "patient", "interpreter", "guest", "observer"})
-ROLES = ROOM_ROLES | {"admin"}
-# Roles that may publish media into a room.
-PUBLISHING_ROLES = frozenset({"clinician", "patient", "interpreter", "guest"})
-# Roles that may admit people from the waiting room, start recordings, etc.
-MODERATOR_ROLES = frozenset({"clinician", "admin"})
-MAX_IDENTITY_LEN = 128
+from mediasrv.authz import ROLES, check_identity, require_participant_of
+from mediasrv.errors import AuthError
+
+__all__ = ["AuthError", "Identity", "bearer_token", "mint_token", "verify_token"]
 # exp beyond year 9999 is not a time a token of ours can carry.
 MAX_EXP = 253402300800
 
 
-class AuthError(Exception):
-    """Authentication (401) or authorization (403) failure, with a machine-readable code."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 @dataclass(frozen=True)
 class Identity:
+    """A verified token's claims. What the identity may do is decided in `mediasrv.authz`."""
+
     sub: str
     role: str
     room: str | None
@@ -41,24 +30,8 @@ class Identity:
     exp: int
 
     @property
-    def can_publish(self) -> bool:
-        return self.role in PUBLISHING_ROLES
-
-    @property
     def is_admin(self) -> bool:
         return self.role == "admin"
-
-    @property
-    def is_moderator(self) -> bool:
-        return self.role in MODERATOR_ROLES
-
-
-def _check_identity_text(what: str, value: Any) -> str:
-    if not isinstance(value, str) or not value or len(value) > MAX_IDENTITY_LEN:
-        raise ValueError(f"{what} must be a non-empty string of at most {MAX_IDENTITY_LEN} chars")
-    if any(ord(c) < 0x20 for c in value) or "/" in value:
-        raise ValueError(f"{what} must not contain control characters or '/'")
-    return value
 
 
 def mint_token(
@@ -73,9 +46,9 @@ def mint_token(
 ) -> str:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {sorted(ROLES)}")
-    _check_identity_text("identity", identity)
+    check_identity("identity", identity)
     if room is not None:
-        _check_identity_text("room", room)
+        check_identity("room", room)
         if role == "admin":
             raise ValueError("admin tokens are not bound to a room")
     if ttl_s <= 0:
@@ -122,8 +95,8 @@ def verify_token(secret: str, token: str, *, room: str | None = None) -> Identit
     if name is not None and not isinstance(name, str):
         name = None
     ident = Identity(sub=sub, role=role, room=tok_room, name=name, exp=exp)
-    if room is not None and not ident.is_admin and ident.room != room:
-        raise AuthError(403, "wrong_room", "the access token is not valid for this room")
+    if room is not None:
+        require_participant_of(ident, room)
     return ident
 
 

@@ -8,7 +8,8 @@ import logging
 import sys
 
 from mediasrv import __version__
-from mediasrv.auth import ROLES, mint_token
+from mediasrv.auth import mint_token
+from mediasrv.authz import ROLES
 from mediasrv.config import ConfigError, Settings, load_settings, prepare_data_dir
 
 

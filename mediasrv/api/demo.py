@@ -12,7 +12,8 @@ from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, read_json
-from mediasrv.auth import ROOM_ROLES, mint_token
+from mediasrv.auth import mint_token
+from mediasrv.authz import ROOM_ROLES
 
 STATIC = Path(__file__).resolve().parent.parent / "demo"
 

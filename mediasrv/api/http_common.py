@@ -9,15 +9,17 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.auth import AuthError, Identity, bearer_token, verify_token
+from mediasrv.auth import Identity, bearer_token, verify_token
+from mediasrv.errors import MediasrvError
+
+WWW_AUTHENTICATE = 'Bearer realm="mediasrv"'
 
 
-class HttpError(Exception):
-    """Raised by handlers; turned into a JSON error response by `error_middleware`."""
+class HttpError(MediasrvError):
+    """An error only the HTTP layer knows about (body limits, content types, headers...)."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
+        super().__init__(code, message, status, headers)
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -28,13 +30,15 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The one place HTTP maps errors: every MediasrvError (from a handler or the services it
+    calls) becomes `{"error": {"code", "message"}}` with its status and headers."""
     try:
         return await handler(request)
-    except HttpError as exc:
-        return json_error(exc.status, exc.code, exc.message, exc.headers)
-    except AuthError as exc:
-        headers = {"WWW-Authenticate": 'Bearer realm="mediasrv"'} if exc.status == 401 else None
-        return json_error(exc.status, exc.code, exc.message, headers)
+    except MediasrvError as exc:
+        headers = exc.headers
+        if exc.status == 401:
+            headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
+        return json_error(exc.status, exc.code, exc.message, headers or None)
     except web.HTTPRequestEntityTooLarge as exc:
         return json_error(413, "body_too_large", exc.text or "request body too large")
     except web.HTTPException as exc:
@@ -70,17 +74,10 @@ async def query_token_middleware(request: web.Request, handler: Any) -> web.Stre
     return await handler(request)
 
 
-def authenticate(request: web.Request, room: str | None = None) -> Identity:
-    """Verify the bearer token of the Authorization header."""
+def authenticate(request: web.Request) -> Identity:
+    """Verify the bearer token of the Authorization header. What it may do is `mediasrv.authz`'s call."""
     token = bearer_token(request.headers.get("Authorization"))
-    return verify_token(request.app[keys.SETTINGS].api_secret, token, room=room)
-
-
-def require_admin(request: web.Request) -> Identity:
-    ident = authenticate(request)
-    if not ident.is_admin:
-        raise HttpError(403, "forbidden", "this operation needs an admin token")
-    return ident
+    return verify_token(request.app[keys.SETTINGS].api_secret, token)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:

@@ -18,10 +18,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import require_admin
+from mediasrv.api.http_common import authenticate
 from mediasrv.api.ratelimit import RATE_LIMITED
 from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
 from mediasrv.auth import bearer_token
+from mediasrv.authz import require_admin
 from mediasrv.recording.recorder import TOTALS as RECORDING_TOTALS
 from mediasrv.rooms import Room, RoomManager
 from mediasrv.vitals.live import FRAMES as VITALS_FRAMES
@@ -282,13 +283,12 @@ def rtt_histogram(totals: Counter[str]) -> HistogramMetricFamily:
                                  buckets=buckets, sum_value=totals.get("rtt_sum_us", 0) / 1e6)
 
 
-METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
 
 
 def setup_metrics(app: web.Application) -> None:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(MediasrvCollector(app[keys.ROOMS]))
-    app[METRICS_REGISTRY] = reg
+    app[keys.METRICS_REGISTRY] = reg
     app.router.add_get("/metrics", metrics_handler)
 
 
@@ -298,6 +298,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     presented = bearer_token(request.headers.get("Authorization"))
     if not (settings.metrics_token and presented
             and hmac.compare_digest(presented.encode(), settings.metrics_token.encode())):
-        require_admin(request)
-    body = generate_latest(request.app[METRICS_REGISTRY])
+        require_admin(authenticate(request))
+    body = generate_latest(request.app[keys.METRICS_REGISTRY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -21,20 +21,16 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api import whip_whep as whip
 from mediasrv.api.http_common import HttpError, authenticate
 from mediasrv.auth import Identity
+from mediasrv.authz import check_identity, require_message_sender, require_messaging_token
 from mediasrv.rooms import RoomOptions
 
 log = logging.getLogger(__name__)
-SENDER_ROLES = frozenset({"patient", "clinician"})
 
 
 async def post_message(request: web.Request) -> web.Response:
-    from mediasrv.api.v1.common import MESSAGES, PROCESSOR, check_identity
-
-    ident = authenticate(request)
-    if ident.room is not None:
-        raise HttpError(403, "room_token", "use a messaging token (no room claim) to leave a message")
-    if ident.role not in SENDER_ROLES:
-        raise HttpError(403, "forbidden", "only patients and clinicians leave messages")
+    ident = require_messaging_token(authenticate(request),
+                                    "use a messaging token (no room claim) to leave a message")
+    require_message_sender(ident, "only patients and clinicians leave messages")
     recipient = check_identity("recipient", request.match_info["recipient"])
     offer = await whip.sdp_body(request)
     rooms = request.app[keys.ROOMS]
@@ -47,7 +43,7 @@ async def post_message(request: web.Request) -> web.Response:
     async def finished(reason: str) -> None:
         """The sender is done: stop, file the message, drop the private room. Nothing recorded
         (the sender went before any media, or while the recording was starting): no message."""
-        request.app[whip.SESSIONS].pop(session.id, None)
+        request.app[keys.SESSIONS].pop(session.id, None)
         try:
             result = await room.recording.stop(sender, reason="message_sent")
             files = (result or {}).get("files") or []
@@ -59,7 +55,7 @@ async def post_message(request: web.Request) -> web.Response:
                     detail={"kind": "recorded", "reason": f"nothing_recorded:{reason}",
                             "recording_id": (result or {}).get("recording_id")})
                 return
-            store = request.app[MESSAGES]
+            store = request.app[keys.MESSAGES]
             message = await store.create_message(
                 sender=ident.sub, sender_role=ident.role, recipient=recipient,
                 subject="Recorded message", body="")
@@ -71,7 +67,7 @@ async def post_message(request: web.Request) -> web.Response:
                 att = await store.create_attachment(
                     message_id=message.id, blob_id=f["blob_id"], content_type=f["content_type"],
                     length=f["size"], filename=f"{name}{ext}", expires_at=time.time() + 86400)
-                await request.app[PROCESSOR].completed(att, f["sha256"])
+                await request.app[keys.PROCESSOR].completed(att, f["sha256"])
             await request.app[keys.AUDIT].record(
                 actor=ident.sub, role=ident.role, action="message.created", target=recipient,
                 detail={"message_id": message.id, "kind": "recorded", "count": len(files)})
@@ -87,10 +83,10 @@ async def post_message(request: web.Request) -> web.Response:
         answer = await room.publish(session.participant, offer, {})
         if not room.closed:
             await room.recording.start_for_message(sender)
-    except Exception as exc:
+    except Exception:
         session.participant.on_removed = None  # a refused offer is not a message
         await rooms.close(room.name, "negotiation_failed")
-        await whip.fail(room, session, exc)
+        await whip.fail(room, session)
         raise
     if room.closed or not room.recording.running:
         # The sender went (their connection failed) while the recording was starting.

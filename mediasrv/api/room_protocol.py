@@ -20,9 +20,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import QUERY_TOKEN, query_token_allowed
 from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
-from mediasrv.auth import AuthError, Identity, bearer_token, verify_token
-from mediasrv.media.sdp import SdpError
-from mediasrv.recording.consent import ConsentError
+from mediasrv.auth import Identity, bearer_token, verify_token
+from mediasrv.authz import require_moderator
+from mediasrv.errors import AuthError, MediasrvError
 from mediasrv.rooms import Participant, Room, RoomError
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,8 @@ CLOSE_BY_STATUS = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 410: 4410}
 CLOSE_RATE_LIMITED = 4429
 
 
-class ProtocolError(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
+class ProtocolError(MediasrvError):
+    """A message the protocol cannot take (malformed, out of order, naming unknown tracks)."""
 
 
 def _field(msg: dict[str, Any], name: str, typ: type, required: bool = True) -> Any:
@@ -157,8 +155,7 @@ class RoomSession:
             await room.recording.answer(p.identity, granted)
             await self.send({"type": "recording_status", "request_id": rid, **room.recording.status()})
         elif kind == "stop_recording":
-            if not self.ident.is_moderator:
-                raise ProtocolError("forbidden", "only a clinician can stop the recording")
+            require_moderator(self.ident, self.room_name, "only a clinician can stop the recording")
             if await room.recording.stop(self.ident) is None:
                 raise ProtocolError("not_recording", "the room is not being recorded")
         elif kind == "ping":
@@ -263,20 +260,24 @@ async def _serve(session: RoomSession, query_token: str) -> None:
                 joined = True
             else:
                 await session.handle(data)
-        except ProtocolError as exc:
+        except MediasrvError as exc:
             await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
-        except SdpError as exc:
-            await session.send({"type": "error", "request_id": rid, "code": "invalid_sdp", "message": str(exc)})
-        except ConsentError as exc:
-            await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
-        except (AuthError, RoomError) as exc:
-            await session.send({"type": "error", "request_id": rid, "code": exc.code, "message": exc.message})
-            if not joined:
-                await session.close(CLOSE_BY_STATUS.get(exc.status, 4400), exc.code)
+            close = _close_code(exc, joined)
+            if close is not None:
+                await session.close(close, exc.code)
                 return
-            if isinstance(exc, RoomError) and exc.status == 410:
-                await session.close(4410, exc.code)
-                return
+
+
+def _close_code(exc: MediasrvError, joined: bool) -> int | None:
+    """The one place the room protocol maps errors to the session's fate (after the "error" event):
+    a refused join (token, room full or closed) ends the session with a close code from the status;
+    once joined, only the room going away (410) does. Any other error (a bad message, an SDP, a
+    consent or permission refusal) leaves the session open."""
+    if not isinstance(exc, AuthError | RoomError):
+        return None
+    if not joined:
+        return CLOSE_BY_STATUS.get(exc.status, 4400)
+    return 4410 if exc.status == 410 else None
 
 
 def setup_routes(app: web.Application) -> None:

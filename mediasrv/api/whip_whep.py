@@ -20,8 +20,9 @@ from aiortc.sdp import candidate_from_sdp
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
 from mediasrv.auth import Identity
-from mediasrv.media.sdp import SdpError
-from mediasrv.rooms import Participant, Room, RoomError
+from mediasrv.authz import is_party, require_participant_of, require_publisher
+from mediasrv.errors import MediasrvError
+from mediasrv.rooms import Participant, Room
 
 SDP_TYPE = "application/sdp"
 TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
@@ -33,7 +34,6 @@ CORS = {
 }
 MAX_WHEP_SESSIONS_PER_IDENTITY = 8
 MESSAGE_ROOM_PREFIX = "message~"  # rooms of recorded messages (mediasrv.api.recorded_messages)
-SESSIONS: web.AppKey[dict[str, WhipSession]] = web.AppKey("whip_sessions")
 
 
 @dataclass
@@ -61,7 +61,7 @@ async def sdp_body(request: web.Request) -> str:
 
 
 def created(request: web.Request, session: WhipSession, location: str, answer: str) -> web.Response:
-    request.app[SESSIONS][session.id] = session
+    request.app[keys.SESSIONS][session.id] = session
     return web.Response(
         status=201, text=answer, content_type=SDP_TYPE,
         headers={**CORS, "Location": location, "ETag": session.etag, "Accept-Patch": TRICKLE_TYPE},
@@ -74,30 +74,21 @@ async def start_session(request: web.Request, ident: Identity, kind: str, identi
                        owner=ident.sub, etag="")
 
 
-async def fail(room: Room, session: WhipSession, exc: Exception) -> None:
+async def fail(room: Room, session: WhipSession) -> None:
+    """The offer was refused: the session's participant goes (the error goes on to the client)."""
     await room.leave(session.participant.identity, reason="negotiation_failed")
-    if isinstance(exc, SdpError):
-        raise HttpError(400, "invalid_sdp", str(exc)) from None
-    if isinstance(exc, RoomError):
-        raise HttpError(exc.status, exc.code, exc.message) from None
-    raise exc
 
 
 async def whip_post(request: web.Request) -> web.Response:
     room_name = request.match_info["room"]
-    ident = authenticate(request, room=room_name)
-    if not ident.can_publish:
-        raise HttpError(403, "forbidden", f"role {ident.role!r} cannot publish")
+    ident = require_publisher(require_participant_of(authenticate(request), room_name))
     offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get_or_create(room_name)
-    try:
-        session = await start_session(request, ident, "whip", ident.sub, room)
-    except RoomError as exc:
-        raise HttpError(exc.status, exc.code, exc.message) from None
+    session = await start_session(request, ident, "whip", ident.sub, room)
     try:
         answer = await room.publish(session.participant, offer, {})
-    except (SdpError, RoomError) as exc:
-        await fail(room, session, exc)
+    except MediasrvError:
+        await fail(room, session)
         raise
     session.etag = etag(answer)
     _watch(request.app, session)
@@ -106,7 +97,7 @@ async def whip_post(request: web.Request) -> web.Response:
 
 async def whep_post(request: web.Request) -> web.Response:
     room_name, target = request.match_info["room"], request.match_info["identity"]
-    ident = authenticate(request, room=room_name)
+    ident = require_participant_of(authenticate(request), room_name)
     if ident.is_admin:
         raise HttpError(403, "forbidden", "use a room token to subscribe")
     offer = await sdp_body(request)
@@ -114,21 +105,18 @@ async def whep_post(request: web.Request) -> web.Response:
     publisher = room.participants.get(target) if room else None
     if room is None or publisher is None:
         raise HttpError(404, "unknown_identity", f"{target!r} is not in room {room_name!r}")
-    open_sessions = sum(1 for s in request.app[SESSIONS].values()
+    open_sessions = sum(1 for s in request.app[keys.SESSIONS].values()
                         if s.kind == "whep" and s.owner == ident.sub and s.room is room)
     if open_sessions >= MAX_WHEP_SESSIONS_PER_IDENTITY:
         # Each session is a peer connection with its own ICE agent: one token must not make many.
         raise HttpError(429, "too_many_sessions",
                         f"at most {MAX_WHEP_SESSIONS_PER_IDENTITY} WHEP sessions per identity and room")
     viewer = f"{ident.sub}:whep:{secrets.token_hex(3)}"
-    try:
-        session = await start_session(request, ident, "whep", viewer, room)
-    except RoomError as exc:
-        raise HttpError(exc.status, exc.code, exc.message) from None
+    session = await start_session(request, ident, "whep", viewer, room)
     try:
         answer = await room.whep_subscribe(session.participant, target, offer)
-    except (SdpError, RoomError) as exc:
-        await fail(room, session, exc)
+    except MediasrvError:
+        await fail(room, session)
         raise
     session.etag = etag(answer)
     _watch(request.app, session)
@@ -139,7 +127,7 @@ def _watch(app: web.Application, session: WhipSession) -> None:
     """Forget the session when its participant goes (connection lost, removed, room closed)."""
 
     async def removed(reason: str) -> None:
-        app[SESSIONS].pop(session.id, None)
+        app[keys.SESSIONS].pop(session.id, None)
 
     session.participant.on_removed = removed
 
@@ -151,17 +139,17 @@ def _session(request: web.Request) -> tuple[WhipSession, Identity]:
     allowed_rooms = (room_name, None) if room_name.startswith(MESSAGE_ROOM_PREFIX) else (room_name,)
     if not ident.is_admin and ident.room not in allowed_rooms:
         raise HttpError(403, "wrong_room", "the access token is not valid for this room")
-    session = request.app[SESSIONS].get(request.match_info["session"])
+    session = request.app[keys.SESSIONS].get(request.match_info["session"])
     if session is None or session.room.name != room_name:
         raise HttpError(404, "unknown_session", "no such session")
-    if session.owner != ident.sub and not ident.is_admin:
+    if not is_party(ident, session.owner):
         raise HttpError(403, "forbidden", "this session belongs to someone else")
     return session, ident
 
 
 async def session_delete(request: web.Request) -> web.Response:
     session, _ = _session(request)
-    request.app[SESSIONS].pop(session.id, None)
+    request.app[keys.SESSIONS].pop(session.id, None)
     await session.room.leave(session.participant.identity, reason="left")
     return web.Response(status=200, headers=CORS)
 
@@ -199,7 +187,6 @@ async def preflight(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app[SESSIONS] = {}
     r = app.router
     r.add_post("/whip/{room}", whip_post)
     r.add_route("OPTIONS", "/whip/{room}", preflight)

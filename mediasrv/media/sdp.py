@@ -7,6 +7,7 @@ import re
 from aiortc import RTCRtpTransceiver
 from aiortc.sdp import MediaDescription, SessionDescription
 
+from mediasrv.errors import MediasrvError
 from mediasrv.media import aiortc_glue
 
 EXTENSION_NAMES = {
@@ -20,8 +21,11 @@ CodecTuple = tuple[int, str, int, int | None, str]
 MAX_SDP_BYTES = 64 * 1024
 
 
-class SdpError(ValueError):
-    """The SDP cannot be used; the message says why."""
+class SdpError(MediasrvError, ValueError):
+    """The SDP cannot be used; the message says why (400 invalid_sdp)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("invalid_sdp", message, 400)
 
 
 def check_offer_text(text: str) -> SessionDescription:

@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from mediasrv.api.http_common import HttpError
 from mediasrv.config import Settings
+from mediasrv.errors import MediasrvError
 from mediasrv.messages.message_store import MessageStore
 
 WINDOW_S = 24 * 3600
@@ -49,10 +49,10 @@ def check(settings: Settings, used: Usage, length: int) -> None:
     """Raise 413 quota_exceeded if an upload of `length` bytes would go over a limit."""
     pending_limit, daily_limit = settings.upload_quota_pending_bytes, settings.upload_quota_daily_bytes
     if pending_limit and used.pending_bytes + length > pending_limit:
-        raise HttpError(413, "quota_exceeded",
-                        f"unfinished uploads would hold {used.pending_bytes + length} bytes; the limit per "
-                        f"user is {pending_limit} (finish or terminate an upload first)")
+        raise MediasrvError("quota_exceeded",
+                            f"unfinished uploads would hold {used.pending_bytes + length} bytes; the limit "
+                            f"per user is {pending_limit} (finish or terminate an upload first)", 413)
     if daily_limit and used.recent_bytes + length > daily_limit:
-        raise HttpError(413, "quota_exceeded",
-                        f"uploads of the last 24 hours would reach {used.recent_bytes + length} bytes; the "
-                        f"limit per user is {daily_limit} (try again later)")
+        raise MediasrvError("quota_exceeded",
+                            f"uploads of the last 24 hours would reach {used.recent_bytes + length} bytes; "
+                            f"the limit per user is {daily_limit} (try again later)", 413)

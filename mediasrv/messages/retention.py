@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.v1.common import MESSAGES, UPLOADS
 from mediasrv.api.v1.messages import delete_message_and_blobs
 from mediasrv.storage.blobs import BlobStore
 
@@ -22,7 +21,7 @@ DAY_S = 86400.0
 async def purge(app: web.Application, now: float | None = None) -> dict[str, int]:
     """One purge pass. `retention_days <= 0` keeps messages forever (uploads still expire)."""
     now = time.time() if now is None else now
-    settings, store = app[keys.SETTINGS], app[MESSAGES]
+    settings, store = app[keys.SETTINGS], app[keys.MESSAGES]
     blobs: BlobStore = app[keys.BLOBS]
     purged_messages = purged_uploads = 0
     if settings.retention_days > 0:
@@ -33,8 +32,8 @@ async def purge(app: web.Application, now: float | None = None) -> dict[str, int
             purged_messages += len(ids)
     while atts := await store.abandoned_uploads(now):
         for att in atts:
-            async with app[UPLOADS].lock(att.upload_id):
-                await app[UPLOADS].drop(att.upload_id)
+            async with app[keys.UPLOADS].lock(att.upload_id):
+                await app[keys.UPLOADS].drop(att.upload_id)
                 blob_ids = await store.delete_attachment(att.id)
                 await asyncio.to_thread(lambda ids=blob_ids: [blobs.delete(b) for b in ids])
         purged_uploads += len(atts)

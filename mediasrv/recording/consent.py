@@ -18,14 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
-class ConsentError(Exception):
-    def __init__(self, code: str, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+from mediasrv.authz import MODERATOR_ROLES
+from mediasrv.errors import MediasrvError
 
 
-START_ROLES = frozenset({"clinician", "admin"})
+class ConsentError(MediasrvError):
+    default_status = 409
 
 
 @dataclass
@@ -53,7 +51,7 @@ class RecordingConsent:
 
     def request(self, by: str, role: str, present: list[str]) -> list[str]:
         """Starts asking; returns who must be asked. The requester's own request counts as consent."""
-        if role not in START_ROLES:
+        if role not in MODERATOR_ROLES:
             raise ConsentError("forbidden", "only a clinician or an admin can start a recording", 403)
         if not self.recording_allowed:
             raise ConsentError("recording_not_allowed", "this room does not allow recording", 403)

@@ -1,9 +1,9 @@
-"""The error the room service raises to its callers (handlers map it to HTTP or WebSocket)."""
+"""The error the room service raises to its callers (each transport maps MediasrvError once)."""
 
 from __future__ import annotations
 
+from mediasrv.errors import MediasrvError
 
-class RoomError(Exception):
-    def __init__(self, code: str, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status
+
+class RoomError(MediasrvError):
+    default_status = 409

@@ -14,17 +14,20 @@ from mediasrv.media.native_plane import NativePlane, start_media_plane, stop_med
 from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.rooms.models import RoomOptions
 from mediasrv.rooms.room import Room
+from mediasrv.vitals.vitals_store import VitalsStore
 
 log = logging.getLogger(__name__)
 
 
 class RoomManager:
-    def __init__(self, settings: Settings, audit: Any) -> None:
+    def __init__(self, settings: Settings, audit: Any, *, vitals_store: VitalsStore | None = None,
+                 recording_store: RecordingStore | None = None) -> None:
         self.settings = settings
         self.audit = audit
         self.rooms: dict[str, Room] = {}
-        self.vitals_store: Any = None  # mediasrv.vitals.vitals_store.VitalsStore, set by the app
-        self.recording_store: RecordingStore | None = None  # set by the app
+        # The app passes both; without them, vitals channels are refused and recordings unavailable.
+        self.vitals_store = vitals_store
+        self.recording_store = recording_store
         # Counters of closed rooms' routers, so exported totals never go backwards.
         self.retired: Counter[str] = Counter()
         self.retired_drops: Counter[str] = Counter()

@@ -10,7 +10,7 @@ import time
 
 from ctl_helpers import Server, make_media, upload_bytes
 
-from mediasrv.api.v1.common import PROCESSOR
+from mediasrv.api.appkeys import PROCESSOR
 from mediasrv.messages.retention import purge
 
 PATIENT = ("pat-ana", "patient")

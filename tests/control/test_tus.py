@@ -15,7 +15,7 @@ from ctl_helpers import TUS, Server, checksum, create_upload, tus_metadata
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
-from mediasrv.api.v1.common import MESSAGES, UPLOADS
+from mediasrv.api.appkeys import MESSAGES, UPLOADS
 from mediasrv.messages.retention import purge
 
 PATIENT = ("pat-ana", "patient")

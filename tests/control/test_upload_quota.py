@@ -13,7 +13,7 @@ from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 from tusclient.uploader import Uploader
 
-from mediasrv.api.v1.common import MESSAGES
+from mediasrv.api.appkeys import MESSAGES
 
 PATIENT = ("pat-ana", "patient")
 OTHER = ("pat-bob", "patient")

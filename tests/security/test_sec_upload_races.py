@@ -8,7 +8,7 @@ import hashlib
 from ctl_helpers import TUS, create_upload
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.v1.common import MESSAGES, UPLOADS
+from mediasrv.api.appkeys import MESSAGES, UPLOADS
 
 
 async def test_concurrent_reopening_gives_one_writer(srv) -> None:

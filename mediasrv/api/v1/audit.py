@@ -5,14 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, require_admin
+from mediasrv.api.http_common import HttpError, authenticate
 from mediasrv.api.v1.common import query_float, query_int
+from mediasrv.authz import require_admin
 
 MAX_PAGE = 1000
 
 
 async def list_audit(request: web.Request) -> web.Response:
-    require_admin(request)
+    require_admin(authenticate(request))
     action = request.query.get("action")
     room = request.query.get("room")
     for name, value in (("action", action), ("room", room)):

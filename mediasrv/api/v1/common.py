@@ -1,38 +1,19 @@
-"""Helpers shared by the control API handlers: app keys, validation of JSON fields, auditing."""
+"""Helpers shared by the control API handlers: validation of JSON fields and queries, auditing."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address
-from mediasrv.auth import MAX_IDENTITY_LEN, AuthError, Identity
-from mediasrv.messages.message_store import MessageStore
-
-if TYPE_CHECKING:
-    from mediasrv.api.v1.tus import UploadState
-    from mediasrv.messages.processing import AttachmentProcessor
-
-MESSAGES: web.AppKey[MessageStore] = web.AppKey("mediasrv.api.v1.messages", MessageStore)
-PROCESSOR: web.AppKey[AttachmentProcessor] = web.AppKey("control.processor")
-UPLOADS: web.AppKey[UploadState] = web.AppKey("mediasrv.api.v1.tus")
-# Staging area for checksummed PATCH bodies that are too large to hold in memory.
-STAGING: web.AppKey[Any] = web.AppKey("control.staging")
+from mediasrv.auth import Identity
+from mediasrv.authz import require_messaging_token
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
-def check_identity(what: str, value: Any) -> str:
-    """Identities and room names: non-empty, bounded, no control characters or '/'."""
-    if not isinstance(value, str) or not value or len(value) > MAX_IDENTITY_LEN:
-        raise HttpError(400, "invalid_field", f"{what} must be a string of 1..{MAX_IDENTITY_LEN} chars")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or "/" in value:
-        raise HttpError(400, "invalid_field", f"{what} must not contain control characters or '/'")
-    return value
 
 
 def check_path_id(what: str, value: str) -> str:
@@ -110,10 +91,8 @@ def query_float(request: web.Request, name: str) -> float | None:
 
 def messaging_identity(request: web.Request) -> Identity:
     """A token for messaging: no room claim (room tokens are for one live visit)."""
-    ident = authenticate(request)
-    if ident.room is not None:
-        raise AuthError(403, "room_token", "room tokens cannot be used for messages; use a messaging token")
-    return ident
+    return require_messaging_token(authenticate(request),
+                                   "room tokens cannot be used for messages; use a messaging token")
 
 
 async def audit(request: web.Request, ident: Identity, action: str, *, target: str | None = None,

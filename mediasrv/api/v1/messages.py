@@ -15,10 +15,7 @@ from aiohttp import web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, read_json
 from mediasrv.api.v1.common import (
-    MESSAGES,
-    UPLOADS,
     audit,
-    check_identity,
     check_path_id,
     get_str,
     messaging_identity,
@@ -28,10 +25,10 @@ from mediasrv.api.v1.common import (
 )
 from mediasrv.api.v1.downloads import DOWNLOAD_SAFETY_HEADERS, stream_blob
 from mediasrv.auth import Identity
+from mediasrv.authz import check_identity, is_party, require_message_sender
 from mediasrv.messages.message_store import Attachment, Message, MessageStore
 from mediasrv.storage.blobs import BlobStore
 
-SENDER_ROLES = frozenset({"patient", "clinician"})
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_CHARS = 20_000
 UPLOAD_LOCK_WAIT_S = 15.0
@@ -67,23 +64,21 @@ def message_json(message: Message, atts: list[Attachment], viewer: Identity, *,
 
 async def _visible_message(request: web.Request, ident: Identity) -> Message:
     message_id = check_path_id("message", request.match_info["message_id"])
-    message = await request.app[MESSAGES].get_message(message_id)
-    if message is None or not (ident.is_admin or ident.sub in (message.sender, message.recipient)):
+    message = await request.app[keys.MESSAGES].get_message(message_id)
+    if message is None or not is_party(ident, message.sender, message.recipient):
         raise HttpError(404, "message_not_found", "no such message")
     return message
 
 
 async def create_message(request: web.Request) -> web.Response:
-    ident = messaging_identity(request)
-    if ident.role not in SENDER_ROLES:
-        raise HttpError(403, "forbidden", "only patients and clinicians send messages")
+    ident = require_message_sender(messaging_identity(request), "only patients and clinicians send messages")
     data = await read_json(request, request.app[keys.SETTINGS].max_signaling_body_bytes)
     reject_unknown(data, {"recipient", "subject", "body"})
     recipient = check_identity("recipient", data.get("recipient"))
     subject = get_str(data, "subject", max_len=MAX_SUBJECT_CHARS)
     body = get_str(data, "body", max_len=MAX_BODY_CHARS)
     assert subject is not None and body is not None
-    store: MessageStore = request.app[MESSAGES]
+    store: MessageStore = request.app[keys.MESSAGES]
     message = await store.create_message(sender=ident.sub, sender_role=ident.role,
                                          recipient=recipient, subject=subject, body=body)
     await audit(request, ident, "message.created", target=recipient, detail={"message_id": message.id})
@@ -102,7 +97,7 @@ async def list_messages(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", minimum=1, maximum=200, default=50)
     before = query_float(request, "before")
     assert limit is not None
-    store: MessageStore = request.app[MESSAGES]
+    store: MessageStore = request.app[keys.MESSAGES]
     who = {"recipient": ident.sub} if box == "inbox" else {"sender": ident.sub}
     messages = await store.list_messages(**who, unread_only=unread == "true", before=before, limit=limit)
     atts = await store.list_attachments([m.id for m in messages])
@@ -114,7 +109,7 @@ async def list_messages(request: web.Request) -> web.Response:
 async def get_message(request: web.Request) -> web.Response:
     ident = messaging_identity(request)
     message = await _visible_message(request, ident)
-    atts = await request.app[MESSAGES].list_attachments([message.id])
+    atts = await request.app[keys.MESSAGES].list_attachments([message.id])
     await audit(request, ident, "message.read", target=message.id, detail={"message_id": message.id})
     return web.json_response(message_json(message, atts[message.id], ident))
 
@@ -124,15 +119,15 @@ async def mark_read(request: web.Request) -> web.Response:
     message = await _visible_message(request, ident)
     if ident.sub != message.recipient:
         raise HttpError(403, "forbidden", "only the recipient marks a message read")
-    read_at = await request.app[MESSAGES].mark_read(message.id)
+    read_at = await request.app[keys.MESSAGES].mark_read(message.id)
     await audit(request, ident, "message.marked_read", target=message.id, detail={"message_id": message.id})
     return web.json_response({"id": message.id, "read_at": read_at})
 
 
 async def delete_message_and_blobs(app: web.Application, message_id: str) -> None:
     """Remove a message, its attachments and their blobs (also used by the retention purge)."""
-    store: MessageStore = app[MESSAGES]
-    state = app[UPLOADS]
+    store: MessageStore = app[keys.MESSAGES]
+    state = app[keys.UPLOADS]
     async with contextlib.AsyncExitStack() as held:
         # Hold every attachment's upload lock: a PATCH in flight finishes (or fails cleanly) before
         # its writer is closed and its blob deleted, instead of writing into a closed file (a 500)
@@ -164,7 +159,7 @@ async def _attachment_for_download(request: web.Request) -> tuple[Identity, Mess
     ident = messaging_identity(request)
     message = await _visible_message(request, ident)
     attachment_id = check_path_id("attachment", request.match_info["attachment_id"])
-    att = await request.app[MESSAGES].get_attachment(attachment_id)
+    att = await request.app[keys.MESSAGES].get_attachment(attachment_id)
     if att is None or att.message_id != message.id:
         raise HttpError(404, "attachment_not_found", "no such attachment")
     if att.state != "ready":

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv import __version__
-from mediasrv.auth import ROLES
+from mediasrv.authz import ROLES
 
 JSON = "application/json"
 

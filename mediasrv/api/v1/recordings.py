@@ -20,8 +20,10 @@ from aiohttp import web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address
 from mediasrv.auth import Identity
-from mediasrv.recording.consent import ConsentError
+from mediasrv.authz import require_moderator
 from mediasrv.recording.recording_store import RecordingStore
+
+REFUSAL = "recordings are for the room's clinicians and admins"
 
 
 def _store(request: web.Request) -> RecordingStore:
@@ -32,10 +34,8 @@ def _store(request: web.Request) -> RecordingStore:
 
 
 def _moderator(request: web.Request, room: str | None) -> Identity:
-    ident = authenticate(request, room=room)
-    if ident.is_admin or (ident.role == "clinician" and ident.room is not None):
-        return ident
-    raise HttpError(403, "forbidden", "recordings are for the room's clinicians and admins")
+    """A moderator of `room`; with None, of the room of the token (or an admin)."""
+    return require_moderator(authenticate(request), room, REFUSAL)
 
 
 async def start(request: web.Request) -> web.Response:
@@ -44,10 +44,7 @@ async def start(request: web.Request) -> web.Response:
     room = request.app[keys.ROOMS].get(name)
     if room is None:
         raise HttpError(404, "room_not_found", f"no open room {name!r}")
-    try:
-        status = await room.recording.start_now(ident)
-    except ConsentError as exc:
-        raise HttpError(exc.status, exc.code, exc.message) from None
+    status = await room.recording.start_now(ident)
     return web.json_response(status, status=201)
 
 
@@ -104,15 +101,7 @@ async def download(request: web.Request) -> web.StreamResponse:
                              sha256=f["sha256"], filename=None, before_send=audited)
 
 
-async def recover_at_startup(app: web.Application) -> None:
-    """Runs after the database opened (aiohttp runs cleanup contexts first), before any recording."""
-    store = app[keys.ROOMS].recording_store
-    if store is not None:
-        await store.recover()
-
-
 def setup_routes(app: web.Application) -> None:
-    app.on_startup.append(recover_at_startup)
     r = app.router
     r.add_post("/v1/rooms/{room}/recording", start)
     r.add_delete("/v1/rooms/{room}/recording", stop)

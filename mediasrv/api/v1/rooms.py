@@ -11,21 +11,14 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate, read_json, require_admin
-from mediasrv.api.v1.common import audit, check_identity, get_bool, get_int, get_str, reject_unknown
+from mediasrv.api.http_common import HttpError, authenticate, read_json
+from mediasrv.api.v1.common import audit, get_bool, get_int, get_str, reject_unknown
 from mediasrv.auth import Identity
+from mediasrv.authz import check_identity, require_admin, require_moderator
 from mediasrv.rooms import RoomOptions
 
 MAX_PARTICIPANTS = 1000
 MAX_DURATION_S = 7 * 24 * 3600
-
-
-def room_moderator(request: web.Request, room: str) -> Identity:
-    """A clinician with a token for this room, or an admin."""
-    ident = authenticate(request, room=room)
-    if not (ident.is_admin or ident.role == "clinician"):
-        raise HttpError(403, "forbidden", "this operation needs a clinician of the room or an admin")
-    return ident
 
 
 def _room_name(request: web.Request) -> str:
@@ -40,7 +33,7 @@ def _existing_room(request: web.Request, name: str) -> Any:
 
 
 async def create_room(request: web.Request) -> web.Response:
-    ident = require_admin(request)
+    ident = require_admin(authenticate(request))
     data = await read_json(request, request.app[keys.SETTINGS].max_signaling_body_bytes)
     reject_unknown(data, {"name", "waiting_room", "max_participants", "max_duration_s",
                           "recording_allowed"})
@@ -61,19 +54,19 @@ async def create_room(request: web.Request) -> web.Response:
 
 
 async def list_rooms(request: web.Request) -> web.Response:
-    require_admin(request)
+    require_admin(authenticate(request))
     rooms = [r.describe() for r in request.app[keys.ROOMS].list() if not getattr(r, "closed", False)]
     return web.json_response({"rooms": rooms})
 
 
 async def get_room(request: web.Request) -> web.Response:
-    room_moderator(request, request.match_info["room"])
+    require_moderator(authenticate(request), request.match_info["room"])
     name = _room_name(request)
     return web.json_response(_existing_room(request, name).describe())
 
 
 async def close_room(request: web.Request) -> web.Response:
-    ident = require_admin(request)
+    ident = require_admin(authenticate(request))
     name = _room_name(request)
     if not await request.app[keys.ROOMS].close(name, "closed_by_admin"):
         raise HttpError(404, "room_not_found", f"no room {name!r}")
@@ -82,7 +75,7 @@ async def close_room(request: web.Request) -> web.Response:
 
 
 def _participant(request: web.Request) -> tuple[Any, str, Identity]:
-    ident = room_moderator(request, request.match_info["room"])
+    ident = require_moderator(authenticate(request), request.match_info["room"])
     name = _room_name(request)
     identity = check_identity("identity", request.match_info["identity"])
     return _existing_room(request, name), identity, ident

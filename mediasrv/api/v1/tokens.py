@@ -7,13 +7,14 @@ import time
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, read_json, require_admin
-from mediasrv.api.v1.common import check_identity, get_int, get_str, reject_unknown
-from mediasrv.auth import ROLES, mint_token
+from mediasrv.api.http_common import HttpError, authenticate, read_json
+from mediasrv.api.v1.common import get_int, get_str, reject_unknown
+from mediasrv.auth import mint_token
+from mediasrv.authz import ROLES, check_identity, require_admin
 
 
 async def create_token(request: web.Request) -> web.Response:
-    require_admin(request)
+    require_admin(authenticate(request))
     settings = request.app[keys.SETTINGS]
     data = await read_json(request, settings.max_signaling_body_bytes)
     reject_unknown(data, {"identity", "role", "room", "name", "ttl_s"})

@@ -26,15 +26,13 @@ from aiohttp import web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError
 from mediasrv.api.v1.common import (
-    MESSAGES,
-    PROCESSOR,
-    STAGING,
-    UPLOADS,
     audit,
     check_path_id,
     messaging_identity,
 )
-from mediasrv.auth import AuthError, Identity
+from mediasrv.auth import Identity
+from mediasrv.authz import is_party
+from mediasrv.errors import MediasrvError
 from mediasrv.messages import quota
 from mediasrv.messages.message_store import Attachment, MessageStore
 from mediasrv.storage.blobs import BlobStore, BlobWriter, new_blob_id
@@ -122,12 +120,9 @@ def tus_handler(fn: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> C
                                 f"this server speaks tus {TUS_VERSION}; send Tus-Resumable: {TUS_VERSION}",
                                 {"Tus-Version": TUS_VERSION})
             return await fn(request)
-        except HttpError as exc:
+        except MediasrvError as exc:  # the error middleware turns it into the response
             exc.headers = {**_tus_headers(), **exc.headers}
             raise
-        except AuthError as exc:
-            extra = {"WWW-Authenticate": 'Bearer realm="mediasrv"'} if exc.status == 401 else {}
-            raise HttpError(exc.status, exc.code, exc.message, _tus_headers(extra)) from None
 
     return wrapper
 
@@ -223,7 +218,7 @@ async def _stream_into(request: web.Request, writer: BlobWriter, remaining: int)
 async def _receive_checked(request: web.Request, writer: BlobWriter, remaining: int,
                            algo: str, expected: bytes) -> None:
     """Checksummed body: verify first, then commit all of it, or none of it (460)."""
-    staging: BlobStore = request.app[STAGING]
+    staging: BlobStore = request.app[keys.STAGING]
     hasher = CHECKSUMS[algo]()
     buf = bytearray()
     staged: BlobWriter | None = None
@@ -290,7 +285,7 @@ async def _receive(request: web.Request, att: Attachment, writer: BlobWriter) ->
 async def _after_receive(request: web.Request, ident: Identity, att: Attachment,
                          writer: BlobWriter) -> None:
     """Slide the expiry forward; when the last byte is in, seal the blob and start processing."""
-    store, state = request.app[MESSAGES], request.app[UPLOADS]
+    store, state = request.app[keys.MESSAGES], request.app[keys.UPLOADS]
     if writer.size < att.length:
         att.expires_at = time.time() + request.app[keys.SETTINGS].upload_expiry_s
         await store.update_attachment(att.id, expires_at=att.expires_at)
@@ -299,17 +294,17 @@ async def _after_receive(request: web.Request, ident: Identity, att: Attachment,
     state.writers.pop(att.upload_id, None)
     await audit(request, ident, "upload.completed", target=att.message_id,
                 detail={"message_id": att.message_id, "attachment_id": att.id, "upload_id": att.upload_id})
-    await request.app[PROCESSOR].completed(att, sha256)
+    await request.app[keys.PROCESSOR].completed(att, sha256)
 
 
 # --- lookups -----------------------------------------------------------------------------------
 async def _own_upload(request: web.Request) -> tuple[Identity, Attachment]:
     ident = messaging_identity(request)
     upload_id = check_path_id("upload", request.match_info["upload_id"])
-    att = await request.app[MESSAGES].get_attachment_by_upload(upload_id)
+    att = await request.app[keys.MESSAGES].get_attachment_by_upload(upload_id)
     if att is None:
         raise HttpError(404, "upload_not_found", "no such upload")
-    message = await request.app[MESSAGES].get_message(att.message_id)
+    message = await request.app[keys.MESSAGES].get_message(att.message_id)
     if message is None or message.sender != ident.sub:
         raise HttpError(404, "upload_not_found", "no such upload")  # the same answer as a wrong id
     return ident, att
@@ -340,7 +335,7 @@ async def options(request: web.Request) -> web.Response:
 async def create_upload(request: web.Request) -> web.Response:
     ident = messaging_identity(request)
     settings = request.app[keys.SETTINGS]
-    store: MessageStore = request.app[MESSAGES]
+    store: MessageStore = request.app[keys.MESSAGES]
     if "Upload-Defer-Length" in request.headers:
         raise HttpError(400, "defer_length_unsupported", "Upload-Length must be known at creation")
     length = _header_int(request, "Upload-Length")
@@ -352,7 +347,7 @@ async def create_upload(request: web.Request) -> web.Response:
     if not message_id:
         raise HttpError(400, "missing_metadata", "Upload-Metadata must name the message ('message')")
     message = await store.get_message(check_path_id("message", message_id))
-    if message is None or ident.sub not in (message.sender, message.recipient) and not ident.is_admin:
+    if message is None or not is_party(ident, message.sender, message.recipient):
         raise HttpError(404, "message_not_found", "no such message")
     if message.sender != ident.sub:
         raise HttpError(403, "forbidden", "only the sender of a message can attach files to it")
@@ -368,7 +363,7 @@ async def create_upload(request: web.Request) -> web.Response:
         raise HttpError(409, "too_many_attachments",
                         f"a message has at most {MAX_ATTACHMENTS_PER_MESSAGE} attachments")
     blobs: BlobStore = request.app[keys.BLOBS]
-    state: UploadState = request.app[UPLOADS]
+    state: UploadState = request.app[keys.UPLOADS]
     async with state.quota_lock(ident.sub):
         quota.check(settings, await quota.usage(store, ident.sub), length)
         writer = await asyncio.to_thread(blobs.create, new_blob_id())
@@ -402,7 +397,7 @@ async def head_upload(request: web.Request) -> web.Response:
     _check_not_expired(att)
     headers = {"Upload-Length": str(att.length)}
     if att.state == "uploading":
-        writer = await request.app[UPLOADS].writer(request.app[keys.BLOBS], att)
+        writer = await request.app[keys.UPLOADS].writer(request.app[keys.BLOBS], att)
         headers["Upload-Offset"] = str(writer.size)
         headers["Upload-Expires"] = _http_date(att.expires_at)
     else:
@@ -416,7 +411,7 @@ async def patch_upload(request: web.Request) -> web.Response:
     _check_offset_request(request)
     offset = _header_int(request, "Upload-Offset")
     _check_not_expired(att)
-    state: UploadState = request.app[UPLOADS]
+    state: UploadState = request.app[keys.UPLOADS]
     lock = state.lock(att.upload_id)
     try:
         await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
@@ -424,7 +419,7 @@ async def patch_upload(request: web.Request) -> web.Response:
         raise HttpError(423, "upload_busy", "another request is writing this upload") from None
     try:
         # Re-read: the state may have changed while this request waited for the lock.
-        current = await request.app[MESSAGES].get_attachment(att.id)
+        current = await request.app[keys.MESSAGES].get_attachment(att.id)
         if current is None:
             raise HttpError(404, "upload_not_found", "no such upload")
         if current.state != "uploading":
@@ -451,10 +446,10 @@ async def patch_upload(request: web.Request) -> web.Response:
 @tus_handler
 async def terminate_upload(request: web.Request) -> web.Response:
     ident, att = await _own_upload(request)
-    state: UploadState = request.app[UPLOADS]
+    state: UploadState = request.app[keys.UPLOADS]
     async with state.lock(att.upload_id):
         await state.drop(att.upload_id)
-        blob_ids = await request.app[MESSAGES].delete_attachment(att.id)
+        blob_ids = await request.app[keys.MESSAGES].delete_attachment(att.id)
         blobs: BlobStore = request.app[keys.BLOBS]
         await asyncio.to_thread(lambda: [blobs.delete(b) for b in blob_ids])
     await audit(request, ident, "upload.terminated", target=att.message_id,

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address, read_json
+from mediasrv.authz import is_moderator_of, require_moderator
 from mediasrv.vitals import decode, jsonable
 from mediasrv.vitals.envelope import MAX_UPLOAD_ENVELOPES, parse_upload
 from mediasrv.vitals.fhir import build_bundle
@@ -42,9 +43,8 @@ def _page_url(request: web.Request, after: int) -> str:
 
 async def room_vitals(request: web.Request) -> web.Response:
     room = request.match_info["room"]
-    ident = authenticate(request, room=room)
-    if ident.role != "clinician" and not ident.is_admin:
-        raise HttpError(403, "forbidden", "only the room's clinicians and admins read its vitals")
+    ident = require_moderator(authenticate(request), room,
+                              "only the room's clinicians and admins read its vitals")
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "fhir"):
         raise HttpError(400, "invalid_format", "format must be 'json' or 'fhir'")
@@ -93,7 +93,7 @@ async def upload_vitals(request: web.Request) -> web.Response:
         if batch.room is not None and batch.room != ident.room:
             raise HttpError(403, "wrong_room", "readings for a room need a token for that room")
     elif ident.role == "clinician":
-        if batch.room is None or batch.room != ident.room:
+        if not is_moderator_of(ident, batch.room):
             raise HttpError(403, "forbidden", "clinicians upload into the room of their token")
     elif not ident.is_admin:
         raise HttpError(403, "forbidden", f"role {ident.role!r} cannot upload readings")
