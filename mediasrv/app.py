@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import AsyncIterator
 
@@ -13,9 +14,10 @@ from mediasrv.api import demo, metrics, recorded_messages, room_protocol, whip_w
 from mediasrv.api.http_common import error_middleware, query_token_middleware
 from mediasrv.api.v1 import audit, messages, openapi, recordings, rooms, tokens, tus, vitals
 from mediasrv.config import Settings
-from mediasrv.messages import retention
 from mediasrv.messages.message_store import MessageStore
 from mediasrv.messages.processing import AttachmentProcessor
+from mediasrv.messages.retention import Retention
+from mediasrv.messages.uploads import UploadState
 from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.rooms import RoomManager
 from mediasrv.storage import Database
@@ -47,7 +49,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.BLOBS] = blobs
     app[keys.STAGING] = BlobStore(settings.data_dir / "blobs-staging", key)
     app[keys.MESSAGES] = message_store
-    app[keys.UPLOADS] = tus.UploadState()
+    uploads = app[keys.UPLOADS] = UploadState()
+    app[keys.RETENTION] = Retention(message_store, uploads, blobs, audit_log, settings.retention_days)
     app[keys.PROCESSOR] = AttachmentProcessor(message_store, blobs, audit_log)
     app[keys.VITALS] = VitalsStore(db, RecordCipher(key))
     app[keys.ROOMS] = RoomManager(
@@ -60,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     # Started in this order, stopped in the reverse one.
     app.cleanup_ctx.append(_database_and_rooms)
     app.cleanup_ctx.append(_message_processing)
-    app.cleanup_ctx.append(retention.purge_task)
+    app.cleanup_ctx.append(_retention)
     # on_startup runs after the cleanup contexts have started (the database is open).
     app.on_startup.append(_recover_recordings)
     app.on_shutdown.append(_close_rooms)
@@ -88,6 +91,16 @@ async def _message_processing(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.PROCESSOR].stop()
     await app[keys.UPLOADS].close_all()
+
+
+async def _retention(app: web.Application) -> AsyncIterator[None]:
+    interval = app[keys.SETTINGS].retention_purge_interval_s
+    task = asyncio.get_running_loop().create_task(app[keys.RETENTION].run(interval)) if interval > 0 else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _recover_recordings(app: web.Application) -> None:

@@ -10,6 +10,9 @@ PATH="$(pwd)/.venv/bin:$PATH"
 echo "== ruff"
 ruff check mediasrv benchmarks tests
 
+echo "== import layering (contract in pyproject.toml)"
+lint-imports --no-cache
+
 echo "== cargo test, clippy (native/ workspace)"
 # same build lock as bootstrap.sh: the target directory is shared by every checkout
 (cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo test --workspace --quiet 2>&1 | tail -n 40)

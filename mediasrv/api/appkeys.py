@@ -10,11 +10,12 @@ from aiohttp import web
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from mediasrv.api.v1.tus import UploadState
     from mediasrv.api.whip_whep import WhipSession
     from mediasrv.config import Settings
     from mediasrv.messages.message_store import MessageStore
     from mediasrv.messages.processing import AttachmentProcessor
+    from mediasrv.messages.retention import Retention
+    from mediasrv.messages.uploads import UploadState
     from mediasrv.rooms import RoomManager
     from mediasrv.storage.audit_log import AuditLog
     from mediasrv.storage.blobs import BlobStore
@@ -32,6 +33,7 @@ STAGING: web.AppKey[BlobStore] = web.AppKey("staging")
 MESSAGES: web.AppKey[MessageStore] = web.AppKey("messages")
 PROCESSOR: web.AppKey[AttachmentProcessor] = web.AppKey("processor")
 UPLOADS: web.AppKey[UploadState] = web.AppKey("uploads")
+RETENTION: web.AppKey[Retention] = web.AppKey("retention")
 VITALS: web.AppKey[VitalsStore] = web.AppKey("vitals")
 # Open WHIP/WHEP sessions by id.
 SESSIONS: web.AppKey[dict[str, WhipSession]] = web.AppKey("whip_sessions")

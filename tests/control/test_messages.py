@@ -10,8 +10,7 @@ import time
 
 from ctl_helpers import Server, make_media, upload_bytes
 
-from mediasrv.api.appkeys import PROCESSOR
-from mediasrv.messages.retention import purge
+from mediasrv.api.appkeys import PROCESSOR, RETENTION
 
 PATIENT = ("pat-ana", "patient")
 CLINICIAN = ("dr-lee", "clinician")
@@ -191,9 +190,9 @@ async def test_audit_paging(srv: Server) -> None:
 async def test_retention_purges_old_messages_with_their_blobs(srv: Server) -> None:
     old = await srv.send_message(PATIENT, "dr-lee")
     await upload_bytes(srv, PATIENT, old["id"], b"x" * 1000, "application/octet-stream")
-    counts = await purge(srv.app, now=time.time() + 10 * 86400)
+    counts = await srv.app[RETENTION].purge(now=time.time() + 10 * 86400)
     assert counts["messages"] == 0
-    counts = await purge(srv.app, now=time.time() + (srv.settings.retention_days + 1) * 86400)
+    counts = await srv.app[RETENTION].purge(now=time.time() + (srv.settings.retention_days + 1) * 86400)
     assert counts["messages"] == 1
     assert (await srv.request("GET", f"/v1/messages/{old['id']}", who=PATIENT)).status == 404
     assert not any((srv.settings.data_dir / "blobs").rglob("*.blob"))

@@ -15,8 +15,7 @@ from ctl_helpers import TUS, Server, checksum, create_upload, tus_metadata
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
-from mediasrv.api.appkeys import MESSAGES, UPLOADS
-from mediasrv.messages.retention import purge
+from mediasrv.api.appkeys import MESSAGES, RETENTION, UPLOADS
 
 PATIENT = ("pat-ana", "patient")
 CLINICIAN = "dr-lee"
@@ -139,7 +138,7 @@ async def test_expiration_header_expired_upload_and_purge(srv: Server) -> None:
     assert att is not None
     await store.update_attachment(att.id, expires_at=time.time() - 1)
     assert (await srv.request("HEAD", upload, who=PATIENT, headers=TUS)).status == 410
-    counts = await purge(srv.app)
+    counts = await srv.app[RETENTION].purge()
     assert counts["uploads"] == 1
     assert (await srv.request("HEAD", upload, who=PATIENT, headers=TUS)).status == 404
     assert not any((srv.settings.data_dir / "blobs").rglob("*.blob"))

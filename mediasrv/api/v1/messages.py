@@ -7,7 +7,6 @@ message that does not exist); only the recipient marks it read; the sender or th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from aiohttp import web
@@ -27,11 +26,11 @@ from mediasrv.api.v1.downloads import DOWNLOAD_SAFETY_HEADERS, stream_blob
 from mediasrv.auth import Identity
 from mediasrv.authz import check_identity, is_party, require_message_sender
 from mediasrv.messages.message_store import Attachment, Message, MessageStore
+from mediasrv.messages.removal import delete_message_and_blobs
 from mediasrv.storage.blobs import BlobStore
 
 MAX_SUBJECT_CHARS = 200
 MAX_BODY_CHARS = 20_000
-UPLOAD_LOCK_WAIT_S = 15.0
 
 
 def attachment_json(message: Message, att: Attachment, viewer: Identity) -> dict[str, Any]:
@@ -124,33 +123,14 @@ async def mark_read(request: web.Request) -> web.Response:
     return web.json_response({"id": message.id, "read_at": read_at})
 
 
-async def delete_message_and_blobs(app: web.Application, message_id: str) -> None:
-    """Remove a message, its attachments and their blobs (also used by the retention purge)."""
-    store: MessageStore = app[keys.MESSAGES]
-    state = app[keys.UPLOADS]
-    async with contextlib.AsyncExitStack() as held:
-        # Hold every attachment's upload lock: a PATCH in flight finishes (or fails cleanly) before
-        # its writer is closed and its blob deleted, instead of writing into a closed file (a 500)
-        # and leaving an orphaned tail file behind.
-        for att in (await store.list_attachments([message_id]))[message_id]:
-            lock = state.lock(att.upload_id)
-            try:
-                await asyncio.wait_for(lock.acquire(), UPLOAD_LOCK_WAIT_S)
-            except TimeoutError:
-                raise HttpError(423, "upload_busy", "an attachment is being uploaded; retry") from None
-            held.callback(lock.release)
-            await state.drop(att.upload_id)
-        blob_ids = await store.delete_message(message_id)
-        blobs: BlobStore = app[keys.BLOBS]
-        await asyncio.to_thread(lambda: [blobs.delete(b) for b in blob_ids])
-
-
 async def delete_message(request: web.Request) -> web.Response:
     ident = messaging_identity(request)
     message = await _visible_message(request, ident)
     if ident.sub not in (message.sender, message.recipient):
         raise HttpError(403, "forbidden", "only the sender or the recipient deletes a message")
-    await delete_message_and_blobs(request.app, message.id)
+    app = request.app
+    await delete_message_and_blobs(app[keys.MESSAGES], app[keys.UPLOADS], app[keys.BLOBS],
+                                   message.id)
     await audit(request, ident, "message.deleted", target=message.id, detail={"message_id": message.id})
     return web.Response(status=204)
 
