@@ -46,6 +46,11 @@ def _field(msg: dict[str, Any], name: str, typ: type, required: bool = True) -> 
     return value
 
 
+def _visible(p: Participant, status: dict[str, Any]) -> dict[str, Any]:
+    """A recording status without the others' identities while p waits to be admitted."""
+    return status if p.admitted else {**status, "waiting_for": [], "refused": []}
+
+
 def _track_ids(msg: dict[str, Any]) -> list[int]:
     ids = _field(msg, "track_ids", list)
     if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
@@ -91,10 +96,7 @@ class RoomSession:
         await self.send({
             "type": "joined", "request_id": msg.get("request_id"), "room": self.room_name,
             "identity": self.ident.sub, "role": self.ident.role, "admitted": self.participant.admitted,
-            "participants": [p.describe() for p in self.room.participants.values()
-                             if p.admitted and p is not self.participant],
-            "tracks": [t.describe() for t in self.room.tracks.values()
-                       if t.owner != self.ident.sub and self.room.may_receive(self.participant, t)],
+            **self.room.visible_state(self.participant),  # empty in the waiting room
         })
         if not self.participant.admitted:
             await self.send({"type": "waiting", "message": "a clinician will admit you shortly"})
@@ -127,7 +129,8 @@ class RoomSession:
             await room.subscriber_answer(p, _field(msg, "sdp", str))
         elif kind in ("subscribe", "unsubscribe"):
             ids = _track_ids(msg)
-            unknown = [i for i in ids if i not in room.tracks]
+            # In the waiting room no track is known (which ids exist is the visit's business too).
+            unknown = [i for i in ids if i not in room.tracks or not p.admitted]
             if unknown:
                 raise ProtocolError("unknown_track", f"no such tracks: {unknown}")
             if kind == "subscribe":
@@ -149,11 +152,12 @@ class RoomSession:
             await room.broadcast(event, only=lambda o: o.admitted)
         elif kind == "start_recording":
             status = await room.recording.request(self.ident)
-            await self.send({"type": "recording_status", "request_id": rid, **status})
+            await self.send({"type": "recording_status", "request_id": rid, **_visible(p, status)})
         elif kind == "recording_consent":
             granted = _field(msg, "granted", bool)
             await room.recording.answer(p.identity, granted)
-            await self.send({"type": "recording_status", "request_id": rid, **room.recording.status()})
+            await self.send({"type": "recording_status", "request_id": rid,
+                             **_visible(p, room.recording.status())})
         elif kind == "stop_recording":
             require_moderator(self.ident, self.room_name, "only a clinician can stop the recording")
             if await room.recording.stop(self.ident) is None:

@@ -61,7 +61,7 @@ class RoomRecording:
             state = self.consent.state
             # `recording`: true when asked to join a recording that already runs (a late joiner, or
             # someone back after leaving): until they grant, nothing of theirs is recorded.
-            await p.send({"type": "recording_consent_request", "by": who,
+            await p.send({"type": "recording_consent_request", "by": who if p.admitted else None,
                           "recording": bool(state and state.recording)})
 
     async def answer(self, identity: str, granted: bool) -> None:

@@ -67,7 +67,7 @@ class RecordedRoom(Protocol):
 
     async def broadcast(self, event: dict[str, Any], *,
                         only: Callable[[RecordedParticipant], bool] | None = None) -> None:
-        """Send an event to everyone present (or those `only` picks)."""
+        """Send an event to everyone admitted (or those `only` picks among them)."""
         ...
 
     async def audit_event_raw(self, actor: str, role: str, action: str, **kw: Any) -> None:

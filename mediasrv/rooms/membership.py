@@ -80,7 +80,8 @@ class Membership:
         if not p.admitted:
             p.admitted = True
             await room.manager.audit_event(by, "admit", room=room.name, target=identity)
-            await p.send({"type": "admitted"})
+            # What it was kept from while waiting: who is here and what they publish.
+            await p.send({"type": "admitted", **room.visible_state(p)})
             await room.broadcast({"type": "participant_joined", "participant": p.describe()},
                                  exclude=identity)
             for track in p.tracks.values():
@@ -95,7 +96,7 @@ class Membership:
         if p is None:
             return False
         await room.manager.audit_event(by, "remove", room=room.name, target=identity)
-        await p.send({"type": "removed", "by": by.sub})
+        await p.send({"type": "removed", "by": by.sub if p.admitted else None})
         return await self.leave(identity, reason="removed")
 
     async def mute_track(self, identity: str, track_id: int, by: Identity) -> bool:

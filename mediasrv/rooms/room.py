@@ -103,10 +103,22 @@ class Room:
                 "participants": [p.describe() for p in self.participants.values()],
                 "recording": self.recording.status()}
 
+    def visible_state(self, p: Participant) -> dict[str, Any]:
+        """The others and the tracks p may know of: nothing while p waits to be admitted."""
+        if not p.admitted:
+            return {"participants": [], "tracks": []}
+        return {"participants": [o.describe() for o in self.participants.values()
+                                 if o.admitted and o is not p],
+                "tracks": [t.describe() for t in self.tracks.values() if self.may_receive(p, t)]}
+
     async def broadcast(self, event: dict[str, Any], *, exclude: str | None = None,
-                        only: Callable[[Participant], bool] | None = None) -> None:
+                        only: Callable[[Participant], bool] | None = None,
+                        waiting_too: bool = False) -> None:
+        """Send an event to the admitted participants (or those `only` picks among them); those in
+        the waiting room learn nothing of the visit, only that it ends (`waiting_too`)."""
         for p in list(self.participants.values()):
-            if p.identity != exclude and (only is None or only(p)):
+            if (p.identity != exclude and (p.admitted or waiting_too)
+                    and (only is None or only(p))):
                 await p.send(event)
 
     # --- what the recording needs (RecordedRoom) --------------------------------------------------
@@ -174,7 +186,8 @@ class Room:
         warn_at = min(60.0, limit / 5)
         if left <= warn_at and not self._warned:
             self._warned = True
-            await self.broadcast({"type": "room_ending", "seconds_left": max(0, round(left))})
+            await self.broadcast({"type": "room_ending", "seconds_left": max(0, round(left))},
+                                 waiting_too=True)
         if left <= 0:
             await self.manager.close(self.name, "max_duration")
 
@@ -186,7 +199,7 @@ class Room:
             await self.recording.stop(None, reason=f"room_closed:{reason}")
         except Exception:  # the room closes regardless; the recording is marked by its store
             log.exception("room %s: stopping the recording", self.name)
-        await self.broadcast({"type": "room_closed", "reason": reason})
+        await self.broadcast({"type": "room_closed", "reason": reason}, waiting_too=True)
         for identity in list(self.participants):
             await self.leave(identity, reason=f"room_closed:{reason}")
         self.manager.retire_stats(self.router.stats())
