@@ -14,7 +14,12 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from mediasrv.api import appkeys as keys
@@ -60,7 +65,7 @@ PLANE_COUNTERS = [
     ("bytes_out", "media_bytes_sent", "UDP payload bytes sent by the media workers"),
     ("to_python", "media_datagrams_to_control", "datagrams passed to aioice/aiortc (STUN, DTLS, pre-handover)"),
 ]
-# (recorder process total, metric name, help): `recording.session.TOTALS`, counted as each recorded
+# (recorder process total, metric name, help): `recording.recorder.TOTALS`, counted as each recorded
 # track ends (stop, unpublish, mute, consent withdrawn), so a running track shows up when it ends; the
 # writer's counts (frames_rejected, frames_dropped_backlog, writer_errors) when the recording stops.
 RECORDING_COUNTERS = [
@@ -89,7 +94,7 @@ class MediasrvCollector(Collector):
     def __init__(self, rooms: RoomManager) -> None:
         self.rooms = rooms
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         rooms = [r for r in self.rooms.list() if not r.closed]
         participants = [p for r in rooms for p in r.participants.values()]
         yield GaugeMetricFamily("mediasrv_rooms", "rooms open", value=len(rooms))
@@ -273,9 +278,9 @@ def rtt_histogram(totals: Counter[str]) -> HistogramMetricFamily:
             bounds.append((float("inf") if le == "inf" else int(le.removesuffix("ms")) / 1000, value))
     buckets: list[tuple[str, float]] = []
     running = 0
-    for le, value in sorted(bounds):
+    for bound, value in sorted(bounds):
         running += value
-        buckets.append(("+Inf" if le == float("inf") else repr(le), running))
+        buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
     if not buckets or buckets[-1][0] != "+Inf":
         buckets.append(("+Inf", running))
     return HistogramMetricFamily("mediasrv_subscriber_rtt_seconds",

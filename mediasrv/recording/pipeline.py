@@ -1,6 +1,6 @@
 """Per-track recording pipeline: complete frames from a router sink -> presentation times -> writer.
 
-Sans-IO: the recorder (session.py) pulls frames and the sender-report sync point from the router
+Sans-IO: the recorder (recorder.py) pulls frames and the sender-report sync point from the router
 and passes them in with the time; this module only does timing and hands frames to the writer.
 NACK, PLI and frame assembly happen in the router's sink (native jitter buffer).
 
