@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -12,7 +15,37 @@ from mediasrv.api import appkeys as keys
 from mediasrv.auth import Identity, bearer_token, verify_token
 from mediasrv.errors import MediasrvError
 
+log = logging.getLogger(__name__)
 WWW_AUTHENTICATE = 'Bearer realm="mediasrv"'
+
+# Everything the server writes as JSON goes through this: NaN/Infinity are not JSON, so a value that
+# is not finite is a bug to raise on, never a body a client cannot parse.
+dumps = functools.partial(json.dumps, allow_nan=False)
+
+
+class NonFiniteNumber(ValueError):
+    """A JSON number that does not fit a float (1e999999) or a NaN/Infinity literal."""
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NonFiniteNumber(f"number {text[:40]} is not finite")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise NonFiniteNumber(f"{name} is not a JSON number")
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse JSON from a client, refusing numbers that are not finite (ValueError/RecursionError)."""
+    return json.loads(data, parse_float=_finite_float, parse_constant=_no_constant)
+
+
+def json_response(data: Any, **kwargs: Any) -> web.Response:
+    """`web.json_response` that can never write NaN or Infinity."""
+    return web.json_response(data, dumps=dumps, **kwargs)
 
 
 class HttpError(MediasrvError):
@@ -23,9 +56,7 @@ class HttpError(MediasrvError):
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
+    return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
 
 @web.middleware
@@ -47,6 +78,14 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
             return json_error(exc.status, code, exc.reason, headers or None)
         raise
+    except ConnectionError:  # the client went away mid-request: nobody to answer, nothing to debug
+        log.info("%s %s: client disconnected", request.method, request.path)
+        raise
+    except Exception:
+        # A bug, not the client's doing: logged here once with its traceback, and answered as JSON
+        # like every other error (aiohttp's own answer would be an HTML page).
+        log.exception("%s %s: unexpected error", request.method, request.path)
+        return json_error(500, "internal_error", "internal server error")
 
 
 QUERY_TOKEN = "access_token"
@@ -98,7 +137,9 @@ async def read_json(request: web.Request, limit: int) -> dict[str, Any]:
         raise HttpError(415, "unsupported_media_type", "expected Content-Type: application/json")
     body = await read_body(request, limit)
     try:
-        value = json.loads(body)
+        value = loads(body)
+    except NonFiniteNumber as exc:
+        raise HttpError(400, "invalid_json", f"body has a number JSON cannot carry: {exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise HttpError(400, "invalid_json", f"body is not valid JSON: {exc}") from None
     except RecursionError:  # e.g. 10 000 nested arrays fit in a small body

@@ -10,7 +10,6 @@ closed with 4429.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import QUERY_TOKEN, query_token_allowed
+from mediasrv.api.http_common import QUERY_TOKEN, NonFiniteNumber, dumps, loads, query_token_allowed
 from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
 from mediasrv.auth import Identity, bearer_token, verify_token
 from mediasrv.authz import require_moderator
@@ -74,7 +73,7 @@ class RoomSession:
         if self.ws.closed:
             return
         async with self._send_lock:
-            await self.ws.send_str(json.dumps(event))
+            await self.ws.send_str(dumps(event))
 
     async def close(self, code: int, message: str) -> None:
         await self.ws.close(code=code, message=message.encode()[:120])
@@ -180,7 +179,9 @@ class RoomSession:
 
 def _parse(data: str) -> dict[str, Any]:
     try:
-        msg = json.loads(data)
+        msg = loads(data)
+    except NonFiniteNumber as exc:
+        raise ProtocolError("invalid_json", f"message has a number JSON cannot carry: {exc}") from None
     except ValueError as exc:
         raise ProtocolError("invalid_json", f"message is not JSON: {exc}") from None
     except RecursionError:
@@ -251,6 +252,7 @@ async def _serve(session: RoomSession, query_token: str) -> None:
                                            f"(bursts of {s.room_ws_burst}); this one was not handled"})
             continue
         rid = None
+        data: dict[str, Any] | None = None
         try:
             data = _parse(msg.data)
             rid = data.get("request_id")
@@ -270,6 +272,15 @@ async def _serve(session: RoomSession, query_token: str) -> None:
             if close is not None:
                 await session.close(close, exc.code)
                 return
+        except Exception:
+            # A bug, not the client's doing: logged once here, told to the client as JSON like any
+            # other error, and the session ends (1011) so its participant is cleaned up by the caller.
+            log.exception("room %s: unexpected error handling a %r message", session.room_name,
+                          data.get("type") if data else None)
+            await session.send({"type": "error", "request_id": rid, "code": "internal_error",
+                                "message": "internal server error"})
+            await session.close(WSCloseCode.INTERNAL_ERROR, "internal_error")
+            return
 
 
 def _close_code(exc: MediasrvError, joined: bool) -> int | None:

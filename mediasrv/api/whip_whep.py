@@ -9,6 +9,7 @@ OPTIONS on any of them            → CORS preflight and Accept-Post
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import secrets
@@ -21,7 +22,7 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
 from mediasrv.auth import Identity
 from mediasrv.authz import is_party, require_participant_of, require_publisher
-from mediasrv.errors import MediasrvError
+from mediasrv.media.sdp import check_offer_text
 from mediasrv.rooms import Participant, Room
 
 SDP_TYPE = "application/sdp"
@@ -55,9 +56,11 @@ async def sdp_body(request: web.Request) -> str:
         raise HttpError(415, "unsupported_media_type", f"expected Content-Type: {SDP_TYPE}")
     body = await read_body(request, request.app[keys.SETTINGS].max_signaling_body_bytes)
     try:
-        return body.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise HttpError(400, "invalid_sdp", "SDP must be UTF-8 text") from None
+    check_offer_text(text)  # a malformed or out-of-range offer is refused before anyone joins
+    return text
 
 
 def created(request: web.Request, session: WhipSession, location: str, answer: str) -> web.Response:
@@ -75,8 +78,11 @@ async def start_session(request: web.Request, ident: Identity, kind: str, identi
 
 
 async def fail(room: Room, session: WhipSession) -> None:
-    """The offer was refused: the session's participant goes (the error goes on to the client)."""
-    await room.leave(session.participant.identity, reason="negotiation_failed")
+    """The session could not be set up, for whatever reason: its participant goes, so a refused or
+    failed offer never holds a place in the room (the error goes on to the client)."""
+    p = session.participant
+    if room.participants.get(p.identity) is p:  # not a newer session that replaced it
+        await room.leave(p.identity, reason="negotiation_failed")
 
 
 async def whip_post(request: web.Request) -> web.Response:
@@ -87,8 +93,8 @@ async def whip_post(request: web.Request) -> web.Response:
     session = await start_session(request, ident, "whip", ident.sub, room)
     try:
         answer = await room.publish(session.participant, offer, {})
-    except MediasrvError:
-        await fail(room, session)
+    except BaseException:  # refused, a bug, or the client gone (cancelled): nothing stays behind
+        await asyncio.shield(fail(room, session))
         raise
     session.etag = etag(answer)
     _watch(request.app, session)
@@ -115,8 +121,8 @@ async def whep_post(request: web.Request) -> web.Response:
     session = await start_session(request, ident, "whep", viewer, room)
     try:
         answer = await room.whep_subscribe(session.participant, target, offer)
-    except MediasrvError:
-        await fail(room, session)
+    except BaseException:  # refused, a bug, or the client gone (cancelled): nothing stays behind
+        await asyncio.shield(fail(room, session))
         raise
     session.etag = etag(answer)
     _watch(request.app, session)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
-from aiortc import RTCRtpTransceiver
+from aiortc import RTCRtpCodecParameters, RTCRtpTransceiver
 from aiortc.sdp import MediaDescription, SessionDescription
 
 from mediasrv.errors import MediasrvError
@@ -19,6 +20,20 @@ EXTENSION_NAMES = {
 
 CodecTuple = tuple[int, str, int, int | None, str]
 MAX_SDP_BYTES = 64 * 1024
+
+# The ranges the media plane can hold; an SDP number outside them is the client's error (400),
+# refused before a participant, a transport or a router entry exists.
+SSRC_MAX = 2**32 - 1
+PAYLOAD_TYPE_MAX = 127
+PORT_MAX = 65535
+EXTENSION_ID_MIN, EXTENSION_ID_MAX = 1, 255
+CLOCK_RATE_MAX = 2**32 - 1
+CHANNELS_MAX = 255
+BANDWIDTH_MAX = 2**32 - 1  # b= is in kbit/s (AS, CT) or bit/s (TIAS); 32 bits is ample
+PRIORITY_MAX = 2**32 - 1
+COMPONENT_MAX = 256
+FMTP_INT_MAX = 2**32 - 1
+_BANDWIDTH = re.compile(r"^b=([A-Za-z0-9-]+):(.*)$")
 
 
 class SdpError(MediasrvError, ValueError):
@@ -38,15 +53,79 @@ def check_offer_text(text: str) -> SessionDescription:
         desc = SessionDescription.parse(text)
     except Exception as exc:  # aiortc's parser raises many types on garbage
         raise SdpError(f"SDP could not be parsed: {exc.__class__.__name__}: {exc}") from None
+    check_numbers(desc)
+    check_bandwidths(text)
     media = [m for m in desc.media if m.kind in ("audio", "video", "application")]
     if not media:
         raise SdpError("SDP has no audio, video or application m-line")
     for m in media:
-        if not m.ice.usernameFragment or not m.ice.password:
+        if m.ice is None or not m.ice.usernameFragment or not m.ice.password:
             raise SdpError(f"m-line mid={m.rtp.muxId!r} has no ICE credentials")
         if m.dtls is None or not m.dtls.fingerprints:
             raise SdpError(f"m-line mid={m.rtp.muxId!r} has no DTLS fingerprint")
     return desc
+
+
+def _in_range(value: object, low: int, high: int, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise SdpError(f"{what} {value!r} is out of range {low}..{high}")
+    return value
+
+
+def check_numbers(desc: SessionDescription) -> None:
+    """Every number the parser read from the SDP is within the range the media plane can hold."""
+    for m in desc.media:
+        where = f"m-line mid={m.rtp.muxId!r}"
+        _in_range(m.port, 0, PORT_MAX, f"{where}: port")
+        if m.rtcp_port is not None:
+            _in_range(m.rtcp_port, 0, PORT_MAX, f"{where}: a=rtcp port")
+        if m.sctp_port is not None:
+            _in_range(m.sctp_port, 0, PORT_MAX, f"{where}: a=sctp-port")
+        if m.sctpCapabilities is not None:
+            _in_range(m.sctpCapabilities.maxMessageSize, 0, FMTP_INT_MAX, f"{where}: a=max-message-size")
+        if m.kind in ("audio", "video"):
+            for pt in m.fmt:
+                _in_range(pt, 0, PAYLOAD_TYPE_MAX, f"{where}: payload type")
+        for codec in m.rtp.codecs:
+            _check_codec(codec.payloadType, codec.clockRate, codec.channels, codec.parameters, where)
+        for ext in m.rtp.headerExtensions:
+            _in_range(ext.id, EXTENSION_ID_MIN, EXTENSION_ID_MAX, f"{where}: extension id")
+        for ssrc in m.ssrc:
+            _in_range(ssrc.ssrc, 0, SSRC_MAX, f"{where}: SSRC")
+        for group in m.ssrc_group:
+            for member in group.items:
+                _in_range(member, 0, SSRC_MAX, f"{where}: ssrc-group {group.semantic} member SSRC")
+        for cand in m.ice_candidates:
+            _in_range(cand.port, 0, PORT_MAX, f"{where}: candidate port")
+            _in_range(cand.priority, 0, PRIORITY_MAX, f"{where}: candidate priority")
+            _in_range(cand.component, 1, COMPONENT_MAX, f"{where}: candidate component")
+            if cand.relatedPort is not None:
+                _in_range(cand.relatedPort, 0, PORT_MAX, f"{where}: candidate rport")
+
+
+def _check_codec(pt: object, clock_rate: object, channels: object, parameters: Mapping[str, object],
+                 where: str) -> None:
+    _in_range(pt, 0, PAYLOAD_TYPE_MAX, f"{where}: payload type")
+    _in_range(clock_rate, 1, CLOCK_RATE_MAX, f"{where}: clock rate of payload type {pt}")
+    if channels is not None:
+        _in_range(channels, 1, CHANNELS_MAX, f"{where}: channels of payload type {pt}")
+    for name, value in parameters.items():
+        if name == "apt":
+            _in_range(value, 0, PAYLOAD_TYPE_MAX, f"{where}: apt of payload type {pt}")
+        elif isinstance(value, int):
+            _in_range(value, 0, FMTP_INT_MAX, f"{where}: fmtp {name} of payload type {pt}")
+
+
+def check_bandwidths(text: str) -> None:
+    """`b=<type>:<value>` lines (aiortc does not read them, but they must still be numbers in range)."""
+    for line in text.splitlines():
+        found = _BANDWIDTH.match(line.strip())
+        if line.startswith("b=") and found is None:
+            raise SdpError(f"bandwidth line {line[:40]!r} is not 'b=<type>:<value>'")
+        if found is not None:
+            value = found.group(2)
+            if not value.isascii() or not value.isdigit() or int(value) > BANDWIDTH_MAX:
+                raise SdpError(f"bandwidth {found.group(1)} {value[:40]!r} is out of range 0..{BANDWIDTH_MAX}")
 
 
 def codec_tuples(transceiver: RTCRtpTransceiver) -> list[CodecTuple]:
@@ -57,10 +136,19 @@ def codec_tuples(transceiver: RTCRtpTransceiver) -> list[CodecTuple]:
     out: list[CodecTuple] = []
     for codec in aiortc_glue.negotiated_codecs(transceiver):
         name = codec.mimeType.split("/", 1)[1]
+        _check_codec(codec.payloadType, codec.clockRate, None, codec.parameters, "negotiated codec")
         apt = codec.parameters.get("apt") if name.lower() == "rtx" else None
         fmtp = ";".join(f"{k}={v}" if v is not None else k for k, v in codec.parameters.items())
-        out.append((codec.payloadType, name, codec.clockRate, int(apt) if apt is not None else None, fmtp))
+        out.append((payload_type(codec), name, codec.clockRate, int(apt) if apt is not None else None, fmtp))
     return out
+
+
+def payload_type(codec: RTCRtpCodecParameters) -> int:
+    """A negotiated codec's payload type: aiortc gives one to every codec it negotiates (the field
+    is optional only for codecs not negotiated yet)."""
+    if codec.payloadType is None:
+        raise ValueError(f"codec {codec.mimeType} has no payload type: it was not negotiated")
+    return codec.payloadType
 
 
 def extension_ids(media: list[MediaDescription]) -> dict[str, int]:
@@ -70,7 +158,7 @@ def extension_ids(media: list[MediaDescription]) -> dict[str, int]:
         for ext in m.rtp.headerExtensions:
             name = EXTENSION_NAMES.get(ext.uri)
             if name:
-                ids[name] = ext.id
+                ids[name] = _in_range(ext.id, EXTENSION_ID_MIN, EXTENSION_ID_MAX, f"{name} extension id")
     return ids
 
 
@@ -79,7 +167,7 @@ def media_by_mid(desc: SessionDescription) -> dict[str, MediaDescription]:
 
 
 def ssrcs_of(media: MediaDescription) -> list[int]:
-    return sorted({s.ssrc for s in media.ssrc})
+    return sorted({_in_range(s.ssrc, 0, SSRC_MAX, "SSRC") for s in media.ssrc})
 
 
 _CANDIDATE = re.compile(r"^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( \d+ typ host.*)$", re.M)

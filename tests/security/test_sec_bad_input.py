@@ -1,0 +1,184 @@
+"""Bad input stays a 4xx with a JSON body: out-of-range SDP numbers, non-finite JSON numbers, tus
+overruns; and a refused or failed session leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import pytest
+from aiortc import RTCPeerConnection
+
+from mediasrv.api import appkeys as keys
+from mediasrv.media.host_addresses import configure_host_addresses
+from mediasrv.media.sdp import SdpError, check_offer_text
+
+configure_host_addresses(["127.0.0.1"])
+
+
+async def _offer(kind: str = "video", direction: str = "sendonly") -> str:
+    pc = RTCPeerConnection()
+    pc.addTransceiver(kind, direction=direction)
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    return sdp
+
+
+def _first_ssrc(sdp: str) -> str:
+    found = re.search(r"a=ssrc:(\d+) ", sdp)
+    assert found
+    return found.group(1)
+
+
+async def _whip(srv, room: str, who: tuple[str, str], sdp: str):
+    r = await srv.request("POST", f"/whip/{room}", headers={
+        **srv.auth(who[0], who[1], room), "Content-Type": "application/sdp"}, data=sdp)
+    return r, (await r.json() if r.content_type == "application/json" else await r.text())
+
+
+@pytest.mark.parametrize("edit, what", [
+    (lambda s: s.replace(f"a=ssrc:{_first_ssrc(s)} ", "a=ssrc:99999999999999999999 "), "SSRC"),
+    (lambda s: s.replace(f"a=ssrc:{_first_ssrc(s)} ", "a=ssrc:4294967296 "), "SSRC"),
+    (lambda s: s.replace(f"a=ssrc:{_first_ssrc(s)} ", "a=ssrc:-1 "), "SSRC"),
+    (lambda s: re.sub(r"a=ssrc-group:FID (\d+) (\d+)", r"a=ssrc-group:FID \1 99999999999", s), "ssrc-group"),
+    (lambda s: s.replace("a=rtpmap:97 ", "a=rtpmap:200 ").replace(" 97 ", " 200 ", 1), "payload type"),
+    (lambda s: re.sub(r"a=extmap:(\d+) ", "a=extmap:300 ", s, count=1), "extension id"),
+    (lambda s: re.sub(r"^m=video \d+ ", "m=video 70000 ", s, flags=re.M), "port"),
+    (lambda s: re.sub(r"(a=mid:\S+\r\n)", r"\1b=AS:99999999999999999999\r\n", s, count=1), "bandwidth"),
+    (lambda s: re.sub(r"apt=(\d+)", "apt=999", s, count=1), "apt"),
+])
+def test_sdp_numbers_out_of_range_are_invalid_sdp(edit, what) -> None:
+    sdp = asyncio.run(_offer())
+    bad = edit(sdp)
+    assert bad != sdp, what
+    check_offer_text(sdp)
+    with pytest.raises(SdpError) as err:
+        check_offer_text(bad)
+    assert err.value.status == 400 and err.value.code == "invalid_sdp"
+    assert what.lower() in err.value.message.lower()
+
+
+async def test_whip_out_of_range_ssrc_is_400_and_leaves_nothing(srv) -> None:
+    admin = ("ops", "admin")
+    r = await srv.request("POST", "/v1/rooms", who=admin, json={"name": "r2", "max_participants": 2})
+    assert r.status == 201, await r.text()
+    sdp = await _offer()
+    bad = sdp.replace(f"a=ssrc:{_first_ssrc(sdp)} ", "a=ssrc:99999999999999999999 ")
+    for who in (("ghost1", "patient"), ("ghost2", "patient")):
+        r, body = await _whip(srv, "r2", who, bad)
+        assert r.status == 400, body
+        assert body["error"]["code"] == "invalid_sdp" and "SSRC" in body["error"]["message"]
+    assert not srv.app[keys.ROOMS].get("r2").participants  # nothing left behind
+    r, body = await _whip(srv, "r2", ("doc", "clinician"), await _offer())
+    assert r.status == 201, body
+
+
+async def test_a_session_failing_for_any_reason_is_a_json_500_and_leaves_nothing(srv, monkeypatch, caplog) -> None:
+    admin = ("ops", "admin")
+    r = await srv.request("POST", "/v1/rooms", who=admin, json={"name": "r2", "max_participants": 2})
+    assert r.status == 201, await r.text()
+    from mediasrv.rooms import Room
+
+    real_publish = Room.publish
+
+    async def broken(self, p, offer, sources):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(Room, "publish", broken)
+    sdp = await _offer()
+    for who in (("ghost1", "patient"), ("ghost2", "patient")):
+        r, body = await _whip(srv, "r2", who, sdp)
+        assert r.status == 500 and r.content_type == "application/json", body
+        assert body["error"]["code"] == "internal_error"
+    assert not srv.app[keys.ROOMS].get("r2").participants
+    logged = [rec for rec in caplog.records if rec.exc_info and rec.exc_info[0] is RuntimeError]
+    assert len(logged) == 2  # once per failed request
+    monkeypatch.setattr(Room, "publish", real_publish)
+    r, body = await _whip(srv, "r2", ("doc", "clinician"), sdp)
+    assert r.status == 201, body
+
+
+NON_FINITE = ["1e999999", "-1e999999", "NaN", "Infinity", "-Infinity"]
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+async def test_room_protocol_refuses_non_finite_numbers(srv, number) -> None:
+    assert srv.session is not None
+    ws = await srv.session.ws_connect(f"/rooms/r1/ws?access_token={srv.token('pat', 'patient', 'r1')}")
+    await ws.send_json({"type": "join", "request_id": "j"})
+    assert (await ws.receive_json())["type"] == "joined"
+    await ws.send_str('{"type": "ping", "request_id": ' + number + "}")
+    raw = (await ws.receive()).data
+    err = json.loads(raw, parse_constant=lambda c: pytest.fail(f"server wrote {c}: {raw}"))
+    assert (err["type"], err["code"], err["request_id"]) == ("error", "invalid_json", None)
+    assert "finite" in err["message"] or "not a JSON number" in err["message"]
+    await ws.send_json({"type": "ping", "request_id": "p"})  # the session goes on
+    assert (await ws.receive_json()) == {"type": "pong", "request_id": "p"}
+    await ws.close()
+
+
+@pytest.mark.parametrize("number", NON_FINITE)
+async def test_http_json_bodies_refuse_non_finite_numbers(srv, number) -> None:
+    r = await srv.request("POST", "/v1/rooms", who=("ops", "admin"),
+                          data='{"name": "r1", "max_duration_s": ' + number + "}",
+                          headers={"Content-Type": "application/json"})
+    assert r.status == 400, await r.text()
+    assert (await r.json())["error"]["code"] == "invalid_json"
+    assert srv.app[keys.ROOMS].get("r1") is None
+
+
+def test_server_json_output_never_carries_non_finite_numbers() -> None:
+    from mediasrv.api.http_common import dumps, json_response
+    for value in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ValueError):
+            dumps({"x": value})
+        with pytest.raises(ValueError):
+            json_response({"x": value})
+
+
+async def _joined_ws(srv, room: str, who: str, role: str):
+    assert srv.session is not None
+    ws = await srv.session.ws_connect(f"/rooms/{room}/ws?access_token={srv.token(who, role, room)}")
+    await ws.send_json({"type": "join", "request_id": "j"})
+    assert (await ws.receive_json())["type"] == "joined"
+    return ws
+
+
+async def test_room_protocol_publish_with_out_of_range_ssrc_is_invalid_sdp(srv) -> None:
+    ws = await _joined_ws(srv, "r1", "doc", "clinician")
+    sdp = await _offer()
+    await ws.send_json({"type": "publish", "request_id": 7,
+                        "sdp": sdp.replace(f"a=ssrc:{_first_ssrc(sdp)} ", "a=ssrc:99999999999999999999 ")})
+    err = await ws.receive_json()
+    assert (err["type"], err["code"], err["request_id"]) == ("error", "invalid_sdp", 7)
+    participant = srv.app[keys.ROOMS].get("r1").participants["doc"]
+    assert not participant.tracks and not participant.publisher_registered  # nothing routed
+    await ws.send_json({"type": "ping", "request_id": "p"})
+    assert (await ws.receive_json()) == {"type": "pong", "request_id": "p"}
+    await ws.close()
+
+
+async def test_room_protocol_unexpected_error_is_a_json_event_and_the_participant_goes(
+        srv, monkeypatch, caplog) -> None:
+    from mediasrv.rooms import Room
+
+    async def broken(self, p, offer, sources):
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(Room, "publish", broken)
+    ws = await _joined_ws(srv, "r1", "doc", "clinician")
+    await ws.send_json({"type": "publish", "request_id": 8, "sdp": await _offer()})
+    err = await ws.receive_json()
+    assert (err["type"], err["code"], err["request_id"]) == ("error", "internal_error", 8)
+    await ws.receive()
+    assert ws.close_code == 1011
+    for _ in range(500):  # the server's side of the close finishes after ours
+        room = srv.app[keys.ROOMS].get("r1")
+        if room is None or "doc" not in room.participants:
+            break
+        await asyncio.sleep(0.01)
+    assert room is None or "doc" not in room.participants
+    logged = [rec for rec in caplog.records if rec.exc_info and rec.exc_info[0] is RuntimeError]
+    assert len(logged) == 1
