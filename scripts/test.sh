@@ -10,6 +10,10 @@ PATH="$(pwd)/.venv/bin:$PATH"
 echo "== ruff"
 ruff check mediasrv benchmarks tests
 
+echo "== mypy (config in pyproject.toml), stubtest of the mediasrv_native stubs"
+mypy
+python -m mypy.stubtest mediasrv_native --allowlist native/bindings/stubtest-allowlist.txt
+
 echo "== import layering (contract in pyproject.toml)"
 lint-imports --no-cache
 

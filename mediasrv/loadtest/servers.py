@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -82,7 +82,7 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return out
 
 
-def mediasrv_counters(url: str, secret: str):  # type: ignore[no-untyped-def]
+def mediasrv_counters(url: str, secret: str) -> Callable[[], Awaitable[dict[str, float]]]:
     async def read() -> dict[str, float]:
         token = mint_token(secret, identity="loadtest", role="admin", ttl_s=600)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \

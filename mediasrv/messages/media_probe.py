@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 import av
 
@@ -18,6 +18,14 @@ log = logging.getLogger(__name__)
 # Demux at most this many packets when a container does not state its duration.
 MAX_SCAN_PACKETS = 200_000
 THUMBNAIL_MAX_WIDTH = 320
+
+
+class MediaSource(Protocol):
+    """What PyAV reads a container from: a seekable binary file-like object."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
 
 
 class MediaRejected(ValueError):
@@ -59,7 +67,7 @@ def media_kind(content_type: str) -> str | None:
     return major if major in ("video", "audio") else None
 
 
-def _open(fileobj: BinaryIO) -> av.container.InputContainer:
+def _open(fileobj: MediaSource) -> av.container.InputContainer:
     fileobj.seek(0)
     try:
         return av.open(fileobj, mode="r")
@@ -79,7 +87,7 @@ def _duration(container: av.container.InputContainer) -> float:
     return float(end)
 
 
-def probe(fileobj: BinaryIO, content_type: str, size_bytes: int) -> ProbeResult:
+def probe(fileobj: MediaSource, content_type: str, size_bytes: int) -> ProbeResult:
     """Describe the media and check it plays: the claimed kind of stream is there and decodes."""
     kind = media_kind(content_type)
     if kind is None:
@@ -87,17 +95,19 @@ def probe(fileobj: BinaryIO, content_type: str, size_bytes: int) -> ProbeResult:
     with _open(fileobj) as container:
         streams = []
         for s in container.streams:
-            if s.type == "video":
-                cc = s.codec_context
-                streams.append(StreamInfo("video", cc.name, width=cc.width, height=cc.height))
-            elif s.type == "audio":
-                cc = s.codec_context
-                streams.append(StreamInfo("audio", cc.name, sample_rate=cc.sample_rate,
-                                          channels=cc.layout.nb_channels))
+            # PyAV wraps each stream in the class of its media type ("video", "audio").
+            if isinstance(s, av.VideoStream):
+                vc = s.codec_context
+                streams.append(StreamInfo("video", vc.name, width=vc.width, height=vc.height))
+            elif isinstance(s, av.AudioStream):
+                ac = s.codec_context
+                streams.append(StreamInfo("audio", ac.name, sample_rate=ac.sample_rate,
+                                          channels=ac.layout.nb_channels))
         if not any(s.kind == kind for s in streams):
             raise MediaRejected(f"claimed {kind} but the file has no {kind} stream")
         # Playable means: a stream of the claimed kind decodes (a frame comes out of it).
-        wanted = [s for s in container.streams if s.type == kind]
+        wanted = [s for s in container.streams
+                  if isinstance(s, av.VideoStream | av.AudioStream) and s.type == kind]
         if not any(_decodes_one_frame(container, s) for s in wanted):
             codecs = ", ".join(s.codec_context.name for s in wanted)
             raise MediaRejected(f"the {kind} stream ({codecs}) does not decode")
@@ -108,7 +118,8 @@ def probe(fileobj: BinaryIO, content_type: str, size_bytes: int) -> ProbeResult:
         return ProbeResult(container.format.name, round(duration, 3), size_bytes, streams)
 
 
-def _decodes_one_frame(container: av.container.InputContainer, stream: av.stream.Stream) -> bool:
+def _decodes_one_frame(container: av.container.InputContainer,
+                       stream: av.VideoStream | av.AudioStream) -> bool:
     container.seek(0)
     try:
         for n, packet in enumerate(container.demux(stream)):
@@ -123,7 +134,7 @@ def _decodes_one_frame(container: av.container.InputContainer, stream: av.stream
     return False
 
 
-def thumbnail(fileobj: BinaryIO, max_width: int = THUMBNAIL_MAX_WIDTH) -> bytes:
+def thumbnail(fileobj: MediaSource, max_width: int = THUMBNAIL_MAX_WIDTH) -> bytes:
     """A JPEG of the first decodable video frame, at most `max_width` pixels wide."""
     with _open(fileobj) as container:
         if not container.streams.video:

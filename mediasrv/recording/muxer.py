@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -464,19 +465,19 @@ class RecordingWriter:
         while (item := self._queue.get()) is not None:
             op, arg = item
             if op == "add":
-                self._run_guarded(op, lambda a=arg: self._add(a))
+                self._run_guarded(op, partial(self._add, arg))
             elif op == "write":
                 key, frames, size = arg
-                self._run_guarded(op, lambda k=key, f=frames: self._write(k, f))
+                self._run_guarded(op, partial(self._write, key, frames))
                 with self._queued_lock:
                     self.queued_bytes -= size
             elif op == "end":
-                self._run_guarded(op, lambda a=arg: self._end(str(a)))
+                self._run_guarded(op, partial(self._end, str(arg)))
             elif op == "call":
                 self._run_guarded(op, arg)
         for f in list({id(f): f for f in self._file_of.values()}.values()):
             for t in f.tracks.values():
                 t.ended = True
             if not f.opened and any(t.pending for t in f.tracks.values()):
-                self._run_guarded("open", lambda f=f: self._open(f))
+                self._run_guarded("open", partial(self._open, f))
             self._close_file(f)

@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
-from mediasrv import _vitals
+import mediasrv._vitals as _vitals
 
 KINDS: dict[str, int] = {
     "heart_rate": _vitals.KIND_HEART_RATE,

@@ -59,7 +59,7 @@ class VitalsStore:
             "INSERT INTO vitals_readings (room, patient, kind, received_at, device_time_ms, sealed)"
             " VALUES (?, ?, ?, ?, ?, ?)", params)
 
-    async def list(self, *, room: str | None = None, patient: str | None = None,
+    async def readings(self, *, room: str | None = None, patient: str | None = None,
                    since: float | None = None, limit: int = MAX_LIST) -> list[StoredReading]:
         where, params = [], []
         for clause, value in (("room = ?", room), ("patient = ?", patient), ("received_at >= ?", since)):

@@ -49,7 +49,7 @@ async def test_vitals_reach_the_clinician_with_alerts(server, browser):
     assert len(replies) == 1 and replies[0]["code"] == "invalid_frame", replies
     # The bad frame reached nobody else, and the visit goes on: the series holds the two good ones.
     assert len(await got("vitals")) == 2
-    stored = await server.app[keys.VITALS].list(room="visit-v")
+    stored = await server.app[keys.VITALS].readings(room="visit-v")
     assert [r.kind for r in stored] == ["heart_rate", "plx_continuous"]
     await patient.context.close()
     await clinician.context.close()

@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
-from functools import wraps
+from functools import partial, wraps
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -151,7 +151,7 @@ async def _stream_into(request: web.Request, writer: BlobWriter, remaining: int)
             if len(buf) >= WRITE_BATCH_BYTES:
                 batch = bytes(buf)
                 buf.clear()
-                await _uncancellable(lambda b=batch: writer.append(b))
+                await _uncancellable(partial(writer.append, batch))
     finally:
         rest = bytes(buf)
 
@@ -400,7 +400,12 @@ async def terminate_upload(request: web.Request) -> web.Response:
         await state.drop(att.upload_id)
         blob_ids = await request.app[keys.MESSAGES].delete_attachment(att.id)
         blobs: BlobStore = request.app[keys.BLOBS]
-        await asyncio.to_thread(lambda: [blobs.delete(b) for b in blob_ids])
+
+        def delete_blobs() -> None:
+            for blob_id in blob_ids:
+                blobs.delete(blob_id)
+
+        await asyncio.to_thread(delete_blobs)
     await audit(request, ident, "upload.terminated", target=att.message_id,
                 detail={"message_id": att.message_id, "attachment_id": att.id, "upload_id": att.upload_id})
     return web.Response(status=204, headers=_tus_headers())

@@ -24,6 +24,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.rtp import RtpPacket, is_rtcp
 
 from mediasrv.media import aiortc_glue
+from mediasrv.media.sdp import payload_type
 
 
 class SilentTrack(MediaStreamTrack):
@@ -78,7 +79,7 @@ class Sfu:
         pub = Publisher(pc)
         for t in pc.getTransceivers():
             for c in aiortc_glue.negotiated_codecs(t):
-                pub.kinds_by_pt[c.payloadType] = (t.kind, c.mimeType.split("/")[1].lower())
+                pub.kinds_by_pt[payload_type(c)] = (t.kind, c.mimeType.split("/")[1].lower())
             pub.receivers[t.kind] = t.receiver
             aiortc_glue.intercept_rtp(t.receiver.transport, self._forwarder(pub))
         self.publishers[key] = pub
@@ -125,7 +126,7 @@ class Sfu:
         for t in pc.getTransceivers():
             if t.kind in ("audio", "video"):
                 codecs = aiortc_glue.negotiated_codecs(t)
-                pts = {c.mimeType.split("/")[1].lower(): c.payloadType for c in codecs}
+                pts = {c.mimeType.split("/")[1].lower(): payload_type(c) for c in codecs}
                 outs[t.kind] = Outbound(t.sender.transport, aiortc_glue.sender_ssrc(t.sender), pts)
 
         @pc.on("connectionstatechange")
