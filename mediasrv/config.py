@@ -53,6 +53,11 @@ class Settings:
     room_ws_messages_per_s: float = 20.0
     room_ws_burst: int = 40
     room_ws_close_after_refused: int = 50
+    # A WHIP/WHEP or room media connection that has not completed ICE and DTLS this long after it was
+    # set up is closed, and its participant leaves (reason `setup_timeout`).
+    session_setup_timeout_s: float = 20.0
+    # Recorded messages (POST /whip/messages/...) one sender may be leaving at once; more is 429.
+    max_message_sessions_per_sender: int = 2
     default_token_ttl_s: int = 3600
     max_token_ttl_s: int = 24 * 3600
     # Static bearer token for Prometheus scrapers (empty: /metrics needs an admin access token).
@@ -164,6 +169,10 @@ def load_settings(
             and settings.room_ws_burst >= 1 and settings.room_ws_close_after_refused >= 1):
         raise ConfigError("setting 'room_ws_messages_per_s' must be >= 0 (0 = unlimited), "
                           "'room_ws_burst' and 'room_ws_close_after_refused' >= 1")
+    if not (math.isfinite(settings.session_setup_timeout_s) and settings.session_setup_timeout_s > 0):
+        raise ConfigError("setting 'session_setup_timeout_s' must be a number of seconds > 0")
+    if settings.max_message_sessions_per_sender < 1:
+        raise ConfigError("setting 'max_message_sessions_per_sender' must be >= 1")
     if settings.upload_quota_pending_bytes < 0 or settings.upload_quota_daily_bytes < 0:
         raise ConfigError("settings 'upload_quota_pending_bytes' and 'upload_quota_daily_bytes' must be >= 0 "
                           "(0 = no limit)")

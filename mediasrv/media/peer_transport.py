@@ -91,7 +91,15 @@ class PeerTransport:
         self.suppressed_rtcp = 0  # aiortc RTP/RTCP sends refused on the native datapath
         self.on_failed: Callable[[PeerTransport], Awaitable[None]] | None = None
         self.on_connected: Callable[[PeerTransport], Awaitable[None]] | None = None
+        # Called when ICE and DTLS have not completed within the settings' session_setup_timeout_s
+        # (the transport is closed when nobody is set to handle it).
+        self.on_setup_timeout: Callable[[PeerTransport], Awaitable[None]] | None = None
         self.pc.on("connectionstatechange", self._on_state)
+        # A peer that never connects must not keep its ICE agent, ports and room slot forever.
+        loop = asyncio.get_running_loop()
+        self._setup_timer: asyncio.TimerHandle | None = loop.call_later(
+            host.settings.session_setup_timeout_s, self._setup_expired)
+        self._setup_task: asyncio.Task[None] | None = None
 
     # --- negotiation ------------------------------------------------------------------------------
     async def accept_offer(
@@ -207,6 +215,7 @@ class PeerTransport:
         if state in ("failed", "closed") and not self.closed and self.on_failed:
             await self.on_failed(self)
         elif state == "connected":
+            self._cancel_setup_timer()
             self._hand_over()
             if self.on_connected:
                 await self.on_connected(self)
@@ -215,10 +224,33 @@ class PeerTransport:
     def connected(self) -> bool:
         return self.pc.connectionState == "connected"
 
+    def _cancel_setup_timer(self) -> None:
+        if self._setup_timer is not None:
+            self._setup_timer.cancel()
+            self._setup_timer = None
+
+    def _setup_expired(self) -> None:
+        self._setup_timer = None
+        if self.closed or self.connected:
+            return
+        log.info("transport %d (%s of %s): not connected within %gs, closing", self.handle,
+                 self.direction, self.owner, self.host.settings.session_setup_timeout_s)
+        self._setup_task = asyncio.get_running_loop().create_task(self._expire())
+
+    async def _expire(self) -> None:
+        try:
+            if self.on_setup_timeout is not None:
+                await self.on_setup_timeout(self)
+            else:
+                await self.close()
+        except Exception:
+            log.exception("transport %d: closing after the setup timeout", self.handle)
+
     async def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        self._cancel_setup_timer()
         plane = self._plane
         if plane is not None:
             with contextlib.suppress(ValueError):  # the plane already shut down

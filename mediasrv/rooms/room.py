@@ -155,8 +155,16 @@ class Room:
         async def connected(transport: PeerTransport) -> None:
             self.subscriptions.transport_connected(p, transport)
 
+        async def setup_timeout(transport: PeerTransport) -> None:
+            # Leaving frees everything the participant holds (its slot, WHIP/WHEP session, message).
+            if self.participants.get(p.identity) is p:
+                await self.leave(p.identity, reason="setup_timeout")
+            else:
+                await transport.close()
+
         t.on_failed = failed
         t.on_connected = connected
+        t.on_setup_timeout = setup_timeout
         return t
 
     # --- lifecycle --------------------------------------------------------------------------------
