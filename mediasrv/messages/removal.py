@@ -30,9 +30,10 @@ async def delete_message_and_blobs(store: MessageStore, uploads: UploadState, bl
             held.callback(lock.release)
             await uploads.drop(att.upload_id)
         blob_ids = await store.delete_message(message_id)
-        await asyncio.to_thread(_delete_blobs, blobs, blob_ids)
+        await asyncio.to_thread(delete_blobs, blobs, blob_ids)
 
 
-def _delete_blobs(blobs: BlobStore, blob_ids: list[str]) -> None:
+def delete_blobs(blobs: BlobStore, blob_ids: list[str]) -> None:
+    """Blocking: call from a thread."""
     for blob_id in blob_ids:
         blobs.delete(blob_id)

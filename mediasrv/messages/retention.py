@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 
 from mediasrv.messages.message_store import MessageStore
-from mediasrv.messages.removal import delete_message_and_blobs
+from mediasrv.messages.removal import delete_blobs, delete_message_and_blobs
 from mediasrv.messages.uploads import UploadState
 from mediasrv.storage.audit_log import AuditLog
 from mediasrv.storage.blobs import BlobStore
@@ -40,7 +40,7 @@ class Retention:
                 async with self.uploads.lock(att.upload_id):
                     await self.uploads.drop(att.upload_id)
                     blob_ids = await self.store.delete_attachment(att.id)
-                    await asyncio.to_thread(lambda ids=blob_ids: [self.blobs.delete(b) for b in ids])
+                    await asyncio.to_thread(delete_blobs, self.blobs, blob_ids)
             purged_uploads += len(atts)
         for action, count in (("message.purged", purged_messages), ("upload.purged", purged_uploads)):
             if count:

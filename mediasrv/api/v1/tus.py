@@ -34,6 +34,7 @@ from mediasrv.authz import is_party
 from mediasrv.errors import MediasrvError
 from mediasrv.messages import quota
 from mediasrv.messages.message_store import Attachment, MessageStore
+from mediasrv.messages.removal import delete_blobs
 from mediasrv.messages.uploads import UploadState
 from mediasrv.storage.blobs import BlobStore, BlobWriter, new_blob_id
 
@@ -164,30 +165,18 @@ async def _stream_into(request: web.Request, writer: BlobWriter, remaining: int)
         raise HttpError(413, "exceeds_upload_length", "the body goes past Upload-Length")
 
 
-async def _receive_checked(request: web.Request, writer: BlobWriter, remaining: int,
-                           algo: str, expected: bytes) -> None:
-    """Checksummed body: verify first, then commit all of it, or none of it (460)."""
+async def _receive_staged(request: web.Request, writer: BlobWriter, remaining: int,
+                          check: tuple[str, bytes] | None) -> None:
+    """A body of unknown length, or with a checksum: received apart (in memory, then a staging
+    blob) and committed whole once it is known to fit Upload-Length and match its checksum. An
+    overrun (413) or a mismatch (460) keeps none of it; an unchecked body cut off by a disconnect
+    keeps what arrived, as a streamed one does."""
     staging: BlobStore = request.app[keys.STAGING]
-    hasher = CHECKSUMS[algo]()
+    hasher = CHECKSUMS[check[0]]() if check is not None else None
     buf = bytearray()
     staged: BlobWriter | None = None
-    received = 0
-    try:
-        async for data in request.content.iter_chunked(READ_CHUNK_BYTES):
-            received += len(data)
-            if received > remaining:
-                raise HttpError(413, "exceeds_upload_length", "the body goes past Upload-Length")
-            hasher.update(data)
-            buf += data
-            if staged is None and len(buf) > IN_MEMORY_CHECKED_BYTES:
-                staged = await asyncio.to_thread(staging.create)
-            if staged is not None and len(buf) >= WRITE_BATCH_BYTES:
-                batch = bytes(buf)
-                buf.clear()
-                await asyncio.to_thread(staged.append, batch)
-        if hasher.digest() != expected:
-            raise HttpError(460, "checksum_mismatch",
-                            f"the {algo} of the body does not match Upload-Checksum; nothing was stored")
+
+    async def commit() -> None:
         rest = bytes(buf)
         if staged is None:
 
@@ -208,6 +197,34 @@ async def _receive_checked(request: web.Request, writer: BlobWriter, remaining: 
                 writer.sync()
 
             await _uncancellable(commit_staged)
+
+    received = 0
+    try:
+        try:
+            async for data in request.content.iter_chunked(READ_CHUNK_BYTES):
+                received += len(data)
+                if received > remaining:  # before any of it is committed
+                    raise HttpError(413, "exceeds_upload_length",
+                                    "the body goes past Upload-Length; none of it was stored")
+                if hasher is not None:
+                    hasher.update(data)
+                buf += data
+                if staged is None and len(buf) > IN_MEMORY_CHECKED_BYTES:
+                    staged = await asyncio.to_thread(staging.create)
+                if staged is not None and len(buf) >= WRITE_BATCH_BYTES:
+                    batch = bytes(buf)
+                    buf.clear()
+                    await asyncio.to_thread(staged.append, batch)
+        except MediasrvError:
+            raise
+        except BaseException:
+            if hasher is None:  # the client went away: what arrived fits, keep it to resume from
+                await commit()
+            raise
+        if check is not None and hasher is not None and hasher.digest() != check[1]:
+            raise HttpError(460, "checksum_mismatch",
+                            f"the {check[0]} of the body does not match Upload-Checksum; nothing was stored")
+        await commit()
     finally:
         if staged is not None:
             staged_id, to_close = staged.blob_id, staged
@@ -225,10 +242,13 @@ async def _receive(request: web.Request, att: Attachment, writer: BlobWriter) ->
     if request.content_length is not None and request.content_length > remaining:
         raise HttpError(413, "exceeds_upload_length",
                         f"the body ({request.content_length} bytes) goes past Upload-Length")
-    if checksum is None:
+    if checksum is None and request.content_length is not None:
+        # The length is known to fit (checked above): stream straight into the upload.
         await _stream_into(request, writer, remaining)
     else:
-        await _receive_checked(request, writer, remaining, *checksum)
+        # A checksum, or a chunked body whose length shows only at its end: nothing is committed
+        # until all of it has arrived and fits.
+        await _receive_staged(request, writer, remaining, checksum)
 
 
 async def _after_receive(request: web.Request, ident: Identity, att: Attachment,
@@ -399,13 +419,7 @@ async def terminate_upload(request: web.Request) -> web.Response:
     async with state.lock(att.upload_id):
         await state.drop(att.upload_id)
         blob_ids = await request.app[keys.MESSAGES].delete_attachment(att.id)
-        blobs: BlobStore = request.app[keys.BLOBS]
-
-        def delete_blobs() -> None:
-            for blob_id in blob_ids:
-                blobs.delete(blob_id)
-
-        await asyncio.to_thread(delete_blobs)
+        await asyncio.to_thread(delete_blobs, request.app[keys.BLOBS], blob_ids)
     await audit(request, ident, "upload.terminated", target=att.message_id,
                 detail={"message_id": att.message_id, "attachment_id": att.id, "upload_id": att.upload_id})
     return web.Response(status=204, headers=_tus_headers())
