@@ -9,6 +9,7 @@ import re
 
 import pytest
 from aiortc import RTCPeerConnection
+from ctl_helpers import TUS, checksum, create_upload
 
 from mediasrv.api import appkeys as keys
 from mediasrv.media.host_addresses import configure_host_addresses
@@ -182,3 +183,76 @@ async def test_room_protocol_unexpected_error_is_a_json_event_and_the_participan
     assert room is None or "doc" not in room.participants
     logged = [rec for rec in caplog.records if rec.exc_info and rec.exc_info[0] is RuntimeError]
     assert len(logged) == 1
+
+
+# --- tus: a PATCH that overruns Upload-Length keeps none of its bytes ---------------------------
+PATIENT = ("pat-ana", "patient")
+
+
+async def _chunked(*parts: bytes):
+    for part in parts:  # an async generator body: aiohttp sends it chunked, without Content-Length
+        yield part
+
+
+async def _head_offset(srv, upload: str) -> int:
+    r = await srv.request("HEAD", upload, who=PATIENT, headers=TUS)
+    assert r.status == 200
+    return int(r.headers["Upload-Offset"])
+
+
+async def _patch(srv, upload: str, offset: int, data):
+    return await srv.request("PATCH", upload, who=PATIENT, data=data, headers={
+        **TUS, "Upload-Offset": str(offset), "Content-Type": "application/offset+octet-stream"})
+
+
+@pytest.mark.parametrize("with_checksum", [False, True])
+async def test_tus_chunked_patch_past_upload_length_keeps_nothing(srv, with_checksum) -> None:
+    msg = await srv.send_message(PATIENT, "dr-lee")
+    upload = (await create_upload(srv, PATIENT, msg["id"], 10)).headers["Location"]
+    r = await _patch(srv, upload, 0, b"abcd")
+    assert r.status == 204 and r.headers["Upload-Offset"] == "4"
+    over = b"efghijklmnop"  # 12 bytes where 6 remain
+    headers = {**TUS, "Upload-Offset": "4", "Content-Type": "application/offset+octet-stream"}
+    if with_checksum:
+        headers["Upload-Checksum"] = checksum("sha256", over)
+    r = await srv.request("PATCH", upload, who=PATIENT, data=_chunked(over[:3], over[3:]), headers=headers)
+    assert r.status == 413 and (await r.json())["error"]["code"] == "exceeds_upload_length"
+    assert await _head_offset(srv, upload) == 4  # none of the refused bytes were kept
+    r = await _patch(srv, upload, 4, _chunked(b"ef", b"ghij"))
+    assert r.status == 204 and r.headers["Upload-Offset"] == "10"
+    att = await srv.app[keys.MESSAGES].get_attachment_by_upload(upload.rsplit("/", 1)[1])
+    assert att is not None and att.state != "uploading"
+
+
+async def test_tus_content_length_patch_past_upload_length_keeps_nothing(srv) -> None:
+    msg = await srv.send_message(PATIENT, "dr-lee")
+    upload = (await create_upload(srv, PATIENT, msg["id"], 10)).headers["Location"]
+    r = await _patch(srv, upload, 0, b"a" * 11)
+    assert r.status == 413
+    assert await _head_offset(srv, upload) == 0
+    r = await _patch(srv, upload, 0, b"a" * 10)
+    assert r.status == 204 and r.headers["Upload-Offset"] == "10"
+
+
+async def test_tus_chunked_patch_cut_off_keeps_what_arrived(srv) -> None:
+    msg = await srv.send_message(PATIENT, "dr-lee")
+    upload = (await create_upload(srv, PATIENT, msg["id"], 10)).headers["Location"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write((
+        f"PATCH {upload} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+        f"Authorization: Bearer {srv.token(*PATIENT)}\r\nTus-Resumable: 1.0.0\r\n"
+        "Upload-Offset: 0\r\nContent-Type: application/offset+octet-stream\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n").encode())
+    await writer.drain()
+    for _ in range(500):  # wait until the server has read the chunk, then drop the connection
+        state = srv.app[keys.UPLOADS]
+        if any(lock.locked() for lock in state.locks.values()):
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    writer.transport.abort()
+    for _ in range(500):
+        if await _head_offset(srv, upload) == 3:
+            break
+        await asyncio.sleep(0.01)
+    assert await _head_offset(srv, upload) == 3

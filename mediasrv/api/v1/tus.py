@@ -4,7 +4,9 @@ Extensions: creation, creation-with-upload, checksum (sha1, sha256), termination
 The upload id is a random 192-bit token and every request still needs the sender's bearer token.
 Bytes go straight into the encrypted blob store as they arrive; a request body with an
 Upload-Checksum is held back (in memory, or in an encrypted staging blob when large) until its
-checksum is verified, so a mismatching chunk is discarded whole (460) and the offset stays.
+checksum is verified, so a mismatching chunk is discarded whole (460) and the offset stays. A body
+without Content-Length (chunked) is held back the same way until it has ended within Upload-Length,
+so a body that overruns it is refused (413) with none of its bytes kept and the offset unchanged.
 """
 
 from __future__ import annotations
@@ -137,7 +139,8 @@ async def _uncancellable(fn: Callable[[], T]) -> T:
 
 # --- receiving bytes ---------------------------------------------------------------------------
 async def _stream_into(request: web.Request, writer: BlobWriter, remaining: int) -> None:
-    """Unchecked body: append as it arrives; what arrived before a disconnect is kept."""
+    """Unchecked body whose Content-Length fits: append as it arrives; what arrived before a
+    disconnect is kept."""
     buf = bytearray()
     received = 0
     too_long = False
