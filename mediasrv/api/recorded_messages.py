@@ -32,10 +32,17 @@ async def post_message(request: web.Request) -> web.Response:
                                     "use a messaging token (no room claim) to leave a message")
     require_message_sender(ident, "only patients and clinicians leave messages")
     recipient = check_identity("recipient", request.match_info["recipient"])
-    offer = await whip.sdp_body(request)
     rooms = request.app[keys.ROOMS]
+    offer = await whip.sdp_body(request)
     if rooms.recording_store is None:
         raise HttpError(503, "recording_unavailable", "recording is not configured")
+    # Each message is a peer connection, a private room and a recorder: one sender gets only a few.
+    # Counted by the private rooms the sender is in, which the sender joins before this handler
+    # next yields, so concurrent requests cannot all pass the check.
+    limit = request.app[keys.SETTINGS].max_message_sessions_per_sender
+    if sum(1 for r in rooms.list() if r.name.startswith(whip.MESSAGE_ROOM_PREFIX) and not r.closed
+           and ident.sub in r.participants) >= limit:
+        raise HttpError(429, "too_many_sessions", f"at most {limit} recorded messages at once per sender")
     room = rooms.create(whip.MESSAGE_ROOM_PREFIX + secrets.token_urlsafe(12), RoomOptions(recording_allowed=True))
     sender = Identity(sub=ident.sub, role=ident.role, room=room.name, name=ident.name, exp=ident.exp)
     session = await whip.start_session(request, sender, "whip", ident.sub, room)
