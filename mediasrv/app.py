@@ -11,7 +11,7 @@ from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api import demo, metrics, recorded_messages, room_protocol, whip_whep
-from mediasrv.api.http_common import error_middleware, query_token_middleware
+from mediasrv.api.http_common import error_middleware, json_response, query_token_middleware
 from mediasrv.api.v1 import audit, messages, openapi, recordings, rooms, tokens, tus, vitals
 from mediasrv.config import Settings
 from mediasrv.messages.message_store import MessageStore
@@ -29,7 +29,7 @@ from mediasrv.vitals.vitals_store import VitalsStore
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness for load balancers: unauthenticated, so it says nothing about visits."""
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, read_json
+from mediasrv.api.http_common import HttpError, json_response, read_json
 from mediasrv.auth import mint_token
 from mediasrv.authz import ROOM_ROLES, check_identity
 
@@ -38,7 +38,7 @@ async def demo_token(request: web.Request) -> web.Response:
                            room=room, name=body.get("name") or identity, ttl_s=3600)
     except (ValueError, TypeError) as exc:
         raise HttpError(400, "invalid_request", str(exc)) from None
-    return web.json_response({"token": token})
+    return json_response({"token": token})
 
 
 def setup_routes(app: web.Application) -> None:

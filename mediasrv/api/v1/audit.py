@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate
+from mediasrv.api.http_common import HttpError, authenticate, json_response
 from mediasrv.api.v1.common import query_float, query_int
 from mediasrv.authz import require_admin
 
@@ -27,7 +27,7 @@ async def list_audit(request: web.Request) -> web.Response:
         since=since, action=action, room=room, limit=limit, before_id=before
     )
     next_before = entries[-1]["id"] if len(entries) == limit else None
-    return web.json_response({"entries": entries, "next_before_id": next_before})
+    return json_response({"entries": entries, "next_before_id": next_before})
 
 
 def setup_routes(app: web.Application) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, read_json
+from mediasrv.api.http_common import HttpError, json_response, read_json
 from mediasrv.api.v1.common import (
     audit,
     check_path_id,
@@ -81,8 +81,8 @@ async def create_message(request: web.Request) -> web.Response:
     message = await store.create_message(sender=ident.sub, sender_role=ident.role,
                                          recipient=recipient, subject=subject, body=body)
     await audit(request, ident, "message.created", target=recipient, detail={"message_id": message.id})
-    return web.json_response(message_json(message, [], ident), status=201,
-                             headers={"Location": f"/v1/messages/{message.id}"})
+    return json_response(message_json(message, [], ident), status=201,
+                         headers={"Location": f"/v1/messages/{message.id}"})
 
 
 async def list_messages(request: web.Request) -> web.Response:
@@ -102,7 +102,7 @@ async def list_messages(request: web.Request) -> web.Response:
     atts = await store.list_attachments([m.id for m in messages])
     items = [message_json(m, atts[m.id], ident, with_body=False) for m in messages]
     next_before = messages[-1].created_at if len(messages) == limit else None
-    return web.json_response({"messages": items, "next_before": next_before})
+    return json_response({"messages": items, "next_before": next_before})
 
 
 async def get_message(request: web.Request) -> web.Response:
@@ -110,7 +110,7 @@ async def get_message(request: web.Request) -> web.Response:
     message = await _visible_message(request, ident)
     atts = await request.app[keys.MESSAGES].list_attachments([message.id])
     await audit(request, ident, "message.read", target=message.id, detail={"message_id": message.id})
-    return web.json_response(message_json(message, atts[message.id], ident))
+    return json_response(message_json(message, atts[message.id], ident))
 
 
 async def mark_read(request: web.Request) -> web.Response:
@@ -120,7 +120,7 @@ async def mark_read(request: web.Request) -> web.Response:
         raise HttpError(403, "forbidden", "only the recipient marks a message read")
     read_at = await request.app[keys.MESSAGES].mark_read(message.id)
     await audit(request, ident, "message.marked_read", target=message.id, detail={"message_id": message.id})
-    return web.json_response({"id": message.id, "read_at": read_at})
+    return json_response({"id": message.id, "read_at": read_at})
 
 
 async def delete_message(request: web.Request) -> web.Response:

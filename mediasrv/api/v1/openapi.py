@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv import __version__
+from mediasrv.api.http_common import json_response
 from mediasrv.authz import ROLES
 
 JSON = "application/json"
@@ -379,7 +380,7 @@ def document() -> dict[str, Any]:
 
 
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(document())
+    return json_response(document())
 
 
 def setup_routes(app: web.Application) -> None:

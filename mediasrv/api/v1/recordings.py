@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate, client_address
+from mediasrv.api.http_common import HttpError, authenticate, client_address, json_response
 from mediasrv.auth import Identity
 from mediasrv.authz import require_moderator
 from mediasrv.recording.recording_store import RecordingStore
@@ -45,7 +45,7 @@ async def start(request: web.Request) -> web.Response:
     if room is None:
         raise HttpError(404, "room_not_found", f"no open room {name!r}")
     status = await room.recording.start_now(ident)
-    return web.json_response(status, status=201)
+    return json_response(status, status=201)
 
 
 async def stop(request: web.Request) -> web.Response:
@@ -55,7 +55,7 @@ async def stop(request: web.Request) -> web.Response:
     result = await room.recording.stop(ident) if room is not None else None
     if result is None:
         raise HttpError(404, "not_recording", f"room {name!r} is not being recorded")
-    return web.json_response(result)
+    return json_response(result)
 
 
 async def list_recordings(request: web.Request) -> web.Response:
@@ -66,7 +66,7 @@ async def list_recordings(request: web.Request) -> web.Response:
             raise HttpError(403, "wrong_room", "the token is for another room")
         room = ident.room
     visible_to = None if ident.is_admin else ident.sub
-    return web.json_response({"recordings": await _store(request).list(room=room, visible_to=visible_to)})
+    return json_response({"recordings": await _store(request).list(room=room, visible_to=visible_to)})
 
 
 async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
@@ -81,7 +81,7 @@ async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
 
 async def get_recording(request: web.Request) -> web.Response:
     _, rec = await _visible(request)
-    return web.json_response(rec)
+    return json_response(rec)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

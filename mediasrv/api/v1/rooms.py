@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate, read_json
+from mediasrv.api.http_common import HttpError, authenticate, json_response, read_json
 from mediasrv.api.v1.common import audit, get_bool, get_int, get_str, reject_unknown
 from mediasrv.auth import Identity
 from mediasrv.authz import check_identity, require_admin, require_moderator
@@ -49,20 +49,20 @@ async def create_room(request: web.Request) -> web.Response:
     except KeyError:
         raise HttpError(409, "room_exists", f"room {name!r} already exists") from None
     await audit(request, ident, "room.created", room=name)
-    return web.json_response(room.describe(), status=201,
-                             headers={"Location": f"/v1/rooms/{name}"})
+    return json_response(room.describe(), status=201,
+                         headers={"Location": f"/v1/rooms/{name}"})
 
 
 async def list_rooms(request: web.Request) -> web.Response:
     require_admin(authenticate(request))
     rooms = [r.describe() for r in request.app[keys.ROOMS].list() if not getattr(r, "closed", False)]
-    return web.json_response({"rooms": rooms})
+    return json_response({"rooms": rooms})
 
 
 async def get_room(request: web.Request) -> web.Response:
     require_moderator(authenticate(request), request.match_info["room"])
     name = _room_name(request)
-    return web.json_response(_existing_room(request, name).describe())
+    return json_response(_existing_room(request, name).describe())
 
 
 async def close_room(request: web.Request) -> web.Response:

@@ -7,7 +7,7 @@ import time
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate, read_json
+from mediasrv.api.http_common import HttpError, authenticate, json_response, read_json
 from mediasrv.api.v1.common import get_int, get_str, reject_unknown
 from mediasrv.auth import mint_token
 from mediasrv.authz import ROLES, check_identity, require_admin
@@ -36,7 +36,7 @@ async def create_token(request: web.Request) -> web.Response:
                        ttl_s=ttl, now=now)
     body = {"token": token, "identity": identity, "role": role, "room": room,
             "expires_at": now + ttl}
-    return web.json_response(body, status=201)
+    return json_response(body, status=201)
 
 
 def setup_routes(app: web.Application) -> None:

@@ -14,7 +14,13 @@ from typing import Any
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate, client_address, read_json
+from mediasrv.api.http_common import (
+    HttpError,
+    authenticate,
+    client_address,
+    json_response,
+    read_json,
+)
 from mediasrv.authz import is_moderator_of, require_moderator
 from mediasrv.vitals import decode, jsonable
 from mediasrv.vitals.envelope import MAX_UPLOAD_ENVELOPES, parse_upload
@@ -69,8 +75,8 @@ async def room_vitals(request: web.Request) -> web.Response:
             links.append({"relation": "next", "url": next_url})
         entries = bundle.pop("entry")
         bundle.update(link=links, entry=entries)  # FHIR's element order: link before entry
-        return web.json_response(bundle, content_type="application/fhir+json", headers=headers)
-    return web.json_response({"room": room, "readings": [
+        return json_response(bundle, content_type="application/fhir+json", headers=headers)
+    return json_response({"room": room, "readings": [
         {"id": rid, "patient": r.patient, "kind": r.kind, "received_at": r.received_at.isoformat(),
          "device_time_ms": r.device_time_ms, "reading": r.values} for rid, r in rows],
         "next": next_url}, headers=headers)
@@ -114,7 +120,7 @@ async def upload_vitals(request: web.Request) -> web.Response:
     await request.app[keys.AUDIT].record(actor=ident.sub, role=ident.role, action="vitals_upload",
                                          room=batch.room, target=patient,
                                          address=client_address(request), detail={"count": len(rows)})
-    return web.json_response({"stored": len(rows)}, status=201)
+    return json_response({"stored": len(rows)}, status=201)
 
 
 def setup_routes(app: web.Application) -> None:
