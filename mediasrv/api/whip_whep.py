@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import hashlib
 import secrets
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -91,14 +92,8 @@ async def whip_post(request: web.Request) -> web.Response:
     offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get_or_create(room_name)
     session = await start_session(request, ident, "whip", ident.sub, room)
-    try:
-        answer = await room.publish(session.participant, offer, {})
-    except BaseException:  # refused, a bug, or the client gone (cancelled): nothing stays behind
-        await asyncio.shield(fail(room, session))
-        raise
-    session.etag = etag(answer)
-    _watch(request.app, session)
-    return created(request, session, f"/whip/{room_name}/{session.id}", answer)
+    return await _answer(request, room, session, room.publish(session.participant, offer, {}),
+                         f"/whip/{room_name}")
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -119,14 +114,22 @@ async def whep_post(request: web.Request) -> web.Response:
                         f"at most {MAX_WHEP_SESSIONS_PER_IDENTITY} WHEP sessions per identity and room")
     viewer = f"{ident.sub}:whep:{secrets.token_hex(3)}"
     session = await start_session(request, ident, "whep", viewer, room)
+    return await _answer(request, room, session,
+                         room.whep_subscribe(session.participant, target, offer),
+                         f"/whep/{room_name}/{target}")
+
+
+async def _answer(request: web.Request, room: Room, session: WhipSession,
+                  negotiation: Awaitable[str], base: str) -> web.Response:
+    """Finish a WHIP/WHEP POST: the session is registered only once the offer is answered."""
     try:
-        answer = await room.whep_subscribe(session.participant, target, offer)
+        answer = await negotiation
     except BaseException:  # refused, a bug, or the client gone (cancelled): nothing stays behind
         await asyncio.shield(fail(room, session))
         raise
     session.etag = etag(answer)
     _watch(request.app, session)
-    return created(request, session, f"/whep/{room_name}/{target}/{session.id}", answer)
+    return created(request, session, f"{base}/{session.id}", answer)
 
 
 def _watch(app: web.Application, session: WhipSession) -> None:
