@@ -48,6 +48,9 @@ class Settings:
     max_video_bitrate: int = 2_500_000
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
     max_signaling_body_bytes: int = 64 * 1024
+    # Seconds a request body may take to arrive (JSON, SDP), or may sit idle between reads (tus
+    # uploads); past it the request is answered 408 body_timeout and its connection closed.
+    body_read_timeout_s: float = 15.0
     # Room WebSocket: messages a second each connection may send (0 = unlimited), the burst it may
     # send at once, and how many refused messages (one forgiven per second) close it with 4429.
     room_ws_messages_per_s: float = 20.0
@@ -171,6 +174,8 @@ def load_settings(
                           "'room_ws_burst' and 'room_ws_close_after_refused' >= 1")
     if not (math.isfinite(settings.session_setup_timeout_s) and settings.session_setup_timeout_s > 0):
         raise ConfigError("setting 'session_setup_timeout_s' must be a number of seconds > 0")
+    if not (math.isfinite(settings.body_read_timeout_s) and settings.body_read_timeout_s > 0):
+        raise ConfigError("setting 'body_read_timeout_s' must be a number of seconds > 0")
     if settings.max_message_sessions_per_sender < 1:
         raise ConfigError("setting 'max_message_sessions_per_sender' must be >= 1")
     if settings.upload_quota_pending_bytes < 0 or settings.upload_quota_daily_bytes < 0:

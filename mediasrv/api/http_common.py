@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -55,6 +56,13 @@ class HttpError(MediasrvError):
         super().__init__(code, message, status, headers)
 
 
+class BodyTimeout(HttpError):
+    """The client stopped sending its request body: 408, and the connection is closed."""
+
+    def __init__(self, seconds: float):
+        super().__init__(408, "body_timeout", f"the request body did not arrive within {seconds:g} s")
+
+
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
 
@@ -69,7 +77,15 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         headers = exc.headers
         if exc.status == 401:
             headers = {**headers, "WWW-Authenticate": WWW_AUTHENTICATE}
-        return json_error(exc.status, exc.code, exc.message, headers or None)
+        resp = json_error(exc.status, exc.code, exc.message, headers or None)
+        if isinstance(exc, BodyTimeout):
+            # The rest of the body may never come: send the answer, then close the connection
+            # rather than let aiohttp linger waiting for it (the buffered answer is still sent).
+            resp.force_close()
+            await resp.prepare(request)
+            await resp.write_eof()
+            request.protocol.force_close()
+        return resp
     except web.HTTPRequestEntityTooLarge as exc:
         return json_error(413, "body_too_large", exc.text or "request body too large")
     except web.HTTPException as exc:
@@ -119,15 +135,40 @@ def authenticate(request: web.Request) -> Identity:
     return verify_token(request.app[keys.SETTINGS].api_secret, token)
 
 
+def body_read_timeout(request: web.Request) -> float:
+    return float(request.app[keys.SETTINGS].body_read_timeout_s)
+
+
+async def body_chunks(request: web.Request, size: int) -> AsyncIterator[bytes]:
+    """The body in chunks of up to `size` bytes; BodyTimeout when the client sends nothing for
+    `body_read_timeout_s` (a gap between reads, so a slow but steady upload is not cut off)."""
+    seconds = body_read_timeout(request)
+    while True:
+        try:
+            async with asyncio.timeout(seconds):
+                chunk = await request.content.read(size)
+        except TimeoutError:
+            raise BodyTimeout(seconds) from None
+        if not chunk:
+            return
+        yield chunk
+
+
 async def read_body(request: web.Request, limit: int) -> bytes:
-    """Read the body, refusing more than `limit` bytes without buffering them."""
+    """Read the body, refusing more than `limit` bytes without buffering them, and all of it
+    within `body_read_timeout_s` (it is small: a slow drip of it is no better than a stall)."""
     if request.content_length is not None and request.content_length > limit:
         raise HttpError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    seconds = body_read_timeout(request)
     data = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        data += chunk
-        if len(data) > limit:
-            raise HttpError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_chunked(65536):
+                data += chunk
+                if len(data) > limit:
+                    raise HttpError(413, "body_too_large", f"request body exceeds {limit} bytes")
+    except TimeoutError:
+        raise BodyTimeout(seconds) from None
     return bytes(data)
 
 

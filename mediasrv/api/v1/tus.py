@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError
+from mediasrv.api.http_common import BodyTimeout, HttpError, body_chunks
 from mediasrv.api.v1.common import (
     audit,
     check_path_id,
@@ -145,7 +145,7 @@ async def _stream_into(request: web.Request, writer: BlobWriter, remaining: int)
     received = 0
     too_long = False
     try:
-        async for data in request.content.iter_chunked(READ_CHUNK_BYTES):
+        async for data in body_chunks(request, READ_CHUNK_BYTES):
             received += len(data)
             if received > remaining:
                 too_long = True
@@ -204,7 +204,7 @@ async def _receive_staged(request: web.Request, writer: BlobWriter, remaining: i
     received = 0
     try:
         try:
-            async for data in request.content.iter_chunked(READ_CHUNK_BYTES):
+            async for data in body_chunks(request, READ_CHUNK_BYTES):
                 received += len(data)
                 if received > remaining:  # before any of it is committed
                     raise HttpError(413, "exceeds_upload_length",
@@ -218,6 +218,10 @@ async def _receive_staged(request: web.Request, writer: BlobWriter, remaining: i
                     batch = bytes(buf)
                     buf.clear()
                     await asyncio.to_thread(staged.append, batch)
+        except BodyTimeout:
+            if hasher is None:  # the client stalled: as after a disconnect, keep what arrived
+                await commit()
+            raise
         except MediasrvError:
             raise
         except BaseException:
