@@ -20,6 +20,7 @@ from mediasrv.messages.retention import Retention
 from mediasrv.messages.uploads import UploadState
 from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.rooms import RoomManager
+from mediasrv.rooms.room_store import RoomStore
 from mediasrv.storage import Database
 from mediasrv.storage.audit_log import AuditLog
 from mediasrv.storage.blobs import BlobStore
@@ -57,6 +58,7 @@ def create_app(settings: Settings) -> web.Application:
         settings, audit_log, vitals_store=app[keys.VITALS],
         # Recordings are sealed into the same encrypted blob store as attachments.
         recording_store=RecordingStore(db, blobs, settings.data_dir / "recording-work"),
+        room_store=RoomStore(db),
     )
     app[keys.SESSIONS] = {}
 

@@ -1,6 +1,8 @@
 """Access tokens: JWT (HS256) signed with the API secret.
 
-Claims: sub (identity), room (absent for admin and messaging tokens), role, name (optional), exp, iat.
+Claims: sub (identity), room (absent for admin and messaging tokens), role, name (optional), exp, iat
+(to the millisecond, so a token issued just after a room was closed is told apart from one issued
+just before), visit (optional: the visit id of the configured room the token was issued for).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Identity:
     room: str | None
     name: str | None
     exp: int
+    iat: float | None = None
+    visit: str | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -43,6 +47,7 @@ def mint_token(
     name: str | None = None,
     ttl_s: int = 3600,
     now: float | None = None,
+    visit: str | None = None,
 ) -> str:
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {sorted(ROLES)}")
@@ -53,10 +58,12 @@ def mint_token(
             raise ValueError("admin tokens are not bound to a room")
     if ttl_s <= 0:
         raise ValueError("ttl must be positive")
-    iat = int(now if now is not None else time.time())
-    claims: dict[str, Any] = {"sub": identity, "role": role, "iat": iat, "exp": iat + int(ttl_s)}
+    iat = round(now if now is not None else time.time(), 3)
+    claims: dict[str, Any] = {"sub": identity, "role": role, "iat": iat, "exp": int(iat) + int(ttl_s)}
     if room is not None:
         claims["room"] = room
+        if visit is not None:
+            claims["visit"] = visit
     if name:
         claims["name"] = name
     return jwt.encode(claims, secret, algorithm="HS256")
@@ -94,7 +101,14 @@ def verify_token(secret: str, token: str, *, room: str | None = None) -> Identit
         raise AuthError(401, "invalid_token", "the access token has malformed claims")
     if name is not None and not isinstance(name, str):
         name = None
-    ident = Identity(sub=sub, role=role, room=tok_room, name=name, exp=exp)
+    iat, visit = claims.get("iat"), claims.get("visit")
+    if iat is not None and (not isinstance(iat, int | float) or isinstance(iat, bool)
+                            or not 0 <= iat < MAX_EXP):
+        raise AuthError(401, "invalid_token", "the access token's iat must be a Unix time in seconds")
+    if visit is not None and (not isinstance(visit, str) or tok_room is None):
+        raise AuthError(401, "invalid_token", "the access token's visit claim is malformed")
+    ident = Identity(sub=sub, role=role, room=tok_room, name=name, exp=exp,
+                     iat=None if iat is None else float(iat), visit=visit)
     if room is not None:
         require_participant_of(ident, room)
     return ident

@@ -59,6 +59,10 @@ class Settings:
     # A WHIP/WHEP or room media connection that has not completed ICE and DTLS this long after it was
     # set up is closed, and its participant leaves (reason `setup_timeout`).
     session_setup_timeout_s: float = 20.0
+    # A room token for a room that does not exist creates it (with default options) on join. Convenient
+    # for development; turn it off in production, so every visit is a room created through the
+    # control API (otherwise joining is 404 room_not_found).
+    rooms_created_on_join: bool = True
     # Recorded messages (POST /whip/messages/...) one sender may be leaving at once; more is 429.
     max_message_sessions_per_sender: int = 2
     default_token_ttl_s: int = 3600

@@ -86,7 +86,7 @@ class RoomSession:
         auto = msg.get("auto_subscribe", True)
         if not isinstance(auto, bool):
             raise ProtocolError("invalid_message", "'auto_subscribe' must be a boolean")
-        self.room = self.rooms.get_or_create(self.room_name)
+        self.room = self.rooms.get_or_create(self.room_name, self.ident)
         self.participant = await self.room.join(
             self.ident, "room", events=self.send, auto_subscribe=auto,
             address=self.request.remote,

@@ -90,7 +90,7 @@ async def whip_post(request: web.Request) -> web.Response:
     room_name = request.match_info["room"]
     ident = require_publisher(require_participant_of(authenticate(request), room_name))
     offer = await sdp_body(request)
-    room = request.app[keys.ROOMS].get_or_create(room_name)
+    room = request.app[keys.ROOMS].get_or_create(room_name, ident)
     session = await start_session(request, ident, "whip", ident.sub, room)
     return await _answer(request, room, session, room.publish(session.participant, offer, {}),
                          f"/whip/{room_name}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,8 @@ class Room:
         self.manager = manager
         self.created_at = time.time()
         self.explicit = False  # created through the control API: survives being empty
+        # Tells this visit from an earlier or later one under the same name (tokens may carry it).
+        self.visit_id = secrets.token_urlsafe(16)
         # On the native plane the router also owns RTCP (sender reports) and a worker polls it.
         plane = manager.plane
         self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate,
@@ -99,7 +102,8 @@ class Room:
         return await self.subscriptions.whep_subscribe(p, target, offer_sdp)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "options": asdict(self.options), "created_at": self.created_at,
+        return {"name": self.name, "visit_id": self.visit_id, "options": asdict(self.options),
+                "created_at": self.created_at, "configured": self.explicit,
                 "participants": [p.describe() for p in self.participants.values()],
                 "recording": self.recording.status()}
 

@@ -80,6 +80,8 @@ SCHEMAS: dict[str, Any] = {
         "type": "object", "required": ["token", "identity", "role", "expires_at"],
         "properties": {"token": {"type": "string"}, "identity": {"type": "string"},
                        "role": {"type": "string"}, "room": {"type": ["string", "null"]},
+                       "visit": {"type": ["string", "null"], "description":
+                                 "The configured room's visit id the token is bound to (null if none)"},
                        "expires_at": {"type": "integer"}},
     },
     "RoomRequest": {
@@ -101,6 +103,8 @@ SCHEMAS: dict[str, Any] = {
         "tracks": {"type": "array", "items": _ref("Track")}}},
     "Room": {"type": "object", "required": ["name", "options", "participants"], "properties": {
         "name": {"type": "string"}, "created_at": {"type": "number"},
+        "visit_id": {"type": "string", "description": "Random id of this visit (tokens may be bound to it)"},
+        "configured": {"type": "boolean", "description": "Created through the control API (kept across restarts)"},
         "options": {"type": "object", "properties": {
             "waiting_room": {"type": "boolean"}, "max_participants": {"type": ["integer", "null"]},
             "max_duration_s": {"type": ["integer", "null"]}, "recording_allowed": {"type": "boolean"}}},
@@ -171,7 +175,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "201": _json(_ref("Token"), "The token"), **_errors(400, 401, 403, 415)},
         tag="tokens", body="TokenRequest")},
     "/v1/rooms": {
-        "post": _op("Create a room (admin)", {"201": _json(_ref("Room"), "The room"),
+        "post": _op("Create a room (admin); a room a join created is configured with these options "
+                    "(participants already in stay as they are), a configured one is 409", {"201": _json(_ref("Room"), "The room"),
                                               **_errors(400, 401, 403, 409, 415)},
                     tag="rooms", body="RoomRequest"),
         "get": _op("List rooms (admin)", {"200": _json({"type": "object", "properties": {
@@ -181,7 +186,8 @@ PATHS: dict[str, dict[str, Any]] = {
         "get": _op("Describe a room: participants, admission, tracks (clinician of the room or admin)",
                    {"200": _json(_ref("Room"), "The room"), **_errors(400, 401, 403, 404)},
                    tag="rooms", parameters=[ROOM]),
-        "delete": _op("Close a room, disconnecting everyone (admin)",
+        "delete": _op("Close a room, disconnecting everyone (admin); it is forgotten, and tokens "
+                      "issued before the close can no longer open or join it (410 room_closed)",
                       {**NO_CONTENT, **_errors(400, 401, 403, 404)}, tag="rooms", parameters=[ROOM]),
     },
     "/v1/rooms/{room}/participants/{identity}": {

@@ -45,7 +45,7 @@ async def create_room(request: web.Request) -> web.Response:
         recording_allowed=get_bool(data, "recording_allowed", False),
     )
     try:
-        room = request.app[keys.ROOMS].create(name, options)
+        room = await request.app[keys.ROOMS].configure(name, options)
     except KeyError:
         raise HttpError(409, "room_exists", f"room {name!r} already exists") from None
     await audit(request, ident, "room.created", room=name)
@@ -68,7 +68,7 @@ async def get_room(request: web.Request) -> web.Response:
 async def close_room(request: web.Request) -> web.Response:
     ident = require_admin(authenticate(request))
     name = _room_name(request)
-    if not await request.app[keys.ROOMS].close(name, "closed_by_admin"):
+    if not await request.app[keys.ROOMS].end(name, "closed_by_admin"):
         raise HttpError(404, "room_not_found", f"no room {name!r}")
     await audit(request, ident, "room.closed", room=name)
     return web.Response(status=204)

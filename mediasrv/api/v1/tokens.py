@@ -31,11 +31,15 @@ async def create_token(request: web.Request) -> web.Response:
     ttl = get_int(data, "ttl_s", minimum=1, maximum=settings.max_token_ttl_s,
                   default=settings.default_token_ttl_s)
     assert ttl is not None
-    now = int(time.time())
+    # A token for a configured room is bound to its current visit: it cannot join a later visit
+    # that reuses the name.
+    live = request.app[keys.ROOMS].get(room) if room is not None else None
+    visit = live.visit_id if live is not None and live.explicit and not live.closed else None
+    now = time.time()
     token = mint_token(settings.api_secret, identity=identity, role=role, room=room, name=name,
-                       ttl_s=ttl, now=now)
-    body = {"token": token, "identity": identity, "role": role, "room": room,
-            "expires_at": now + ttl}
+                       ttl_s=ttl, now=now, visit=visit)
+    body = {"token": token, "identity": identity, "role": role, "room": room, "visit": visit,
+            "expires_at": int(round(now, 3)) + ttl}
     return json_response(body, status=201)
 
 
