@@ -103,6 +103,8 @@ async def whep_post(request: web.Request) -> web.Response:
         raise HttpError(403, "forbidden", "use a room token to subscribe")
     offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get(room_name)
+    if room is not None:  # a token from an earlier visit under this name subscribes to nothing
+        request.app[keys.ROOMS].check_token(room_name, ident, room)
     publisher = room.participants.get(target) if room else None
     if room is None or publisher is None:
         raise HttpError(404, "unknown_identity", f"{target!r} is not in room {room_name!r}")

@@ -35,13 +35,14 @@ async def _join(srv: Server, room: str, token: str) -> tuple[dict[str, Any], int
         return first, None
 
 
-async def _whip(srv: Server, room: str, token: str) -> tuple[int, dict[str, Any]]:
+async def _whip(srv: Server, room: str, token: str, whep: str | None = None) -> tuple[int, dict[str, Any]]:
     pc = RTCPeerConnection()
-    pc.addTransceiver("audio", direction="sendonly")
+    pc.addTransceiver("audio", direction="recvonly" if whep else "sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     await pc.close()
     assert srv.session is not None
-    async with srv.session.post(f"/whip/{room}", data=pc.localDescription.sdp, headers={
+    path = f"/whep/{room}/{whep}" if whep else f"/whip/{room}"
+    async with srv.session.post(path, data=pc.localDescription.sdp, headers={
             "Authorization": f"Bearer {token}", "Content-Type": "application/sdp"}) as r:
         body = await r.json() if r.status >= 400 else {}
         if r.status == 201:
@@ -135,6 +136,19 @@ async def test_a_token_bound_to_a_visit_is_refused_by_another_visit(srv: Server)
     status, body = await _whip(srv, "visit", mint_token(
         srv.settings.api_secret, identity="dr-lee", role="clinician", room="visit", visit="an-earlier-visit"))
     assert status == 410 and body["error"]["code"] == "visit_ended"
+
+
+async def test_whep_with_a_token_from_before_the_close_is_refused(srv: Server) -> None:
+    old = srv.token("pat-ana", "patient", "visit")
+    assert (await srv.request("DELETE", "/v1/rooms/visit", who=ADMIN)).status == 404
+    assert (await srv.request("POST", "/v1/rooms", who=ADMIN, json={"name": "visit"})).status == 201
+    assert (await srv.request("DELETE", "/v1/rooms/visit", who=ADMIN)).status == 204
+    # A later visit under the same name, with someone in it.
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{srv.url}/rooms/visit/ws") as ws:
+        await ws.send_json({"type": "join", "token": srv.token("dr-lee", "clinician", "visit"), "request_id": "j"})
+        assert (await ws.receive_json())["type"] == "joined"
+        status, body = await _whip(srv, "visit", old, whep="dr-lee")
+        assert status == 410 and body["error"]["code"] == "room_closed"
 
 
 def _signed(secret: str, payload: str) -> str:
