@@ -146,20 +146,26 @@ class MediasrvCollector(Collector):
         yield CounterMetricFamily("mediasrv_room_rate_limit_disconnects",
                                   "room WebSockets closed (4429) for flooding", value=RATE_LIMITED["closed"])
         if self.rooms.plane is not None:
-            yield from self._plane(self.rooms.plane.native.stats())
+            yield from self._plane(self.rooms.plane.native.stats(), self.rooms.plane)
             yield CounterMetricFamily("mediasrv_media_peer_moves",
                                       "handed-over peers followed to a new address (NAT rebinding, network move)",
                                       value=self.rooms.plane.moves)
         yield from self._streams(rooms)
 
-    def _plane(self, stats: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def _plane(self, stats: dict[str, Any], plane: Any) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         for key, name, help_text in PLANE_COUNTERS:
             yield CounterMetricFamily(f"mediasrv_{name}", help_text, value=stats[key])
+        # Natively dropped and dropped by the Python demultiplexer, under one family.
+        drops: Counter[str] = Counter(stats["dropped"])
+        drops.update(plane.drops)
         dropped = CounterMetricFamily("mediasrv_media_datagrams_dropped",
                                       "datagrams the media plane dropped, by reason", labels=["reason"])
-        for reason, value in sorted(stats["dropped"].items()):
+        for reason, value in sorted(drops.items()):
             dropped.add_metric([reason], value)
         yield dropped
+        yield GaugeMetricFamily("mediasrv_media_admitted_sources",
+                                "remote addresses ICE sessions talk to before handover (bounded per session)",
+                                value=stats["admitted_sources"])
         cpu = CounterMetricFamily("mediasrv_media_worker_cpu_seconds", "CPU time of each media worker thread",
                                   labels=["worker"])
         for i, seconds in enumerate(stats["worker_cpu_seconds"]):

@@ -4,7 +4,10 @@ aioice is given `NativeDatagramTransport`s instead of sockets of its own: every 
 host candidate is the plane's shared socket. The Rust side queues STUN, DTLS and not-yet-handed-over
 media for Python and wakes the event loop through an eventfd; this module demultiplexes them to
 the right aioice protocol, by remote address once known and otherwise by the STUN USERNAME (our
-local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. After the DTLS handshake,
+local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. A request found by its USERNAME
+reaches aioice only if its MESSAGE-INTEGRITY holds our ICE password; an address becomes known (and
+admitted natively, so its DTLS reaches us) only when aioice sends there, a bounded few per session,
+forgotten when the session closes. The plane drops anything but STUN from other sources itself. After the DTLS handshake,
 `hand_over` gives the peer's SRTP keys and address to the plane, and its media never reaches Python.
 """
 
@@ -28,6 +31,10 @@ Addr = tuple[str, int]
 
 _room_keys = itertools.count(1)
 
+# Remote addresses one ICE session may have claimed at once (its checks go to each of the peer's
+# candidates); the least recently used is forgotten beyond it.
+CLAIMS_PER_TRANSPORT = 16
+
 
 class NativeDatagramTransport(asyncio.DatagramTransport):
     """What aioice's StunProtocol sees as its socket: a view of one shared plane socket."""
@@ -43,6 +50,15 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
         # (to authenticate a check from a new address before following the peer there).
         self.peer: tuple[int, Addr] | None = None
         self.password: str | None = None
+        # Remote addresses claimed for this transport, least recently used first.
+        self.claimed: dict[Addr, None] = {}
+
+    def ice_password(self) -> str | None:
+        """Our ICE password for this session: set at handover, aioice's before."""
+        if self.password is not None:
+            return self.password
+        password = getattr(getattr(self.protocol, "receiver", None), "local_password", None)
+        return password if isinstance(password, str) else None
 
     def sendto(self, data: Any, addr: Any = None) -> None:
         if self._closing or addr is None:
@@ -102,13 +118,35 @@ class NativePlane:
         return t
 
     def claim(self, t: NativeDatagramTransport, remote: Addr) -> None:
-        self._by_addr.setdefault((t.socket, remote), t)
+        """aioice sends to `remote` (a check to a signalled candidate, or an answer to a check that
+        passed its integrity check): what comes from there is now this session's."""
+        if remote in t.claimed:
+            t.claimed[remote] = t.claimed.pop(remote)  # most recently used last
+            return
+        owner = self._by_addr.get((t.socket, remote))
+        if owner is not None and not owner.is_closing():
+            return
+        self._by_addr[(t.socket, remote)] = t
+        t.claimed[remote] = None
+        self.native.admit_source(t.socket, remote[0], remote[1])
+        while len(t.claimed) > CLAIMS_PER_TRANSPORT:
+            self._unclaim(t, next(iter(t.claimed)))
+
+    def _unclaim(self, t: NativeDatagramTransport, remote: Addr) -> None:
+        del t.claimed[remote]
+        if self._by_addr.get((t.socket, remote)) is t:
+            del self._by_addr[(t.socket, remote)]
+            self.native.forget_source(t.socket, remote[0], remote[1])
 
     def release(self, t: NativeDatagramTransport) -> None:
         if self._by_ufrag.get((t.socket, t.ufrag)) is t:
             del self._by_ufrag[(t.socket, t.ufrag)]
-        for key in [k for k, v in self._by_addr.items() if v is t]:
-            del self._by_addr[key]
+        for remote in list(t.claimed):
+            self._unclaim(t, remote)
+
+    def stats(self) -> dict[str, int]:
+        """Per-source and per-session state held here (sizes, for tests and metrics)."""
+        return {"claimed_sources": len(self._by_addr), "sessions": len(self._by_ufrag)}
 
     def _drain(self) -> None:
         for socket, host, port, data in self.native.take_datagrams():
@@ -120,9 +158,7 @@ class NativePlane:
         if t is None or t.is_closing():
             t = self._by_username(socket, data)
             if t is None:
-                self.drops["unknown_source"] += 1
                 return
-            self._by_addr[(socket, remote)] = t
         try:
             t.protocol.datagram_received(data, remote)
         except Exception:  # a malformed datagram must never break the loop's reader
@@ -154,17 +190,20 @@ class NativePlane:
             self.moves += 1
 
     def _by_username(self, socket: int, data: bytes) -> NativeDatagramTransport | None:
-        if not data or data[0] > 3:
+        """The session a Binding request from an unknown address is for, if it is authenticated
+        with that session's ICE password; otherwise None, counted by reason."""
+        message = _parse_stun(data)
+        username = message.attributes.get("USERNAME") if message is not None else None
+        t = self._by_ufrag.get((socket, username.partition(":")[0])) if isinstance(username, str) else None
+        if (message is None or t is None or t.is_closing()
+                or message.message_class != stun.Class.REQUEST):
+            self.drops["unknown_source"] += 1
             return None
-        try:
-            message = stun.parse_message(data)
-        except ValueError:
+        password = t.ice_password()
+        if password is None or not message.check_message_integrity(password.encode("utf8")):
+            self.drops["stun_integrity"] += 1
             return None
-        username = message.attributes.get("USERNAME")
-        if not isinstance(username, str):
-            return None
-        t = self._by_ufrag.get((socket, username.partition(":")[0]))
-        return t if t is not None and not t.is_closing() else None
+        return t
 
     # --- rooms and handover ----------------------------------------------------------------------
     def attach_room(self, router: Any) -> int:
@@ -196,6 +235,15 @@ class NativePlane:
     def close(self) -> None:
         self._loop.remove_reader(self.native.wake_fd)
         self.native.close()
+
+
+def _parse_stun(data: bytes) -> stun.Message | None:
+    if not data or data[0] > 3:
+        return None
+    try:
+        return stun.parse_message(data)
+    except ValueError:
+        return None
 
 
 def install(plane: NativePlane | None) -> None:

@@ -158,9 +158,13 @@ def test_fuzzed_datagrams_never_break_the_plane(one_room, datagrams):
     plane.take_datagrams()
 
 
-def test_stun_dtls_and_unknown_senders_reach_python(one_room):
+def test_stun_dtls_and_admitted_senders_reach_python(one_room):
     plane, _router, pub, _subs = one_room
     stranger = Peer()
+    send(plane, stranger, stranger.srtp.protect_rtp(opus(1)))  # not admitted: dropped natively
+    wait_for(lambda: plane.stats()["dropped"]["unknown_source"] == 1)
+    assert plane.stats()["dropped"]["unknown_source"] == 1
+    assert plane.admit_source(0, *stranger.addr)  # an address an ICE agent answered
     stun = b"\x00\x01\x00\x00\x21\x12\xa4\x42" + bytes(12)
     dtls = b"\x16\xfe\xfd" + bytes(10)
     send(plane, pub, stun)  # from a handed-over address: still for aioice
@@ -191,6 +195,7 @@ def test_no_packet_crosses_rooms_even_with_the_same_ssrc(plane):
 def test_unregistered_peer_falls_back_to_python(one_room):
     plane, router, pub, _subs = one_room
     assert plane.unregister_peer(1) and not plane.unregister_peer(1)
+    plane.admit_source(0, *pub.addr)  # still an address its ICE session talks to
     send(plane, pub, pub.srtp.protect_rtp(opus(1)))
     assert wait_for(plane.take_datagrams)[0][1:3] == pub.addr
     assert router.stats()["rtp_packets_in"] == 0
@@ -247,6 +252,8 @@ def test_a_peer_that_moves_is_followed_once_its_new_address_is_confirmed(one_roo
         s.bind(("127.0.0.1", 0))
         s.settimeout(2.0)
     before = plane.peer_stats(1)["rtp_in"]
+    plane.admit_source(0, *moved_pub.getsockname())  # aioice answered its check from there
+    plane.admit_source(0, *pub.addr)
     moved_pub.sendto(pub.srtp.protect_rtp(opus(2)), tuple(plane.sockets()[0]))
     got = wait_for(lambda: plane.take_datagrams())
     assert [(host, port) for _, host, port, _ in got] == [moved_pub.getsockname()]  # not routed natively

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,9 +13,12 @@ from aioice import stun
 
 from mediasrv.media.native_plane import NativePlane
 
+PASSWORD = "our-ice-password-22chars"
+
 
 class Recorder:
     def __init__(self) -> None:
+        self.receiver = SimpleNamespace(local_password=PASSWORD)  # as aioice's StunProtocol has
         self.got: list[tuple[bytes, tuple[str, int]]] = []
         self.lost = False
 
@@ -25,9 +29,11 @@ class Recorder:
         self.lost = True
 
 
-def binding_request(username: str) -> bytes:
+def binding_request(username: str, password: str | None = PASSWORD) -> bytes:
     msg = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
     msg.attributes["USERNAME"] = username
+    if password is not None:
+        msg.add_message_integrity(password.encode())
     return bytes(msg)
 
 
@@ -48,17 +54,22 @@ async def test_binding_request_finds_its_connection_by_ufrag_then_by_address(pla
     remote = ("127.0.0.1", 40000)
     request = binding_request("ufrB:theirs")
     plane.dispatch(0, remote, request)
+    tb.sendto(b"\x01\x01" + request[2:], remote)  # aioice answers the check: the address is claimed
     plane.dispatch(0, remote, DTLS)  # no USERNAME, but the address is known now
     assert b.got == [(request, remote), (DTLS, remote)] and a.got == []
     plane.dispatch(0, ("127.0.0.1", 40001), DTLS)  # unknown address, not STUN
     plane.dispatch(0, ("127.0.0.1", 40002), binding_request("nobody:theirs"))
     plane.dispatch(0, ("127.0.0.1", 40003), b"\x00\x01\x00")  # truncated STUN
     assert plane.drops["unknown_source"] == 3
+    plane.dispatch(0, ("127.0.0.1", 40004), binding_request("ufrB:theirs", None))  # no integrity
+    plane.dispatch(0, ("127.0.0.1", 40004), DTLS)  # the unauthenticated check claimed nothing
+    assert plane.drops["stun_integrity"] == 1 and plane.drops["unknown_source"] == 4
+    assert len(b.got) == 2
     tb.close()
     await asyncio.sleep(0)
     assert b.lost
     plane.dispatch(0, remote, DTLS)  # the closed connection's address is forgotten
-    assert plane.drops["unknown_source"] == 4 and len(b.got) == 2
+    assert plane.drops["unknown_source"] == 5 and len(b.got) == 2
 
 
 async def test_sending_claims_the_remote_address(plane):

@@ -141,6 +141,17 @@ impl MediaPlane {
             .map_err(to_py_err)
     }
 
+    /// Lets DTLS and early media from this address reach Python (an address an ICE agent answered
+    /// or checks); True if it was not admitted yet.
+    fn admit_source(&self, socket: usize, host: &str, port: u16) -> PyResult<bool> {
+        Ok(self.plane()?.admit_source(socket, socket_addr(host, port)?))
+    }
+
+    /// Undoes `admit_source`; True if it was admitted.
+    fn forget_source(&self, socket: usize, host: &str, port: u16) -> PyResult<bool> {
+        Ok(self.plane()?.forget_source(socket, socket_addr(host, port)?))
+    }
+
     /// Pins the room's router to a worker (which now polls it); returns the worker index.
     fn attach_room(&self, py: Python<'_>, room: u64, router: PyRef<'_, Router>) -> PyResult<usize> {
         let shared = router.shared();
@@ -264,6 +275,7 @@ impl MediaPlane {
             py,
             &[
                 ("to_python_overflow", c.to_python_overflow.load(Relaxed)),
+                ("unknown_source", c.unknown_source.load(Relaxed)),
                 ("recv_errors", c.recv_errors.load(Relaxed)),
                 ("send_errors", w.send_errors),
                 ("no_destination", w.no_destination),
@@ -280,6 +292,7 @@ impl MediaPlane {
             ],
         )?;
         d.set_item("dropped", dropped)?;
+        d.set_item("admitted_sources", plane.admitted_sources())?;
         d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
         put_srtp(&d, "srtp_", &srtp)?;
         Ok(d)

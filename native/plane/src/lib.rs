@@ -3,7 +3,9 @@
 //! Thread 0 reads every socket with `recvmmsg`. SRTP/SRTCP from a handed-over remote address is
 //! processed right there if the peer's room is pinned to worker 0, or passed in a pooled buffer to
 //! the room's worker otherwise. STUN, DTLS and media from addresses not handed over yet are queued
-//! for Python (aioice/aiortc), which is woken through an eventfd. Python reaches the workers only
+//! for Python (aioice/aiortc), which is woken through an eventfd. Anything else from a source that
+//! is neither handed over nor admitted by Python (an address its ICE agent has answered or checked)
+//! is dropped here and counted as `unknown_source`: only STUN may start a session. Python reaches the workers only
 //! through short, locked control calls; nothing in the packet path takes the GIL.
 
 pub mod clock;
@@ -63,6 +65,8 @@ pub struct PlaneCounters {
     pub bytes_in: AtomicU64,
     pub to_python: AtomicU64,
     pub to_python_overflow: AtomicU64,
+    /// Non-STUN datagrams from sources neither handed over nor admitted.
+    pub unknown_source: AtomicU64,
     pub recv_errors: AtomicU64,
     pub handoffs: AtomicU64,
     pub recv_batches: AtomicU64,
@@ -88,6 +92,9 @@ struct Shared {
     sockets: Vec<UdpSocket>,
     /// (socket, remote address) → (worker, transport), for handed-over peers.
     routes: RwLock<FastMap<(usize, SocketAddr), (usize, TransportId)>>,
+    /// (socket, remote address) pairs Python's ICE agents talk to before handover: their DTLS and
+    /// early media go up to Python. Python bounds it per session and removes a session's on close.
+    admitted: RwLock<FastMap<(usize, SocketAddr), ()>>,
     /// transport → worker, and room → worker.
     transports: RwLock<HashMap<TransportId, usize>>,
     rooms: RwLock<HashMap<u64, usize>>,
@@ -170,6 +177,7 @@ impl Plane {
             cfg,
             sockets,
             routes: RwLock::new(FastMap::default()),
+            admitted: RwLock::new(FastMap::default()),
             transports: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             workers: slots,
@@ -236,6 +244,36 @@ impl Plane {
             .get(socket)
             .ok_or(PlaneError::UnknownSocket(socket))?;
         sock.send_to(data, to).map_err(PlaneError::Io)
+    }
+
+    /// Lets non-STUN datagrams from `addr` on `socket` reach Python (an address an ICE agent has
+    /// authenticated or is checking). True if it was not admitted yet.
+    pub fn admit_source(&self, socket: usize, addr: SocketAddr) -> bool {
+        self.shared
+            .admitted
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((socket, addr), ())
+            .is_none()
+    }
+
+    /// Undoes `admit_source`; true if it was admitted.
+    pub fn forget_source(&self, socket: usize, addr: SocketAddr) -> bool {
+        self.shared
+            .admitted
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(socket, addr))
+            .is_some()
+    }
+
+    /// How many sources are admitted (the per-source state Python asked for).
+    pub fn admitted_sources(&self) -> usize {
+        self.shared
+            .admitted
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
     }
 
     /// Pins a room's router to the least loaded worker; returns the worker index.
@@ -531,13 +569,23 @@ fn receiver_loop(shared: &Shared) {
                 shared.counters.recv_batches.fetch_add(1, Relaxed);
                 shared.counters.datagrams_in.fetch_add(n as u64, Relaxed);
                 let routes = shared.routes.read().unwrap_or_else(|e| e.into_inner());
+                let admitted = shared.admitted.read().unwrap_or_else(|e| e.into_inner());
                 let mut own: Option<std::sync::MutexGuard<'_, WorkerState>> = None;
                 for i in 0..n {
                     let Some(from) = recv.addr(i) else { continue };
                     let (buf, len) = recv.slot_mut(i);
                     shared.counters.bytes_in.fetch_add(len as u64, Relaxed);
-                    if classify(&buf[..len]) == DatagramKind::Media {
-                        if let Some(&(w, transport)) = routes.get(&(s, from)) {
+                    let kind = classify(&buf[..len]);
+                    let route = routes.get(&(s, from));
+                    if kind != DatagramKind::Stun
+                        && route.is_none()
+                        && !admitted.contains_key(&(s, from))
+                    {
+                        shared.counters.unknown_source.fetch_add(1, Relaxed);
+                        continue;
+                    }
+                    if kind == DatagramKind::Media {
+                        if let Some(&(w, transport)) = route {
                             if w == 0 {
                                 let st = own.get_or_insert_with(|| lock(&shared.workers[0].state));
                                 st.handle_media(&shared.sockets, transport, buf, len, now);
@@ -571,6 +619,7 @@ fn receiver_loop(shared: &Shared) {
                     shared.counters.to_python.fetch_add(1, Relaxed);
                     woke_python = true;
                 }
+                drop(admitted);
                 drop(routes);
                 if let Some(mut st) = own {
                     st.flush(&shared.sockets);
@@ -630,5 +679,56 @@ fn worker_loop(shared: &Shared, index: usize) {
             lock(&shared.pool).append(&mut spare);
         }
         slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_until(cond: impl Fn() -> bool) {
+        for _ in 0..250 {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn only_stun_and_admitted_sources_reach_python() {
+        let plane = Plane::start(PlaneConfig {
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            port: 0,
+            workers: 1,
+            drop_ppm: 0,
+            poll_interval_ms: 5,
+            rx_coalesce_us: 0,
+        })
+        .unwrap();
+        let target = plane.local_addrs()[0];
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = peer.local_addr().unwrap();
+        let c = plane.counters();
+        for _ in 0..10 {
+            peer.send_to(&[0x80, 96, 0, 1, 0, 0, 0, 0], target).unwrap();
+        }
+        peer.send_to(&[22, 0xfe, 0xfd], target).unwrap();
+        wait_until(|| c.unknown_source.load(Relaxed) == 11);
+        assert_eq!(c.unknown_source.load(Relaxed), 11);
+        peer.send_to(&[0, 1, 0, 0], target).unwrap(); // STUN goes up
+        wait_until(|| c.to_python.load(Relaxed) == 1);
+        assert!(plane.admit_source(0, from));
+        assert_eq!(plane.admitted_sources(), 1);
+        peer.send_to(&[22, 0xfe, 0xfd], target).unwrap(); // DTLS from an admitted source too
+        wait_until(|| c.to_python.load(Relaxed) == 2);
+        assert_eq!(c.to_python.load(Relaxed), 2);
+        assert_eq!(plane.take_inbound().len(), 2);
+        assert!(plane.forget_source(0, from));
+        assert_eq!(plane.admitted_sources(), 0);
+        peer.send_to(&[22, 0xfe, 0xfd], target).unwrap();
+        wait_until(|| c.unknown_source.load(Relaxed) == 12);
+        assert_eq!(c.unknown_source.load(Relaxed), 12);
+        assert_eq!(c.to_python.load(Relaxed), 2);
     }
 }
