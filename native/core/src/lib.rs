@@ -16,3 +16,4 @@ pub mod rtcp;
 pub mod rtp;
 pub mod seq;
 pub mod srtp;
+pub mod stun;
