@@ -5,7 +5,8 @@ host candidate is the plane's shared socket. The Rust side queues STUN, DTLS and
 media for Python and wakes the event loop through an eventfd; this module demultiplexes them to
 the right aioice protocol, by remote address once known and otherwise by the STUN USERNAME (our
 local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. A request found by its USERNAME
-reaches aioice only if its MESSAGE-INTEGRITY holds our ICE password; an address becomes known (and
+reaches aioice only if its MESSAGE-INTEGRITY holds our ICE password (checked in Rust first, against
+the ufrag/password pairs registered here, and again here); an address becomes known (and
 admitted natively, so its DTLS reaches us) only when aioice sends there, a bounded few per session,
 forgotten when the session closes. The plane drops anything but STUN from other sources itself. After the DTLS handshake,
 `hand_over` gives the peer's SRTP keys and address to the plane, and its media never reaches Python.
@@ -115,6 +116,11 @@ class NativePlane:
     def transport_for(self, socket: int, ufrag: str, protocol: Any) -> NativeDatagramTransport:
         t = NativeDatagramTransport(self, socket, ufrag, protocol)
         self._by_ufrag[(socket, ufrag)] = t
+        # The plane checks Binding requests from unknown sources against this session itself, so a
+        # spoofed check costs a Rust HMAC, not a trip through Python.
+        password = t.ice_password()
+        if password is not None:
+            self.native.register_ice_session(socket, ufrag, password)
         return t
 
     def claim(self, t: NativeDatagramTransport, remote: Addr) -> None:
@@ -141,12 +147,14 @@ class NativePlane:
     def release(self, t: NativeDatagramTransport) -> None:
         if self._by_ufrag.get((t.socket, t.ufrag)) is t:
             del self._by_ufrag[(t.socket, t.ufrag)]
+            self.native.forget_ice_session(t.socket, t.ufrag)
         for remote in list(t.claimed):
             self._unclaim(t, remote)
 
     def stats(self) -> dict[str, int]:
         """Per-source and per-session state held here (sizes, for tests and metrics)."""
-        return {"claimed_sources": len(self._by_addr), "sessions": len(self._by_ufrag)}
+        return {"claimed_sources": len(self._by_addr), "sessions": len(self._by_ufrag),
+                "native_sessions": int(self.native.stats()["ice_sessions"])}
 
     def _drain(self) -> None:
         for socket, host, port, data in self.native.take_datagrams():

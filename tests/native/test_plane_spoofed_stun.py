@@ -79,32 +79,52 @@ async def test_stun_without_integrity_from_many_sources_keeps_no_state(plane):
     peer = Peer()
     t = plane.transport_for(0, "ufrA", peer)
     peer.transport = t
+    assert plane.stats()["native_sessions"] == 1
     target = plane.sockets[0]
     sources = spoofed_sockets(2000)
     try:
         for i, s in enumerate(sources):
             s.sendto(check("ufrA:theirs", None if i % 2 else "a-guessed-password-here"), target)
-            if i % 200 == 199:  # let the plane's Python queue drain
-                await wait_for(lambda n=i + 1: plane.native.stats()["to_python"] >= n)
-                plane._drain()
-        await wait_for(lambda: plane.native.stats()["to_python"] >= 2000)
-        plane._drain()
-        assert plane.drops["stun_integrity"] == 2000
-        assert peer.got == []  # aioice never saw them, so never answered (no reflection)
+        s.sendto(check("ufrB:theirs", PASSWORD), target)  # a session that does not exist
+        await wait_for(lambda: plane.native.stats()["datagrams_in"] >= 2001)
+        stats = plane.native.stats()
+        # Dropped in Rust: Python never parsed them, aioice never saw them (no reflection).
+        assert stats["dropped"]["stun_integrity"] == 2000
+        assert stats["dropped"]["unknown_source"] == 1
+        assert stats["to_python"] == 0 and not plane.drops
+        assert peer.got == []
         assert plane.stats()["claimed_sources"] == 0
-        assert plane.native.stats()["admitted_sources"] == 0
+        assert stats["admitted_sources"] == 0
         # The real peer, with the password, is answered and remembered; then freed on close.
         real = sources[0]
         real.sendto(check("ufrA:theirs", PASSWORD), target)
-        await wait_for(lambda: plane.native.stats()["to_python"] >= 2001)
+        await wait_for(lambda: plane.native.stats()["to_python"] >= 1)
         plane._drain()
         assert len(peer.got) == 1
         assert plane.stats()["claimed_sources"] == 1 and plane.native.stats()["admitted_sources"] == 1
         t.close()
-        assert plane.stats()["claimed_sources"] == 0 and plane.native.stats()["admitted_sources"] == 0
+        assert plane.stats() == {"claimed_sources": 0, "sessions": 0, "native_sessions": 0}
+        assert plane.native.stats()["admitted_sources"] == 0
+        # After close the session's checks are unknown again, even with the right password.
+        real.sendto(check("ufrA:theirs", PASSWORD), target)
+        await wait_for(lambda: plane.native.stats()["dropped"]["unknown_source"] >= 2)
+        assert plane.native.stats()["to_python"] == 1
     finally:
         for s in sources:
             s.close()
+
+
+async def test_the_python_check_still_holds_for_what_reaches_it(plane):
+    """Defence in depth: a check that reaches Python (e.g. from an admitted address) is checked
+    there too, and one without the password is dropped as stun_integrity."""
+    peer = Peer()
+    t = plane.transport_for(0, "ufrA", peer)
+    peer.transport = t
+    plane.dispatch(0, ("127.0.0.9", 4000), check("ufrA:theirs", "a-guessed-password-here"))
+    assert plane.drops["stun_integrity"] == 1 and peer.got == []
+    plane.dispatch(0, ("127.0.0.9", 4000), check("ufrA:theirs", PASSWORD))
+    assert len(peer.got) == 1
+    t.close()
 
 
 async def test_claims_per_session_are_bounded(plane):

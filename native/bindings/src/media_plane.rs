@@ -152,6 +152,19 @@ impl MediaPlane {
         Ok(self.plane()?.forget_source(socket, socket_addr(host, port)?))
     }
 
+    /// Lets Binding requests from unknown sources naming `ufrag` (our local ICE ufrag) reach
+    /// Python when their MESSAGE-INTEGRITY holds `password`; False if `socket` does not exist.
+    fn register_ice_session(&self, socket: usize, ufrag: &str, password: &str) -> PyResult<bool> {
+        Ok(self
+            .plane()?
+            .register_ice_session(socket, ufrag.as_bytes(), password.as_bytes()))
+    }
+
+    /// Undoes `register_ice_session`; True if it was registered.
+    fn forget_ice_session(&self, socket: usize, ufrag: &str) -> PyResult<bool> {
+        Ok(self.plane()?.forget_ice_session(socket, ufrag.as_bytes()))
+    }
+
     /// Pins the room's router to a worker (which now polls it); returns the worker index.
     fn attach_room(&self, py: Python<'_>, room: u64, router: PyRef<'_, Router>) -> PyResult<usize> {
         let shared = router.shared();
@@ -276,6 +289,7 @@ impl MediaPlane {
             &[
                 ("to_python_overflow", c.to_python_overflow.load(Relaxed)),
                 ("unknown_source", c.unknown_source.load(Relaxed)),
+                ("stun_integrity", c.stun_integrity.load(Relaxed)),
                 ("recv_errors", c.recv_errors.load(Relaxed)),
                 ("send_errors", w.send_errors),
                 ("no_destination", w.no_destination),
@@ -293,6 +307,7 @@ impl MediaPlane {
         )?;
         d.set_item("dropped", dropped)?;
         d.set_item("admitted_sources", plane.admitted_sources())?;
+        d.set_item("ice_sessions", plane.ice_sessions())?;
         d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
         put_srtp(&d, "srtp_", &srtp)?;
         Ok(d)

@@ -59,7 +59,9 @@ pub fn parse_binding_request(datagram: &[u8]) -> Result<BindingRequest<'_>, Stun
         }
         if integrity_at.is_none() {
             match kind {
-                ATTR_USERNAME if username.is_none() => username = Some(&datagram[at + 4..value_end]),
+                ATTR_USERNAME if username.is_none() => {
+                    username = Some(&datagram[at + 4..value_end])
+                }
                 ATTR_MESSAGE_INTEGRITY => {
                     if len != INTEGRITY_LEN {
                         return Err(StunError::Malformed);
@@ -79,7 +81,10 @@ pub fn parse_binding_request(datagram: &[u8]) -> Result<BindingRequest<'_>, Stun
     }
     let username = username.ok_or(StunError::NoUsername)?;
     let local_ufrag = username.split(|&b| b == b':').next().unwrap_or(username);
-    Ok(BindingRequest { local_ufrag, integrity_at })
+    Ok(BindingRequest {
+        local_ufrag,
+        integrity_at,
+    })
 }
 
 impl BindingRequest<'_> {
@@ -105,43 +110,45 @@ impl BindingRequest<'_> {
     }
 }
 
+fn put_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
+    out.extend_from_slice(&kind.to_be_bytes());
+    out.extend_from_slice(&(value.len() as u16).to_be_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len() + (4 - value.len() % 4) % 4, 0);
+}
+
+fn set_len(msg: &mut [u8], len: usize) {
+    msg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+}
+
+/// A Binding request as an ICE agent sends it (USERNAME, PRIORITY, MESSAGE-INTEGRITY with
+/// `password`, FINGERPRINT left zero: nothing here checks it), for tests, fuzz seeds and load tools.
+/// `username` is at most a few hundred bytes (RFC 5389: under 513).
+pub fn binding_request(username: &[u8], password: &[u8], transaction_id: [u8; 12]) -> Vec<u8> {
+    let mut m = vec![0x00, 0x01, 0, 0];
+    m.extend_from_slice(&MAGIC_COOKIE);
+    m.extend_from_slice(&transaction_id);
+    put_attr(&mut m, ATTR_USERNAME, username);
+    put_attr(&mut m, 0x0024, &[0x6e, 0, 0x1e, 0xff]);
+    let at = m.len();
+    set_len(&mut m, at + 4 + INTEGRITY_LEN - HEADER_LEN);
+    let mut mac =
+        <Hmac<Sha1> as KeyInit>::new_from_slice(password).expect("HMAC takes any key length");
+    mac.update(&m);
+    put_attr(&mut m, ATTR_MESSAGE_INTEGRITY, &mac.finalize().into_bytes());
+    put_attr(&mut m, 0x8028, &[0; 4]);
+    let len = m.len();
+    set_len(&mut m, len - HEADER_LEN);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
-        out.extend_from_slice(&kind.to_be_bytes());
-        out.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        out.extend_from_slice(value);
-        out.resize(out.len() + (4 - value.len() % 4) % 4, 0);
-    }
-
-    fn set_len(msg: &mut [u8], len: usize) {
-        msg[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-    }
-
-    /// A Binding request as an ICE agent sends it: USERNAME, PRIORITY, MESSAGE-INTEGRITY
-    /// (with `password`) and FINGERPRINT (its value is not checked here).
-    fn request(username: &[u8], password: &[u8]) -> Vec<u8> {
-        let mut m = vec![0x00, 0x01, 0, 0];
-        m.extend_from_slice(&MAGIC_COOKIE);
-        m.extend_from_slice(&[7; 12]);
-        attr(&mut m, ATTR_USERNAME, username);
-        attr(&mut m, 0x0024, &[0, 0, 1, 0]);
-        let at = m.len();
-        set_len(&mut m, at + 24 - HEADER_LEN);
-        let mut mac = Hmac::<Sha1>::new_from_slice(password).unwrap();
-        mac.update(&m);
-        attr(&mut m, ATTR_MESSAGE_INTEGRITY, &mac.finalize().into_bytes());
-        attr(&mut m, 0x8028, &[1, 2, 3, 4]);
-        let len = m.len();
-        set_len(&mut m, len - HEADER_LEN);
-        m
-    }
-
     #[test]
     fn names_the_local_ufrag_and_checks_integrity() {
-        let m = request(b"abcd:wxyz", b"the-ice-password-22ch");
+        let m = binding_request(b"abcd:wxyz", b"the-ice-password-22ch", [7; 12]);
         let r = parse_binding_request(&m).unwrap();
         assert_eq!(r.local_ufrag, b"abcd");
         assert!(r.integrity_holds(&m, b"the-ice-password-22ch"));
@@ -150,7 +157,7 @@ mod tests {
 
     #[test]
     fn any_changed_byte_before_the_integrity_fails_it() {
-        let m = request(b"abcd:wxyz", b"pw");
+        let m = binding_request(b"abcd:wxyz", b"pw", [7; 12]);
         let at = parse_binding_request(&m).unwrap().integrity_at.unwrap();
         for i in (0..at).filter(|&i| !(2..4).contains(&i)) {
             let mut bad = m.clone();
@@ -166,7 +173,7 @@ mod tests {
         let mut m = vec![0x00, 0x01, 0, 0];
         m.extend_from_slice(&MAGIC_COOKIE);
         m.extend_from_slice(&[1; 12]);
-        attr(&mut m, ATTR_USERNAME, b"abcd:x");
+        put_attr(&mut m, ATTR_USERNAME, b"abcd:x");
         let len = m.len();
         set_len(&mut m, len - HEADER_LEN);
         let r = parse_binding_request(&m).unwrap();
@@ -175,15 +182,21 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_routable_binding_request() {
-        let ok = request(b"abcd:wxyz", b"pw");
+        let ok = binding_request(b"abcd:wxyz", b"pw", [7; 12]);
         let mut response = ok.clone();
         response[0] = 0x01;
         response[1] = 0x01;
-        assert_eq!(parse_binding_request(&response), Err(StunError::NotBindingRequest));
+        assert_eq!(
+            parse_binding_request(&response),
+            Err(StunError::NotBindingRequest)
+        );
         let mut cookie = ok.clone();
         cookie[4] ^= 1;
         assert_eq!(parse_binding_request(&cookie), Err(StunError::Malformed));
-        assert_eq!(parse_binding_request(&ok[..ok.len() - 4]), Err(StunError::Malformed));
+        assert_eq!(
+            parse_binding_request(&ok[..ok.len() - 4]),
+            Err(StunError::Malformed)
+        );
         let mut long = ok.clone();
         long.extend_from_slice(&[0; 4]);
         assert_eq!(parse_binding_request(&long), Err(StunError::Malformed));
@@ -191,8 +204,14 @@ mod tests {
         let mut overrun = ok.clone();
         overrun[HEADER_LEN + 2..HEADER_LEN + 4].copy_from_slice(&1000u16.to_be_bytes());
         assert_eq!(parse_binding_request(&overrun), Err(StunError::Malformed));
-        assert_eq!(parse_binding_request(&[0x00, 0x01]), Err(StunError::Malformed));
-        assert_eq!(parse_binding_request(&[0x80; 40]), Err(StunError::Malformed));
+        assert_eq!(
+            parse_binding_request(&[0x00, 0x01]),
+            Err(StunError::Malformed)
+        );
+        assert_eq!(
+            parse_binding_request(&[0x80; 40]),
+            Err(StunError::Malformed)
+        );
         let mut no_user = vec![0x00, 0x01, 0, 0];
         no_user.extend_from_slice(&MAGIC_COOKIE);
         no_user.extend_from_slice(&[1; 12]);
@@ -201,7 +220,7 @@ mod tests {
 
     #[test]
     fn never_panics_on_truncations_and_bit_flips() {
-        let m = request(b"abcd:wxyz", b"pw");
+        let m = binding_request(b"abcd:wxyz", b"pw", [7; 12]);
         for cut in 0..m.len() {
             if let Ok(r) = parse_binding_request(&m[..cut]) {
                 let _ = r.integrity_holds(&m[..cut], b"pw");

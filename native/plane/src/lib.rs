@@ -5,8 +5,11 @@
 //! the room's worker otherwise. STUN, DTLS and media from addresses not handed over yet are queued
 //! for Python (aioice/aiortc), which is woken through an eventfd. Anything else from a source that
 //! is neither handed over nor admitted by Python (an address its ICE agent has answered or checked)
-//! is dropped here and counted as `unknown_source`: only STUN may start a session. Python reaches the workers only
-//! through short, locked control calls; nothing in the packet path takes the GIL.
+//! is dropped here and counted as `unknown_source`: only STUN may start a session, and only a
+//! Binding request naming a registered ICE session's ufrag (else `unknown_source`) whose
+//! MESSAGE-INTEGRITY holds that session's password (else `stun_integrity`) goes up from such a
+//! source. Python reaches the workers only through short, locked control calls; nothing in the
+//! packet path takes the GIL.
 
 pub mod clock;
 pub mod demux;
@@ -17,6 +20,7 @@ use std::collections::HashMap;
 
 use mediasrv_core::fasthash::FastMap;
 use mediasrv_core::ids::TransportId;
+use mediasrv_core::stun;
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -65,8 +69,11 @@ pub struct PlaneCounters {
     pub bytes_in: AtomicU64,
     pub to_python: AtomicU64,
     pub to_python_overflow: AtomicU64,
-    /// Non-STUN datagrams from sources neither handed over nor admitted.
+    /// Datagrams from sources neither handed over nor admitted that are not a Binding request
+    /// naming a registered ICE session.
     pub unknown_source: AtomicU64,
+    /// Binding requests from such sources naming a session, without that session's integrity.
+    pub stun_integrity: AtomicU64,
     pub recv_errors: AtomicU64,
     pub handoffs: AtomicU64,
     pub recv_batches: AtomicU64,
@@ -87,6 +94,9 @@ struct WorkerSlot {
     cpu_ns: AtomicU64,
 }
 
+/// One socket's ICE sessions: local ufrag → ICE password.
+type IceSessions = HashMap<Box<[u8]>, Box<[u8]>>;
+
 struct Shared {
     cfg: PlaneConfig,
     sockets: Vec<UdpSocket>,
@@ -95,6 +105,9 @@ struct Shared {
     /// (socket, remote address) pairs Python's ICE agents talk to before handover: their DTLS and
     /// early media go up to Python. Python bounds it per session and removes a session's on close.
     admitted: RwLock<FastMap<(usize, SocketAddr), ()>>,
+    /// Per socket: local ICE ufrag → password of each session Python's agents run (SipHash: the
+    /// lookups use ufrags that anyone can send).
+    ice_sessions: RwLock<Vec<IceSessions>>,
     /// transport → worker, and room → worker.
     transports: RwLock<HashMap<TransportId, usize>>,
     rooms: RwLock<HashMap<u64, usize>>,
@@ -173,11 +186,13 @@ impl Plane {
                 cpu_ns: AtomicU64::new(0),
             })
             .collect();
+        let socket_count = sockets.len();
         let shared = Arc::new(Shared {
             cfg,
             sockets,
             routes: RwLock::new(FastMap::default()),
             admitted: RwLock::new(FastMap::default()),
+            ice_sessions: RwLock::new(vec![HashMap::new(); socket_count]),
             transports: RwLock::new(HashMap::new()),
             rooms: RwLock::new(HashMap::new()),
             workers: slots,
@@ -265,6 +280,45 @@ impl Plane {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(socket, addr))
             .is_some()
+    }
+
+    /// Registers an ICE session on `socket`: Binding requests from unknown sources naming `ufrag`
+    /// and authenticated with `password` go up to Python. False if `socket` does not exist.
+    pub fn register_ice_session(&self, socket: usize, ufrag: &[u8], password: &[u8]) -> bool {
+        let mut sessions = self
+            .shared
+            .ice_sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        match sessions.get_mut(socket) {
+            Some(m) => {
+                m.insert(ufrag.into(), password.into());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Undoes `register_ice_session`; true if it was registered.
+    pub fn forget_ice_session(&self, socket: usize, ufrag: &[u8]) -> bool {
+        let mut sessions = self
+            .shared
+            .ice_sessions
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        sessions
+            .get_mut(socket)
+            .is_some_and(|m| m.remove(ufrag).is_some())
+    }
+
+    /// How many ICE sessions are registered (over all sockets).
+    pub fn ice_sessions(&self) -> usize {
+        let sessions = self
+            .shared
+            .ice_sessions
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        sessions.iter().map(HashMap::len).sum()
     }
 
     /// How many sources are admitted (the per-source state Python asked for).
@@ -570,6 +624,7 @@ fn receiver_loop(shared: &Shared) {
                 shared.counters.datagrams_in.fetch_add(n as u64, Relaxed);
                 let routes = shared.routes.read().unwrap_or_else(|e| e.into_inner());
                 let admitted = shared.admitted.read().unwrap_or_else(|e| e.into_inner());
+                let mut ice: Option<std::sync::RwLockReadGuard<'_, _>> = None;
                 let mut own: Option<std::sync::MutexGuard<'_, WorkerState>> = None;
                 for i in 0..n {
                     let Some(from) = recv.addr(i) else { continue };
@@ -577,12 +632,24 @@ fn receiver_loop(shared: &Shared) {
                     shared.counters.bytes_in.fetch_add(len as u64, Relaxed);
                     let kind = classify(&buf[..len]);
                     let route = routes.get(&(s, from));
-                    if kind != DatagramKind::Stun
-                        && route.is_none()
-                        && !admitted.contains_key(&(s, from))
-                    {
-                        shared.counters.unknown_source.fetch_add(1, Relaxed);
-                        continue;
+                    if route.is_none() && !admitted.contains_key(&(s, from)) {
+                        let sessions = ice.get_or_insert_with(|| {
+                            shared
+                                .ice_sessions
+                                .read()
+                                .unwrap_or_else(|e| e.into_inner())
+                        });
+                        match check_unknown_source(&sessions[s], &buf[..len]) {
+                            Ok(()) => {}
+                            Err(StunDrop::UnknownSource) => {
+                                shared.counters.unknown_source.fetch_add(1, Relaxed);
+                                continue;
+                            }
+                            Err(StunDrop::Integrity) => {
+                                shared.counters.stun_integrity.fetch_add(1, Relaxed);
+                                continue;
+                            }
+                        }
                     }
                     if kind == DatagramKind::Media {
                         if let Some(&(w, transport)) = route {
@@ -619,6 +686,7 @@ fn receiver_loop(shared: &Shared) {
                     shared.counters.to_python.fetch_add(1, Relaxed);
                     woke_python = true;
                 }
+                drop(ice);
                 drop(admitted);
                 drop(routes);
                 if let Some(mut st) = own {
@@ -682,6 +750,31 @@ fn worker_loop(shared: &Shared, index: usize) {
     }
 }
 
+enum StunDrop {
+    UnknownSource,
+    Integrity,
+}
+
+/// What may go up to Python from a source that is neither handed over nor admitted: a Binding
+/// request naming one of this socket's ICE sessions and authenticated with its password.
+fn check_unknown_source(
+    sessions: &IceSessions,
+    datagram: &[u8],
+) -> Result<(), StunDrop> {
+    if classify(datagram) != DatagramKind::Stun {
+        return Err(StunDrop::UnknownSource);
+    }
+    let request = stun::parse_binding_request(datagram).map_err(|_| StunDrop::UnknownSource)?;
+    let password = sessions
+        .get(request.local_ufrag)
+        .ok_or(StunDrop::UnknownSource)?;
+    if request.integrity_holds(datagram, password) {
+        Ok(())
+    } else {
+        Err(StunDrop::Integrity)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,7 +789,7 @@ mod tests {
     }
 
     #[test]
-    fn only_stun_and_admitted_sources_reach_python() {
+    fn only_authenticated_checks_and_admitted_sources_reach_python() {
         let plane = Plane::start(PlaneConfig {
             addresses: vec!["127.0.0.1".parse().unwrap()],
             port: 0,
@@ -716,7 +809,18 @@ mod tests {
         peer.send_to(&[22, 0xfe, 0xfd], target).unwrap();
         wait_until(|| c.unknown_source.load(Relaxed) == 11);
         assert_eq!(c.unknown_source.load(Relaxed), 11);
-        peer.send_to(&[0, 1, 0, 0], target).unwrap(); // STUN goes up
+        // STUN that names no session, or a session without its password, stays here.
+        peer.send_to(&[0, 1, 0, 0], target).unwrap();
+        let check = |password: &[u8]| stun::binding_request(b"ufrA:them", password, [3; 12]);
+        peer.send_to(&check(b"our-password"), target).unwrap();
+        wait_until(|| c.unknown_source.load(Relaxed) == 13);
+        assert!(plane.register_ice_session(0, b"ufrA", b"our-password"));
+        assert!(!plane.register_ice_session(1, b"ufrA", b"our-password"));
+        assert_eq!(plane.ice_sessions(), 1);
+        peer.send_to(&check(b"guessed"), target).unwrap();
+        wait_until(|| c.stun_integrity.load(Relaxed) == 1);
+        assert_eq!(c.to_python.load(Relaxed), 0);
+        peer.send_to(&check(b"our-password"), target).unwrap(); // an authenticated check goes up
         wait_until(|| c.to_python.load(Relaxed) == 1);
         assert!(plane.admit_source(0, from));
         assert_eq!(plane.admitted_sources(), 1);
@@ -727,8 +831,13 @@ mod tests {
         assert!(plane.forget_source(0, from));
         assert_eq!(plane.admitted_sources(), 0);
         peer.send_to(&[22, 0xfe, 0xfd], target).unwrap();
-        wait_until(|| c.unknown_source.load(Relaxed) == 12);
-        assert_eq!(c.unknown_source.load(Relaxed), 12);
+        wait_until(|| c.unknown_source.load(Relaxed) == 14);
+        assert_eq!(c.unknown_source.load(Relaxed), 14);
+        assert_eq!(c.to_python.load(Relaxed), 2);
+        assert!(plane.forget_ice_session(0, b"ufrA"));
+        assert_eq!(plane.ice_sessions(), 0);
+        peer.send_to(&check(b"our-password"), target).unwrap(); // its session is gone
+        wait_until(|| c.unknown_source.load(Relaxed) == 15);
         assert_eq!(c.to_python.load(Relaxed), 2);
     }
 }
