@@ -757,10 +757,7 @@ enum StunDrop {
 
 /// What may go up to Python from a source that is neither handed over nor admitted: a Binding
 /// request naming one of this socket's ICE sessions and authenticated with its password.
-fn check_unknown_source(
-    sessions: &IceSessions,
-    datagram: &[u8],
-) -> Result<(), StunDrop> {
+fn check_unknown_source(sessions: &IceSessions, datagram: &[u8]) -> Result<(), StunDrop> {
     if classify(datagram) != DatagramKind::Stun {
         return Err(StunDrop::UnknownSource);
     }
