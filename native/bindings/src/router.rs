@@ -496,6 +496,8 @@ impl Router {
                 ("sender_reports", s.sender_reports),
                 ("nacks", s.nacks),
                 ("nack_misses", s.nack_misses),
+                ("nack_too_soon", s.nack_too_soon),
+                ("nack_over_budget", s.nack_over_budget),
                 ("plis", s.plis),
                 ("firs", s.firs),
                 ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),

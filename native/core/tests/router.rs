@@ -754,21 +754,116 @@ fn one_nack_cannot_trigger_unbounded_retransmissions() {
     use mediasrv_core::router::MAX_RETRANSMISSIONS_PER_RTCP;
     let mut r = room();
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
-    let first = fields(&route(&mut r, PUB, &opus(0, 0), 0)[0].1).0;
-    for i in 1..20u16 {
-        route(&mut r, PUB, &opus(i, i as u32 * 960), 0);
+    let mut seqs = Vec::new();
+    for i in 0..600u16 {
+        seqs.push(fields(&route(&mut r, PUB, &opus(i, i as u32 * 960), 0)[0].1).0);
     }
-    // the same cached packet named 1000 times in one compound datagram
+    // 600 cached packets named in one compound datagram
     let mut nack = Vec::new();
-    for _ in 0..1000 {
-        rtcp::write_nack(&mut nack, 1, SUB_SSRC_A, &[first]);
+    for chunk in seqs.chunks(17) {
+        rtcp::write_nack(&mut nack, 1, SUB_SSRC_A, chunk);
     }
     let (rtp_out, _) = rtcp(&mut r, SUB_T, &nack, 0);
     assert_eq!(rtp_out.len(), MAX_RETRANSMISSIONS_PER_RTCP);
     assert_eq!(
         r.stats().dropped(DropReason::NackLimited),
-        1000 - MAX_RETRANSMISSIONS_PER_RTCP as u64
+        600 - MAX_RETRANSMISSIONS_PER_RTCP as u64
     );
+}
+
+#[test]
+fn a_packet_is_resent_once_per_round_trip_however_often_it_is_asked_for() {
+    let mut r = room();
+    subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    let first = fields(&route(&mut r, PUB, &opus(0, 0), 0)[0].1).0;
+    route(&mut r, PUB, &opus(1, 960), 0);
+    // the same packet named 1000 times in one datagram, and again 20 ms later
+    let mut nack = Vec::new();
+    for _ in 0..1000 {
+        rtcp::write_nack(&mut nack, 1, SUB_SSRC_A, &[first]);
+    }
+    assert_eq!(rtcp(&mut r, SUB_T, &nack, 10).0.len(), 1);
+    assert_eq!(rtcp(&mut r, SUB_T, &nack, 30).0.len(), 0);
+    assert_eq!(r.stats().dropped(DropReason::NackTooSoon), 1999);
+    assert_eq!(r.subscription_stats(SUB_A).unwrap().nack_too_soon, 1999);
+    // no RTT known yet: a resend is allowed again after the default round trip
+    let later = 10 + mediasrv_core::router::DEFAULT_RESEND_RTT_MS;
+    let mut once = Vec::new();
+    rtcp::write_nack(&mut once, 1, SUB_SSRC_A, &[first]);
+    assert_eq!(rtcp(&mut r, SUB_T, &once, later).0.len(), 1);
+    assert_eq!(r.subscription_stats(SUB_A).unwrap().retransmissions, 2);
+}
+
+/// A subscriber on a congested link NACKs everything it misses, every 20 ms, for ten seconds, while
+/// the publisher sends ~1.3 Mbit/s of video. What is resent stays within the budget.
+fn nack_storm(remb_bps: Option<u64>) -> (u64, u64, u64) {
+    let mut r = room();
+    subscribe_video(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    if let Some(bps) = remb_bps {
+        let mut remb = Vec::new();
+        rtcp::write_remb(&mut remb, SUB_SSRC_A, bps, &[SUB_SSRC_A]);
+        rtcp(&mut r, SUB_T, &remb, 0);
+    }
+    let payload = |seq: u16, key: bool| {
+        let mut p = vec![if key { 0x10 } else { 0x00 }, if key { 0x00 } else { 0x01 }];
+        p.extend(std::iter::repeat_n(seq as u8, 1000));
+        Pkt::new(VP8_PT, seq, seq as u32 * 900, VIDEO_SSRC, &p).bytes()
+    };
+    let mut sent: Vec<u16> = Vec::new();
+    let mut resent_bytes = 0u64;
+    let mut media_bytes = 0u64;
+    let mut seq = 0u16;
+    for ms in 0..10_000u64 {
+        if ms % 6 == 0 {
+            // ~167 packets/s of ~1 kB: ~1.3 Mbit/s
+            for (_, b) in route(&mut r, PUB, &payload(seq, seq == 0), ms) {
+                media_bytes += b.len() as u64;
+                sent.push(fields(&b).0);
+            }
+            seq = seq.wrapping_add(1);
+        }
+        if ms % 100 == 0 {
+            poll(&mut r, ms);
+        }
+        if ms % 20 == 0 && sent.len() > 1 {
+            // everything of the last ~100 packets, as if all were lost
+            let from = sent.len().saturating_sub(100);
+            let mut nack = Vec::new();
+            for chunk in sent[from..].chunks(16) {
+                rtcp::write_nack(&mut nack, 1, SUB_SSRC_A, chunk);
+            }
+            for (_, b) in rtcp(&mut r, SUB_T, &nack, ms).0 {
+                resent_bytes += b.len() as u64;
+            }
+        }
+    }
+    let st = r.subscription_stats(SUB_A).unwrap();
+    assert_eq!(st.retransmissions, r.stats().retransmissions_out);
+    (resent_bytes, media_bytes, st.nack_over_budget)
+}
+
+#[test]
+fn retransmissions_stay_within_a_share_of_the_subscribers_estimate() {
+    // A roomy link (10 Mbit/s): resends are held to a quarter of it, and each packet is resent
+    // at most once per round trip (default 100 ms) instead of on every one of its NACKs.
+    let (resent, media, over) = nack_storm(Some(10_000_000));
+    let quarter_10s = 10_000_000 / 4 / 8 * 10;
+    assert!(resent > 0 && resent <= quarter_10s + 80_000, "{resent}");
+    // The storm asks for ~10x the media a second; the budget is used, not starved, and the rest
+    // is refused and counted.
+    assert!(resent >= quarter_10s * 9 / 10, "{resent}");
+    assert!(over > 0 && resent < 3 * media, "{resent} vs media {media}");
+}
+
+#[test]
+fn no_retransmissions_into_a_link_the_media_already_fills() {
+    // The subscriber's REMB says 300 kbit/s while first transmissions run at ~1.3 Mbit/s: once the
+    // media rate is measured, nothing more is sent into that link.
+    let (resent, _, over) = nack_storm(Some(300_000));
+    // Only what the budget allowed before the media rate was first measured may go out: at most
+    // two seconds of a quarter of the estimate, plus the first burst.
+    assert!(resent <= 2 * 300_000 / 4 / 8 + 3_000, "{resent}");
+    assert!(over > 1_000, "refused NACKed packets are counted: {over}");
 }
 
 #[test]

@@ -7,6 +7,9 @@ use crate::seq::extend_u16;
 
 /// Most retransmissions answered for one RTCP datagram; the rest are counted as `nack_limited`.
 pub const MAX_RETRANSMISSIONS_PER_RTCP: usize = 256;
+/// A resent packet's bytes beyond its payload, as the budget counts them: RTP header and
+/// extensions, SRTP tag, UDP and IP.
+const RTP_OVERHEAD_BYTES: usize = 60;
 
 impl Router {
     // ------------------------------------------------------------------ RTCP
@@ -262,7 +265,9 @@ impl Router {
         let Some(&track) = self.sub_track.get(&sub) else {
             return;
         };
-        let Router { stats, tracks, .. } = self;
+        let Router {
+            stats, tracks, cfg, ..
+        } = self;
         let Some(t) = tracks.get_mut(&track) else {
             return;
         };
@@ -298,6 +303,24 @@ impl Router {
             if sub_pt == 0xff {
                 stats.drop(DropReason::NackMiss);
                 continue;
+            }
+            // The subscriber's link: its REMB, else what we let publishers send.
+            let estimate = sub.stats.remb_bps.unwrap_or(cfg.max_bitrate_bps);
+            let allowance = resend::allowance_bps(estimate, sub.stats.bitrate_bps);
+            let rtt_ms = sub.stats.rtt_us.map(|us| us / 1000);
+            let wire = p.payload().len() + RTP_OVERHEAD_BYTES;
+            match sub.resend.admit(c, wire, now_ms, rtt_ms, allowance) {
+                Ok(()) => {}
+                Err(resend::Refusal::TooSoon) => {
+                    sub.stats.nack_too_soon += 1;
+                    stats.drop(DropReason::NackTooSoon);
+                    continue;
+                }
+                Err(resend::Refusal::OverBudget) => {
+                    sub.stats.nack_over_budget += 1;
+                    stats.drop(DropReason::NackOverBudget);
+                    continue;
+                }
             }
             *budget -= 1;
             let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c), now_ms);

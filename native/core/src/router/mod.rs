@@ -21,14 +21,17 @@ use crate::seq::{SeqCompressor, SeqUnwrapper};
 
 mod feedback;
 mod rate;
+mod resend;
 mod sink;
 mod types;
 
 use rate::RateWindow;
+use resend::ResendGate;
 pub use sink::{Sink, SINK_TRANSPORT};
 
 pub use feedback::MAX_RETRANSMISSIONS_PER_RTCP;
 pub use rate::RATE_SAMPLE_MS;
+pub use resend::DEFAULT_RTT_MS as DEFAULT_RESEND_RTT_MS;
 
 /// Events kept until `take_events`; beyond this they are counted in `events_dropped` instead.
 pub const MAX_EVENTS: usize = 1024;
@@ -95,6 +98,8 @@ struct Subscription {
     sr_sent: [(u32, u64); SR_HISTORY],
     sr_sent_next: usize,
     rate: RateWindow,
+    /// Which packets were resent when, and the retransmission budget.
+    resend: ResendGate,
     stats: SubscriptionStats,
     /// A recording sink: the stream goes into this jitter buffer instead of to a transport.
     sink: Option<Box<Sink>>,
@@ -515,6 +520,7 @@ impl Router {
             sr_sent: [(0, 0); SR_HISTORY],
             sr_sent_next: 0,
             rate: RateWindow::default(),
+            resend: ResendGate::default(),
             stats: SubscriptionStats {
                 ssrc,
                 waiting_keyframe: gated,

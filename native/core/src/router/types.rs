@@ -148,10 +148,14 @@ pub enum DropReason {
     BeforeSubscriptionStart,
     CodecNotNegotiated,
     NackLimited,
+    /// A NACK for a packet resent to that subscriber less than a round trip ago.
+    NackTooSoon,
+    /// A NACK beyond the subscriber's retransmission budget.
+    NackOverBudget,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 15] = [
         DropReason::Malformed,
         DropReason::UnknownSsrc,
         DropReason::UnknownPayloadType,
@@ -165,6 +169,8 @@ impl DropReason {
         DropReason::BeforeSubscriptionStart,
         DropReason::CodecNotNegotiated,
         DropReason::NackLimited,
+        DropReason::NackTooSoon,
+        DropReason::NackOverBudget,
     ];
 
     pub fn name(self) -> &'static str {
@@ -182,6 +188,8 @@ impl DropReason {
             DropReason::BeforeSubscriptionStart => "before_subscription_start",
             DropReason::CodecNotNegotiated => "codec_not_negotiated",
             DropReason::NackLimited => "nack_limited",
+            DropReason::NackTooSoon => "nack_too_soon",
+            DropReason::NackOverBudget => "nack_over_budget",
         }
     }
 }
@@ -352,6 +360,9 @@ pub struct SubscriptionStats {
     pub sender_reports: u64,
     pub nacks: u64,
     pub nack_misses: u64,
+    /// NACKed packets not resent: resent less than a round trip ago, or over the budget.
+    pub nack_too_soon: u64,
+    pub nack_over_budget: u64,
     pub plis: u64,
     pub firs: u64,
     pub waiting_keyframe: bool,
