@@ -40,6 +40,14 @@ class Settings:
     datapath: str = "native"
     # The one UDP port every peer's media uses (open it in the firewall); 0 picks an ephemeral one.
     media_udp_port: int = 0
+    # ICE-TCP (RFC 6544): a TCP listener beside the UDP port on each media address, announced as a
+    # passive host candidate below UDP's priority, for networks that block UDP. Its port (0: an
+    # ephemeral one), the port announced instead when the firewall maps another one to it (e.g. 443;
+    # 0: the bound port), and the most connections open at once.
+    ice_tcp: bool = True
+    media_tcp_port: int = 0
+    media_tcp_announced_port: int = 0
+    ice_tcp_max_connections: int = 1024
     # Media worker threads (a room is pinned to one); 0 = one per CPU core.
     media_workers: int = 0
     # Loss simulation for tests: share of publishers' RTP dropped on arrival, parts per million.
@@ -170,6 +178,11 @@ def load_settings(
         raise ConfigError(f"setting 'datapath': {settings.datapath!r} is not 'native' or 'python'")
     if not 0 <= settings.media_udp_port <= 65535:
         raise ConfigError(f"setting 'media_udp_port': {settings.media_udp_port} is not a UDP port")
+    for name in ("media_tcp_port", "media_tcp_announced_port"):
+        if not 0 <= getattr(settings, name) <= 65535:
+            raise ConfigError(f"setting '{name}': {getattr(settings, name)} is not a TCP port")
+    if settings.ice_tcp_max_connections < 1:
+        raise ConfigError("setting 'ice_tcp_max_connections' must be at least 1")
     if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:
         raise ConfigError("settings 'media_workers' must be >= 0 and 'media_test_drop_ppm' in 0..1000000")
     if not (math.isfinite(settings.room_ws_messages_per_s) and settings.room_ws_messages_per_s >= 0

@@ -128,6 +128,19 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
     ("gather_host_candidates_on", "aioice.ice.StunProtocol(connection) has connection_made",
      lambda o: list(inspect.signature(aioice.ice.StunProtocol).parameters) == ["receiver"]
      and callable(aioice.ice.StunProtocol.connection_made)),
+    ("component_gathering", "Connection.gather_candidates calls self.get_component_candidates",
+     lambda o: _calls(aioice.ice.Connection, "self.get_component_candidates(")),
+    ("add_host_protocol", "Connection instances pair and check from a list `_protocols`",
+     lambda o: o.connection._protocols == [] and _calls(aioice.ice.Connection, "for protocol in self._protocols")),
+    ("passive_tcp_candidate", "aioice pairs by `protocol.local_candidate.can_pair_with(remote_candidate)`",
+     lambda o: _calls(aioice.ice.Connection, "protocol.local_candidate.can_pair_with(")),
+    ("passive_tcp_candidate", "an unknown checker becomes a peer-reflexive pair on the protocol it came in on",
+     lambda o: _calls(aioice.ice.Connection, 'type="prflx"')
+     and _calls(aioice.ice.Connection, "pair = CandidatePair(protocol, remote_candidate)")),
+    ("passive_tcp_candidate", "aioice Candidate has `tcptype`",
+     lambda o: "tcptype" in inspect.signature(aioice.candidate.Candidate).parameters),
+    ("selected_candidate", "aioice Connection has `remote_candidates` (public)",
+     lambda o: o.connection.remote_candidates == []),
 ]
 
 

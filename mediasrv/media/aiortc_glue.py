@@ -14,7 +14,8 @@ versions, so an upgrade that moves one fails there, naming the function here tha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -166,13 +167,72 @@ def use_host_addresses(policy: HostAddressPolicy) -> None:
 
 
 class HostSockets(Protocol):
-    """Where ICE agents gather host candidates when aioice should not open sockets of its own."""
+    """Where ICE agents gather host candidates when aioice should not open sockets of its own.
+
+    It may also have `tcp_transport(address, ufrag, protocol)`, the same for an ICE-TCP listener
+    (a datagram view of its connections: each remote address is one connection, each datagram one
+    RFC 4571 frame); then each address also gets an ICE-TCP passive host candidate."""
 
     def host_transport(
         self, address: str, ufrag: str, protocol: asyncio.DatagramProtocol
     ) -> asyncio.DatagramTransport | None:
         """A transport on `address` for the agent with local ufrag `ufrag`, delivering to
         `protocol`; None if there is no socket on that address."""
+
+
+# RFC 6544 4.2: local preference = direction preference (passive host: 4) << 13 | other
+# preference; below a UDP host candidate's 65535, so a peer that can use UDP prefers it.
+TCP_PASSIVE_LOCAL_PREFERENCE = (4 << 13) | 8191
+
+
+# RFC 6544 4.5: an active candidate is signalled with port 9 (discard); nothing listens there.
+TCP_ACTIVE_PORT = 9
+
+
+class PassiveTcpCandidate(Candidate):
+    """An ICE-TCP passive host candidate (RFC 6544): it accepts connections and never opens one.
+
+    aioice pairs a local candidate with each signalled remote one for which `can_pair_with` holds:
+    here only a peer's active TCP candidates (RFC 6544 6.2). The checks aioice starts on such a
+    pair are addressed to port 9 and go nowhere (the plane's ICE-TCP transport drops them); the
+    pair only keeps aioice from declaring failure while the peer connects. The pair that works
+    forms when the peer's check arrives on its connection: aioice's peer-reflexive path
+    (`Connection.check_incoming`) answers it and sends its triggered check back over the same
+    connection, and the peer nominates it."""
+
+    def can_pair_with(self, other: Candidate) -> bool:
+        return (other.transport.lower() == "tcp" and other.tcptype == "active"
+                and super().can_pair_with(other))
+
+
+def passive_tcp_candidate(component: int, host: str, port: int) -> PassiveTcpCandidate:
+    return PassiveTcpCandidate(
+        foundation=candidate_foundation("host", "tcp", host), component=component, transport="tcp",
+        priority=candidate_priority(component, "host", TCP_PASSIVE_LOCAL_PREFERENCE),
+        host=host, port=port, type="host", tcptype="passive",
+    )
+
+
+def selected_candidate(dtls: RTCDtlsTransport) -> tuple[str, str] | None:
+    """(remote candidate type, transport) of the transport's nominated pair, None before one.
+
+    The transport ("udp" or "tcp") is our local candidate's: aioice learns a peer's ICE-TCP
+    address as a peer-reflexive candidate that it marks "udp". The type is the remote candidate's
+    (host, srflx, prflx, relay), except that an ICE-TCP active candidate, signalled with port 9 and
+    connecting from an ephemeral port (RFC 6544), is always learned as peer-reflexive: the type of
+    the signalled active candidate with that address is taken instead. Reads the public
+    `Connection.remote_candidates` of the private `RTCIceTransport._connection`."""
+    pair = nominated_pair(dtls)
+    if pair is None:
+        return None
+    transport = pair.local_candidate.transport.lower()
+    kind = pair.remote_candidate.type
+    if transport == "tcp" and kind == "prflx":
+        for c in dtls.transport._connection.remote_candidates:
+            if c.transport.lower() == "tcp" and c.tcptype == "active" and c.host == pair.remote_addr[0]:
+                kind = c.type
+                break
+    return kind, transport
 
 
 # getattr: if aioice drops it, tests/test_aiortc_glue.py says so instead of every import failing.
@@ -192,6 +252,31 @@ def gather_host_candidates_on(sockets: HostSockets | None) -> None:
     )
 
 
+ComponentGatherer = Callable[[aioice.ice.Connection, int, list[str]], Awaitable[list[Candidate]]]
+
+
+@contextlib.contextmanager
+def component_gathering(gather: ComponentGatherer) -> Iterator[None]:
+    """While the block runs, aioice agents gather their candidates with `gather(connection,
+    component, addresses)` (for mediasrv's own clients, e.g. an ICE-TCP active candidate); the
+    gathering in place before is restored after. Same replaced function as
+    `gather_host_candidates_on`."""
+    previous = aioice.ice.Connection.get_component_candidates
+    aioice.ice.Connection.get_component_candidates = gather  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        aioice.ice.Connection.get_component_candidates = previous  # type: ignore[method-assign]
+
+
+def add_host_protocol(connection: aioice.ice.Connection, protocol: aioice.ice.StunProtocol,
+                      candidate: Candidate) -> None:
+    """Make `protocol` (already given its transport) one of the agent's local candidates, as aioice
+    does with each host socket: its `local_candidate`, and appended to `Connection._protocols`."""
+    protocol.local_candidate = candidate
+    connection._protocols.append(protocol)
+
+
 async def _shared_socket_candidates(
     self: aioice.ice.Connection, component: int, addresses: list[str], timeout: int = 5
 ) -> list[Candidate]:
@@ -204,6 +289,8 @@ async def _shared_socket_candidates(
     if sockets is None or self.stun_server or self.turn_server:
         return await _aioice_component_candidates(self, component, addresses, timeout)
     candidates = []
+    tcp_transport: Callable[[str, str, Any], asyncio.DatagramTransport | None] | None = getattr(
+        sockets, "tcp_transport", None)
     for address in addresses:
         protocol = aioice.ice.StunProtocol(self)
         transport = sockets.host_transport(address, self.local_username, protocol)
@@ -216,6 +303,19 @@ async def _shared_socket_candidates(
             transport="udp", priority=candidate_priority(component, "host"),
             host=host, port=port, type="host",
         )
+        self._protocols.append(protocol)
+        candidates.append(protocol.local_candidate)
+    # ICE-TCP candidates after the UDP ones: aiortc puts the first candidate in the m-line.
+    for address in addresses:
+        if tcp_transport is None:
+            break
+        protocol = aioice.ice.StunProtocol(self)
+        transport = tcp_transport(address, self.local_username, protocol)
+        if transport is None:
+            continue
+        protocol.connection_made(transport)
+        host, port = transport.get_extra_info("sockname")
+        protocol.local_candidate = passive_tcp_candidate(component, host, port)
         self._protocols.append(protocol)
         candidates.append(protocol.local_candidate)
     return candidates

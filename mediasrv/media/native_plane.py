@@ -10,6 +10,14 @@ the ufrag/password pairs registered here, and again here); an address becomes kn
 admitted natively, so its DTLS reaches us) only when aioice sends there, a bounded few per session,
 forgotten when the session closes. The plane drops anything but STUN from other sources itself. After the DTLS handshake,
 `hand_over` gives the peer's SRTP keys and address to the plane, and its media never reaches Python.
+
+ICE-TCP (RFC 6544 passive candidates, RFC 4571 framing): with a TCP port set, each media address
+also has a TCP listener in the plane, with a socket index of its own after the UDP ones. Every
+frame arriving on one of its connections comes up here exactly like a datagram from (that socket
+index, the connection's remote address), and what aioice sends to such an address is framed onto
+that connection; so aioice runs ICE over TCP through the same `NativeDatagramTransport`, DTLS
+follows, and `hand_over` hands a TCP peer over like a UDP one (its media is then written framed
+onto its connection by the workers).
 """
 
 from __future__ import annotations
@@ -65,6 +73,8 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
         if self._closing or addr is None:
             return
         remote = (str(addr[0]), int(addr[1]))
+        if remote[1] == aiortc_glue.TCP_ACTIVE_PORT and self.is_tcp:
+            return  # aioice's check toward an active candidate: only the peer connects (RFC 6544)
         self.plane.claim(self, remote)
         try:
             self.plane.native.sendto(self.socket, bytes(data), remote[0], remote[1])
@@ -73,8 +83,13 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         if name == "sockname":
-            return self.plane.sockets[self.socket]
+            return self.plane.address_of(self.socket)
         return default
+
+    @property
+    def is_tcp(self) -> bool:
+        """A view of an ICE-TCP listener (its sends go onto the connection from each address)."""
+        return self.socket in self.plane.tcp_sockets
 
     def is_closing(self) -> bool:
         return self._closing
@@ -91,10 +106,15 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
 
 
 class NativePlane:
-    def __init__(self, addresses: list[str], port: int = 0, workers: int = 0, drop_ppm: int = 0) -> None:
-        self.native = mediasrv_native.MediaPlane(addresses, port, workers, drop_ppm=drop_ppm)
+    def __init__(self, addresses: list[str], port: int = 0, workers: int = 0, drop_ppm: int = 0, *,
+                 tcp_port: int | None = None, tcp_max_connections: int = 1024) -> None:
+        self.native = mediasrv_native.MediaPlane(addresses, port, workers, drop_ppm=drop_ppm, tcp_port=tcp_port,
+                                                 tcp_max_connections=tcp_max_connections)
         self.sockets: list[Addr] = self.native.sockets()
         self._by_host = {host: i for i, (host, _) in enumerate(self.sockets)}
+        # ICE-TCP listeners by socket index (empty without ICE-TCP), and by host.
+        self.tcp_sockets: dict[int, Addr] = {i: (host, port) for i, host, port in self.native.tcp_sockets()}
+        self._tcp_by_host = {host: i for i, (host, _) in self.tcp_sockets.items()}
         self._by_addr: dict[tuple[int, Addr], NativeDatagramTransport] = {}
         self._by_ufrag: dict[tuple[int, str], NativeDatagramTransport] = {}
         self.drops: Counter[str] = Counter()
@@ -106,6 +126,17 @@ class NativePlane:
     # --- aioice integration ----------------------------------------------------------------------
     def socket_for(self, host: str) -> int | None:
         return self._by_host.get(host)
+
+    def address_of(self, socket: int) -> Addr:
+        """The bound (host, port) of a UDP socket or ICE-TCP listener, by socket index."""
+        return self.tcp_sockets[socket] if socket in self.tcp_sockets else self.sockets[socket]
+
+    def tcp_transport(self, address: str, ufrag: str, protocol: Any) -> NativeDatagramTransport | None:
+        """aioice's ICE-TCP passive host "socket" on `address` for the agent with local ufrag `ufrag`:
+        what it sends to an address goes framed onto the connection from there. None without
+        ICE-TCP on that address."""
+        socket = self._tcp_by_host.get(address)
+        return None if socket is None else self.transport_for(socket, ufrag, protocol)
 
     def host_transport(self, address: str, ufrag: str, protocol: Any) -> NativeDatagramTransport | None:
         """aioice's host socket on `address` for the agent with local ufrag `ufrag` (see
@@ -171,7 +202,7 @@ class NativePlane:
             t.protocol.datagram_received(data, remote)
         except Exception:  # a malformed datagram must never break the loop's reader
             self.drops["protocol_error"] += 1
-            log.debug("datagram from %s refused", remote, exc_info=True)
+            log.debug("a datagram was refused", exc_info=True)  # no address: it may identify a patient
         if t.peer is not None and remote != t.peer[1] and data[:1] in (b"\x00", b"\x01"):
             self._follow(t, socket, remote, data)
 
@@ -193,7 +224,7 @@ class NativePlane:
             return
         handle = t.peer[0]
         if self.native.update_peer_address(handle, socket, remote[0], remote[1]):
-            log.info("transport %d moved from %s:%d to %s:%d", handle, *t.peer[1], *remote)
+            log.info("transport %d moved to a new address", handle)  # addresses stay out of logs
             t.peer = (handle, remote)
             self.moves += 1
 
@@ -265,7 +296,9 @@ def start_media_plane(settings: Settings) -> NativePlane | None:
         install(None)
         return None
     plane = NativePlane(settings.media_bind_addresses, settings.media_udp_port,
-                        settings.media_workers, settings.media_test_drop_ppm)
+                        settings.media_workers, settings.media_test_drop_ppm,
+                        tcp_port=settings.media_tcp_port if settings.ice_tcp else None,
+                        tcp_max_connections=settings.ice_tcp_max_connections)
     install(plane)
     return plane
 

@@ -33,7 +33,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from mediasrv.clock import now_ms
 from mediasrv.config import Settings
 from mediasrv.media import aiortc_glue
-from mediasrv.media.sdp import SdpError, announce_addresses, check_offer_text
+from mediasrv.media.sdp import SdpError, announce_addresses, announce_tcp_port, check_offer_text
 
 if TYPE_CHECKING:
     import mediasrv_native
@@ -138,7 +138,12 @@ class PeerTransport:
         desc = self.pc.localDescription
         settings = self.host.settings
         mapping = dict(zip(settings.media_bind_addresses, settings.media_announced_addresses, strict=False))
-        return announce_addresses(desc.sdp, mapping)
+        sdp = announce_addresses(desc.sdp, mapping)
+        plane = self._plane
+        if plane is not None and settings.media_tcp_announced_port:
+            for _, port in plane.tcp_sockets.values():
+                sdp = announce_tcp_port(sdp, port, settings.media_tcp_announced_port)
+        return sdp
 
     def add_sender(self, kind: str) -> RTCRtpTransceiver:
         """A send-only transceiver whose packets the router produces."""
@@ -195,6 +200,15 @@ class PeerTransport:
         if rtcp_out:
             await self.host.deliver_rtp(rtcp_out)
 
+    def selected_candidate(self) -> tuple[str, str] | None:
+        """(remote candidate type, "udp" or "tcp") of the connection's nominated pair: how the peer
+        reaches us (host, srflx, prflx, relay); None until ICE has nominated one."""
+        for dtls in self._dtls:
+            selected = aiortc_glue.selected_candidate(dtls)
+            if selected is not None:
+                return selected
+        return None
+
     async def send(self, packet: bytes) -> bool:
         """Protect and send one RTP or RTCP packet; False when this transport cannot send."""
         plane = self._plane
@@ -211,7 +225,8 @@ class PeerTransport:
     # --- lifecycle ------------------------------------------------------------------------------------
     async def _on_state(self) -> None:
         state = self.pc.connectionState
-        log.debug("transport %d (%s of %s): %s", self.handle, self.direction, self.owner, state)
+        # The handle, never the owner: an identity is patient data and stays out of logs.
+        log.debug("transport %d (%s): %s", self.handle, self.direction, state)
         if state in ("failed", "closed") and not self.closed and self.on_failed:
             await self.on_failed(self)
         elif state == "connected":
@@ -233,8 +248,8 @@ class PeerTransport:
         self._setup_timer = None
         if self.closed or self.connected:
             return
-        log.info("transport %d (%s of %s): not connected within %gs, closing", self.handle,
-                 self.direction, self.owner, self.host.settings.session_setup_timeout_s)
+        log.info("transport %d (%s): not connected within %gs, closing", self.handle,
+                 self.direction, self.host.settings.session_setup_timeout_s)
         self._setup_task = asyncio.get_running_loop().create_task(self._expire())
 
     async def _expire(self) -> None:

@@ -178,3 +178,16 @@ def announce_addresses(sdp: str, mapping: dict[str, str]) -> str:
     if not mapping:
         return sdp
     return _CANDIDATE.sub(lambda m: m.group(1) + mapping.get(m.group(2), m.group(2)) + m.group(3), sdp)
+
+
+_TCP_PASSIVE = re.compile(r"^(a=candidate:\S+ \d+ tcp \d+ \S+ )(\d+)( typ host .*\btcptype passive\b.*)$",
+                          re.M | re.I)
+
+
+def announce_tcp_port(sdp: str, bound: int, announced: int) -> str:
+    """Announce ICE-TCP passive candidates on port `bound` at `announced` instead (a firewall maps
+    it, e.g. 443 -> the media TCP port)."""
+    if not announced or announced == bound:
+        return sdp
+    return _TCP_PASSIVE.sub(lambda m: m.group(1) + (str(announced) if int(m.group(2)) == bound
+                                                    else m.group(2)) + m.group(3), sdp)

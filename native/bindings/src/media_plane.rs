@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyDict};
 
 use mediasrv_core::ids::TransportId;
 use mediasrv_core::srtp::SrtpCounters;
-use mediasrv_plane::{PeerKeys, Plane, PlaneConfig, PlaneError};
+use mediasrv_plane::{PeerKeys, Plane, PlaneConfig, PlaneError, TcpConfig};
 
 use crate::counters::counters_dict;
 use crate::router::Router;
@@ -53,8 +53,14 @@ impl MediaPlane {
 #[pymethods]
 impl MediaPlane {
     /// Binds one UDP socket per address (all on `port`; 0 = ephemeral) and starts `workers` threads.
+    /// With `tcp_port` (0 = ephemeral), each address also gets an ICE-TCP listener on it, with its
+    /// connection limits.
     #[new]
-    #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20, rx_coalesce_us=200))]
+    #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20,
+                        rx_coalesce_us=200, tcp_port=None, tcp_max_connections=1024,
+                        tcp_max_pending=128, tcp_max_per_session=4, tcp_auth_timeout_ms=5000,
+                        tcp_idle_timeout_ms=30000, tcp_write_buffer_bytes=262144))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         addresses: Vec<String>,
         port: u16,
@@ -62,6 +68,13 @@ impl MediaPlane {
         drop_ppm: u32,
         poll_interval_ms: u64,
         rx_coalesce_us: u64,
+        tcp_port: Option<u16>,
+        tcp_max_connections: usize,
+        tcp_max_pending: usize,
+        tcp_max_per_session: usize,
+        tcp_auth_timeout_ms: u64,
+        tcp_idle_timeout_ms: u64,
+        tcp_write_buffer_bytes: usize,
     ) -> PyResult<Self> {
         if addresses.is_empty() {
             return Err(PyValueError::new_err(
@@ -85,6 +98,16 @@ impl MediaPlane {
         } else {
             workers
         };
+        let tcp = tcp_port.map(|port| TcpConfig {
+            port,
+            max_connections: tcp_max_connections,
+            max_pending: tcp_max_pending,
+            max_per_session: tcp_max_per_session,
+            auth_timeout_ms: tcp_auth_timeout_ms,
+            idle_timeout_ms: tcp_idle_timeout_ms,
+            // At least one largest frame, so a frame cut by a short write can always be finished.
+            write_buffer_bytes: tcp_write_buffer_bytes.max(4096),
+        });
         let cfg = PlaneConfig {
             addresses,
             port,
@@ -92,6 +115,7 @@ impl MediaPlane {
             drop_ppm,
             poll_interval_ms,
             rx_coalesce_us: rx_coalesce_us.min(10_000),
+            tcp,
         };
         Ok(Self {
             inner: Some(Plane::start(cfg).map_err(to_py_err)?),
@@ -105,6 +129,18 @@ impl MediaPlane {
             .local_addrs()
             .iter()
             .map(|a| (a.ip().to_string(), a.port()))
+            .collect())
+    }
+
+    /// (socket index, host, port) of each ICE-TCP listener, in the order of the addresses given
+    /// (empty without ICE-TCP). The index is what `sendto`, `register_peer` and the datagrams
+    /// from `take_datagrams` use for that listener's connections.
+    fn tcp_sockets(&self) -> PyResult<Vec<(usize, String, u16)>> {
+        Ok(self
+            .plane()?
+            .tcp_addrs()
+            .iter()
+            .map(|(i, a)| (*i, a.ip().to_string(), a.port()))
             .collect())
     }
 
@@ -149,7 +185,9 @@ impl MediaPlane {
 
     /// Undoes `admit_source`; True if it was admitted.
     fn forget_source(&self, socket: usize, host: &str, port: u16) -> PyResult<bool> {
-        Ok(self.plane()?.forget_source(socket, socket_addr(host, port)?))
+        Ok(self
+            .plane()?
+            .forget_source(socket, socket_addr(host, port)?))
     }
 
     /// Lets Binding requests from unknown sources naming `ufrag` (our local ICE ufrag) reach
@@ -296,6 +334,14 @@ impl MediaPlane {
                 ("no_room", w.no_room),
                 ("oversize", w.oversize),
                 ("test_loss", w.test_dropped),
+                (
+                    "tcp_write_overflow",
+                    w.tcp_write_overflow + c.tcp.write_overflow.load(Relaxed),
+                ),
+                ("tcp_connection_limit", c.tcp.connection_limit.load(Relaxed)),
+                ("tcp_unauthenticated", c.tcp.unauthenticated.load(Relaxed)),
+                ("tcp_idle", c.tcp.idle.load(Relaxed)),
+                ("tcp_frame_oversize", c.tcp.frame_oversize.load(Relaxed)),
                 ("srtp_too_short", srtp.too_short),
                 ("srtp_bad_version", srtp.bad_version),
                 ("srtp_auth_failed", srtp.auth_failed),
@@ -306,6 +352,15 @@ impl MediaPlane {
             ],
         )?;
         d.set_item("dropped", dropped)?;
+        let tcp = counters_dict(
+            py,
+            &[
+                ("accepted", c.tcp.accepted.load(Relaxed)),
+                ("open", c.tcp.open.load(Relaxed)),
+                ("closed_by_peer", c.tcp.closed_by_peer.load(Relaxed)),
+            ],
+        )?;
+        d.set_item("tcp", tcp)?;
         d.set_item("admitted_sources", plane.admitted_sources())?;
         d.set_item("ice_sessions", plane.ice_sessions())?;
         d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;

@@ -5,6 +5,7 @@
 
 pub mod codec_match;
 pub mod fasthash;
+pub mod framing;
 pub mod ids;
 pub mod jitter;
 pub mod keyframe;

@@ -10,9 +10,15 @@
 //! MESSAGE-INTEGRITY holds that session's password (else `stun_integrity`) goes up from such a
 //! source. Python reaches the workers only through short, locked control calls; nothing in the
 //! packet path takes the GIL.
+//!
+//! With ICE-TCP on, each address also has a TCP listener (`tcp.rs`): thread 0 reads its
+//! connections beside the UDP sockets and treats every RFC 4571 frame as a datagram from
+//! (listener socket index, remote address), so the paths above apply unchanged; a handed-over
+//! peer reached over TCP gets its media written framed onto its connection.
 
 pub mod clock;
 pub mod demux;
+pub mod tcp;
 pub mod udp;
 mod worker;
 
@@ -26,12 +32,14 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::sync::{Condvar, Mutex, RwLock};
+use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use clock::{now_ms, thread_cpu_ns};
 use demux::{classify, DatagramKind};
+use tcp::{Registry, TcpConn, TcpSide, Verdict};
+pub use tcp::{TcpConfig, TcpCounters};
 use udp::{RecvBatch, BATCH, SLOT_LEN};
 use worker::{add_counters, Peer, WorkerState};
 pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
@@ -54,6 +62,8 @@ pub struct PlaneConfig {
     /// a fuller batch (interrupt-coalescing style: at most this much added latency, far fewer
     /// wake-ups per packet under load). 0 reads as soon as anything arrives.
     pub rx_coalesce_us: u64,
+    /// ICE-TCP listeners beside the UDP sockets (None: UDP only).
+    pub tcp: Option<TcpConfig>,
 }
 
 /// A datagram for aioice/aiortc.
@@ -77,6 +87,8 @@ pub struct PlaneCounters {
     pub recv_errors: AtomicU64,
     pub handoffs: AtomicU64,
     pub recv_batches: AtomicU64,
+    /// ICE-TCP connections (frames are counted with the datagrams above).
+    pub tcp: TcpCounters,
 }
 
 struct Handoff {
@@ -100,6 +112,10 @@ type IceSessions = HashMap<Box<[u8]>, Box<[u8]>>;
 struct Shared {
     cfg: PlaneConfig,
     sockets: Vec<UdpSocket>,
+    /// ICE-TCP listeners: (socket index, bound address). Their socket indices follow the UDP ones.
+    tcp_listeners: Vec<(usize, SocketAddr)>,
+    /// Open ICE-TCP connections by (listener socket index, remote address).
+    tcp_conns: RwLock<FastMap<(usize, SocketAddr), Arc<TcpConn>>>,
     /// (socket, remote address) → (worker, transport), for handed-over peers.
     routes: RwLock<FastMap<(usize, SocketAddr), (usize, TransportId)>>,
     /// (socket, remote address) pairs Python's ICE agents talk to before handover: their DTLS and
@@ -127,6 +143,8 @@ pub enum PlaneError {
     UnknownRoom(u64),
     UnknownSocket(usize),
     Srtp(SrtpError),
+    /// No ICE-TCP connection from that address on that listener.
+    NoConnection(SocketAddr),
     Closed,
 }
 
@@ -137,6 +155,7 @@ impl std::fmt::Display for PlaneError {
             PlaneError::UnknownRoom(r) => write!(f, "room {r} is not attached to the media plane"),
             PlaneError::UnknownSocket(s) => write!(f, "no media socket {s}"),
             PlaneError::Srtp(e) => write!(f, "SRTP: {e}"),
+            PlaneError::NoConnection(a) => write!(f, "no ICE-TCP connection from {a}"),
             PlaneError::Closed => f.write_str("the media plane is closed"),
         }
     }
@@ -165,6 +184,16 @@ impl Plane {
         for ip in &cfg.addresses {
             sockets.push(udp::bind(SocketAddr::new(*ip, cfg.port)).map_err(PlaneError::Io)?);
         }
+        let mut tcp_side = match &cfg.tcp {
+            Some(t) => Some(
+                TcpSide::bind(t.clone(), &cfg.addresses, sockets.len(), SLOT_LEN)
+                    .map_err(PlaneError::Io)?,
+            ),
+            None => None,
+        };
+        let tcp_listeners = tcp_side
+            .as_ref()
+            .map_or_else(Vec::new, TcpSide::local_addrs);
         // SAFETY: eventfd returns a new fd we own, or -1.
         let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if efd < 0 {
@@ -186,10 +215,12 @@ impl Plane {
                 cpu_ns: AtomicU64::new(0),
             })
             .collect();
-        let socket_count = sockets.len();
+        let socket_count = sockets.len() + tcp_listeners.len();
         let shared = Arc::new(Shared {
             cfg,
             sockets,
+            tcp_listeners,
+            tcp_conns: RwLock::new(FastMap::default()),
             routes: RwLock::new(FastMap::default()),
             admitted: RwLock::new(FastMap::default()),
             ice_sessions: RwLock::new(vec![HashMap::new(); socket_count]),
@@ -206,11 +237,12 @@ impl Plane {
         let mut threads = Vec::new();
         for i in 0..workers {
             let s = Arc::clone(&shared);
+            let tcp = if i == 0 { tcp_side.take() } else { None };
             let t = std::thread::Builder::new()
                 .name(format!("media-worker-{i}"))
                 .spawn(move || {
                     if i == 0 {
-                        receiver_loop(&s)
+                        receiver_loop(&s, tcp)
                     } else {
                         worker_loop(&s, i)
                     }
@@ -227,6 +259,44 @@ impl Plane {
             .iter()
             .filter_map(|s| s.local_addr().ok())
             .collect()
+    }
+
+    /// (socket index, bound address) of each ICE-TCP listener (empty when ICE-TCP is off).
+    pub fn tcp_addrs(&self) -> Vec<(usize, SocketAddr)> {
+        self.shared.tcp_listeners.clone()
+    }
+
+    /// Open ICE-TCP connections.
+    pub fn tcp_connections(&self) -> usize {
+        self.shared
+            .tcp_conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    fn is_tcp(&self, socket: usize) -> bool {
+        socket >= self.shared.sockets.len()
+            && socket < self.shared.sockets.len() + self.shared.tcp_listeners.len()
+    }
+
+    fn check_socket(&self, socket: usize) -> Result<(), PlaneError> {
+        if socket < self.shared.sockets.len() || self.is_tcp(socket) {
+            Ok(())
+        } else {
+            Err(PlaneError::UnknownSocket(socket))
+        }
+    }
+
+    /// The open ICE-TCP connection from `addr` on listener `socket`.
+    fn tcp_conn(&self, socket: usize, addr: SocketAddr) -> Result<Arc<TcpConn>, PlaneError> {
+        self.shared
+            .tcp_conns
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(socket, addr))
+            .cloned()
+            .ok_or(PlaneError::NoConnection(addr))
     }
 
     pub fn worker_count(&self) -> usize {
@@ -246,13 +316,31 @@ impl Plane {
         std::mem::take(&mut *lock(&self.shared.to_python))
     }
 
-    /// STUN/DTLS from aioice/aiortc, sent as is.
+    /// STUN/DTLS from aioice/aiortc, sent as is (framed onto the connection from `to` when
+    /// `socket` is an ICE-TCP listener).
     pub fn send_raw(
         &self,
         socket: usize,
         data: &[u8],
         to: SocketAddr,
     ) -> Result<usize, PlaneError> {
+        if self.is_tcp(socket) {
+            let conn = self.tcp_conn(socket, to)?;
+            let mut framed = Vec::with_capacity(data.len() + 2);
+            if !tcp::push_frame(&mut framed, data) {
+                return Err(PlaneError::Io(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "longer than an RFC 4571 frame",
+                )));
+            }
+            let r = conn.write_frames(&framed);
+            let c = &self.shared.counters.tcp;
+            c.write_overflow.fetch_add(r.overflow, Relaxed);
+            if r.failed > 0 {
+                return Err(PlaneError::Io(io::ErrorKind::BrokenPipe.into()));
+            }
+            return Ok(data.len());
+        }
         let sock = self
             .shared
             .sockets
@@ -371,9 +459,12 @@ impl Plane {
         addr: SocketAddr,
         keys: PeerKeys<'_>,
     ) -> Result<(), PlaneError> {
-        if socket >= self.shared.sockets.len() {
-            return Err(PlaneError::UnknownSocket(socket));
-        }
+        self.check_socket(socket)?;
+        let tcp = if self.is_tcp(socket) {
+            Some(self.tcp_conn(socket, addr)?)
+        } else {
+            None
+        };
         let w = *self
             .shared
             .rooms
@@ -395,6 +486,7 @@ impl Plane {
             room,
             socket,
             addr,
+            tcp,
             srtp,
             stats: PeerStats::default(),
         };
@@ -447,9 +539,12 @@ impl Plane {
         socket: usize,
         addr: SocketAddr,
     ) -> Result<bool, PlaneError> {
-        if socket >= self.shared.sockets.len() {
-            return Err(PlaneError::UnknownSocket(socket));
-        }
+        self.check_socket(socket)?;
+        let tcp = if self.is_tcp(socket) {
+            Some(self.tcp_conn(socket, addr)?)
+        } else {
+            None
+        };
         let Some(w) = self
             .shared
             .transports
@@ -474,6 +569,7 @@ impl Plane {
             Some(p) => {
                 p.socket = socket;
                 p.addr = addr;
+                p.tcp = tcp;
                 p.stats.address_changes += 1;
                 Ok(true)
             }
@@ -546,6 +642,7 @@ impl Plane {
             total.no_room += s.no_room;
             total.oversize += s.oversize;
             total.test_dropped += s.test_dropped;
+            total.tcp_write_overflow += s.tcp_write_overflow;
             add_counters(&mut srtp, &st.srtp_totals());
         }
         (total, srtp)
@@ -580,14 +677,148 @@ fn wake_python(shared: &Shared) {
     };
 }
 
-/// Thread 0: reads all sockets, processes its own rooms' media, hands the rest on.
-fn receiver_loop(shared: &Shared) {
+/// Thread 0's view of the plane while it dispatches one batch of datagrams (or TCP frames): the
+/// route tables read-locked once for the batch, its own worker state locked when first needed.
+struct Dispatch<'a> {
+    shared: &'a Shared,
+    routes: RwLockReadGuard<'a, FastMap<(usize, SocketAddr), (usize, TransportId)>>,
+    admitted: RwLockReadGuard<'a, FastMap<(usize, SocketAddr), ()>>,
+    ice: Option<RwLockReadGuard<'a, Vec<IceSessions>>>,
+    own: Option<MutexGuard<'a, WorkerState>>,
+    spare: &'a mut Vec<Vec<u8>>,
+    notify: &'a mut [bool],
+    woke_python: bool,
+    now: u64,
+}
+
+impl<'a> Dispatch<'a> {
+    fn new(
+        shared: &'a Shared,
+        spare: &'a mut Vec<Vec<u8>>,
+        notify: &'a mut [bool],
+        now: u64,
+    ) -> Self {
+        Self {
+            shared,
+            routes: shared.routes.read().unwrap_or_else(|e| e.into_inner()),
+            admitted: shared.admitted.read().unwrap_or_else(|e| e.into_inner()),
+            ice: None,
+            own: None,
+            spare,
+            notify,
+            woke_python: false,
+            now,
+        }
+    }
+
+    /// One datagram from `from` on `socket`: SRTP/SRTCP of a handed-over peer is routed here (or
+    /// on its room's worker); STUN, DTLS and early media from sources Python knows, and Binding
+    /// requests authenticated for one of the socket's ICE sessions, go up to Python; anything
+    /// else is dropped and counted.
+    #[inline]
+    fn datagram(&mut self, s: usize, from: SocketAddr, buf: &mut [u8], len: usize) -> Verdict {
+        let shared = self.shared;
+        shared.counters.bytes_in.fetch_add(len as u64, Relaxed);
+        let kind = classify(&buf[..len]);
+        let route = self.routes.get(&(s, from)).copied();
+        let mut verdict = Verdict::Known;
+        if route.is_none() && !self.admitted.contains_key(&(s, from)) {
+            let sessions = self.ice.get_or_insert_with(|| {
+                shared
+                    .ice_sessions
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+            });
+            match check_unknown_source(&sessions[s], &buf[..len]) {
+                Ok(()) => verdict = Verdict::Authenticated,
+                Err(StunDrop::UnknownSource) => {
+                    shared.counters.unknown_source.fetch_add(1, Relaxed);
+                    return Verdict::Dropped;
+                }
+                Err(StunDrop::Integrity) => {
+                    shared.counters.stun_integrity.fetch_add(1, Relaxed);
+                    return Verdict::Dropped;
+                }
+            }
+        }
+        if kind == DatagramKind::Media {
+            if let Some((w, transport)) = route {
+                if w == 0 {
+                    let st = self
+                        .own
+                        .get_or_insert_with(|| lock(&shared.workers[0].state));
+                    st.handle_media(&shared.sockets, transport, buf, len, self.now);
+                } else {
+                    if self.spare.is_empty() {
+                        self.spare.append(&mut lock(&shared.pool));
+                    }
+                    let mut b = self.spare.pop().unwrap_or_else(|| vec![0; SLOT_LEN]);
+                    b[..len].copy_from_slice(&buf[..len]);
+                    lock(&shared.workers[w].inbox).push(Handoff {
+                        transport,
+                        buf: b,
+                        len,
+                    });
+                    shared.counters.handoffs.fetch_add(1, Relaxed);
+                    self.notify[w] = true;
+                }
+                return verdict;
+            }
+        }
+        let mut q = lock(&shared.to_python);
+        if q.len() >= TO_PYTHON_LIMIT {
+            shared.counters.to_python_overflow.fetch_add(1, Relaxed);
+            return verdict;
+        }
+        q.push(Inbound {
+            socket: s,
+            from,
+            data: buf[..len].to_vec(),
+        });
+        shared.counters.to_python.fetch_add(1, Relaxed);
+        self.woke_python = true;
+        verdict
+    }
+
+    /// Releases the tables, sends what thread 0's own rooms produced, wakes the workers given
+    /// media; true if anything was queued for Python.
+    fn finish(self) -> bool {
+        let Dispatch {
+            shared,
+            routes,
+            admitted,
+            ice,
+            own,
+            notify,
+            woke_python,
+            ..
+        } = self;
+        drop(ice);
+        drop(admitted);
+        drop(routes);
+        if let Some(mut st) = own {
+            st.flush(&shared.sockets);
+        }
+        for (w, flag) in notify.iter_mut().enumerate() {
+            if std::mem::take(flag) {
+                shared.workers[w].ready.notify_one();
+            }
+        }
+        woke_python
+    }
+}
+
+/// Thread 0: reads all sockets (and ICE-TCP connections), processes its own rooms' media, hands
+/// the rest on.
+fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
     let mut recv = RecvBatch::new();
     let mut fds: Vec<libc::pollfd> = shared
         .sockets
         .iter()
-        .map(|s| libc::pollfd {
-            fd: s.as_raw_fd(),
+        .map(|s| s.as_raw_fd())
+        .chain(tcp.as_ref().map(TcpSide::epoll_fd))
+        .map(|fd| libc::pollfd {
+            fd,
             events: libc::POLLIN,
             revents: 0,
         })
@@ -595,6 +826,22 @@ fn receiver_loop(shared: &Shared) {
     let interval = shared.cfg.poll_interval_ms.clamp(1, 1000) as i32;
     let mut notify = vec![false; shared.workers.len()];
     let mut spare: Vec<Vec<u8>> = Vec::new();
+    let registry = |r: Registry<'_>| {
+        let mut conns = shared.tcp_conns.write().unwrap_or_else(|e| e.into_inner());
+        match r {
+            Registry::Add(c) => {
+                conns.insert((c.socket, c.remote), Arc::clone(c));
+            }
+            Registry::Remove(c) => {
+                if conns
+                    .get(&(c.socket, c.remote))
+                    .is_some_and(|x| Arc::ptr_eq(x, c))
+                {
+                    conns.remove(&(c.socket, c.remote));
+                }
+            }
+        }
+    };
     while !shared.stop.load(Relaxed) {
         if shared.receiving.load(Relaxed) {
             // SAFETY: fds is a valid array of pollfd for the duration of the call.
@@ -622,85 +869,26 @@ fn receiver_loop(shared: &Shared) {
                 received += n;
                 shared.counters.recv_batches.fetch_add(1, Relaxed);
                 shared.counters.datagrams_in.fetch_add(n as u64, Relaxed);
-                let routes = shared.routes.read().unwrap_or_else(|e| e.into_inner());
-                let admitted = shared.admitted.read().unwrap_or_else(|e| e.into_inner());
-                let mut ice: Option<std::sync::RwLockReadGuard<'_, _>> = None;
-                let mut own: Option<std::sync::MutexGuard<'_, WorkerState>> = None;
+                let mut d = Dispatch::new(shared, &mut spare, &mut notify, now);
                 for i in 0..n {
                     let Some(from) = recv.addr(i) else { continue };
                     let (buf, len) = recv.slot_mut(i);
-                    shared.counters.bytes_in.fetch_add(len as u64, Relaxed);
-                    let kind = classify(&buf[..len]);
-                    let route = routes.get(&(s, from));
-                    if route.is_none() && !admitted.contains_key(&(s, from)) {
-                        let sessions = ice.get_or_insert_with(|| {
-                            shared
-                                .ice_sessions
-                                .read()
-                                .unwrap_or_else(|e| e.into_inner())
-                        });
-                        match check_unknown_source(&sessions[s], &buf[..len]) {
-                            Ok(()) => {}
-                            Err(StunDrop::UnknownSource) => {
-                                shared.counters.unknown_source.fetch_add(1, Relaxed);
-                                continue;
-                            }
-                            Err(StunDrop::Integrity) => {
-                                shared.counters.stun_integrity.fetch_add(1, Relaxed);
-                                continue;
-                            }
-                        }
-                    }
-                    if kind == DatagramKind::Media {
-                        if let Some(&(w, transport)) = route {
-                            if w == 0 {
-                                let st = own.get_or_insert_with(|| lock(&shared.workers[0].state));
-                                st.handle_media(&shared.sockets, transport, buf, len, now);
-                            } else {
-                                if spare.is_empty() {
-                                    spare.append(&mut lock(&shared.pool));
-                                }
-                                let mut b = spare.pop().unwrap_or_else(|| vec![0; SLOT_LEN]);
-                                b[..len].copy_from_slice(&buf[..len]);
-                                lock(&shared.workers[w].inbox).push(Handoff {
-                                    transport,
-                                    buf: b,
-                                    len,
-                                });
-                                shared.counters.handoffs.fetch_add(1, Relaxed);
-                                notify[w] = true;
-                            }
-                            continue;
-                        }
-                    }
-                    let mut q = lock(&shared.to_python);
-                    if q.len() >= TO_PYTHON_LIMIT {
-                        shared.counters.to_python_overflow.fetch_add(1, Relaxed);
-                        continue;
-                    }
-                    q.push(Inbound {
-                        socket: s,
-                        from,
-                        data: buf[..len].to_vec(),
-                    });
-                    shared.counters.to_python.fetch_add(1, Relaxed);
-                    woke_python = true;
+                    d.datagram(s, from, buf, len);
                 }
-                drop(ice);
-                drop(admitted);
-                drop(routes);
-                if let Some(mut st) = own {
-                    st.flush(&shared.sockets);
-                }
-                for (w, flag) in notify.iter_mut().enumerate() {
-                    if std::mem::take(flag) {
-                        shared.workers[w].ready.notify_one();
-                    }
-                }
+                woke_python |= d.finish();
                 if n < BATCH {
                     break;
                 }
             }
+        }
+        if let Some(side) = tcp.as_mut() {
+            let mut d = Dispatch::new(shared, &mut spare, &mut notify, now);
+            side.service(now, &shared.counters.tcp, &registry, |s, from, frame| {
+                shared.counters.datagrams_in.fetch_add(1, Relaxed);
+                let len = frame.len();
+                d.datagram(s, from, frame, len)
+            });
+            woke_python |= d.finish();
         }
         if woke_python {
             wake_python(shared);
@@ -794,6 +982,7 @@ mod tests {
             drop_ppm: 0,
             poll_interval_ms: 5,
             rx_coalesce_us: 0,
+            tcp: None,
         })
         .unwrap();
         let target = plane.local_addrs()[0];

@@ -7,6 +7,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::demux::is_rtcp;
+use super::tcp::TcpConn;
 use super::udp::{SendBatch, SLOT_LEN};
 use mediasrv_core::fasthash::FastMap;
 use mediasrv_core::ids::TransportId;
@@ -40,6 +41,8 @@ pub struct Peer {
     pub room: u64,
     pub socket: usize,
     pub addr: SocketAddr,
+    /// Set when the peer is reached over ICE-TCP: what we send goes framed onto this connection.
+    pub tcp: Option<Arc<TcpConn>>,
     pub srtp: SrtpContext,
     pub stats: PeerStats,
 }
@@ -56,6 +59,8 @@ pub struct WorkerStats {
     pub no_room: u64,
     pub oversize: u64,
     pub test_dropped: u64,
+    /// Frames for ICE-TCP peers dropped because their connection's write buffer was full.
+    pub tcp_write_overflow: u64,
     /// SRTP counters of peers already unregistered, so totals never go backwards.
     pub retired_srtp: SrtpCounters,
 }
@@ -66,6 +71,7 @@ pub struct WorkerState {
     out: Output,
     out_rtcp: Output,
     sends: Vec<SendBatch>,
+    tcp: TcpStaging,
     rng: u64,
     pub drop_ppm: u32,
     poll_interval_ms: u64,
@@ -73,9 +79,79 @@ pub struct WorkerState {
     pub stats: WorkerStats,
 }
 
+/// Frames for ICE-TCP peers, gathered per connection during a batch and written with one call
+/// each at the flush (as the UDP datagrams go out with one `sendmmsg`).
+#[derive(Default)]
+struct TcpStaging {
+    stages: Vec<(Arc<TcpConn>, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// A connection's staged bytes are written early past this, so a burst never waits long.
+const TCP_STAGE_BYTES: usize = 64 * 1024;
+
+impl TcpStaging {
+    /// Protects `bytes` for `p` and appends it as one frame to its connection's stage.
+    fn push(&mut self, p: &mut Peer, bytes: &[u8], rtcp: bool, stats: &mut WorkerStats) {
+        let Some(conn) = &p.tcp else { return };
+        let i = match self.stages.iter().position(|(c, _)| Arc::ptr_eq(c, conn)) {
+            Some(i) => i,
+            None => {
+                let buf = self.spare.pop().unwrap_or_default();
+                self.stages.push((Arc::clone(conn), buf));
+                self.stages.len() - 1
+            }
+        };
+        let buf = &mut self.stages[i].1;
+        let start = buf.len();
+        buf.resize(start + 2 + bytes.len() + SRTP_MAX_TRAILER_LEN, 0);
+        let slot = &mut buf[start + 2..];
+        slot[..bytes.len()].copy_from_slice(bytes);
+        let protected = if rtcp {
+            p.srtp.protect_rtcp(slot, bytes.len())
+        } else {
+            p.srtp.protect_rtp(slot, bytes.len())
+        };
+        match protected {
+            Ok(n) if n <= usize::from(u16::MAX) => {
+                buf[start..start + 2].copy_from_slice(&(n as u16).to_be_bytes());
+                buf.truncate(start + 2 + n);
+                if rtcp {
+                    p.stats.rtcp_out += 1;
+                } else {
+                    p.stats.rtp_out += 1;
+                }
+                p.stats.bytes_out += n as u64;
+            }
+            _ => buf.truncate(start),
+        }
+        if buf.len() >= TCP_STAGE_BYTES {
+            let (conn, buf) = &mut self.stages[i];
+            write_stage(conn, buf, stats);
+        }
+    }
+
+    fn flush(&mut self, stats: &mut WorkerStats) {
+        for (conn, mut buf) in self.stages.drain(..) {
+            write_stage(&conn, &mut buf, stats);
+            self.spare.push(buf);
+        }
+    }
+}
+
+fn write_stage(conn: &TcpConn, buf: &mut Vec<u8>, stats: &mut WorkerStats) {
+    let r = conn.write_frames(buf);
+    stats.datagrams_out += r.frames;
+    stats.bytes_out += r.bytes;
+    stats.tcp_write_overflow += r.overflow;
+    stats.send_errors += r.failed;
+    buf.clear();
+}
+
 fn emit(
     peers: &mut FastMap<TransportId, Peer>,
     sends: &mut [SendBatch],
+    tcp: &mut TcpStaging,
     sockets: &[UdpSocket],
     stats: &mut WorkerStats,
     out: &Output,
@@ -88,6 +164,10 @@ fn emit(
         };
         if bytes.len() + SRTP_MAX_TRAILER_LEN > SLOT_LEN {
             stats.oversize += 1;
+            continue;
+        }
+        if p.tcp.is_some() {
+            tcp.push(p, bytes, rtcp, stats);
             continue;
         }
         let batch = &mut sends[p.socket];
@@ -128,6 +208,7 @@ impl WorkerState {
             out: Output::new(),
             out_rtcp: Output::new(),
             sends: (0..sockets).map(|_| SendBatch::new()).collect(),
+            tcp: TcpStaging::default(),
             rng: seed | 1,
             drop_ppm,
             poll_interval_ms: poll_interval_ms.max(1),
@@ -170,6 +251,7 @@ impl WorkerState {
             out,
             out_rtcp,
             sends,
+            tcp,
             stats,
             ..
         } = self;
@@ -197,8 +279,8 @@ impl WorkerState {
             };
             lock(router).route_rtp(transport, &packet[..n], now_ms, out);
         }
-        emit(peers, sends, sockets, stats, out, false);
-        emit(peers, sends, sockets, stats, out_rtcp, true);
+        emit(peers, sends, tcp, sockets, stats, out, false);
+        emit(peers, sends, tcp, sockets, stats, out_rtcp, true);
     }
 
     /// Protects and sends one RTP or RTCP packet the control plane produced; false if the
@@ -217,12 +299,13 @@ impl WorkerState {
             peers,
             out,
             sends,
+            tcp,
             stats,
             ..
         } = self;
         out.clear();
         out.push_with(transport, |b| b.extend_from_slice(packet));
-        emit(peers, sends, sockets, stats, out, is_rtcp(packet));
+        emit(peers, sends, tcp, sockets, stats, out, is_rtcp(packet));
         self.flush(sockets);
         true
     }
@@ -238,13 +321,14 @@ impl WorkerState {
             peers,
             out_rtcp,
             sends,
+            tcp,
             stats,
             ..
         } = self;
         for router in rooms.values() {
             out_rtcp.clear();
             lock(router).poll(now_ms, out_rtcp);
-            emit(peers, sends, sockets, stats, out_rtcp, true);
+            emit(peers, sends, tcp, sockets, stats, out_rtcp, true);
         }
     }
 
@@ -254,6 +338,7 @@ impl WorkerState {
                 record(&mut self.stats, batch.flush(&sockets[i]));
             }
         }
+        self.tcp.flush(&mut self.stats);
     }
 
     /// SRTP counters over live and retired peers.

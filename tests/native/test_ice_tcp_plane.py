@@ -1,0 +1,358 @@
+"""The native plane's ICE-TCP side over real loopback TCP connections: RFC 4571 frames are datagrams
+from (listener socket, remote address); only a connection whose first frame is a Binding request
+authenticated for a registered ICE session reaches Python; a handed-over TCP peer's SRTP is routed
+natively, and what the router sends it goes framed onto its connection; a subscriber that does not
+read costs dropped frames on its own connection only (counted), never a blocked worker; limits and
+deadlines close connections, counted by reason in mediasrv_media_datagrams_dropped_total."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from aioice import stun
+from prometheus_client import generate_latest
+from prometheus_client.core import CollectorRegistry
+
+from mediasrv.api.metrics import MediasrvCollector
+from mediasrv.media.ice_tcp import FrameReader, FramingError, frame
+from mediasrv.media.native_plane import NativePlane
+
+mediasrv_native = pytest.importorskip("mediasrv_native")
+
+PASSWORD = "our-ice-password-22chars"
+PROFILE = "SRTP_AEAD_AES_128_GCM"
+KEY_LEN, SALT_LEN = mediasrv_native.srtp_key_lengths(PROFILE)
+SSRC = 0x0BAD_CAFE
+OPUS = [(111, "opus", 48000, None)]
+
+
+def check(username: str, password: str | None, use_candidate: bool = False) -> bytes:
+    msg = stun.Message(message_method=stun.Method.BINDING, message_class=stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = username
+    msg.attributes["ICE-CONTROLLING"] = 1
+    if use_candidate:
+        msg.attributes["USE-CANDIDATE"] = None
+    if password is not None:
+        msg.add_message_integrity(password.encode())
+    msg.add_fingerprint()
+    return bytes(msg)
+
+
+def opus(seq: int, payload: bytes = b"") -> bytes:
+    return struct.pack("!BBHII", 0x80, 111, seq & 0xFFFF, seq * 960, SSRC) + (payload or bytes(80))
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := cond():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {cond}")
+
+
+def test_python_framing_round_trips_and_refuses_oversize() -> None:
+    stream = frame(b"abc") + frame(b"") + frame(bytes(1500))
+    reader = FrameReader()
+    got = [f for i in range(0, len(stream), 7) for f in reader.feed(stream[i:i + 7])]
+    assert got == [b"abc", b"", bytes(1500)]
+    with pytest.raises(FramingError):
+        FrameReader(max_frame=100).feed(b"\x00\x65" + bytes(101))
+    with pytest.raises(FramingError):
+        frame(bytes(65536))
+
+
+class TcpPeer:
+    """A remote ICE-TCP endpoint: a TCP connection to the plane plus the SRTP context the far side
+    would have (keys mirrored with the plane's)."""
+
+    def __init__(self, target: tuple[str, int], rcvbuf: int | None = None) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.connect(target)
+        self.sock.settimeout(3.0)
+        self.reader = FrameReader()
+        self.frames: list[bytes] = []
+        self.our_key, self.our_salt = os.urandom(KEY_LEN), os.urandom(SALT_LEN)
+        self.plane_key, self.plane_salt = os.urandom(KEY_LEN), os.urandom(SALT_LEN)
+        self.srtp = mediasrv_native.SrtpSession(PROFILE, self.our_key, self.our_salt,
+                                                self.plane_key, self.plane_salt)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def send(self, *payloads: bytes) -> None:
+        self.sock.sendall(b"".join(frame(p) for p in payloads))
+
+    def recv_frame(self) -> bytes:
+        while not self.frames:
+            chunk = self.sock.recv(65536)
+            assert chunk, "connection closed"
+            self.frames.extend(self.reader.feed(chunk))
+        return self.frames.pop(0)
+
+    def closed_by_server(self) -> bool:
+        try:
+            return self.sock.recv(65536) == b""
+        except ConnectionResetError:
+            return True
+
+    def register(self, plane: Any, transport: int, room: int, socket_index: int) -> None:
+        plane.register_peer(transport, room, socket_index, *self.addr, PROFILE,
+                            self.plane_key, self.plane_salt, self.our_key, self.our_salt)
+
+
+class UdpPeer(TcpPeer):
+    def __init__(self) -> None:  # noqa: D107 - the same keys, a UDP socket
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(3.0)
+        self.our_key, self.our_salt = os.urandom(KEY_LEN), os.urandom(SALT_LEN)
+        self.plane_key, self.plane_salt = os.urandom(KEY_LEN), os.urandom(SALT_LEN)
+        self.srtp = mediasrv_native.SrtpSession(PROFILE, self.our_key, self.our_salt,
+                                                self.plane_key, self.plane_salt)
+
+
+def make_plane(**kw: Any) -> Any:
+    return mediasrv_native.MediaPlane(["127.0.0.1"], 0, 2, poll_interval_ms=10, tcp_port=0, **kw)
+
+
+@pytest.fixture
+def plane() -> Iterator[Any]:
+    p = make_plane()
+    yield p
+    p.close()
+
+
+def tcp_target(plane: Any) -> tuple[int, tuple[str, int]]:
+    [(index, host, port)] = plane.tcp_sockets()
+    return index, (host, port)
+
+
+def test_listener_socket_index_follows_the_udp_sockets(plane):
+    assert len(plane.sockets()) == 1
+    index, (host, port) = tcp_target(plane)
+    assert index == 1 and host == "127.0.0.1" and port > 0
+    plain = mediasrv_native.MediaPlane(["127.0.0.1"], 0, 1)
+    assert plain.tcp_sockets() == [] and plain.stats()["tcp"]["open"] == 0
+    plain.close()
+
+
+def test_only_an_authenticated_first_frame_reaches_python_and_answers_go_back_framed(plane):
+    index, target = tcp_target(plane)
+    assert plane.register_ice_session(index, "ufrA", PASSWORD)
+    good = TcpPeer(target)
+    request = check("ufrA:theirs", PASSWORD)
+    good.send(request)
+    wait_for(lambda: plane.stats()["to_python"] == 1)
+    [(socket_index, host, port, data)] = plane.take_datagrams()
+    assert (socket_index, (host, port), data) == (index, good.addr, request)
+    # Python answers: the datagram goes framed onto that connection.
+    answer = b"\x01\x01\x00\x00" + request[4:20]
+    assert plane.sendto(index, answer, *good.addr) == len(answer)
+    assert good.recv_frame() == answer
+    # DTLS from it goes up once Python admits the address (as aioice's first send does).
+    plane.admit_source(index, *good.addr)
+    good.send(b"\x16\xfe\xfd" + bytes(20))
+    wait_for(lambda: plane.stats()["to_python"] == 2)
+    # A connection that starts with anything else is closed, its frame counted where a datagram's is.
+    for first, reason in [(b"\x16\xfe\xfd" + bytes(20), "unknown_source"),
+                          (check("ufrA:theirs", "a-guessed-password-here"), "stun_integrity"),
+                          (check("nobody:theirs", PASSWORD), "unknown_source")]:
+        before = plane.stats()["dropped"][reason]
+        bad = TcpPeer(target)
+        bad.send(first)
+        assert bad.closed_by_server()
+        assert plane.stats()["dropped"][reason] == before + 1
+    stats = plane.stats()
+    assert stats["dropped"]["tcp_unauthenticated"] == 3 and stats["to_python"] == 2
+    assert wait_for(lambda: plane.stats()["tcp"]["open"] == 1)
+    # Sending to an address with no connection is a precise error, not a silent success.
+    with pytest.raises(ValueError, match="no ICE-TCP connection"):
+        plane.sendto(index, answer, "127.0.0.1", 9)
+
+
+def authenticated(plane: Any, target: tuple[str, int], index: int, ufrag: str = "ufrA", **kw: Any) -> TcpPeer:
+    plane.register_ice_session(index, ufrag, PASSWORD)
+    peer = TcpPeer(target, **kw)
+    before = plane.stats()["to_python"]
+    peer.send(check(f"{ufrag}:theirs", PASSWORD))
+    wait_for(lambda: plane.stats()["to_python"] == before + 1)
+    plane.take_datagrams()
+    return peer
+
+
+def one_room(plane: Any, publisher: int, subscribers: list[int]) -> Any:
+    router = mediasrv_native.Router(seed=1)
+    router.add_publisher(publisher, 0xAAAA_0001, {})
+    router.add_track(100, publisher, "audio", "0", OPUS, [SSRC])
+    for i, t in enumerate(subscribers):
+        router.add_subscription(101 + i, 100, t, 0x5000_0000 + t, OPUS, {})
+    plane.attach_room(1, router)
+    return router
+
+
+def test_handed_over_tcp_peers_media_is_routed_natively_and_framed_back(plane):
+    index, target = tcp_target(plane)
+    pub = authenticated(plane, target, index)
+    tcp_sub = authenticated(plane, target, index, "ufrB")
+    udp_sub = UdpPeer()
+    one_room(plane, 1, [2, 3])
+    pub.register(plane, 1, 1, index)
+    tcp_sub.register(plane, 2, 1, index)
+    udp_sub.register(plane, 3, 1, 0)
+    # Several packets in one TCP segment, and one split across two.
+    packets = [pub.srtp.protect_rtp(opus(seq, bytes([seq]) * 60)) for seq in range(1, 21)]
+    stream = b"".join(frame(p) for p in packets)
+    pub.sock.sendall(stream[:1000])
+    time.sleep(0.05)
+    pub.sock.sendall(stream[1000:])
+    for sub in (tcp_sub, udp_sub):
+        recv = sub.recv_frame if sub is tcp_sub else (lambda s=sub: s.sock.recv(2048))
+        got = [sub.srtp.unprotect_rtp(recv()) for _ in range(20)]
+        assert [g[12:] for g in got] == [bytes([s]) * 60 for s in range(1, 21)]
+    stats = plane.stats()
+    assert stats["to_python"] == 2, "no media went up to Python"
+    assert plane.peer_stats(1)["rtp_in"] == 20 and plane.peer_stats(2)["rtp_out"] == 20
+    # RTCP the control plane sends to a TCP peer is protected and framed too.
+    assert plane.send_media(2, struct.pack("!BBHI", 0x81, 201, 1, 0x1234) + bytes(24))
+    assert tcp_sub.srtp.unprotect_rtcp(tcp_sub.recv_frame())[:2] == bytes([0x81, 201])
+
+
+def test_a_subscriber_that_stops_reading_loses_frames_not_the_worker(plane):
+    index, target = tcp_target(plane)
+    pub = UdpPeer()
+    stalled = authenticated(plane, target, index, rcvbuf=4096)
+    healthy = UdpPeer()
+    one_room(plane, 1, [2, 3])
+    pub.register(plane, 1, 1, 0)
+    stalled.register(plane, 2, 1, index)
+    healthy.register(plane, 3, 1, 0)
+    udp_target = tuple(plane.sockets()[0])
+    sent = got = 0
+
+    def drain(timeout: float) -> int:
+        n = 0
+        healthy.sock.settimeout(timeout)
+        while True:
+            try:
+                healthy.sock.recv(2048)
+            except TimeoutError:
+                return n
+            n += 1
+
+    for seq in range(1, 3001):  # ~3.4 MB toward a reader that reads nothing
+        pub.sock.sendto(pub.srtp.protect_rtp(opus(seq, bytes(1100))), udp_target)
+        sent += 1
+        if seq % 20 == 0:
+            got += drain(0.01)
+    got += drain(1.0)
+    assert got >= sent * 0.99, "the healthy subscriber kept receiving"
+    dropped = wait_for(lambda: plane.stats()["dropped"]["tcp_write_overflow"])
+    assert dropped > 0
+    # What was accepted (into the kernel, or the bounded 256 KiB buffer) arrives as whole frames.
+    stalled.sock.settimeout(1.0)
+    frames = 0
+    while True:
+        try:
+            payload = stalled.recv_frame()
+        except TimeoutError:
+            break
+        assert stalled.srtp.unprotect_rtp(payload)
+        frames += 1
+    assert frames + dropped >= sent * 0.99
+
+
+def test_limits_deadlines_and_oversize_close_connections_counted_by_reason() -> None:
+    plane = make_plane(tcp_max_connections=3, tcp_max_pending=2, tcp_max_per_session=1,
+                       tcp_auth_timeout_ms=300, tcp_idle_timeout_ms=800)
+    try:
+        index, target = tcp_target(plane)
+        first = authenticated(plane, target, index)  # open, authenticated
+        again = TcpPeer(target)  # a second connection for the same session: closed
+        again.send(check("ufrA:theirs", PASSWORD))
+        assert again.closed_by_server()
+        silent = [TcpPeer(target), TcpPeer(target)]  # two pending: the most allowed
+        third = TcpPeer(target)  # refused: two pending already
+        assert third.closed_by_server()
+        assert plane.stats()["dropped"]["tcp_connection_limit"] == 2
+        # the silent ones are closed at their deadline
+        for s in silent:
+            assert s.closed_by_server()
+        assert plane.stats()["dropped"]["tcp_unauthenticated"] == 2
+        # an oversize frame ends a connection
+        big = authenticated(plane, target, index, "ufrB")
+        big.sock.sendall(b"\x08\x01" + bytes(100))  # 2049 announced: over a 2048-byte slot
+        assert big.closed_by_server()
+        assert plane.stats()["dropped"]["tcp_frame_oversize"] == 1
+        # the authenticated one, idle past the idle timeout
+        assert first.closed_by_server()
+        stats = plane.stats()
+        assert stats["dropped"]["tcp_idle"] == 1
+        assert stats["tcp"]["open"] == 0
+    finally:
+        plane.close()
+
+
+async def test_aioice_view_sends_framed_and_drops_sends_toward_active_candidates() -> None:
+    """The NativeDatagramTransport of a TCP listener, as aioice uses it: a check toward an active
+    candidate (port 9) goes nowhere and claims nothing; an answer to a connected peer is framed."""
+    plane = NativePlane(["127.0.0.1"], workers=1, tcp_port=0)
+    try:
+        [(index, target)] = plane.tcp_sockets.items()
+
+        class Protocol:
+            receiver = type("R", (), {"local_password": PASSWORD})()
+            got: list[tuple[bytes, tuple[str, int]]] = []
+
+            def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+                self.got.append((data, addr))
+
+            def connection_lost(self, exc: Any) -> None:
+                pass
+
+        protocol = Protocol()
+        t = plane.tcp_transport("127.0.0.1", "ufrA", protocol)
+        assert t is not None and t.is_tcp and t.get_extra_info("sockname") == target
+        assert plane.tcp_transport("127.0.0.2", "ufrA", protocol) is None
+        t.sendto(b"\x00\x01\x00\x00" + bytes(16), ("127.0.0.1", 9))
+        assert plane.stats()["claimed_sources"] == 0 and not plane.drops
+        peer = TcpPeer(target)
+        peer.send(check("ufrA:theirs", PASSWORD))
+        for _ in range(100):
+            plane._drain()
+            if protocol.got:
+                break
+            await asyncio.sleep(0.02)
+        assert protocol.got and protocol.got[0][1] == peer.addr
+        t.sendto(b"answer", peer.addr)
+        assert peer.recv_frame() == b"answer"
+        t.close()
+    finally:
+        plane.close()
+
+
+async def test_tcp_drop_reasons_are_exported(plane) -> None:
+    index, target = tcp_target(plane)
+    bad = TcpPeer(target)
+    bad.send(b"\x80" + bytes(40))
+    assert bad.closed_by_server()
+
+    view = SimpleNamespace(native=plane, drops=Counter(), moves=0)
+    rooms = SimpleNamespace(list=lambda: [], plane=view, retired_drops=Counter(), retired=Counter())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MediasrvCollector(rooms))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert 'mediasrv_media_datagrams_dropped_total{reason="tcp_unauthenticated"} 1.0' in text
+    assert 'mediasrv_media_datagrams_dropped_total{reason="unknown_source"} 1.0' in text
