@@ -94,14 +94,34 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             headers = {k: v for k, v in exc.headers.items() if k.lower() != "content-type"}
             return json_error(exc.status, code, exc.reason, headers or None)
         raise
-    except ConnectionError:  # the client went away mid-request: nobody to answer, nothing to debug
-        log.info("%s %s: client disconnected", request.method, request.path)
-        raise
+    except ConnectionError:
+        if not client_gone(request):
+            log.exception("%s %s: unexpected error", request.method, route_of(request))
+            return json_error(500, "internal_error", "internal server error")
+        # The client went away mid-request: nobody to answer, nothing to debug. One line, and a
+        # response rather than the exception, which aiohttp would log again with its traceback
+        # (writing this one fails quietly on the closed connection).
+        log.info("%s %s: client disconnected", request.method, route_of(request))
+        resp = json_error(499, "client_disconnected", "the client closed the connection")
+        resp.force_close()
+        return resp
     except Exception:
         # A bug, not the client's doing: logged here once with its traceback, and answered as JSON
         # like every other error (aiohttp's own answer would be an HTML page).
-        log.exception("%s %s: unexpected error", request.method, request.path)
+        log.exception("%s %s: unexpected error", request.method, route_of(request))
         return json_error(500, "internal_error", "internal server error")
+
+
+def route_of(request: web.Request) -> str:
+    """The route's template (`/whip/messages/{recipient}`) for logs: a request's path can carry an
+    identity or a room name, which have no place in a log."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unrouted)"
+
+
+def client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 QUERY_TOKEN = "access_token"

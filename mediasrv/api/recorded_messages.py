@@ -55,8 +55,9 @@ async def post_message(request: web.Request) -> web.Response:
             result = await room.recording.stop(sender, reason="message_sent")
             files = (result or {}).get("files") or []
             if not files:
-                log.warning("recorded message of %s to %s: nothing was recorded (%s), no message created",
-                            ident.sub, recipient, reason)
+                # Ids only: sender and recipient are patient data, the audit log has them.
+                log.warning("recorded message session %s (room %s): nothing was recorded (%s), no message created",
+                            session.id, room.name, reason)
                 await request.app[keys.AUDIT].record(
                     actor=ident.sub, role=ident.role, action="message.not_created", target=recipient,
                     detail={"kind": "recorded", "reason": f"nothing_recorded:{reason}",
@@ -79,7 +80,7 @@ async def post_message(request: web.Request) -> web.Response:
                 actor=ident.sub, role=ident.role, action="message.created", target=recipient,
                 detail={"message_id": message.id, "kind": "recorded", "count": len(files)})
         except Exception:
-            log.exception("filing the recorded message of %s failed", ident.sub)
+            log.exception("recorded message session %s (room %s): filing the message failed", session.id, room.name)
         finally:
             await rooms.close(room.name, "message_sent")
 

@@ -234,8 +234,9 @@ class _File:
                 raise
             self.rejected += 1
             if self.rejected == 1:  # once per file: a stream of bad frames must not flood the log
-                log.warning("recording file %s: the muxer rejected a frame of %s (pts %d, %d bytes): %r",
-                            self.name, track.spec.key, frame[0], len(frame[2]), exc)
+                # The recording id (the directory), never the file or track name: they name people.
+                log.warning("recording %s: the muxer rejected a %s frame (pts %d, %d bytes): %r",
+                            self.directory.name, track.spec.kind, frame[0], len(frame[2]), exc)
             return False
         return True
 
@@ -275,7 +276,8 @@ class _File:
                     try:
                         self.on_sealing(self._result(self.target.final_blob_id, 0, None))
                     except Exception:  # still sealed and filed normally; only the crash window stays
-                        log.exception("recording file %s: announcing it before sealing failed", self.name)
+                        log.exception("recording %s: announcing a file before sealing failed",
+                                      self.directory.name)
                 blob_id, size, sha = self.target.seal()
         finally:
             self.container = None
@@ -447,7 +449,7 @@ class RecordingWriter:
             result = f.close()
         except Exception:
             self.errors += 1
-            log.exception("closing recording file %s failed", f.name)
+            log.exception("recording %s: closing a file failed", f.directory.name)
         if result is None:  # no frame at all (or a failed file): report the tracks as empty
             for t in f.tracks.values():
                 self._results.append(TrackResult(t.spec, self.directory / t.spec.key, t.frames, None, None))

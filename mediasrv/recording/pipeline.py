@@ -132,7 +132,9 @@ class TrackRecorder:
         elif self._candidate is not None and self._agrees(self._candidate, sync):
             self._candidate = None
             self.stats["sender_report_jumps"] += 1
-            log.warning("recording %s: sender clock moved, following it", self.spec.key)
+            # Kind and codec, not the key: the key names the participant.
+            log.warning("recording %s/%s track: sender clock moved, following it",
+                        self.spec.kind, self.spec.codec)
         else:
             self._candidate = sync
             self.stats["sender_reports_distrusted"] += 1
@@ -177,8 +179,8 @@ class TrackRecorder:
             self.alignment = SENDER_REPORT
         elif self.sync is None and (final or now_ms - self._first_seen >= self.sync_wait_ms):
             self.alignment = ARRIVAL
-            log.warning("recording %s: no sender report after %d ms, aligned by arrival time",
-                        self.spec.key, now_ms - self._first_seen)
+            log.warning("recording %s/%s track: no sender report after %d ms, aligned by arrival time",
+                        self.spec.kind, self.spec.codec, now_ms - self._first_seen)
         return self.alignment is not None
 
     def _waits_for_video(self, now_ms: int, final: bool) -> bool:

@@ -112,8 +112,8 @@ class Recorder:
         if codec is None:
             self.unrecordable.add(track.id)
             self.stats["tracks_unrecordable"] += 1
-            log.warning("recording %s: track %d of %s has no codec we can store without transcoding (%s)",
-                        self.recording_id, track.id, track.owner, [c[1] for c in track.codecs])
+            log.warning("recording %s: track %d has no codec we can store without transcoding (%s)",
+                        self.recording_id, track.id, [c[1] for c in track.codecs])
             return
         name, payload_type, clock_rate = codec
         sub = self.room.new_subscription_id()

@@ -143,4 +143,4 @@ class RoomManager:
         try:
             await self.audit.record(actor=actor, role=role, action=action, **kw)
         except Exception:
-            log.exception("audit record failed (%s %s)", actor, action)
+            log.exception("audit record failed (%s by a %s)", action, role)

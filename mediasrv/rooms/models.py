@@ -90,4 +90,4 @@ class Participant:
             try:
                 await self.events(event)
             except Exception:  # a dead socket must not break the room
-                log.debug("event to %s failed", self.identity, exc_info=True)
+                log.debug("event to a %s (%s session) failed", self.role, self.session, exc_info=True)

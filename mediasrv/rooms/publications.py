@@ -40,8 +40,9 @@ class Publications:
         room = self.room
         store = room.manager.vitals_store
         if channel.label != "vitals" or p.role != "patient" or store is None:
-            log.info("room %s: refusing data channel %r from %s (%s)", room.name, channel.label,
-                     p.identity, p.role)
+            # The role, not the identity: identities are patient data and stay out of logs.
+            log.info("room %s: refusing data channel %r from a %s", room.name, channel.label[:40],
+                     p.role)
             channel.close()
             return
 
@@ -57,7 +58,7 @@ class Publications:
             try:
                 await vitals.on_message(message)
             except Exception:  # a storage hiccup must not end the visit
-                log.exception("room %s: vitals frame from %s", room.name, p.identity)
+                log.exception("room %s: handling a vitals frame from the patient failed", room.name)
 
     async def publish(self, p: Participant, offer_sdp: str, sources: dict[str, str]) -> str:
         """Answer a publisher offer; tracks appear for each m-line the client sends on."""

@@ -152,7 +152,8 @@ class Room:
         self.transports[t.handle] = t
 
         async def failed(transport: PeerTransport) -> None:
-            log.info("room %s: %s connection of %s failed", self.name, direction, p.identity)
+            log.info("room %s: %s connection %d of a %s failed", self.name, direction,
+                     transport.handle, p.role)
             if self.participants.get(p.identity) is p:
                 await self.leave(p.identity, reason="connection_lost")
 
