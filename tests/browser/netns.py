@@ -14,7 +14,9 @@ browser's namespace, loopback always allowed) model the client's network:
 
 Usage from a test module (fixtures are imported so pytest finds them):
 
-    from .netns import HOST_ADDR, browser_netns, netns_browser, listen_on  # noqa: F401
+    from . import netns
+    from .netns import HOST_ADDR, listen_on
+    browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
 
     async def test_x(netns_browser, browser_netns, tmp_path):
         browser_netns.allow_only_tcp(443)

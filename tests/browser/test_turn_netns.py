@@ -4,9 +4,13 @@ firewall helpers really cut it off (so the restrictive-network tests test what t
 from __future__ import annotations
 
 import pytest
-
 from conftest import start_server
-from .netns import HOST_ADDR, browser_netns, listen_on, netns_browser, ns_home  # noqa: F401
+
+from . import netns
+from .netns import HOST_ADDR, listen_on
+
+# The namespace fixtures, made visible to pytest in this module.
+browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
 
 pytestmark = pytest.mark.browser
 
