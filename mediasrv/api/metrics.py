@@ -7,6 +7,7 @@ the router's periodic poll); round-trip times come from subscribers' receiver re
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections import Counter
 from collections.abc import Iterator
@@ -91,8 +92,9 @@ CLOCK_RATE = {"audio": 48_000, "video": 90_000}
 
 
 class MediasrvCollector(Collector):
-    def __init__(self, rooms: RoomManager) -> None:
+    def __init__(self, rooms: RoomManager, sessions: dict[str, Any] | None = None) -> None:
         self.rooms = rooms
+        self.sessions = sessions
 
     def collect(self) -> Iterator[Metric]:
         rooms = [r for r in self.rooms.list() if not r.closed]
@@ -115,6 +117,7 @@ class MediasrvCollector(Collector):
             "mediasrv_subscriptions", "subscriptions forwarding media",
             value=sum(s.active for p in participants for s in p.subscriptions.values()),
         )
+        yield from self._live_objects(rooms)
         totals: Counter[str] = Counter(self.rooms.retired)
         drops: Counter[str] = Counter(self.rooms.retired_drops)
         for r in rooms:
@@ -151,6 +154,20 @@ class MediasrvCollector(Collector):
                                       "handed-over peers followed to a new address (NAT rebinding, network move)",
                                       value=self.rooms.plane.moves)
         yield from self._streams(rooms)
+
+    def _live_objects(self, rooms: list[Room]) -> Iterator[GaugeMetricFamily]:
+        """What a visit leaves alive until it ends: all back to their idle values once the load
+        stops, or something leaks (the soak command checks exactly that)."""
+        if self.sessions is not None:
+            yield GaugeMetricFamily("mediasrv_sessions", "WHIP/WHEP sessions open", value=len(self.sessions))
+        yield GaugeMetricFamily("mediasrv_peer_transports", "peer connections held by rooms",
+                                value=sum(len(r.transports) for r in rooms))
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # collected outside the event loop: nothing to count
+            tasks = 0
+        yield GaugeMetricFamily("mediasrv_event_loop_tasks", "asyncio tasks alive on the event loop",
+                                value=tasks)
 
     def _plane(self, stats: dict[str, Any], plane: Any) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         for key, name, help_text in PLANE_COUNTERS:
@@ -298,7 +315,7 @@ def rtt_histogram(totals: Counter[str]) -> HistogramMetricFamily:
 
 def setup_metrics(app: web.Application) -> None:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(MediasrvCollector(app[keys.ROOMS]))
+    reg.register(MediasrvCollector(app[keys.ROOMS], app.get(keys.SESSIONS)))
     app[keys.METRICS_REGISTRY] = reg
     app.router.add_get("/metrics", metrics_handler)
 

@@ -4,6 +4,8 @@
     mediasrv-loadtest run --start-server [...]              start a local mediasrv for the run
     mediasrv-loadtest capacity [...]                        step up visits until loss or latency breaks
     mediasrv-loadtest compare [...]                         same load on mediasrv, aiortc SFU, Janus
+    mediasrv-loadtest soak [URL | --start-server] [...]     visits joining and leaving for a long time:
+                                                            RSS, fds, threads, tasks and live objects
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 from mediasrv.loadtest.runner import LoadOptions, Target
 from mediasrv.loadtest.visit import MediaPlan
 
-SUBCOMMANDS = ("run", "capacity", "compare")
+SUBCOMMANDS = ("run", "capacity", "compare", "soak")
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
@@ -90,7 +92,37 @@ def build_parser() -> argparse.ArgumentParser:
                       help="comma-separated subset of mediasrv, aiortc-sfu, janus")
     cmp_.add_argument("--out-dir", default="loadtest-results", help="JSON reports and the chart go here")
     add_load_options(cmp_)
+    add_soak_parser(sub)
     return p
+
+
+def add_soak_parser(sub: Any) -> None:
+    soak = sub.add_parser("soak", help="visits joining and leaving; what the server keeps of them")
+    soak.add_argument("url", nargs="?", help="server base URL (give --server-pid for RSS, fds, threads)")
+    soak.add_argument("--secret", default=os.environ.get("MEDIASRV_API_SECRET"),
+                      help="API secret: room tokens, and an admin token for /metrics")
+    soak.add_argument("--server-pid", type=int, help="local server process, for RSS, fds and threads")
+    soak.add_argument("--start-server", choices=("mediasrv",), help="start a local mediasrv for the soak")
+    soak.add_argument("--visits", type=int, default=3, help="visits at once (default 3)")
+    soak.add_argument("--visit-length", type=float, default=20.0, help="seconds each visit stays (default 20)")
+    soak.add_argument("--publishers-per-room", type=int, default=2, help="default 2")
+    soak.add_argument("--subscribers-per-room", type=int, default=1, help="default 1")
+    soak.add_argument("--video-kbps", type=int, default=500, help="default 500")
+    soak.add_argument("--fps", type=int, default=30)
+    soak.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True)
+    soak.add_argument("--video", action=argparse.BooleanOptionalAction, default=True)
+    soak.add_argument("--duration", type=float, default=300.0, help="seconds of load (default 300)")
+    soak.add_argument("--warmup", type=float, default=60.0,
+                      help="seconds before RSS growth is measured (default 60)")
+    soak.add_argument("--interval", type=float, default=5.0, help="seconds between samples (default 5)")
+    soak.add_argument("--settle-timeout", type=float, default=60.0,
+                      help="seconds the gauges get to return to idle after the load (default 60)")
+    soak.add_argument("--max-rss-growth", type=float,
+                      help="exit 1 if RSS grew more than this percent after the warm-up")
+    soak.add_argument("--seed", type=int, default=1)
+    soak.add_argument("--client-address", action="append", dest="client_addresses")
+    soak.add_argument("--quiet", action="store_true")
+    soak.add_argument("--json", metavar="FILE", help="write the report (with its timeline) as JSON")
 
 
 def _target_from(args: argparse.Namespace) -> Target:
@@ -156,6 +188,36 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return asyncio.run(run_compare(opts, servers, args.out_dir))
 
 
+def cmd_soak(args: argparse.Namespace) -> int:
+    from mediasrv.loadtest.report import write_json
+    from mediasrv.loadtest.servers import mediasrv_counters
+    from mediasrv.loadtest.soak import SoakOptions, run_soak, soak_table
+
+    plan = MediaPlan(video_kbps=args.video_kbps, fps=args.fps, audio=args.audio, video=args.video)
+    opts = SoakOptions(visits=args.visits, visit_length_s=args.visit_length,
+                       publishers_per_room=args.publishers_per_room,
+                       subscribers_per_room=args.subscribers_per_room, plan=plan,
+                       duration_s=args.duration, warmup_s=args.warmup, interval_s=args.interval,
+                       settle_timeout_s=args.settle_timeout, seed=args.seed, progress=not args.quiet,
+                       client_addresses=tuple(args.client_addresses or ("127.0.0.1",)))
+    opts.check()
+
+    async def body(target: Target) -> dict[str, Any]:
+        if target.counters is None and target.api_secret:
+            target.counters = mediasrv_counters(target.url, target.api_secret)
+        return await run_soak(opts, target)
+
+    report = asyncio.run(_with_target(args, body))
+    print(soak_table(report))
+    if report["failures"]:
+        print("setup failures (first few):", *report["failures"][:5], sep="\n  ")
+    if args.json:
+        write_json(report, args.json)
+    growth = report["rss"].get("growth_after_warmup_pct")
+    too_much = args.max_rss_growth is not None and growth is not None and growth > args.max_rss_growth
+    return 0 if report["all_back_to_idle"] and report["setup_failures"] == 0 and not too_much else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in SUBCOMMANDS and not argv[0].startswith("-"):
@@ -163,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    fn = {"run": cmd_run, "capacity": cmd_capacity, "compare": cmd_compare}[args.command]
+    fn = {"run": cmd_run, "capacity": cmd_capacity, "compare": cmd_compare, "soak": cmd_soak}[args.command]
     try:
         return fn(args)
     except ValueError as exc:
