@@ -881,7 +881,10 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
                 }
             }
         }
-        if let Some(side) = tcp.as_mut() {
+        // The epoll set is the last descriptor polled: read it only when it has something (or the
+        // connection deadlines are due), so ICE-TCP costs no syscall on a loop with none.
+        let tcp_ready = fds.last().is_some_and(|f| f.revents & libc::POLLIN != 0);
+        if let Some(side) = tcp.as_mut().filter(|t| tcp_ready || t.sweep_due(now)) {
             let mut d = Dispatch::new(shared, &mut spare, &mut notify, now);
             side.service(now, &shared.counters.tcp, &registry, |s, from, frame| {
                 shared.counters.datagrams_in.fetch_add(1, Relaxed);

@@ -376,6 +376,11 @@ impl TcpSide {
         })
     }
 
+    /// Whether the connection deadlines are due a look (even with nothing to read).
+    pub(crate) fn sweep_due(&self, now_ms: u64) -> bool {
+        now_ms >= self.next_sweep_ms
+    }
+
     pub(crate) fn epoll_fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
     }
@@ -627,8 +632,7 @@ impl TcpSide {
                 std::ptr::null_mut(),
             )
         };
-        rx.conn.close();
-        registry(Registry::Remove(&rx.conn));
+        // Counted before the remote end can see the close.
         counters.open.fetch_sub(1, Relaxed);
         let c = match reason {
             CloseReason::Limit => &counters.connection_limit,
@@ -638,6 +642,8 @@ impl TcpSide {
             CloseReason::Peer => &counters.closed_by_peer,
         };
         c.fetch_add(1, Relaxed);
+        registry(Registry::Remove(&rx.conn));
+        rx.conn.close();
     }
 
     /// Open connections (for tests).
