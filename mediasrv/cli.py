@@ -1,4 +1,4 @@
-"""Command line: `mediasrv serve` and `mediasrv token`."""
+"""Command line: `mediasrv serve`, `mediasrv token` and `mediasrv turn-config`."""
 
 from __future__ import annotations
 
@@ -81,6 +81,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_turn_config(args: argparse.Namespace) -> int:
+    """Prints a coturn config for this server's settings (turn_secret, media addresses, TLS files)."""
+    from mediasrv.media.coturn_config import CoturnOptions, render
+
+    settings = _settings(args)
+    print(render(settings, CoturnOptions(
+        port=args.turn_port, tls_port=args.tls_port, listening_ips=args.listening_ip or (),
+        relay_ips=args.relay_ip or (), external_ip=args.external_ip or "", log_file=args.log_file or "")),
+        end="")
+    if not settings.turn_secret:
+        print("mediasrv turn-config: turn_secret is not set; the config has a placeholder secret",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mediasrv", description="telehealth media server")
     p.add_argument("--version", action="version", version=__version__)
@@ -105,6 +120,16 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--name", help="display name")
     token.add_argument("--ttl", type=int, help="lifetime in seconds")
     token.set_defaults(fn=cmd_token)
+
+    turn = sub.add_parser("turn-config", help="print a coturn config (turnserver.conf) for these settings")
+    common(turn)
+    turn.add_argument("--turn-port", type=int, default=3478, help="TURN UDP/TCP port (default 3478)")
+    turn.add_argument("--tls-port", type=int, default=443, help="TURN over TLS port (default 443)")
+    turn.add_argument("--listening-ip", action="append", help="address coturn listens on (repeatable)")
+    turn.add_argument("--relay-ip", action="append", help="address coturn relays from (repeatable)")
+    turn.add_argument("--external-ip", help="public address when coturn is behind 1:1 NAT (public[/private])")
+    turn.add_argument("--log-file", help="coturn log file (default: syslog)")
+    turn.set_defaults(fn=cmd_turn_config)
     return p
 
 

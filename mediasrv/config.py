@@ -7,6 +7,7 @@ Every key of `Settings` maps to `MEDIASRV_<KEY>` (upper case), e.g. `MEDIASRV_AP
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import secrets
@@ -48,6 +49,18 @@ class Settings:
     media_tcp_port: int = 0
     media_tcp_announced_port: int = 0
     ice_tcp_max_connections: int = 1024
+    # TURN relay (coturn with use-auth-secret) for clients whose network blocks UDP or all but 443:
+    # the URLs handed to clients (e.g. "turn:turn.example.org:3478?transport=udp",
+    # "turns:turn.example.org:443?transport=tcp"), the secret shared with coturn's
+    # static-auth-secret, and how long a credential lives (never past the client's token).
+    # No URLs or no secret: no TURN, clients get no iceServers.
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str = ""
+    turn_ttl_s: int = 3600
+    # For `mediasrv turn-config`: the realm, and coturn's TLS certificate and key files (turns: on 443).
+    turn_realm: str = "mediasrv"
+    turn_tls_cert: str = ""
+    turn_tls_key: str = ""
     # Media worker threads (a room is pinned to one); 0 = one per CPU core.
     media_workers: int = 0
     # Loss simulation for tests: share of publishers' RTP dropped on arrival, parts per million.
@@ -73,6 +86,16 @@ class Settings:
     rooms_created_on_join: bool = True
     # Recorded messages (POST /whip/messages/...) one sender may be leaving at once; more is 429.
     max_message_sessions_per_sender: int = 2
+    # What one client may hold open at once (0 = no limit); past it 429 (HTTP) or a close 4429 (room
+    # WebSocket). Per address: HTTP connections (WebSockets included) plus WHIP/WHEP sessions, except
+    # from the networks in `connection_caps_exempt` (loopback: behind a local reverse proxy every client
+    # has its address, so the proxy must limit them; the load generator runs there too). Per identity:
+    # WHIP, WHEP, recorded-message and room WebSocket sessions of one token subject. Per token: the
+    # WHIP/WHEP sessions opened with one token.
+    max_connections_per_address: int = 256
+    max_sessions_per_identity: int = 16
+    max_sessions_per_token: int = 8
+    connection_caps_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
     default_token_ttl_s: int = 3600
     max_token_ttl_s: int = 24 * 3600
     # Static bearer token for Prometheus scrapers (empty: /metrics needs an admin access token).
@@ -193,8 +216,24 @@ def load_settings(
         raise ConfigError("setting 'session_setup_timeout_s' must be a number of seconds > 0")
     if not (math.isfinite(settings.body_read_timeout_s) and settings.body_read_timeout_s > 0):
         raise ConfigError("setting 'body_read_timeout_s' must be a number of seconds > 0")
+    if settings.turn_ttl_s < 60:
+        raise ConfigError("setting 'turn_ttl_s' must be at least 60 seconds")
+    for url in settings.turn_urls:
+        if not url.startswith(("turn:", "turns:")):
+            raise ConfigError(f"setting 'turn_urls': {url!r} is not a turn: or turns: URL")
+    if settings.turn_urls and len(settings.turn_secret) < MIN_API_SECRET_CHARS:
+        raise ConfigError(f"setting 'turn_secret' must be at least {MIN_API_SECRET_CHARS} characters "
+                          "when 'turn_urls' is set")
     if settings.max_message_sessions_per_sender < 1:
         raise ConfigError("setting 'max_message_sessions_per_sender' must be >= 1")
+    for name in ("max_connections_per_address", "max_sessions_per_identity", "max_sessions_per_token"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"setting '{name}' must be >= 0 (0 = no limit)")
+    for net in settings.connection_caps_exempt:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"setting 'connection_caps_exempt': {net!r} is not an address or network") from None
     if settings.upload_quota_pending_bytes < 0 or settings.upload_quota_daily_bytes < 0:
         raise ConfigError("settings 'upload_quota_pending_bytes' and 'upload_quota_daily_bytes' must be >= 0 "
                           "(0 = no limit)")

@@ -18,12 +18,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from aiortc.sdp import candidate_from_sdp
+from multidict import CIMultiDict
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
-from mediasrv.auth import Identity
+from mediasrv.auth import Identity, bearer_token
 from mediasrv.authz import is_party, require_participant_of, require_publisher
+from mediasrv.clock import wall
 from mediasrv.media.sdp import check_offer_text
+from mediasrv.media.turn_credentials import issue
 from mediasrv.rooms import Participant, Room
 
 SDP_TYPE = "application/sdp"
@@ -64,16 +67,29 @@ async def sdp_body(request: web.Request) -> str:
     return text
 
 
-def created(request: web.Request, session: WhipSession, location: str, answer: str) -> web.Response:
+def created(request: web.Request, session: WhipSession, location: str, answer: str,
+            ident: Identity | None = None) -> web.Response:
     request.app[keys.SESSIONS][session.id] = session
-    return web.Response(
-        status=201, text=answer, content_type=SDP_TYPE,
-        headers={**CORS, "Location": location, "ETag": session.etag, "Accept-Patch": TRICKLE_TYPE},
-    )
+    headers = CIMultiDict({**CORS, "Location": location, "ETag": session.etag, "Accept-Patch": TRICKLE_TYPE})
+    if ident is not None:  # TURN servers with credentials for this token, as Link headers (RFC 9725)
+        cred = issue(request.app[keys.SETTINGS], ident.sub, ident.exp, wall())
+        for link in cred.link_headers() if cred is not None else []:
+            headers.add("Link", link)
+    return web.Response(status=201, text=answer, content_type=SDP_TYPE, headers=headers)
 
 
 async def start_session(request: web.Request, ident: Identity, kind: str, identity: str, room: Room) -> WhipSession:
-    p = await room.join(dataclasses.replace(ident, sub=identity), kind, address=request.remote)
+    # A place under the caps of the client's address, identity and token (429 past one), held as
+    # long as the participant is in the room: however the session ends, its place is free again.
+    lease = request.app[keys.CONNECTION_CAPS].acquire(
+        kind, address=request.remote, identity=ident.sub,
+        token=bearer_token(request.headers.get("Authorization")))
+    try:
+        p = await room.join(dataclasses.replace(ident, sub=identity), kind, address=request.remote)
+    except BaseException:
+        lease.release()
+        raise
+    lease.bind(lambda: room.participants.get(p.identity) is p and not room.closed)
     return WhipSession(id=secrets.token_urlsafe(18), kind=kind, room=room, participant=p,
                        owner=ident.sub, etag="")
 
@@ -93,7 +109,7 @@ async def whip_post(request: web.Request) -> web.Response:
     room = request.app[keys.ROOMS].get_or_create(room_name, ident)
     session = await start_session(request, ident, "whip", ident.sub, room)
     return await _answer(request, room, session, room.publish(session.participant, offer, {}),
-                         f"/whip/{room_name}")
+                         f"/whip/{room_name}", ident)
 
 
 async def whep_post(request: web.Request) -> web.Response:
@@ -118,11 +134,11 @@ async def whep_post(request: web.Request) -> web.Response:
     session = await start_session(request, ident, "whep", viewer, room)
     return await _answer(request, room, session,
                          room.whep_subscribe(session.participant, target, offer),
-                         f"/whep/{room_name}/{target}")
+                         f"/whep/{room_name}/{target}", ident)
 
 
 async def _answer(request: web.Request, room: Room, session: WhipSession,
-                  negotiation: Awaitable[str], base: str) -> web.Response:
+                  negotiation: Awaitable[str], base: str, ident: Identity) -> web.Response:
     """Finish a WHIP/WHEP POST: the session is registered only once the offer is answered."""
     try:
         answer = await negotiation
@@ -131,7 +147,7 @@ async def _answer(request: web.Request, room: Room, session: WhipSession,
         raise
     session.etag = etag(answer)
     _watch(request.app, session)
-    return created(request, session, f"{base}/{session.id}", answer)
+    return created(request, session, f"{base}/{session.id}", answer, ident)
 
 
 def _watch(app: web.Application, session: WhipSession) -> None:

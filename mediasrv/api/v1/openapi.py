@@ -302,6 +302,22 @@ PATHS: dict[str, dict[str, Any]] = {
                        _query("after", {"type": "integer", "minimum": 0, "maximum": 2**63 - 1},
                               "Cursor: the id of the last reading already read (from `next`)")]),
     },
+    "/v1/ice-servers": {
+        "get": _op("ICE servers for a WebRTC client (any valid token): TURN URLs with a credential tied to the "
+                   "token's identity that expires after turn_ttl_s and never after the token; an empty list "
+                   "when the server has no TURN configured", {
+                       "200": _json({"type": "object", "required": ["iceServers", "expires"], "properties": {
+                           "iceServers": {"type": "array", "items": {
+                               "type": "object", "required": ["urls", "username", "credential"], "properties": {
+                                   "urls": {"type": "array", "items": {"type": "string"}},
+                                   "username": {"type": "string", "description": "<expiry unix s>:<pseudonym>"},
+                                   "credential": {"type": "string",
+                                                  "description": "base64 HMAC-SHA1 of username (TURN REST)"}}}},
+                           "expires": {"type": ["integer", "null"],
+                                       "description": "Unix seconds the credential stops working; null without "
+                                                      "TURN"}}}, "RTCIceServer list (pass as iceServers)"),
+                       **_errors(401)}, tag="media"),
+    },
     "/v1/vitals": {
         "post": {**_op("Upload device readings recorded offline (batches of base64 envelopes)", {
             "201": _json({"type": "object", "properties": {"stored": {"type": "integer"}}}, "Stored"),
