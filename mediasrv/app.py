@@ -11,6 +11,7 @@ from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api import demo, metrics, recorded_messages, room_protocol, whip_whep
+from mediasrv.api.connection_caps import ConnectionCaps, connection_cap_middleware
 from mediasrv.api.http_common import error_middleware, json_response, query_token_middleware
 from mediasrv.api.v1 import (
     audit,
@@ -46,7 +47,7 @@ async def healthz(request: web.Request) -> web.Response:
 def create_app(settings: Settings) -> web.Application:
     """Build the application. `settings.data_dir` must exist and secrets be filled in."""
     app = web.Application(
-        middlewares=[error_middleware, query_token_middleware],
+        middlewares=[error_middleware, connection_cap_middleware, query_token_middleware],
         client_max_size=settings.max_signaling_body_bytes,
     )
     key = parse_key(settings.storage_key)
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> web.Application:
         room_store=RoomStore(db),
     )
     app[keys.SESSIONS] = {}
+    app[keys.CONNECTION_CAPS] = ConnectionCaps(settings)
 
     # Started in this order, stopped in the reverse one.
     app.cleanup_ctx.append(_database_and_rooms)
@@ -82,6 +84,7 @@ def create_app(settings: Settings) -> web.Application:
 
     app.router.add_get("/healthz", healthz)
     metrics.setup_metrics(app)
+    app[keys.METRICS_REGISTRY].register(app[keys.CONNECTION_CAPS])
     for module in (whip_whep, room_protocol, demo, vitals, rooms, tokens, messages, tus, audit, openapi,
                    recordings, recorded_messages, ice_servers):
         module.setup_routes(app)

@@ -7,6 +7,7 @@ Every key of `Settings` maps to `MEDIASRV_<KEY>` (upper case), e.g. `MEDIASRV_AP
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import secrets
@@ -85,6 +86,16 @@ class Settings:
     rooms_created_on_join: bool = True
     # Recorded messages (POST /whip/messages/...) one sender may be leaving at once; more is 429.
     max_message_sessions_per_sender: int = 2
+    # What one client may hold open at once (0 = no limit); past it 429 (HTTP) or a close 4429 (room
+    # WebSocket). Per address: HTTP connections (WebSockets included) plus WHIP/WHEP sessions, except
+    # from the networks in `connection_caps_exempt` (loopback: behind a local reverse proxy every client
+    # has its address, so the proxy must limit them; the load generator runs there too). Per identity:
+    # WHIP, WHEP, recorded-message and room WebSocket sessions of one token subject. Per token: the
+    # WHIP/WHEP sessions opened with one token.
+    max_connections_per_address: int = 256
+    max_sessions_per_identity: int = 16
+    max_sessions_per_token: int = 8
+    connection_caps_exempt: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1"])
     default_token_ttl_s: int = 3600
     max_token_ttl_s: int = 24 * 3600
     # Static bearer token for Prometheus scrapers (empty: /metrics needs an admin access token).
@@ -215,6 +226,14 @@ def load_settings(
                           "when 'turn_urls' is set")
     if settings.max_message_sessions_per_sender < 1:
         raise ConfigError("setting 'max_message_sessions_per_sender' must be >= 1")
+    for name in ("max_connections_per_address", "max_sessions_per_identity", "max_sessions_per_token"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"setting '{name}' must be >= 0 (0 = no limit)")
+    for net in settings.connection_caps_exempt:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ConfigError(f"setting 'connection_caps_exempt': {net!r} is not an address or network") from None
     if settings.upload_quota_pending_bytes < 0 or settings.upload_quota_daily_bytes < 0:
         raise ConfigError("settings 'upload_quota_pending_bytes' and 'upload_quota_daily_bytes' must be >= 0 "
                           "(0 = no limit)")

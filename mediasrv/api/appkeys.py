@@ -10,6 +10,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from mediasrv.api.connection_caps import ConnectionCaps
     from mediasrv.api.whip_whep import WhipSession
     from mediasrv.config import Settings
     from mediasrv.messages.message_store import MessageStore
@@ -38,3 +39,5 @@ VITALS: web.AppKey[VitalsStore] = web.AppKey("vitals")
 # Open WHIP/WHEP sessions by id.
 SESSIONS: web.AppKey[dict[str, WhipSession]] = web.AppKey("whip_sessions")
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
+# What each client address, identity and token holds open (mediasrv.api.connection_caps).
+CONNECTION_CAPS: web.AppKey[ConnectionCaps] = web.AppKey("connection_caps")

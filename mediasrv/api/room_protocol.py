@@ -4,7 +4,7 @@ Every message is a JSON object with a "type". Requests may carry "request_id", e
 Bad messages get an "error" event and the session goes on; binary frames close it with 1003, a
 failed join with 4401/4403/4409/4410, a join that never comes with 4408. Messages over the
 connection's rate get a `rate_limited` error and are not handled; a client that keeps flooding is
-closed with 4429.
+closed with 4429, and so is a join past its identity's session cap (reason `too_many_sessions`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from mediasrv.api import appkeys as keys
+from mediasrv.api.connection_caps import CapExceeded, Lease
 from mediasrv.api.http_common import QUERY_TOKEN, NonFiniteNumber, dumps, loads, query_token_allowed
 from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
 from mediasrv.auth import Identity, bearer_token, verify_token
@@ -69,6 +70,7 @@ class RoomSession:
         self.room: Room | None = None
         self.participant: Participant | None = None
         self.ident: Identity | None = None
+        self.lease: Lease | None = None
         self._send_lock = asyncio.Lock()
 
     async def send(self, event: dict[str, Any]) -> None:
@@ -88,6 +90,10 @@ class RoomSession:
         auto = msg.get("auto_subscribe", True)
         if not isinstance(auto, bool):
             raise ProtocolError("invalid_message", "'auto_subscribe' must be a boolean")
+        # One place under the identity's cap while this session lasts (its HTTP connection already
+        # counts for the address); past the cap the join is refused and the socket closed 4429.
+        self.lease = self.request.app[keys.CONNECTION_CAPS].acquire(
+            "room", address=None, identity=self.ident.sub, token=None)
         self.room = self.rooms.get_or_create(self.room_name, self.ident)
         self.participant = await self.room.join(
             self.ident, "room", events=self.send, auto_subscribe=auto,
@@ -175,6 +181,8 @@ class RoomSession:
             raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
 
     async def leave(self) -> None:
+        if self.lease is not None:
+            self.lease.release()
         room, p = self.room, self.participant
         if room is not None and p is not None and room.participants.get(p.identity) is p:
             p.on_removed = None
@@ -292,6 +300,8 @@ def _close_code(exc: MediasrvError, joined: bool) -> int | None:
     a refused join (token, room full or closed) ends the session with a close code from the status;
     once joined, only the room going away (410) does. Any other error (a bad message, an SDP, a
     consent or permission refusal) leaves the session open."""
+    if isinstance(exc, CapExceeded):
+        return CLOSE_RATE_LIMITED  # the reason says which cap: too_many_sessions
     if not isinstance(exc, AuthError | RoomError):
         return None
     if not joined:

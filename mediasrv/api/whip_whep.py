@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
-from mediasrv.auth import Identity
+from mediasrv.auth import Identity, bearer_token
 from mediasrv.authz import is_party, require_participant_of, require_publisher
 from mediasrv.clock import wall
 from mediasrv.media.sdp import check_offer_text
@@ -79,7 +79,17 @@ def created(request: web.Request, session: WhipSession, location: str, answer: s
 
 
 async def start_session(request: web.Request, ident: Identity, kind: str, identity: str, room: Room) -> WhipSession:
-    p = await room.join(dataclasses.replace(ident, sub=identity), kind, address=request.remote)
+    # A place under the caps of the client's address, identity and token (429 past one), held as
+    # long as the participant is in the room: however the session ends, its place is free again.
+    lease = request.app[keys.CONNECTION_CAPS].acquire(
+        kind, address=request.remote, identity=ident.sub,
+        token=bearer_token(request.headers.get("Authorization")))
+    try:
+        p = await room.join(dataclasses.replace(ident, sub=identity), kind, address=request.remote)
+    except BaseException:
+        lease.release()
+        raise
+    lease.bind(lambda: room.participants.get(p.identity) is p and not room.closed)
     return WhipSession(id=secrets.token_urlsafe(18), kind=kind, room=room, participant=p,
                        owner=ident.sub, etag="")
 

@@ -30,6 +30,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
             404: "Not found", 409: "Conflict with the current state", 410: "Upload expired",
             412: "Tus-Resumable missing or unsupported", 413: "Too large",
             415: "Wrong Content-Type", 416: "Range not satisfiable", 423: "Upload busy",
+            429: "too_many_connections: the client's address holds max_connections_per_address "
+                 "connections and sessions already (this connection is closed)",
             460: "Checksum mismatch (the chunk was discarded)", 500: "Server error",
             503: "Not configured on this server"}
     return {str(s): {"description": text[s], "content": {JSON: {"schema": _ref("Error")}}}
@@ -153,7 +155,9 @@ SCHEMAS: dict[str, Any] = {
 
 def _op(summary: str, responses: dict[str, Any], *, tag: str, parameters: list[Any] | None = None,
         body: str | None = None, public: bool = False) -> dict[str, Any]:
-    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": responses}
+    # Any request may find its address at max_connections_per_address (docs/signaling.md).
+    op: dict[str, Any] = {"summary": summary, "tags": [tag], "responses": {**responses, **{
+        k: v for k, v in _errors(429).items() if k not in responses}}}
     if parameters:
         op["parameters"] = parameters
     if body:
