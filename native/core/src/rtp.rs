@@ -193,8 +193,11 @@ impl<'a> Iterator for ExtIter<'a> {
                         continue;
                     }
                     let id = b >> 4;
-                    if id == 15 {
-                        return None; // reserved: stop processing (RFC 8285 4.2)
+                    // 15 is reserved, and id 0 is only ever the padding byte 0x00: either means the
+                    // rest cannot be trusted, so stop processing (RFC 8285 4.2)
+                    if id == 15 || id == 0 {
+                        self.pos = self.data.len();
+                        return None;
                     }
                     let len = (b & 0x0f) as usize + 1;
                     let start = self.pos + 1;
@@ -330,6 +333,18 @@ mod tests {
         assert_eq!(got, vec![(1, &[0xaa, 0xbb][..]), (3, &[1, 2, 3][..])]);
         assert_eq!(v.csrc_count(), 2);
         assert_eq!(v.payload(), b"payload");
+    }
+
+    #[test]
+    fn one_byte_element_with_id_0_ends_the_extensions() {
+        // id 1 len 1, then 0x01 (id 0 with a length: not padding, invalid), then id 2: found by
+        // fuzzing, the iterator yielded an element with id 0 that no writer can express
+        let ext = [0x10, 0x60, 0x01, 0x00, 0x00, 0x20, 0x77, 0x00];
+        let p = packet(&ext, 0xBEDE, 0, 0);
+        let v = RtpView::parse(&p).unwrap();
+        let got: Vec<_> = v.extensions().collect();
+        assert_eq!(got, vec![(1, &[0x60][..])]);
+        assert_eq!(v.extension(2), None);
     }
 
     #[test]
