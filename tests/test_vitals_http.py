@@ -21,6 +21,9 @@ async def _req(method, url, token=None, json=None):
 
 
 async def test_upload_then_read_back_as_fhir(server):
+    # Readings for a room belong to one of its visits: the room is open.
+    status, _ = await _req("POST", f"{server.url}/v1/rooms", server.token("ops", "admin"), {"name": "visit9"})
+    assert status == 201
     patient = server.token("pat-9", "patient", "visit9")
     status, body = await _req("POST", f"{server.url}/v1/vitals", patient,
                               build_upload([HR, TEMP], room="visit9"))

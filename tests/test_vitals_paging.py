@@ -15,6 +15,11 @@ def _hr(bpm: int) -> bytes:
 
 async def _upload(server, patient: str, room: str, bpms: list[int]) -> None:
     token = server.token(patient, "patient", room)
+    admin = {"Authorization": f"Bearer {server.token('ops', 'admin')}"}
+    # Readings for a room belong to one of its visits: the room is open.
+    async with aiohttp.ClientSession() as s, s.post(f"{server.url}/v1/rooms", json={"name": room},
+                                                    headers=admin) as r:
+        assert r.status in (201, 409)
     async with aiohttp.ClientSession() as s, s.post(
             f"{server.url}/v1/vitals", json=build_upload([_hr(b) for b in bpms], room=room),
             headers={"Authorization": f"Bearer {token}"}) as r:

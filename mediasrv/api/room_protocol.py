@@ -216,7 +216,9 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     try:
         await _serve(session, query_token)
     finally:
-        await session.leave()
+        # aiohttp cancels the handler once the client's connection is gone: the leave (which frees
+        # the participant's place and closes an emptied ad-hoc room) must run to its end regardless.
+        await asyncio.shield(session.leave())
         if not ws.closed:
             await ws.close()
     return ws

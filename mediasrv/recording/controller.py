@@ -111,7 +111,7 @@ class RoomRecording:
         self.consent.check_start()
         state, by = self.consent.state, self.requested_by
         try:
-            rid = await self.store.create(self.room.name, by.sub if by else "")
+            rid = await self.store.create(self.room.name, by.sub if by else "", visit=self.room.visit_id)
         except Exception as exc:
             await self._start_failed(state, None, None, exc)
             raise ConsentError("recording_failed", "the recording could not be started", 500) from None

@@ -50,6 +50,9 @@ class RecordedRoom(Protocol):
     def name(self) -> str: ...
 
     @property
+    def visit_id(self) -> str: ...  # the visit (a name is reused by later visits): kept with the recording
+
+    @property
     def options(self) -> RecordingOptions: ...
 
     @property

@@ -28,7 +28,7 @@ from typing import Any
 from mediasrv.recording.muxer import RecordingWriter, TrackResult
 from mediasrv.recording.sealed_output import FINAL_PREFIX, SPILL_PREFIX, is_recording_blob
 from mediasrv.storage.crypto import IntegrityError
-from mediasrv.storage.database import Database, register_schema
+from mediasrv.storage.database import Database, add_column, register_schema
 
 
 def _file_table(name: str, sealed: bool) -> str:
@@ -47,6 +47,7 @@ register_schema(
         """CREATE TABLE IF NOT EXISTS recordings (
             id TEXT PRIMARY KEY,
             room TEXT NOT NULL,
+            visit TEXT,
             started_by TEXT NOT NULL,
             started_at REAL NOT NULL,
             stopped_at REAL,
@@ -108,6 +109,13 @@ def seal_file(blobs: Any, path: Path) -> tuple[str, int, str]:
 class RecordingStore:
     def __init__(self, db: Database, blobs: Any, work_dir: Path) -> None:
         self.db, self.blobs, self.work_dir = db, blobs, work_dir
+        self._migrated = False
+
+    async def _migrate(self) -> None:
+        """Recordings made before they kept their visit have none (NULL): admins still see them."""
+        if not self._migrated:
+            await self.db.run(lambda c: add_column(c, "recordings", "visit", "TEXT"))
+            self._migrated = True
 
     def new_work_dir(self, recording_id: str) -> Path:
         """A plaintext working directory: only for writers without a blob store (use `new_writer`)."""
@@ -147,11 +155,12 @@ class RecordingStore:
         return (result.blob_id, recording_id, participant, kind, codec, content_type, result.frames,
                 result.start_s, result.end_s)
 
-    async def create(self, room: str, started_by: str) -> str:
+    async def create(self, room: str, started_by: str, visit: str | None = None) -> str:
+        await self._migrate()
         rid = secrets.token_urlsafe(12)
         await self.db.execute(
-            "INSERT INTO recordings (id, room, started_by, started_at, state) VALUES (?, ?, ?, ?, ?)",
-            (rid, room, started_by, time.time(), "recording"))
+            "INSERT INTO recordings (id, room, visit, started_by, started_at, state) VALUES (?, ?, ?, ?, ?, ?)",
+            (rid, room, visit, started_by, time.time(), "recording"))
         return rid
 
     async def add_participants(self, recording_id: str, identities: list[str]) -> None:
@@ -226,6 +235,7 @@ class RecordingStore:
         return {"interrupted": marked, "filed_after_crash": filed_late, "deleted_blobs": deleted}
 
     async def get(self, recording_id: str) -> dict[str, Any] | None:
+        await self._migrate()
         row = await self.db.fetchone("SELECT * FROM recordings WHERE id = ?", (recording_id,))
         if row is None:
             return None
@@ -234,12 +244,15 @@ class RecordingStore:
         return {**_row(row), "files": [_row(f) for f in files]}
 
     async def list(self, room: str | None = None, limit: int = 100,
-                   visible_to: str | None = None) -> list[dict[str, Any]]:
-        """Newest first; `visible_to`: only recordings that identity started or took part in."""
+                   visible_to: str | None = None, visit: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; `visible_to`: only recordings that identity started or took part in;
+        `visit`: only that visit's."""
+        await self._migrate()
         where, params = [], []
-        if room is not None:
-            where.append("room = ?")
-            params.append(room)
+        for clause, value in (("room = ?", room), ("visit = ?", visit)):
+            if value is not None:
+                where.append(clause)
+                params.append(value)
         if visible_to is not None:
             where.append(VISIBLE_TO)
             params += [visible_to] * 3

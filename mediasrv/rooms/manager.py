@@ -4,15 +4,22 @@ and counters that outlive any one room.
 Rooms configured through the control API are kept in the RoomStore and re-created on startup. A
 token may only bring a room into being (or join one) if it was issued after the name was last closed
 and, when it carries a visit claim, for the room's current visit; whether a room token may create a
-room that does not exist is the setting `rooms_created_on_join`."""
+room that does not exist is the setting `rooms_created_on_join`.
+
+Every room, configured or created by a join, is a visit with its own id; the store keeps when each
+visit started and ended, so readings and audit entries kept per visit go to the tokens of that visit.
+A close is remembered only as long as a token issued before it could still be valid (the longest
+token lifetime); room tokens older than that are refused, so forgetting the close is safe."""
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 import logging
-import time
 from collections import Counter
 from typing import Any
 
+from mediasrv import clock
 from mediasrv.auth import Identity
 from mediasrv.config import Settings
 from mediasrv.media.host_addresses import configure_host_addresses
@@ -25,6 +32,8 @@ from mediasrv.rooms.room_store import RoomStore, StoredRoom
 from mediasrv.vitals.vitals_store import VitalsStore
 
 log = logging.getLogger(__name__)
+# verify_token's leeway on exp: a token is accepted this long past its expiry.
+TOKEN_LEEWAY_S = 5.0
 
 
 class RoomManager:
@@ -43,19 +52,26 @@ class RoomManager:
         self.retired: Counter[str] = Counter()
         self.retired_drops: Counter[str] = Counter()
         self.plane: NativePlane | None = None  # the native media plane (datapath = "native")
+        self._writes: set[asyncio.Task[None]] = set()  # visit starts being stored
 
     async def start(self) -> None:
         configure_host_addresses(self.settings.media_bind_addresses)
         self.plane = start_media_plane(self.settings)
         if self.room_store is not None:
+            # Visits of ad-hoc rooms did not survive the previous process: they ended with it.
+            configured = await self.room_store.configured()
+            await self.room_store.end_visits_except([s.visit_id for s in configured], clock.wall())
+            await self._prune_closes()
             self.closed_at = await self.room_store.close_times()
-            for stored in await self.room_store.configured():
-                room = self.create(stored.name, stored.options)
-                room.visit_id, room.created_at = stored.visit_id, stored.created_at
+            for stored in configured:
+                room = self._new_room(stored.name, stored.options, record=False)
+                room.visit_id, room.created_at, room.explicit = stored.visit_id, stored.created_at, True
 
     async def shutdown(self) -> None:
         for name in list(self.rooms):
             await self.close(name, "shutdown")
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self.plane is not None:
             stop_media_plane(self.plane)
             self.plane = None
@@ -69,9 +85,19 @@ class RoomManager:
     def create(self, name: str, options: RoomOptions | None = None) -> Room:
         if name in self.rooms:
             raise KeyError(name)
-        room = Room(name, options or RoomOptions(), self.settings, self)
+        room = self._new_room(name, options or RoomOptions())
         room.explicit = options is not None
+        return room
+
+    def _new_room(self, name: str, options: RoomOptions, record: bool = True) -> Room:
+        """A new visit under `name`; its start is stored (in the background: joins stay sync)."""
+        room = Room(name, options, self.settings, self)
         self.rooms[name] = room
+        if record and self.room_store is not None:
+            task = asyncio.get_running_loop().create_task(
+                self.room_store.visit_started(room.visit_id, name, room.created_at))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
         return room
 
     def get_or_create(self, name: str, ident: Identity | None = None) -> Room:
@@ -86,12 +112,16 @@ class RoomManager:
             if room is None and not self.settings.rooms_created_on_join:
                 raise RoomError("room_not_found", f"no room {name!r}", 404)
         if room is None:
-            room = Room(name, RoomOptions(), self.settings, self)
-            self.rooms[name] = room
+            room = self._new_room(name, RoomOptions())
         return room
 
     def check_token(self, name: str, ident: Identity, room: Room | None) -> None:
         """Refuse a token that belongs to an earlier visit under this room name."""
+        if ident.iat is None or ident.iat < clock.wall() - self.close_horizon_s():
+            # Closes are forgotten after the longest token lifetime: a token older than that could
+            # predate a forgotten close.
+            raise RoomError("token_too_old", "room tokens must be issued within max_token_ttl_s "
+                            "and carry iat", 410)
         closed_at = self.closed_at.get(name)
         if closed_at is not None and (ident.iat is None or ident.iat <= closed_at):
             raise RoomError("room_closed", f"room {name!r} was closed after this token was issued", 410)
@@ -113,13 +143,15 @@ class RoomManager:
         return room
 
     async def end(self, name: str, reason: str) -> bool:
-        """An admin closes the room: it is forgotten, and tokens issued until now no longer open it."""
+        """The visit ends (an admin closed it, or its max_duration passed): the room is forgotten,
+        and tokens issued until now no longer open it."""
         if not await self.close(name, reason):
             return False
-        now = time.time()
+        now = clock.wall()
         self.closed_at[name] = max(now, self.closed_at.get(name, 0.0))
         if self.room_store is not None:
             await self.room_store.closed(name, now)
+        await self._prune_closes()
         return True
 
     async def close(self, name: str, reason: str) -> bool:
@@ -127,7 +159,52 @@ class RoomManager:
         if room is None:
             return False
         await room.close(reason)
+        if self.room_store is not None:
+            try:
+                await self.room_store.visit_started(room.visit_id, name, room.created_at)
+                await self.room_store.visit_ended(room.visit_id, clock.wall())
+            except Exception:  # the room is closed regardless; its visit then reads as open
+                log.exception("room %s: storing the end of its visit failed", name)
         return True
+
+    def close_horizon_s(self) -> float:
+        """How long a token issued before a close can still be valid."""
+        return self.settings.max_token_ttl_s + TOKEN_LEEWAY_S
+
+    async def _prune_closes(self) -> None:
+        cutoff = clock.wall() - self.close_horizon_s()
+        self.closed_at = {n: t for n, t in self.closed_at.items() if t > cutoff}
+        if self.room_store is not None:
+            await self.room_store.prune_closes(cutoff)
+
+    async def visits_of(self, name: str, ident: Identity) -> builtins.list[str]:
+        """The visits of room `name` a room token may see data of: the one it is bound to, else
+        those open at some time while it was valid (never one that ended before it was issued)."""
+        if ident.visit is not None:
+            return [ident.visit]
+        end = float(ident.exp)
+        start = ident.iat if ident.iat is not None else end - self.close_horizon_s()
+        live = self.rooms.get(name)
+        found = [live.visit_id] if live is not None and live.created_at <= end else []
+        if self.room_store is not None:
+            found += [v for v in await self.room_store.visits_between(name, start, end) if v not in found]
+        return found
+
+    async def visit_of(self, name: str, ident: Identity) -> str | None:
+        """The visit a reading sent with `ident` for room `name` belongs to (None: no visit)."""
+        live = self.rooms.get(name)
+        if live is not None and not live.closed:
+            try:
+                self.check_token(name, ident, live)
+                return live.visit_id
+            except RoomError:
+                pass
+        if ident.visit is not None:
+            return ident.visit
+        if ident.is_admin:
+            return None
+        visits = await self.visits_of(name, ident)
+        return visits[0] if visits else None
 
     def retire_stats(self, stats: dict[str, Any]) -> None:
         for key, value in stats.items():

@@ -36,7 +36,7 @@ class Membership:
         p = Participant(identity=ident.sub, role=ident.role, name=ident.name, session=session,
                         admitted=not waiting, events=events, auto_subscribe=auto_subscribe)
         room.participants[p.identity] = p
-        await room.manager.audit_event(ident, "join", room=room.name, address=address,
+        await room.manager.audit_event(ident, "join", room=room.name, visit=room.visit_id, address=address,
                                        detail={"kind": session})
         info = {"type": "participant_joined", "participant": p.describe()}
         if p.admitted:
@@ -62,7 +62,7 @@ class Membership:
                 room.transports.pop(t.handle, None)
                 await t.close()
         room.recording.left(p.identity)
-        await room.manager.audit_event_raw(p.identity, p.role, "leave", room=room.name,
+        await room.manager.audit_event_raw(p.identity, p.role, "leave", room=room.name, visit=room.visit_id,
                                            detail={"reason": reason, "kind": p.session})
         if p.admitted:
             await room.broadcast({"type": "participant_left", "identity": identity, "reason": reason})
@@ -79,7 +79,7 @@ class Membership:
             return False
         if not p.admitted:
             p.admitted = True
-            await room.manager.audit_event(by, "admit", room=room.name, target=identity)
+            await room.manager.audit_event(by, "admit", room=room.name, visit=room.visit_id, target=identity)
             # What it was kept from while waiting: who is here and what they publish.
             await p.send({"type": "admitted", **room.visible_state(p)})
             await room.broadcast({"type": "participant_joined", "participant": p.describe()},
@@ -95,7 +95,7 @@ class Membership:
         p = room.participants.get(identity)
         if p is None:
             return False
-        await room.manager.audit_event(by, "remove", room=room.name, target=identity)
+        await room.manager.audit_event(by, "remove", room=room.name, visit=room.visit_id, target=identity)
         await p.send({"type": "removed", "by": by.sub if p.admitted else None})
         return await self.leave(identity, reason="removed")
 
@@ -107,7 +107,7 @@ class Membership:
             return False
         track.muted = True
         room.recording.tracks_changed()
-        await room.manager.audit_event(by, "mute", room=room.name, target=identity,
+        await room.manager.audit_event(by, "mute", room=room.name, visit=room.visit_id, target=identity,
                                        detail={"track_id": track_id})
         room.subscriptions.deactivate_track(track_id)
         await room.broadcast({"type": "track_muted", "track": track.describe(), "by": by.sub})

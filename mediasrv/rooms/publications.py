@@ -51,7 +51,7 @@ class Publications:
                 await room.broadcast(event, only=lambda o: o.role == "clinician" and o.admitted)
 
         vitals = VitalsChannel(room.name, p.identity, store, room.settings.vitals_thresholds,
-                               relay, channel.send)
+                               relay, channel.send, visit=room.visit_id)
 
         @channel.on("message")
         async def on_message(message: str | bytes) -> None:

@@ -131,6 +131,7 @@ class Room:
         return next_id()
 
     async def audit_event_raw(self, actor: str, role: str, action: str, **kw: Any) -> None:
+        kw.setdefault("visit", self.visit_id)
         await self.manager.audit_event_raw(actor, role, action, **kw)
 
     # --- what its transports need (TransportHost) -------------------------------------------------
@@ -202,7 +203,8 @@ class Room:
             await self.broadcast({"type": "room_ending", "seconds_left": max(0, round(left))},
                                  waiting_too=True)
         if left <= 0:
-            await self.manager.close(self.name, "max_duration")
+            # Like an admin's close: the room leaves the store and its tokens no longer open it.
+            await self.manager.end(self.name, "max_duration")
 
     async def close(self, reason: str) -> None:
         if self.closed:

@@ -1,6 +1,7 @@
 """Rooms at rest: the rooms configured through the control API (their options and visit id), so they
-are re-created on startup, and when each room name was last closed, so tokens issued before a close
-cannot bring the room back."""
+are re-created on startup; every visit (configured or ad hoc) with when it started and ended, so data
+kept per visit can be given to the tokens that belong to it; and when each room name was last closed,
+so tokens issued before a close cannot bring the room back."""
 
 from __future__ import annotations
 
@@ -24,6 +25,13 @@ register_schema(
             name TEXT PRIMARY KEY,
             closed_at REAL NOT NULL
         )""",
+        """CREATE TABLE IF NOT EXISTS room_visits (
+            visit_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL
+        )""",
+        "CREATE INDEX IF NOT EXISTS room_visits_name ON room_visits (name, started_at)",
     ],
 )
 
@@ -46,11 +54,15 @@ class RoomStore:
         self.db = db
 
     async def save(self, room: StoredRoom) -> None:
-        await self.db.execute(
-            "INSERT INTO configured_rooms (name, visit_id, options, created_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET visit_id = excluded.visit_id, options = excluded.options, "
-            "created_at = excluded.created_at",
-            (room.name, room.visit_id, json.dumps(asdict(room.options)), room.created_at))
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO configured_rooms (name, visit_id, options, created_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET visit_id = excluded.visit_id, "
+                "options = excluded.options, created_at = excluded.created_at",
+                (room.name, room.visit_id, json.dumps(asdict(room.options)), room.created_at))
+            _started(conn, room.visit_id, room.name, room.created_at)
+
+        await self.db.run(run)
 
     async def configured(self) -> list[StoredRoom]:
         rows = await self.db.fetchall("SELECT * FROM configured_rooms ORDER BY created_at")
@@ -69,3 +81,38 @@ class RoomStore:
     async def close_times(self) -> dict[str, float]:
         rows = await self.db.fetchall("SELECT name, closed_at FROM closed_rooms")
         return {r["name"]: r["closed_at"] for r in rows}
+
+    async def prune_closes(self, before: float) -> int:
+        """Forget closes at or before `before`: no token issued before them can still be valid."""
+        return await self.db.run(
+            lambda c: c.execute("DELETE FROM closed_rooms WHERE closed_at <= ?", (before,)).rowcount)
+
+    # --- visits -----------------------------------------------------------------------------------
+    async def visit_started(self, visit_id: str, name: str, at: float) -> None:
+        await self.db.run(lambda c: _started(c, visit_id, name, at))
+
+    async def visit_ended(self, visit_id: str, at: float) -> None:
+        await self.db.execute("UPDATE room_visits SET ended_at = ? WHERE visit_id = ? AND ended_at IS NULL",
+                              (at, visit_id))
+
+    async def end_visits_except(self, keep: list[str], at: float) -> None:
+        """Every open visit not in `keep` ended at `at` (after a restart: only configured rooms are back)."""
+        marks = ",".join("?" * len(keep))
+        await self.db.execute(f"UPDATE room_visits SET ended_at = ? WHERE ended_at IS NULL"
+                              f"{f' AND visit_id NOT IN ({marks})' if keep else ''}", (at, *keep))
+
+    async def visit_room(self, visit_id: str) -> str | None:
+        row = await self.db.fetchone("SELECT name FROM room_visits WHERE visit_id = ?", (visit_id,))
+        return None if row is None else str(row["name"])
+
+    async def visits_between(self, name: str, start: float, end: float) -> list[str]:
+        """The visits of room `name` that were open at some time in [start, end], latest first."""
+        rows = await self.db.fetchall(
+            "SELECT visit_id FROM room_visits WHERE name = ? AND started_at <= ? "
+            "AND (ended_at IS NULL OR ended_at >= ?) ORDER BY started_at DESC", (name, end, start))
+        return [r["visit_id"] for r in rows]
+
+
+def _started(conn: sqlite3.Connection, visit_id: str, name: str, at: float) -> None:
+    conn.execute("INSERT OR IGNORE INTO room_visits (visit_id, name, started_at) VALUES (?, ?, ?)",
+                 (visit_id, name, at))

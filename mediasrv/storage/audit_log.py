@@ -1,16 +1,18 @@
 """The audit log: an append-only table of who did what, when, from where — never patient content.
 
 `detail` may carry identifiers (room, message id, track id, role) but no message text, file names or
-readings; `record` rejects detail keys that are not on the allow-list below.
+readings; `record` rejects detail keys that are not on the allow-list below. Entries about a visit carry
+its visit id (`visit`): a room name is reused by later visits, the visit id is not.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
-from mediasrv.storage.database import Database, register_schema
+from mediasrv.storage.database import Database, add_column, register_schema
 
 register_schema(
     "audit",
@@ -22,6 +24,7 @@ register_schema(
             role TEXT NOT NULL,
             action TEXT NOT NULL,
             room TEXT,
+            visit TEXT,
             target TEXT,
             address TEXT,
             detail TEXT
@@ -43,6 +46,16 @@ ALLOWED_DETAIL_KEYS = frozenset(
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._migrated = False
+
+    async def _migrate(self) -> None:
+        if not self._migrated:
+            def run(conn: sqlite3.Connection) -> None:
+                add_column(conn, "audit_log", "visit", "TEXT")
+                conn.execute("CREATE INDEX IF NOT EXISTS audit_log_visit ON audit_log (visit)")
+
+            await self.db.run(run)
+            self._migrated = True
 
     async def record(
         self,
@@ -51,6 +64,7 @@ class AuditLog:
         role: str,
         action: str,
         room: str | None = None,
+        visit: str | None = None,
         target: str | None = None,
         address: str | None = None,
         detail: dict[str, Any] | None = None,
@@ -59,19 +73,22 @@ class AuditLog:
             bad = set(detail) - ALLOWED_DETAIL_KEYS
             if bad:
                 raise ValueError(f"audit detail keys not allowed: {sorted(bad)}")
+        await self._migrate()
         await self.db.execute(
-            "INSERT INTO audit_log (ts, actor, role, action, room, target, address, detail)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), actor, role, action, room, target, address,
+            "INSERT INTO audit_log (ts, actor, role, action, room, visit, target, address, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (time.time(), actor, role, action, room, visit, target, address,
              json.dumps(detail, sort_keys=True) if detail else None),
         )
 
     async def query(
         self, *, since: float | None = None, action: str | None = None, room: str | None = None,
-        limit: int = 100, before_id: int | None = None,
+        limit: int = 100, before_id: int | None = None, visit: str | None = None,
     ) -> list[dict[str, Any]]:
+        await self._migrate()
         where, params = [], []
-        for clause, value in (("ts >= ?", since), ("action = ?", action), ("room = ?", room), ("id < ?", before_id)):
+        for clause, value in (("ts >= ?", since), ("action = ?", action), ("room = ?", room),
+                              ("visit = ?", visit), ("id < ?", before_id)):
             if value is not None:
                 where.append(clause)
                 params.append(value)

@@ -23,6 +23,13 @@ def register_schema(name: str, statements: Sequence[str]) -> None:
     _SCHEMAS[name] = list(statements)
 
 
+def add_column(conn: sqlite3.Connection, table: str, column: str, decl: str) -> None:
+    """Add `column` to a table created before it existed (CREATE TABLE IF NOT EXISTS keeps old ones);
+    stores call it once, in a transaction, before first use."""
+    if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+
 class Database:
     def __init__(self, path: Path | str) -> None:
         self.path = str(path)

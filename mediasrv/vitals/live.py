@@ -46,8 +46,8 @@ class VitalsChannel:
 
     def __init__(self, room: str, patient: str, store: VitalsStore, thresholds: dict[str, Any],
                  relay: Callable[[dict[str, Any]], Awaitable[None]],
-                 reply: Callable[[str], None]) -> None:
-        self.room, self.patient = room, patient
+                 reply: Callable[[str], None], *, visit: str | None = None) -> None:
+        self.room, self.patient, self.visit = room, patient, visit
         self.store, self.thresholds = store, thresholds
         self.relay, self.reply = relay, reply
         self.bucket = TokenBucket(RATE_PER_S, BURST)
@@ -79,7 +79,8 @@ class VitalsChannel:
         values = jsonable(reading)
         kind = env.kind_name
         raised = alerts.evaluate(self.thresholds, reading)
-        await self.store.add_many([(self.room, self.patient, kind, values, env.device_time_ms)])
+        await self.store.add_many([(self.room, self.patient, kind, values, env.device_time_ms)],
+                                  visit=self.visit)
         event = {"type": "vitals", "participant": self.patient, "kind": kind,
                  "device_time_ms": env.device_time_ms or None, "received_at": time.time(),
                  "reading": values}

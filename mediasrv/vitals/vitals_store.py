@@ -1,18 +1,21 @@
 """Time series of vitals readings per visit, in SQLite, encrypted at rest.
 
 The reading itself (patient data) is sealed with AES-256-GCM, bound to its row by the associated data;
-room, patient identity, kind and times stay in clear so a visit's series can be selected and purged.
+room, visit id, patient identity, kind and times stay in clear so a visit's series can be selected and
+purged. A room name is reused by later visits; the visit id is not, so a series is selected by visit.
+Rows stored before readings carried a visit have none (NULL) and keep their original associated data.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from mediasrv.storage.crypto import RecordCipher
-from mediasrv.storage.database import Database, register_schema
+from mediasrv.storage.database import Database, add_column, register_schema
 from mediasrv.vitals.fhir import StoredReading
 
 register_schema(
@@ -21,6 +24,7 @@ register_schema(
         """CREATE TABLE IF NOT EXISTS vitals_readings (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             room TEXT,
+            visit TEXT,
             patient TEXT NOT NULL,
             kind TEXT NOT NULL,
             received_at REAL NOT NULL,
@@ -37,30 +41,48 @@ register_schema(
 MAX_LIST = 100_000
 
 
-def _aad(room: str | None, patient: str, kind: str, received_at: float) -> bytes:
-    return json.dumps(["vitals", room, patient, kind, received_at]).encode()
+def _aad(room: str | None, patient: str, kind: str, received_at: float, visit: str | None) -> bytes:
+    # Without a visit, the associated data rows had before visits were stored: they still open.
+    fields: list[Any] = ["vitals", room, patient, kind, received_at]
+    if visit is not None:
+        fields.append(visit)
+    return json.dumps(fields).encode()
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    add_column(conn, "vitals_readings", "visit", "TEXT")
+    # Paging a visit's series by id: no sort per page.
+    conn.execute("CREATE INDEX IF NOT EXISTS vitals_room_visit_id ON vitals_readings (room, visit, id)")
 
 
 class VitalsStore:
     def __init__(self, db: Database, cipher: RecordCipher) -> None:
         self.db = db
         self.cipher = cipher
+        self._migrated = False
+
+    async def _migrate(self) -> None:
+        if not self._migrated:
+            await self.db.run(_migrate)
+            self._migrated = True
 
     async def add_many(self, rows: list[tuple[str | None, str, str, dict[str, Any], int | None]],
-                       received_at: float | None = None) -> None:
-        """rows: (room, patient, kind, jsonable reading, device_time_ms)."""
+                       received_at: float | None = None, *, visit: str | None = None) -> None:
+        """rows: (room, patient, kind, jsonable reading, device_time_ms), all of visit `visit`."""
+        await self._migrate()
         now = time.time() if received_at is None else received_at
         params = [
-            (room, patient, kind, now, device_ms or None,
-             self.cipher.seal(json.dumps(values).encode(), _aad(room, patient, kind, now)))
+            (room, visit, patient, kind, now, device_ms or None,
+             self.cipher.seal(json.dumps(values).encode(), _aad(room, patient, kind, now, visit)))
             for room, patient, kind, values, device_ms in rows
         ]
         await self.db.executemany(
-            "INSERT INTO vitals_readings (room, patient, kind, received_at, device_time_ms, sealed)"
-            " VALUES (?, ?, ?, ?, ?, ?)", params)
+            "INSERT INTO vitals_readings (room, visit, patient, kind, received_at, device_time_ms, sealed)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)", params)
 
     async def readings(self, *, room: str | None = None, patient: str | None = None,
                    since: float | None = None, limit: int = MAX_LIST) -> list[StoredReading]:
+        await self._migrate()
         where, params = [], []
         for clause, value in (("room = ?", room), ("patient = ?", patient), ("received_at >= ?", since)):
             if value is not None:
@@ -73,21 +95,29 @@ class VitalsStore:
         params.append(max(1, min(limit, MAX_LIST)))
         return [self._reading(r) for r in await self.db.fetchall(sql, params)]
 
-    async def page(self, *, room: str, patient: str | None = None, after: int = 0,
-                   limit: int = 1000) -> list[tuple[int, StoredReading]]:
+    async def page(self, *, room: str, visits: list[str] | None = None, patient: str | None = None,
+                   after: int = 0, limit: int = 1000) -> list[tuple[int, str | None, StoredReading]]:
         """A room's readings with id > `after`, oldest first by id (the order they were stored in, which
-        is stable under paging even if the clock steps), at most `limit`, each with its id (the cursor)."""
+        is stable under paging even if the clock steps), at most `limit`, each with its id (the cursor)
+        and visit. `visits`: only those visits' readings (None: every visit's, and those without one)."""
+        await self._migrate()
         sql = "SELECT * FROM vitals_readings WHERE room = ? AND id > ?"
         params: list[Any] = [room, after]
+        if visits is not None:
+            if not visits:
+                return []
+            sql += f" AND visit IN ({','.join('?' * len(visits))})"
+            params += visits
         if patient is not None:
             sql += " AND patient = ?"
             params.append(patient)
         sql += " ORDER BY id LIMIT ?"
         params.append(max(1, min(limit, MAX_LIST)))
-        return [(r["id"], self._reading(r)) for r in await self.db.fetchall(sql, params)]
+        return [(r["id"], r["visit"], self._reading(r)) for r in await self.db.fetchall(sql, params)]
 
     def _reading(self, r: Any) -> StoredReading:
-        values = json.loads(self.cipher.open(r["sealed"], _aad(r["room"], r["patient"], r["kind"], r["received_at"])))
+        aad = _aad(r["room"], r["patient"], r["kind"], r["received_at"], r["visit"])
+        values = json.loads(self.cipher.open(r["sealed"], aad))
         return StoredReading(kind=r["kind"], values=values, patient=r["patient"], room=r["room"],
                              received_at=datetime.fromtimestamp(r["received_at"], UTC),
                              device_time_ms=r["device_time_ms"])

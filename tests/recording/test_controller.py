@@ -69,7 +69,7 @@ class _Store(FakeStore):
         self.writers: list[RecordingWriter] = []
         self.threads_exhausted = False
 
-    async def create(self, room: str, started_by: str) -> str:
+    async def create(self, room: str, started_by: str, visit: str | None = None) -> str:
         rid = f"rec{len(self.states)}"
         self.states[rid] = "recording"
         return rid

@@ -64,8 +64,8 @@ async def test_a_sender_gone_while_the_recording_starts_leaves_no_message_and_no
     create = store.create
     started: list[str] = []
 
-    async def create_while_the_sender_goes(room: str, started_by: str) -> str:
-        rid = await create(room, started_by)
+    async def create_while_the_sender_goes(room: str, started_by: str, visit: str | None = None) -> str:
+        rid = await create(room, started_by, visit=visit)
         started.append(rid)
         # The sender's connection fails while the recording row is being written.
         await server.rooms.get(room).leave(started_by, reason="connection_lost")

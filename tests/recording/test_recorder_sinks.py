@@ -41,6 +41,7 @@ class FakeRoom:
     tracks: dict[int, FakeTrack] = field(default_factory=dict)
     participants: dict[str, FakeParticipant] = field(default_factory=dict)
     ids: Any = field(default_factory=lambda: itertools.count(1000))
+    visit_id: str = "visit-1"
 
     def new_subscription_id(self) -> int:
         return next(self.ids)

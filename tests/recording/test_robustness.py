@@ -203,7 +203,7 @@ class _SlowStore(FakeStore):
         self.states: dict[str, str] = {}
         self.writers: list[RecordingWriter] = []
 
-    async def create(self, room: str, started_by: str) -> str:
+    async def create(self, room: str, started_by: str, visit: str | None = None) -> str:
         rid = f"rec{len(self.states)}"
         self.states[rid] = "recording"
         await self.gate.wait()

@@ -144,6 +144,7 @@ SCHEMAS: dict[str, Any] = {
     "AuditEntry": {"type": "object", "properties": {
         "id": {"type": "integer"}, "ts": {"type": "number"}, "actor": {"type": "string"},
         "role": {"type": "string"}, "action": {"type": "string"}, "room": {"type": ["string", "null"]},
+        "visit": {"type": ["string", "null"], "description": "the visit id, for entries about a visit"},
         "target": {"type": ["string", "null"]}, "address": {"type": ["string", "null"]},
         "detail": {"type": ["object", "null"]}}},
     "RecordingStatus": {"type": "object", "properties": {
@@ -281,7 +282,10 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/rooms/{room}/vitals": {
         "get": _op("A visit's vitals readings as JSON or a FHIR R4 searchset Bundle (clinician of the room or "
                    "admin), oldest first, in pages: follow `next` (JSON), the Bundle's `next` link, or the "
-                   "Link header until there is none",
+                   "Link header until there is none. Readings are kept per visit: a clinician reads only the "
+                   "visit of their token (the one it is bound to, else the room's visits open while it was "
+                   "valid; never one that ended before it was issued); admins read every visit of the room "
+                   "name, or one with visit=",
                    {"200": {"description": "One page of readings; Link: <next page>; rel=\"next\" when more follow",
                             "headers": {"Link": {"schema": {"type": "string"},
                                                  "description": "<url>; rel=\"next\" (absent on the last page)"}},
@@ -291,6 +295,9 @@ PATHS: dict[str, dict[str, Any]] = {
                                     "room": {"type": "string"},
                                     "readings": {"type": "array", "items": {"type": "object", "properties": {
                                         "id": {"type": "integer", "description": "cursor for after="},
+                                        "visit": {"type": ["string", "null"], "description":
+                                                  "visit id (null: stored outside any visit, or before "
+                                                  "readings kept their visit)"},
                                         "patient": {"type": "string"}, "kind": {"type": "string"},
                                         "received_at": {"type": "string", "format": "date-time"},
                                         "device_time_ms": {"type": ["integer", "null"]},
@@ -300,6 +307,9 @@ PATHS: dict[str, dict[str, Any]] = {
                                 "application/fhir+json": {"schema": {"type": "object"}}}},
                     **_errors(400, 401, 403)}, tag="vitals", parameters=[
                        ROOM, _query("format", {"type": "string", "enum": ["json", "fhir"]}, "Output format"),
+                       _query("visit", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                              "Only this visit's readings (admins: any visit of the room; clinicians: their "
+                              "token's visit, else 403 wrong_visit)"),
                        _query("patient", {"type": "string"}, "Only this patient's readings"),
                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 1000},
                               "Page size (readings)"),
@@ -323,9 +333,11 @@ PATHS: dict[str, dict[str, Any]] = {
                        **_errors(401)}, tag="media"),
     },
     "/v1/vitals": {
-        "post": {**_op("Upload device readings recorded offline (batches of base64 envelopes)", {
-            "201": _json({"type": "object", "properties": {"stored": {"type": "integer"}}}, "Stored"),
-            **_errors(400, 401, 403, 413, 415)}, tag="vitals"),
+        "post": {**_op("Upload device readings recorded offline (batches of base64 envelopes); readings for "
+                       "a room are stored with the visit of the uploader's token (the live one, the one it is "
+                       "bound to, or the latest open while it was valid); 409 no_visit when the room had none",
+                       {"201": _json({"type": "object", "properties": {"stored": {"type": "integer"}}}, "Stored"),
+                        **_errors(400, 401, 403, 409, 413, 415)}, tag="vitals"),
             "requestBody": {"required": True, "content": {JSON: {"schema": {
                 "type": "object", "required": ["envelopes"], "properties": {
                     "patient": {"type": "string"}, "room": {"type": ["string", "null"]},
@@ -347,10 +359,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/v1/recordings": {
         "get": _op("Recordings (admin: all; clinician: only recordings of the token's room that they started, "
                    "consented to or have a file in — a room name reused for a later visit does not show "
-                   "earlier visits' recordings; room= another room: 403 wrong_room)", {
+                   "earlier visits' recordings, and a token bound to a visit sees that visit's only; room= "
+                   "another room: 403 wrong_room; visit= another visit than the token's: 403 wrong_visit)", {
             "200": _json({"type": "object", "properties": {"recordings": {"type": "array", "items": {"type": "object"}}}},
                          "Recordings"), **_errors(401, 403, 503)}, tag="recordings",
-            parameters=[_query("room", {"type": "string", "minLength": 1, "maxLength": 128}, "Room name")]),
+            parameters=[_query("room", {"type": "string", "minLength": 1, "maxLength": 128}, "Room name"),
+                        _query("visit", {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                               "Only recordings of this visit")]),
     },
     "/v1/recordings/{id}": {
         "get": _op("One recording with its files (one file per track); for a clinician only a recording of "

@@ -2,13 +2,14 @@
 
 POST   /v1/rooms/{room}/recording            start (asks for consent; 409 until everyone consented)
 DELETE /v1/rooms/{room}/recording            stop; the files are sealed and listed
-GET    /v1/recordings[?room=R]               list
+GET    /v1/recordings[?room=R][&visit=V]     list
 GET    /v1/recordings/{id}                   one recording with its files (one per track)
 GET    /v1/recordings/{id}/files/{file_id}   download (Range supported), audited
 
 Admins may do all of it. A clinician with a token for the room may start and stop its recording, and
 list and download those of its recordings that they started or took part in: room names can be
-reused for later visits, and a token for the name must not open earlier visits' recordings.
+reused for later visits, and a token for the name must not open earlier visits' recordings. Each
+recording keeps the visit id of its room; a token bound to a visit sees only that visit's recordings.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address, json_response
+from mediasrv.api.v1.vitals import VISIT_ID
 from mediasrv.auth import Identity
 from mediasrv.authz import require_moderator
 from mediasrv.recording.recording_store import RecordingStore
@@ -65,8 +67,16 @@ async def list_recordings(request: web.Request) -> web.Response:
         if room not in (None, ident.room):
             raise HttpError(403, "wrong_room", "the token is for another room")
         room = ident.room
+    visit = request.query.get("visit")
+    if visit is not None and not VISIT_ID.fullmatch(visit):
+        raise HttpError(400, "invalid_query", "visit must be a visit id")
+    if ident.visit is not None:
+        if visit not in (None, ident.visit):
+            raise HttpError(403, "wrong_visit", "the token is for another visit of this room")
+        visit = ident.visit
     visible_to = None if ident.is_admin else ident.sub
-    return json_response({"recordings": await _store(request).list(room=room, visible_to=visible_to)})
+    return json_response({"recordings": await _store(request).list(room=room, visible_to=visible_to,
+                                                                    visit=visit)})
 
 
 async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
@@ -74,6 +84,7 @@ async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
     store = _store(request)
     rec = await store.get(request.match_info["id"])
     if rec is None or (not ident.is_admin and (rec["room"] != ident.room
+                                               or ident.visit not in (None, rec["visit"])
                                                or not await store.visible_to(rec["id"], ident.sub))):
         raise HttpError(404, "recording_not_found", "no such recording")
     return ident, rec
@@ -94,7 +105,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
     async def audited(status: int) -> None:
         await request.app[keys.AUDIT].record(
-            actor=ident.sub, role=ident.role, action="recording_download", room=rec["room"],
+            actor=ident.sub, role=ident.role, action="recording_download", room=rec["room"], visit=rec["visit"],
             address=client_address(request), detail={"recording_id": rec["id"], "status": status})
 
     return await stream_blob(request, request.app[keys.BLOBS], f["blob_id"], content_type=f["content_type"],

@@ -1,13 +1,18 @@
 """Vitals over HTTP: a visit's readings (JSON or a FHIR R4 Bundle) and asynchronous uploads.
 
-GET  /v1/rooms/{room}/vitals?format=fhir|json[&patient=ID][&limit=N][&after=ID]
+GET  /v1/rooms/{room}/vitals?format=fhir|json[&patient=ID][&limit=N][&after=ID][&visit=ID]
                   clinician of the room, or admin; pages of `limit` readings after the cursor `after`
 POST /v1/vitals   {"patient", "room", "envelopes": [base64...]}  a patient for themself, a clinician
                   for a room they hold a token for, or an admin
+
+A room name is reused by later visits, so readings are kept with their visit id and a clinician reads
+only their token's visit: the one it is bound to, else the visits of the room open while it was valid
+(never one that ended before it was issued). Admins read every visit of the name, or one (`visit=`).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -30,6 +35,7 @@ MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 MAX_CURSOR = 2**63 - 1  # SQLite's largest rowid
+VISIT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -56,14 +62,26 @@ async def room_vitals(request: web.Request) -> web.Response:
         raise HttpError(400, "invalid_format", "format must be 'json' or 'fhir'")
     limit = _query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
     after = _query_int(request, "after", 0, 0, MAX_CURSOR)
+    wanted = request.query.get("visit")
+    if wanted is not None and not VISIT_ID.fullmatch(wanted):
+        raise HttpError(400, "invalid_query", "visit must be a visit id")
+    visits: list[str] | None = None if wanted is None else [wanted]
+    if not ident.is_admin:
+        visits = await request.app[keys.ROOMS].visits_of(room, ident)
+        if wanted is not None:
+            if wanted not in visits:
+                raise HttpError(403, "wrong_visit", "the token is for another visit of this room")
+            visits = [wanted]
     # One more than a page: tells whether a next page exists without a trailing empty one.
-    rows = await request.app[keys.VITALS].page(room=room, patient=request.query.get("patient"),
+    rows = await request.app[keys.VITALS].page(room=room, visits=visits,
+                                               patient=request.query.get("patient"),
                                                after=after, limit=limit + 1)
     rows, more = rows[:limit], len(rows) > limit
     next_url = _page_url(request, rows[-1][0]) if more else None
-    readings = [r for _, r in rows]
+    readings = [r for _, _, r in rows]
     await request.app[keys.AUDIT].record(actor=ident.sub, role=ident.role, action="vitals_read",
-                                         room=room, address=client_address(request),
+                                         room=room, visit=visits[0] if visits and len(visits) == 1 else None,
+                                         address=client_address(request),
                                          detail={"count": len(readings)})
     headers = {"Link": f'<{next_url}>; rel="next"'} if next_url else None
     if fmt == "fhir":
@@ -77,8 +95,9 @@ async def room_vitals(request: web.Request) -> web.Response:
         bundle.update(link=links, entry=entries)  # FHIR's element order: link before entry
         return json_response(bundle, content_type="application/fhir+json", headers=headers)
     return json_response({"room": room, "readings": [
-        {"id": rid, "patient": r.patient, "kind": r.kind, "received_at": r.received_at.isoformat(),
-         "device_time_ms": r.device_time_ms, "reading": r.values} for rid, r in rows],
+        {"id": rid, "visit": visit, "patient": r.patient, "kind": r.kind,
+         "received_at": r.received_at.isoformat(), "device_time_ms": r.device_time_ms,
+         "reading": r.values} for rid, visit, r in rows],
         "next": next_url}, headers=headers)
 
 
@@ -116,9 +135,15 @@ async def upload_vitals(request: web.Request) -> web.Response:
         raise HttpError(400, "invalid_envelopes",
                         f"{len(errors)} of {len(batch.envelopes)} envelopes are invalid: "
                         + "; ".join(f"#{e['index']}: {e['message']}" for e in errors[:5]))
-    await request.app[keys.VITALS].add_many(rows, received_at=time.time())
+    visit = None if batch.room is None else await request.app[keys.ROOMS].visit_of(batch.room, ident)
+    if batch.room is not None and visit is None and not ident.is_admin:
+        # A room's readings are one of its visits' record: stored under none, nobody but admins
+        # would ever see them.
+        raise HttpError(409, "no_visit", f"room {batch.room!r} has had no visit while this token was "
+                        "valid; upload without a room, or once the visit has started")
+    await request.app[keys.VITALS].add_many(rows, received_at=time.time(), visit=visit)
     await request.app[keys.AUDIT].record(actor=ident.sub, role=ident.role, action="vitals_upload",
-                                         room=batch.room, target=patient,
+                                         room=batch.room, visit=visit, target=patient,
                                          address=client_address(request), detail={"count": len(rows)})
     return json_response({"stored": len(rows)}, status=201)
 
