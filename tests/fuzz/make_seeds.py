@@ -1,4 +1,4 @@
-"""Write the seed corpus of the native fuzz targets (native/fuzz/corpus/<target>/seed-*).
+"""Write the seed corpora: native/fuzz/corpus/<target>/seed-* and tests/fuzz/corpus/<target>/seed-*.
 
 Seeds are well-formed packets so that mutations start past the header checks: RTP with the payload
 formats the router and jitter buffer know (VP8, H.264, Opus, RTX), RTCP built by aiortc plus the
@@ -7,11 +7,15 @@ the fuzz targets' fixed keys, and STUN Binding requests made by aioice with MESS
 constants below must match native/fuzz/src/lib.rs. Run: `.venv/bin/python tests/fuzz/make_seeds.py`;
 the output is deterministic. The arbitrary-driven targets (jitter, router_ops) get their seeds from a
 merged fuzz run instead (scripts/fuzz.sh), since their input is a byte stream `arbitrary` decodes.
+Python targets (tests/fuzz/targets.py): the published vitals vectors (tests/data/vitals_vectors.json),
+the browser-like offer template and variants of it, and tus headers as tus clients send them.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import struct
 import sys
 from collections.abc import Iterable
@@ -23,6 +27,7 @@ from aiortc import rtp as artp
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "native" / "fuzz" / "corpus"
+PY_CORPUS = ROOT / "tests" / "fuzz" / "corpus"
 
 SEED_KEY = b"mediasrv-fuzz-seed-master-key-32"
 SEED_SALT = b"fuzz-salt-14by"
@@ -221,15 +226,44 @@ def seeds() -> dict[str, list[bytes]]:
     return out
 
 
-def main() -> int:
-    for target, blobs in seeds().items():
-        d = CORPUS / target
+def python_seeds() -> dict[str, list[bytes]]:
+    sys.path.insert(0, str(ROOT))
+    from tests.fuzz.targets import OFFER, OFFER_LINES, VITAL_KINDS
+
+    vectors = json.loads((ROOT / "tests" / "data" / "vitals_vectors.json").read_text())
+    vital = []
+    for v in vectors["characteristics"]:
+        code = int(v["uuid16"], 16)
+        vital.append(bytes([VITAL_KINDS.index(code)]) + bytes.fromhex(v["payload"]))
+    offers = [b"\x00" + OFFER.encode()]
+    for line in ("a=ssrc:4294967295 cname:x", "b=AS:4294967295", "a=rtpmap:127 VP8/90000",
+                 "a=fmtp:97 apt=128", "a=candidate:1 1 udp 1 127.0.0.1 65535 typ host"):
+        at = OFFER_LINES.index("a=ssrc:2003 cname:fuzz")
+        offers.append(bytes([2 * at + 1]) + line.encode())  # odd, below 0x80: replaces line `at`
+    meta = "filename " + base64.b64encode(b"scan.pdf").decode() + ",filetype " + \
+        base64.b64encode(b"application/pdf").decode() + ",is_confidential"
+    digest = base64.b64encode(hashlib.sha256(b"x").digest()).decode()
+    tus_headers = [
+        "\x00".join(["1048576", meta, "sha256 " + digest]),
+        "\x00".join(["0", "", "sha1 " + base64.b64encode(hashlib.sha1(b"").digest()).decode()]),
+    ]
+    return {"vitals": vital, "sdp": offers, "tus": [b"\x00" + h.encode("latin-1") for h in tus_headers]}
+
+
+def write(root: Path, corpora: dict[str, list[bytes]]) -> None:
+    for target, blobs in corpora.items():
+        d = root / target
         d.mkdir(parents=True, exist_ok=True)
         for old in d.glob("seed-*"):
             old.unlink()
         for blob in blobs:
             (d / f"seed-{hashlib.sha1(blob).hexdigest()[:16]}").write_bytes(blob)
         print(f"{target}: {len(blobs)} seeds")
+
+
+def main() -> int:
+    write(CORPUS, seeds())
+    write(PY_CORPUS, python_seeds())
     return 0
 
 
