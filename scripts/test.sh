@@ -22,6 +22,9 @@ echo "== cargo test, clippy (native/ workspace)"
 (cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo test --workspace --quiet 2>&1 | tail -n 40)
 (cd native && flock "$CARGO_TARGET_DIR/.mediasrv-build.lock" cargo clippy --workspace --all-targets --quiet -- -D warnings)
 
+echo "== fuzzing, short run: each native and Python target for a few seconds (docs/fuzzing.md)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-5} scripts/fuzz.sh --short
+
 echo "== benchmarks, smoke run (each once; timings are reported by --benchmark-only runs, never asserted)"
 unshare -n -- bash -c 'ip link set lo up && exec python -m pytest benchmarks --benchmark-disable -q -p no:cacheprovider'
 
