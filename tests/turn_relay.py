@@ -64,7 +64,7 @@ def make_certificates(directory: Path, ip: str) -> tuple[Path, Path, Path]:
 
 class Coturn:
     def __init__(self, settings: Settings, *, listen: str, workdir: Path, port: int = 3478,
-                 tls_port: int = 443) -> None:
+                 tls_port: int = 443, relay: str | None = None) -> None:
         if not Path(TURNSERVER).exists():
             pytest.fail("coturn not installed: run scripts/bootstrap.sh with MEDIASRV_BOOTSTRAP_TEST=1")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ class Coturn:
         self.ca_pem, cert, key = make_certificates(workdir, listen)
         settings.turn_tls_cert, settings.turn_tls_key = str(cert), str(key)
         self.config = render(settings, CoturnOptions(
-            port=port, tls_port=tls_port, listening_ips=[listen], relay_ips=[listen],
+            port=port, tls_port=tls_port, listening_ips=[listen], relay_ips=[relay or listen],
             log_file=str(workdir / "turn.log"), pid_file=str(workdir / "turn.pid")))
         self.config_path = workdir / "turnserver.conf"
         self.config_path.write_text(self.config)

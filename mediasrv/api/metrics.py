@@ -29,6 +29,7 @@ from mediasrv.api.ratelimit import RATE_LIMITED
 from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
 from mediasrv.auth import bearer_token
 from mediasrv.authz import require_admin
+from mediasrv.media.candidate_stats import count_peers
 from mediasrv.recording.recorder import TOTALS as RECORDING_TOTALS
 from mediasrv.rooms import Room, RoomManager
 from mediasrv.vitals.live import FRAMES as VITALS_FRAMES
@@ -162,6 +163,13 @@ class MediasrvCollector(Collector):
             yield GaugeMetricFamily("mediasrv_sessions", "WHIP/WHEP sessions open", value=len(self.sessions))
         yield GaugeMetricFamily("mediasrv_peer_transports", "peer connections held by rooms",
                                 value=sum(len(r.transports) for r in rooms))
+        peers = GaugeMetricFamily("mediasrv_media_peers", "connected peer connections by the selected "
+                                  "candidate pair: remote candidate type, and udp/tcp/tls (for relay: the "
+                                  "client's protocol to its TURN server)", labels=["candidate", "transport"])
+        counts = count_peers(t.pc for r in rooms for t in list(r.transports.values()) if not t.closed)
+        for (kind, transport), n in sorted(counts.items()):
+            peers.add_metric([kind, transport], n)
+        yield peers
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # collected outside the event loop: nothing to count

@@ -15,6 +15,14 @@ class MediasrvRoom extends EventTarget {
     this.pending = new Map();
     this.nextId = 1;
     this.subQueue = Promise.resolve();
+    // TURN servers come with the joined reply (empty when the server has none); "relay" forces them.
+    this.iceServers = [];
+    this.iceTransportPolicy = "all";
+  }
+
+  _newPeerConnection() {
+    return new RTCPeerConnection({bundlePolicy: "max-bundle", iceServers: this.iceServers,
+                                  iceTransportPolicy: this.iceTransportPolicy});
   }
 
   connect() {
@@ -23,7 +31,10 @@ class MediasrvRoom extends EventTarget {
     this.ws.onmessage = (ev) => this._onMessage(JSON.parse(ev.data));
     this.ws.onclose = (ev) => this._emit("closed", {code: ev.code, reason: ev.reason});
     return new Promise((resolve, reject) => {
-      this.ws.onopen = () => this.request({type: "join", token: this.token}).then(resolve, reject);
+      this.ws.onopen = () => this.request({type: "join", token: this.token}).then((joined) => {
+        this.iceServers = joined.iceServers || [];
+        resolve(joined);
+      }, reject);
       this.ws.onerror = () => reject(new Error("websocket error"));
     });
   }
@@ -63,7 +74,7 @@ class MediasrvRoom extends EventTarget {
 
   async _onOffer(msg) {
     if (!this.sub) {
-      this.sub = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+      this.sub = this._newPeerConnection();
       this.sub.ontrack = (ev) => {
         const mid = ev.transceiver.mid;
         const entry = {info: this._midInfo[mid], track: ev.track, mid};
@@ -84,7 +95,7 @@ class MediasrvRoom extends EventTarget {
 
   // Publish local tracks: [{track, source}], plus optional data channel labels (e.g. "vitals").
   async publish(items, dataChannels = []) {
-    if (!this.pub) this.pub = new RTCPeerConnection({bundlePolicy: "max-bundle"});
+    if (!this.pub) this.pub = this._newPeerConnection();
     const pending = [];
     for (const {track, source} of items) {
       const tr = this.pub.addTransceiver(track, {direction: "sendonly"});

@@ -40,7 +40,9 @@
 
   async function join(room, identity, role) {
     status("connecting…");
+    window.demo.joinStartedAt = performance.now();
     const client = new MediasrvRoom(location.origin, room, await token(room, identity, role));
+    if (params.get("relay")) client.iceTransportPolicy = "relay";  // TURN only (testing the relay)
     window.demo.room = client;
     client.addEventListener("message", (ev) => window.demo.events.push(ev.detail));
     client.addEventListener("track", (ev) => addRemote(ev.detail));
