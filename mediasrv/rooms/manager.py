@@ -145,12 +145,13 @@ class RoomManager:
     async def end(self, name: str, reason: str) -> bool:
         """The visit ends (an admin closed it, or its max_duration passed): the room is forgotten,
         and tokens issued until now no longer open it."""
-        if not await self.close(name, reason):
+        room = self.rooms.get(name)
+        if room is None or not await self.close(name, reason):
             return False
         now = clock.wall()
         self.closed_at[name] = max(now, self.closed_at.get(name, 0.0))
         if self.room_store is not None:
-            await self.room_store.closed(name, now)
+            await self.room_store.closed(name, now, room.visit_id)
         await self._prune_closes()
         return True
 
@@ -185,7 +186,13 @@ class RoomManager:
         end = float(ident.exp)
         start = ident.iat if ident.iat is not None else end - self.close_horizon_s()
         live = self.rooms.get(name)
-        found = [live.visit_id] if live is not None and live.created_at <= end else []
+        found = []
+        if live is not None and not live.closed and live.created_at <= end:
+            try:
+                self.check_token(name, ident, live)  # not if a close since refused the token
+                found.append(live.visit_id)
+            except RoomError:
+                pass
         if self.room_store is not None:
             found += [v for v in await self.room_store.visits_between(name, start, end) if v not in found]
         return found

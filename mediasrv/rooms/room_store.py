@@ -29,7 +29,9 @@ register_schema(
             visit_id TEXT PRIMARY KEY,
             name TEXT NOT NULL,
             started_at REAL NOT NULL,
-            ended_at REAL
+            ended_at REAL,
+            -- ended by a close that refuses the tokens issued before it (an admin's, or max_duration)
+            revoking INTEGER NOT NULL DEFAULT 0
         )""",
         "CREATE INDEX IF NOT EXISTS room_visits_name ON room_visits (name, started_at)",
     ],
@@ -68,11 +70,14 @@ class RoomStore:
         rows = await self.db.fetchall("SELECT * FROM configured_rooms ORDER BY created_at")
         return [StoredRoom(r["name"], r["visit_id"], _options(r["options"]), r["created_at"]) for r in rows]
 
-    async def closed(self, name: str, at: float) -> None:
-        """The room `name` is no longer configured, and was closed at `at`."""
+    async def closed(self, name: str, at: float, visit_id: str | None = None) -> None:
+        """The room `name` (its visit `visit_id`) is no longer configured, and was closed at `at`:
+        tokens issued before then no longer open it."""
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM configured_rooms WHERE name = ?", (name,))
+            conn.execute("UPDATE room_visits SET revoking = 1, ended_at = coalesce(ended_at, ?) "
+                         "WHERE visit_id = ?", (at, visit_id))
             conn.execute("INSERT INTO closed_rooms (name, closed_at) VALUES (?, ?) ON CONFLICT (name) "
                          "DO UPDATE SET closed_at = max(closed_at, excluded.closed_at)", (name, at))
 
@@ -106,10 +111,13 @@ class RoomStore:
         return None if row is None else str(row["name"])
 
     async def visits_between(self, name: str, start: float, end: float) -> list[str]:
-        """The visits of room `name` that were open at some time in [start, end], latest first."""
+        """The visits of room `name` open at some time in [start, end] that a token valid from `start`
+        could have been in: none that started after a close that refused such tokens. Latest first."""
         rows = await self.db.fetchall(
-            "SELECT visit_id FROM room_visits WHERE name = ? AND started_at <= ? "
-            "AND (ended_at IS NULL OR ended_at >= ?) ORDER BY started_at DESC", (name, end, start))
+            "SELECT visit_id FROM room_visits v WHERE name = ? AND started_at <= ? "
+            "AND (ended_at IS NULL OR ended_at >= ?) AND NOT EXISTS (SELECT 1 FROM room_visits c "
+            "WHERE c.name = v.name AND c.revoking AND c.ended_at >= ? AND c.ended_at <= v.started_at) "
+            "ORDER BY started_at DESC", (name, end, start, start))
         return [r["visit_id"] for r in rows]
 
 

@@ -178,3 +178,28 @@ async def test_recordings_keep_their_visit_and_a_visit_token_sees_only_its_own(s
     assert (await srv.request("GET", f"/v1/recordings/{earlier}", headers=headers)).status == 404
     assert (await srv.request("GET", f"/v1/recordings/{later}", headers=headers)).status == 200
     assert (await srv.request("GET", "/v1/recordings?visit=visit-a", headers=headers)).status == 403
+
+
+async def test_a_token_from_before_a_close_does_not_read_the_visits_after_it(srv) -> None:
+    import asyncio
+
+    import aiohttp
+
+    old_doctor = srv.token("dr-lee", "clinician", "drop-in")  # no visit claim: an ad-hoc room
+    await asyncio.sleep(0.01)
+    assert (await srv.request("POST", "/v1/rooms", who=ADMIN, json={"name": "drop-in"})).status == 201
+    assert (await srv.request("DELETE", "/v1/rooms/drop-in", who=ADMIN)).status == 204
+    await asyncio.sleep(0.01)
+    patient = srv.token("pat-bo", "patient", "drop-in")
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{srv.url}/rooms/drop-in/ws") as ws:
+        await ws.send_json({"type": "join", "token": patient, "request_id": "j"})
+        assert (await ws.receive_json())["type"] == "joined"
+        await _upload(srv, "drop-in", patient)
+        r = await _read(srv, "drop-in", old_doctor)
+        assert r.status == 200 and (await r.json())["readings"] == []
+        r = await _read(srv, "drop-in", srv.token("dr-kim", "clinician", "drop-in"))
+        assert len((await r.json())["readings"]) == 1
+    # Once that visit is over too, still nothing for the old token.
+    await asyncio.sleep(0.1)
+    r = await _read(srv, "drop-in", old_doctor)
+    assert r.status == 200 and (await r.json())["readings"] == []
