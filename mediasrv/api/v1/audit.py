@@ -16,7 +16,8 @@ async def list_audit(request: web.Request) -> web.Response:
     require_admin(authenticate(request))
     action = request.query.get("action")
     room = request.query.get("room")
-    for name, value in (("action", action), ("room", room)):
+    visit = request.query.get("visit")  # one visit of a room name that later visits reuse
+    for name, value in (("action", action), ("room", room), ("visit", visit)):
         if value is not None and (not value or len(value) > 128):
             raise HttpError(400, "invalid_query", f"{name} must be 1..128 characters")
     limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE, default=100)
@@ -24,7 +25,7 @@ async def list_audit(request: web.Request) -> web.Response:
     since = query_float(request, "since")
     assert limit is not None
     entries = await request.app[keys.AUDIT].query(
-        since=since, action=action, room=room, limit=limit, before_id=before
+        since=since, action=action, room=room, limit=limit, before_id=before, visit=visit
     )
     next_before = entries[-1]["id"] if len(entries) == limit else None
     return json_response({"entries": entries, "next_before_id": next_before})

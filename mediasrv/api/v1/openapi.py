@@ -391,6 +391,8 @@ PATHS: dict[str, dict[str, Any]] = {
             **_errors(400, 401, 403)}, tag="audit", parameters=[
                 _query("action", {"type": "string", "minLength": 1, "maxLength": 128}, "e.g. message.read"),
                 _query("room", {"type": "string", "minLength": 1, "maxLength": 128}, "Room name"),
+                _query("visit", {"type": "string", "minLength": 1, "maxLength": 128},
+                       "Visit id: the entries about one visit"),
                 _query("since", {"type": "number"}, "Unix time"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size"),
                 _query("before_id", {"type": "integer", "minimum": 1}, "Cursor: next_before_id")]),
