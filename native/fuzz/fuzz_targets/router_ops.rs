@@ -47,14 +47,33 @@ fn pt(i: u8) -> u8 {
 
 #[derive(Arbitrary, Debug)]
 enum CodecSel {
-    Vp8 { pt: u8, rtx_pt: Option<u8> },
-    H264 { pt: u8, mode1: bool, profile: bool },
-    Vp9 { pt: u8 },
-    Av1 { pt: u8 },
-    Opus { pt: u8 },
+    Vp8 {
+        pt: u8,
+        rtx_pt: Option<u8>,
+    },
+    H264 {
+        pt: u8,
+        mode1: bool,
+        profile: bool,
+    },
+    Vp9 {
+        pt: u8,
+    },
+    Av1 {
+        pt: u8,
+    },
+    Opus {
+        pt: u8,
+    },
     /// An RTX codec, apt pointing anywhere (or nowhere).
-    Rtx { pt: u8, apt: Option<u8> },
-    Other { pt: u8, clock_rate: u32 },
+    Rtx {
+        pt: u8,
+        apt: Option<u8>,
+    },
+    Other {
+        pt: u8,
+        clock_rate: u32,
+    },
 }
 
 fn codecs(sel: &[CodecSel]) -> Vec<Codec> {
@@ -74,7 +93,11 @@ fn codecs(sel: &[CodecSel]) -> Vec<Codec> {
                     out.push(mk(pt(r), "rtx", 90_000, Some(pt(p)), None));
                 }
             }
-            CodecSel::H264 { pt: p, mode1, profile } => {
+            CodecSel::H264 {
+                pt: p,
+                mode1,
+                profile,
+            } => {
                 let fmtp = format!(
                     "packetization-mode={};profile-level-id={}",
                     mode1 as u8,
@@ -139,10 +162,18 @@ enum RtcpItem {
     Remb(u64, Vec<Ssrc>),
     Rr(Vec<(Ssrc, u8, i32, u32)>),
     /// A receiver report echoing the last sender report the room sent (RTT).
-    RrEcho { delay: u32 },
-    Sr { ssrc: Ssrc, ntp: u64, rtp_ts: u32 },
+    RrEcho {
+        delay: u32,
+    },
+    Sr {
+        ssrc: Ssrc,
+        ntp: u64,
+        rtp_ts: u32,
+    },
     /// An XR DLRR echoing the last RRTR the room sent to a publisher (RTT toward it).
-    DlrrEcho { delay: u32 },
+    DlrrEcho {
+        delay: u32,
+    },
     Raw(Vec<u8>),
 }
 
@@ -155,11 +186,34 @@ enum Ext {
 
 #[derive(Arbitrary, Debug)]
 enum Op {
-    AddPublisher { transport: u8, rtcp_ssrc: Ssrc, ext: bool },
-    AddTrack { track: u8, transport: u8, video: bool, mid: Option<u8>, codecs: Vec<CodecSel>, ssrcs: Vec<Ssrc> },
+    AddPublisher {
+        transport: u8,
+        rtcp_ssrc: Ssrc,
+        ext: bool,
+    },
+    AddTrack {
+        track: u8,
+        transport: u8,
+        video: bool,
+        mid: Option<u8>,
+        codecs: Vec<CodecSel>,
+        ssrcs: Vec<Ssrc>,
+    },
     RemoveTrack(u8),
-    Subscribe { sub: u8, track: u8, transport: u8, ssrc: Ssrc, codecs: Vec<CodecSel>, ext: bool },
-    AddSink { sub: u8, track: u8, codec: u8, pt: u8 },
+    Subscribe {
+        sub: u8,
+        track: u8,
+        transport: u8,
+        ssrc: Ssrc,
+        codecs: Vec<CodecSel>,
+        ext: bool,
+    },
+    AddSink {
+        sub: u8,
+        track: u8,
+        codec: u8,
+        pt: u8,
+    },
     Unsubscribe(u8),
     RemoveTransport(u8),
     Rtp {
@@ -175,8 +229,15 @@ enum Op {
         /// Wrap as RTX: the original sequence number goes first in the payload.
         rtx_osn: Option<i8>,
     },
-    RawRtp { transport: u8, bytes: Vec<u8> },
-    Rtcp { transport: u8, sender: Ssrc, items: Vec<RtcpItem> },
+    RawRtp {
+        transport: u8,
+        bytes: Vec<u8>,
+    },
+    Rtcp {
+        transport: u8,
+        sender: Ssrc,
+        items: Vec<RtcpItem>,
+    },
     Advance(u16),
     Jump(u32),
     Poll,
@@ -191,6 +252,9 @@ struct Input {
     nack_cache: u8,
     pli_min_interval_ms: u8,
     track_timeout_ms: u16,
+    /// What publishers may send, in kbit/s (0: the default); also a subscriber's estimate until
+    /// its REMB, of which the retransmission budget is a share.
+    max_bitrate_kbps: u16,
     /// Each step names a room (false: 0, true: 1) and an operation on it.
     steps: Vec<(bool, Op)>,
 }
@@ -217,7 +281,12 @@ impl Model {
     fn remove_track(&mut self, t: TrackId) {
         if self.tracks.remove(&t).is_some() {
             self.removed_tracks.insert(t);
-            let gone: Vec<_> = self.subs.iter().filter(|(_, s)| s.track == t).map(|(id, _)| *id).collect();
+            let gone: Vec<_> = self
+                .subs
+                .iter()
+                .filter(|(_, s)| s.track == t)
+                .map(|(id, _)| *id)
+                .collect();
             for s in gone {
                 self.remove_sub(s);
             }
@@ -232,7 +301,9 @@ impl Model {
 
     /// A live subscription that sends to `dest` under `ssrc`.
     fn live_sub(&self, dest: TransportId, ssrc: u32) -> Option<&SubInfo> {
-        self.subs.values().find(|s| !s.sink && s.transport == dest && s.ssrc == ssrc)
+        self.subs
+            .values()
+            .find(|s| !s.sink && s.transport == dest && s.ssrc == ssrc)
     }
 }
 
@@ -252,7 +323,12 @@ fn transport(i: u8) -> TransportId {
 
 fn ext_ids(on: bool) -> ExtensionIds {
     if on {
-        ExtensionIds { mid: 1, abs_send_time: 2, audio_level: 3, transport_cc: 4 }
+        ExtensionIds {
+            mid: 1,
+            abs_send_time: 2,
+            audio_level: 3,
+            transport_cc: 4,
+        }
     } else {
         ExtensionIds::default()
     }
@@ -271,7 +347,10 @@ fn check_rtcp_out(room: &mut Room, out: &Output) {
         for p in rtcp::parse_compound(bytes).flatten() {
             match p {
                 rtcp::RtcpPacket::SenderReport { ssrc, ntp, .. } => {
-                    assert!(m.live_sub(dest, ssrc).is_some(), "SR for SSRC {ssrc} to {dest}");
+                    assert!(
+                        m.live_sub(dest, ssrc).is_some(),
+                        "SR for SSRC {ssrc} to {dest}"
+                    );
                     assert_eq!(bytes[1], PT_SR);
                     room.last_sr_compact = (ntp >> 16) as u32;
                 }
@@ -293,8 +372,11 @@ fn build_rtcp(room: &Room, sender: u32, items: &[RtcpItem]) -> Vec<u8> {
             RtcpItem::Pli(s) => rtcp::write_pli(&mut b, sender, s.get()),
             RtcpItem::Fir(s, n) => rtcp::write_fir(&mut b, sender, s.get(), *n),
             RtcpItem::Nack(s, rel) => {
-                let seqs: Vec<u16> =
-                    rel.iter().take(64).map(|d| room.last_out_seq.wrapping_add(*d as u16)).collect();
+                let seqs: Vec<u16> = rel
+                    .iter()
+                    .take(64)
+                    .map(|d| room.last_out_seq.wrapping_add(*d as u16))
+                    .collect();
                 if !seqs.is_empty() {
                     rtcp::write_nack(&mut b, sender, s.get(), &seqs);
                 }
@@ -342,7 +424,11 @@ fn build_rtcp(room: &Room, sender: u32, items: &[RtcpItem]) -> Vec<u8> {
             }
             RtcpItem::DlrrEcho { delay } => {
                 if let Some((_, ours, last_rr)) = room.last_rrtr {
-                    let item = DlrrItem { ssrc: ours, last_rr, delay: *delay };
+                    let item = DlrrItem {
+                        ssrc: ours,
+                        last_rr,
+                        delay: *delay,
+                    };
                     rtcp::write_xr_dlrr(&mut b, sender, &[item]);
                 }
             }
@@ -358,6 +444,10 @@ fuzz_target!(|input: Input| {
         nack_cache_packets: input.nack_cache as usize + 1,
         pli_min_interval_ms: input.pli_min_interval_ms as u64,
         track_timeout_ms: input.track_timeout_ms as u64,
+        max_bitrate_bps: match input.max_bitrate_kbps {
+            0 => RouterConfig::default().max_bitrate_bps,
+            k => k as u64 * 1000,
+        },
         ..RouterConfig::default()
     };
     let mut rooms: Vec<Room> = (0..2)
@@ -378,13 +468,29 @@ fuzz_target!(|input: Input| {
         out.clear();
         out2.clear();
         match op {
-            Op::AddPublisher { transport: t, rtcp_ssrc, ext } => {
-                room.router.add_publisher(transport(t), rtcp_ssrc.get(), ext_ids(ext));
+            Op::AddPublisher {
+                transport: t,
+                rtcp_ssrc,
+                ext,
+            } => {
+                room.router
+                    .add_publisher(transport(t), rtcp_ssrc.get(), ext_ids(ext));
                 room.model.publishers.insert(transport(t));
             }
-            Op::AddTrack { track, transport: t, video, mid, codecs: cs, ssrcs } => {
+            Op::AddTrack {
+                track,
+                transport: t,
+                video,
+                mid,
+                codecs: cs,
+                ssrcs,
+            } => {
                 let id = TrackId(track as u64 % 6 + 1);
-                let kind = if video { MediaKind::Video } else { MediaKind::Audio };
+                let kind = if video {
+                    MediaKind::Video
+                } else {
+                    MediaKind::Audio
+                };
                 let ssrcs: Vec<u32> = ssrcs.iter().take(4).map(|s| s.get()).collect();
                 let res = room.router.add_track(
                     id,
@@ -407,27 +513,59 @@ fuzz_target!(|input: Input| {
                 assert_eq!(existed, room.model.tracks.contains_key(&id));
                 room.model.remove_track(id);
             }
-            Op::Subscribe { sub, track, transport: t, ssrc, codecs: cs, ext } => {
+            Op::Subscribe {
+                sub,
+                track,
+                transport: t,
+                ssrc,
+                codecs: cs,
+                ext,
+            } => {
                 let id = SubscriptionId(sub as u64 % 8 + 1);
                 let track = TrackId(track as u64 % 6 + 1);
-                let res = room.router.add_subscription(id, track, transport(t), ssrc.get(), &codecs(&cs), ext_ids(ext));
+                let res = room.router.add_subscription(
+                    id,
+                    track,
+                    transport(t),
+                    ssrc.get(),
+                    &codecs(&cs),
+                    ext_ids(ext),
+                );
                 if res.is_ok() {
                     assert!(room.model.tracks.contains_key(&track));
                     assert!(!room.model.subs.contains_key(&id));
-                    let info = SubInfo { track, transport: transport(t), ssrc: ssrc.get(), sink: false };
+                    let info = SubInfo {
+                        track,
+                        transport: transport(t),
+                        ssrc: ssrc.get(),
+                        sink: false,
+                    };
                     room.model.subs.insert(id, info);
                     room.model.removed_subs.remove(&id);
                 }
             }
-            Op::AddSink { sub, track, codec, pt: p } => {
+            Op::AddSink {
+                sub,
+                track,
+                codec,
+                pt: p,
+            } => {
                 let id = SubscriptionId(sub as u64 % 8 + 1);
                 let track = TrackId(track as u64 % 6 + 1);
-                let codec = [FrameCodec::Vp8, FrameCodec::H264, FrameCodec::Opus][codec as usize % 3];
-                let res = room.router.add_sink(id, track, codec, pt(p), JitterConfig::new(codec));
+                let codec =
+                    [FrameCodec::Vp8, FrameCodec::H264, FrameCodec::Opus][codec as usize % 3];
+                let res = room
+                    .router
+                    .add_sink(id, track, codec, pt(p), JitterConfig::new(codec));
                 if res.is_ok() {
                     assert!(room.model.tracks.contains_key(&track));
                     assert!(room.router.is_sink(id));
-                    let info = SubInfo { track, transport: SINK_TRANSPORT, ssrc: 0, sink: true };
+                    let info = SubInfo {
+                        track,
+                        transport: SINK_TRANSPORT,
+                        ssrc: 0,
+                        sink: true,
+                    };
                     room.model.subs.insert(id, info);
                     room.model.removed_subs.remove(&id);
                 }
@@ -442,16 +580,39 @@ fuzz_target!(|input: Input| {
                 let t = transport(t);
                 room.router.remove_transport(t);
                 room.model.publishers.remove(&t);
-                let tracks: Vec<_> = room.model.tracks.iter().filter(|(_, tr)| **tr == t).map(|(id, _)| *id).collect();
+                let tracks: Vec<_> = room
+                    .model
+                    .tracks
+                    .iter()
+                    .filter(|(_, tr)| **tr == t)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in tracks {
                     room.model.remove_track(id);
                 }
-                let subs: Vec<_> = room.model.subs.iter().filter(|(_, s)| s.transport == t).map(|(id, _)| *id).collect();
+                let subs: Vec<_> = room
+                    .model
+                    .subs
+                    .iter()
+                    .filter(|(_, s)| s.transport == t)
+                    .map(|(id, _)| *id)
+                    .collect();
                 for id in subs {
                     room.model.remove_sub(id);
                 }
             }
-            Op::Rtp { transport: t, ssrc, pt: p, seq_delta, ts_delta, marker, payload, filler, ext, rtx_osn } => {
+            Op::Rtp {
+                transport: t,
+                ssrc,
+                pt: p,
+                seq_delta,
+                ts_delta,
+                marker,
+                payload,
+                filler,
+                ext,
+                rtx_osn,
+            } => {
                 room.seq = room.seq.wrapping_add(seq_delta as u16);
                 room.ts = room.ts.wrapping_add(ts_delta as u32);
                 let mut body = payload.bytes(filler);
@@ -488,20 +649,46 @@ fuzz_target!(|input: Input| {
                 write_packet(&mut pkt, &h, &body);
                 route(room, transport(t), &pkt, now_ms, &mut out);
             }
-            Op::RawRtp { transport: t, bytes } => route(room, transport(t), &bytes, now_ms, &mut out),
-            Op::Rtcp { transport: t, sender, items } => {
+            Op::RawRtp {
+                transport: t,
+                bytes,
+            } => route(room, transport(t), &bytes, now_ms, &mut out),
+            Op::Rtcp {
+                transport: t,
+                sender,
+                items,
+            } => {
                 let t = transport(t);
                 let pkt = build_rtcp(room, sender.get(), &items);
                 let before = room.router.stats().retransmissions_out;
-                room.router.handle_rtcp(t, &pkt, now_ms, &mut out, &mut out2);
-                assert_eq!(room.router.stats().retransmissions_out - before, out.len() as u64);
+                room.router
+                    .handle_rtcp(t, &pkt, now_ms, &mut out, &mut out2);
+                assert_eq!(
+                    room.router.stats().retransmissions_out - before,
+                    out.len() as u64
+                );
+                let mut resent = HashSet::new();
                 for (dest, bytes) in out.iter() {
                     assert_eq!(dest, t, "a retransmission went to a peer that did not ask");
                     let v = assert_rtp(bytes);
-                    assert!(room.model.live_sub(dest, v.ssrc).is_some(), "retransmission for SSRC {}", v.ssrc);
+                    assert!(
+                        room.model.live_sub(dest, v.ssrc).is_some(),
+                        "retransmission for SSRC {}",
+                        v.ssrc
+                    );
+                    // However often one feedback packet names it, a packet is resent once.
+                    assert!(
+                        resent.insert((v.ssrc, v.seq)),
+                        "SSRC {} seq {} resent twice at once",
+                        v.ssrc,
+                        v.seq
+                    );
                 }
                 for (dest, _) in out2.iter() {
-                    assert!(room.model.publishers.contains(&dest), "keyframe request to {dest}");
+                    assert!(
+                        room.model.publishers.contains(&dest),
+                        "keyframe request to {dest}"
+                    );
                 }
                 check_rtcp_out(room, &out2);
             }
@@ -536,10 +723,16 @@ fuzz_target!(|input: Input| {
             }
         }
         for id in &room.model.removed_tracks {
-            assert!(room.router.track_stats(*id).is_none(), "removed track {id} has stats");
+            assert!(
+                room.router.track_stats(*id).is_none(),
+                "removed track {id} has stats"
+            );
         }
         for id in &room.model.removed_subs {
-            assert!(room.router.subscription_stats(*id).is_none(), "removed subscription {id} has stats");
+            assert!(
+                room.router.subscription_stats(*id).is_none(),
+                "removed subscription {id} has stats"
+            );
         }
         for id in room.model.tracks.keys() {
             assert!(room.router.track_stats(*id).is_some());
@@ -554,13 +747,18 @@ fuzz_target!(|input: Input| {
 fn route(room: &mut Room, from: TransportId, pkt: &[u8], now_ms: u64, out: &mut Output) {
     let before = room.router.stats().rtp_packets_out;
     room.router.route_rtp(from, pkt, now_ms, out);
-    assert_eq!(room.router.stats().rtp_packets_out - before, out.len() as u64);
+    assert_eq!(
+        room.router.stats().rtp_packets_out - before,
+        out.len() as u64
+    );
     for (dest, bytes) in out.iter() {
         let v = assert_rtp(bytes);
-        let sub = room
-            .model
-            .live_sub(dest, v.ssrc)
-            .unwrap_or_else(|| panic!("media to {dest} under SSRC {}: no such live subscription", v.ssrc));
+        let sub = room.model.live_sub(dest, v.ssrc).unwrap_or_else(|| {
+            panic!(
+                "media to {dest} under SSRC {}: no such live subscription",
+                v.ssrc
+            )
+        });
         assert_eq!(
             room.model.tracks.get(&sub.track),
             Some(&from),

@@ -9,7 +9,10 @@ use mediasrv_core::rtcp::{self, parse_compound, validate_compound, RtcpPacket};
 
 fn only(buf: &[u8]) -> RtcpPacket<'_> {
     let mut it = parse_compound(buf);
-    let p = it.next().expect("one packet").expect("builder output parses");
+    let p = it
+        .next()
+        .expect("one packet")
+        .expect("builder output parses");
     assert!(it.next().is_none());
     p
 }
@@ -101,7 +104,9 @@ fuzz_target!(|data: &[u8]| {
                 media_ssrc,
             } => {
                 rtcp::write_pli(&mut b, sender_ssrc, media_ssrc);
-                assert!(matches!(only(&b), RtcpPacket::Pli { media_ssrc: m, .. } if m == media_ssrc));
+                assert!(
+                    matches!(only(&b), RtcpPacket::Pli { media_ssrc: m, .. } if m == media_ssrc)
+                );
             }
             RtcpPacket::Fir { sender_ssrc, items } => {
                 for (ssrc, seq_nr) in items.iter() {

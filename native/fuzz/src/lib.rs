@@ -41,7 +41,11 @@ pub fn seed_context(profile: Profile, reversed: bool) -> SrtpContext {
     let (k, s) = (profile.key_len(), profile.salt_len());
     let seed = (&SEED_KEY[..k], &SEED_SALT[..s]);
     let other = (&OTHER_KEY[..k], &OTHER_SALT[..s]);
-    let (tx, rx) = if reversed { (seed, other) } else { (other, seed) };
+    let (tx, rx) = if reversed {
+        (seed, other)
+    } else {
+        (other, seed)
+    };
     SrtpContext::new(profile, tx.0, tx.1, rx.0, rx.1).expect("key lengths match the profile")
 }
 
@@ -58,10 +62,7 @@ pub fn assert_rtcp(packet: &[u8]) {
     if let Err(e) = rtcp::validate_compound(packet) {
         panic!("core wrote malformed RTCP ({e}): {packet:02x?}");
     }
-    assert!(
-        packet.len().is_multiple_of(4),
-        "RTCP is whole 32-bit words"
-    );
+    assert!(packet.len().is_multiple_of(4), "RTCP is whole 32-bit words");
 }
 
 /// The room the `demux` target routes into, and the seeds' packets are for: one publisher

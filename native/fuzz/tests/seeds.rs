@@ -10,11 +10,18 @@ use mediasrv_fuzz::{items, profile, seed_context, STUN_PASSWORD};
 use mediasrv_plane::demux::{classify, is_rtcp, DatagramKind};
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus").join(target);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("corpus")
+        .join(target);
     let mut out: Vec<Vec<u8>> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-"))
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("seed-")
+        })
         .map(|p| fs::read(p).unwrap())
         .collect();
     out.sort();
@@ -55,7 +62,10 @@ fn demux_seeds_reach_the_router() {
         for item in items(&s) {
             let (&src, d) = item.split_first().unwrap();
             if classify(d) == DatagramKind::Media {
-                assert!(unprotect(&mut peers[(src & 1) as usize], d), "demux seed item refused");
+                assert!(
+                    unprotect(&mut peers[(src & 1) as usize], d),
+                    "demux seed item refused"
+                );
             }
         }
     }
