@@ -24,6 +24,7 @@ def test_relay_transport_from_libwebrtc_priority() -> None:
     assert relay_transport(58597887) == "udp"
     assert relay_transport(25108735) == "tcp"
     assert relay_transport(8331263) == "tls"
+    assert relay_transport((0 << 24) | (65535 << 8) | 255) == "udp"  # aioice's relay candidates
 
 
 def test_classify_pair() -> None:

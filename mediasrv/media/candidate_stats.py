@@ -7,8 +7,9 @@ relay: udp, tcp (ICE-TCP, or TURN over TCP) or tls (TURN over TLS).
 
 A relayed peer's packets always reach us over UDP from the relay's address; how the peer reaches its
 relay is read from the relay candidate's priority, whose type preference libwebrtc (every browser but
-Firefox) sets by the client-to-relay protocol: 2 UDP, 1 TCP, 0 TLS (RFC 8445 leaves it to the agent).
-Anything else relayed is counted as udp.
+Firefox) sets by the client-to-relay protocol: 0 TLS, 1 TCP, higher UDP (RFC 8445 leaves it to the
+agent). Agents that keep RFC 8445's relay type preference 0 with its single-interface local
+preference 65535 (aioice, most non-browser stacks) say nothing about it and are counted as udp.
 
 A peer's checks often reach aioice before (or instead of) the candidates its SDP signalled, so aioice
 knows the pair's remote end as peer-reflexive; the signalled candidate with the same address, read
@@ -33,6 +34,8 @@ _RELAY_TRANSPORT_BY_TYPE_PREFERENCE = {0: "tls", 1: "tcp"}
 
 def relay_transport(priority: int) -> str:
     """The client-to-relay protocol of a libwebrtc relay candidate, from its priority."""
+    if (priority >> 8) & 0xFFFF == 0xFFFF:  # RFC 8445's default local preference: not libwebrtc's scheme
+        return "udp"
     return _RELAY_TRANSPORT_BY_TYPE_PREFERENCE.get(priority >> 24, "udp")
 
 
