@@ -120,8 +120,9 @@ async def test_audit_entries_of_a_visit_carry_its_visit_id(srv) -> None:
     r = await srv.request("GET", "/v1/audit?action=vitals_upload", who=ADMIN)
     entries = (await r.json())["entries"]
     assert entries and entries[0]["visit"] == created["visit_id"] and entries[0]["room"] == "audited"
+    assert (await srv.request("DELETE", "/v1/rooms/audited", who=ADMIN)).status == 204
     r = await srv.request("GET", f"/v1/audit?visit={created['visit_id']}", who=ADMIN)
-    assert {e["action"] for e in (await r.json())["entries"]} == {"vitals_upload"}
+    assert {e["action"] for e in (await r.json())["entries"]} == {"room.created", "vitals_upload", "room.closed"}
     r = await srv.request("GET", "/v1/audit?visit=another", who=ADMIN)
     assert (await r.json())["entries"] == []
 

@@ -96,8 +96,9 @@ def messaging_identity(request: web.Request) -> Identity:
 
 
 async def audit(request: web.Request, ident: Identity, action: str, *, target: str | None = None,
-                room: str | None = None, detail: dict[str, Any] | None = None) -> None:
+                room: str | None = None, detail: dict[str, Any] | None = None,
+                visit: str | None = None) -> None:
     await request.app[keys.AUDIT].record(
-        actor=ident.sub, role=ident.role, action=action, room=room, target=target,
+        actor=ident.sub, role=ident.role, action=action, room=room, visit=visit, target=target,
         address=client_address(request), detail=detail,
     )

@@ -48,7 +48,7 @@ async def create_room(request: web.Request) -> web.Response:
         room = await request.app[keys.ROOMS].configure(name, options)
     except KeyError:
         raise HttpError(409, "room_exists", f"room {name!r} already exists") from None
-    await audit(request, ident, "room.created", room=name)
+    await audit(request, ident, "room.created", room=name, visit=room.visit_id)
     return json_response(room.describe(), status=201,
                          headers={"Location": f"/v1/rooms/{name}"})
 
@@ -68,9 +68,10 @@ async def get_room(request: web.Request) -> web.Response:
 async def close_room(request: web.Request) -> web.Response:
     ident = require_admin(authenticate(request))
     name = _room_name(request)
-    if not await request.app[keys.ROOMS].end(name, "closed_by_admin"):
+    room = request.app[keys.ROOMS].get(name)
+    if room is None or not await request.app[keys.ROOMS].end(name, "closed_by_admin"):
         raise HttpError(404, "room_not_found", f"no room {name!r}")
-    await audit(request, ident, "room.closed", room=name)
+    await audit(request, ident, "room.closed", room=name, visit=room.visit_id)
     return web.Response(status=204)
 
 
