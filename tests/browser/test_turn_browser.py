@@ -105,6 +105,10 @@ async def _visit(netns_browser, browser_netns, ns_home: Path, tmp_path: Path, *,
             await eventually(lambda page=page: _frames_above(page, 20), timeout=60, what=f"{who} decoding")
         pairs = [await page.evaluate(SELECTED_PAIR, which) for _, _, page in pages for which in ("pub", "sub")]
         metrics = await _metrics(srv)
+        # Relayed peers are ordinary media: every connection was handed over to the native plane, its
+        # packets arriving at the one UDP port from coturn's relay address.
+        (room,) = [r for r in srv.rooms.list() if r.name == "ward"]
+        assert len(room.transports) == 4 and all(t.handed_over for t in room.transports.values())
         return pairs, times, metrics
     finally:
         relay.stop()
