@@ -215,6 +215,10 @@ def seeds() -> dict[str, list[bytes]]:
         b"\x01" + items([b"ufrag", b"", b"\x00\x00"]),
     ]
 
+    # ICE-TCP streams (RFC 4571): limit 1500 and 100 (the second ends at an oversize frame), 4 KiB buffer
+    stream = items([stun_dgram, *[protect(pub, p) for p in media[:3]], dtls_hello])
+    out["tcp_framing"] = [bytes([3, 2, 1]) + stream, bytes([2, 2, 200]) + stream]
+
     out["depack"] = [
         b"\x00" + items([VP8_KEY, VP8_CONT, VP8_CONT]),
         b"\x00" + items([VP8_DELTA]),
