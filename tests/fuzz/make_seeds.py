@@ -216,7 +216,8 @@ def seeds() -> dict[str, list[bytes]]:
     ]
 
     # ICE-TCP streams (RFC 4571): limit 1500 and 100 (the second ends at an oversize frame), 4 KiB buffer
-    stream = items([stun_dgram, *[protect(pub, p) for p in media[:3]], dtls_hello])
+    tcp_peer = session(*PROFILES[0])
+    stream = items([stun_dgram, *[protect(tcp_peer, p) for p in media[:3]], dtls_hello])
     out["tcp_framing"] = [bytes([3, 2, 1]) + stream, bytes([2, 2, 200]) + stream]
 
     out["depack"] = [
