@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import shutil
 import struct
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -101,14 +100,12 @@ def _proc_cpu(pid: int) -> float:
 async def _run(mode: str, data_dir: Path) -> dict[str, float]:
     from aiohttp import web
 
-    sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-    from turn_relay import Coturn
-
     from mediasrv.api import appkeys as keys
     from mediasrv.app import create_app
     from mediasrv.auth import mint_token
     from mediasrv.config import load_settings, prepare_data_dir
     from mediasrv.media.turn_credentials import issue
+    from tests.turn_relay import Coturn
 
     settings = load_settings(env={}, data_dir=data_dir, media_workers=1, turn_secret=SECRET,
                              turn_urls=["turn:127.0.0.1:3478?transport=udp"])

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aioice import stun
 from aioice.turn import create_turn_endpoint
-from turn_relay import Coturn
 
 from mediasrv.config import load_settings
 from mediasrv.media.turn_credentials import issue, turn_password
+from tests.turn_relay import Coturn
 
 SECRET = "turn-test-secret-0123456789abcdef0123456789"
 MEDIA = "127.0.0.3"

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import start_server
 
 from mediasrv.auth import mint_token
 from mediasrv.cli import main as cli_main
 from mediasrv.config import ConfigError, load_settings
 from mediasrv.media.coturn_config import render
 from mediasrv.media.turn_credentials import issue, pseudonym
+from tests.conftest import start_server
 
 SECRET = "turn-unit-secret-0123456789abcdef0123456789"
 URLS = ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:443?transport=tcp"]

@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import start_server
-from turn_relay import Coturn
+
+from tests.conftest import start_server
+from tests.turn_relay import Coturn
 
 from . import netns
 from .conftest import eventually

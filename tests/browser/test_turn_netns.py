@@ -4,7 +4,8 @@ firewall helpers really cut it off (so the restrictive-network tests test what t
 from __future__ import annotations
 
 import pytest
-from conftest import start_server
+
+from tests.conftest import start_server
 
 from . import netns
 from .netns import HOST_ADDR, listen_on
