@@ -12,11 +12,14 @@ browser's namespace, loopback always allowed) model the client's network:
     ns.allow_only_tcp(443)      # only TCP to port 443 leaves (the strict hospital guest network)
     ns.open()                   # remove the rules
 
-Usage from a test module (fixtures are imported so pytest finds them):
+Usage from a test module (the fixtures are assigned to module names so pytest finds them;
+tests/browser/test_turn_browser.py is a full example with coturn and a trusted test CA):
 
     from . import netns
     from .netns import HOST_ADDR, listen_on
     browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
+
+    from tests.conftest import start_server
 
     async def test_x(netns_browser, browser_netns, tmp_path):
         browser_netns.allow_only_tcp(443)
