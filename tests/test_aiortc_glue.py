@@ -139,8 +139,10 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      and _calls(aioice.ice.Connection, "pair = CandidatePair(protocol, remote_candidate)")),
     ("passive_tcp_candidate", "aioice Candidate has `tcptype`",
      lambda o: "tcptype" in inspect.signature(aioice.candidate.Candidate).parameters),
-    ("selected_candidate", "aioice Connection has `remote_candidates` (public)",
-     lambda o: o.connection.remote_candidates == []),
+    ("nominated_transport", "aioice Connection instances keep nominated pairs in a dict `_nominated`",
+     lambda o: o.connection._nominated == {}),
+    ("selected_candidate", "a nominated pair's `local_candidate` comes from its protocol",
+     lambda o: isinstance(inspect.getattr_static(aioice.ice.CandidatePair, "local_candidate"), property)),
 ]
 
 

@@ -140,6 +140,13 @@ def local_ice_password(dtls: RTCDtlsTransport) -> str:
     return dtls.transport._connection.local_password
 
 
+def nominated_transport(connection: aioice.ice.Connection) -> str | None:
+    """"udp" or "tcp" (our local candidate's transport) of the ICE agent's nominated pair of
+    component 1, None before one (`Connection._nominated`, as `nominated_pair` reads it)."""
+    pair = connection._nominated.get(1)
+    return None if pair is None else pair.local_candidate.transport.lower()
+
+
 def can_take_over_sockets() -> bool:
     """Whether the running loop lets `take_over_socket` stop it reading a socket (asyncio's
     selector loop has `_remove_reader`; uvloop has not)."""
@@ -213,26 +220,15 @@ def passive_tcp_candidate(component: int, host: str, port: int) -> PassiveTcpCan
     )
 
 
-def selected_candidate(dtls: RTCDtlsTransport) -> tuple[str, str] | None:
-    """(remote candidate type, transport) of the transport's nominated pair, None before one.
-
-    The transport ("udp" or "tcp") is our local candidate's: aioice learns a peer's ICE-TCP
-    address as a peer-reflexive candidate that it marks "udp". The type is the remote candidate's
-    (host, srflx, prflx, relay), except that an ICE-TCP active candidate, signalled with port 9 and
-    connecting from an ephemeral port (RFC 6544), is always learned as peer-reflexive: the type of
-    the signalled active candidate with that address is taken instead. Reads the public
-    `Connection.remote_candidates` of the private `RTCIceTransport._connection`."""
+def selected_candidate(dtls: RTCDtlsTransport) -> tuple[str, str, str] | None:
+    """(remote candidate type, transport, remote address) of the transport's nominated pair, None
+    before one. The transport ("udp" or "tcp") is our local candidate's: aioice learns a peer's
+    ICE-TCP address as a peer-reflexive candidate that it marks "udp"; the type is the remote
+    candidate's as aioice knows it (host, srflx, prflx, relay)."""
     pair = nominated_pair(dtls)
     if pair is None:
         return None
-    transport = pair.local_candidate.transport.lower()
-    kind = pair.remote_candidate.type
-    if transport == "tcp" and kind == "prflx":
-        for c in dtls.transport._connection.remote_candidates:
-            if c.transport.lower() == "tcp" and c.tcptype == "active" and c.host == pair.remote_addr[0]:
-                kind = c.type
-                break
-    return kind, transport
+    return pair.remote_candidate.type, pair.local_candidate.transport.lower(), pair.remote_addr[0]
 
 
 # getattr: if aioice drops it, tests/test_aiortc_glue.py says so instead of every import failing.

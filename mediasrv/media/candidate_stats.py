@@ -26,6 +26,7 @@ from aioice import Candidate
 from aiortc import RTCPeerConnection
 
 from mediasrv.media import aiortc_glue
+from mediasrv.media.sdp import signalled_tcp_active_type
 
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
 TRANSPORTS = ("udp", "tcp", "tls")
@@ -82,6 +83,9 @@ def classify(pc: RTCPeerConnection) -> tuple[str, str] | None:
             signalled = signalled_candidate(remote.sdp, pair.remote_addr[0], pair.remote_addr[1])
             if signalled is not None:
                 kind, priority = signalled
+        elif kind == "prflx" and transport == "tcp" and remote is not None:
+            # ICE-TCP: the peer's active candidate says port 9 and connects from another port.
+            kind = signalled_tcp_active_type(remote.sdp, pair.remote_addr[0]) or kind
         return classify_pair(kind, transport, priority)
     return None
 

@@ -44,6 +44,17 @@ _room_keys = itertools.count(1)
 # candidates); the least recently used is forgotten beyond it.
 CLAIMS_PER_TRANSPORT = 16
 
+# When the server is the controlling ICE agent (it offered the connection), aioice nominates the
+# first pair whose check succeeds, whatever its priority: an ICE-TCP check answered a little before
+# a UDP one would put a peer on TCP although UDP works. So such an agent leaves checks arriving over
+# TCP unanswered while UDP keeps the lead: for UDP_HEAD_START_S after the session's first check, for
+# UDP_GRACE_S after its first check over UDP (the peer reaches us over UDP), and for good once a UDP
+# pair is nominated. A peer that can only use TCP is answered once the head start is over (its
+# agent checks again every few tens of milliseconds).
+UDP_HEAD_START_S = 0.3
+UDP_GRACE_S = 2.0
+BINDING_REQUEST = b"\x00\x01"
+
 
 class NativeDatagramTransport(asyncio.DatagramTransport):
     """What aioice's StunProtocol sees as its socket: a view of one shared plane socket."""
@@ -59,6 +70,9 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
         # (to authenticate a check from a new address before following the peer there).
         self.peer: tuple[int, Addr] | None = None
         self.password: str | None = None
+        # The plane socket the peer is reached on now, when not this transport's own: a peer may
+        # move between the session's UDP socket and its ICE-TCP listener.
+        self.peer_socket: int | None = None
         # Remote addresses claimed for this transport, least recently used first.
         self.claimed: dict[Addr, None] = {}
 
@@ -85,6 +99,11 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
         if name == "sockname":
             return self.plane.address_of(self.socket)
         return default
+
+    @property
+    def peer_socket_index(self) -> int:
+        """The plane socket the handed-over peer is reached on now."""
+        return self.socket if self.peer_socket is None else self.peer_socket
 
     @property
     def is_tcp(self) -> bool:
@@ -122,6 +141,13 @@ class NativePlane:
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.native.wake_fd, self._drain)
         self._room_keys: dict[int, int] = {}
+        # Per ICE session (local ufrag): when its first check, and its first check over UDP, came.
+        self._first_check: dict[str, float] = {}
+        self._first_udp_check: dict[str, float] = {}
+        self.tcp_checks_held = 0  # checks over TCP left unanswered for UDP's sake
+        # ICE session (local ufrag) -> the transport holding its handed-over peer, so a check on
+        # the session's other transport (UDP <-> TCP) can move the peer there.
+        self._handed: dict[str, NativeDatagramTransport] = {}
 
     # --- aioice integration ----------------------------------------------------------------------
     def socket_for(self, host: str) -> int | None:
@@ -176,6 +202,10 @@ class NativePlane:
             self.native.forget_source(t.socket, remote[0], remote[1])
 
     def release(self, t: NativeDatagramTransport) -> None:
+        self._first_check.pop(t.ufrag, None)
+        self._first_udp_check.pop(t.ufrag, None)
+        if self._handed.get(t.ufrag) is t:
+            del self._handed[t.ufrag]
         if self._by_ufrag.get((t.socket, t.ufrag)) is t:
             del self._by_ufrag[(t.socket, t.ufrag)]
             self.native.forget_ice_session(t.socket, t.ufrag)
@@ -198,13 +228,37 @@ class NativePlane:
             t = self._by_username(socket, data)
             if t is None:
                 return
+        if data[:2] == BINDING_REQUEST and self._udp_keeps_the_lead(t):
+            self.tcp_checks_held += 1
+            return
         try:
             t.protocol.datagram_received(data, remote)
         except Exception:  # a malformed datagram must never break the loop's reader
             self.drops["protocol_error"] += 1
             log.debug("a datagram was refused", exc_info=True)  # no address: it may identify a patient
-        if t.peer is not None and remote != t.peer[1] and data[:1] in (b"\x00", b"\x01"):
-            self._follow(t, socket, remote, data)
+        holder = t if t.peer is not None else self._handed.get(t.ufrag)
+        if (holder is not None and holder.peer is not None and data[:1] in (b"\x00", b"\x01")
+                and (socket, remote) != (holder.peer_socket_index, holder.peer[1])):
+            self._follow(holder, socket, remote, data)
+
+    def _udp_keeps_the_lead(self, t: NativeDatagramTransport) -> bool:
+        """Whether to leave this check (a Binding request reaching `t`) unanswered for now: see
+        UDP_HEAD_START_S. Only ever true for checks over ICE-TCP to a controlling agent."""
+        now = self._loop.time()
+        first = self._first_check.setdefault(t.ufrag, now)
+        if not t.is_tcp:
+            self._first_udp_check.setdefault(t.ufrag, now)
+            return False
+        connection = getattr(t.protocol, "receiver", None)
+        if connection is None or getattr(connection, "ice_controlling", False) is not True:
+            return False
+        nominated = aiortc_glue.nominated_transport(connection)
+        if nominated is not None:
+            return nominated == "udp"
+        first_udp = self._first_udp_check.get(t.ufrag)
+        if first_udp is not None:
+            return now - first_udp < UDP_GRACE_S
+        return now - first < UDP_HEAD_START_S
 
     def _follow(self, t: NativeDatagramTransport, socket: int, remote: Addr, data: bytes) -> None:
         """A handed-over peer nominating a new address (its NAT rebound, or it moved network): an
@@ -223,9 +277,14 @@ class NativePlane:
                 or not message.check_message_integrity(t.password.encode("utf8"))):
             return
         handle = t.peer[0]
-        if self.native.update_peer_address(handle, socket, remote[0], remote[1]):
+        try:
+            moved = self.native.update_peer_address(handle, socket, remote[0], remote[1])
+        except ValueError:  # its ICE-TCP connection closed meanwhile
+            return
+        if moved:
             log.info("transport %d moved to a new address", handle)  # addresses stay out of logs
             t.peer = (handle, remote)
+            t.peer_socket = socket
             self.moves += 1
 
     def _by_username(self, socket: int, data: bytes) -> NativeDatagramTransport | None:
@@ -267,9 +326,16 @@ class NativePlane:
         host, port = pair.remote_addr
         self.native.register_peer(handle, room_key, transport.socket, host, port, keys.profile,
                                   keys.tx_key, keys.tx_salt, keys.rx_key, keys.rx_salt)
-        transport.peer = (handle, (str(host), int(port)))
-        transport.password = aiortc_glue.local_ice_password(dtls)
+        self.remember_peer(transport, handle, (str(host), int(port)), aiortc_glue.local_ice_password(dtls))
         return True
+
+    def remember_peer(self, transport: NativeDatagramTransport, handle: int, remote: Addr, password: str) -> None:
+        """`transport`'s session is handed over as `handle`, reached at `remote` on its socket:
+        authenticated nominations from elsewhere (either of the session's transports) move it."""
+        transport.peer = (handle, remote)
+        transport.peer_socket = None
+        transport.password = password
+        self._handed[transport.ufrag] = transport
 
     def close(self) -> None:
         self._loop.remove_reader(self.native.wake_fd)

@@ -32,7 +32,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from mediasrv.clock import now_ms
 from mediasrv.config import Settings
-from mediasrv.media import aiortc_glue
+from mediasrv.media import aiortc_glue, candidate_stats
 from mediasrv.media.sdp import SdpError, announce_addresses, announce_tcp_port, check_offer_text
 
 if TYPE_CHECKING:
@@ -201,13 +201,9 @@ class PeerTransport:
             await self.host.deliver_rtp(rtcp_out)
 
     def selected_candidate(self) -> tuple[str, str] | None:
-        """(remote candidate type, "udp" or "tcp") of the connection's nominated pair: how the peer
-        reaches us (host, srflx, prflx, relay); None until ICE has nominated one."""
-        for dtls in self._dtls:
-            selected = aiortc_glue.selected_candidate(dtls)
-            if selected is not None:
-                return selected
-        return None
+        """(remote candidate type, "udp" / "tcp" / "tls") of the connection's nominated pair: how
+        the peer reaches us (see candidate_stats); None until ICE has nominated one."""
+        return candidate_stats.classify(self.pc)
 
     async def send(self, packet: bytes) -> bool:
         """Protect and send one RTP or RTCP packet; False when this transport cannot send."""

@@ -191,3 +191,18 @@ def announce_tcp_port(sdp: str, bound: int, announced: int) -> str:
         return sdp
     return _TCP_PASSIVE.sub(lambda m: m.group(1) + (str(announced) if int(m.group(2)) == bound
                                                     else m.group(2)) + m.group(3), sdp)
+
+
+def signalled_tcp_active_type(sdp: str, address: str) -> str | None:
+    """The type of an ICE-TCP active candidate signalled in `sdp` with `address` (None if there is
+    none). Such a candidate says port 9 and connects from an ephemeral port (RFC 6544), so the
+    passive side's ICE agent only ever learns it as peer-reflexive; this names what it is."""
+    try:
+        desc = SessionDescription.parse(sdp)
+    except Exception:  # a description aiortc accepted parses; anything else names nothing
+        return None
+    for m in desc.media:
+        for c in m.ice_candidates:
+            if (c.protocol or "").lower() == "tcp" and c.tcpType == "active" and c.ip == address:
+                return c.type
+    return None

@@ -16,6 +16,7 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc.mediastreams import MediaStreamTrack
 
+from mediasrv.media.candidate_stats import count_peers
 from mediasrv.media.host_addresses import configure_host_addresses
 from mediasrv.media.ice_tcp import tcp_active_gathering
 from tests.conftest import Server, start_server
@@ -100,6 +101,7 @@ async def test_publisher_and_viewer_without_udp_connect_over_ice_tcp_and_decode(
     for t in transports.values():
         assert t is not None and t.handed_over
         assert t.selected_candidate() == ("host", "tcp")
+    assert count_peers(t.pc for t in transports.values() if t)[("host", "tcp")] == 2
     stats = plane.native.stats()
     assert stats["tcp"]["open"] == 2 and stats["tcp"]["accepted"] == 2
     pub_stats = plane.native.peer_stats(transports["whip"].handle)

@@ -356,3 +356,111 @@ async def test_tcp_drop_reasons_are_exported(plane) -> None:
     text = generate_latest(registry).decode()
     assert 'mediasrv_media_datagrams_dropped_total{reason="tcp_unauthenticated"} 1.0' in text
     assert 'mediasrv_media_datagrams_dropped_total{reason="unknown_source"} 1.0' in text
+
+
+class _Agent:
+    """What the hold policy reads of an aioice Connection: role, password, nominated pairs."""
+
+    def __init__(self, controlling: bool) -> None:
+        self.local_password = PASSWORD
+        self.ice_controlling = controlling
+        self._nominated: dict[int, Any] = {}
+
+    def nominate(self, transport: str) -> None:
+        self._nominated[1] = SimpleNamespace(local_candidate=SimpleNamespace(transport=transport))
+
+
+class _Protocol:
+    def __init__(self, agent: _Agent) -> None:
+        self.receiver = agent
+        self.got: list[bytes] = []
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append(data)
+
+    def connection_lost(self, exc: Any) -> None:
+        pass
+
+
+async def test_a_controlling_agent_lets_udp_win_before_answering_over_tcp(monkeypatch) -> None:
+    """The server as controlling agent nominates whatever succeeds first: checks over TCP wait while
+    UDP has the lead, so a peer that reaches us over UDP is nominated there."""
+    plane = NativePlane(["127.0.0.1"], workers=1, tcp_port=0)
+    try:
+        [index] = plane.tcp_sockets
+        checks = {"ufrC": _Agent(True), "ufrD": _Agent(True), "ufrE": _Agent(False)}
+        tcp = {u: _Protocol(a) for u, a in checks.items()}
+        udp = {u: _Protocol(a) for u, a in checks.items()}
+        for u in checks:
+            plane.transport_for(index, u, tcp[u])
+            plane.transport_for(0, u, udp[u])
+        request = {u: check(f"{u}:theirs", PASSWORD) for u in checks}
+        remote = ("127.0.0.1", 40000)
+
+        # Only TCP so far: held for the head start, then answered.
+        plane.dispatch(index, remote, request["ufrC"])
+        assert tcp["ufrC"].got == [] and plane.tcp_checks_held == 1
+        monkeypatch.setattr("mediasrv.media.native_plane.UDP_HEAD_START_S", 0.0)
+        plane.dispatch(index, remote, request["ufrC"])
+        assert len(tcp["ufrC"].got) == 1
+        # A check over UDP came: TCP waits out the grace, and for good once UDP is nominated.
+        plane.dispatch(0, ("127.0.0.1", 40001), request["ufrD"])
+        assert len(udp["ufrD"].got) == 1
+        plane.dispatch(index, remote, request["ufrD"])
+        assert tcp["ufrD"].got == [] and plane.tcp_checks_held == 2
+        checks["ufrD"].nominate("udp")
+        monkeypatch.setattr("mediasrv.media.native_plane.UDP_GRACE_S", 0.0)
+        plane.dispatch(index, remote, request["ufrD"])
+        assert tcp["ufrD"].got == [] and plane.tcp_checks_held == 3
+        checks["ufrD"].nominate("tcp")
+        plane.dispatch(index, remote, request["ufrD"])
+        assert len(tcp["ufrD"].got) == 1
+        # A controlled agent (the peer decides) is never held back.
+        monkeypatch.setattr("mediasrv.media.native_plane.UDP_HEAD_START_S", 10.0)
+        plane.dispatch(index, remote, request["ufrE"])
+        assert len(tcp["ufrE"].got) == 1 and plane.tcp_checks_held == 3
+    finally:
+        plane.close()
+
+
+
+async def test_a_handed_over_peer_moves_between_udp_and_tcp() -> None:
+    """A browser that nominates its ICE-TCP pair after its UDP one (or back) is followed: the
+    authenticated USE-CANDIDATE check on the session's other transport moves the native route."""
+    plane = NativePlane(["127.0.0.1"], workers=1, tcp_port=0)
+    try:
+        [(index, target)] = plane.tcp_sockets.items()
+        agent = _Agent(False)  # the browser is controlling
+        t_udp = plane.transport_for(0, "ufrM", _Protocol(agent))
+        plane.transport_for(index, "ufrM", _Protocol(agent))
+        one_room(plane.native, 1, [2])
+        pub, mover = UdpPeer(), UdpPeer()
+        pub.register(plane.native, 1, 1, 0)
+        mover.register(plane.native, 2, 1, 0)
+        plane.remember_peer(t_udp, 2, mover.addr, PASSWORD)
+        udp_target = tuple(plane.sockets[0])
+
+        async def forwarded(seq: int, recv: Callable[[], bytes]) -> bytes:
+            pub.sock.sendto(pub.srtp.protect_rtp(opus(seq, bytes([seq]) * 50)), udp_target)
+            return (await asyncio.to_thread(lambda: mover.srtp.unprotect_rtp(recv())))[12:]
+
+        assert await forwarded(1, lambda: mover.sock.recv(2048)) == bytes([1]) * 50
+        over_tcp = TcpPeer(target)
+        over_tcp.send(check("ufrM:theirs", PASSWORD, use_candidate=True))
+        for _ in range(200):
+            if plane.moves == 1:
+                break
+            await asyncio.sleep(0.02)
+        assert plane.moves == 1 and t_udp.peer == (2, over_tcp.addr) and t_udp.peer_socket == index
+        assert await forwarded(2, over_tcp.recv_frame) == bytes([2]) * 50
+        # and back to UDP
+        mover.sock.sendto(check("ufrM:theirs", PASSWORD, use_candidate=True), udp_target)
+        for _ in range(200):
+            if plane.moves == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert plane.moves == 2 and t_udp.peer == (2, mover.addr) and t_udp.peer_socket == 0
+        assert await forwarded(3, lambda: mover.sock.recv(2048)) == bytes([3]) * 50
+        assert plane.native.peer_stats(2)["address_changes"] == 2
+    finally:
+        plane.close()
