@@ -42,9 +42,9 @@ class Settings:
     # The one UDP port every peer's media uses (open it in the firewall); 0 picks an ephemeral one.
     media_udp_port: int = 0
     # ICE-TCP (RFC 6544): a TCP listener beside the UDP port on each media address, announced as a
-    # passive host candidate below UDP's priority, for networks that block UDP. Its port (0: an
-    # ephemeral one), the port announced instead when the firewall maps another one to it (e.g. 443;
-    # 0: the bound port), and the most connections open at once.
+    # passive host candidate below UDP's priority, for networks that block UDP. Its port (0: the
+    # same number as media_udp_port, ephemeral if that is 0), the port announced instead when the
+    # firewall maps another one to it (e.g. 443; 0: the bound port), and the most connections open.
     ice_tcp: bool = True
     media_tcp_port: int = 0
     media_tcp_announced_port: int = 0

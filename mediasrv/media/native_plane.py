@@ -363,7 +363,7 @@ def start_media_plane(settings: Settings) -> NativePlane | None:
         return None
     plane = NativePlane(settings.media_bind_addresses, settings.media_udp_port,
                         settings.media_workers, settings.media_test_drop_ppm,
-                        tcp_port=settings.media_tcp_port if settings.ice_tcp else None,
+                        tcp_port=(settings.media_tcp_port or settings.media_udp_port) if settings.ice_tcp else None,
                         tcp_max_connections=settings.ice_tcp_max_connections)
     install(plane)
     return plane

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import time
 from typing import Any
 
@@ -142,5 +143,19 @@ async def test_announced_tcp_port_replaces_the_bound_one(tmp_path: Any) -> None:
         assert re.search(r"^a=candidate:\S+ 1 tcp \d+ 127\.0\.0\.1 443 typ host tcptype passive", answer, re.M)
         assert f" {bound} typ host tcptype" not in answer
         await pc.close()
+    finally:
+        await server.runner.cleanup()
+
+
+async def test_the_tcp_port_follows_the_udp_port_unless_set(tmp_path: Any) -> None:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = await start_server(tmp_path / "data", ice_tcp=True, media_udp_port=port)
+    try:
+        assert server.rooms.plane is not None
+        assert server.rooms.plane.sockets == [("127.0.0.1", port)]
+        assert list(server.rooms.plane.tcp_sockets.values()) == [("127.0.0.1", port)]
     finally:
         await server.runner.cleanup()
