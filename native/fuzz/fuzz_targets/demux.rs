@@ -5,15 +5,18 @@
 //! Each item of the input (see `mediasrv_fuzz::items`) is one datagram preceded by one byte whose
 //! low bit says which peer sent it (publisher or subscriber); 20 ms pass between datagrams and
 //! the router's timers run after each. Whatever the router writes must be well formed, addressed to
-//! a peer of the room, and protectable.
+//! a peer of the room, and protectable. STUN is judged as the plane judges it from unknown sources.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mediasrv_core::output::Output;
 use mediasrv_core::router::RouterConfig;
 use mediasrv_core::srtp::{Profile, SRTP_MAX_TRAILER_LEN};
+use mediasrv_core::stun::parse_binding_request;
 use mediasrv_fuzz::room::{self, PUBLISHER, SUBSCRIBER};
-use mediasrv_fuzz::{assert_rtcp, assert_rtp, items, seed_context};
+use mediasrv_fuzz::{assert_rtcp, assert_rtp, items, seed_context, STUN_PASSWORD};
 use mediasrv_plane::demux::{classify, is_rtcp, DatagramKind};
+
+const STUN_UFRAG: &[u8] = b"abcd";
 
 fuzz_target!(|data: &[u8]| {
     let cfg = RouterConfig {
@@ -45,6 +48,15 @@ fuzz_target!(|data: &[u8]| {
         }
         out.clear();
         out_rtcp.clear();
+        if kind == DatagramKind::Stun {
+            // As the plane judges STUN from a source it does not know: a Binding request naming
+            // a session's ufrag, with that session's password (the seeds carry such requests).
+            if let Ok(req) = parse_binding_request(datagram) {
+                if req.local_ufrag == STUN_UFRAG {
+                    let _ = req.integrity_holds(datagram, STUN_PASSWORD);
+                }
+            }
+        }
         if kind == DatagramKind::Media {
             let mut packet = datagram.to_vec();
             let srtp = &mut peers[peer];
