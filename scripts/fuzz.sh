@@ -96,7 +96,7 @@ for t in "${SELECTED[@]}"; do
   if [[ $MODE == --short ]]; then
     limit=(-max_total_time="${FUZZ_SECONDS:-8}")
   else
-    limit=(-runs="${FUZZ_PY_RUNS:-1000000}")
+    limit=(-runs="${FUZZ_PY_RUNS:-200000}")
   fi
   echo "== python $t ($MODE)"
   if "$PY" tests/fuzz/atheris_main.py "$t" "${limit[@]}" -timeout=20 -rss_limit_mb=4096 \
