@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,9 +36,13 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import json_error
 from mediasrv.config import Settings
 from mediasrv.errors import MediasrvError
+from mediasrv.media.reclaim import RECLAIMER
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 SWEEP_EVERY = 256  # checks between full sweeps of budgets nobody checks any more
+# ...and at most this long between them: a dead lease's check holds its visit (room, participant,
+# peer connections) in memory until a sweep lets go of it.
+SWEEP_INTERVAL_S = 2.0
 
 
 class CapExceeded(MediasrvError):
@@ -50,6 +55,10 @@ def _always() -> bool:
     return True
 
 
+def _never() -> bool:
+    return False
+
+
 @dataclass(eq=False)
 class Lease:
     """A place in one or more budgets, held while `alive()` says so and `release()` was not called."""
@@ -59,7 +68,10 @@ class Lease:
     released: bool = False
 
     def live(self) -> bool:
-        return not self.released and self.alive()
+        if self.released or not self.alive():
+            self.alive = _never  # let go of what the check closed over: it is dead for good
+            return False
+        return True
 
     def bind(self, alive: Callable[[], bool]) -> None:
         """From now on the lease lives as long as `alive()` (e.g. its participant is in the room)."""
@@ -108,6 +120,9 @@ class ConnectionCaps:
         self.connections: dict[int, Lease] = {}  # counted HTTP connections, by id of their protocol
         self.refused: Counter[str] = Counter()  # by reason: per_address, per_identity, per_token
         self._checks = 0
+        self._last_sweep = time.monotonic()
+        # Closed peer connections are collected right after a sweep, not while a lease holds them.
+        RECLAIMER.before_collect(self.sweep)
 
     def is_exempt(self, address: str | None) -> bool:
         if not address:
@@ -126,10 +141,11 @@ class ConnectionCaps:
 
     def _tick(self) -> None:
         self._checks += 1
-        if self._checks % SWEEP_EVERY == 0:
+        if self._checks % SWEEP_EVERY == 0 or time.monotonic() - self._last_sweep >= SWEEP_INTERVAL_S:
             self.sweep()
 
     def sweep(self) -> None:
+        self._last_sweep = time.monotonic()
         for budget in (self.by_address, self.by_identity, self.by_token):
             budget.sweep()
         self.connections = {k: v for k, v in self.connections.items() if v.live()}

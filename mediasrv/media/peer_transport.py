@@ -33,6 +33,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from mediasrv.clock import now_ms
 from mediasrv.config import Settings
 from mediasrv.media import aiortc_glue, candidate_stats
+from mediasrv.media.reclaim import RECLAIMER
 from mediasrv.media.sdp import SdpError, announce_addresses, announce_tcp_port, check_offer_text
 
 if TYPE_CHECKING:
@@ -270,3 +271,4 @@ class PeerTransport:
             await self.pc.close()
         except Exception:  # closing must never fail the caller
             log.exception("closing transport %d", self.handle)
+        RECLAIMER.closed()  # the closed connection is cyclic garbage: have it freed soon
