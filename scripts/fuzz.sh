@@ -56,9 +56,20 @@ if ((${#native[@]})); then
     cargo install cargo-fuzz --locked --root "$TOOLS" --quiet
   fi
   echo "== building fuzz targets (cargo fuzz build --sanitizer none --debug-assertions)"
-  (cd native && cargo fuzz build --sanitizer none --debug-assertions --target-dir "$FUZZ_TARGET_DIR" 2>&1 |
-    grep -E '^(error|warning)|Finished' || true)
-  [[ -x $BIN/${native[0]} ]] || { echo "fuzz build failed" >&2; exit 1; }
+  # Every checkout shares the build directory: build under a lock, then run hard links to this
+  # build's binaries (a later build by another checkout writes new files, never into these).
+  mkdir -p "$FUZZ_TARGET_DIR" "$WORK/bin"
+  RUN_BIN=$(mktemp -d "$WORK/bin/run.XXXXXX")
+  trap 'rm -rf "$RUN_BIN"' EXIT
+  (
+    flock 9
+    (cd native && cargo fuzz build --sanitizer none --debug-assertions --target-dir "$FUZZ_TARGET_DIR" 2>&1 |
+      grep -E '^(error|warning)|Finished' || true)
+    for t in "${native[@]}"; do
+      [[ -x $BIN/$t ]] || { echo "fuzz build failed ($t)" >&2; exit 1; }
+      ln -f "$BIN/$t" "$RUN_BIN/$t" 2>/dev/null || cp "$BIN/$t" "$RUN_BIN/$t"
+    done
+  ) 9>"$FUZZ_TARGET_DIR/.mediasrv-fuzz-build.lock"
   # The seeds authenticate with the targets' fixed keys (else the SRTP targets would fuzz nothing).
   # A second build (~40 s cold), so in the long run only: CI keeps the short run under ~3 min cold.
   if [[ $MODE == --long ]]; then
@@ -80,7 +91,7 @@ for t in "${native[@]}"; do
   # One datagram: no longer than a packet on the wire (MTU); sequences get libFuzzer's 4096.
   case $t in rtp_parse | rtcp_parse | stun) limit+=(-max_len=1500) ;; esac
   echo "== $t ($MODE)"
-  if "$BIN/$t" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+  if "$RUN_BIN/$t" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$corpus" "native/fuzz/corpus/$t" >"$log" 2>&1; then
     summarize "$t" "$log" "$corpus"
   else
