@@ -110,7 +110,7 @@ def scrape(router: Any) -> str:
     viewer = SimpleNamespace(admitted=True, subscriptions={
         AUDIO: SimpleNamespace(id=SUB_AUDIO, active=True), VIDEO: SimpleNamespace(id=SUB_VIDEO, active=True)})
     room = SimpleNamespace(name="visit1", closed=False, router=router, tracks=tracks,
-                           participants={"pat": viewer}, drops=Counter(),
+                           participants={"pat": viewer}, transports={}, drops=Counter(),
                            recording=SimpleNamespace(running=False, recorder=None))
     # A closed room's counters live on in the retired totals.
     rooms = SimpleNamespace(list=lambda: [room], plane=None, retired_drops=Counter(),
