@@ -58,8 +58,11 @@ async def test_a_consented_visit_is_recorded(server, browser):
         assert abs((f["end_s"] - f["start_s"]) - RECORD_S) < 1.5, f
         starts[(f["participant"], f["kind"])] = f["start_s"]
         lengths[(f["participant"], f["kind"])] = f["end_s"] - f["start_s"]
+    # Each file starts at its first frame after the start: audio and video of one participant
+    # begin within a few packet intervals (Chromium's Opus may be in DTX silence, the first
+    # video frame kept waits for a keyframe); their clocks come from the sender reports above.
     for who in ("dr-r", "pat-r"):
-        assert abs(starts[(who, "audio")] - starts[(who, "video")]) < 0.1, starts
+        assert abs(starts[(who, "audio")] - starts[(who, "video")]) < 0.25, starts
         assert abs(lengths[(who, "audio")] - lengths[(who, "video")]) < 0.5, lengths
     # Downloads go through the control API, audited.
     admin = {"Authorization": f"Bearer {server.token('ops', 'admin')}"}
