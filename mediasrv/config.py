@@ -65,8 +65,12 @@ class Settings:
     media_workers: int = 0
     # Loss simulation for tests: share of publishers' RTP dropped on arrival, parts per million.
     media_test_drop_ppm: int = 0
-    # Bitrate the server tells publishers they may use (REMB), bits per second.
+    # Most the server tells a publisher it may send for its video (REMB), bits per second. Below it,
+    # the REMB follows what the track's viewers' links take (their own REMB, audio first): one viewer
+    # (a 1:1 visit) shapes it down to min_video_bitrate; several, down to video_group_floor at most.
     max_video_bitrate: int = 2_500_000
+    min_video_bitrate: int = 50_000
+    video_group_floor: int = 150_000
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
     max_signaling_body_bytes: int = 64 * 1024
     # Seconds a request body may take to arrive (JSON, SDP), or may sit idle between reads (tus
@@ -204,6 +208,9 @@ def load_settings(
     for name in ("media_tcp_port", "media_tcp_announced_port"):
         if not 0 <= getattr(settings, name) <= 65535:
             raise ConfigError(f"setting '{name}': {getattr(settings, name)} is not a TCP port")
+    if not 0 <= settings.min_video_bitrate <= settings.video_group_floor <= settings.max_video_bitrate:
+        raise ConfigError("video bitrates must satisfy 0 <= min_video_bitrate <= video_group_floor "
+                          "<= max_video_bitrate")
     if settings.ice_tcp_max_connections < 1:
         raise ConfigError("setting 'ice_tcp_max_connections' must be at least 1")
     if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:

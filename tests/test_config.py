@@ -34,7 +34,9 @@ def test_precedence_file_then_env_then_flags(tmp_path):
 @pytest.mark.parametrize(
     "text, env",
     [("port = 'x'\n", {}), ("nonsense = 1\n", {}), ("port = [\n", {}), ("", {"MEDIASRV_PORT": "eighty"}),
-     ("", {"MEDIASRV_DEV_MODE": "maybe"}), ("port = 70000\n", {})],
+     ("", {"MEDIASRV_DEV_MODE": "maybe"}), ("port = 70000\n", {}),
+     ("min_video_bitrate = 200000\nvideo_group_floor = 100000\n", {}),
+     ("video_group_floor = 3000000\n", {})],
 )
 def test_bad_settings_are_refused_with_the_key_named(tmp_path, text, env):
     cfg = tmp_path / "m.toml"

@@ -209,6 +209,9 @@ class MediasrvCollector(Collector):
         t_nacks = CounterMetricFamily("mediasrv_track_nacks_sent", "NACKs sent to the publisher", labels=labels)
         t_bitrate = GaugeMetricFamily("mediasrv_track_bitrate_bps",
                                       "bits per second received per track (last 2 s)", labels=labels)
+        t_target = GaugeMetricFamily("mediasrv_track_target_bitrate_bps",
+                                     "video bitrate asked of the publisher for this track (its part of the "
+                                     "REMB: what its viewers' links take)", labels=labels)
         t_rtt = GaugeMetricFamily("mediasrv_track_rtt_seconds",
                                   "round-trip time toward the publisher (its XR DLRR echo)", labels=labels)
         sub_labels = ["room", "track", "kind", "subscription"]
@@ -241,6 +244,8 @@ class MediasrvCollector(Collector):
                 t_jitter.add_metric(lv, ts["jitter"] / rate)
                 t_nacks.add_metric(lv, ts["nacks_out"])
                 t_bitrate.add_metric(lv, ts["bitrate_bps"])
+                if ts["target_bitrate_bps"] is not None:
+                    t_target.add_metric(lv, ts["target_bitrate_bps"])
                 if ts["rtt"] is not None:
                     t_rtt.add_metric(lv, ts["rtt"])
                 for p in list(room.participants.values()):
@@ -262,7 +267,7 @@ class MediasrvCollector(Collector):
                     s_bitrate.add_metric(sv, ss["bitrate_bps"])
                     if ss["rtt"] is not None:
                         s_rtt.add_metric(sv, ss["rtt"])
-        yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, t_bitrate, t_rtt,
+        yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, t_bitrate, t_target, t_rtt,
                     s_packets, s_bytes, s_rtx, s_lost, s_jitter, s_bitrate, s_rtt)
         frames = CounterMetricFamily("mediasrv_vitals_frames", "vitals data-channel frames, by result",
                                      labels=["result"])

@@ -52,6 +52,8 @@ class Room:
         # On the native plane the router also owns RTCP (sender reports) and a worker polls it.
         plane = manager.plane
         self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate,
+                                             min_bitrate_bps=settings.min_video_bitrate,
+                                             group_floor_bps=settings.video_group_floor,
                                              sender_reports=plane is not None)
         self.plane_key = plane.attach_room(self.router) if plane is not None else None
         self.participants: dict[str, Participant] = {}

@@ -38,6 +38,8 @@ class Router:
         max_bitrate_bps: int = 2_500_000,
         nack_cache_packets: int = 1024,
         *,
+        min_bitrate_bps: int = 50_000,
+        group_floor_bps: int = 150_000,
         pli_min_interval_ms: int = 200,
         remb_interval_ms: int = 1000,
         keyframe_retry_ms: int = 1000,

@@ -114,13 +114,16 @@ impl Router {
 #[pymethods]
 impl Router {
     #[new]
-    #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, pli_min_interval_ms=200,
+    #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, min_bitrate_bps=50_000,
+                        group_floor_bps=150_000, pli_min_interval_ms=200,
                         remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
                         sr_interval_ms=1000, track_timeout_ms=3000, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_bitrate_bps: u64,
         nack_cache_packets: usize,
+        min_bitrate_bps: u64,
+        group_floor_bps: u64,
         pli_min_interval_ms: u64,
         remb_interval_ms: u64,
         keyframe_retry_ms: u64,
@@ -134,8 +137,15 @@ impl Router {
                 "nack_cache_packets must be in 1..=65536",
             ));
         }
+        if min_bitrate_bps > max_bitrate_bps || group_floor_bps > max_bitrate_bps {
+            return Err(PyValueError::new_err(
+                "min_bitrate_bps and group_floor_bps must not exceed max_bitrate_bps",
+            ));
+        }
         let cfg = RouterConfig {
             max_bitrate_bps,
+            min_bitrate_bps,
+            group_floor_bps,
             nack_cache_packets,
             pli_min_interval_ms,
             remb_interval_ms,
@@ -473,6 +483,7 @@ impl Router {
         d.set_item("lost", s.lost)?;
         d.set_item("jitter", s.jitter)?;
         d.set_item("active", s.active)?;
+        d.set_item("target_bitrate_bps", s.target_bitrate_bps)?;
         d.set_item("rtt", s.rtt_us.map(|us| us as f64 / 1e6))?;
         Ok(d)
     }

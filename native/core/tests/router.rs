@@ -430,6 +430,90 @@ fn remb_goes_to_publisher_with_its_video_ssrcs() {
     assert_eq!(r.stats().remb_out, 3);
 }
 
+fn rembs_to(out: &[(TransportId, Vec<u8>)], to: TransportId) -> Vec<u64> {
+    out.iter()
+        .filter(|(t, _)| *t == to)
+        .flat_map(|(_, b)| {
+            rtcp::parse_compound(b).filter_map(|p| match p {
+                Ok(RtcpPacket::Remb { bitrate_bps, .. }) => Some(bitrate_bps),
+                _ => None,
+            })
+        })
+        .collect()
+}
+
+fn send_remb(
+    r: &mut mediasrv_core::router::Router,
+    from: TransportId,
+    ssrc: u32,
+    bps: u64,
+    now_ms: u64,
+) {
+    let mut remb = Vec::new();
+    rtcp::write_remb(&mut remb, ssrc, bps, &[ssrc]);
+    rtcp(r, from, &remb, now_ms);
+}
+
+#[test]
+fn one_viewer_s_downlink_shapes_the_publisher_s_video() {
+    let mut r = room_with(RouterConfig {
+        max_bitrate_bps: 2_000_000,
+        ..Default::default()
+    });
+    subscribe_video(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    assert_eq!(
+        rembs_to(&poll(&mut r, 0), PUB),
+        vec![2_000_000],
+        "no estimate yet: the maximum"
+    );
+    send_remb(&mut r, SUB_T, SUB_SSRC_A, 1_200_000, 100);
+    assert!(
+        rembs_to(&poll(&mut r, 200), PUB).is_empty(),
+        "a rise waits for the interval"
+    );
+    assert_eq!(rembs_to(&poll(&mut r, 1000), PUB), vec![1_200_000]);
+    // the patient's link collapses: the clinician's encoder is told at the next poll, not in a second
+    send_remb(&mut r, SUB_T, SUB_SSRC_A, 280_000, 1100);
+    assert_eq!(rembs_to(&poll(&mut r, 1110), PUB), vec![280_000]);
+    assert_eq!(
+        r.track_stats(VIDEO_TRACK).unwrap().target_bitrate_bps,
+        Some(280_000)
+    );
+    // never below the minimum, never above the maximum
+    send_remb(&mut r, SUB_T, SUB_SSRC_A, 10_000, 1200);
+    assert_eq!(
+        rembs_to(&poll(&mut r, 1210), PUB),
+        vec![RouterConfig::default().min_bitrate_bps]
+    );
+    send_remb(&mut r, SUB_T, SUB_SSRC_A, 9_000_000, 1300);
+    assert_eq!(rembs_to(&poll(&mut r, 2300), PUB), vec![2_000_000]);
+}
+
+#[test]
+fn in_a_group_the_lowest_viewer_counts_down_to_the_floor() {
+    let cfg = RouterConfig {
+        max_bitrate_bps: 2_000_000,
+        ..Default::default()
+    };
+    let floor = cfg.group_floor_bps;
+    let mut r = room_with(cfg);
+    subscribe_video(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    subscribe_video(&mut r, SUB_B, SUB_T2, SUB_SSRC_B);
+    send_remb(&mut r, SUB_T, SUB_SSRC_A, 1_500_000, 0);
+    send_remb(&mut r, SUB_T2, SUB_SSRC_B, 700_000, 0);
+    assert_eq!(
+        rembs_to(&poll(&mut r, 0), PUB),
+        vec![700_000],
+        "the lower of the two"
+    );
+    // one very poor viewer: the others keep the group floor
+    send_remb(&mut r, SUB_T2, SUB_SSRC_B, 60_000, 100);
+    assert_eq!(rembs_to(&poll(&mut r, 110), PUB), vec![floor]);
+    // that viewer leaves: the remaining one's link counts again
+    r.remove_subscription(SUB_B);
+    assert_eq!(rembs_to(&poll(&mut r, 1110), PUB), vec![1_500_000]);
+}
+
 #[test]
 fn rtx_is_unwrapped_to_the_original_packet() {
     let mut r = room();

@@ -149,9 +149,7 @@ impl Router {
                 } => {
                     self.stats.remb_in += 1;
                     for ssrc in ssrcs.iter() {
-                        if let Some(s) = self.sub_mut(transport, ssrc) {
-                            s.stats.remb_bps = Some(bitrate_bps);
-                        }
+                        self.note_remb(transport, ssrc, bitrate_bps);
                     }
                 }
                 RtcpPacket::ExtendedReport { blocks, .. } => {
@@ -170,6 +168,30 @@ impl Router {
                 | RtcpPacket::Bye { .. }
                 | RtcpPacket::TransportCc { .. }
                 | RtcpPacket::Other { .. } => {}
+            }
+        }
+    }
+
+    /// A subscriber's estimate of its downlink. A marked drop on a video stream asks its publisher
+    /// for less at the next poll instead of the next REMB interval.
+    fn note_remb(&mut self, transport: TransportId, ssrc: u32, bps: u64) {
+        let Some(track) = self
+            .sub_by_ssrc
+            .get(&(transport, ssrc))
+            .and_then(|sub| self.sub_track.get(sub).map(|t| (*sub, *t)))
+        else {
+            return;
+        };
+        let Some(t) = self.tracks.get_mut(&track.1) else {
+            return;
+        };
+        let Some(s) = t.subs.iter_mut().find(|s| s.id == track.0) else {
+            return;
+        };
+        let previous = s.stats.remb_bps.replace(bps);
+        if t.kind == MediaKind::Video && previous.is_some_and(|p| bps < p - p / 10) {
+            if let Some(p) = self.publishers.get_mut(&t.transport) {
+                p.remb_due = true;
             }
         }
     }
@@ -349,6 +371,7 @@ impl Router {
             events,
             ..
         } = self;
+        let mut shares = None;
         for (transport, p) in publishers.iter_mut() {
             let due = p.remb_due
                 || p.last_remb_ms
@@ -356,8 +379,10 @@ impl Router {
             if !due {
                 continue;
             }
+            let shares = &*shares.get_or_insert_with(|| video_shares(tracks));
             let mut video = [0u32; 32];
             let mut n_video = 0;
+            let mut remb_bps = 0u64;
             let mut blocks = [ReportBlock::default(); 31];
             let mut n_blocks = 0;
             for id in &p.tracks {
@@ -368,6 +393,9 @@ impl Router {
                     if let Some(s) = t.feedback_ssrc() {
                         video[n_video] = s;
                         n_video += 1;
+                        let target = track_target(cfg, t, shares);
+                        t.stats.target_bitrate_bps = target;
+                        remb_bps = remb_bps.saturating_add(target.unwrap_or(cfg.max_bitrate_bps));
                     }
                 }
                 if let (Some(ssrc), true) = (t.media_ssrc, n_blocks < blocks.len()) {
@@ -383,6 +411,7 @@ impl Router {
             }
             p.last_remb_ms = Some(now_ms);
             stats.rtcp_packets_out += 1;
+            remb_bps = remb_bps.min(cfg.max_bitrate_bps);
             if n_video > 0 {
                 p.remb_due = false;
                 stats.remb_out += 1;
@@ -403,7 +432,7 @@ impl Router {
                     rtcp::write_xr_rrtr(b, p.rtcp_ssrc, ntp);
                 }
                 if n_video > 0 {
-                    rtcp::write_remb(b, p.rtcp_ssrc, cfg.max_bitrate_bps, &video[..n_video]);
+                    rtcp::write_remb(b, p.rtcp_ssrc, remb_bps, &video[..n_video]);
                 }
             });
         }
@@ -532,4 +561,46 @@ impl Router {
             });
         }
     }
+}
+
+/// What each subscriber transport's REMB leaves for one video stream it receives: its estimate
+/// minus the audio it receives, split evenly over its video streams. Transports that sent no REMB
+/// are absent: they do not constrain anyone.
+fn video_shares(tracks: &FastMap<TrackId, Track>) -> FastMap<TransportId, u64> {
+    // transport → (estimate, audio bitrate received, video streams received)
+    let mut links: FastMap<TransportId, (u64, u64, u64)> = FastMap::default();
+    for t in tracks.values() {
+        for s in t.subs.iter().filter(|s| s.sink.is_none()) {
+            let link = links.entry(s.transport).or_default();
+            match t.kind {
+                MediaKind::Audio => link.1 += s.stats.bitrate_bps,
+                MediaKind::Video => {
+                    link.2 += 1;
+                    link.0 = link.0.max(s.stats.remb_bps.unwrap_or(0));
+                }
+            }
+        }
+    }
+    links
+        .into_iter()
+        .filter(|(_, (estimate, _, videos))| *estimate > 0 && *videos > 0)
+        .map(|(k, (estimate, audio, videos))| (k, estimate.saturating_sub(audio) / videos))
+        .collect()
+}
+
+/// The bitrate to ask of one video track: the lowest share among its viewers' links (audio comes
+/// first on each link), but never below the floor: with one viewer (a 1:1 visit) that viewer's
+/// link shapes the encoder down to `min_bitrate_bps`; in a group one very poor viewer does not
+/// pull everyone below `group_floor_bps`. None when no viewer reported an estimate.
+fn track_target(cfg: &RouterConfig, t: &Track, shares: &FastMap<TransportId, u64>) -> Option<u64> {
+    let viewers = || t.subs.iter().filter(|s| s.sink.is_none());
+    let lowest = viewers()
+        .filter_map(|s| shares.get(&s.transport).copied())
+        .min()?;
+    let floor = if viewers().count() > 1 {
+        cfg.group_floor_bps
+    } else {
+        cfg.min_bitrate_bps
+    };
+    Some(lowest.max(floor).min(cfg.max_bitrate_bps))
 }

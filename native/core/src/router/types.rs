@@ -69,8 +69,14 @@ impl ExtensionIds {
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
-    /// Bitrate announced to each publisher in REMB (total for its video SSRCs).
+    /// Most a publisher is asked to send in REMB (total for its video SSRCs).
     pub max_bitrate_bps: u64,
+    /// Least a track's video is asked for when one subscriber watches it (a 1:1 visit: the viewer's
+    /// downlink shapes the publisher's encoder down to this).
+    pub min_bitrate_bps: u64,
+    /// Least a track's video is asked for when several subscribers watch it: one very poor viewer
+    /// does not pull everyone's video below this.
+    pub group_floor_bps: u64,
     /// Retransmission ring size per track, in packets.
     pub nack_cache_packets: usize,
     /// Minimum gap between two PLIs sent for one track.
@@ -92,6 +98,8 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             max_bitrate_bps: 2_500_000,
+            min_bitrate_bps: 50_000,
+            group_floor_bps: 150_000,
             nack_cache_packets: 1024,
             pli_min_interval_ms: 200,
             remb_interval_ms: 1000,
@@ -346,6 +354,9 @@ pub struct TrackStats {
     pub rtt_us: Option<u64>,
     /// Received RTP bytes per second ×8 over the last `BITRATE_WINDOW` (headers and RTX included).
     pub bitrate_bps: u64,
+    /// This video track's part of the last REMB sent to its publisher (what its subscribers' links
+    /// take), if any subscriber reported an estimate.
+    pub target_bitrate_bps: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default)]
