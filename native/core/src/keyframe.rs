@@ -44,31 +44,10 @@ pub fn is_keyframe_start(kind: CodecKind, payload: &[u8]) -> bool {
     }
 }
 
-/// RFC 7741: payload descriptor, then the VP8 payload header whose P bit is 0 on keyframes.
+/// RFC 7741: start of partition 0 whose VP8 payload header has the P bit clear (descriptor read by
+/// `crate::vp8`).
 fn vp8_keyframe_start(p: &[u8]) -> bool {
-    let Some(&b0) = p.first() else { return false };
-    let start_of_partition = b0 & 0x10 != 0;
-    let partition_id = b0 & 0x07;
-    if !start_of_partition || partition_id != 0 {
-        return false;
-    }
-    let mut pos = 1;
-    if b0 & 0x80 != 0 {
-        let Some(&x) = p.get(1) else { return false };
-        pos = 2;
-        if x & 0x80 != 0 {
-            // picture id: 7 or 15 bits
-            let Some(&pid) = p.get(pos) else { return false };
-            pos += if pid & 0x80 != 0 { 2 } else { 1 };
-        }
-        if x & 0x40 != 0 {
-            pos += 1; // TL0PICIDX
-        }
-        if x & 0x30 != 0 {
-            pos += 1; // TID/Y/KEYIDX
-        }
-    }
-    p.get(pos).is_some_and(|h| h & 0x01 == 0)
+    crate::vp8::parse(p).is_ok_and(|d| d.keyframe)
 }
 
 /// RFC 9628 (VP9): B (beginning of frame) set, P (inter-picture predicted) clear, spatial layer 0.

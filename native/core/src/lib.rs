@@ -18,3 +18,4 @@ pub mod rtp;
 pub mod seq;
 pub mod srtp;
 pub mod stun;
+pub mod vp8;
