@@ -20,6 +20,7 @@ use crate::rtp::{self, HeaderOut, RtpView};
 use crate::seq::{SeqCompressor, SeqUnwrapper};
 
 mod feedback;
+pub mod layers;
 mod rate;
 mod resend;
 mod sink;
