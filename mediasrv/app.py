@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
@@ -32,7 +33,7 @@ from mediasrv.messages.uploads import UploadState
 from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.rooms import RoomManager
 from mediasrv.rooms.room_store import RoomStore
-from mediasrv.storage import Database
+from mediasrv.storage import open_database
 from mediasrv.storage.audit_log import AuditLog
 from mediasrv.storage.blobs import BlobStore
 from mediasrv.storage.crypto import RecordCipher, parse_key
@@ -51,9 +52,9 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_signaling_body_bytes,
     )
     key = parse_key(settings.storage_key)
-    db = Database(settings.data_dir / "mediasrv.sqlite3")
+    db = open_database(settings.database_url, settings.data_dir / "mediasrv.sqlite3")
     audit_log = AuditLog(db)
-    blobs = BlobStore(settings.data_dir / "blobs", key)
+    blobs = BlobStore(Path(settings.blob_dir) if settings.blob_dir else settings.data_dir / "blobs", key)
     message_store = MessageStore(db, RecordCipher(key))
     app[keys.SETTINGS] = settings
     app[keys.DB] = db

@@ -114,6 +114,15 @@ class Settings:
     # 24 hours that are still stored. Over either, creating an upload is 413 quota_exceeded.
     upload_quota_pending_bytes: int = 4 * 1024**3
     upload_quota_daily_bytes: int = 10 * 1024**3
+    # Metadata database (docs/cluster.md): empty = SQLite in <data_dir>/mediasrv.sqlite3, or
+    # sqlite:///path, or postgresql://user[:password]@host:port/db (nodes of a cluster share it).
+    database_url: str = ""
+    # Encrypted blobs (attachments, recordings): empty = <data_dir>/blobs. Nodes sharing a database
+    # share this directory too (a shared mount), so an upload can resume on any of them.
+    blob_dir: str = ""
+    # How long a node's claim to write an upload lasts unrenewed (renewed every third of it while it
+    # writes): after a node dies, its unfinished uploads resume on another once this has passed.
+    upload_lease_s: float = 30.0
     # How often old messages and abandoned uploads are purged (seconds; 0 disables the task).
     retention_purge_interval_s: float = 3600.0
     # Vitals alert thresholds (reading key -> [low, high]; either end may be null).
@@ -244,6 +253,10 @@ def load_settings(
     if settings.upload_quota_pending_bytes < 0 or settings.upload_quota_daily_bytes < 0:
         raise ConfigError("settings 'upload_quota_pending_bytes' and 'upload_quota_daily_bytes' must be >= 0 "
                           "(0 = no limit)")
+    if settings.database_url and not settings.database_url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+        raise ConfigError("setting 'database_url' must be empty, sqlite:///path or postgresql://...")
+    if not (math.isfinite(settings.upload_lease_s) and settings.upload_lease_s > 0):
+        raise ConfigError("setting 'upload_lease_s' must be a number of seconds > 0")
     return settings
 
 

@@ -15,6 +15,8 @@ need_test=${MEDIASRV_BOOTSTRAP_TEST:-0}
 apt_pkgs=(python3-venv pkg-config libssl-dev iproute2 util-linux)
 if [ "$need_test" = 1 ]; then
   apt_pkgs+=(chromium redis-server fonts-liberation)
+  # PostgreSQL: tests run the control API and tus across nodes on it (they start their own server)
+  apt_pkgs+=(postgresql)
   # TURN tests: coturn (the relay operators run), nftables (a browser namespace's firewall),
   # libnss3-tools (certutil: a test CA Chromium trusts for TURN over TLS)
   apt_pkgs+=(coturn nftables libnss3-tools)

@@ -1,4 +1,4 @@
-"""Store-and-forward messages and their attachments in SQLite.
+"""Store-and-forward messages and their attachments in the metadata database.
 
 Patient content (subject, body, attachment file names) is sealed with `RecordCipher`, bound to its row
 id; identities, states, sizes and content types stay in clear so they can be queried.
@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from mediasrv.storage.crypto import RecordCipher
-from mediasrv.storage.database import Database, register_schema
+from mediasrv.storage.database import Connection, Database, Row, register_migration, register_schema
 
 register_schema(
     "messages",
@@ -50,6 +49,21 @@ register_schema(
         )""",
         "CREATE INDEX IF NOT EXISTS attachments_message ON attachments (message_id)",
         "CREATE INDEX IF NOT EXISTS attachments_state ON attachments (state, expires_at)",
+    ],
+)
+
+# Which node writes an unfinished upload (tus), so one writes at a time across nodes sharing the
+# database and blob directory: `holder` (a node's random id, '' when free) until `expires_at`, renewed
+# while it writes; `generation` counts hand-overs, so a node knows when its open writer is stale.
+register_migration(
+    "messages", 2,
+    [
+        """CREATE TABLE IF NOT EXISTS upload_leases (
+            upload_id TEXT PRIMARY KEY,
+            holder TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            generation INTEGER NOT NULL
+        )""",
     ],
 )
 
@@ -102,7 +116,7 @@ class MessageStore:
         self.cipher = cipher
 
     # --- messages --------------------------------------------------------------------------------
-    def _message(self, row: sqlite3.Row) -> Message:
+    def _message(self, row: Row) -> Message:
         content = json.loads(self.cipher.open(row["sealed"], b"message:" + row["id"].encode()))
         return Message(
             id=row["id"], sender=row["sender"], sender_role=row["sender_role"],
@@ -159,7 +173,7 @@ class MessageStore:
     async def delete_message(self, message_id: str) -> list[str]:
         """Delete a message and its attachment rows. Returns the blob ids the caller must remove."""
 
-        def delete(conn: sqlite3.Connection) -> list[str]:
+        def delete(conn: Connection) -> list[str]:
             rows = conn.execute(
                 "SELECT blob_id, thumbnail_blob FROM attachments WHERE message_id = ?", (message_id,)
             ).fetchall()
@@ -175,7 +189,7 @@ class MessageStore:
         return [r["id"] for r in rows]
 
     # --- attachments -----------------------------------------------------------------------------
-    def _attachment(self, row: sqlite3.Row) -> Attachment:
+    def _attachment(self, row: Row) -> Attachment:
         name = None
         if row["sealed_name"] is not None:
             name = self.cipher.open(row["sealed_name"], b"attachment-name:" + row["id"].encode()).decode()
@@ -246,7 +260,7 @@ class MessageStore:
         return bool(await self.db.run(lambda c: c.execute(sql, params).rowcount))
 
     async def delete_attachment(self, attachment_id: str) -> list[str]:
-        def delete(conn: sqlite3.Connection) -> list[str]:
+        def delete(conn: Connection) -> list[str]:
             row = conn.execute(
                 "SELECT blob_id, thumbnail_blob FROM attachments WHERE id = ?", (attachment_id,)
             ).fetchone()

@@ -18,7 +18,6 @@ import hashlib
 import logging
 import os
 import secrets
-import sqlite3
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,7 +27,14 @@ from typing import Any
 from mediasrv.recording.muxer import RecordingWriter, TrackResult
 from mediasrv.recording.sealed_output import FINAL_PREFIX, SPILL_PREFIX, is_recording_blob
 from mediasrv.storage.crypto import IntegrityError
-from mediasrv.storage.database import Database, add_column, register_schema
+from mediasrv.storage.database import (
+    Connection,
+    Database,
+    Row,
+    add_column,
+    register_migration,
+    register_schema,
+)
 
 
 def _file_table(name: str, sealed: bool) -> str:
@@ -65,6 +71,11 @@ register_schema(
         _file_table("recording_files_pending", sealed=False),
     ],
 )
+
+# Recordings made before they kept their visit have none (NULL): admins still see them.
+register_migration("recordings", 2, lambda conn, _dialect: add_column(conn, "recordings", "visit", "TEXT"))
+_PENDING_COLUMNS = ("blob_id", "recording_id", "participant", "kind", "codec", "content_type", "frames",
+                    "start_s", "end_s")
 
 CONTENT_TYPES = {(".webm", "video"): "video/webm", (".webm", "audio"): "audio/webm",
                  (".mkv", "video"): "video/x-matroska", (".mkv", "audio"): "audio/x-matroska"}
@@ -109,13 +120,6 @@ def seal_file(blobs: Any, path: Path) -> tuple[str, int, str]:
 class RecordingStore:
     def __init__(self, db: Database, blobs: Any, work_dir: Path) -> None:
         self.db, self.blobs, self.work_dir = db, blobs, work_dir
-        self._migrated = False
-
-    async def _migrate(self) -> None:
-        """Recordings made before they kept their visit have none (NULL): admins still see them."""
-        if not self._migrated:
-            await self.db.run(lambda c: add_column(c, "recordings", "visit", "TEXT"))
-            self._migrated = True
 
     def new_work_dir(self, recording_id: str) -> Path:
         """A plaintext working directory: only for writers without a blob store (use `new_writer`)."""
@@ -134,7 +138,8 @@ class RecordingStore:
             participant = (owners or {}).get(result.spec.key, "")
             row = self._pending_row(recording_id, participant, result)
             insert = self.db.execute(
-                "INSERT OR REPLACE INTO recording_files_pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+                "INSERT INTO recording_files_pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (blob_id) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in _PENDING_COLUMNS[1:]), row)
             try:
                 asyncio.run_coroutine_threadsafe(insert, loop).result(PENDING_ROW_TIMEOUT_S)
             except Exception:
@@ -156,7 +161,6 @@ class RecordingStore:
                 result.start_s, result.end_s)
 
     async def create(self, room: str, started_by: str, visit: str | None = None) -> str:
-        await self._migrate()
         rid = secrets.token_urlsafe(12)
         await self.db.execute(
             "INSERT INTO recordings (id, room, visit, started_by, started_at, state) VALUES (?, ?, ?, ?, ?, ?)",
@@ -166,7 +170,7 @@ class RecordingStore:
     async def add_participants(self, recording_id: str, identities: list[str]) -> None:
         """Record who took part (consented while it ran); see `visible_to`."""
         await self.db.executemany(
-            "INSERT OR IGNORE INTO recording_participants (recording_id, identity) VALUES (?, ?)",
+            "INSERT INTO recording_participants (recording_id, identity) VALUES (?, ?) ON CONFLICT DO NOTHING",
             [(recording_id, i) for i in identities])
 
     async def add_file(self, recording_id: str, participant: str, result: TrackResult) -> RecordingFile | None:
@@ -187,7 +191,7 @@ class RecordingStore:
         row = (f.blob_id, recording_id, f.participant, f.kind, f.codec, f.content_type, f.size,
                f.sha256, f.frames, f.start_s, f.end_s)
 
-        def file_it(c: sqlite3.Connection) -> None:
+        def file_it(c: Connection) -> None:
             c.execute("INSERT INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
             c.execute("DELETE FROM recording_files_pending WHERE blob_id = ?", (f.blob_id,))
 
@@ -213,10 +217,10 @@ class RecordingStore:
         for pending in await self.db.fetchall("SELECT * FROM recording_files_pending"):
             checked = await asyncio.to_thread(_check_sealed, self.blobs, pending["blob_id"])
 
-            def settle(c: sqlite3.Connection, p: sqlite3.Row = pending,
+            def settle(c: Connection, p: Row = pending,
                        ok: tuple[int, str] | None = checked) -> None:
                 if ok is not None:
-                    c.execute("INSERT OR IGNORE INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    c.execute("INSERT INTO recording_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                               (p["blob_id"], p["recording_id"], p["participant"], p["kind"], p["codec"],
                                p["content_type"], ok[0], ok[1], p["frames"], p["start_s"], p["end_s"]))
                 c.execute("DELETE FROM recording_files_pending WHERE blob_id = ?", (p["blob_id"],))
@@ -235,7 +239,6 @@ class RecordingStore:
         return {"interrupted": marked, "filed_after_crash": filed_late, "deleted_blobs": deleted}
 
     async def get(self, recording_id: str) -> dict[str, Any] | None:
-        await self._migrate()
         row = await self.db.fetchone("SELECT * FROM recordings WHERE id = ?", (recording_id,))
         if row is None:
             return None
@@ -247,7 +250,6 @@ class RecordingStore:
                    visible_to: str | None = None, visit: str | None = None) -> list[dict[str, Any]]:
         """Newest first; `visible_to`: only recordings that identity started or took part in;
         `visit`: only that visit's."""
-        await self._migrate()
         where, params = [], []
         for clause, value in (("room = ?", room), ("visit = ?", visit)):
             if value is not None:
@@ -272,8 +274,8 @@ class RecordingStore:
         return None if row is None else _row(row)
 
 
-def _row(row: sqlite3.Row) -> dict[str, Any]:
-    return {k: row[k] for k in row.keys()}  # noqa: SIM118 (sqlite3.Row is not a mapping)
+def _row(row: Row) -> dict[str, Any]:
+    return {k: row[k] for k in row.keys()}  # noqa: SIM118 (Row is not a mapping)
 
 
 def _check_sealed(blobs: Any, blob_id: str) -> tuple[int, str] | None:

@@ -6,11 +6,10 @@ so tokens issued before a close cannot bring the room back."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
 
 from mediasrv.rooms.models import RoomOptions
-from mediasrv.storage.database import Database, register_schema
+from mediasrv.storage.database import Connection, Database, register_schema
 
 register_schema(
     "rooms",
@@ -56,7 +55,7 @@ class RoomStore:
         self.db = db
 
     async def save(self, room: StoredRoom) -> None:
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Connection) -> None:
             conn.execute(
                 "INSERT INTO configured_rooms (name, visit_id, options, created_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET visit_id = excluded.visit_id, "
@@ -74,12 +73,13 @@ class RoomStore:
         """The room `name` (its visit `visit_id`) is no longer configured, and was closed at `at`:
         tokens issued before then no longer open it."""
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(conn: Connection) -> None:
             conn.execute("DELETE FROM configured_rooms WHERE name = ?", (name,))
             conn.execute("UPDATE room_visits SET revoking = 1, ended_at = coalesce(ended_at, ?) "
                          "WHERE visit_id = ?", (at, visit_id))
             conn.execute("INSERT INTO closed_rooms (name, closed_at) VALUES (?, ?) ON CONFLICT (name) "
-                         "DO UPDATE SET closed_at = max(closed_at, excluded.closed_at)", (name, at))
+                         "DO UPDATE SET closed_at = CASE WHEN closed_rooms.closed_at > excluded.closed_at "
+                         "THEN closed_rooms.closed_at ELSE excluded.closed_at END", (name, at))
 
         await self.db.run(run)
 
@@ -116,11 +116,11 @@ class RoomStore:
         rows = await self.db.fetchall(
             "SELECT visit_id FROM room_visits v WHERE name = ? AND started_at <= ? "
             "AND (ended_at IS NULL OR ended_at >= ?) AND NOT EXISTS (SELECT 1 FROM room_visits c "
-            "WHERE c.name = v.name AND c.revoking AND c.ended_at >= ? AND c.ended_at <= v.started_at) "
+            "WHERE c.name = v.name AND c.revoking <> 0 AND c.ended_at >= ? AND c.ended_at <= v.started_at) "
             "ORDER BY started_at DESC", (name, end, start, start))
         return [r["visit_id"] for r in rows]
 
 
-def _started(conn: sqlite3.Connection, visit_id: str, name: str, at: float) -> None:
-    conn.execute("INSERT OR IGNORE INTO room_visits (visit_id, name, started_at) VALUES (?, ?, ?)",
+def _started(conn: Connection, visit_id: str, name: str, at: float) -> None:
+    conn.execute("INSERT INTO room_visits (visit_id, name, started_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                  (visit_id, name, at))

@@ -1,6 +1,7 @@
-"""Persistent state: SQLite (WAL) for metadata and the audit log, encrypted blobs on disk."""
+"""Persistent state: the metadata database (SQLite, or PostgreSQL shared by nodes) with the audit log,
+encrypted blobs on disk."""
 
 from mediasrv.storage.crypto import RecordCipher
-from mediasrv.storage.database import Database
+from mediasrv.storage.database import Database, open_database
 
-__all__ = ["Database", "RecordCipher"]
+__all__ = ["Database", "RecordCipher", "open_database"]

@@ -8,16 +8,18 @@ its visit id (`visit`): a room name is reused by later visits, the visit id is n
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from typing import Any
 
-from mediasrv.storage.database import Database, add_column, register_schema
+from mediasrv.storage.database import (
+    Connection,
+    Database,
+    add_column,
+    register_migration,
+    register_schema,
+)
 
-register_schema(
-    "audit",
-    [
-        """CREATE TABLE IF NOT EXISTS audit_log (
+_TABLE = """CREATE TABLE IF NOT EXISTS audit_log (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             ts REAL NOT NULL,
             actor TEXT NOT NULL,
@@ -28,15 +30,39 @@ register_schema(
             target TEXT,
             address TEXT,
             detail TEXT
-        )""",
-        # Append-only: the database itself refuses updates and deletes.
-        """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
-           BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
-        """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
-           BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
-        "CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts)",
-    ],
+        )"""
+# Append-only: the database itself refuses updates and deletes.
+register_schema(
+    "audit",
+    {
+        "sqlite": [
+            _TABLE,
+            """CREATE TRIGGER IF NOT EXISTS audit_log_no_update BEFORE UPDATE ON audit_log
+               BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
+            """CREATE TRIGGER IF NOT EXISTS audit_log_no_delete BEFORE DELETE ON audit_log
+               BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END""",
+            "CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts)",
+        ],
+        "postgresql": [
+            _TABLE,
+            """CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN RAISE EXCEPTION 'audit log is append-only'; END $$""",
+            """CREATE OR REPLACE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log
+               FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()""",
+            """CREATE OR REPLACE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+               FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()""",
+            "CREATE INDEX IF NOT EXISTS audit_log_ts ON audit_log (ts)",
+        ],
+    },
 )
+
+
+def _add_visit(conn: Connection, _dialect: str) -> None:
+    add_column(conn, "audit_log", "visit", "TEXT")
+    conn.execute("CREATE INDEX IF NOT EXISTS audit_log_visit ON audit_log (visit)")
+
+
+register_migration("audit", 2, _add_visit)
 
 ALLOWED_DETAIL_KEYS = frozenset(
     {"message_id", "attachment_id", "track_id", "source", "kind", "reason", "recording_id", "upload_id", "status", "count"}
@@ -46,16 +72,6 @@ ALLOWED_DETAIL_KEYS = frozenset(
 class AuditLog:
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._migrated = False
-
-    async def _migrate(self) -> None:
-        if not self._migrated:
-            def run(conn: sqlite3.Connection) -> None:
-                add_column(conn, "audit_log", "visit", "TEXT")
-                conn.execute("CREATE INDEX IF NOT EXISTS audit_log_visit ON audit_log (visit)")
-
-            await self.db.run(run)
-            self._migrated = True
 
     async def record(
         self,
@@ -73,7 +89,6 @@ class AuditLog:
             bad = set(detail) - ALLOWED_DETAIL_KEYS
             if bad:
                 raise ValueError(f"audit detail keys not allowed: {sorted(bad)}")
-        await self._migrate()
         await self.db.execute(
             "INSERT INTO audit_log (ts, actor, role, action, room, visit, target, address, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -85,7 +100,6 @@ class AuditLog:
         self, *, since: float | None = None, action: str | None = None, room: str | None = None,
         limit: int = 100, before_id: int | None = None, visit: str | None = None,
     ) -> list[dict[str, Any]]:
-        await self._migrate()
         where, params = [], []
         for clause, value in (("ts >= ?", since), ("action = ?", action), ("room = ?", room),
                               ("visit = ?", visit), ("id < ?", before_id)):

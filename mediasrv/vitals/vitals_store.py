@@ -1,4 +1,4 @@
-"""Time series of vitals readings per visit, in SQLite, encrypted at rest.
+"""Time series of vitals readings per visit, in the metadata database, encrypted at rest.
 
 The reading itself (patient data) is sealed with AES-256-GCM, bound to its row by the associated data;
 room, visit id, patient identity, kind and times stay in clear so a visit's series can be selected and
@@ -9,13 +9,18 @@ Rows stored before readings carried a visit have none (NULL) and keep their orig
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from mediasrv.storage.crypto import RecordCipher
-from mediasrv.storage.database import Database, add_column, register_schema
+from mediasrv.storage.database import (
+    Connection,
+    Database,
+    add_column,
+    register_migration,
+    register_schema,
+)
 from mediasrv.vitals.fhir import StoredReading
 
 register_schema(
@@ -49,27 +54,23 @@ def _aad(room: str | None, patient: str, kind: str, received_at: float, visit: s
     return json.dumps(fields).encode()
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def _add_visit(conn: Connection, _dialect: str) -> None:
     add_column(conn, "vitals_readings", "visit", "TEXT")
     # Paging a visit's series by id: no sort per page.
     conn.execute("CREATE INDEX IF NOT EXISTS vitals_room_visit_id ON vitals_readings (room, visit, id)")
+
+
+register_migration("vitals", 2, _add_visit)
 
 
 class VitalsStore:
     def __init__(self, db: Database, cipher: RecordCipher) -> None:
         self.db = db
         self.cipher = cipher
-        self._migrated = False
-
-    async def _migrate(self) -> None:
-        if not self._migrated:
-            await self.db.run(_migrate)
-            self._migrated = True
 
     async def add_many(self, rows: list[tuple[str | None, str, str, dict[str, Any], int | None]],
                        received_at: float | None = None, *, visit: str | None = None) -> None:
         """rows: (room, patient, kind, jsonable reading, device_time_ms), all of visit `visit`."""
-        await self._migrate()
         now = time.time() if received_at is None else received_at
         params = [
             (room, visit, patient, kind, now, device_ms or None,
@@ -82,7 +83,6 @@ class VitalsStore:
 
     async def readings(self, *, room: str | None = None, patient: str | None = None,
                    since: float | None = None, limit: int = MAX_LIST) -> list[StoredReading]:
-        await self._migrate()
         where, params = [], []
         for clause, value in (("room = ?", room), ("patient = ?", patient), ("received_at >= ?", since)):
             if value is not None:
@@ -100,7 +100,6 @@ class VitalsStore:
         """A room's readings with id > `after`, oldest first by id (the order they were stored in, which
         is stable under paging even if the clock steps), at most `limit`, each with its id (the cursor)
         and visit. `visits`: only those visits' readings (None: every visit's, and those without one)."""
-        await self._migrate()
         sql = "SELECT * FROM vitals_readings WHERE room = ? AND id > ?"
         params: list[Any] = [room, after]
         if visits is not None:

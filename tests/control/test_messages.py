@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 import time
 
+import pytest
 from ctl_helpers import Server, make_media, upload_bytes
 
-from mediasrv.api.appkeys import PROCESSOR, RETENTION
+from mediasrv.api.appkeys import DB, PROCESSOR, RETENTION
 
 PATIENT = ("pat-ana", "patient")
 CLINICIAN = ("dr-lee", "clinician")
@@ -162,16 +162,10 @@ async def test_audit_trail_has_actions_but_no_content(srv: Server) -> None:
     text = str(entries)
     for needle in ("SUBJ-X", "BODY-X", "NAME-X"):
         assert needle not in text
-    # The audit table refuses edits.
-    con = sqlite3.connect(srv.settings.data_dir / "mediasrv.sqlite3")
-    try:
-        try:
-            con.execute("DELETE FROM audit_log")
-            raise AssertionError("audit log accepted a delete")
-        except sqlite3.DatabaseError:
-            pass
-    finally:
-        con.close()
+    # The audit table refuses edits (a trigger on either engine).
+    for statement in ("DELETE FROM audit_log", "UPDATE audit_log SET actor = 'x'"):
+        with pytest.raises(Exception, match="append-only"):
+            await srv.app[DB].execute(statement)
 
 
 async def test_audit_paging(srv: Server) -> None:

@@ -21,22 +21,22 @@ CLINICIAN = "dr-lee"
 KiB = 1024
 
 
-async def _server(tmp_path: Path, **quota: int) -> Server:
-    srv = Server(make_settings(tmp_path / "data", **quota))
+async def _server(tmp_path: Path, database_url: str, **quota: int) -> Server:
+    srv = Server(make_settings(tmp_path / "data", database_url=database_url, **quota))
     await srv.start()
     return srv
 
 
 @pytest.fixture
-async def pending_srv(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await _server(tmp_path, upload_quota_pending_bytes=1000 * KiB, upload_quota_daily_bytes=0)
+async def pending_srv(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:
+    srv = await _server(tmp_path, database_url, upload_quota_pending_bytes=1000 * KiB, upload_quota_daily_bytes=0)
     yield srv
     await srv.stop()
 
 
 @pytest.fixture
-async def daily_srv(tmp_path: Path) -> AsyncIterator[Server]:
-    srv = await _server(tmp_path, upload_quota_pending_bytes=0, upload_quota_daily_bytes=1000 * KiB)
+async def daily_srv(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:
+    srv = await _server(tmp_path, database_url, upload_quota_pending_bytes=0, upload_quota_daily_bytes=1000 * KiB)
     yield srv
     await srv.stop()
 
