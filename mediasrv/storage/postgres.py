@@ -23,7 +23,7 @@ import psycopg
 from mediasrv.storage.database import Database, apply_migrations
 
 T = TypeVar("T")
-# String literals are copied as they are; outside them, placeholders and % are rewritten.
+# Placeholders outside string literals are rewritten; % is escaped everywhere.
 _TOKENS = re.compile(r"'(?:[^']|'')*'|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
 _DDL = re.compile(r"^\s*(CREATE\s+TABLE|ALTER\s+TABLE)", re.IGNORECASE)
 _DDL_TYPES = [
@@ -51,7 +51,7 @@ def translate(sql: str, with_params: bool) -> str:
             return "%%"
         if m.group(1) is not None:
             return f"%({m.group(1)})s"
-        return token
+        return token.replace("%", "%%")  # a string literal: psycopg still reads % in it
 
     return _TOKENS.sub(sub, sql)
 
