@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import queue
 import re
 import select
 import socket
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -22,10 +24,12 @@ from typing import Any
 import aioice
 import aioice.ice
 import aiortc
+import aiortc.rtcrtpreceiver
 import mediasrv_native
 import OpenSSL.SSL
 import pytest
 from aiortc import RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtp import RtcpPsfbPacket, RtpPacket
 
@@ -143,6 +147,25 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      lambda o: o.connection._nominated == {}),
     ("selected_candidate", "a nominated pair's `local_candidate` comes from its protocol",
      lambda o: isinstance(inspect.getattr_static(aioice.ice.CandidatePair, "local_candidate"), property)),
+    ("skip_decoder", "RTCRtpReceiver instances keep a queue.Queue `__decoder_queue`, `__decoder_thread` "
+     "(None until receive) and `_track`",
+     lambda o: isinstance(o.transceiver.receiver._RTCRtpReceiver__decoder_queue, queue.Queue)
+     and o.transceiver.receiver._RTCRtpReceiver__decoder_thread is None
+     and hasattr(o.transceiver.receiver, "_track")),
+    ("skip_decoder", "RTCRtpReceiver.receive looks `threading` up in aiortc.rtcrtpreceiver and starts "
+     "threading.Thread(target=decoder_worker, args=(loop, self.__decoder_queue, self._track._queue, ...))",
+     lambda o: _looks_up_global(RTCRtpReceiver.receive, "threading")
+     and re.search(r"threading\.Thread\(\s*target=decoder_worker,.*?args=\(\s*[^,]+,\s*"
+                   r"self\.__decoder_queue,\s*self\._track\._queue,", inspect.getsource(RTCRtpReceiver),
+                   re.S) is not None
+     and list(inspect.signature(aiortc.rtcrtpreceiver.decoder_worker).parameters)[:3]
+     == ["loop", "input_q", "output_q"]),
+    ("skip_decoder", "RTCRtpReceiver stops its decoder by putting None on the queue and joining the thread",
+     lambda o: _calls(RTCRtpReceiver, "self.__decoder_queue.put(None)")
+     and _calls(RTCRtpReceiver, "self.__decoder_thread.join()")),
+    ("skip_decoder", "a RemoteStreamTrack keeps an asyncio.Queue `_queue`; None there ends the track",
+     lambda o: isinstance(aiortc.rtcrtpreceiver.RemoteStreamTrack("audio")._queue, asyncio.Queue)
+     and _calls(aiortc.rtcrtpreceiver.RemoteStreamTrack, "if frame is None:")),
 ]
 
 
@@ -278,6 +301,40 @@ async def test_rtp_and_rtcp_reach_the_hooks(pair: tuple[RTCPeerConnection, RTCPe
     while (got := await asyncio.wait_for(rtcp.get(), 10)) != pli:  # aiortc's own RTCP comes too
         pass
     assert got == pli
+
+
+def _decoder_threads() -> int:
+    return sum(t.name.endswith("-decoder") for t in threading.enumerate())
+
+
+async def test_skipped_decoder_is_never_started_and_its_track_still_ends(loopback_ice: None) -> None:
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    before = _decoder_threads()
+    try:
+        offerer.addTransceiver("audio")  # sendrecv: both sides receive
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        answerer.getTransceivers()[0].direction = "sendrecv"
+        receiver = answerer.getTransceivers()[0].receiver
+        assert aiortc_glue.skip_decoder(receiver) and aiortc_glue.skip_decoder(receiver)
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+        await asyncio.wait_for(_wait_connected(offerer, answerer), 20)
+        for _ in range(200):
+            if _decoder_threads() > before:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)  # the answerer's would have started with the offerer's
+        assert _decoder_threads() == before + 1, "only the offerer's receiver decodes"
+        assert not aiortc_glue.skip_decoder(offerer.getTransceivers()[0].receiver), "already running"
+        track = receiver.track
+        await answerer.close()
+        with pytest.raises(MediaStreamError):
+            await asyncio.wait_for(track.recv(), 5)
+    finally:
+        await offerer.close()
+        await answerer.close()
+    assert _decoder_threads() == before
 
 
 async def test_replaced_send_gets_a_requested_keyframe(

@@ -3,7 +3,8 @@
 aiortc and aioice do SDP, ICE and DTLS for us, but taking a connection's datapath over (native
 plane, load-generator pump, Python datapath) needs things they do not publish: the DTLS session's
 keying material and role, the nominated candidate pair, the RTP hooks of a DTLS transport, an RTP
-sender's SSRC, and two patched aioice functions (host address discovery, host candidate gathering).
+sender's SSRC, two patched aioice functions (host address discovery, host candidate gathering), and
+a receiver's decoder thread left unstarted.
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
@@ -15,11 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aioice.ice
+import aiortc.rtcrtpreceiver
 import mediasrv_native
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import (
@@ -315,3 +319,70 @@ async def _shared_socket_candidates(
         self._protocols.append(protocol)
         candidates.append(protocol.local_candidate)
     return candidates
+
+
+# --- receivers without a decoder ---------------------------------------------------------------------
+class _NoDecoderQueue(queue.Queue[Any]):
+    """Stands in for a receiver's decoder input queue: marks the receiver as one whose decoder thread
+    is never started, drops frames, and ends the receiver's track when aiortc stops the decoder (as
+    aiortc's decoder thread does on its way out)."""
+
+    def __init__(self, track_queue: asyncio.Queue[Any]) -> None:
+        super().__init__()
+        self._track_queue = track_queue
+        self.dropped = 0
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if item is None:
+            self._track_queue.put_nowait(None)  # aiortc stops its decoder on the event loop
+        else:
+            self.dropped += 1
+
+
+class _NotStarted:
+    """What `threading.Thread` gives aiortc's receiver for a decoder that must not run."""
+
+    def start(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> None:
+        pass
+
+
+class _DecoderThreads:
+    """`threading` as `aiortc.rtcrtpreceiver` sees it: a decoder thread whose input queue is a
+    `_NoDecoderQueue` is not created; everything else is the real module's."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+    @staticmethod
+    def Thread(*args: Any, **kwargs: Any) -> Any:  # noqa: N802 - threading's name
+        thread_args = kwargs.get("args", ())
+        if (kwargs.get("target") is aiortc.rtcrtpreceiver.decoder_worker and len(thread_args) > 1
+                and isinstance(thread_args[1], _NoDecoderQueue)):
+            return _NotStarted()
+        return threading.Thread(*args, **kwargs)
+
+
+def skip_decoder(receiver: RTCRtpReceiver) -> bool:
+    """Never start this receiver's decoder thread (call before the connection is up): for a receiver
+    whose RTP is taken at the DTLS transport (`intercept_rtp`), so no frame can reach the decoder,
+    and one idle thread per received track is only churn (and a glibc arena each).
+
+    aiortc's `RTCRtpReceiver.receive` creates `threading.Thread(target=decoder_worker, args=(loop,
+    self.__decoder_queue, self._track._queue, self.__decoder_error))` and starts it, looking
+    `threading` up in `aiortc.rtcrtpreceiver`'s namespace; `__stop_decoder` puts None on that queue
+    and joins the thread; frames would be put there as (codec, frame). The receiver's queue is
+    replaced by a marked one, and `aiortc.rtcrtpreceiver.threading` by a view of `threading` that
+    does not create a thread for a marked queue (other receivers are untouched). A receiver with no
+    remote track yet (`_track`, set by setRemoteDescription) or whose decoder already runs
+    (`__decoder_thread`) is left as it is: returns whether this one will run without a decoder."""
+    track = receiver._track
+    if track is None or receiver._RTCRtpReceiver__decoder_thread is not None:  # type: ignore[attr-defined]
+        return False
+    if not isinstance(aiortc.rtcrtpreceiver.threading, _DecoderThreads):
+        aiortc.rtcrtpreceiver.threading = _DecoderThreads()  # type: ignore[assignment]
+    if not isinstance(receiver._RTCRtpReceiver__decoder_queue, _NoDecoderQueue):  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__decoder_queue = _NoDecoderQueue(track._queue)  # type: ignore[attr-defined]
+    return True

@@ -7,8 +7,9 @@ sends SRTP at all (its idle senders' RTCP is suppressed, the router owns RTCP), 
 STUN consent checks, DTLS and the data channels. On the "python" datapath (benchmark baseline),
 decrypted RTP and RTCP are taken from aiortc's DTLS transport and handed to the room's router from
 Python; what the router returns is sent through aiortc's SRTP context.
-aiortc's own receivers never see the media, so no decoder is ever created; its senders carry a track
-that never yields a frame, so no encoder is either.
+aiortc's own receivers never see the media, so their decoder threads are never started
+(`aiortc_glue.skip_decoder`); its senders carry a track that never yields a frame, so no encoder is
+created either.
 """
 
 from __future__ import annotations
@@ -156,6 +157,8 @@ class PeerTransport:
     # --- datapath hand-off --------------------------------------------------------------------------
     def _install_hooks(self) -> None:
         for t in self.pc.getTransceivers():
+            # Its RTP is taken below, so aiortc's decoder would only be an idle thread per track.
+            aiortc_glue.skip_decoder(t.receiver)
             dtls = t.receiver.transport
             if dtls is None or dtls in self._dtls:
                 continue
