@@ -1,17 +1,21 @@
 """Closed peer connections are freed soon after they close, not whenever the cyclic collector next
-runs a full collection (rarely, on a busy server: the slow RSS growth of a soak)."""
+runs a full collection (rarely, on a busy server: the slow RSS growth of a soak); what that frees is
+given back to the kernel (malloc_trim, rate-limited); and a published track starts no thread."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import platform
+import threading
 import weakref
 from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
 import pytest
-from aiortc import RTCPeerConnection
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError
 
 from mediasrv.api import appkeys as keys
 from mediasrv.media import reclaim
@@ -66,6 +70,9 @@ async def test_a_whip_session_ended_frees_its_peer_connection(
         server: Any, no_automatic_gc: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reclaim.RECLAIMER, "min_interval_s", 0.0)
     monkeypatch.setattr(reclaim.RECLAIMER, "settle_s", 0.2)
+    trims: list[None] = []
+    monkeypatch.setattr(reclaim.RECLAIMER, "_trim", lambda: trims.append(None))
+    monkeypatch.setattr(reclaim.RECLAIMER, "_last_trim", float("-inf"))
     before = reclaim.RECLAIMER.collections
     pc = RTCPeerConnection()
     pc.addTransceiver("audio", direction="sendonly")
@@ -87,3 +94,91 @@ async def test_a_whip_session_ended_frees_its_peer_connection(
         await asyncio.sleep(0.05)
     assert server_pc() is None, "the server's closed RTCPeerConnection is still in memory"
     assert reclaim.RECLAIMER.collections > before
+    assert trims, "the collection was not followed by malloc_trim"
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_malloc_trim_follows_a_collection_at_most_once_per_interval() -> None:
+    clock = _Clock()
+    trims: list[float] = []
+    r = reclaim.Reclaimer(trim_interval_s=30.0, trim=lambda: trims.append(clock.t), clock=clock)
+    r._collect()
+    assert trims == [1000.0] and r.trims == 1, "the first collection is trimmed at once"
+    clock.t = 1010.0
+    r._collect()
+    assert trims == [1000.0], "not again within the interval"
+    pending = r._pending_trim
+    assert pending is not None, "but scheduled for when it is due"
+    assert pending.when() - asyncio.get_running_loop().time() == pytest.approx(20.0, abs=0.5)
+    clock.t = 1020.0
+    r._collect()
+    assert r._pending_trim is pending, "one scheduled trim covers later collections"
+    pending.cancel()
+    clock.t = 1030.0
+    r._trim_now()  # what the timer does when it fires
+    assert trims == [1000.0, 1030.0] and r._pending_trim is None
+    clock.t = 1061.0
+    r._collect()
+    assert trims == [1000.0, 1030.0, 1061.0] and r.trims == 3 and r.collections == 4
+
+
+async def test_no_trim_without_glibc() -> None:
+    r = reclaim.Reclaimer(trim=None)
+    r._collect()
+    assert r.collections == 1 and r.trims == 0 and r._pending_trim is None
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+def test_glibc_malloc_trim_is_found_and_runs() -> None:
+    assert reclaim.MALLOC_TRIM is not None
+    reclaim.MALLOC_TRIM()
+
+
+def _decoder_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.endswith("-decoder")]
+
+
+async def test_a_published_track_starts_no_decoder_thread(server: Any) -> None:
+    """The server takes received RTP at the DTLS transport (native plane or Python datapath), so
+    aiortc's decoder thread per received track would only sit idle: it is not started."""
+    threads_before = len(threading.enumerate())
+    decoders_before = _decoder_threads()
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendonly")  # sendonly: this client starts no decoder either
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    headers = {"Content-Type": "application/sdp",
+               "Authorization": f"Bearer {server.token('pat-thr', 'patient', 'thr-room')}"}
+    try:
+        async with aiohttp.ClientSession() as http, http.post(
+                f"{server.url}/whip/thr-room", data=pc.localDescription.sdp, headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+            answer = await resp.text()
+        await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        (session,) = server.app[keys.SESSIONS].values()
+        publisher = session.participant.publisher
+        receivers = [t.receiver for t in publisher.pc.getTransceivers()]
+        assert len(receivers) == 2
+        for _ in range(400):  # aiortc calls receive() on each receiver once DTLS is up
+            if publisher.connected and all(r._RTCRtpReceiver__started for r in receivers):
+                break
+            await asyncio.sleep(0.05)
+        assert publisher.connected and all(r._RTCRtpReceiver__started for r in receivers)
+        if publisher.host.plane is not None:  # the native datapath (the default)
+            assert publisher.handed_over
+        assert _decoder_threads() == decoders_before
+        assert len(threading.enumerate()) <= threads_before + 1  # at most the default executor's
+        tracks = [r.track for r in receivers]
+        await publisher.close()
+        for track in tracks:  # the track still ends with its receiver, as aiortc's decoder would end it
+            with pytest.raises(MediaStreamError):
+                await asyncio.wait_for(track.recv(), 5)
+    finally:
+        await pc.close()
