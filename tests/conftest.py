@@ -15,6 +15,7 @@ from aiohttp import web
 from mediasrv.app import create_app
 from mediasrv.auth import mint_token
 from mediasrv.config import Settings, load_settings, prepare_data_dir
+from tests.pg_cluster import database_url, pg_cluster  # noqa: F401 (fixtures: both engines)
 
 
 @pytest.fixture(scope="session")

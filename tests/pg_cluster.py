@@ -5,7 +5,9 @@ refuses), durability off (fsync) since nothing outlives the session, one empty d
     url = pg_cluster.new_database()   # postgresql://postgres@127.0.0.1:<port>/t<n>
 
 `pg_cluster` is a session fixture (one server for every test of a run); tests that need it skip when
-no PostgreSQL is installed (scripts/bootstrap.sh installs Debian's `postgresql`).
+no PostgreSQL is installed (scripts/bootstrap.sh installs Debian's `postgresql`). `database_url` is
+the setting of a test that runs on both engines: '' (SQLite in its data dir), then a new PostgreSQL
+database. tests/conftest.py makes both fixtures available everywhere.
 """
 
 from __future__ import annotations
@@ -111,3 +113,11 @@ def pg_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    if request.param == "sqlite":
+        return ""
+    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
+    return cluster.new_database()

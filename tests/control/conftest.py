@@ -12,18 +12,6 @@ from pathlib import Path
 import pytest
 from ctl_helpers import Server, make_settings
 
-from tests.pg_cluster import PostgresCluster, pg_cluster  # noqa: F401 (the session fixture)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    """The `database_url` setting of the test's server: '' (SQLite in the data dir) or a new
-    PostgreSQL database."""
-    if request.param == "sqlite":
-        return ""
-    cluster: PostgresCluster = request.getfixturevalue("pg_cluster")
-    return cluster.new_database()
-
 
 @pytest.fixture
 async def srv(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:

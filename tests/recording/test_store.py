@@ -8,11 +8,11 @@ from pathlib import Path
 from mediasrv.recording.muxer import TrackResult, TrackSpec
 from mediasrv.recording.recording_store import RecordingStore
 from mediasrv.storage.blobs import BlobStore
-from mediasrv.storage.database import Database
+from mediasrv.storage.database import open_database
 
 
-async def test_sealed_file_is_encrypted_listed_and_reads_back(tmp_path: Path) -> None:
-    db = await Database(tmp_path / "db.sqlite").open()
+async def test_sealed_file_is_encrypted_listed_and_reads_back(tmp_path: Path, database_url: str) -> None:
+    db = await open_database(database_url, tmp_path / "db.sqlite").open()
     blobs = BlobStore(tmp_path / "blobs", os.urandom(32), chunk_size=4096)
     store = RecordingStore(db, blobs, tmp_path / "work")
     rid = await store.create("visit1", "dr-lee")
@@ -34,10 +34,10 @@ async def test_sealed_file_is_encrypted_listed_and_reads_back(tmp_path: Path) ->
     await db.close()
 
 
-async def test_recovery_keeps_uploads_in_progress_and_filed_recordings(tmp_path: Path) -> None:
+async def test_recovery_keeps_uploads_in_progress_and_filed_recordings(tmp_path: Path, database_url: str) -> None:
     from mediasrv.recording.sealed_output import SealedOutput
 
-    db = await Database(tmp_path / "db.sqlite").open()
+    db = await open_database(database_url, tmp_path / "db.sqlite").open()
     blobs = BlobStore(tmp_path / "blobs", os.urandom(32), chunk_size=4096)
     store = RecordingStore(db, blobs, tmp_path / "work")
     upload = blobs.create()  # a resumable upload, unfinished: not ours to delete

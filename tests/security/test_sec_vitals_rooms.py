@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from ctl_helpers import Server, make_settings
+
 from mediasrv.vitals.envelope import build_upload, encode
 
 HR = encode("heart_rate", bytes([0x00, 61]))
+
+
+@pytest.fixture
+async def srv(tmp_path: Path, database_url: str) -> AsyncIterator[Server]:
+    """Visits, vitals, recordings and the audit log on both engines (SQLite, PostgreSQL)."""
+    srv = Server(make_settings(tmp_path / "data", database_url=database_url))
+    await srv.start()
+    yield srv
+    await srv.stop()
 
 
 async def _room_series(srv, room: str) -> list:
