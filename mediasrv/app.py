@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.BLOBS] = blobs
     app[keys.STAGING] = BlobStore(settings.data_dir / "blobs-staging", key)
     app[keys.MESSAGES] = message_store
-    uploads = app[keys.UPLOADS] = UploadState()
+    uploads = app[keys.UPLOADS] = UploadState(lease_s=settings.upload_lease_s)
     app[keys.RETENTION] = Retention(message_store, uploads, blobs, audit_log, settings.retention_days)
     app[keys.PROCESSOR] = AttachmentProcessor(message_store, blobs, audit_log)
     app[keys.VITALS] = VitalsStore(db, RecordCipher(key))

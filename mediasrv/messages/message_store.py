@@ -177,6 +177,8 @@ class MessageStore:
             rows = conn.execute(
                 "SELECT blob_id, thumbnail_blob FROM attachments WHERE message_id = ?", (message_id,)
             ).fetchall()
+            conn.execute("DELETE FROM upload_leases WHERE upload_id IN"
+                         " (SELECT upload_id FROM attachments WHERE message_id = ?)", (message_id,))
             conn.execute("DELETE FROM messages WHERE id = ?", (message_id,))
             return [b for r in rows for b in (r["blob_id"], r["thumbnail_blob"]) if b]
 
@@ -264,10 +266,57 @@ class MessageStore:
             row = conn.execute(
                 "SELECT blob_id, thumbnail_blob FROM attachments WHERE id = ?", (attachment_id,)
             ).fetchone()
+            conn.execute("DELETE FROM upload_leases WHERE upload_id IN"
+                         " (SELECT upload_id FROM attachments WHERE id = ?)", (attachment_id,))
             conn.execute("DELETE FROM attachments WHERE id = ?", (attachment_id,))
             return [b for b in (row["blob_id"], row["thumbnail_blob"]) if b] if row else []
 
         return await self.db.run(delete)
+
+    # --- upload leases: one node writes an upload at a time -----------------------------------
+    async def take_upload_lease(self, upload_id: str, holder: str, ttl_s: float) -> int | None:
+        """Claim the right to write `upload_id` for `ttl_s` seconds: returns the upload's generation
+        if `holder` holds it now (it was free, expired, or already `holder`'s), None while another
+        holder's claim is live. The conditional UPDATE is the arbiter: on PostgreSQL a concurrent
+        claim waits for the row and re-checks the condition, on SQLite writes are exclusive."""
+        now = time.time()
+
+        def take(conn: Connection) -> int | None:
+            conn.execute("INSERT INTO upload_leases (upload_id, holder, expires_at, generation)"
+                         " VALUES (?, '', 0, 0) ON CONFLICT DO NOTHING", (upload_id,))
+            taken = conn.execute(
+                "UPDATE upload_leases SET holder = ?, expires_at = ? WHERE upload_id = ?"
+                " AND (holder = ? OR holder = '' OR expires_at < ?)",
+                (holder, now + ttl_s, upload_id, holder, now)).rowcount
+            if not taken:
+                return None
+            row = conn.execute("SELECT generation FROM upload_leases WHERE upload_id = ?", (upload_id,)).fetchone()
+            return int(row["generation"])
+
+        return await self.db.run(take)
+
+    async def renew_upload_lease(self, upload_id: str, holder: str, ttl_s: float) -> bool:
+        return bool(await self.db.execute(
+            "UPDATE upload_leases SET expires_at = ? WHERE upload_id = ? AND holder = ?",
+            (time.time() + ttl_s, upload_id, holder)))
+
+    async def release_upload_lease(self, upload_id: str, holder: str, *, done: bool = False) -> int | None:
+        """Give the claim up; the generation moves on (whoever writes next reopens the blob). Returns
+        the new generation, None if `holder` no longer held it. `done`: the upload is over, forget it."""
+
+        def release(conn: Connection) -> int | None:
+            if done:
+                conn.execute("DELETE FROM upload_leases WHERE upload_id = ? AND holder = ?", (upload_id, holder))
+                return None
+            changed = conn.execute(
+                "UPDATE upload_leases SET holder = '', expires_at = 0, generation = generation + 1"
+                " WHERE upload_id = ? AND holder = ?", (upload_id, holder)).rowcount
+            if not changed:
+                return None
+            row = conn.execute("SELECT generation FROM upload_leases WHERE upload_id = ?", (upload_id,)).fetchone()
+            return int(row["generation"])
+
+        return await self.db.run(release)
 
     async def abandoned_uploads(self, now: float, limit: int = 500) -> list[Attachment]:
         rows = await self.db.fetchall(

@@ -1,19 +1,39 @@
-"""Upload state shared by the tus handlers and message deletion: open blob writers and their locks."""
+"""Upload state shared by the tus handlers and message deletion: open blob writers and their locks.
+
+Nodes that share the database and the blob directory can each take an upload's requests; one writes
+it at a time. A request that reads or writes an unfinished upload first claims it (`claim`): a lease
+row in the database, renewed while the request runs, given up after. A claim another node holds is
+`423 upload_busy` (tus clients retry); a dead node's claim expires after `upload_lease_s`. Each
+hand-over moves the upload's generation on, so a node whose open writer predates another node's
+writes reopens the blob from disk (at the exact offset that node left) instead of trusting its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import secrets
 from collections.abc import AsyncIterator
 
-from mediasrv.messages.message_store import Attachment
+from mediasrv.errors import MediasrvError
+from mediasrv.messages.message_store import Attachment, MessageStore
 from mediasrv.storage.blobs import BlobStore, BlobWriter
+
+log = logging.getLogger(__name__)
 
 
 class UploadState:
     """Open blob writers of unfinished uploads (reopening one rereads the blob) and their locks."""
 
-    def __init__(self) -> None:
+    def __init__(self, lease_s: float = 30.0) -> None:
+        self.lease_s = lease_s
+        self.holder = secrets.token_urlsafe(12)  # this node, in upload_leases
+        # Generation of the upload when its open writer was last known current (see module doc).
+        self.generations: dict[str, int] = {}
+        self._claims: dict[str, tuple[int, asyncio.Task[None]]] = {}  # upload -> (users, renewer)
+        self._claiming = asyncio.Lock()
+        self.completed: set[str] = set()  # uploads whose last byte came in under the current claim
         self.writers: dict[str, BlobWriter] = {}
         self.locks: dict[str, asyncio.Lock] = {}
         # Per sender: the quota check and the new upload's row are one step (no two creations both
@@ -40,6 +60,60 @@ class UploadState:
             else:
                 self.quota_locks[sender] = (lock, users - 1)
 
+    @contextlib.asynccontextmanager
+    async def claim(self, store: MessageStore, upload_id: str) -> AsyncIterator[None]:
+        """Hold the right to write `upload_id` across nodes for the block (re-entrant on this node);
+        423 upload_busy while another node holds it."""
+        async with self._claiming:
+            held = self._claims.get(upload_id)
+            if held is None:
+                generation = await store.take_upload_lease(upload_id, self.holder, self.lease_s)
+                if generation is None:
+                    raise MediasrvError("upload_busy", "another server is writing this upload; retry in a "
+                                        "moment", 423, {"Retry-After": "1"})
+                if self.generations.get(upload_id) != generation:
+                    await self._close_writer(upload_id)  # another node wrote since: reopen from disk
+                renewer = asyncio.create_task(self._renew(store, upload_id))
+                self._claims[upload_id] = (1, renewer)
+            else:
+                self._claims[upload_id] = (held[0] + 1, held[1])
+        try:
+            yield
+        finally:
+            # Under the same lock as claiming: a claim of this node must not slip in between
+            # forgetting this one and giving it up in the database.
+            async with self._claiming:
+                users, renewer = self._claims[upload_id]
+                if users > 1:
+                    self._claims[upload_id] = (users - 1, renewer)
+                else:
+                    del self._claims[upload_id]
+                    renewer.cancel()
+                    done = upload_id in self.completed
+                    self.completed.discard(upload_id)
+                    generation = await asyncio.shield(
+                        store.release_upload_lease(upload_id, self.holder, done=done))
+                    if generation is None:
+                        self.generations.pop(upload_id, None)
+                        await self._close_writer(upload_id)  # finished, or the claim was lost
+                    else:
+                        self.generations[upload_id] = generation
+
+    async def _renew(self, store: MessageStore, upload_id: str) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                if not await store.renew_upload_lease(upload_id, self.holder, self.lease_s):
+                    log.warning("upload %s: this node's write claim was taken over", upload_id)
+                    return
+            except Exception:
+                log.exception("upload %s: renewing the write claim failed", upload_id)
+
+    async def _close_writer(self, upload_id: str) -> None:
+        writer = self.writers.pop(upload_id, None)
+        if writer is not None:
+            await asyncio.to_thread(writer.close)
+
     async def writer(self, blobs: BlobStore, att: Attachment) -> BlobWriter:
         writer = self.writers.get(att.upload_id)
         if writer is None:
@@ -53,6 +127,7 @@ class UploadState:
     async def drop(self, upload_id: str) -> None:
         writer = self.writers.pop(upload_id, None)
         self.locks.pop(upload_id, None)
+        self.generations.pop(upload_id, None)
         if writer is not None:
             await asyncio.to_thread(writer.close)
 

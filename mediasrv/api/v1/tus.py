@@ -268,6 +268,7 @@ async def _after_receive(request: web.Request, ident: Identity, att: Attachment,
         return
     sha256 = await _uncancellable(writer.finish)
     state.writers.pop(att.upload_id, None)
+    state.completed.add(att.upload_id)
     await audit(request, ident, "upload.completed", target=att.message_id,
                 detail={"message_id": att.message_id, "attachment_id": att.id, "upload_id": att.upload_id})
     await request.app[keys.PROCESSOR].completed(att, sha256)
@@ -348,9 +349,10 @@ async def create_upload(request: web.Request) -> web.Response:
             filename=filename, expires_at=time.time() + settings.upload_expiry_s,
         )
     state.writers[att.upload_id] = writer
+    state.generations[att.upload_id] = 0  # a new upload's lease starts at generation 0
     await audit(request, ident, "upload.created", target=message.id,
                 detail={"message_id": message.id, "attachment_id": att.id, "upload_id": att.upload_id})
-    async with state.lock(att.upload_id):
+    async with state.lock(att.upload_id), state.claim(store, att.upload_id):
         if request.content_type == OFFSET_CONTENT_TYPE and (request.content_length or request.body_exists):
             try:
                 await _receive(request, att, writer)  # creation-with-upload
@@ -373,8 +375,11 @@ async def head_upload(request: web.Request) -> web.Response:
     _check_not_expired(att)
     headers = {"Upload-Length": str(att.length)}
     if att.state == "uploading":
-        writer = await request.app[keys.UPLOADS].writer(request.app[keys.BLOBS], att)
-        headers["Upload-Offset"] = str(writer.size)
+        state: UploadState = request.app[keys.UPLOADS]
+        # Claimed like a write: the blob is only opened by the node writing it (423 elsewhere).
+        async with state.claim(request.app[keys.MESSAGES], att.upload_id):
+            writer = await state.writer(request.app[keys.BLOBS], att)
+            headers["Upload-Offset"] = str(writer.size)
         headers["Upload-Expires"] = _http_date(att.expires_at)
     else:
         headers["Upload-Offset"] = str(att.length)
@@ -402,28 +407,37 @@ async def patch_upload(request: web.Request) -> web.Response:
             if offset == current.length and not request.content_length:
                 return web.Response(status=204, headers=_tus_headers({"Upload-Offset": str(offset)}))
             raise HttpError(409, "upload_complete", "this upload is already complete")
-        writer = await state.writer(request.app[keys.BLOBS], current)
-        if offset != writer.size:
-            raise HttpError(409, "offset_mismatch",
-                            f"Upload-Offset {offset} does not match the server's offset {writer.size}",
-                            {"Upload-Offset": str(writer.size)})
-        await _receive(request, current, writer)
-        await _after_receive(request, ident, current, writer)
-        headers = {"Upload-Offset": str(writer.size if not writer.finished else current.length)}
-        if not writer.finished:
-            headers["Upload-Expires"] = _http_date(current.expires_at)
-        return web.Response(status=204, headers=_tus_headers(headers))
+        assert offset is not None  # required above
+        async with state.claim(request.app[keys.MESSAGES], current.upload_id):
+            return await _patch_claimed(request, ident, current, offset)
     finally:
         lock.release()
         if att.upload_id not in state.writers and not lock.locked():
             state.locks.pop(att.upload_id, None)
 
 
+async def _patch_claimed(request: web.Request, ident: Identity, current: Attachment,
+                         offset: int) -> web.Response:
+    """A PATCH once this node holds the upload's lock and its claim across nodes."""
+    state: UploadState = request.app[keys.UPLOADS]
+    writer = await state.writer(request.app[keys.BLOBS], current)
+    if offset != writer.size:
+        raise HttpError(409, "offset_mismatch",
+                        f"Upload-Offset {offset} does not match the server's offset {writer.size}",
+                        {"Upload-Offset": str(writer.size)})
+    await _receive(request, current, writer)
+    await _after_receive(request, ident, current, writer)
+    headers = {"Upload-Offset": str(writer.size if not writer.finished else current.length)}
+    if not writer.finished:
+        headers["Upload-Expires"] = _http_date(current.expires_at)
+    return web.Response(status=204, headers=_tus_headers(headers))
+
+
 @tus_handler
 async def terminate_upload(request: web.Request) -> web.Response:
     ident, att = await _own_upload(request)
     state: UploadState = request.app[keys.UPLOADS]
-    async with state.lock(att.upload_id):
+    async with state.lock(att.upload_id), state.claim(request.app[keys.MESSAGES], att.upload_id):
         await state.drop(att.upload_id)
         blob_ids = await request.app[keys.MESSAGES].delete_attachment(att.id)
         await asyncio.to_thread(delete_blobs, request.app[keys.BLOBS], blob_ids)
