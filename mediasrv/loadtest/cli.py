@@ -4,6 +4,8 @@
     mediasrv-loadtest run --start-server [...]              start a local mediasrv for the run
     mediasrv-loadtest capacity [...]                        step up visits until loss or latency breaks
     mediasrv-loadtest compare [...]                         same load on mediasrv, aiortc SFU, Janus
+    mediasrv-loadtest compare --mode visits --rooms 25 --servers mediasrv,janus
+                                                            1:1 visits, both publishing and watching
     mediasrv-loadtest soak [URL | --start-server] [...]     visits joining and leaving for a long time:
                                                             RSS, fds, threads, tasks and live objects
 """
@@ -21,15 +23,21 @@ from mediasrv.loadtest.runner import LoadOptions, Target
 from mediasrv.loadtest.visit import MediaPlan
 
 SUBCOMMANDS = ("run", "capacity", "compare", "soak")
+VISIT_VIDEO_KBPS = 1450
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("load")
+    g.add_argument("--mode", choices=("rooms", "visits"), default="rooms",
+                   help="rooms: publishers and separate viewers watching each of them; visits: every "
+                        "participant publishes and watches the others (a 1:1 visit with the default "
+                        "two; --subscribers-per-room is ignored, video defaults to 1450 kbit/s)")
     g.add_argument("--rooms", type=int, default=2, help="simultaneous visits (default 2)")
     g.add_argument("--publishers-per-room", type=int, default=2, help="default 2")
     g.add_argument("--subscribers-per-room", type=int, default=2,
                    help="each watches every publisher of its room (default 2)")
-    g.add_argument("--video-kbps", type=int, default=1000, help="VP8 bitrate per publisher (default 1000)")
+    g.add_argument("--video-kbps", type=int, default=None,
+                   help="VP8 bitrate per publisher (default 1000; 1450 in visits mode: ~1.5 Mbit/s with Opus)")
     g.add_argument("--fps", type=int, default=30, help="video frame rate (default 30)")
     g.add_argument("--keyframe-interval", type=float, default=3.0, help="seconds (default 3)")
     g.add_argument("--audio", action=argparse.BooleanOptionalAction, default=True, help="send Opus")
@@ -48,12 +56,14 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 
 
 def load_options(args: argparse.Namespace) -> LoadOptions:
-    plan = MediaPlan(video_kbps=args.video_kbps, fps=args.fps, keyframe_interval_s=args.keyframe_interval,
+    mutual = args.mode == "visits"
+    video_kbps = args.video_kbps or (VISIT_VIDEO_KBPS if mutual else 1000)
+    plan = MediaPlan(video_kbps=video_kbps, fps=args.fps, keyframe_interval_s=args.keyframe_interval,
                      audio=args.audio, video=args.video)
     opts = LoadOptions(rooms=args.rooms, publishers_per_room=args.publishers_per_room,
                        subscribers_per_room=args.subscribers_per_room, plan=plan,
                        duration_s=args.duration, ramp_s=args.ramp, progress=not args.quiet,
-                       seed=args.seed,
+                       seed=args.seed, mutual=mutual,
                        client_addresses=tuple(args.client_addresses or ("127.0.0.1",)))
     opts.check()
     return opts
@@ -193,7 +203,9 @@ def cmd_soak(args: argparse.Namespace) -> int:
     from mediasrv.loadtest.servers import mediasrv_counters
     from mediasrv.loadtest.soak import SoakOptions, run_soak, soak_table
 
-    plan = MediaPlan(video_kbps=args.video_kbps, fps=args.fps, audio=args.audio, video=args.video)
+    mutual = args.mode == "visits"
+    video_kbps = args.video_kbps or (VISIT_VIDEO_KBPS if mutual else 1000)
+    plan = MediaPlan(video_kbps=video_kbps, fps=args.fps, audio=args.audio, video=args.video)
     opts = SoakOptions(visits=args.visits, visit_length_s=args.visit_length,
                        publishers_per_room=args.publishers_per_room,
                        subscribers_per_room=args.subscribers_per_room, plan=plan,

@@ -13,6 +13,8 @@ from mediasrv.loadtest.runner import LoadOptions, run_load
 from mediasrv.loadtest.servers import KINDS, local_server
 
 COLUMNS = [("forwarded pkts / CPU-s", "forwarded_per_cpu_s", "{:,.0f}"),
+           ("ratio to janus", "ratio_to_janus", "{:.2f}×"),
+           ("RSS above idle / visit MiB", "rss_per_visit_mb", "{:.2f}"),
            ("loss %", "loss_pct", "{:.3f}"),
            ("p99 latency ms", "p99_ms", "{:.2f}"),
            ("setup p50 ms", "setup_p50_ms", "{:.0f}"),
@@ -30,10 +32,55 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
             "setup_p50_ms": report["setup_ms"]["p50"], "setup_p99_ms": report["setup_ms"]["p99"],
             "cpu_pct": 100 * (report["server_cpu_s_steady"] or 0) / steady,
             "rss_mb": report["server_peak_rss_mb"],
+            "rss_per_visit_mb": report.get("server_rss_per_visit_mb"),
+            "thread_cpu_pct": {k: 100 * v / steady for k, v in (report.get("server_thread_cpu_s") or {}).items()},
+            "worker_packets": report.get("worker_packets_steady") or {},
+            "worker_spread_pct": worker_spread_pct(report.get("worker_packets_steady") or {}),
+            "worker_cpu_s": report.get("worker_cpu_s_steady") or {},
+            "worker_cpu_spread_pct": worker_spread_pct(report.get("worker_cpu_s_steady") or {}),
             "server_us_per_packet": report.get("server_us_per_packet"),
             "generator_us_per_packet": report.get("generator_pump_us_per_packet"),
             "pump_max_gap_ms": report.get("pump_max_gap_ms"), "streams": report["streams_received"],
             "setup_failures": report["setup_failures"], "packets_received": report["packets_received"]}
+
+
+def worker_spread_pct(packets: dict[str, float]) -> float | None:
+    """How far the busiest media worker is above the least busy one, in percent of the latter."""
+    values = [v for v in packets.values() if v >= 0]
+    if len(values) < 2 or min(values) <= 0:
+        return None
+    return 100.0 * (max(values) - min(values)) / min(values)
+
+
+def add_ratios(rows: list[dict[str, Any]], baseline: str = "janus") -> None:
+    """Each row's delivered packets per server CPU-second over the baseline's, measured in the same
+    run (the only comparison that a machine shared with other work does not blur)."""
+    base = next((r for r in rows if r["server"] == baseline and r.get("forwarded_per_cpu_s")), None)
+    for r in rows:
+        if "skipped" not in r:
+            r["ratio_to_janus"] = (r["forwarded_per_cpu_s"] / base["forwarded_per_cpu_s"]
+                                   if base and r.get("forwarded_per_cpu_s") else None)
+
+
+def thread_table(rows: list[dict[str, Any]], top: int = 6) -> str:
+    """Where each server's CPU went over the steady window, by thread (percent of one core)."""
+    lines = []
+    for r in rows:
+        threads = r.get("thread_cpu_pct") or {}
+        if threads:
+            shown = ", ".join(f"{k} {v:.1f}%" for k, v in list(threads.items())[:top])
+            lines.append(f"- {r['server']}: {shown}")
+        if r.get("worker_packets"):
+            spread = r.get("worker_spread_pct")
+            lines.append(f"- {r['server']} packets per media worker: "
+                         + ", ".join(f"{k}: {v:,.0f}" for k, v in r["worker_packets"].items())
+                         + (f" (spread {spread:.0f} %)" if spread is not None else ""))
+        if r.get("worker_cpu_s"):
+            spread = r.get("worker_cpu_spread_pct")
+            lines.append(f"- {r['server']} CPU seconds per media worker: "
+                         + ", ".join(f"{k}: {v:.2f}" for k, v in r["worker_cpu_s"].items())
+                         + (f" (spread {spread:.0f} %)" if spread is not None else ""))
+    return "\n".join(lines)
 
 
 def comparison_table(rows: list[dict[str, Any]]) -> str:
@@ -91,10 +138,16 @@ async def run_compare(opts: LoadOptions, servers: list[str], out_dir: str) -> in
         write_json(report, out / f"{kind}.json")
         print(f"\n== {kind}\n{table(report)}", file=sys.stderr)
         rows.append(summarize(report))
-    load = (f"{opts.rooms} visits x ({opts.publishers_per_room} publishers + {opts.subscribers_per_room} "
+    add_ratios(rows)
+    load = (f"{opts.rooms} visits of {opts.publishers_per_room} (each participant publishes Opus + VP8 "
+            f"{opts.plan.video_kbps} kbit/s with WHIP and watches the others with WHEP), {opts.duration_s:.0f} s"
+            if opts.mutual else f"{opts.rooms} visits x ({opts.publishers_per_room} publishers + {opts.subscribers_per_room} "
             f"subscribers), VP8 {opts.plan.video_kbps} kbit/s{' + Opus' if opts.plan.audio else ''}, "
             f"{opts.duration_s:.0f} s")
     text = comparison_table(rows)
+    threads = thread_table(rows)
+    if threads:
+        text += "\n\nserver CPU by thread over the steady window (% of one core):\n" + threads
     print(f"\nload: {load}\n{text}")
     (out / "comparison.md").write_text(f"load: {load}\n\n{text}\n")
     (out / "comparison.json").write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -40,3 +41,34 @@ def own_cpu_s() -> float:
     t = os.times()
     return t.user + t.system
 
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) per thread of a process, summed over threads of the same name
+    (digits dropped, so `media-worker-3` stays itself but eighty `ThreadPoolExecutor-0_12` become
+    one `ThreadPoolExecutor-_` row). Empty when the process is gone."""
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # the thread ended meanwhile
+        name = stat[stat.find("(") + 1: stat.rfind(")")]
+        if tid == str(pid):
+            name = "main"
+        elif not name.startswith("media-worker"):
+            name = re.sub(r"\d+", "_", name)
+        fields = stat.rsplit(")", 1)[1].split()
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return out
+
+
+def thread_cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each thread group used between two `thread_cpu_s` samples, largest first."""
+    delta = {k: after[k] - before.get(k, 0.0) for k in after}
+    return dict(sorted(((k, v) for k, v in delta.items() if v > 0), key=lambda kv: -kv[1]))

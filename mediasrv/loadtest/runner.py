@@ -35,12 +35,17 @@ class LoadOptions:
     ramp_s: float = 5.0
     progress: bool = True
     seed: int = 1
+    # 1:1 (or 1:n) visits: every publisher also watches every other one of its room, and there are
+    # no separate viewers (`compare --mode visits`).
+    mutual: bool = False
     # Addresses the simulated clients gather ICE candidates on (aioice skips loopback by itself).
     client_addresses: tuple[str, ...] = ("127.0.0.1",)
 
     def check(self) -> None:
         if not 1 <= self.rooms <= MAX_ROOMS:
             raise ValueError(f"--rooms must be 1..{MAX_ROOMS}")
+        if self.mutual and self.publishers_per_room < 2:
+            raise ValueError("a visit needs at least two participants")
         if self.publishers_per_room < 1 or self.subscribers_per_room < 0:
             raise ValueError("need at least one publisher per room and no negative subscribers")
         if not 0 < self.duration_s <= MAX_DURATION_S:
@@ -71,6 +76,27 @@ class Target:
         if self.make_signaling is not None:
             return self.make_signaling()
         return WhipWhep(self.url, self.api_secret)
+
+
+async def _worker_counters(target: Target) -> dict[str, float]:
+    if target.counters is None:
+        return {}
+    try:
+        return await target.counters()
+    except Exception:  # the figure is optional; the run's own numbers do not depend on it
+        return {}
+
+
+WORKER_PACKETS = "mediasrv_worker_packets_total"
+WORKER_CPU = "mediasrv_media_worker_cpu_seconds_total"
+
+
+def _worker_load(before: dict[str, float], after: dict[str, float] | None, metric: str) -> dict[str, float]:
+    """Per-worker increase of `metric` over the window, from its `{worker="i"}` samples."""
+    if not after:
+        return {}
+    return {k.split('"')[1]: v - before.get(k, 0.0) for k, v in sorted(after.items())
+            if k.startswith(metric + "{")}
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -150,9 +176,11 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
     sampler.tick()
     sampling = asyncio.get_running_loop().create_task(sampler.run())
     visits = [Visit(f"load{opts.seed}-r{i}", opts.publishers_per_room, opts.subscribers_per_room,
-                    opts.plan, signaling, pump) for i in range(opts.rooms)]
+                    opts.plan, signaling, pump, mutual=opts.mutual) for i in range(opts.rooms)]
     gen_cpu0 = procstat.own_cpu_s()
     srv0 = sampler.server()
+    threads_steady: dict[str, float] = {}
+    threads_end: dict[str, float] = {}
     t_start = time.monotonic()
     try:
         async def start(i: int, v: Visit) -> None:
@@ -165,6 +193,9 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         # Steady window: every visit up; server CPU per forwarded packet is measured over it.
         steady_snap = pump.snapshot(interval=False)
         srv_steady = sampler.server()
+        if target.pid:
+            threads_steady = procstat.thread_cpu_s(target.pid)
+        worker_steady = await _worker_counters(target)
         gen_cpu_steady = procstat.own_cpu_s()
         await asyncio.sleep(opts.duration_s)
         # Stop sending and let in-flight packets land, so our counts and the server's line up.
@@ -172,6 +203,8 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         await asyncio.sleep(DRAIN_S)
         final = pump.snapshot(interval=False)
         srv_end = sampler.server()
+        if target.pid:
+            threads_end = procstat.thread_cpu_s(target.pid)
         gen_cpu_end = procstat.own_cpu_s()
         steady_s = time.monotonic() - setup_done
         server_counters = await target.counters() if target.counters else None
@@ -187,6 +220,13 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
     setup = sorted(t for v in visits for t in v.setup_times())
     failures = [f for v in visits for f in v.failures]
     subs, pubs = opts.subscribers_per_room, opts.publishers_per_room
+    if opts.mutual:
+        subs = 0
+    idle_rss = srv0.rss_bytes if srv0 else None
+    rss_above_idle = srv_end.rss_bytes - idle_rss if srv_end and idle_rss is not None else None
+    thread_cpu = procstat.thread_cpu_delta(threads_steady, threads_end)
+    worker_packets = _worker_load(worker_steady, server_counters, WORKER_PACKETS)
+    worker_cpu = _worker_load(worker_steady, server_counters, WORKER_CPU)
     window_rx = final["packets_received"] - steady_snap["packets_received"]
     pump_window = final["pump_cpu_s"] - steady_snap["pump_cpu_s"]
     cpu_window = (srv_end.cpu_s - srv_steady.cpu_s) if srv_end and srv_steady else None
@@ -195,6 +235,7 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         "url": target.url,
         "options": {
             "rooms": opts.rooms, "publishers_per_room": pubs, "subscribers_per_room": subs,
+            "mutual": opts.mutual,
             **asdict(opts.plan), "duration_s": opts.duration_s, "ramp_s": opts.ramp_s,
         },
         "visits": opts.rooms,
@@ -202,7 +243,7 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         "setup_failures": len(failures),
         "failures": failures[:20],
         "streams_sent": final["streams_sending"],
-        "streams_expected": opts.rooms * pubs * subs * opts.plan.tracks,
+        "streams_expected": sum(v.streams_watched() for v in visits) * opts.plan.tracks,
         "streams_received": final["streams_receiving"],
         "packets_sent": final["packets_sent"],
         "packets_received": final["packets_received"],
@@ -233,6 +274,15 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         "server_cpu_s": (srv_end.cpu_s - srv0.cpu_s) if srv_end and srv0 else None,
         "server_cpu_s_steady": cpu_window,
         "server_peak_rss_mb": sampler.peak_rss / 2**20 if sampler.peak_rss else None,
+        "server_idle_rss_mb": idle_rss / 2**20 if idle_rss else None,
+        # RSS at the end of the steady window above the server's RSS before the first visit.
+        "server_rss_above_idle_mb": rss_above_idle / 2**20 if rss_above_idle is not None else None,
+        "server_rss_per_visit_mb": rss_above_idle / 2**20 / opts.rooms if rss_above_idle is not None else None,
+        # Server CPU seconds per thread (same-named threads summed) over the steady window.
+        "server_thread_cpu_s": thread_cpu,
+        # Packets each media worker handled over the steady window (mediasrv's /metrics).
+        "worker_packets_steady": worker_packets,
+        "worker_cpu_s_steady": worker_cpu,
         "forwarded_packets_steady": window_rx,
         "forwarded_per_cpu_s": window_rx / cpu_window if cpu_window else None,
         "server_counters": server_counters,

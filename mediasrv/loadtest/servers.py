@@ -68,7 +68,8 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 def parse_prometheus(text: str) -> dict[str, float]:
-    """Unlabelled samples and label-summed totals of a Prometheus text exposition."""
+    """Unlabelled samples and label-summed totals of a Prometheus text exposition (and the
+    per-worker media samples under their labelled names)."""
     out: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -79,6 +80,8 @@ def parse_prometheus(text: str) -> dict[str, float]:
             out[name] = out.get(name, 0.0) + float(value)
         except ValueError:
             continue
+        if name.startswith(("mediasrv_worker_", "mediasrv_media_worker_")) and "{" in name_part:
+            out[name_part] = float(value)  # per-worker samples kept by label too (balance)
     return out
 
 

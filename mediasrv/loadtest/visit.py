@@ -95,6 +95,9 @@ class Visit:
     plan: MediaPlan
     signaling: Signaling
     pump: Any
+    # A visit as telehealth has it: every participant publishes and watches every other one
+    # (`subscribers` is then unused); otherwise separate viewers watch every publisher.
+    mutual: bool = False
     connections: list[Connection] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
@@ -104,8 +107,18 @@ class Visit:
     async def start(self) -> None:
         """Publishers first (WHEP needs its target in the room), then every subscriber connection."""
         await asyncio.gather(*(self._publisher(i) for i in range(self.publishers)))
+        if self.mutual:
+            await asyncio.gather(*(self._subscriber(i, p, viewer="pub") for i in range(self.publishers)
+                                   for p in range(self.publishers) if p != i))
+            return
         await asyncio.gather(*(self._subscriber(i, p) for i in range(self.subscribers)
                                for p in range(self.publishers)))
+
+    def streams_watched(self) -> int:
+        """(viewer, publisher) pairs: each carries the publisher's audio and video."""
+        if self.mutual:
+            return self.publishers * (self.publishers - 1)
+        return self.publishers * self.subscribers
 
     async def _connect(self, role: str, negotiate: Any) -> Connection | None:
         t0 = time.monotonic()
@@ -151,11 +164,11 @@ class Visit:
             else:
                 self.failures.append(f"publisher in {self.room}: negotiated {name}, not VP8/Opus")
 
-    async def _subscriber(self, i: int, publisher: int) -> None:
+    async def _subscriber(self, i: int, publisher: int, viewer: str = "sub") -> None:
         target = self.identity("pub", publisher)
 
         async def negotiate(pc: RTCPeerConnection) -> Session:
-            return await self.signaling.subscribe(pc, self.room, self.identity("sub", i), target)
+            return await self.signaling.subscribe(pc, self.room, self.identity(viewer, i), target)
 
         await self._connect("subscriber", negotiate)
 
