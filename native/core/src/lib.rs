@@ -3,6 +3,7 @@
 //! the selective-forwarding router (with recording sinks), the jitter buffer and SRTP. No sockets,
 //! no threads, no Python: callers feed packets and the time, and send what comes out.
 
+pub mod bwe;
 pub mod codec_match;
 pub mod fasthash;
 pub mod framing;
@@ -18,4 +19,5 @@ pub mod rtp;
 pub mod seq;
 pub mod srtp;
 pub mod stun;
+pub mod twcc;
 pub mod vp8;

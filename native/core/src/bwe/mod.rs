@@ -1,0 +1,376 @@
+//! Send-side bandwidth estimation per subscriber (GCC family), sans-IO.
+//!
+//! The router tells `SendSideBwe` what it sent (transport-wide sequence number, size, time) and
+//! hands it the transport-cc feedback the subscriber returns. From the feedback come:
+//! - the delay signal: packets grouped into 5 ms bursts (`arrival`), the trend of their one-way
+//!   delay change and an overuse detector with an adaptive threshold (`trendline`), driving an
+//!   AIMD rate controller (`aimd`) relative to the acknowledged bitrate (`acked`);
+//! - the loss signal: a ceiling that drops above 10 % loss and rises under 2 % (`loss`);
+//! - probe results: clusters of padding (`probe`) that find capacity again after the link was
+//!   limited.
+//!
+//! Subscribers without transport-cc fall back to their REMB, bounded by the loss their receiver
+//! reports say. Times are microseconds of the caller's monotonic clock.
+
+mod acked;
+mod aimd;
+mod arrival;
+mod loss;
+mod probe;
+mod trendline;
+
+#[cfg(test)]
+mod tests;
+
+pub use probe::ProbeRequest;
+
+use crate::twcc::TwccFeedback;
+use acked::AckedRate;
+use aimd::Aimd;
+use arrival::InterArrival;
+use loss::{LossBound, LossVerdict};
+use probe::Prober;
+use trendline::Trendline;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BweConfig {
+    pub min_bps: u64,
+    pub start_bps: u64,
+    pub max_bps: u64,
+}
+
+/// What the delay detector sees (exported for stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BweState {
+    #[default]
+    Normal,
+    Overusing,
+    Underusing,
+}
+
+/// Sent packets remembered for feedback, by sequence number modulo this.
+const HISTORY: usize = 2048;
+/// No feedback for this long while sending: the path may be dead, halve.
+const FEEDBACK_TIMEOUT_US: u64 = 1_000_000;
+/// Probing while the sender wants more than the estimate: this often after a large drop (the
+/// link may recover any moment), rarer otherwise.
+const PROBE_INTERVAL_US: u64 = 2_500_000;
+const PROBE_INTERVAL_IDLE_US: u64 = 10_000_000;
+const RECENTLY_LIMITED_US: u64 = 60_000_000;
+/// A cut below this share of the recent high is a large drop: the link got worse, and probing
+/// later finds out when it recovers. (The ordinary 0.85 sawtooth at capacity is not one.)
+const LARGE_DROP: f64 = 0.66;
+const HIGH_WINDOW_US: u64 = 5_000_000;
+/// A probe that got this share of its target through is followed by one at twice its result.
+const PROBE_SUCCESS: f64 = 0.7;
+const DEFAULT_RTT_US: u64 = 100_000;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    seq: u16,
+    valid: bool,
+    reported: bool,
+    size: u32,
+    send_us: u64,
+    cluster: Option<u32>,
+}
+
+#[derive(Debug)]
+pub struct SendSideBwe {
+    cfg: BweConfig,
+    history: Vec<Sent>,
+    inter: InterArrival,
+    trend: Trendline,
+    aimd: Aimd,
+    acked: AckedRate,
+    loss: LossBound,
+    /// Loss bound of the REMB/receiver-report path (no transport-cc).
+    fallback: LossBound,
+    prober: Prober,
+    remb: Option<u64>,
+    rtt_us: Option<u64>,
+    demand: Option<u64>,
+    twcc_seen: bool,
+    last_feedback_us: Option<u64>,
+    last_sent_us: Option<u64>,
+    last_limited_us: Option<u64>,
+    initial_probe_done: bool,
+    state: BweState,
+    /// Highest estimate of the last few seconds and when it was set.
+    high: (u64, u64),
+}
+
+impl SendSideBwe {
+    pub fn new(cfg: BweConfig) -> Self {
+        let min = cfg.min_bps.max(1);
+        let max = cfg.max_bps.max(min);
+        let start = cfg.start_bps.clamp(min, max);
+        let cfg = BweConfig {
+            min_bps: min,
+            start_bps: start,
+            max_bps: max,
+        };
+        Self {
+            cfg,
+            history: vec![Sent::default(); HISTORY],
+            inter: InterArrival::default(),
+            trend: Trendline::default(),
+            aimd: Aimd::new(start, min, max),
+            acked: AckedRate::default(),
+            loss: LossBound::new(max as f64),
+            fallback: LossBound::new(start as f64),
+            prober: Prober::default(),
+            remb: None,
+            rtt_us: None,
+            demand: None,
+            twcc_seen: false,
+            last_feedback_us: None,
+            last_sent_us: None,
+            last_limited_us: None,
+            initial_probe_done: false,
+            state: BweState::Normal,
+            high: (start, 0),
+        }
+    }
+
+    pub fn config(&self) -> BweConfig {
+        self.cfg
+    }
+
+    /// What the sender would send if the link allowed (None: as much as `max_bps`). Probing is
+    /// pointless above it.
+    pub fn set_demand_bps(&mut self, bps: Option<u64>) {
+        self.demand = bps;
+    }
+
+    pub fn on_packet_sent(&mut self, twcc_seq: u16, size_bytes: usize, now_us: u64, probe: bool) {
+        let _ = probe; // every packet sent during a cluster counts toward it
+        let cluster = self.prober.on_sent(size_bytes, now_us);
+        self.history[twcc_seq as usize % HISTORY] = Sent {
+            seq: twcc_seq,
+            valid: true,
+            reported: false,
+            size: size_bytes.min(u32::MAX as usize) as u32,
+            send_us: now_us,
+            cluster,
+        };
+        self.last_sent_us = Some(now_us);
+    }
+
+    pub fn on_feedback(&mut self, fb: &TwccFeedback, now_us: u64) {
+        self.twcc_seen = true;
+        self.last_feedback_us = Some(now_us);
+        let (mut received, mut lost) = (0u64, 0u64);
+        let mut min_rtt: Option<u64> = None;
+        let mut overused = false;
+        for p in &fb.packets {
+            let slot = &mut self.history[p.seq as usize % HISTORY];
+            if !slot.valid || slot.seq != p.seq || slot.reported {
+                continue;
+            }
+            slot.reported = true;
+            let s = *slot;
+            if let Some(c) = s.cluster {
+                self.prober
+                    .on_report(c, s.send_us, p.arrival_us, s.size as usize);
+            }
+            let Some(arrival) = p.arrival_us else {
+                lost += 1;
+                continue;
+            };
+            received += 1;
+            self.acked.add(arrival, s.size as usize);
+            if now_us >= s.send_us {
+                let rtt = now_us - s.send_us;
+                min_rtt = Some(min_rtt.map_or(rtt, |m| m.min(rtt)));
+            }
+            if let Some(d) = self.inter.add(s.send_us, arrival) {
+                overused |= self.trend.update(d, now_us) == BweState::Overusing;
+            }
+        }
+        if received + lost == 0 {
+            return;
+        }
+        if let Some(r) = min_rtt {
+            self.rtt_sample(r);
+        }
+        self.state = if overused {
+            BweState::Overusing
+        } else {
+            self.trend.state()
+        };
+        let rtt = self.rtt();
+        let acked = self.acked.rate_bps();
+        self.aimd.update(self.state, acked, rtt, now_us);
+        let est = self.aimd.estimate();
+        self.loss
+            .add(received, lost, est, self.cfg.max_bps as f64, rtt, now_us);
+        self.apply_probe_results(now_us);
+        self.track_drops(now_us);
+    }
+
+    /// Notes large drops of the estimate (what makes probing worthwhile later).
+    fn track_drops(&mut self, now_us: u64) {
+        let est = self.estimate_bps();
+        let (high, at) = self.high;
+        if est >= high || now_us >= at + HIGH_WINDOW_US {
+            self.high = (est, now_us);
+        } else if (est as f64) < LARGE_DROP * high as f64 {
+            self.last_limited_us = Some(now_us);
+        }
+    }
+
+    fn apply_probe_results(&mut self, now_us: u64) {
+        for r in self.prober.take_results(now_us) {
+            // What got through is no longer in doubt for either controller.
+            self.aimd.raise_to(r.bps, now_us);
+            self.loss.raise_to(r.bps);
+            // Room for more: probe again at twice what got through, right away.
+            if r.bps >= PROBE_SUCCESS * r.target_bps as f64 && !self.prober.busy() {
+                let target = (2.0 * r.bps) as u64;
+                if self.probe_allowed(target) {
+                    self.prober.start(target.min(self.cfg.max_bps), now_us);
+                }
+            }
+        }
+    }
+
+    fn probe_allowed(&self, target: u64) -> bool {
+        let est = self.estimate_bps();
+        est < self.cfg.max_bps
+            && self.demand.is_none_or(|d| d > est)
+            && target > est
+            && self.state != BweState::Overusing
+            && self.remb.is_none_or(|r| r > est)
+    }
+
+    pub fn on_receiver_report(&mut self, fraction_lost: u8, rtt_us: Option<u64>, now_us: u64) {
+        if let Some(r) = rtt_us {
+            self.rtt_sample(r);
+        }
+        if self.twcc_seen {
+            return; // transport-cc counts losses packet by packet
+        }
+        let est = self.estimate_bps() as f64;
+        let rtt = self.rtt();
+        let verdict = self.fallback.apply(
+            fraction_lost as f64 / 256.0,
+            est,
+            self.cfg.max_bps as f64,
+            rtt,
+            now_us,
+        );
+        // The receiver vouches for its REMB and the link is clean: take it.
+        if verdict == LossVerdict::Low {
+            if let Some(r) = self.remb {
+                self.fallback.raise_to(r as f64);
+            }
+        }
+        self.track_drops(now_us);
+    }
+
+    pub fn on_remb(&mut self, bps: u64, now_us: u64) {
+        let _ = now_us;
+        self.remb = Some(bps);
+    }
+
+    /// Time passes: feedback timeout, probe scheduling.
+    pub fn poll(&mut self, now_us: u64) {
+        if self.twcc_seen {
+            let silent = self
+                .last_feedback_us
+                .is_some_and(|t| now_us >= t + FEEDBACK_TIMEOUT_US);
+            let sending = self
+                .last_sent_us
+                .is_some_and(|t| now_us < t + FEEDBACK_TIMEOUT_US);
+            if silent && sending {
+                self.aimd.back_off(now_us);
+            }
+        }
+        self.track_drops(now_us);
+        self.apply_probe_results(now_us);
+        self.schedule_probe(now_us);
+    }
+
+    fn schedule_probe(&mut self, now_us: u64) {
+        if self.prober.busy() || self.last_sent_us.is_none() {
+            return;
+        }
+        let est = self.estimate_bps();
+        if !self.initial_probe_done {
+            // Before transport-cc feedback there is nothing to measure a probe with.
+            if self.twcc_seen {
+                self.initial_probe_done = true;
+                let target = (3 * est).min(self.cfg.max_bps);
+                if self.probe_allowed(target) {
+                    self.prober.start(target, now_us);
+                }
+            }
+            return;
+        }
+        let recent = self
+            .last_limited_us
+            .is_some_and(|t| now_us < t + RECENTLY_LIMITED_US);
+        let interval = if recent {
+            PROBE_INTERVAL_US
+        } else {
+            PROBE_INTERVAL_IDLE_US
+        };
+        let due = self
+            .prober
+            .last_end_us()
+            .is_none_or(|t| now_us >= t + interval);
+        // Only while the last cut is a while back: right after it the queue is still draining.
+        let settled = self
+            .last_limited_us
+            .is_none_or(|t| now_us >= t + PROBE_INTERVAL_US / 2);
+        let target = (2 * est).min(self.cfg.max_bps);
+        if due && settled && self.probe_allowed(target) {
+            self.prober.start(target, now_us);
+        }
+    }
+
+    pub fn estimate_bps(&self) -> u64 {
+        let remb = self.remb.map_or(f64::INFINITY, |r| r as f64);
+        let est = if self.twcc_seen {
+            self.aimd.estimate().min(self.loss.bound()).min(remb)
+        } else {
+            self.fallback.bound().min(remb)
+        };
+        (est as u64).clamp(self.cfg.min_bps, self.cfg.max_bps)
+    }
+
+    pub fn probe_wanted(&mut self, now_us: u64) -> Option<ProbeRequest> {
+        self.schedule_probe(now_us);
+        self.prober.wanted(now_us)
+    }
+
+    pub fn state(&self) -> BweState {
+        self.state
+    }
+
+    /// Smoothed round-trip time (feedback-based or from receiver reports), if any.
+    pub fn rtt_us(&self) -> Option<u64> {
+        self.rtt_us
+    }
+
+    /// Loss fraction of the last loss update (0.0..=1.0).
+    pub fn loss_fraction(&self) -> f64 {
+        if self.twcc_seen {
+            self.loss.fraction()
+        } else {
+            self.fallback.fraction()
+        }
+    }
+
+    fn rtt(&self) -> u64 {
+        self.rtt_us.unwrap_or(DEFAULT_RTT_US)
+    }
+
+    fn rtt_sample(&mut self, r: u64) {
+        self.rtt_us = Some(match self.rtt_us {
+            None => r,
+            Some(s) => (7 * s + r) / 8,
+        });
+    }
+}

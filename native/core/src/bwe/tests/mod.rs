@@ -1,0 +1,4 @@
+//! The estimator against simulated links (`link`): exact, seeded, no wall clock.
+
+mod link;
+mod scenarios;

@@ -1,0 +1,266 @@
+//! Scenarios: each asserts figures a broken estimator would miss. Capacity 2 Mbit/s unless said,
+//! 30 ms one-way delay, the sender wanting 10 Mbit/s (always limited by the estimate).
+
+use super::link::{cfg, Link, Sample, Sim};
+use crate::bwe::{BweConfig, BweState, SendSideBwe};
+
+const S: u64 = 1_000_000;
+const CAP: u64 = 2_000_000;
+
+fn show(name: &str, sim: &Sim) {
+    println!("{name}: {}", sim.trace(5));
+}
+
+fn mean_estimate(sim: &Sim, from: u64, to: u64) -> u64 {
+    let v: Vec<u64> = sim
+        .samples_between(from, to)
+        .map(|s| s.estimate_bps)
+        .collect();
+    v.iter().sum::<u64>() / v.len() as u64
+}
+
+fn steady(cap: u64) -> Sim {
+    Sim::new(Link::new(cap, 300_000, 30_000), cfg(300_000), 10_000_000)
+}
+
+#[test]
+fn a_steady_link_converges_with_bounded_queue() {
+    let mut sim = steady(CAP);
+    sim.run_until(30 * S);
+    show("steady", &sim);
+    // The GCC sawtooth: cut to 0.85 x acked at overuse, creep back up. Every sample from the
+    // convergence time on is within -20 % / +10 % of the capacity, the mean within 10 %.
+    let t = sim
+        .settled_at(0, 30 * S, |s| {
+            (1_600_000..=2_200_000).contains(&s.estimate_bps)
+        })
+        .expect("converges");
+    let mean = mean_estimate(&sim, 5 * S, 30 * S);
+    let max_q = sim
+        .samples_between(5 * S, 30 * S)
+        .map(|s| s.queue_us)
+        .max()
+        .unwrap();
+    println!(
+        "steady: within -20/+10 % from {:.1} s, mean 5-30 s {} kbit/s, max queue {} ms, tail drops {}",
+        t as f64 / 1e6,
+        mean / 1000,
+        max_q / 1000,
+        sim.link.dropped_queue
+    );
+    assert!(t <= 2 * S, "converged at {t}");
+    assert!((1_800_000..=2_200_000).contains(&mean), "{mean}");
+    assert!(max_q < 100_000, "{max_q}");
+    assert_eq!(sim.link.dropped_queue, 0);
+}
+
+#[test]
+fn b_step_down_is_followed_within_two_seconds() {
+    let mut sim = steady(CAP);
+    sim.run_until(10 * S);
+    sim.link.capacity_bps = 300_000;
+    sim.run_until(20 * S);
+    show("step down", &sim);
+    let t = sim
+        .first_at(10 * S, |s| s.estimate_bps < 330_000)
+        .expect("follows the step");
+    let late = sim
+        .samples_between(13 * S, 20 * S)
+        .map(|s| s.estimate_bps)
+        .max()
+        .unwrap();
+    let mean = mean_estimate(&sim, 13 * S, 20 * S);
+    println!(
+        "step down: below 330 kbit/s {:.1} s after the step; 13-20 s max {} mean {} kbit/s",
+        (t - 10 * S) as f64 / 1e6,
+        late / 1000,
+        mean / 1000
+    );
+    assert!(t <= 12 * S, "{t}");
+    // Stays near the new capacity, without collapsing.
+    assert!(late <= 400_000, "{late}");
+    assert!(mean >= 200_000, "{mean}");
+}
+
+#[test]
+fn c_step_up_is_found_by_probing() {
+    // 20 s limited to 300 kbit/s, then released.
+    let mut sim = steady(CAP);
+    sim.run_until(10 * S);
+    sim.link.capacity_bps = 300_000;
+    sim.run_until(30 * S);
+    let before = sim.bwe.estimate_bps();
+    let probe_bytes_limited = sim.probe_bytes;
+    sim.link.capacity_bps = CAP;
+    sim.run_until(40 * S);
+    show("step up", &sim);
+    let t = sim
+        .first_at(30 * S, |s| s.estimate_bps >= 1_700_000)
+        .expect("finds the capacity");
+    let mean = mean_estimate(&sim, 36 * S, 40 * S);
+    println!(
+        "step up: {} kbit/s before; 85 % of 2 Mbit/s {:.1} s after the step, mean 36-40 s {} kbit/s; \
+         probe bytes while limited {}",
+        before / 1000,
+        (t - 30 * S) as f64 / 1e6,
+        mean / 1000,
+        probe_bytes_limited
+    );
+    assert!(before <= 350_000, "{before}");
+    assert!(t <= 35 * S, "{t}");
+    assert!(mean >= 1_600_000, "{mean}");
+}
+
+#[test]
+fn c2_cold_start_below_capacity_probes_up() {
+    // Capacity appears later without any drop first: the slower periodic probe finds it.
+    let mut sim = steady(300_000);
+    sim.run_until(20 * S);
+    sim.link.capacity_bps = CAP;
+    sim.run_until(40 * S);
+    let t = sim
+        .first_at(20 * S, |s| s.estimate_bps >= 1_700_000)
+        .expect("finds the capacity");
+    println!(
+        "cold step up: 85 % {:.1} s after the step",
+        (t - 20 * S) as f64 / 1e6
+    );
+    assert!(t <= 32 * S, "{t}");
+}
+
+#[test]
+fn d_random_loss_of_five_percent_does_not_collapse() {
+    let mut sim = steady(CAP);
+    sim.link.loss = 0.05;
+    sim.run_until(30 * S);
+    show("5 % loss", &sim);
+    let min = sim
+        .samples_between(5 * S, 30 * S)
+        .map(|s| s.estimate_bps)
+        .min()
+        .unwrap();
+    let mean = mean_estimate(&sim, 5 * S, 30 * S);
+    println!(
+        "5 % loss: 5-30 s min {} mean {} kbit/s; lost {}",
+        min / 1000,
+        mean / 1000,
+        sim.link.dropped_random
+    );
+    assert!(sim.link.dropped_random > 200);
+    assert!(min >= 1_200_000, "{min}");
+    assert!(mean >= 1_600_000, "{mean}");
+}
+
+#[test]
+fn e_twenty_percent_loss_decreases() {
+    let mut sim = steady(CAP);
+    sim.run_until(10 * S);
+    let before = sim.bwe.estimate_bps();
+    sim.link.loss = 0.2;
+    sim.run_until(15 * S);
+    show("20 % loss", &sim);
+    let after = sim.bwe.estimate_bps();
+    println!(
+        "20 % loss: {} kbit/s before, {} kbit/s 5 s later, loss {:.2}",
+        before / 1000,
+        after / 1000,
+        sim.bwe.loss_fraction()
+    );
+    assert!(before >= 1_600_000, "{before}");
+    assert!(after <= before / 3, "{after}");
+    assert!(sim.bwe.loss_fraction() > 0.1);
+}
+
+#[test]
+fn f_deep_queue_delay_reacts_before_loss() {
+    // 1 s of buffer: a loss-only controller would fill it before reacting.
+    let mut sim = Sim::new(Link::new(CAP, 1_000_000, 20_000), cfg(300_000), 10_000_000);
+    sim.run_until(10 * S);
+    sim.link.capacity_bps = 1_000_000;
+    sim.run_until(25 * S);
+    show("bufferbloat", &sim);
+    let t = sim
+        .first_at(10 * S, |s| s.estimate_bps < 1_000_000)
+        .expect("reacts");
+    let max_q = sim
+        .samples_between(10 * S, 25 * S)
+        .map(|s| s.queue_us)
+        .max()
+        .unwrap();
+    let overuse = sim
+        .samples_between(10 * S, 12 * S)
+        .any(|s: &Sample| s.state == BweState::Overusing);
+    println!(
+        "bufferbloat: below capacity {:.1} s after the drop, max queue {} ms, tail drops {}",
+        (t - 10 * S) as f64 / 1e6,
+        max_q / 1000,
+        sim.link.dropped_queue
+    );
+    assert!(t <= 11 * S, "{t}");
+    assert!(overuse);
+    assert_eq!(
+        sim.link.dropped_queue, 0,
+        "no packet reached the tail of the buffer"
+    );
+    assert!(max_q < 400_000, "{max_q}");
+    let mean = mean_estimate(&sim, 15 * S, 25 * S);
+    assert!((750_000..=1_100_000).contains(&mean), "{mean}");
+}
+
+#[test]
+fn g_remb_and_receiver_reports_without_transport_cc() {
+    let mut b = SendSideBwe::new(BweConfig {
+        min_bps: 50_000,
+        start_bps: 300_000,
+        max_bps: 2_500_000,
+    });
+    let mut now = 0;
+    b.on_packet_sent(1, 1200, now, false);
+    assert_eq!(b.estimate_bps(), 300_000);
+    b.on_remb(800_000, now);
+    assert_eq!(b.estimate_bps(), 300_000, "nothing vouches for more yet");
+    now += S;
+    b.on_receiver_report(0, Some(80_000), now);
+    assert_eq!(b.estimate_bps(), 800_000, "clean link: the REMB");
+    assert_eq!(b.rtt_us(), Some(80_000));
+    // 25 % loss, one report a second: down by ~12 % each time.
+    let mut last = b.estimate_bps();
+    for _ in 0..5 {
+        now += S;
+        b.on_receiver_report(64, None, now);
+        let e = b.estimate_bps();
+        assert!(e < last, "{e} after {last}");
+        last = e;
+    }
+    assert!(last < 450_000, "{last}");
+    // 5 %: held.
+    now += S;
+    b.on_receiver_report(13, None, now);
+    assert_eq!(b.estimate_bps(), last);
+    // Clean again: back to the REMB; a lower REMB caps it at once.
+    now += S;
+    b.on_receiver_report(0, None, now);
+    assert_eq!(b.estimate_bps(), 800_000);
+    b.on_remb(200_000, now);
+    assert_eq!(b.estimate_bps(), 200_000);
+    b.on_remb(10_000, now);
+    assert_eq!(b.estimate_bps(), 50_000, "never below min_bps");
+    // Without transport-cc feedback nothing is probed.
+    b.poll(now);
+    assert_eq!(b.probe_wanted(now), None);
+    assert_eq!(b.state(), BweState::Normal);
+}
+
+#[test]
+fn h_feedback_stops_estimate_halves() {
+    let mut sim = steady(CAP);
+    sim.run_until(10 * S);
+    let before = sim.bwe.estimate_bps();
+    // The path dies (everything lost, no feedback): halve once a second, down to min.
+    sim.link.loss = 1.0;
+    sim.run_until(12 * S + S / 2);
+    let after = sim.bwe.estimate_bps();
+    println!("dead path: {} -> {} kbit/s", before / 1000, after / 1000);
+    assert!(after <= before / 3, "{after}");
+    assert!(after >= 50_000);
+}
