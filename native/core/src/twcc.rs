@@ -742,4 +742,80 @@ mod tests {
         let fbs = decode(&out);
         assert_eq!((fbs[0].base_seq, fbs[1].base_seq), (1, 2));
     }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn parse_never_panics(mut b in prop::collection::vec(any::<u8>(), 0..300), fix in any::<bool>()) {
+                if fix && b.len() >= 20 {
+                    // Mostly-valid headers reach the chunk and delta code.
+                    b[0] = 0x8f;
+                    b[1] = PT_RTPFB;
+                    let words = (b.len() / 4 - 1) as u16;
+                    b[2..4].copy_from_slice(&words.to_be_bytes());
+                }
+                let _ = TwccFeedback::parse(&b);
+                let _ = TwccFeedback::parse_compound(&b).count();
+            }
+
+            #[test]
+            fn write_then_parse_round_trips(
+                base in any::<u16>(),
+                reference_time in 0u32..0x100_0000,
+                steps in prop::collection::vec(prop::option::of(-8_000i64..40_000), 1..300),
+            ) {
+                let mut t = reference_time as i64 * REF_UNIT_US;
+                let packets: Vec<TwccPacket> = steps
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| TwccPacket {
+                        seq: base.wrapping_add(i as u16),
+                        arrival_us: d.map(|d| {
+                            t += d / TICK_US * TICK_US;
+                            t
+                        }),
+                    })
+                    .collect();
+                let fb = TwccFeedback { base_seq: base, reference_time, packets, ..Default::default() };
+                let mut out = Vec::new();
+                if fb.write(&mut out).is_ok() {
+                    prop_assert_eq!(TwccFeedback::parse(&out).unwrap(), (fb, out.len()));
+                }
+            }
+
+            #[test]
+            fn recorder_reports_every_arrival_once(
+                start in any::<u16>(),
+                gaps in prop::collection::vec((1u16..4, 0u64..30_000), 1..500),
+            ) {
+                let mut r = TwccRecorder::new(1, 2, 20_000);
+                let (mut seq, mut now) = (start, 1_000_000u64);
+                let mut expected = Vec::new();
+                let mut out = Vec::new();
+                for (g, dt) in gaps {
+                    seq = seq.wrapping_add(g);
+                    now += dt;
+                    r.record(seq, now);
+                    expected.push((seq, now));
+                    r.poll_feedback(now, &mut out);
+                }
+                r.poll_feedback(now + 1_000_000, &mut out);
+                let got: Vec<(u16, i64)> = TwccFeedback::parse_compound(&out)
+                    .flat_map(|f| f.unwrap().packets)
+                    .filter_map(|p| p.arrival_us.map(|a| (p.seq, a)))
+                    .collect();
+                prop_assert_eq!(got.len(), expected.len());
+                // Arrival differences are kept to the 250 us tick.
+                for w in 0..got.len().saturating_sub(1) {
+                    let d_got = got[w + 1].1 - got[w].1;
+                    let d_exp = expected[w + 1].1 as i64 / 250 * 250 - expected[w].1 as i64 / 250 * 250;
+                    prop_assert_eq!(got[w].0, expected[w].0);
+                    prop_assert_eq!(d_got, d_exp);
+                }
+            }
+        }
+    }
 }

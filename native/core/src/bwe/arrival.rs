@@ -31,11 +31,11 @@ impl Group {
     }
 
     fn takes(&self, send: u64, arrival: i64) -> bool {
-        if send - self.first_send <= GROUP_SPAN_US {
+        if send.saturating_sub(self.first_send) <= GROUP_SPAN_US {
             return true;
         }
         let arrival_delta = arrival - self.last_arrival;
-        let send_delta = (send - self.last_send) as i64;
+        let send_delta = send as i64 - self.last_send as i64;
         arrival_delta - send_delta < 0
             && arrival_delta <= BURST_ARRIVAL_US
             && arrival - self.first_arrival < MAX_BURST_US
@@ -81,7 +81,7 @@ impl InterArrival {
         let delta = self.previous.and_then(|prev| {
             let arrival = done.last_arrival - prev.last_arrival;
             (arrival >= 0).then(|| GroupDelta {
-                send_ms: (done.last_send - prev.last_send) as f64 / 1000.0,
+                send_ms: (done.last_send as i64 - prev.last_send as i64) as f64 / 1000.0,
                 arrival_ms: arrival as f64 / 1000.0,
                 at_ms: done.last_arrival as f64 / 1000.0,
             })

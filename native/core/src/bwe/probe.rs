@@ -112,7 +112,8 @@ impl Prober {
         let c = self.active.as_ref()?;
         // Aim for the rate over the cluster so far plus a slice ahead, so that callers polling
         // every few ms still send the whole cluster before it ends.
-        let elapsed = (now_us - c.start_us + SLICE_AHEAD_US).min(c.end_us - c.start_us);
+        let elapsed =
+            (now_us.saturating_sub(c.start_us) + SLICE_AHEAD_US).min(c.end_us - c.start_us);
         let due = c.target_bps * elapsed / 8_000_000;
         let due = due.max(MIN_SLICE_BYTES);
         if due <= c.sent_bytes || due - c.sent_bytes < MIN_SLICE_BYTES {

@@ -1,4 +1,6 @@
-//! The estimator against simulated links (`link`): exact, seeded, no wall clock.
+//! The estimator against simulated links (`link`): exact, seeded, no wall clock; and against
+//! arbitrary inputs (`robust`).
 
 mod link;
+mod robust;
 mod scenarios;
