@@ -31,9 +31,10 @@ class Server:
     session: aiohttp.ClientSession | None = None
     port: int | None = None
     apps: list[web.Application] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     async def start(self) -> None:
-        self.server = TestServer(create_app(self.settings), host="127.0.0.1", port=self.port or 0)
+        self.server = TestServer(create_app(self.settings), host=self.host, port=self.port or 0)
         await self.server.start_server()
         self.port = self.server.port
         self.session = aiohttp.ClientSession(base_url=self.url)
@@ -55,7 +56,7 @@ class Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def token(self, identity: str, role: str, room: str | None = None, ttl_s: int = 3600,
               now: float | None = None) -> str:
