@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -206,19 +207,26 @@ class MessageStore:
 
     async def create_attachment(
         self, *, message_id: str, blob_id: str, content_type: str, length: int,
-        filename: str | None, expires_at: float,
+        filename: str | None, expires_at: float, admit: Callable[[Connection], None] | None = None,
     ) -> Attachment:
+        """`admit(conn)` runs first in the same transaction and may refuse by raising."""
         aid, upload_id = new_id(12), new_id(24)
         sealed = (
             self.cipher.seal(filename.encode(), b"attachment-name:" + aid.encode())
             if filename is not None else None
         )
         now = time.time()
-        await self.db.execute(
-            "INSERT INTO attachments (id, message_id, upload_id, blob_id, state, content_type,"
-            " length, sealed_name, created_at, expires_at) VALUES (?, ?, ?, ?, 'uploading', ?, ?, ?, ?, ?)",
-            (aid, message_id, upload_id, blob_id, content_type, length, sealed, now, expires_at),
-        )
+
+        def insert(conn: Connection) -> None:
+            if admit is not None:
+                admit(conn)
+            conn.execute(
+                "INSERT INTO attachments (id, message_id, upload_id, blob_id, state, content_type,"
+                " length, sealed_name, created_at, expires_at) VALUES (?, ?, ?, ?, 'uploading', ?, ?, ?, ?, ?)",
+                (aid, message_id, upload_id, blob_id, content_type, length, sealed, now, expires_at),
+            )
+
+        await self.db.run(insert)
         return Attachment(aid, message_id, upload_id, blob_id, "uploading", None, content_type,
                           length, filename, None, None, None, now, expires_at, None)
 

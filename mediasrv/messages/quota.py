@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from mediasrv.config import Settings
 from mediasrv.errors import MediasrvError
 from mediasrv.messages.message_store import MessageStore
+from mediasrv.storage.database import Connection, lock_key
 
 WINDOW_S = 24 * 3600
 
@@ -38,11 +39,22 @@ class Usage:
     recent_bytes: int  # declared bytes of uploads created in the last WINDOW_S
 
 
-async def usage(store: MessageStore, sender: str, now: float | None = None) -> Usage:
+def usage_in(conn: Connection, sender: str, now: float | None = None) -> Usage:
     now = time.time() if now is None else now
-    row = await store.db.fetchone(_USAGE_SQL, {"sender": sender, "since": now - WINDOW_S, "now": now})
+    row = conn.execute(_USAGE_SQL, {"sender": sender, "since": now - WINDOW_S, "now": now}).fetchone()
     assert row is not None  # an aggregate always yields one row
     return Usage(int(row["pending"]), int(row["recent"]))
+
+
+async def usage(store: MessageStore, sender: str, now: float | None = None) -> Usage:
+    return await store.db.run(lambda conn: usage_in(conn, sender, now))
+
+
+def admit(settings: Settings, sender: str, length: int, conn: Connection) -> None:
+    """In the transaction that adds the upload's row: the check against the sender's usage, with
+    every other node's check for the same sender held off until this transaction ends."""
+    lock_key(conn, "upload-quota:" + sender)
+    check(settings, usage_in(conn, sender), length)
 
 
 def check(settings: Settings, used: Usage, length: int) -> None:

@@ -233,3 +233,27 @@ async def _lease(srv: Server, upload: str) -> Any:
 
     return await srv.app[DB].fetchone("SELECT holder, expires_at FROM upload_leases WHERE upload_id = ?",
                                       (upload.rsplit("/", 1)[1],))
+
+
+async def test_the_pending_quota_holds_across_nodes_creating_at_once(
+        tmp_path: Path, pg_cluster: PostgresCluster) -> None:
+    """Both nodes create an upload for the same sender at the same moment, each of which fits the
+    quota alone but not together: exactly one is created, every round, and no blob is left over."""
+    shared = {**_shared(tmp_path, pg_cluster.new_database(), lease_s=30.0),
+              "upload_quota_pending_bytes": 1000 * KiB, "upload_quota_daily_bytes": 0}
+    a = await _node(tmp_path, "a", "127.0.0.2", shared)
+    b = await _node(tmp_path, "b", "127.0.0.3", shared)
+    try:
+        for _ in range(8):
+            msg = await a.send_message(PATIENT, CLINICIAN)
+            first, second = await asyncio.gather(create_upload(a, PATIENT, msg["id"], 600 * KiB),
+                                                 create_upload(b, PATIENT, msg["id"], 600 * KiB))
+            assert sorted([first.status, second.status]) == [201, 413]
+            created = first if first.status == 201 else second
+            node = a if created is first else b
+            resp = await node.request("DELETE", created.headers["Location"], who=PATIENT, headers=TUS)
+            assert resp.status == 204
+        assert list(Path(shared["blob_dir"]).rglob("*.blob")) == []
+    finally:
+        await a.stop()
+        await b.stop()

@@ -342,12 +342,24 @@ async def create_upload(request: web.Request) -> web.Response:
     blobs: BlobStore = request.app[keys.BLOBS]
     state: UploadState = request.app[keys.UPLOADS]
     async with state.quota_lock(ident.sub):
-        quota.check(settings, await quota.usage(store, ident.sub), length)
+        quota.check(settings, await quota.usage(store, ident.sub), length)  # before making a blob
         writer = await asyncio.to_thread(blobs.create, new_blob_id())
-        att = await store.create_attachment(
-            message_id=message.id, blob_id=writer.blob_id, content_type=content_type, length=length,
-            filename=filename, expires_at=time.time() + settings.upload_expiry_s,
-        )
+        try:
+            # Checked again with the row's insert: other nodes may be adding uploads of this sender.
+            att = await store.create_attachment(
+                message_id=message.id, blob_id=writer.blob_id, content_type=content_type, length=length,
+                filename=filename, expires_at=time.time() + settings.upload_expiry_s,
+                admit=partial(quota.admit, settings, ident.sub, length),
+            )
+        except BaseException:
+            unused = writer
+
+            def discard() -> None:
+                unused.close()
+                delete_blobs(blobs, [unused.blob_id])
+
+            await asyncio.to_thread(discard)
+            raise
     state.writers[att.upload_id] = writer
     state.generations[att.upload_id] = 0  # a new upload's lease starts at generation 0
     await audit(request, ident, "upload.created", target=message.id,
