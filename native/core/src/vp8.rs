@@ -146,6 +146,21 @@ pub fn rewrite(payload: &mut [u8], d: &Vp8Descriptor, picture_id: Option<u16>, t
     }
 }
 
+/// Width and height from a keyframe's VP8 frame header (RFC 6386 9.1: 3-byte frame tag, start code
+/// 9d 01 2a, then 14-bit width and height, little-endian), for the first packet of a keyframe.
+pub fn keyframe_size(payload: &[u8], d: &Vp8Descriptor) -> Option<(u16, u16)> {
+    if !d.keyframe {
+        return None;
+    }
+    let h = payload.get(d.len..d.len + 10)?;
+    if h[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([h[6], h[7]]) & 0x3fff;
+    let ht = u16::from_le_bytes([h[8], h[9]]) & 0x3fff;
+    Some((w, ht))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +207,20 @@ mod tests {
         assert_eq!(back.temporal_id, Some(1));
         assert!(!back.layer_sync);
         assert_eq!(p[6], 0x9d); // payload untouched
+    }
+
+    #[test]
+    fn keyframe_dimensions() {
+        // descriptor 0x10 | frame tag (key) | start code | 640 x 360
+        let p = [
+            0x10, 0x50, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0x00,
+        ];
+        let d = parse(&p).unwrap();
+        assert_eq!(keyframe_size(&p, &d), Some((640, 360)));
+        assert_eq!(keyframe_size(&p[..10], &d), None); // truncated
+        let mut bad = p;
+        bad[4] = 0;
+        assert_eq!(keyframe_size(&bad, &d), None); // no start code
     }
 
     #[test]

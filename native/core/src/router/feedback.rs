@@ -532,6 +532,10 @@ impl Router {
         now_ms: u64,
         out: &mut Output,
     ) {
+        // A simulcast subscriber's timestamps jump at layer switches: no reports for it yet.
+        if t.layered.is_some() {
+            return;
+        }
         let Some((ntp, rtp_ts, at_ms)) = t.stats.last_sr else {
             return;
         };

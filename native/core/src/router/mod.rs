@@ -23,6 +23,7 @@ mod feedback;
 pub mod layers;
 mod rate;
 mod resend;
+mod simulcast;
 mod sink;
 mod types;
 
@@ -33,6 +34,7 @@ pub use sink::{Sink, SINK_TRANSPORT};
 pub use feedback::MAX_RETRANSMISSIONS_PER_RTCP;
 pub use rate::RATE_SAMPLE_MS;
 pub use resend::DEFAULT_RTT_MS as DEFAULT_RESEND_RTT_MS;
+pub use simulcast::{pick_layers, LayerInfo, SubscriptionLayers};
 
 /// Events kept until `take_events`; beyond this they are counted in `events_dropped` instead.
 pub const MAX_EVENTS: usize = 1024;
@@ -132,6 +134,8 @@ struct Track {
     last_packet_ms: u64,
     rate: RateWindow,
     stats: TrackStats,
+    /// Simulcast layers on separate SSRCs (`set_track_layers`); routed by `simulcast`.
+    layered: Option<Box<simulcast::Layered>>,
 }
 
 impl Track {
@@ -436,6 +440,7 @@ impl Router {
                 last_packet_ms: 0,
                 rate: RateWindow::default(),
                 stats: TrackStats::default(),
+                layered: None,
             },
         );
         Ok(())
@@ -671,6 +676,10 @@ impl Router {
             t.stats.active = true;
             stats.tracks_started += 1;
             push_event(events, stats, RouterEvent::TrackStarted { track: track_id });
+        }
+        if t.layered.is_some() {
+            let abs_send_time = ext_ids.abs_send_time;
+            return simulcast::route_layered(t, stats, &v, abs_send_time, now_ms, out);
         }
 
         // Resolve RTX to the original packet.

@@ -1,0 +1,534 @@
+//! Simulcast tracks in the router: one track whose spatial layers arrive on separate SSRCs (learned
+//! from the RID header extension, or listed up front from `a=ssrc-group:SIM`). Every subscription
+//! gets one layer through its own `LayerSelector`; the layer is picked from the subscriber's
+//! estimate (its REMB) and the resolution it asked for at most. Packets of a layer nobody receives
+//! or waits for are dropped right after the SSRC lookup.
+//!
+//! Limits of this first version (documented in docs/bandwidth.md): layered tracks are not NACKed
+//! upstream nor retransmitted to subscribers (a loss costs a keyframe request), and their
+//! subscribers get no sender reports (no lip sync across a layer switch's timestamp jump).
+
+use super::layers::{Decision, LayerDrop, LayerPacket, LayerSelector, MAX_SPATIAL_LAYERS};
+use super::*;
+
+/// Most SSRCs one layered track learns (media only; RTX of layered tracks is not forwarded).
+const MAX_LAYER_SSRCS: usize = 6;
+/// How often each subscriber's target layers are recomputed.
+const RETARGET_MS: u64 = 250;
+/// Window over which a layer's bitrate is measured.
+const RATE_WINDOW_MS: u64 = 1000;
+/// A layer silent for this long is not picked (the publisher stopped sending it).
+const LAYER_IDLE_MS: u64 = 1500;
+/// Up-switch only when the higher layer uses at most this share of the estimate (in percent).
+const UP_SWITCH_PERCENT: u64 = 85;
+
+#[derive(Debug, Default)]
+struct LayerIn {
+    ssrc: Option<u32>,
+    window_start_ms: u64,
+    window_bytes: u64,
+    rate_bps: u64,
+    height: Option<u16>,
+    last_packet_ms: Option<u64>,
+}
+
+#[derive(Debug)]
+struct SubLayers {
+    id: SubscriptionId,
+    sel: LayerSelector,
+    max_height: Option<u16>,
+}
+
+/// Simulcast state of one track.
+#[derive(Debug)]
+pub(super) struct Layered {
+    rid_ext: u8,
+    rids: Vec<Vec<u8>>,
+    ssrc_layer: Vec<(u32, u8)>,
+    layers: Vec<LayerIn>,
+    subs: Vec<SubLayers>,
+    next_retarget_ms: u64,
+    scratch: Vec<u8>,
+    rtx_dropped: u64,
+}
+
+/// Layers of one simulcast track as the router sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerInfo {
+    pub ssrc: Option<u32>,
+    pub bitrate_bps: u64,
+    pub height: Option<u16>,
+}
+
+/// A subscription's layer state: (spatial, temporal) it receives (None while waiting for the
+/// first keyframe), and the target.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscriptionLayers {
+    pub current: Option<(u8, u8)>,
+    pub target: (u8, u8),
+    pub max_height: Option<u16>,
+    pub spatial_switches: u64,
+    pub temporal_switches: u64,
+    pub dropped_temporal: u64,
+    pub vp8_malformed: u64,
+}
+
+/// The layers a subscriber should get: the highest spatial layer that is active, fits its cap
+/// (a layer of unknown height only when it is the lowest) and its estimate (with headroom to go
+/// up); on the lowest layer, fewer temporal layers when even that exceeds the estimate.
+pub fn pick_layers(
+    layers: &[(u64, Option<u16>, bool)],
+    budget_bps: Option<u64>,
+    max_height: Option<u16>,
+    current_spatial: Option<u8>,
+) -> (u8, u8) {
+    let fits_cap = |s: usize, h: Option<u16>| match (max_height, h) {
+        (None, _) => true,
+        (Some(cap), Some(h)) => h <= cap,
+        (Some(_), None) => s == 0,
+    };
+    let fits_budget = |s: usize, rate: u64| match budget_bps {
+        None => true,
+        Some(b) if current_spatial.is_some_and(|c| s > c as usize) => {
+            rate <= b / 100 * UP_SWITCH_PERCENT
+        }
+        Some(b) => rate <= b,
+    };
+    let spatial = (1..layers.len())
+        .rev()
+        .find(|&s| {
+            let (rate, h, active) = layers[s];
+            active && fits_cap(s, h) && fits_budget(s, rate)
+        })
+        .unwrap_or(0);
+    let temporal = match (spatial, budget_bps, layers.first()) {
+        (0, Some(b), Some(&(rate, _, _))) if rate > b => {
+            // TL0 is about 60 % of an L1T3 stream's rate, TL0+TL1 about 80 %.
+            if b >= rate / 10 * 8 {
+                1
+            } else {
+                0
+            }
+        }
+        _ => layers::MAX_TEMPORAL_LAYER,
+    };
+    (spatial as u8, temporal)
+}
+
+impl Layered {
+    fn layer_of(&mut self, v: &RtpView<'_>) -> Option<u8> {
+        if let Some(&(_, l)) = self.ssrc_layer.iter().find(|(s, _)| *s == v.ssrc) {
+            return Some(l);
+        }
+        let rid = v.extension(self.rid_ext)?;
+        let layer = self.rids.iter().position(|r| r.as_slice() == rid)? as u8;
+        if self.ssrc_layer.len() >= MAX_LAYER_SSRCS {
+            return None;
+        }
+        self.ssrc_layer.push((v.ssrc, layer));
+        self.layers[layer as usize].ssrc = Some(v.ssrc);
+        Some(layer)
+    }
+
+    fn account(&mut self, layer: u8, bytes: usize, now_ms: u64) {
+        let l = &mut self.layers[layer as usize];
+        if now_ms >= l.window_start_ms + RATE_WINDOW_MS {
+            let span = now_ms - l.window_start_ms;
+            l.rate_bps = if l.last_packet_ms.is_some() && span < 2 * RATE_WINDOW_MS {
+                l.window_bytes * 8000 / span.max(1)
+            } else {
+                0
+            };
+            l.window_start_ms = now_ms;
+            l.window_bytes = 0;
+        }
+        l.window_bytes += bytes as u64;
+        l.last_packet_ms = Some(now_ms);
+    }
+
+    /// Recomputes every subscriber's target; true if some subscriber now waits for a keyframe.
+    fn retarget(&mut self, subs: &[Subscription], now_ms: u64) -> bool {
+        self.subs.retain(|s| subs.iter().any(|x| x.id == s.id));
+        let layers: Vec<(u64, Option<u16>, bool)> = self
+            .layers
+            .iter()
+            .map(|l| {
+                let active = l.last_packet_ms.is_some_and(|t| now_ms < t + LAYER_IDLE_MS);
+                (l.rate_bps, l.height, active)
+            })
+            .collect();
+        let mut wants = false;
+        for sub in subs {
+            let sl = self.sub_entry(sub);
+            let budget = sub.stats.remb_bps;
+            let current = sl.sel.current().map(|c| c.0);
+            let (s, t) = pick_layers(&layers, budget, sl.max_height, current);
+            sl.sel.set_target(s, t);
+            wants |= sl.sel.wants_keyframe().is_some();
+        }
+        self.next_retarget_ms = now_ms + RETARGET_MS;
+        wants
+    }
+
+    fn sub_entry(&mut self, sub: &Subscription) -> &mut SubLayers {
+        let i = match self.subs.iter().position(|s| s.id == sub.id) {
+            Some(i) => i,
+            None => {
+                self.subs.push(SubLayers {
+                    id: sub.id,
+                    sel: LayerSelector::new(sub.next_seq, sub.next_ts),
+                    max_height: None,
+                });
+                self.subs.len() - 1
+            }
+        };
+        &mut self.subs[i]
+    }
+
+    /// SSRC to name in keyframe requests: the layer some subscriber waits for (the highest such),
+    /// else the highest layer being received.
+    fn feedback_ssrc(&self) -> Option<u32> {
+        let waited = self
+            .subs
+            .iter()
+            .filter_map(|s| s.sel.wants_keyframe())
+            .max();
+        let received = self
+            .subs
+            .iter()
+            .filter_map(|s| s.sel.current().map(|c| c.0))
+            .max();
+        waited
+            .or(received)
+            .and_then(|l| self.layers.get(l as usize)?.ssrc)
+    }
+}
+
+/// Routes one packet of a layered track (called by `route_rtp` once the track is known).
+pub(super) fn route_layered(
+    t: &mut Track,
+    stats: &mut RouterStats,
+    v: &RtpView<'_>,
+    abs_send_time_ext: u8,
+    now_ms: u64,
+    out: &mut Output,
+) {
+    let clock_rate = t.clock_rate(v.payload_type);
+    let Some(l) = t.layered.as_deref_mut() else {
+        return;
+    };
+    let (media_pt, kind) = match t.pt_table[v.payload_type as usize & 0x7f] {
+        PtEntry::Media { kind, .. } => (v.payload_type, kind),
+        PtEntry::Rtx { .. } => {
+            l.rtx_dropped += 1;
+            return stats.drop(DropReason::RtxUnwrapFailed);
+        }
+        PtEntry::Unknown => return stats.drop(DropReason::UnknownPayloadType),
+    };
+    let Some(layer) = l.layer_of(v) else {
+        return stats.drop(DropReason::UnknownSsrc);
+    };
+    let payload = v.payload();
+    if payload.is_empty() {
+        t.stats.padding_only += 1;
+        return stats.drop(DropReason::PaddingOnly);
+    }
+    l.account(layer, v.payload().len(), now_ms);
+    let is_key = is_keyframe_start(kind, payload);
+    if is_key {
+        t.stats.keyframes += 1;
+        stats.keyframes_in += 1;
+        if kind == CodecKind::Vp8 {
+            if let Ok(d) = crate::vp8::parse(payload) {
+                if let Some((_, h)) = crate::vp8::keyframe_size(payload, &d) {
+                    l.layers[layer as usize].height = Some(h);
+                }
+            }
+        }
+    }
+    t.stats.payload_bytes += payload.len() as u64;
+    stats.payload_bytes_in += payload.len() as u64;
+    t.last_media_pt = Some(media_pt);
+    if l.subs.len() != t.subs.len() {
+        l.next_retarget_ms = 0; // a subscription came or went
+    }
+    if now_ms >= l.next_retarget_ms && l.retarget(&t.subs, now_ms) {
+        t.pli_pending = true;
+    }
+    t.media_ssrc = l.feedback_ssrc();
+    // Nobody receives or waits for this layer: nothing more to do.
+    let wanted =
+        |s: &SubLayers| s.sel.current().map(|c| c.0) == Some(layer) || s.sel.target().0 == layer;
+    if !l.subs.iter().any(wanted) {
+        return;
+    }
+    let abs_send_time: Option<[u8; 3]> = v
+        .extension(abs_send_time_ext)
+        .and_then(|d| d.try_into().ok());
+    for sub in &mut t.subs {
+        let Some(sl) = l.subs.iter_mut().find(|x| x.id == sub.id) else {
+            continue; // new since the last layer choice: picked up at the next one
+        };
+        let p = LayerPacket {
+            spatial: layer,
+            seq: v.seq,
+            timestamp: v.timestamp,
+            keyframe: is_key,
+            vp8: None,
+            clock_rate,
+            now_ms,
+        };
+        l.scratch.clear();
+        l.scratch.extend_from_slice(payload);
+        let decision = if kind == CodecKind::Vp8 {
+            sl.sel.decide_vp8(p, &mut l.scratch)
+        } else {
+            sl.sel.decide(&p)
+        };
+        sub.started = sl.sel.wants_keyframe().is_none();
+        sub.stats.waiting_keyframe = sl.sel.current().is_none();
+        let f = match decision {
+            Decision::Forward(f) => f,
+            Decision::Drop(LayerDrop::WaitingKeyframe) => {
+                sub.stats.dropped_waiting_keyframe += 1;
+                stats.drop(DropReason::WaitingKeyframe);
+                continue;
+            }
+            Decision::Drop(_) => continue,
+        };
+        let sub_pt = sub.pt_map[media_pt as usize & 0x7f];
+        if sub_pt == 0xff {
+            stats.drop(DropReason::CodecNotNegotiated);
+            continue;
+        }
+        let len = write_layered(out, sub, sub_pt, v, &f, abs_send_time, &l.scratch, now_ms);
+        if sub
+            .last_out
+            .is_none_or(|(s, _, _)| crate::seq::seq_newer(f.seq, s))
+        {
+            sub.last_out = Some((f.seq, f.timestamp, now_ms));
+            sub.stats.last_seq = Some(f.seq);
+            sub.stats.last_timestamp = Some(f.timestamp);
+        }
+        sub.stats.packets += 1;
+        sub.stats.bytes += len as u64;
+        sub.stats.payload_bytes += payload.len() as u64;
+        if is_key && f.switched {
+            sub.stats.keyframes += 1;
+        }
+        if sub.sink.is_none() {
+            stats.rtp_packets_out += 1;
+            stats.rtp_bytes_out += len as u64;
+            stats.payload_bytes_out += payload.len() as u64;
+        }
+    }
+}
+
+/// Writes one forwarded packet of a layered track with the selector's numbers (to the subscriber's
+/// transport, or into its recording sink).
+#[allow(clippy::too_many_arguments)]
+fn write_layered(
+    out: &mut Output,
+    sub: &mut Subscription,
+    sub_pt: u8,
+    v: &RtpView<'_>,
+    f: &layers::Forward,
+    abs_send_time: Option<[u8; 3]>,
+    payload: &[u8],
+    now_ms: u64,
+) -> usize {
+    sub.seq_offset = f.seq.wrapping_sub(v.seq);
+    sub.ts_offset = f.timestamp.wrapping_sub(v.timestamp);
+    if let Some(sink) = sub.sink.as_deref_mut() {
+        let header = RtpFields {
+            ssrc: sub.ssrc,
+            seq: f.seq,
+            timestamp: f.timestamp,
+            marker: v.marker,
+        };
+        sink.push(header, Arc::new(payload.to_vec()), now_ms);
+        return 12 + payload.len();
+    }
+    let ext = abs_send_time.filter(|_| sub.ext.abs_send_time != 0);
+    let exts = ext.as_ref().map(|a| [(sub.ext.abs_send_time, &a[..])]);
+    let h = HeaderOut {
+        marker: v.marker,
+        payload_type: sub_pt,
+        seq: f.seq,
+        timestamp: f.timestamp,
+        ssrc: sub.ssrc,
+        csrc_bytes: v.csrc_bytes(),
+        extensions: exts.as_ref().map_or(&[][..], |e| &e[..]),
+    };
+    let mut len = 0;
+    out.push_with(sub.transport, |buf| {
+        let start = buf.len();
+        rtp::write_packet(buf, &h, payload);
+        len = buf.len() - start;
+    });
+    len
+}
+
+impl Router {
+    /// Makes `track` a simulcast track: its layers, lowest resolution first, are named by the RID
+    /// values in `rids` (read from header extension `rid_ext`) or, when `rids` is empty, are the
+    /// SSRCs in `ssrcs` (from `a=ssrc-group:SIM`).
+    pub fn set_track_layers(
+        &mut self,
+        track: TrackId,
+        rid_ext: u8,
+        rids: &[&str],
+        ssrcs: &[u32],
+    ) -> Result<(), RouterError> {
+        let n = if rids.is_empty() {
+            ssrcs.len()
+        } else {
+            rids.len()
+        };
+        if n == 0 || n > MAX_SPATIAL_LAYERS as usize {
+            return Err(RouterError::Invalid(format!(
+                "a simulcast track has 1 to {MAX_SPATIAL_LAYERS} layers, not {n}"
+            )));
+        }
+        if !rids.is_empty() && (rid_ext == 0 || rid_ext == 15) {
+            return Err(RouterError::Invalid(format!(
+                "RID extension id {rid_ext} is not usable"
+            )));
+        }
+        let transport = self
+            .tracks
+            .get(&track)
+            .ok_or(RouterError::UnknownTrack(track))?
+            .transport;
+        for s in ssrcs {
+            if self
+                .track_by_ssrc
+                .get(&(transport, *s))
+                .is_some_and(|t| *t != track)
+            {
+                return Err(RouterError::SsrcInUse(*s));
+            }
+        }
+        let t = self.tracks.get_mut(&track).expect("checked above");
+        if t.kind != MediaKind::Video {
+            return Err(RouterError::Invalid("only video tracks have layers".into()));
+        }
+        let mut layers: Vec<LayerIn> = (0..n).map(|_| LayerIn::default()).collect();
+        let mut ssrc_layer = Vec::new();
+        if rids.is_empty() {
+            for (i, s) in ssrcs.iter().enumerate() {
+                ssrc_layer.push((*s, i as u8));
+                layers[i].ssrc = Some(*s);
+            }
+        }
+        for s in ssrcs {
+            if !t.ssrcs.contains(s) {
+                t.ssrcs.push(*s);
+            }
+            self.track_by_ssrc.insert((transport, *s), track);
+        }
+        t.layered = Some(Box::new(Layered {
+            rid_ext,
+            rids: rids.iter().map(|r| r.as_bytes().to_vec()).collect(),
+            ssrc_layer,
+            layers,
+            subs: Vec::new(),
+            next_retarget_ms: 0,
+            scratch: Vec::with_capacity(1500),
+            rtx_dropped: 0,
+        }));
+        Ok(())
+    }
+
+    /// The most a subscriber wants of a simulcast track's height (None: no cap). Takes effect at
+    /// the next layer choice (within a quarter second) and the target layer's next keyframe.
+    pub fn set_subscription_max_height(
+        &mut self,
+        sub: SubscriptionId,
+        max_height: Option<u16>,
+    ) -> Result<(), RouterError> {
+        let track = *self
+            .sub_track
+            .get(&sub)
+            .ok_or_else(|| RouterError::Invalid(format!("unknown subscription {sub}")))?;
+        let t = self
+            .tracks
+            .get_mut(&track)
+            .ok_or(RouterError::UnknownTrack(track))?;
+        let (Some(l), Some(s)) = (
+            t.layered.as_deref_mut(),
+            t.subs.iter().find(|s| s.id == sub),
+        ) else {
+            return Ok(()); // a single-layer track: nothing to choose from
+        };
+        l.sub_entry(s).max_height = max_height;
+        l.next_retarget_ms = 0;
+        Ok(())
+    }
+
+    /// Per-layer bitrate and height of a simulcast track (None for other tracks).
+    pub fn track_layers(&self, track: TrackId) -> Option<Vec<LayerInfo>> {
+        let l = self.tracks.get(&track)?.layered.as_deref()?;
+        Some(
+            l.layers
+                .iter()
+                .map(|x| LayerInfo {
+                    ssrc: x.ssrc,
+                    bitrate_bps: x.rate_bps,
+                    height: x.height,
+                })
+                .collect(),
+        )
+    }
+
+    /// A subscription's layers (None when its track is not a simulcast track).
+    pub fn subscription_layers(&self, sub: SubscriptionId) -> Option<SubscriptionLayers> {
+        let t = self.tracks.get(self.sub_track.get(&sub)?)?;
+        let sl = t.layered.as_deref()?.subs.iter().find(|s| s.id == sub)?;
+        let st = sl.sel.stats();
+        Some(SubscriptionLayers {
+            current: sl.sel.current(),
+            target: sl.sel.target(),
+            max_height: sl.max_height,
+            spatial_switches: st.spatial_switches,
+            temporal_switches: st.temporal_switches,
+            dropped_temporal: st.dropped_temporal,
+            vp8_malformed: st.vp8_malformed,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_layers;
+
+    const L: [(u64, Option<u16>, bool); 3] = [
+        (150_000, Some(180), true),
+        (500_000, Some(360), true),
+        (1_500_000, Some(720), true),
+    ];
+
+    #[test]
+    fn picks_by_cap_and_budget() {
+        assert_eq!(pick_layers(&L, None, None, None), (2, 2));
+        assert_eq!(pick_layers(&L, None, Some(360), None), (1, 2));
+        assert_eq!(pick_layers(&L, None, Some(200), Some(2)), (0, 2));
+        assert_eq!(pick_layers(&L, Some(1_000_000), None, Some(2)), (1, 2));
+        // going up needs headroom: 1.6 Mbit/s fits 1.5 Mbit/s but not with 15 % spare
+        assert_eq!(pick_layers(&L, Some(1_600_000), None, Some(1)), (1, 2));
+        assert_eq!(pick_layers(&L, Some(1_600_000), None, Some(2)), (2, 2));
+        // below the lowest layer: fewer temporal layers
+        assert_eq!(pick_layers(&L, Some(130_000), None, Some(0)), (0, 1));
+        assert_eq!(pick_layers(&L, Some(50_000), None, Some(0)), (0, 0));
+    }
+
+    #[test]
+    fn inactive_and_unknown_layers() {
+        let mut l = L;
+        l[2].2 = false; // the publisher stopped sending its top layer
+        assert_eq!(pick_layers(&l, None, None, None), (1, 2));
+        let unknown = [(0, None, true), (0, None, true)];
+        assert_eq!(pick_layers(&unknown, None, Some(360), None), (0, 2));
+        assert_eq!(pick_layers(&unknown, None, None, None), (1, 2));
+    }
+}
