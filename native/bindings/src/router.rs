@@ -117,7 +117,9 @@ impl Router {
     #[pyo3(signature = (max_bitrate_bps=2_500_000, nack_cache_packets=1024, *, min_bitrate_bps=50_000,
                         group_floor_bps=150_000, pli_min_interval_ms=200,
                         remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
-                        sr_interval_ms=1000, track_timeout_ms=3000, seed=None))]
+                        sr_interval_ms=1000, track_timeout_ms=3000, bwe_start_bps=1_000_000,
+                        video_pause_bps=150_000, video_resume_bps=250_000,
+                        video_resume_hold_ms=2000, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_bitrate_bps: u64,
@@ -130,8 +132,17 @@ impl Router {
         sender_reports: bool,
         sr_interval_ms: u64,
         track_timeout_ms: u64,
+        bwe_start_bps: u64,
+        video_pause_bps: u64,
+        video_resume_bps: u64,
+        video_resume_hold_ms: u64,
         seed: Option<u64>,
     ) -> PyResult<Self> {
+        if video_resume_bps < video_pause_bps {
+            return Err(PyValueError::new_err(
+                "video_resume_bps must not be below video_pause_bps",
+            ));
+        }
         if nack_cache_packets == 0 || nack_cache_packets > 1 << 16 {
             return Err(PyValueError::new_err(
                 "nack_cache_packets must be in 1..=65536",
@@ -153,6 +164,10 @@ impl Router {
             sender_reports,
             sr_interval_ms,
             track_timeout_ms,
+            bwe_start_bps,
+            video_pause_bps,
+            video_resume_bps,
+            video_resume_hold_ms,
         };
         // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
         let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
@@ -359,11 +374,19 @@ impl Router {
         (to_py(py, &self.out), to_py(py, &self.out_rtcp))
     }
 
-    /// Periodic work (call every 100-250 ms) → RTCP to send: REMB and keyframe requests.
+    /// Periodic work (call every 100-250 ms) → datagrams to send: RTCP (REMB, keyframe requests,
+    /// transport-cc feedback), then RTP padding probes toward paused subscribers.
     fn poll<'py>(&mut self, py: Python<'py>, now_ms: u64) -> Datagrams<'py> {
         self.out_rtcp.clear();
-        lock(&self.core).poll(now_ms, &mut self.out_rtcp);
-        to_py(py, &self.out_rtcp)
+        self.out.clear();
+        {
+            let mut core = lock(&self.core);
+            core.poll(now_ms, &mut self.out_rtcp);
+            core.probe(now_ms, &mut self.out);
+        }
+        let mut all = to_py(py, &self.out_rtcp);
+        all.extend(to_py(py, &self.out));
+        all
     }
 
     /// PLI toward the track's publisher, unless one was sent less than the throttle interval ago.
@@ -379,7 +402,8 @@ impl Router {
     }
 
     /// Events since the last call, oldest first, as tuples: ("track_started", track, None),
-    /// ("track_stopped", track, None) or ("keyframe_requested", track, reason).
+    /// ("track_stopped", track, None), ("keyframe_requested", track, reason), or
+    /// ("video_paused" | "video_resumed", subscriber transport, "bandwidth").
     fn take_events(&mut self) -> Vec<(&'static str, u64, Option<&'static str>)> {
         let events = lock(&self.core).take_events();
         events
@@ -389,6 +413,12 @@ impl Router {
                 RouterEvent::TrackStopped { track } => ("track_stopped", track.0, None),
                 RouterEvent::KeyframeRequested { track, reason } => {
                     ("keyframe_requested", track.0, Some(reason.name()))
+                }
+                RouterEvent::VideoPaused { transport, .. } => {
+                    ("video_paused", transport.0, Some("bandwidth"))
+                }
+                RouterEvent::VideoResumed { transport, .. } => {
+                    ("video_resumed", transport.0, Some("bandwidth"))
                 }
             })
             .collect()
@@ -431,6 +461,11 @@ impl Router {
                 ("events_dropped", s.events_dropped),
                 ("rtt_samples", s.rtt_samples),
                 ("rtt_sum_us", s.rtt_sum_us),
+                ("twcc_in", s.twcc_in),
+                ("twcc_out", s.twcc_out),
+                ("video_pauses", s.video_pauses),
+                ("video_resumes", s.video_resumes),
+                ("padding_out", s.padding_out),
             ],
         )?;
         for r in KeyframeReason::ALL {
@@ -513,8 +548,11 @@ impl Router {
                 ("firs", s.firs),
                 ("dropped_waiting_keyframe", s.dropped_waiting_keyframe),
                 ("bitrate_bps", s.bitrate_bps),
+                ("dropped_paused", s.dropped_paused),
             ],
         )?;
+        d.set_item("estimate_bps", s.estimate_bps)?;
+        d.set_item("paused", s.paused)?;
         d.set_item("ssrc", s.ssrc)?;
         d.set_item("waiting_keyframe", s.waiting_keyframe)?;
         d.set_item("last_seq", s.last_seq)?;
@@ -525,6 +563,33 @@ impl Router {
         d.set_item("jitter", s.jitter)?;
         d.set_item("rtt", s.rtt_us.map(|us| us as f64 / 1e6))?;
         Ok(d)
+    }
+
+    /// A subscriber transport's downlink: transport_cc, estimate_bps (None until its link reported
+    /// anything), audio_bps, video_streams, video_paused, pauses, padding_packets, padding_bytes;
+    /// None if it subscribes to nothing.
+    fn downlink_stats<'py>(
+        &self,
+        py: Python<'py>,
+        transport: u64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(s) = lock(&self.core).downlink_stats(TransportId(transport)) else {
+            return Ok(None);
+        };
+        let d = counters_dict(
+            py,
+            &[
+                ("audio_bps", s.audio_bps),
+                ("video_streams", s.video_streams),
+                ("pauses", s.pauses),
+                ("padding_packets", s.padding_packets),
+                ("padding_bytes", s.padding_bytes),
+            ],
+        )?;
+        d.set_item("transport_cc", s.transport_cc)?;
+        d.set_item("estimate_bps", s.estimate_bps)?;
+        d.set_item("video_paused", s.video_paused)?;
+        Ok(Some(d))
     }
 }
 

@@ -50,7 +50,11 @@ pub struct Peer {
 /// Counters of one worker (read under its lock at scrape time).
 #[derive(Debug, Default, Clone)]
 pub struct WorkerStats {
+    /// SRTP/SRTCP datagrams from handed-over peers handled here.
+    pub media_in: u64,
     pub datagrams_out: u64,
+    /// `sendmmsg` calls (each sends a whole batch).
+    pub send_calls: u64,
     pub bytes_out: u64,
     pub send_errors: u64,
     /// Router output for a transport that has no handed-over peer (not connected yet, or gone).
@@ -196,6 +200,7 @@ fn emit(
 
 fn record(stats: &mut WorkerStats, sent: super::udp::Sent) {
     stats.datagrams_out += sent.datagrams;
+    stats.send_calls += sent.calls;
     stats.bytes_out += sent.bytes;
     stats.send_errors += sent.errors;
 }
@@ -237,6 +242,7 @@ impl WorkerState {
         len: usize,
         now_ms: u64,
     ) {
+        self.stats.media_in += 1;
         let rtcp = is_rtcp(&buf[..len]);
         if !rtcp && self.peers.contains_key(&transport) && self.chance_drop() {
             self.stats.test_dropped += 1;
@@ -319,6 +325,7 @@ impl WorkerState {
         let WorkerState {
             rooms,
             peers,
+            out,
             out_rtcp,
             sends,
             tcp,
@@ -327,8 +334,15 @@ impl WorkerState {
         } = self;
         for router in rooms.values() {
             out_rtcp.clear();
-            lock(router).poll(now_ms, out_rtcp);
+            out.clear();
+            {
+                let mut r = lock(router);
+                r.poll(now_ms, out_rtcp);
+                // Padding probes toward paused subscribers (RTP).
+                r.probe(now_ms, out);
+            }
             emit(peers, sends, tcp, sockets, stats, out_rtcp, true);
+            emit(peers, sends, tcp, sockets, stats, out, false);
         }
     }
 

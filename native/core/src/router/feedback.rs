@@ -7,6 +7,8 @@ use crate::seq::extend_u16;
 
 /// Most retransmissions answered for one RTCP datagram; the rest are counted as `nack_limited`.
 pub const MAX_RETRANSMISSIONS_PER_RTCP: usize = 256;
+/// A receiver report's fraction lost (of 256) from which it says the link is in trouble (10 %).
+const LOSSY_FRACTION: u8 = 26;
 /// A resent packet's bytes beyond its payload, as the budget counts them: RTP header and
 /// extensions, SRTP tag, UDP and IP.
 const RTP_OVERHEAD_BYTES: usize = 60;
@@ -98,6 +100,7 @@ impl Router {
         }
         // Bounds what one datagram can make us send (a NACK can name thousands of packets).
         let mut budget = MAX_RETRANSMISSIONS_PER_RTCP;
+        let mut twcc_feedback = false;
         for item in rtcp::parse_compound(packet) {
             let p = match item {
                 Ok(p) => p,
@@ -151,6 +154,10 @@ impl Router {
                     for ssrc in ssrcs.iter() {
                         self.note_remb(transport, ssrc, bitrate_bps);
                     }
+                    if let Some(d) = self.downlinks.get_mut(&transport) {
+                        d.bwe.on_remb(bitrate_bps, now_ms * 1000);
+                        d.informed = true;
+                    }
                 }
                 RtcpPacket::ExtendedReport { blocks, .. } => {
                     if let Some(p) = self.publishers.get_mut(&transport) {
@@ -164,10 +171,19 @@ impl Router {
                         }
                     }
                 }
+                RtcpPacket::TransportCc { .. } => twcc_feedback = true,
                 RtcpPacket::SourceDescription
                 | RtcpPacket::Bye { .. }
-                | RtcpPacket::TransportCc { .. }
                 | RtcpPacket::Other { .. } => {}
+            }
+        }
+        if twcc_feedback {
+            if let Some(d) = self.downlinks.get_mut(&transport) {
+                for fb in crate::twcc::TwccFeedback::parse_compound(packet).flatten() {
+                    self.stats.twcc_in += 1;
+                    d.bwe.on_feedback(&fb, now_ms * 1000);
+                    d.informed = true;
+                }
             }
         }
     }
@@ -215,10 +231,14 @@ impl Router {
         reports: rtcp::ReportBlocks<'_>,
         now_ms: u64,
     ) {
+        // Worst loss and latest round trip among the blocks about our streams, for the estimate.
+        let mut link: Option<(u8, Option<u64>)> = None;
         for rb in reports.iter() {
             let Some(s) = self.sub_mut(transport, rb.ssrc) else {
                 continue;
             };
+            let l = link.get_or_insert((0, None));
+            l.0 = l.0.max(rb.fraction_lost);
             s.stats.fraction_lost = Some(rb.fraction_lost);
             s.stats.cumulative_lost = Some(rb.cumulative_lost);
             s.stats.jitter = Some(rb.jitter);
@@ -229,6 +249,14 @@ impl Router {
             };
             s.stats.rtt_us = Some(rtt_us);
             self.stats.note_rtt(rtt_us);
+            if let Some(l) = link.as_mut() {
+                l.1 = Some(rtt_us);
+            }
+        }
+        if let (Some((lost, rtt)), Some(d)) = (link, self.downlinks.get_mut(&transport)) {
+            d.bwe.on_receiver_report(lost, rtt, now_ms * 1000);
+            // A lossy report is news about the link even without REMB or transport-cc.
+            d.informed |= lost >= LOSSY_FRACTION;
         }
     }
 
@@ -288,7 +316,11 @@ impl Router {
             return;
         };
         let Router {
-            stats, tracks, cfg, ..
+            stats,
+            tracks,
+            cfg,
+            downlinks,
+            ..
         } = self;
         let Some(t) = tracks.get_mut(&track) else {
             return;
@@ -305,6 +337,10 @@ impl Router {
                 continue;
             }
             let sub = &mut t.subs[si];
+            if sub.paused {
+                stats.drop(DropReason::VideoPaused);
+                continue;
+            }
             let found = match (sub.started, highest_c) {
                 (true, Some(hc)) => {
                     let c = extend_u16(hc, out_seq.wrapping_sub(sub.seq_offset));
@@ -326,8 +362,14 @@ impl Router {
                 stats.drop(DropReason::NackMiss);
                 continue;
             }
-            // The subscriber's link: its REMB, else what we let publishers send.
-            let estimate = sub.stats.remb_bps.unwrap_or(cfg.max_bitrate_bps);
+            // The subscriber's link: its estimate (transport-cc, else REMB and loss), else what we
+            // let publishers send.
+            let dl = downlinks.get_mut(&sub.transport);
+            let estimate = dl
+                .as_ref()
+                .and_then(|d| d.estimate())
+                .or(sub.stats.remb_bps)
+                .unwrap_or(cfg.max_bitrate_bps);
             let allowance = resend::allowance_bps(estimate, sub.stats.bitrate_bps);
             let rtt_ms = sub.stats.rtt_us.map(|us| us / 1000);
             let wire = p.payload().len() + RTP_OVERHEAD_BYTES;
@@ -345,7 +387,8 @@ impl Router {
                 }
             }
             *budget -= 1;
-            let (_, _, len) = write_for_sub(out, sub, sub_pt, &MediaRef::from_cached(p, c), now_ms);
+            let m = MediaRef::from_cached(p, c);
+            let (_, _, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
             let sub = &mut t.subs[si];
             sub.stats.retransmissions += 1;
             sub.stats.retransmission_payload_bytes += p.payload().len() as u64;
@@ -363,14 +406,24 @@ impl Router {
     /// SSRC appears), a compound RR (reception quality of its streams) + REMB; PLIs for subscriptions
     /// still waiting for a keyframe; sender reports for subscriptions if enabled.
     pub fn poll(&mut self, now_ms: u64, out: &mut Output) {
+        self.allocate(now_ms);
         let Router {
             cfg,
             stats,
             publishers,
             tracks,
             events,
+            downlinks,
             ..
         } = self;
+        for (transport, p) in publishers.iter_mut() {
+            if let Some(twcc) = p.twcc.as_mut() {
+                let mut sent = 0;
+                out.push_with(*transport, |b| sent = twcc.poll_feedback(now_ms * 1000, b));
+                stats.twcc_out += sent as u64;
+                stats.rtcp_packets_out += sent.min(1) as u64;
+            }
+        }
         let mut shares = None;
         for (transport, p) in publishers.iter_mut() {
             let due = p.remb_due
@@ -379,7 +432,7 @@ impl Router {
             if !due {
                 continue;
             }
-            let shares = &*shares.get_or_insert_with(|| video_shares(tracks));
+            let shares = &*shares.get_or_insert_with(|| video_shares(downlinks));
             let mut video = [0u32; 32];
             let mut n_video = 0;
             let mut remb_bps = 0u64;
@@ -567,28 +620,14 @@ impl Router {
     }
 }
 
-/// What each subscriber transport's REMB leaves for one video stream it receives: its estimate
-/// minus the audio it receives, split evenly over its video streams. Transports that sent no REMB
-/// are absent: they do not constrain anyone.
-fn video_shares(tracks: &FastMap<TrackId, Track>) -> FastMap<TransportId, u64> {
-    // transport → (estimate, audio bitrate received, video streams received)
-    let mut links: FastMap<TransportId, (u64, u64, u64)> = FastMap::default();
-    for t in tracks.values() {
-        for s in t.subs.iter().filter(|s| s.sink.is_none()) {
-            let link = links.entry(s.transport).or_default();
-            match t.kind {
-                MediaKind::Audio => link.1 += s.stats.bitrate_bps,
-                MediaKind::Video => {
-                    link.2 += 1;
-                    link.0 = link.0.max(s.stats.remb_bps.unwrap_or(0));
-                }
-            }
-        }
-    }
-    links
-        .into_iter()
-        .filter(|(_, (estimate, _, videos))| *estimate > 0 && *videos > 0)
-        .map(|(k, (estimate, audio, videos))| (k, estimate.saturating_sub(audio) / videos))
+/// What each subscriber transport's estimate leaves for one video stream it receives: the estimate
+/// minus the audio it receives, split evenly over its video streams (`Router::allocate` counted
+/// them). Transports that reported nothing on their link are absent: they constrain no one.
+fn video_shares(downlinks: &FastMap<TransportId, Downlink>) -> FastMap<TransportId, u64> {
+    downlinks
+        .iter()
+        .filter(|(_, d)| d.video_streams > 0)
+        .filter_map(|(k, d)| d.video_share().map(|s| (*k, s)))
         .collect()
 }
 

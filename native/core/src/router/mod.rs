@@ -19,6 +19,7 @@ use crate::reception::ReceptionStats;
 use crate::rtp::{self, HeaderOut, RtpView};
 use crate::seq::{SeqCompressor, SeqUnwrapper};
 
+mod downlink;
 mod feedback;
 pub mod layers;
 mod rate;
@@ -27,6 +28,7 @@ mod simulcast;
 mod sink;
 mod types;
 
+use downlink::Downlink;
 use rate::RateWindow;
 use resend::ResendGate;
 pub use sink::{Sink, SINK_TRANSPORT};
@@ -64,6 +66,9 @@ struct Missing {
     tries: u8,
 }
 
+/// How often transport-cc feedback goes to a publisher that negotiated it.
+pub const TWCC_FEEDBACK_INTERVAL_MS: u64 = 50;
+
 /// Most SSRCs one track binds on the fly (media, RTX, and a few encoder restarts).
 const MAX_SSRCS_PER_TRACK: usize = 8;
 
@@ -78,6 +83,9 @@ struct Publisher {
     rrtr_next: usize,
     /// Round-trip time toward the publisher from its last DLRR echo (RFC 3611 4.5).
     rtt_us: Option<u64>,
+    /// Arrivals of its transport-wide sequence numbers, for transport-cc feedback (created at the
+    /// first packet carrying one, when the extension is negotiated).
+    twcc: Option<Box<crate::twcc::TwccRecorder>>,
 }
 
 struct Subscription {
@@ -88,6 +96,8 @@ struct Subscription {
     pt_map: [u8; 128],
     ext: ExtensionIds,
     gated: bool,
+    /// Video held back: the subscriber's link has too little room for it (audio keeps flowing).
+    paused: bool,
     started: bool,
     start_c: u64,
     seq_offset: u16,
@@ -199,6 +209,8 @@ pub struct Router {
     track_by_ssrc: FastMap<(TransportId, u32), TrackId>,
     sub_track: FastMap<SubscriptionId, TrackId>,
     sub_by_ssrc: FastMap<(TransportId, u32), SubscriptionId>,
+    /// Subscriber transports' transport-wide sequence numbers, estimates and allocation.
+    downlinks: FastMap<TransportId, Downlink>,
     stats: RouterStats,
     events: Vec<RouterEvent>,
 }
@@ -243,6 +255,7 @@ impl<'a> MediaRef<'a> {
 fn write_for_sub(
     out: &mut Output,
     sub: &mut Subscription,
+    dl: Option<&mut Downlink>,
     sub_pt: u8,
     m: &MediaRef<'_>,
     now_ms: u64,
@@ -250,8 +263,18 @@ fn write_for_sub(
     let seq = (m.c as u16).wrapping_add(sub.seq_offset);
     let ts = m.timestamp.wrapping_add(sub.ts_offset);
     let level;
-    let mut exts: [(u8, &[u8]); 2] = [(0, &[]), (0, &[])];
+    let mut exts: [(u8, &[u8]); 3] = [(0, &[]), (0, &[]), (0, &[])];
     let mut n = 0;
+    // Every packet to a transport-cc subscriber carries the next transport-wide sequence number.
+    let mut dl = dl.filter(|_| sub.sink.is_none());
+    let twcc = dl
+        .as_deref_mut()
+        .and_then(|d| d.next_seq().map(|s| (d.twcc_id, s)));
+    let twcc_bytes = twcc.map_or([0; 2], |(_, s)| s.to_be_bytes());
+    if let Some((id, _)) = twcc {
+        exts[n] = (id, &twcc_bytes[..]);
+        n += 1;
+    }
     if let (Some(v), id) = (&m.abs_send_time, sub.ext.abs_send_time) {
         if id != 0 {
             exts[n] = (id, &v[..]);
@@ -295,6 +318,9 @@ fn write_for_sub(
             len = buf.len() - start;
         }),
     }
+    if let (Some((_, s)), Some(d)) = (twcc, dl) {
+        d.bwe.on_packet_sent(s, len, now_ms * 1000, false);
+    }
     (seq, ts, len)
 }
 
@@ -308,6 +334,7 @@ impl Router {
             track_by_ssrc: FastMap::default(),
             sub_track: FastMap::default(),
             sub_by_ssrc: FastMap::default(),
+            downlinks: FastMap::default(),
             stats: RouterStats::default(),
             events: Vec::new(),
         }
@@ -343,6 +370,7 @@ impl Router {
                 rrtr_sent: [(0, 0); SR_HISTORY],
                 rrtr_next: 0,
                 rtt_us: None,
+                twcc: None,
             });
         p.rtcp_ssrc = rtcp_ssrc;
         p.ext = ext;
@@ -508,6 +536,18 @@ impl Router {
                 .any(|e| matches!(e, PtEntry::Media { kind, .. } if kind.gated()));
         let next_seq = self.rng.next() as u16;
         let next_ts = self.rng.next() as u32;
+        let mut paused = false;
+        if transport != SINK_TRANSPORT {
+            let cfg = &self.cfg;
+            let dl = self
+                .downlinks
+                .entry(transport)
+                .or_insert_with(|| Downlink::new(cfg, ext.transport_cc));
+            if ext.transport_cc != 0 {
+                dl.twcc_id = ext.transport_cc;
+            }
+            paused = dl.video_paused && t.kind == MediaKind::Video;
+        }
         t.subs.push(Subscription {
             id: sub,
             transport,
@@ -515,6 +555,7 @@ impl Router {
             pt_map,
             ext,
             gated,
+            paused,
             started: false,
             start_c: 0,
             seq_offset: 0,
@@ -530,6 +571,7 @@ impl Router {
             stats: SubscriptionStats {
                 ssrc,
                 waiting_keyframe: gated,
+                paused,
                 ..Default::default()
             },
             sink: None,
@@ -558,6 +600,7 @@ impl Router {
     /// Removes everything published or subscribed on `transport`; false if nothing was there.
     pub fn remove_transport(&mut self, transport: TransportId) -> bool {
         let mut any = self.publishers.remove(&transport).is_some();
+        any |= self.downlinks.remove(&transport).is_some();
         let published: Vec<TrackId> = self
             .tracks
             .iter()
@@ -594,7 +637,26 @@ impl Router {
 
     pub fn subscription_stats(&self, sub: SubscriptionId) -> Option<SubscriptionStats> {
         let t = self.tracks.get(self.sub_track.get(&sub)?)?;
-        t.subs.iter().find(|s| s.id == sub).map(|s| s.stats.clone())
+        t.subs.iter().find(|s| s.id == sub).map(|s| {
+            let mut st = s.stats.clone();
+            st.estimate_bps = self.downlinks.get(&s.transport).and_then(|d| d.estimate());
+            st.paused = s.paused;
+            st
+        })
+    }
+
+    /// A subscriber transport's estimate and allocation (None: it subscribes to nothing).
+    pub fn downlink_stats(&self, transport: TransportId) -> Option<DownlinkStats> {
+        self.downlinks.get(&transport).map(|d| DownlinkStats {
+            transport_cc: d.twcc_id != 0,
+            estimate_bps: d.estimate(),
+            audio_bps: d.audio_bps,
+            video_streams: d.video_streams,
+            video_paused: d.video_paused,
+            pauses: d.pauses,
+            padding_packets: d.padding_packets,
+            padding_bytes: d.padding_bytes,
+        })
     }
 
     // ------------------------------------------------------------------ RTP
@@ -654,16 +716,28 @@ impl Router {
                 None => return self.stats.drop(DropReason::UnknownSsrc),
             },
         };
-        let ext_ids = self
-            .publishers
-            .get(&transport)
-            .map(|p| p.ext)
-            .unwrap_or_default();
+        let ext_ids = match self.publishers.get_mut(&transport) {
+            Some(p) => {
+                if let Some(d) = v.extension(p.ext.transport_cc).filter(|d| d.len() == 2) {
+                    let twcc = p.twcc.get_or_insert_with(|| {
+                        Box::new(crate::twcc::TwccRecorder::new(
+                            p.rtcp_ssrc,
+                            v.ssrc,
+                            TWCC_FEEDBACK_INTERVAL_MS * 1000,
+                        ))
+                    });
+                    twcc.record(u16::from_be_bytes([d[0], d[1]]), now_ms * 1000);
+                }
+                p.ext
+            }
+            None => ExtensionIds::default(),
+        };
         let Router {
             tracks,
             stats,
             publishers,
             events,
+            downlinks,
             ..
         } = self;
         let Some(t) = tracks.get_mut(&track_id) else {
@@ -814,6 +888,11 @@ impl Router {
             shared: t.cache.get(ext).map(|p| p.shared_payload()),
         };
         for sub in &mut t.subs {
+            if sub.paused {
+                sub.stats.dropped_paused += 1;
+                stats.drop(DropReason::VideoPaused);
+                continue;
+            }
             if !sub.started {
                 if sub.gated && !is_key {
                     sub.stats.dropped_waiting_keyframe += 1;
@@ -843,7 +922,8 @@ impl Router {
                 stats.drop(DropReason::CodecNotNegotiated);
                 continue;
             }
-            let (seq, ts, len) = write_for_sub(out, sub, sub_pt, &m, now_ms);
+            let dl = downlinks.get_mut(&sub.transport);
+            let (seq, ts, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
             let newest = sub
                 .last_out
                 .is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));

@@ -92,6 +92,15 @@ pub struct RouterConfig {
     pub sr_interval_ms: u64,
     /// A track that has sent nothing for this long is reported stopped (`RouterEvent::TrackStopped`).
     pub track_timeout_ms: u64,
+    /// A subscriber's bandwidth estimate before its link has told us anything.
+    pub bwe_start_bps: u64,
+    /// Lowest usable rate of one video stream: a subscriber whose estimate leaves less (after its
+    /// audio) gets its video paused, audio only.
+    pub video_pause_bps: u64,
+    /// Paused video resumes once each stream's share has stayed above this for
+    /// `video_resume_hold_ms` (hysteresis: above `video_pause_bps`).
+    pub video_resume_bps: u64,
+    pub video_resume_hold_ms: u64,
 }
 
 impl Default for RouterConfig {
@@ -107,6 +116,10 @@ impl Default for RouterConfig {
             sender_reports: false,
             sr_interval_ms: 1000,
             track_timeout_ms: 3000,
+            bwe_start_bps: 1_000_000,
+            video_pause_bps: 150_000,
+            video_resume_bps: 250_000,
+            video_resume_hold_ms: 2000,
         }
     }
 }
@@ -160,10 +173,12 @@ pub enum DropReason {
     NackTooSoon,
     /// A NACK beyond the subscriber's retransmission budget.
     NackOverBudget,
+    /// Video not sent: the subscriber's bandwidth estimate leaves too little for it (paused).
+    VideoPaused,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 15] = [
+    pub const ALL: [DropReason; 16] = [
         DropReason::Malformed,
         DropReason::UnknownSsrc,
         DropReason::UnknownPayloadType,
@@ -179,6 +194,7 @@ impl DropReason {
         DropReason::NackLimited,
         DropReason::NackTooSoon,
         DropReason::NackOverBudget,
+        DropReason::VideoPaused,
     ];
 
     pub fn name(self) -> &'static str {
@@ -198,6 +214,7 @@ impl DropReason {
             DropReason::NackLimited => "nack_limited",
             DropReason::NackTooSoon => "nack_too_soon",
             DropReason::NackOverBudget => "nack_over_budget",
+            DropReason::VideoPaused => "video_paused",
         }
     }
 }
@@ -254,6 +271,17 @@ pub enum RouterEvent {
         track: TrackId,
         reason: KeyframeReason,
     },
+    /// The subscriber transport's estimate leaves too little for its video: video paused, audio
+    /// continues.
+    VideoPaused {
+        transport: TransportId,
+        estimate_bps: u64,
+    },
+    /// Its estimate recovered (held above the resume threshold): video resumes at a keyframe.
+    VideoResumed {
+        transport: TransportId,
+        estimate_bps: u64,
+    },
 }
 
 /// Upper bounds (ms) of the round-trip-time histogram buckets; one more bucket holds the rest.
@@ -301,6 +329,14 @@ pub struct RouterStats {
     pub rtt_buckets: [u64; RTT_BUCKETS_MS.len() + 1],
     pub rtt_samples: u64,
     pub rtt_sum_us: u64,
+    /// Transport-cc feedback packets from subscribers, and sent to publishers.
+    pub twcc_in: u64,
+    pub twcc_out: u64,
+    /// Subscriber transports whose video was paused (their estimate too low) and resumed.
+    pub video_pauses: u64,
+    pub video_resumes: u64,
+    /// Padding-only probe packets sent to paused subscribers.
+    pub padding_out: u64,
 }
 
 impl RouterStats {
@@ -388,4 +424,23 @@ pub struct SubscriptionStats {
     pub rtt_us: Option<u64>,
     /// Sent RTP bytes per second ×8 over the last `BITRATE_WINDOW` (first transmissions only).
     pub bitrate_bps: u64,
+    /// The subscriber transport's bandwidth estimate (None until its link reported anything).
+    pub estimate_bps: Option<u64>,
+    /// Video of this subscription is paused for lack of bandwidth.
+    pub paused: bool,
+    /// Packets not sent while paused.
+    pub dropped_paused: u64,
+}
+
+/// One subscriber transport's downlink: estimate, allocation and what was sent to probe it.
+#[derive(Debug, Clone, Default)]
+pub struct DownlinkStats {
+    pub transport_cc: bool,
+    pub estimate_bps: Option<u64>,
+    pub audio_bps: u64,
+    pub video_streams: u64,
+    pub video_paused: bool,
+    pub pauses: u64,
+    pub padding_packets: u64,
+    pub padding_bytes: u64,
 }

@@ -1,0 +1,310 @@
+//! One subscriber transport's downlink: the transport-wide sequence numbers stamped on everything
+//! sent to it, its bandwidth estimate (`SendSideBwe`: transport-cc feedback, else REMB bounded by the
+//! loss its receiver reports), and the allocation of that estimate: audio first, always; video gets
+//! what is left. When the share of one video stream falls below `video_pause_bps` the transport's
+//! video is paused (audio keeps flowing); it resumes once the share has stayed above
+//! `video_resume_bps` for `video_resume_hold_ms`, starting again at a keyframe. While paused,
+//! padding probes on a paused video stream let the estimator see recovered capacity.
+
+use super::*;
+use crate::bwe::{BweConfig, SendSideBwe};
+
+/// The estimator's ceiling: a subscriber link may carry many publishers' video.
+const ESTIMATE_MAX_BPS: u64 = 50_000_000;
+/// Least the estimator may report (it never pauses audio; this only bounds its arithmetic).
+const ESTIMATE_FLOOR_BPS: u64 = 30_000;
+/// Largest padding packet a probe sends (RTP padding counts at most 255 bytes).
+pub const PROBE_PADDING_BYTES: usize = 255;
+
+/// What a poll decided for one downlink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum VideoChange {
+    None,
+    Paused,
+    Resumed,
+}
+
+pub(super) struct Downlink {
+    /// Negotiated transport-cc extension id (0: not negotiated, nothing stamped).
+    pub twcc_id: u8,
+    next_twcc: u16,
+    pub bwe: SendSideBwe,
+    /// Whether the subscriber has told us anything about its link (REMB, transport-cc feedback, a
+    /// lossy receiver report): until then its estimate constrains nobody and pauses nothing.
+    pub informed: bool,
+    pub video_paused: bool,
+    /// Since when the video share has been above the resume threshold (while paused).
+    above_since_ms: Option<u64>,
+    /// Audio received and video streams received, from the last allocation.
+    pub audio_bps: u64,
+    pub video_streams: u64,
+    pub pauses: u64,
+    pub padding_packets: u64,
+    pub padding_bytes: u64,
+    /// Video share when the REMB to publishers last followed it (a marked drop is passed on).
+    last_share: Option<u64>,
+}
+
+impl Downlink {
+    pub fn new(cfg: &RouterConfig, twcc_id: u8) -> Self {
+        // With transport-cc the estimator starts low and probes up; without it the subscriber's
+        // REMB is the estimate from the start (bounded once its receiver reports say loss).
+        let start = if twcc_id != 0 {
+            cfg.bwe_start_bps
+        } else {
+            ESTIMATE_MAX_BPS
+        };
+        Self {
+            twcc_id,
+            next_twcc: 1,
+            bwe: SendSideBwe::new(BweConfig {
+                min_bps: ESTIMATE_FLOOR_BPS,
+                start_bps: start.min(ESTIMATE_MAX_BPS),
+                max_bps: ESTIMATE_MAX_BPS,
+            }),
+            informed: false,
+            video_paused: false,
+            above_since_ms: None,
+            audio_bps: 0,
+            video_streams: 0,
+            pauses: 0,
+            padding_packets: 0,
+            padding_bytes: 0,
+            last_share: None,
+        }
+    }
+
+    /// The transport-wide sequence number for the next packet, if transport-cc is negotiated.
+    pub fn next_seq(&mut self) -> Option<u16> {
+        if self.twcc_id == 0 {
+            return None;
+        }
+        let s = self.next_twcc;
+        self.next_twcc = s.wrapping_add(1);
+        Some(s)
+    }
+
+    /// Estimate once the subscriber has reported on its link.
+    pub fn estimate(&self) -> Option<u64> {
+        self.informed.then(|| self.bwe.estimate_bps())
+    }
+
+    /// What one video stream may use: the estimate minus the audio, split over the video streams.
+    pub fn video_share(&self) -> Option<u64> {
+        let e = self.estimate()?;
+        Some(e.saturating_sub(self.audio_bps) / self.video_streams.max(1))
+    }
+
+    /// Pause or resume decision from the current estimate (hysteresis: pause at once below
+    /// `video_pause_bps`, resume after `video_resume_hold_ms` above `video_resume_bps`).
+    pub fn allocate(&mut self, cfg: &RouterConfig, now_ms: u64) -> VideoChange {
+        let Some(share) = self.video_share().filter(|_| self.video_streams > 0) else {
+            self.above_since_ms = None;
+            return VideoChange::None;
+        };
+        if !self.video_paused {
+            if share < cfg.video_pause_bps {
+                self.video_paused = true;
+                self.above_since_ms = None;
+                self.pauses += 1;
+                return VideoChange::Paused;
+            }
+            return VideoChange::None;
+        }
+        if share < cfg.video_resume_bps {
+            self.above_since_ms = None;
+            return VideoChange::None;
+        }
+        let since = *self.above_since_ms.get_or_insert(now_ms);
+        if now_ms >= since.saturating_add(cfg.video_resume_hold_ms) {
+            self.video_paused = false;
+            self.above_since_ms = None;
+            return VideoChange::Resumed;
+        }
+        VideoChange::None
+    }
+}
+
+/// Appends a padding-only RTP packet of `bytes` padding (1..=255) with the given header fields.
+pub(super) fn write_padding(buf: &mut Vec<u8>, h: &HeaderOut<'_>, bytes: usize) {
+    let bytes = bytes.clamp(1, PROBE_PADDING_BYTES);
+    let start = buf.len();
+    rtp::write_packet(buf, h, &[]);
+    buf[start] |= 0x20;
+    buf.resize(buf.len() + bytes - 1, 0);
+    buf.push(bytes as u8);
+}
+
+impl Router {
+    /// Counts each downlink's audio and video, runs its estimator's timers and applies its pause
+    /// or resume to the video subscriptions of that transport (a resumed one waits for a keyframe,
+    /// which `poll` asks the publisher for). A marked drop of a downlink's video share makes the
+    /// REMB to the publishers it watches go out at this poll.
+    pub(super) fn allocate(&mut self, now_ms: u64) {
+        let Router {
+            cfg,
+            stats,
+            tracks,
+            downlinks,
+            events,
+            publishers,
+            ..
+        } = self;
+        if downlinks.is_empty() {
+            return;
+        }
+        for d in downlinks.values_mut() {
+            d.audio_bps = 0;
+            d.video_streams = 0;
+        }
+        for t in tracks.values() {
+            for s in t.subs.iter().filter(|s| s.sink.is_none()) {
+                if let Some(d) = downlinks.get_mut(&s.transport) {
+                    match t.kind {
+                        MediaKind::Audio => d.audio_bps += s.stats.bitrate_bps,
+                        MediaKind::Video => d.video_streams += 1,
+                    }
+                }
+            }
+        }
+        // (transport, Some(paused) when its video was paused or resumed, share dropped)
+        let mut changed: Vec<(TransportId, Option<bool>, bool)> = Vec::new();
+        for (id, d) in downlinks.iter_mut() {
+            d.bwe.poll(now_ms * 1000);
+            let share = d.video_share();
+            let dropped = match (d.last_share, share) {
+                (Some(before), Some(now)) => now < before - before / 10,
+                _ => false,
+            };
+            if dropped || share.is_some_and(|s| d.last_share.is_none_or(|b| s > b + b / 10)) {
+                d.last_share = share;
+            }
+            let change = match d.allocate(cfg, now_ms) {
+                VideoChange::None => None,
+                VideoChange::Paused => Some(true),
+                VideoChange::Resumed => Some(false),
+            };
+            if let Some(paused) = change {
+                let estimate_bps = d.bwe.estimate_bps();
+                let e = if paused {
+                    stats.video_pauses += 1;
+                    RouterEvent::VideoPaused {
+                        transport: *id,
+                        estimate_bps,
+                    }
+                } else {
+                    stats.video_resumes += 1;
+                    RouterEvent::VideoResumed {
+                        transport: *id,
+                        estimate_bps,
+                    }
+                };
+                push_event(events, stats, e);
+            }
+            if change.is_some() || dropped {
+                changed.push((*id, change, dropped));
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        for t in tracks.values_mut().filter(|t| t.kind == MediaKind::Video) {
+            let mut keyframe = false;
+            for s in t.subs.iter_mut() {
+                let Some(&(_, change, dropped)) = changed.iter().find(|c| c.0 == s.transport)
+                else {
+                    continue;
+                };
+                if dropped {
+                    if let Some(p) = publishers.get_mut(&t.transport) {
+                        p.remb_due = true;
+                    }
+                }
+                match change {
+                    Some(true) => s.paused = true,
+                    Some(false) => {
+                        // Continues its sequence numbers and timestamps from the last packet sent
+                        // (media or probe padding), at the next keyframe.
+                        s.paused = false;
+                        s.started = false;
+                        s.stats.waiting_keyframe = s.gated;
+                        keyframe |= s.gated;
+                    }
+                    None => {}
+                }
+                s.stats.paused = s.paused;
+            }
+            if keyframe {
+                t.pli_pending = true;
+            }
+        }
+    }
+
+    /// Padding probes toward downlinks whose video is paused and whose estimator wants to test a
+    /// higher rate: padding-only RTP packets on a paused video stream of the transport, numbered on
+    /// from its last packet (so its sequence stays continuous when video resumes), each carrying a
+    /// transport-wide sequence number. Call with the periodic `poll`; `out` takes RTP.
+    pub fn probe(&mut self, now_ms: u64, out: &mut Output) {
+        let Router {
+            tracks,
+            downlinks,
+            stats,
+            ..
+        } = self;
+        let now_us = now_ms * 1000;
+        for (id, d) in downlinks.iter_mut() {
+            if d.twcc_id == 0 || !d.video_paused {
+                continue;
+            }
+            let Some(req) = d.bwe.probe_wanted(now_us) else {
+                continue;
+            };
+            let Some(s) = tracks
+                .values_mut()
+                .filter(|t| t.kind == MediaKind::Video)
+                .flat_map(|t| t.subs.iter_mut())
+                .find(|s| s.transport == *id && s.paused && s.last_out.is_some())
+            else {
+                continue;
+            };
+            let Some(pt) = s.pt_map.iter().copied().find(|pt| *pt != 0xff) else {
+                continue;
+            };
+            let (mut seq, ts, _) = s.last_out.expect("checked above");
+            let mut left = req.bytes;
+            while left > 0 {
+                let pad = left.min(PROBE_PADDING_BYTES);
+                left -= pad;
+                seq = seq.wrapping_add(1);
+                let Some(twcc) = d.next_seq() else {
+                    break;
+                };
+                let twcc_bytes = twcc.to_be_bytes();
+                let exts = [(d.twcc_id, &twcc_bytes[..])];
+                let h = HeaderOut {
+                    marker: false,
+                    payload_type: pt,
+                    seq,
+                    timestamp: ts,
+                    ssrc: s.ssrc,
+                    csrc_bytes: &[],
+                    extensions: &exts,
+                };
+                let mut len = 0;
+                out.push_with(*id, |b| {
+                    let start = b.len();
+                    write_padding(b, &h, pad);
+                    len = b.len() - start;
+                });
+                d.bwe.on_packet_sent(twcc, len, now_us, true);
+                d.padding_packets += 1;
+                d.padding_bytes += len as u64;
+                stats.padding_out += 1;
+                stats.rtp_packets_out += 1;
+                stats.rtp_bytes_out += len as u64;
+            }
+            s.last_out = Some((seq, ts, now_ms));
+            s.stats.last_seq = Some(seq);
+        }
+    }
+}
