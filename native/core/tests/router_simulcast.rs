@@ -71,7 +71,14 @@ struct Sim {
 
 impl Sim {
     fn new() -> Self {
-        let mut r = Router::new(RouterConfig::default(), 7);
+        // Pausing (the allocation's floor) well below the lowest layer, so layers are what moves.
+        let cfg = RouterConfig {
+            video_pause_bps: 35_000,
+            video_resume_bps: 45_000,
+            video_resume_hold_ms: 300,
+            ..RouterConfig::default()
+        };
+        let mut r = Router::new(cfg, 7);
         r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
         r.add_track(
             VIDEO_TRACK,
@@ -194,6 +201,15 @@ fn subscriber_layer_follows_cap_and_estimate_with_one_continuous_stream() {
     let st = s.r.subscription_layers(SUB).unwrap();
     assert_eq!(st.current.map(|c| c.0), Some(0));
     assert_eq!(st.spatial_switches, 5, "{st:?}");
+    // Below the allocation's floor the video pauses; with room again it restarts at a keyframe of
+    // the top layer and the numbering simply continues.
+    s.remb(10_000);
+    s.run(10);
+    assert!(s.r.subscription_stats(SUB).unwrap().paused);
+    assert!(s.run(10).is_empty());
+    s.remb(5_000_000);
+    assert_eq!(last_layer(&s.run(40)), 2);
+    assert!(!s.r.subscription_stats(SUB).unwrap().paused);
 
     // One stream: sequence numbers +1 per packet, picture IDs +1 per frame, timestamps rising, and
     // every change of layer starts with that layer's keyframe.

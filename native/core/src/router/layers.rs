@@ -275,6 +275,11 @@ impl LayerSelector {
         self.stats
     }
 
+    /// Waits for a keyframe again (after packets were held back), continuing the output numbering.
+    pub fn restart(&mut self) {
+        self.current_spatial = None;
+    }
+
     /// Decides the fate of one packet of any layer of the track.
     pub fn decide(&mut self, p: &LayerPacket) -> Decision {
         if self.current_spatial != Some(p.spatial) {

@@ -753,7 +753,7 @@ impl Router {
         }
         if t.layered.is_some() {
             let abs_send_time = ext_ids.abs_send_time;
-            return simulcast::route_layered(t, stats, &v, abs_send_time, now_ms, out);
+            return simulcast::route_layered(t, stats, downlinks, &v, abs_send_time, now_ms, out);
         }
 
         // Resolve RTX to the original packet.

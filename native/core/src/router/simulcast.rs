@@ -37,6 +37,7 @@ struct SubLayers {
     id: SubscriptionId,
     sel: LayerSelector,
     max_height: Option<u16>,
+    was_paused: bool,
 }
 
 /// Simulcast state of one track.
@@ -147,7 +148,12 @@ impl Layered {
     }
 
     /// Recomputes every subscriber's target; true if some subscriber now waits for a keyframe.
-    fn retarget(&mut self, subs: &[Subscription], now_ms: u64) -> bool {
+    fn retarget(
+        &mut self,
+        subs: &[Subscription],
+        downlinks: &FastMap<TransportId, Downlink>,
+        now_ms: u64,
+    ) -> bool {
         self.subs.retain(|s| subs.iter().any(|x| x.id == s.id));
         let layers: Vec<(u64, Option<u16>, bool)> = self
             .layers
@@ -160,7 +166,11 @@ impl Layered {
         let mut wants = false;
         for sub in subs {
             let sl = self.sub_entry(sub);
-            let budget = sub.stats.remb_bps;
+            // The allocation's share for this video stream, else the subscriber's REMB.
+            let budget = downlinks
+                .get(&sub.transport)
+                .and_then(|d| d.video_share())
+                .or(sub.stats.remb_bps);
             let current = sl.sel.current().map(|c| c.0);
             let (s, t) = pick_layers(&layers, budget, sl.max_height, current);
             sl.sel.set_target(s, t);
@@ -178,6 +188,7 @@ impl Layered {
                     id: sub.id,
                     sel: LayerSelector::new(sub.next_seq, sub.next_ts),
                     max_height: None,
+                    was_paused: false,
                 });
                 self.subs.len() - 1
             }
@@ -208,6 +219,7 @@ impl Layered {
 pub(super) fn route_layered(
     t: &mut Track,
     stats: &mut RouterStats,
+    downlinks: &mut FastMap<TransportId, Downlink>,
     v: &RtpView<'_>,
     abs_send_time_ext: u8,
     now_ms: u64,
@@ -252,7 +264,7 @@ pub(super) fn route_layered(
     if l.subs.len() != t.subs.len() {
         l.next_retarget_ms = 0; // a subscription came or went
     }
-    if now_ms >= l.next_retarget_ms && l.retarget(&t.subs, now_ms) {
+    if now_ms >= l.next_retarget_ms && l.retarget(&t.subs, downlinks, now_ms) {
         t.pli_pending = true;
     }
     t.media_ssrc = l.feedback_ssrc();
@@ -269,6 +281,16 @@ pub(super) fn route_layered(
         let Some(sl) = l.subs.iter_mut().find(|x| x.id == sub.id) else {
             continue; // new since the last layer choice: picked up at the next one
         };
+        if sub.paused {
+            // The allocation paused this subscriber's video; it restarts at a keyframe.
+            sub.stats.dropped_paused += 1;
+            stats.drop(DropReason::VideoPaused);
+            sl.was_paused = true;
+            continue;
+        }
+        if std::mem::take(&mut sl.was_paused) {
+            sl.sel.restart();
+        }
         let p = LayerPacket {
             spatial: layer,
             seq: v.seq,
@@ -301,7 +323,22 @@ pub(super) fn route_layered(
             stats.drop(DropReason::CodecNotNegotiated);
             continue;
         }
-        let len = write_layered(out, sub, sub_pt, v, &f, abs_send_time, &l.scratch, now_ms);
+        // The shared writer numbers packets `c + seq_offset`, `timestamp + ts_offset` (and stamps
+        // the transport-wide sequence number): offsets that make it write the selector's numbers.
+        sub.seq_offset = f.seq.wrapping_sub(v.seq);
+        sub.ts_offset = f.timestamp.wrapping_sub(v.timestamp);
+        let m = MediaRef {
+            c: v.seq as u64,
+            timestamp: v.timestamp,
+            marker: v.marker,
+            abs_send_time,
+            audio_level: None,
+            csrc_bytes: v.csrc_bytes(),
+            payload: &l.scratch,
+            shared: None,
+        };
+        let dl = downlinks.get_mut(&sub.transport);
+        let (_, _, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
         if sub
             .last_out
             .is_none_or(|(s, _, _)| crate::seq::seq_newer(f.seq, s))
@@ -322,51 +359,6 @@ pub(super) fn route_layered(
             stats.payload_bytes_out += payload.len() as u64;
         }
     }
-}
-
-/// Writes one forwarded packet of a layered track with the selector's numbers (to the subscriber's
-/// transport, or into its recording sink).
-#[allow(clippy::too_many_arguments)]
-fn write_layered(
-    out: &mut Output,
-    sub: &mut Subscription,
-    sub_pt: u8,
-    v: &RtpView<'_>,
-    f: &layers::Forward,
-    abs_send_time: Option<[u8; 3]>,
-    payload: &[u8],
-    now_ms: u64,
-) -> usize {
-    sub.seq_offset = f.seq.wrapping_sub(v.seq);
-    sub.ts_offset = f.timestamp.wrapping_sub(v.timestamp);
-    if let Some(sink) = sub.sink.as_deref_mut() {
-        let header = RtpFields {
-            ssrc: sub.ssrc,
-            seq: f.seq,
-            timestamp: f.timestamp,
-            marker: v.marker,
-        };
-        sink.push(header, Arc::new(payload.to_vec()), now_ms);
-        return 12 + payload.len();
-    }
-    let ext = abs_send_time.filter(|_| sub.ext.abs_send_time != 0);
-    let exts = ext.as_ref().map(|a| [(sub.ext.abs_send_time, &a[..])]);
-    let h = HeaderOut {
-        marker: v.marker,
-        payload_type: sub_pt,
-        seq: f.seq,
-        timestamp: f.timestamp,
-        ssrc: sub.ssrc,
-        csrc_bytes: v.csrc_bytes(),
-        extensions: exts.as_ref().map_or(&[][..], |e| &e[..]),
-    };
-    let mut len = 0;
-    out.push_with(sub.transport, |buf| {
-        let start = buf.len();
-        rtp::write_packet(buf, &h, payload);
-        len = buf.len() - start;
-    });
-    len
 }
 
 impl Router {
