@@ -166,6 +166,29 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
     ("skip_decoder", "a RemoteStreamTrack keeps an asyncio.Queue `_queue`; None there ends the track",
      lambda o: isinstance(aiortc.rtcrtpreceiver.RemoteStreamTrack("audio")._queue, asyncio.Queue)
      and _calls(aiortc.rtcrtpreceiver.RemoteStreamTrack, "if frame is None:")),
+    ("idle_sender", "RTCRtpSender.send starts its loops as ensure_future(self._run_rtp(...)) and "
+     "ensure_future(self._run_rtcp()); instances keep `__started` and the four loop events",
+     lambda o: _calls(RTCRtpSender, "self.__rtp_task = asyncio.ensure_future(self._run_rtp(")
+     and _calls(RTCRtpSender, "self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())")
+     and o.transceiver.sender._RTCRtpSender__started is False
+     and all(isinstance(getattr(o.transceiver.sender, f"_RTCRtpSender__{e}"), asyncio.Event)
+             for e in ("rtp_started", "rtp_exited", "rtcp_started", "rtcp_exited"))),
+    ("idle_sender", "RTCRtpSender.stop waits for the loops' started events, cancels, waits for exited",
+     lambda o: _calls(RTCRtpSender, "await asyncio.gather(self.__rtp_started.wait(), self.__rtcp_started.wait())")
+     and _calls(RTCRtpSender, "await asyncio.gather(self.__rtp_exited.wait(), self.__rtcp_exited.wait())")),
+    ("idle_receiver", "RTCRtpReceiver.receive starts ensure_future(self._run_rtcp()); stop waits for "
+     "`__rtcp_started`, cancels, waits for `__rtcp_exited`",
+     lambda o: _calls(RTCRtpReceiver, "self.__rtcp_task = asyncio.ensure_future(self._run_rtcp())")
+     and _calls(RTCRtpReceiver, "await self.__rtcp_started.wait()")
+     and _calls(RTCRtpReceiver, "await self.__rtcp_exited.wait()")
+     and o.transceiver.receiver._RTCRtpReceiver__started is False),
+    ("idle_receiver", "RTCRtpReceiver keeps `__jitter_buffer`, `__nack_generator` and "
+     "`__remote_bitrate_estimator`, the last two checked for None where RTP is handled",
+     lambda o: hasattr(o.transceiver.receiver, "_RTCRtpReceiver__jitter_buffer")
+     and hasattr(o.transceiver.receiver, "_RTCRtpReceiver__nack_generator")
+     and hasattr(o.transceiver.receiver, "_RTCRtpReceiver__remote_bitrate_estimator")
+     and _calls(RTCRtpReceiver, "if self.__remote_bitrate_estimator is not None:")
+     and _calls(RTCRtpReceiver, "if self.__nack_generator is not None and")),
 ]
 
 
@@ -335,6 +358,40 @@ async def test_skipped_decoder_is_never_started_and_its_track_still_ends(loopbac
         await offerer.close()
         await answerer.close()
     assert _decoder_threads() == before
+
+
+def _loop_tasks(*names: str) -> list[asyncio.Task[Any]]:
+    return [t for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "").endswith(names)]
+
+
+async def test_idle_senders_and_receivers_run_no_loop_and_still_stop(loopback_ice: None) -> None:
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    loops = ("RTCRtpSender._run_rtp", "RTCRtpSender._run_rtcp", "RTCRtpReceiver._run_rtcp")
+    try:
+        offerer.addTransceiver("video")  # sendrecv: both sides send and receive
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        t = answerer.getTransceivers()[0]
+        t.direction = "sendrecv"
+        assert aiortc_glue.idle_sender(t.sender) and aiortc_glue.idle_receiver(t.receiver)
+        assert t.receiver._RTCRtpReceiver__remote_bitrate_estimator is None
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+        await asyncio.wait_for(_wait_connected(offerer, answerer), 20)
+        for _ in range(200):  # the offerer's three loops start once its DTLS is up
+            if len(_loop_tasks(*loops)) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+        assert len(_loop_tasks(*loops)) == 3, "only the offerer's sender and receiver have loops"
+        assert not aiortc_glue.idle_sender(offerer.getTransceivers()[0].sender), "already running"
+        assert not aiortc_glue.idle_receiver(offerer.getTransceivers()[0].receiver), "already running"
+        await asyncio.wait_for(answerer.close(), 5)  # stop() finds the loops started and exited
+    finally:
+        await offerer.close()
+        await answerer.close()
+    assert _loop_tasks(*loops) == []
 
 
 async def test_replaced_send_gets_a_requested_keyframe(

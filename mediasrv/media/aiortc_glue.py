@@ -3,8 +3,8 @@
 aiortc and aioice do SDP, ICE and DTLS for us, but taking a connection's datapath over (native
 plane, load-generator pump, Python datapath) needs things they do not publish: the DTLS session's
 keying material and role, the nominated candidate pair, the RTP hooks of a DTLS transport, an RTP
-sender's SSRC, two patched aioice functions (host address discovery, host candidate gathering), and
-a receiver's decoder thread left unstarted.
+sender's SSRC, two patched aioice functions (host address discovery, host candidate gathering), a
+receiver's decoder thread left unstarted, and senders and receivers without their periodic loops.
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aioice.ice
+import aiortc.jitterbuffer
 import aiortc.rtcrtpreceiver
 import mediasrv_native
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
@@ -386,3 +387,59 @@ def skip_decoder(receiver: RTCRtpReceiver) -> bool:
     if not isinstance(receiver._RTCRtpReceiver__decoder_queue, _NoDecoderQueue):  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__decoder_queue = _NoDecoderQueue(track._queue)  # type: ignore[attr-defined]
     return True
+
+
+# --- senders and receivers without periodic tasks ---------------------------------------------------
+def _finished_task() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+def _skip_task(obj: object, cls: str, method: str, events: tuple[str, ...]) -> None:
+    """Make `obj.<method>()` return an already finished future, with the events aiortc's `stop()`
+    waits on already set: `send`/`receive` then `asyncio.ensure_future` it (a future is returned as
+    is: no task, no wake-up), and `stop` cancels it (a no-op) and finds the loop started and exited."""
+    setattr(obj, method, lambda *args: _finished_task())
+    for event in events:
+        getattr(obj, f"_{cls}__{event}").set()
+
+
+def idle_sender(sender: RTCRtpSender) -> bool:
+    """No RTP or RTCP loop for this sender (call before the connection is up): for a sender whose
+    media and RTCP someone else produces (the native plane sends the sender reports of its SSRC),
+    so its `_run_rtp` would only wait on a track that never yields and its `_run_rtcp` build a
+    sender report every 0.5-1.5 s that is then thrown away.
+
+    aiortc's `RTCRtpSender.send` runs `self.__rtp_task = asyncio.ensure_future(self._run_rtp(codec))`
+    and the same for `_run_rtcp()`, by attribute lookup; `stop` waits for `__rtp_started` and
+    `__rtcp_started`, cancels both tasks and waits for `__rtp_exited` and `__rtcp_exited`. A sender
+    already started (`__started`) is left as it is: returns whether this one runs without loops."""
+    if sender._RTCRtpSender__started:  # type: ignore[attr-defined]
+        return False
+    _skip_task(sender, "RTCRtpSender", "_run_rtp", ("rtp_started", "rtp_exited"))
+    _skip_task(sender, "RTCRtpSender", "_run_rtcp", ("rtcp_started", "rtcp_exited"))
+    return True
+
+
+def idle_receiver(receiver: RTCRtpReceiver, rtcp_loop: bool = False) -> bool:
+    """Drop what this receiver would only use for RTP it is given (call before the connection is
+    up; its RTP is taken at the DTLS transport, `intercept_rtp`): the video bitrate estimator (a
+    1 000-bucket rate window, ~1 000 objects), the NACK generator and the 512-slot jitter buffer,
+    all only touched by `_handle_rtp_packet`, which checks the first two for None. Without
+    `rtcp_loop`, its RTCP loop does not run either: it wakes every 0.5-1.5 s to send receiver
+    reports about the RTP it has seen, and it sees none.
+
+    aiortc's `RTCRtpReceiver.__init__` makes `__jitter_buffer`, `__nack_generator` and
+    `__remote_bitrate_estimator`; `receive` runs `self.__rtcp_task = asyncio.ensure_future(
+    self._run_rtcp())`, and `stop` waits for `__rtcp_started`, cancels the task and waits for
+    `__rtcp_exited`. A receiver already started is left as it is: returns whether this one is idle."""
+    if receiver._RTCRtpReceiver__started:  # type: ignore[attr-defined]
+        return False
+    receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__nack_generator = None  # type: ignore[attr-defined]
+    receiver._RTCRtpReceiver__jitter_buffer = aiortc.jitterbuffer.JitterBuffer(capacity=2)  # type: ignore[attr-defined]
+    if not rtcp_loop:
+        _skip_task(receiver, "RTCRtpReceiver", "_run_rtcp", ("rtcp_started", "rtcp_exited"))
+    return True
+

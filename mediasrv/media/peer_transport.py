@@ -8,8 +8,11 @@ STUN consent checks, DTLS and the data channels. On the "python" datapath (bench
 decrypted RTP and RTCP are taken from aiortc's DTLS transport and handed to the room's router from
 Python; what the router returns is sent through aiortc's SRTP context.
 aiortc's own receivers never see the media, so their decoder threads are never started
-(`aiortc_glue.skip_decoder`); its senders carry a track that never yields a frame, so no encoder is
-created either.
+(`aiortc_glue.skip_decoder`), and they run no RTCP loop and keep no bitrate estimator or jitter
+buffer (`aiortc_glue.idle_receiver`); its senders carry a track that never yields a frame, so no
+encoder is created either, and on the native datapath they run no RTP or RTCP loop at all
+(`aiortc_glue.idle_sender`): after the handover a peer costs the event loop only its ICE consent
+checks.
 """
 
 from __future__ import annotations
@@ -157,8 +160,13 @@ class PeerTransport:
     # --- datapath hand-off --------------------------------------------------------------------------
     def _install_hooks(self) -> None:
         for t in self.pc.getTransceivers():
-            # Its RTP is taken below, so aiortc's decoder would only be an idle thread per track.
+            # Its RTP is taken below, so aiortc's decoder would only be an idle thread per track,
+            # and its RTCP loop, bitrate estimator and jitter buffer would only wait for RTP.
             aiortc_glue.skip_decoder(t.receiver)
+            aiortc_glue.idle_receiver(t.receiver)
+            if self._plane is not None:
+                # The plane sends this SSRC's media and sender reports: no loop per sender here.
+                aiortc_glue.idle_sender(t.sender)
             dtls = t.receiver.transport
             if dtls is None or dtls in self._dtls:
                 continue
