@@ -18,7 +18,7 @@ ROOT=$(pwd)
 MODE=${1:-}
 case "$MODE" in --short | --long) shift ;; *) echo "usage: $0 --short|--long [target...]" >&2; exit 2 ;; esac
 
-NATIVE_TARGETS=(rtp_parse rtcp_parse srtp_unprotect demux stun tcp_framing depack jitter router_ops)
+NATIVE_TARGETS=(rtp_parse rtcp_parse srtp_unprotect demux stun tcp_framing depack jitter router_ops twcc)
 PY_TARGETS=(vitals sdp tus)
 if (($#)); then SELECTED=("$@"); else SELECTED=("${NATIVE_TARGETS[@]}" "${PY_TARGETS[@]}"); fi
 
@@ -89,7 +89,7 @@ for t in "${native[@]}"; do
     limit=(-runs="${FUZZ_RUNS:-10000000}")
   fi
   # One datagram: no longer than a packet on the wire (MTU); sequences get libFuzzer's 4096.
-  case $t in rtp_parse | rtcp_parse | stun) limit+=(-max_len=1500) ;; esac
+  case $t in rtp_parse | rtcp_parse | stun | twcc) limit+=(-max_len=1500) ;; esac
   echo "== $t ($MODE)"
   if "$RUN_BIN/$t" "${limit[@]}" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$corpus" "native/fuzz/corpus/$t" >"$log" 2>&1; then
