@@ -1,8 +1,8 @@
 """A throwaway PostgreSQL server for tests: initdb into a temporary directory, `postgres` on
 127.0.0.1 at a free port (run as the `postgres` user when the tests run as root, which initdb
-refuses), durability off (fsync) since nothing outlives the session, one empty database per test.
+refuses), durability off (fsync) since nothing outlives the session, an empty schema per test.
 
-    url = pg_cluster.new_database()   # postgresql://postgres@127.0.0.1:<port>/t<n>
+    url = pg_cluster.new_database()   # postgresql://postgres@127.0.0.1:<port>/postgres?options=-csearch_path%3Dt<n>
 
 `pg_cluster` is a session fixture (one server for every test of a run); tests that need it skip when
 no PostgreSQL is installed (scripts/bootstrap.sh installs Debian's `postgresql`). `database_url` is
@@ -85,10 +85,11 @@ class PostgresCluster:
             return list(cur.fetchall()) if cur.description else []
 
     def new_database(self) -> str:
-        """A new, empty database (copying the near-empty template is quick with durability off)."""
+        """The URL of a new, empty database: a schema of its own, first on the search path (a
+        schema takes milliseconds; a CREATE DATABASE, 0.1-0.2 s)."""
         name = f"t{next(self._names)}"
-        self.sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")
-        return self.url(name)
+        self.sql(f"CREATE SCHEMA {name}")
+        return self.url() + f"?options=-csearch_path%3D{name}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from mediasrv.storage.database import Database, apply_migrations
 
@@ -145,8 +146,10 @@ class PostgresDatabase(Database):
         self.url = url
 
     def _connect(self) -> PgConnection:
+        # Options of the URL (e.g. ?options=-csearch_path%3Dmediasrv) are kept, ours added.
+        options = conninfo_to_dict(self.url).get("options") or ""
         conn = psycopg.connect(self.url, autocommit=True,
-                               options=f"-c lock_timeout={LOCK_TIMEOUT} -c timezone=UTC")
+                               options=f"{options} -c lock_timeout={LOCK_TIMEOUT} -c timezone=UTC".strip())
         return PgConnection(conn)
 
     def _open_sync(self) -> None:
