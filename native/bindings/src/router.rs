@@ -401,6 +401,74 @@ impl Router {
         to_py(py, &self.out_rtcp)
     }
 
+    /// Makes a video track simulcast: `rids` (lowest resolution first) name its layers through
+    /// header extension `rid_ext`; or, with no rids, `ssrcs` are its layers (a=ssrc-group:SIM).
+    fn set_track_layers(
+        &mut self,
+        track: u64,
+        rid_ext: u64,
+        rids: Vec<String>,
+        ssrcs: Vec<u64>,
+    ) -> PyResult<()> {
+        let rid_ext = u8::try_from(rid_ext)
+            .map_err(|_| PyValueError::new_err(format!("extension id {rid_ext} > 255")))?;
+        let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
+        let rids: Vec<&str> = rids.iter().map(String::as_str).collect();
+        lock(&self.core)
+            .set_track_layers(TrackId(track), rid_ext, &rids, &ssrcs)
+            .map_err(value_error)
+    }
+
+    /// The most of a simulcast track's height the subscriber wants (None: no cap).
+    #[pyo3(signature = (sub, max_height))]
+    fn set_subscription_max_height(&mut self, sub: u64, max_height: Option<u64>) -> PyResult<()> {
+        let h = max_height.map(|h| h.min(u16::MAX as u64) as u16);
+        lock(&self.core)
+            .set_subscription_max_height(SubscriptionId(sub), h)
+            .map_err(value_error)
+    }
+
+    /// A simulcast track's layers: [{ssrc, bitrate_bps, height}], lowest first; None otherwise.
+    fn track_layers<'py>(
+        &self,
+        py: Python<'py>,
+        track: u64,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Some(layers) = lock(&self.core).track_layers(TrackId(track)) else {
+            return Ok(None);
+        };
+        let list = PyList::empty(py);
+        for l in layers {
+            let d = PyDict::new(py);
+            d.set_item("ssrc", l.ssrc)?;
+            d.set_item("bitrate_bps", l.bitrate_bps)?;
+            d.set_item("height", l.height)?;
+            list.append(d)?;
+        }
+        Ok(Some(list))
+    }
+
+    /// A simulcast subscription's layers: current (spatial, temporal) or None while it waits for a
+    /// keyframe, target, cap and switch counters; None for other subscriptions.
+    fn subscription_layers<'py>(
+        &self,
+        py: Python<'py>,
+        sub: u64,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let Some(l) = lock(&self.core).subscription_layers(SubscriptionId(sub)) else {
+            return Ok(None);
+        };
+        let d = PyDict::new(py);
+        d.set_item("current", l.current)?;
+        d.set_item("target", l.target)?;
+        d.set_item("max_height", l.max_height)?;
+        d.set_item("spatial_switches", l.spatial_switches)?;
+        d.set_item("temporal_switches", l.temporal_switches)?;
+        d.set_item("dropped_temporal", l.dropped_temporal)?;
+        d.set_item("vp8_malformed", l.vp8_malformed)?;
+        Ok(Some(d))
+    }
+
     /// Events since the last call, oldest first, as tuples: ("track_started", track, None),
     /// ("track_stopped", track, None), ("keyframe_requested", track, reason), or
     /// ("video_paused" | "video_resumed", subscriber transport, "bandwidth").
