@@ -203,7 +203,7 @@ def cmd_soak(args: argparse.Namespace) -> int:
     from mediasrv.loadtest.servers import mediasrv_counters
     from mediasrv.loadtest.soak import SoakOptions, run_soak, soak_table
 
-    mutual = args.mode == "visits"
+    mutual = getattr(args, "mode", "rooms") == "visits"  # soak has no --mode
     video_kbps = args.video_kbps or (VISIT_VIDEO_KBPS if mutual else 1000)
     plan = MediaPlan(video_kbps=video_kbps, fps=args.fps, audio=args.audio, video=args.video)
     opts = SoakOptions(visits=args.visits, visit_length_s=args.visit_length,
