@@ -274,7 +274,8 @@ impl SendSideBwe {
         self.remb = Some(bps);
     }
 
-    /// Time passes: feedback timeout, probe scheduling.
+    /// Time passes: feedback timeout, probe results that timed out. (Clusters start only from
+    /// `probe_wanted`: a caller that cannot send padding now never has one running.)
     pub fn poll(&mut self, now_us: u64) {
         if self.twcc_seen {
             let silent = self
@@ -289,7 +290,6 @@ impl SendSideBwe {
         }
         self.track_drops(now_us);
         self.apply_probe_results(now_us);
-        self.schedule_probe(now_us);
     }
 
     fn schedule_probe(&mut self, now_us: u64) {
@@ -340,6 +340,8 @@ impl SendSideBwe {
         (est as u64).clamp(self.cfg.min_bps, self.cfg.max_bps)
     }
 
+    /// Padding due now for a probe cluster, starting one when probing is worthwhile (see the
+    /// module docs); send `bytes` marked `probe`. Call it every few ms while padding can be sent.
     pub fn probe_wanted(&mut self, now_us: u64) -> Option<ProbeRequest> {
         self.schedule_probe(now_us);
         self.prober.wanted(now_us)

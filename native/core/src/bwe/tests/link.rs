@@ -21,6 +21,9 @@ pub struct Link {
     pub queue_limit_us: u64,
     pub delay_us: u64,
     pub loss: f64,
+    /// Extra delay per packet, uniform in 0..jitter_us, order kept (a Wi-Fi-like path).
+    pub jitter_us: u64,
+    last_arrival_us: u64,
     rng: u64,
     busy_until_us: u64,
     pub dropped_queue: u64,
@@ -34,6 +37,8 @@ impl Link {
             queue_limit_us,
             delay_us,
             loss: 0.0,
+            jitter_us: 0,
+            last_arrival_us: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             busy_until_us: 0,
             dropped_queue: 0,
@@ -65,7 +70,14 @@ impl Link {
             return None;
         }
         self.busy_until_us = start + size as u64 * 8_000_000 / self.capacity_bps;
-        Some(self.busy_until_us + self.delay_us)
+        let jitter = if self.jitter_us > 0 {
+            (self.random() * self.jitter_us as f64) as u64
+        } else {
+            0
+        };
+        let arrival = (self.busy_until_us + self.delay_us + jitter).max(self.last_arrival_us);
+        self.last_arrival_us = arrival;
+        Some(arrival)
     }
 }
 

@@ -152,6 +152,28 @@ fn d_random_loss_of_five_percent_does_not_collapse() {
 }
 
 #[test]
+fn d2_jitter_is_not_congestion() {
+    // 0-20 ms of random extra delay per packet (order kept): the adaptive threshold absorbs it.
+    let mut sim = steady(CAP);
+    sim.link.jitter_us = 20_000;
+    sim.run_until(30 * S);
+    show("jitter", &sim);
+    let min = sim
+        .samples_between(10 * S, 30 * S)
+        .map(|s| s.estimate_bps)
+        .min()
+        .unwrap();
+    let mean = mean_estimate(&sim, 10 * S, 30 * S);
+    println!(
+        "jitter 0-20 ms: 10-30 s min {} mean {} kbit/s",
+        min / 1000,
+        mean / 1000
+    );
+    assert!(min >= 1_000_000, "{min}");
+    assert!(mean >= 1_500_000, "{mean}");
+}
+
+#[test]
 fn e_twenty_percent_loss_decreases() {
     let mut sim = steady(CAP);
     sim.run_until(10 * S);
