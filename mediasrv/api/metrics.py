@@ -196,6 +196,7 @@ class MediasrvCollector(Collector):
         for i, seconds in enumerate(stats["worker_cpu_seconds"]):
             cpu.add_metric([str(i)], seconds)
         yield cpu
+        yield from _worker_load(stats)
 
     def _streams(self, rooms: list[Room]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         """Per published track (what the server receives) and per subscription (what it sends)."""
@@ -302,6 +303,23 @@ def _track_active(room: Room, track_id: int) -> bool:
         return bool(room.router.track_stats(track_id)["active"])
     except KeyError:
         return False
+
+
+def _worker_load(stats: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """What each media worker carries: rooms are placed by its packets a second (and never moved)."""
+    packets = CounterMetricFamily(
+        "mediasrv_worker_packets",
+        "packets each media worker handled: media in and datagrams out (worker 0 also counts every "
+        "datagram it reads for the others)", labels=["worker"])
+    syscalls = CounterMetricFamily(
+        "mediasrv_media_syscalls",
+        "packet-path system calls of each media worker (poll, recvmmsg, sendmmsg, futex waits and "
+        "wakes, receive gather sleeps)", labels=["worker"])
+    rooms = GaugeMetricFamily("mediasrv_worker_rooms", "rooms placed on each media worker", labels=["worker"])
+    for family, key in ((packets, "worker_packets"), (syscalls, "worker_syscalls"), (rooms, "worker_rooms")):
+        for i, value in enumerate(stats.get(key, ())):
+            family.add_metric([str(i)], value)
+        yield family
 
 
 def rtt_histogram(totals: Counter[str]) -> HistogramMetricFamily:

@@ -78,6 +78,15 @@ def wait_for(check: Callable[[], Any], timeout: float = 3.0) -> Any:
     raise AssertionError(f"timed out waiting for {check}")
 
 
+def room_router(room_id: int, publisher: int, subscribers: list[int]) -> Any:
+    router = mediasrv_native.Router(seed=room_id)
+    router.add_publisher(publisher, 0xAAAA_0000 + room_id, {})
+    router.add_track(room_id * 100, publisher, "audio", "0", OPUS, [SSRC])
+    for i, t in enumerate(subscribers):
+        router.add_subscription(room_id * 100 + 1 + i, room_id * 100, t, 0x5000_0000 + t, OPUS, {})
+    return router
+
+
 def room(plane: Any, room_id: int, publisher: int, subscribers: list[int]) -> Any:
     router = mediasrv_native.Router(seed=room_id)
     router.add_publisher(publisher, 0xAAAA_0000 + room_id, {})
@@ -273,3 +282,38 @@ def test_a_peer_that_moves_is_followed_once_its_new_address_is_confirmed(one_roo
     assert plane.peer_stats(1)["rtp_in"] == before + 1
     moved_pub.close()
     moved_sub.close()
+
+
+def test_rooms_go_to_the_worker_with_fewer_packets_and_the_metrics_show_it(plane):
+    """Placement follows packets, not room counts: while room 1 keeps worker 0 busy, the next two
+    rooms (idle yet) both go to worker 1. The per-worker counters behind the metrics move with it."""
+    import threading
+
+    pub, sub = Peer(), Peer()
+    assert plane.attach_room(1, room_router(1, 10, [11])) == 0
+    pub.register(plane, 10, 1)
+    sub.register(plane, 11, 1)
+    stop = threading.Event()
+
+    def feed() -> None:
+        seq = 0
+        while not stop.is_set():
+            seq += 1
+            send(plane, pub, pub.srtp.protect_rtp(opus(seq)))
+            time.sleep(0.002)
+
+    feeder = threading.Thread(target=feed)
+    feeder.start()
+    try:
+        # Worker 0's rate is measured over windows of at least half a second.
+        wait_for(lambda: plane.stats()["worker_packets"][0] > 200, timeout=10)
+        time.sleep(1.2)
+        placed = [plane.attach_room(r, room_router(r, 10 * r, [10 * r + 1])) for r in (2, 3)]
+    finally:
+        stop.set()
+        feeder.join()
+    assert placed == [1, 1]  # by room count the third room would have gone back to worker 0
+    stats = plane.stats()
+    assert stats["worker_rooms"] == [1, 2]
+    assert stats["worker_packets"][0] > stats["worker_packets"][1] == 0
+    assert stats["worker_syscalls"][0] > 0 and stats["syscalls"] == sum(stats["worker_syscalls"])

@@ -18,6 +18,7 @@
 
 pub mod clock;
 pub mod demux;
+pub mod placement;
 pub mod tcp;
 pub mod udp;
 mod worker;
@@ -38,6 +39,7 @@ use std::time::Duration;
 
 pub use clock::{now_ms, thread_cpu_ns};
 use demux::{classify, DatagramKind};
+use placement::Placement;
 use tcp::{Registry, TcpConn, TcpSide, Verdict};
 pub use tcp::{TcpConfig, TcpCounters};
 use udp::{RecvBatch, BATCH, SLOT_LEN};
@@ -45,6 +47,9 @@ use worker::{add_counters, Peer, WorkerState};
 pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
 
 use mediasrv_core::srtp::{Profile, SrtpContext, SrtpCounters, SrtpError};
+
+/// How often a worker reads its own CPU time (for the per-worker CPU figures).
+const CPU_SAMPLE_MS: u64 = 20;
 
 /// Most datagrams waiting for Python; beyond it they are dropped and counted (STUN/DTLS retransmit).
 pub const TO_PYTHON_LIMIT: usize = 4096;
@@ -104,6 +109,24 @@ struct WorkerSlot {
     rooms: AtomicU64,
     /// CPU time the worker thread has used (CLOCK_THREAD_CPUTIME_ID), for per-CPU-second figures.
     cpu_ns: AtomicU64,
+    /// Work done so far in packets: media handled and datagrams sent (thread 0 adds every
+    /// datagram it received), stored by the worker after each pass; rooms are placed by its rate.
+    packets: AtomicU64,
+    /// System calls of the packet path made by this thread (poll, recvmmsg, sendmmsg, futex
+    /// waits and wakes, the gather sleep), stored after each pass.
+    syscalls: AtomicU64,
+    /// Set while the worker waits for its inbox (under the inbox lock): only then does thread 0
+    /// pay a futex wake to hand it media.
+    sleeping: AtomicBool,
+}
+
+/// One worker's load, as exported in the metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WorkerLoad {
+    pub packets: u64,
+    pub syscalls: u64,
+    pub rooms: u64,
+    pub cpu_s: f64,
 }
 
 /// One socket's ICE sessions: local ufrag → ICE password.
@@ -135,6 +158,33 @@ struct Shared {
     receiving: AtomicBool,
     counters: PlaneCounters,
     pool: Mutex<Vec<Vec<u8>>>,
+    placement: Mutex<Placement>,
+}
+
+impl Shared {
+    /// Each worker's packet counter (thread 0's includes every datagram received), and the
+    /// received part on its own.
+    fn packet_counters(&self) -> (Vec<u64>, u64) {
+        let received = self.counters.datagrams_in.load(Relaxed);
+        let packets = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, w)| w.packets.load(Relaxed) + if i == 0 { received } else { 0 })
+            .collect();
+        (packets, received)
+    }
+
+    /// Wakes worker `w` for handed-on media, with a futex call only if it is waiting.
+    fn notify(&self, w: usize) -> u64 {
+        let slot = &self.workers[w];
+        if slot.sleeping.load(Relaxed) {
+            slot.ready.notify_one();
+            1
+        } else {
+            0
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -213,6 +263,9 @@ impl Plane {
                 ready: Condvar::new(),
                 rooms: AtomicU64::new(0),
                 cpu_ns: AtomicU64::new(0),
+                packets: AtomicU64::new(0),
+                syscalls: AtomicU64::new(0),
+                sleeping: AtomicBool::new(false),
             })
             .collect();
         let socket_count = sockets.len() + tcp_listeners.len();
@@ -233,6 +286,7 @@ impl Plane {
             receiving: AtomicBool::new(true),
             counters: PlaneCounters::default(),
             pool: Mutex::new(Vec::new()),
+            placement: Mutex::new(Placement::new(workers)),
         });
         let mut threads = Vec::new();
         for i in 0..workers {
@@ -418,11 +472,19 @@ impl Plane {
             .len()
     }
 
-    /// Pins a room's router to the least loaded worker; returns the worker index.
+    /// Pins a room's router to the worker with the least load in packets a second (see
+    /// `placement.rs`); returns the worker index. The room stays there until detached.
     pub fn attach_room(&self, room: u64, router: SharedRouter) -> usize {
-        let w = (0..self.shared.workers.len())
-            .min_by_key(|i| self.shared.workers[*i].rooms.load(Relaxed))
-            .unwrap_or(0);
+        let w = {
+            let (packets, received) = self.shared.packet_counters();
+            let rooms: Vec<u64> = self
+                .shared
+                .workers
+                .iter()
+                .map(|s| s.rooms.load(Relaxed))
+                .collect();
+            lock(&self.shared.placement).choose(now_ms(), &packets, received, &rooms)
+        };
         let slot = &self.shared.workers[w];
         slot.rooms.fetch_add(1, Relaxed);
         lock(&slot.state).rooms.insert(room, router);
@@ -610,6 +672,22 @@ impl Plane {
             .map(|p| (p.stats, p.srtp.counters().clone()))
     }
 
+    /// Per worker: packets handled, packet-path system calls, rooms placed there, CPU seconds.
+    pub fn worker_loads(&self) -> Vec<WorkerLoad> {
+        let (packets, _) = self.shared.packet_counters();
+        self.shared
+            .workers
+            .iter()
+            .zip(packets)
+            .map(|(w, packets)| WorkerLoad {
+                packets,
+                syscalls: w.syscalls.load(Relaxed),
+                rooms: w.rooms.load(Relaxed),
+                cpu_s: w.cpu_ns.load(Relaxed) as f64 / 1e9,
+            })
+            .collect()
+    }
+
     /// CPU seconds used so far by each worker thread.
     pub fn worker_cpu_seconds(&self) -> Vec<f64> {
         self.shared
@@ -781,8 +859,8 @@ impl<'a> Dispatch<'a> {
     }
 
     /// Releases the tables, sends what thread 0's own rooms produced, wakes the workers given
-    /// media; true if anything was queued for Python.
-    fn finish(self) -> bool {
+    /// media; true if anything was queued for Python, and the futex wakes it made.
+    fn finish(self) -> (bool, u64) {
         let Dispatch {
             shared,
             routes,
@@ -799,12 +877,13 @@ impl<'a> Dispatch<'a> {
         if let Some(mut st) = own {
             st.flush(&shared.sockets);
         }
+        let mut wakes = 0;
         for (w, flag) in notify.iter_mut().enumerate() {
             if std::mem::take(flag) {
-                shared.workers[w].ready.notify_one();
+                wakes += shared.notify(w);
             }
         }
-        woke_python
+        (woke_python, wakes)
     }
 }
 
@@ -842,10 +921,15 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
             }
         }
     };
+    let slot0 = &shared.workers[0];
+    let mut syscalls: u64 = 0;
+    let mut last_sample = 0;
+    let mut last_cpu = 0;
     while !shared.stop.load(Relaxed) {
         if shared.receiving.load(Relaxed) {
             // SAFETY: fds is a valid array of pollfd for the duration of the call.
             unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, interval) };
+            syscalls += 1;
         } else {
             std::thread::sleep(Duration::from_millis(interval as u64));
             continue;
@@ -856,6 +940,7 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
         for s in 0..shared.sockets.len() {
             // Bounded rounds so router timers and the other sockets get their turn under load.
             for _ in 0..16 {
+                syscalls += 1;
                 let n = match recv.recv(&shared.sockets[s]) {
                     Ok(n) => n,
                     Err(_) => {
@@ -875,7 +960,9 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
                     let (buf, len) = recv.slot_mut(i);
                     d.datagram(s, from, buf, len);
                 }
-                woke_python |= d.finish();
+                let (woke, wakes) = d.finish();
+                woke_python |= woke;
+                syscalls += wakes;
                 if n < BATCH {
                     break;
                 }
@@ -891,17 +978,37 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
                 let len = frame.len();
                 d.datagram(s, from, frame, len)
             });
-            woke_python |= d.finish();
+            let (woke, wakes) = d.finish();
+            woke_python |= woke;
+            syscalls += wakes;
         }
         if woke_python {
             wake_python(shared);
         }
-        let mut st = lock(&shared.workers[0].state);
+        let mut st = lock(&slot0.state);
         st.poll(&shared.sockets, now_ms());
         st.flush(&shared.sockets);
+        let (packets, send_calls) = (st.stats.media_in + st.stats.datagrams_out, st.stats.send_calls);
         drop(st);
-        shared.workers[0].cpu_ns.store(thread_cpu_ns(), Relaxed);
-        if received > 0 && received < BATCH && shared.cfg.rx_coalesce_us > 0 {
+        let gather = received > 0 && received < BATCH && shared.cfg.rx_coalesce_us > 0;
+        syscalls += u64::from(gather);
+        slot0.packets.store(packets, Relaxed);
+        if now >= last_cpu + CPU_SAMPLE_MS {
+            // CLOCK_THREAD_CPUTIME_ID is a real system call (no vDSO): not on every pass.
+            slot0.cpu_ns.store(thread_cpu_ns(), Relaxed);
+            syscalls += 1;
+            last_cpu = now;
+        }
+        slot0.syscalls.store(syscalls + send_calls, Relaxed);
+        // Rates for room placement stay fresh without a control call (try: never wait for it).
+        if now >= last_sample + 1000 {
+            if let Ok(mut p) = shared.placement.try_lock() {
+                let (packets, received) = shared.packet_counters();
+                p.sample(now, &packets, received);
+                last_sample = now;
+            }
+        }
+        if gather {
             std::thread::sleep(Duration::from_micros(shared.cfg.rx_coalesce_us));
         }
     }
@@ -913,15 +1020,20 @@ fn worker_loop(shared: &Shared, index: usize) {
     let interval = Duration::from_millis(shared.cfg.poll_interval_ms.clamp(1, 1000));
     let mut local: Vec<Handoff> = Vec::with_capacity(BATCH * 4);
     let mut spare: Vec<Vec<u8>> = Vec::with_capacity(BATCH * 4);
+    let mut syscalls: u64 = 0;
+    let mut last_cpu = 0;
     while !shared.stop.load(Relaxed) {
         {
             let mut inbox = lock(&slot.inbox);
             if inbox.is_empty() {
+                slot.sleeping.store(true, Relaxed);
                 inbox = slot
                     .ready
                     .wait_timeout(inbox, interval)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
+                slot.sleeping.store(false, Relaxed);
+                syscalls += 1;
             }
             std::mem::swap(&mut *inbox, &mut local);
         }
@@ -933,11 +1045,18 @@ fn worker_loop(shared: &Shared, index: usize) {
         }
         st.poll(&shared.sockets, now);
         st.flush(&shared.sockets);
+        let (packets, send_calls) = (st.stats.media_in + st.stats.datagrams_out, st.stats.send_calls);
         drop(st);
         if !spare.is_empty() {
             lock(&shared.pool).append(&mut spare);
         }
-        slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
+        slot.packets.store(packets, Relaxed);
+        if now >= last_cpu + CPU_SAMPLE_MS {
+            slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
+            syscalls += 1;
+            last_cpu = now;
+        }
+        slot.syscalls.store(syscalls + send_calls, Relaxed);
     }
 }
 

@@ -1,0 +1,109 @@
+"""`mediasrv-loadtest compare --mode visits`: 1:1 visits in which both participants publish and
+watch each other. A CI-sized run against mediasrv (Janus too when it is installed), plus the
+report's pure helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mediasrv.loadtest import procstat
+from mediasrv.loadtest.compare import add_ratios, worker_spread_pct
+from mediasrv.loadtest.servers import parse_prometheus
+
+VISITS, DURATION_S = 2, 4
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("visits")
+    servers = "mediasrv,janus" if shutil.which("janus") and os.geteuid() == 0 else "mediasrv"
+    cmd = [sys.executable, "-m", "mediasrv.loadtest", "compare", "--mode", "visits", "--servers", servers,
+           "--rooms", str(VISITS), "--video-kbps", "400", "--duration", str(DURATION_S), "--ramp", "1",
+           "--quiet", "--out-dir", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out, json.loads((out / "mediasrv.json").read_text())
+
+
+@pytest.mark.slow
+def test_each_participant_publishes_and_watches_the_other(result: tuple[Path, dict[str, Any]]) -> None:
+    _, report = result
+    assert report["setup_failures"] == 0, report["failures"]
+    assert report["options"]["mutual"] is True
+    # Per visit: two WHIP publishers and two WHEP viewers (each participant watches the other).
+    assert report["connections"] == VISITS * 4
+    assert report["streams_sent"] == VISITS * 2 * 2  # audio + video per participant
+    assert report["streams_received"] == report["streams_expected"] == VISITS * 2 * 2
+    assert report["packets_received"] >= 0.8 * report["packets_sent"]
+
+
+@pytest.mark.slow
+def test_visit_report_has_memory_threads_and_worker_load(result: tuple[Path, dict[str, Any]]) -> None:
+    out, report = result
+    assert report["server_idle_rss_mb"] > 0
+    assert report["server_rss_per_visit_mb"] is not None
+    threads = report["server_thread_cpu_s"]
+    assert "main" in threads and any(k.startswith("media-worker-") for k in threads)
+    assert set(report["worker_packets_steady"]) == set(report["worker_cpu_s_steady"])
+    assert sum(report["worker_packets_steady"].values()) > 0
+    text = (out / "comparison.md").read_text()
+    assert "visits of 2" in text and "ratio to janus" in text and "RSS above idle / visit" in text
+    assert "packets per media worker" in text
+
+
+def test_ratio_is_to_janus_in_the_same_run() -> None:
+    rows: list[dict[str, Any]] = [{"server": "mediasrv", "forwarded_per_cpu_s": 50_000.0},
+                                  {"server": "janus", "forwarded_per_cpu_s": 10_000.0},
+                                  {"server": "aiortc-sfu", "skipped": "no"}]
+    add_ratios(rows)
+    assert rows[0]["ratio_to_janus"] == pytest.approx(5.0)
+    assert rows[1]["ratio_to_janus"] == pytest.approx(1.0)
+    assert "ratio_to_janus" not in rows[2]
+    lone = [{"server": "mediasrv", "forwarded_per_cpu_s": 1.0}]
+    add_ratios(lone)
+    assert lone[0]["ratio_to_janus"] is None
+
+
+def test_worker_spread() -> None:
+    assert worker_spread_pct({"0": 120.0, "1": 100.0}) == pytest.approx(20.0)
+    assert worker_spread_pct({"0": 100.0}) is None
+    assert worker_spread_pct({"0": 0.0, "1": 5.0}) is None
+
+
+def test_per_worker_metrics_keep_their_labels() -> None:
+    text = ('mediasrv_worker_packets_total{worker="0"} 10\nmediasrv_worker_packets_total{worker="1"} 30\n'
+            'mediasrv_rooms{kind="a"} 2\nmediasrv_rooms{kind="b"} 3\n')
+    values = parse_prometheus(text)
+    assert values["mediasrv_worker_packets_total"] == 40
+    assert values['mediasrv_worker_packets_total{worker="1"}'] == 30
+    assert values["mediasrv_rooms"] == 5 and 'mediasrv_rooms{kind="a"}' not in values
+
+
+def test_thread_cpu_names_threads_and_groups_numbered_ones() -> None:
+    stop = threading.Event()
+    workers = [threading.Thread(target=stop.wait, name=f"pool-{i}") for i in range(3)]
+    for t in workers:
+        t.start()
+    try:
+        before = procstat.thread_cpu_s(os.getpid())
+        sum(range(2_000_000))  # some CPU on the main thread
+        after = procstat.thread_cpu_s(os.getpid())
+    finally:
+        stop.set()
+        for t in workers:
+            t.join()
+    # The process's own thread is "main"; the others are named by /proc (Python 3.11 does not
+    # name OS threads, so they share the interpreter's name, summed in one row).
+    assert "main" in before and len(before) >= 2
+    assert after["main"] >= before["main"]
+    delta = procstat.thread_cpu_delta(before, after)
+    assert all(v > 0 for v in delta.values())
