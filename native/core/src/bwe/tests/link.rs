@@ -103,6 +103,9 @@ pub struct Sim {
     pub samples: Vec<Sample>,
     pub probe_bytes: u64,
     pub media_bytes: u64,
+    /// 0: media paced smoothly; else sent in bursts (video frames) this often, unpaced, as a
+    /// forwarding server sends them.
+    pub frame_interval_us: u64,
 }
 
 impl Sim {
@@ -120,6 +123,7 @@ impl Sim {
             samples: Vec::new(),
             probe_bytes: 0,
             media_bytes: 0,
+            frame_interval_us: 0,
         }
     }
 
@@ -159,9 +163,14 @@ impl Sim {
         }
         self.bwe.poll(now);
         let rate = self.bwe.estimate_bps().min(self.demand_bps) as f64;
-        self.budget =
-            (self.budget + rate / 8.0 * TICK_US as f64 / 1e6).min(4.0 * MEDIA_PACKET as f64);
-        while self.budget >= MEDIA_PACKET as f64 {
+        let burst = if self.frame_interval_us == 0 {
+            4.0 * MEDIA_PACKET as f64
+        } else {
+            f64::INFINITY
+        };
+        self.budget = (self.budget + rate / 8.0 * TICK_US as f64 / 1e6).min(burst);
+        let frame_due = self.frame_interval_us == 0 || now.is_multiple_of(self.frame_interval_us);
+        while frame_due && self.budget >= MEDIA_PACKET as f64 {
             self.budget -= MEDIA_PACKET as f64;
             self.media_bytes += MEDIA_PACKET as u64;
             self.send(MEDIA_PACKET, false);

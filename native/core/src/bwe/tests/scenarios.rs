@@ -55,6 +55,36 @@ fn a_steady_link_converges_with_bounded_queue() {
 }
 
 #[test]
+fn a2_unpaced_video_frames_converge_too() {
+    // 30 frames a second, each sent as one burst (no pacer, as the router forwards them).
+    let mut sim = steady(CAP);
+    sim.frame_interval_us = 33_000;
+    sim.run_until(30 * S);
+    show("frames", &sim);
+    let min = sim
+        .samples_between(5 * S, 30 * S)
+        .map(|s| s.estimate_bps)
+        .min()
+        .unwrap();
+    let mean = mean_estimate(&sim, 5 * S, 30 * S);
+    let max_q = sim
+        .samples_between(5 * S, 30 * S)
+        .map(|s| s.queue_us)
+        .max()
+        .unwrap();
+    println!(
+        "frames: 5-30 s min {} mean {} kbit/s, max queue {} ms, tail drops {}",
+        min / 1000,
+        mean / 1000,
+        max_q / 1000,
+        sim.link.dropped_queue
+    );
+    assert!(min >= 1_300_000, "{min}");
+    assert!((1_600_000..=2_200_000).contains(&mean), "{mean}");
+    assert!(max_q < 150_000, "{max_q}");
+}
+
+#[test]
 fn b_step_down_is_followed_within_two_seconds() {
     let mut sim = steady(CAP);
     sim.run_until(10 * S);
