@@ -16,6 +16,7 @@ from mediasrv.api.connection_caps import ConnectionCaps, connection_cap_middlewa
 from mediasrv.api.http_common import error_middleware, json_response, query_token_middleware
 from mediasrv.api.v1 import (
     audit,
+    cluster,
     ice_servers,
     messages,
     openapi,
@@ -42,6 +43,14 @@ from mediasrv.vitals.vitals_store import VitalsStore
 
 async def healthz(request: web.Request) -> web.Response:
     """Liveness for load balancers: unauthenticated, so it says nothing about visits."""
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 while the node drains (it takes no new rooms), else 200. Unauthenticated."""
+    cluster = request.app.get(keys.CLUSTER)
+    if cluster is not None and cluster.state != "serving":
+        return json_response({"status": cluster.state}, status=503)
     return json_response({"status": "ok"})
 
 
@@ -79,15 +88,22 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database_and_rooms)
     app.cleanup_ctx.append(_message_processing)
     app.cleanup_ctx.append(_retention)
+    if settings.redis_url:  # one node of a cluster (docs/cluster.md); else a node on its own
+        from mediasrv.cluster import Cluster
+
+        app[keys.CLUSTER] = Cluster(settings, app[keys.ROOMS])
+        app.cleanup_ctx.append(_cluster)
+        app.on_shutdown.append(_leaving_cluster)
     # on_startup runs after the cleanup contexts have started (the database is open).
     app.on_startup.append(_recover_recordings)
     app.on_shutdown.append(_close_rooms)
 
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     metrics.setup_metrics(app)
     app[keys.METRICS_REGISTRY].register(app[keys.CONNECTION_CAPS])
     for module in (whip_whep, room_protocol, demo, vitals, rooms, tokens, messages, tus, audit, openapi,
-                   recordings, recorded_messages, ice_servers):
+                   recordings, recorded_messages, ice_servers, cluster):
         module.setup_routes(app)
     return app
 
@@ -98,6 +114,17 @@ async def _database_and_rooms(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.ROOMS].shutdown()
     await app[keys.DB].close()
+
+
+async def _cluster(app: web.Application) -> AsyncIterator[None]:
+    # Joins the cluster once the rooms are up; leaves it (giving up its rooms) before they stop.
+    await app[keys.CLUSTER].start()
+    yield
+    await app[keys.CLUSTER].stop()
+
+
+async def _leaving_cluster(app: web.Application) -> None:
+    app[keys.CLUSTER].shutting_down()
 
 
 async def _message_processing(app: web.Application) -> AsyncIterator[None]:

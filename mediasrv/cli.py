@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import signal
 import sys
 
 from mediasrv import __version__
@@ -55,6 +57,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"  media (UDP, all peers): {', '.join(ports)}", flush=True)
 
     app.on_startup.append(say_media_port)
+
+    async def drain_on_sigterm(app: web.Application) -> None:
+        # In a cluster SIGTERM drains (docs/cluster.md): the node takes no new rooms, its visits go on
+        # until they end or drain_timeout_s, then it stops as on SIGINT; a second SIGTERM stops now.
+        from mediasrv.api import appkeys as keys
+
+        cluster = app.get(keys.CLUSTER)
+        if cluster is None:
+            return
+        cluster.on_drained = lambda: os.kill(os.getpid(), signal.SIGINT)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, cluster.sigterm)
+
+    app.on_startup.append(drain_on_sigterm)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
     return 0

@@ -129,6 +129,18 @@ class Settings:
     vitals_thresholds: dict[str, list[float | None]] = field(
         default_factory=lambda: {"spo2_pct": [90.0, None], "heart_rate_bpm": [40.0, 130.0]}
     )
+    # Cluster (docs/cluster.md): the Redis URL of the shared cluster state (empty: one node on its
+    # own, as without a cluster), this node's id (empty: derived from host and port), the URL
+    # clients and other nodes reach this node's HTTP at (empty: http://host:port), how long a room's
+    # placement lease and a node's registry entry live without renewal (renewed every third of it),
+    # how long a command sent to another node waits for its answer, and how long SIGTERM lets visits
+    # go on before the node closes them and exits.
+    redis_url: str = ""
+    node_id: str = ""
+    node_url: str = ""
+    cluster_lease_ttl_s: float = 5.0
+    cluster_command_timeout_s: float = 5.0
+    drain_timeout_s: float = 300.0
 
     @property
     def announced_addresses(self) -> list[str]:
@@ -257,6 +269,12 @@ def load_settings(
         raise ConfigError("setting 'database_url' must be empty, sqlite:///path or postgresql://...")
     if not (math.isfinite(settings.upload_lease_s) and settings.upload_lease_s > 0):
         raise ConfigError("setting 'upload_lease_s' must be a number of seconds > 0")
+    for name in ("cluster_lease_ttl_s", "cluster_command_timeout_s", "drain_timeout_s"):
+        value = getattr(settings, name)
+        if not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"setting '{name}' must be a number of seconds > 0")
+    if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("setting 'redis_url' must be a redis://, rediss:// or unix:// URL")
     return settings
 
 

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from mediasrv.api.connection_caps import ConnectionCaps
     from mediasrv.api.whip_whep import WhipSession
+    from mediasrv.cluster import Cluster
     from mediasrv.config import Settings
     from mediasrv.messages.message_store import MessageStore
     from mediasrv.messages.processing import AttachmentProcessor
@@ -41,3 +42,5 @@ SESSIONS: web.AppKey[dict[str, WhipSession]] = web.AppKey("whip_sessions")
 METRICS_REGISTRY: web.AppKey[CollectorRegistry] = web.AppKey("metrics_registry")
 # What each client address, identity and token holds open (mediasrv.api.connection_caps).
 CONNECTION_CAPS: web.AppKey[ConnectionCaps] = web.AppKey("connection_caps")
+# The node's part in a cluster (only when redis_url is set; see docs/cluster.md).
+CLUSTER: web.AppKey[Cluster] = web.AppKey("cluster")

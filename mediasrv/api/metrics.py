@@ -344,9 +344,24 @@ def rtt_histogram(totals: Counter[str]) -> HistogramMetricFamily:
 
 
 
+class NodeCollector(Collector):
+    """Which cluster node this is (join other series on it: every node exports the same names)."""
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("mediasrv_node_info", "this node of the cluster (1), its id and state",
+                              labels=["node_id", "state"])
+        g.add_metric([self.cluster.node_id, self.cluster.state], 1)
+        yield g
+
+
 def setup_metrics(app: web.Application) -> None:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(MediasrvCollector(app[keys.ROOMS], app.get(keys.SESSIONS)))
+    if app.get(keys.CLUSTER) is not None:
+        reg.register(NodeCollector(app[keys.CLUSTER]))
     app[keys.METRICS_REGISTRY] = reg
     app.router.add_get("/metrics", metrics_handler)
 

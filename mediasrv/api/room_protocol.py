@@ -2,7 +2,9 @@
 
 Every message is a JSON object with a "type". Requests may carry "request_id", echoed in the reply.
 Bad messages get an "error" event and the session goes on; binary frames close it with 1003, a
-failed join with 4401/4403/4409/4410, a join that never comes with 4408. Messages over the
+failed join with 4401/4403/4409/4410, a join that never comes with 4408. In a cluster, a join to a
+room another node serves gets a `redirect` event with that node's URL and the close code 4307; when
+no node takes new rooms, the join is closed with 4503. Messages over the
 connection's rate get a `rate_limited` error and are not handled; a client that keeps flooding is
 closed with 4429, and so is a join past its identity's session cap (reason `too_many_sessions`).
 """
@@ -20,6 +22,7 @@ from mediasrv.api import appkeys as keys
 from mediasrv.api.connection_caps import CapExceeded, Lease
 from mediasrv.api.http_common import QUERY_TOKEN, NonFiniteNumber, dumps, loads, query_token_allowed
 from mediasrv.api.ratelimit import RATE_LIMITED, MessageRateLimit
+from mediasrv.api.v1.cluster import owner_url
 from mediasrv.auth import Identity, bearer_token, verify_token
 from mediasrv.authz import require_moderator
 from mediasrv.clock import wall
@@ -31,7 +34,10 @@ log = logging.getLogger(__name__)
 JOIN_TIMEOUT_S = 10.0
 MAX_MESSAGE_BYTES = 256 * 1024
 MAX_CHAT_CHARS = 4000
-CLOSE_BY_STATUS = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 410: 4410}
+MAX_VIDEO_HEIGHT = 4320  # a set_max_resolution cap, in pixels
+CLOSE_BY_STATUS = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 410: 4410, 503: 4503}
+# The room is served by another node: rejoin at the `redirect` event's URL with the same token.
+CLOSE_REDIRECT = 4307
 CLOSE_RATE_LIMITED = 4429
 
 
@@ -83,10 +89,21 @@ class RoomSession:
         await self.ws.close(code=code, message=message.encode()[:120])
 
     # --- join ---------------------------------------------------------------------------------------
-    async def join(self, token: str, msg: dict[str, Any]) -> None:
+    async def join(self, token: str, msg: dict[str, Any]) -> bool:
+        """Joins the room; False when the client was sent to the node that serves it."""
         self.ident = verify_token(self.settings.api_secret, token, room=self.room_name)
         if self.ident.is_admin:
             raise AuthError(403, "forbidden", "admin tokens cannot join a visit; use a room token")
+        try:
+            owner = await owner_url(self.request, self.room_name)
+        except MediasrvError as exc:
+            raise RoomError(exc.code, exc.message, exc.status) from None
+        if owner is not None:
+            ws_url = "ws" + owner.removeprefix("http") + self.request.path
+            await self.send({"type": "redirect", "request_id": msg.get("request_id"), "url": ws_url,
+                             "node_url": owner})
+            await self.close(CLOSE_REDIRECT, "redirect")
+            return False
         auto = msg.get("auto_subscribe", True)
         if not isinstance(auto, bool):
             raise ProtocolError("invalid_message", "'auto_subscribe' must be a boolean")
@@ -109,7 +126,11 @@ class RoomSession:
         })
         if not self.participant.admitted:
             await self.send({"type": "waiting", "message": "a clinician will admit you shortly"})
+            cluster = self.request.app.get(keys.CLUSTER)
+            if cluster is not None:  # admitted before its visit moved to this node: admitted again
+                await cluster.readmit(self.room, self.participant)
         await self.room.sync_subscriptions(self.participant)
+        return True
 
     async def _removed(self, reason: str) -> None:
         if reason != "left":
@@ -151,6 +172,17 @@ class RoomSession:
                     p.wanted |= {t for t in room.tracks if t not in ids and room.tracks[t].owner != p.identity}
             await room.sync_subscriptions(p)
             await self.send({"type": f"{kind}d", "request_id": rid, "track_ids": ids})
+        elif kind == "set_max_resolution":
+            track_id = _field(msg, "track", int)
+            height = msg.get("height")
+            if height is not None and (not isinstance(height, int) or isinstance(height, bool)
+                                       or not 1 <= height <= MAX_VIDEO_HEIGHT):
+                raise ProtocolError("invalid_message", f"'height' must be 1..{MAX_VIDEO_HEIGHT} or null")
+            if track_id not in room.tracks or not p.admitted:
+                raise ProtocolError("unknown_track", f"no such track: {track_id}")
+            room.subscriptions.set_max_height(p, track_id, height)
+            await self.send({"type": "max_resolution_set", "request_id": rid, "track": track_id,
+                             "height": height})
         elif kind == "chat":
             text = _field(msg, "text", str)
             if not text.strip() or len(text) > MAX_CHAT_CHARS:
@@ -276,7 +308,8 @@ async def _serve(session: RoomSession, query_token: str) -> None:
                 token = data.get("token") or query_token
                 if not isinstance(token, str):
                     raise AuthError(401, "missing_token", "join needs a token")
-                await session.join(token, data)
+                if not await session.join(token, data):
+                    return
                 joined = True
             else:
                 await session.handle(data)

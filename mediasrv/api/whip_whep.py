@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
+from mediasrv.api.v1.cluster import owner_url
 from mediasrv.auth import Identity, bearer_token
 from mediasrv.authz import is_party, require_participant_of, require_publisher
 from mediasrv.clock import wall
@@ -105,6 +106,7 @@ async def fail(room: Room, session: WhipSession) -> None:
 async def whip_post(request: web.Request) -> web.Response:
     room_name = request.match_info["room"]
     ident = require_publisher(require_participant_of(authenticate(request), room_name))
+    await _redirect_to_owner(request, room_name)
     offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get_or_create(room_name, ident)
     session = await start_session(request, ident, "whip", ident.sub, room)
@@ -117,6 +119,7 @@ async def whep_post(request: web.Request) -> web.Response:
     ident = require_participant_of(authenticate(request), room_name)
     if ident.is_admin:
         raise HttpError(403, "forbidden", "use a room token to subscribe")
+    await _redirect_to_owner(request, room_name)
     offer = await sdp_body(request)
     room = request.app[keys.ROOMS].get(room_name)
     if room is not None:  # a token from an earlier visit under this name subscribes to nothing
@@ -135,6 +138,15 @@ async def whep_post(request: web.Request) -> web.Response:
     return await _answer(request, room, session,
                          room.whep_subscribe(session.participant, target, offer),
                          f"/whep/{room_name}/{target}", ident)
+
+
+async def _redirect_to_owner(request: web.Request, room_name: str) -> None:
+    """In a cluster, a room is served by the node that owns it: elsewhere, 307 to the same path there
+    (the client repeats its POST, offer and token included, at Location)."""
+    url = await owner_url(request, room_name)
+    if url is not None:
+        raise HttpError(307, "room_on_other_node", "this room is served by another node",
+                        {**CORS, "Location": url + request.path_qs})
 
 
 async def _answer(request: web.Request, room: Room, session: WhipSession,

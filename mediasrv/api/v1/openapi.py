@@ -332,6 +332,26 @@ PATHS: dict[str, dict[str, Any]] = {
                                                       "TURN"}}}, "RTCIceServer list (pass as iceServers)"),
                        **_errors(401)}, tag="media"),
     },
+    "/v1/cluster": {
+        "get": _op("The cluster's nodes (admin): each node's id, URL, media addresses, state (serving or "
+                   "draining) and load, from the registry in Redis; `enabled: false` and no nodes without "
+                   "redis_url. Control calls about a room work on any node: they are run on the room's owner "
+                   "(503 owner_unreachable or 504 owner_timeout when it cannot answer)", {
+                       "200": _json({"type": "object", "required": ["enabled", "node", "nodes"], "properties": {
+                           "enabled": {"type": "boolean"},
+                           "node": {"type": ["string", "null"], "description": "the id of the node answering"},
+                           "rooms": {"type": "integer"},
+                           "nodes": {"type": "array", "items": {"type": "object", "properties": {
+                               "id": {"type": "string"}, "url": {"type": "string"},
+                               "media_addresses": {"type": "array", "items": {"type": "string"}},
+                               "state": {"type": "string", "enum": ["serving", "draining"]},
+                               "started_at": {"type": "number"}, "updated_at": {"type": "number"},
+                               "load": {"type": "object", "properties": {
+                                   "cpu": {"type": "number", "description": "percent of one core"},
+                                   "rooms": {"type": "number"}, "participants": {"type": "number"},
+                                   "forwarded_packets": {"type": "number"}}}}}}}}, "Nodes"),
+                       **_errors(401, 403, 503)}, tag="rooms"),
+    },
     "/v1/vitals": {
         "post": {**_op("Upload device readings recorded offline (batches of base64 envelopes); readings for "
                        "a room are stored with the visit of the uploader's token (the live one, the one it is "
