@@ -78,7 +78,8 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.ROOMS] = RoomManager(
         settings, audit_log, vitals_store=app[keys.VITALS],
         # Recordings are sealed into the same encrypted blob store as attachments.
-        recording_store=RecordingStore(db, blobs, settings.data_dir / "recording-work"),
+        recording_store=RecordingStore(db, blobs, settings.data_dir / "recording-work",
+                                       node=_recording_node(settings)),
         room_store=RoomStore(db),
     )
     app[keys.SESSIONS] = {}
@@ -144,6 +145,14 @@ async def _retention(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+def _recording_node(settings: Settings) -> str:
+    """The node id recordings are marked with in a cluster (nodes share the database and blob
+    directory); '' for a node on its own."""
+    if not settings.redis_url:
+        return ""
+    return settings.node_id or f"{settings.host}:{settings.port}"
 
 
 async def _recover_recordings(app: web.Application) -> None:

@@ -74,6 +74,9 @@ register_schema(
 
 # Recordings made before they kept their visit have none (NULL): admins still see them.
 register_migration("recordings", 2, lambda conn, _dialect: add_column(conn, "recordings", "visit", "TEXT"))
+# The node a recording runs on, in a cluster (NULL: a node on its own): a node starting up recovers
+# only its own recordings, never those other nodes sharing the database are making.
+register_migration("recordings", 3, lambda conn, _dialect: add_column(conn, "recordings", "node", "TEXT"))
 _PENDING_COLUMNS = ("blob_id", "recording_id", "participant", "kind", "codec", "content_type", "frames",
                     "start_s", "end_s")
 
@@ -118,8 +121,10 @@ def seal_file(blobs: Any, path: Path) -> tuple[str, int, str]:
 
 
 class RecordingStore:
-    def __init__(self, db: Database, blobs: Any, work_dir: Path) -> None:
-        self.db, self.blobs, self.work_dir = db, blobs, work_dir
+    def __init__(self, db: Database, blobs: Any, work_dir: Path, node: str = "") -> None:
+        """`node`: this node's id in a cluster whose nodes share the database and blob directory
+        ('' for a node on its own)."""
+        self.db, self.blobs, self.work_dir, self.node = db, blobs, work_dir, node
 
     def new_work_dir(self, recording_id: str) -> Path:
         """A plaintext working directory: only for writers without a blob store (use `new_writer`)."""
@@ -163,8 +168,8 @@ class RecordingStore:
     async def create(self, room: str, started_by: str, visit: str | None = None) -> str:
         rid = secrets.token_urlsafe(12)
         await self.db.execute(
-            "INSERT INTO recordings (id, room, visit, started_by, started_at, state) VALUES (?, ?, ?, ?, ?, ?)",
-            (rid, room, visit, started_by, time.time(), "recording"))
+            "INSERT INTO recordings (id, room, visit, started_by, started_at, state, node) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (rid, room, visit, started_by, time.time(), "recording", self.node or None))
         return rid
 
     async def add_participants(self, recording_id: str, identities: list[str]) -> None:
@@ -209,12 +214,18 @@ class RecordingStore:
         """At startup, before any recording runs: recordings a crash interrupted become
         `interrupted` (their finished files stay listed), files sealed but not yet filed when it
         came are filed if their blob reads back intact, every other recording blob is deleted, and
-        plaintext working files of older versions are wiped."""
+        plaintext working files of older versions are wiped. A node of a cluster (`node`) recovers
+        only the recordings it was making, and leaves blobs it cannot attribute in place: other
+        nodes' running recordings write into the same directory."""
+        mine, params = ("", ()) if not self.node else (" AND (node = ? OR node IS NULL)", (self.node,))
         marked = await self.db.run(lambda c: c.execute(
-            "UPDATE recordings SET state = 'interrupted', stopped_at = ? WHERE state = 'recording'",
-            (time.time(),)).rowcount)
+            "UPDATE recordings SET state = 'interrupted', stopped_at = ? WHERE state = 'recording'" + mine,
+            (time.time(), *params)).rowcount)
         filed_late = 0
-        for pending in await self.db.fetchall("SELECT * FROM recording_files_pending"):
+        pending_rows = await self.db.fetchall(
+            "SELECT p.* FROM recording_files_pending p JOIN recordings r ON r.id = p.recording_id"
+            " WHERE r.state <> 'recording'" + mine.replace("node", "r.node"), params)
+        for pending in pending_rows:
             checked = await asyncio.to_thread(_check_sealed, self.blobs, pending["blob_id"])
 
             def settle(c: Connection, p: Row = pending,
@@ -230,7 +241,7 @@ class RecordingStore:
         rows = await self.db.fetchall(
             "SELECT blob_id FROM recording_files WHERE blob_id LIKE ?", (FINAL_PREFIX + "%",))
         filed = {r["blob_id"] for r in rows}
-        deleted = await asyncio.to_thread(_delete_leftovers, self.blobs, filed)
+        deleted = 0 if self.node else await asyncio.to_thread(_delete_leftovers, self.blobs, filed)
         if self.work_dir.exists():
             await asyncio.to_thread(_wipe_dir, self.work_dir)
         if marked or deleted or filed_late:

@@ -175,3 +175,33 @@ async def test_a_clinician_sees_only_the_recordings_of_a_room_name_they_took_par
             sorted([earlier, today]), {"earlier": (200, 200), "today": (200, 200)})
     finally:
         await srv.runner.cleanup()
+
+
+async def test_a_cluster_node_recovers_only_its_own_recordings(tmp_path: Path, pg_cluster: object) -> None:
+    """Two nodes share a PostgreSQL database and a blob directory: node B starting up (recovery)
+    marks only its own crashed recording interrupted; node A's running recording and the blob it
+    is writing stay untouched."""
+    from mediasrv.recording.sealed_output import SealedOutput
+    from tests.pg_cluster import PostgresCluster
+
+    assert isinstance(pg_cluster, PostgresCluster)
+    url = pg_cluster.new_database()
+    db_a, db_b = await open_database(url, Path()).open(), await open_database(url, Path()).open()
+    blobs = BlobStore(tmp_path / "shared-blobs", os.urandom(32), chunk_size=4096)
+    node_a = RecordingStore(db_a, blobs, tmp_path / "work-a", node="a")
+    node_b = RecordingStore(db_b, blobs, tmp_path / "work-b", node="b")
+    try:
+        running = await node_a.create("visit1", "dr-lee")
+        part = SealedOutput(blobs, head_bytes=1024)  # A's file being sealed: no row yet
+        part.write(os.urandom(3000))
+        part_id, _, _ = part.seal()
+        crashed = await node_b.create("visit2", "dr-ray")
+
+        result = await node_b.recover()
+        assert result["interrupted"] == 1 and result["deleted_blobs"] == 0
+        assert (await node_a.get(running) or {})["state"] == "recording"
+        assert (await node_b.get(crashed) or {})["state"] == "interrupted"
+        assert blobs.exists(part_id)
+    finally:
+        await db_a.close()
+        await db_b.close()
