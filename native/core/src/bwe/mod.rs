@@ -96,6 +96,9 @@ pub struct SendSideBwe {
     last_limited_us: Option<u64>,
     initial_probe_done: bool,
     state: BweState,
+    /// Target of the next cluster after a successful one (started at the next `probe_wanted`,
+    /// so the caller's padding, not media alone, makes it up).
+    chained_probe: Option<u64>,
     /// Highest estimate of the last few seconds and when it was set.
     high: (u64, u64),
 }
@@ -129,6 +132,7 @@ impl SendSideBwe {
             last_limited_us: None,
             initial_probe_done: false,
             state: BweState::Normal,
+            chained_probe: None,
             high: (start, 0),
         }
     }
@@ -226,11 +230,8 @@ impl SendSideBwe {
             self.aimd.raise_to(r.bps, now_us);
             self.loss.raise_to(r.bps);
             // Room for more: probe again at twice what got through, right away.
-            if r.bps >= PROBE_SUCCESS * r.target_bps as f64 && !self.prober.busy() {
-                let target = (2.0 * r.bps) as u64;
-                if self.probe_allowed(target) {
-                    self.prober.start(target.min(self.cfg.max_bps), now_us);
-                }
+            if r.bps >= PROBE_SUCCESS * r.target_bps as f64 {
+                self.chained_probe = Some((2.0 * r.bps) as u64);
             }
         }
     }
@@ -295,6 +296,13 @@ impl SendSideBwe {
     fn schedule_probe(&mut self, now_us: u64) {
         if self.prober.busy() || self.last_sent_us.is_none() {
             return;
+        }
+        if let Some(target) = self.chained_probe.take() {
+            let target = target.min(self.cfg.max_bps);
+            if self.probe_allowed(target) {
+                self.prober.start(target, now_us);
+                return;
+            }
         }
         let est = self.estimate_bps();
         if !self.initial_probe_done {

@@ -20,6 +20,9 @@ const MIN_PACKETS: usize = 5;
 /// Padding is requested in slices of at least this many bytes.
 const MIN_SLICE_BYTES: u64 = 200;
 const SLICE_AHEAD_US: u64 = 5_000;
+const GRACE_US: u64 = 250_000;
+/// Caller gaps beyond this (it stopped asking for a while) do not stretch clusters further.
+const MAX_CALL_GAP_US: u64 = 125_000;
 /// A cluster whose feedback has not come back this long after it ended is judged on what has.
 const RESULT_TIMEOUT_US: u64 = 1_000_000;
 /// Received rate below this share of the sent rate: the path is full, its capacity is near the
@@ -33,6 +36,8 @@ struct Cluster {
     target_bps: u64,
     start_us: u64,
     end_us: u64,
+    /// What the cluster carries in all (media and padding): its rate over its duration.
+    total_bytes: u64,
     sent_bytes: u64,
     sent: usize,
     reported: usize,
@@ -55,6 +60,11 @@ pub(crate) struct Prober {
     /// Sent, waiting for feedback (a few at most).
     measuring: VecDeque<Cluster>,
     last_end_us: Option<u64>,
+    /// How often the caller asks for padding (smoothed): a cluster spans at least two such
+    /// gaps, else a caller with a coarse timer would send it as one slice at a fraction of
+    /// its rate.
+    call_gap_us: u64,
+    last_call_us: Option<u64>,
 }
 
 impl Prober {
@@ -67,13 +77,16 @@ impl Prober {
     }
 
     pub fn start(&mut self, target_bps: u64, now_us: u64) {
-        let duration = MIN_DURATION_US.max(MIN_CLUSTER_BYTES * 8_000_000 / target_bps.max(1));
+        let duration = MIN_DURATION_US
+            .max(MIN_CLUSTER_BYTES * 8_000_000 / target_bps.max(1))
+            .max(2 * self.call_gap_us.min(MAX_CALL_GAP_US));
         self.next_id = self.next_id.wrapping_add(1);
         self.active = Some(Cluster {
             id: self.next_id,
             target_bps,
             start_us: now_us,
             end_us: now_us + duration,
+            total_bytes: target_bps * duration / 8_000_000,
             sent_bytes: 0,
             sent: 0,
             reported: 0,
@@ -82,8 +95,14 @@ impl Prober {
         });
     }
 
+    /// A cluster ends once it has carried its bytes, or at the latest `GRACE_US` after its nominal
+    /// end (a caller polling coarsely sends it in fewer, larger slices).
     fn close_if_over(&mut self, now_us: u64) {
-        if self.active.as_ref().is_some_and(|c| now_us >= c.end_us) {
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|c| c.sent_bytes >= c.total_bytes || now_us >= c.end_us + GRACE_US)
+        {
             if let Some(c) = self.active.take() {
                 self.last_end_us = Some(now_us);
                 if c.sent > 0 {
@@ -103,26 +122,34 @@ impl Prober {
         let c = self.active.as_mut()?;
         c.sent_bytes += size as u64;
         c.sent += 1;
-        Some(c.id)
+        let id = c.id;
+        self.close_if_over(now_us);
+        Some(id)
     }
 
     /// Padding due now to keep the active cluster at its rate.
     pub fn wanted(&mut self, now_us: u64) -> Option<ProbeRequest> {
+        if let Some(last) = self.last_call_us {
+            let gap = now_us.saturating_sub(last).min(MAX_CALL_GAP_US);
+            self.call_gap_us = (3 * self.call_gap_us + gap) / 4;
+        }
+        self.last_call_us = Some(now_us);
         self.close_if_over(now_us);
         let c = self.active.as_ref()?;
         // Aim for the rate over the cluster so far plus a slice ahead, so that callers polling
-        // every few ms still send the whole cluster before it ends.
-        let elapsed =
-            (now_us.saturating_sub(c.start_us) + SLICE_AHEAD_US).min(c.end_us - c.start_us);
-        let due = c.target_bps * elapsed / 8_000_000;
-        let due = due.max(MIN_SLICE_BYTES);
-        if due <= c.sent_bytes || due - c.sent_bytes < MIN_SLICE_BYTES {
+        // every few ms still send the whole cluster on time (coarser callers send bigger slices).
+        let elapsed = now_us.saturating_sub(c.start_us) + SLICE_AHEAD_US;
+        let due = (c.target_bps * elapsed / 8_000_000)
+            .max(MIN_SLICE_BYTES)
+            .min(c.total_bytes);
+        let left = due.saturating_sub(c.sent_bytes);
+        if left == 0 || (left < MIN_SLICE_BYTES && due < c.total_bytes) {
             return None;
         }
         Some(ProbeRequest {
             cluster: c.id,
             rate_bps: c.target_bps,
-            bytes: (due - c.sent_bytes) as usize,
+            bytes: left as usize,
         })
     }
 
@@ -147,7 +174,7 @@ impl Prober {
     pub fn take_results(&mut self, now_us: u64) -> Vec<ProbeResult> {
         let mut out = Vec::new();
         while let Some(c) = self.measuring.front() {
-            if c.reported < c.sent && now_us < c.end_us + RESULT_TIMEOUT_US {
+            if c.reported < c.sent && now_us < c.end_us + GRACE_US + RESULT_TIMEOUT_US {
                 break;
             }
             if let Some(c) = self.measuring.pop_front() {

@@ -106,6 +106,8 @@ pub struct Sim {
     /// 0: media paced smoothly; else sent in bursts (video frames) this often, unpaced, as a
     /// forwarding server sends them.
     pub frame_interval_us: u64,
+    /// 0: probes asked for every tick; else this often (a caller with a coarse timer).
+    pub probe_poll_us: u64,
 }
 
 impl Sim {
@@ -124,6 +126,7 @@ impl Sim {
             probe_bytes: 0,
             media_bytes: 0,
             frame_interval_us: 0,
+            probe_poll_us: 0,
         }
     }
 
@@ -175,7 +178,8 @@ impl Sim {
             self.media_bytes += MEDIA_PACKET as u64;
             self.send(MEDIA_PACKET, false);
         }
-        if let Some(req) = self.bwe.probe_wanted(now) {
+        let probe_due = self.probe_poll_us == 0 || now.is_multiple_of(self.probe_poll_us);
+        if let Some(req) = probe_due.then(|| self.bwe.probe_wanted(now)).flatten() {
             let mut left = req.bytes;
             while left > 0 {
                 let size = left.min(MEDIA_PACKET);

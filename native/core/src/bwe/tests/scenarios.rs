@@ -114,8 +114,18 @@ fn b_step_down_is_followed_within_two_seconds() {
 
 #[test]
 fn c_step_up_is_found_by_probing() {
+    step_up(0);
+}
+
+#[test]
+fn c3_step_up_with_probes_asked_every_100_ms() {
+    step_up(100_000);
+}
+
+fn step_up(probe_poll_us: u64) {
     // 20 s limited to 300 kbit/s, then released.
     let mut sim = steady(CAP);
+    sim.probe_poll_us = probe_poll_us;
     sim.run_until(10 * S);
     sim.link.capacity_bps = 300_000;
     sim.run_until(30 * S);
@@ -129,8 +139,9 @@ fn c_step_up_is_found_by_probing() {
         .expect("finds the capacity");
     let mean = mean_estimate(&sim, 36 * S, 40 * S);
     println!(
-        "step up: {} kbit/s before; 85 % of 2 Mbit/s {:.1} s after the step, mean 36-40 s {} kbit/s; \
-         probe bytes while limited {}",
+        "step up (probes asked every {} ms): {} kbit/s before; 85 % of 2 Mbit/s {:.1} s after the \
+         step, mean 36-40 s {} kbit/s; probe bytes while limited {}",
+        probe_poll_us.max(1_000) / 1000,
         before / 1000,
         (t - 30 * S) as f64 / 1e6,
         mean / 1000,
