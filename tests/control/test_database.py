@@ -151,3 +151,23 @@ async def test_two_nodes_serialise_on_a_key(pg_cluster: object) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_node_reconnects_after_its_postgresql_connection_is_cut(pg_cluster: object) -> None:
+    """The server ends the node's session (a restart, a failover): the transaction in flight fails,
+    the next one runs on a new connection."""
+    import psycopg
+
+    from tests.pg_cluster import PostgresCluster
+
+    assert isinstance(pg_cluster, PostgresCluster)
+    db = await open_database(pg_cluster.new_database(), Path()).open()
+    try:
+        pid = (await db.fetchone("SELECT pg_backend_pid() AS pid"))["pid"]
+        pg_cluster.sql(f"SELECT pg_terminate_backend({pid})")
+        with pytest.raises(psycopg.OperationalError):
+            await db.fetchone("SELECT 1")
+        assert (await db.fetchone("SELECT pg_backend_pid() AS pid"))["pid"] != pid
+        assert (await db.fetchone("SELECT count(*) AS n FROM schema_migrations"))["n"] > 0
+    finally:
+        await db.close()
