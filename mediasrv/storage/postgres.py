@@ -142,7 +142,7 @@ class PostgresDatabase(Database):
     dialect = "postgresql"
 
     def __init__(self, url: str) -> None:
-        super().__init__(url)
+        super().__init__(re.sub(r"//([^:@/]*):[^@/]*@", r"//\1:***@", url))  # `path`: no password
         self.url = url
 
     def _connect(self) -> PgConnection:
