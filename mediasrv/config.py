@@ -71,6 +71,14 @@ class Settings:
     max_video_bitrate: int = 2_500_000
     min_video_bitrate: int = 50_000
     video_group_floor: int = 150_000
+    # Per subscriber, its bandwidth estimate goes to audio first; when what is left for one video
+    # stream is below video_pause_bitrate its video is paused (audio only, `stream_paused`), and it
+    # resumes once that share has stayed above video_resume_bitrate for video_resume_hold_s. The
+    # estimate starts at bwe_start_bitrate for subscribers that negotiated transport-cc.
+    video_pause_bitrate: int = 150_000
+    video_resume_bitrate: int = 250_000
+    video_resume_hold_s: float = 2.0
+    bwe_start_bitrate: int = 1_000_000
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
     max_signaling_body_bytes: int = 64 * 1024
     # Seconds a request body may take to arrive (JSON, SDP), or may sit idle between reads (tus
@@ -232,6 +240,11 @@ def load_settings(
     if not 0 <= settings.min_video_bitrate <= settings.video_group_floor <= settings.max_video_bitrate:
         raise ConfigError("video bitrates must satisfy 0 <= min_video_bitrate <= video_group_floor "
                           "<= max_video_bitrate")
+    if not (0 <= settings.video_pause_bitrate <= settings.video_resume_bitrate
+            and settings.bwe_start_bitrate > 0 and math.isfinite(settings.video_resume_hold_s)
+            and settings.video_resume_hold_s >= 0):
+        raise ConfigError("settings must satisfy 0 <= video_pause_bitrate <= video_resume_bitrate, "
+                          "bwe_start_bitrate > 0 and video_resume_hold_s >= 0")
     if settings.ice_tcp_max_connections < 1:
         raise ConfigError("setting 'ice_tcp_max_connections' must be at least 1")
     if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:

@@ -55,6 +55,12 @@ RTP_COUNTERS = [
     ("tracks_started", "tracks_started", "tracks whose media started (or resumed) arriving"),
     ("tracks_stopped", "tracks_stopped", "tracks silent for the router's track timeout"),
     ("events_dropped", "router_events_dropped", "router events not kept because nobody drained them"),
+    ("video_pauses", "video_pauses", "subscriber connections whose video was paused: their bandwidth estimate "
+     "left too little for it after audio"),
+    ("video_resumes", "video_resumes", "paused subscriber video resumed once the estimate recovered"),
+    ("twcc_in", "rtcp_transport_cc_received", "transport-cc feedback packets from subscribers"),
+    ("twcc_out", "rtcp_transport_cc_sent", "transport-cc feedback packets sent to publishers"),
+    ("padding_out", "rtp_probe_padding_sent", "padding probes sent to subscribers whose video is paused"),
 ]
 KEYFRAME_PREFIX = "keyframe_requests_"
 RTT_BUCKET_PREFIX = "rtt_bucket_"
@@ -231,6 +237,10 @@ class MediasrvCollector(Collector):
                                       labels=sub_labels)
         s_rtt = GaugeMetricFamily("mediasrv_subscription_rtt_seconds",
                                   "round-trip time from the subscriber's last receiver report", labels=sub_labels)
+        s_estimate = GaugeMetricFamily("mediasrv_subscription_estimate_bps",
+                                       "bandwidth estimate of the subscriber's connection (transport-cc, else "
+                                       "REMB and loss)", labels=sub_labels)
+        paused = 0
         for room in rooms:
             for track in list(room.tracks.values()):
                 try:
@@ -268,8 +278,13 @@ class MediasrvCollector(Collector):
                     s_bitrate.add_metric(sv, ss["bitrate_bps"])
                     if ss["rtt"] is not None:
                         s_rtt.add_metric(sv, ss["rtt"])
+                    if ss["estimate_bps"] is not None:
+                        s_estimate.add_metric(sv, ss["estimate_bps"])
+                    paused += bool(ss["paused"])
         yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, t_bitrate, t_target, t_rtt,
-                    s_packets, s_bytes, s_rtx, s_lost, s_jitter, s_bitrate, s_rtt)
+                    s_packets, s_bytes, s_rtx, s_lost, s_jitter, s_bitrate, s_rtt, s_estimate)
+        yield GaugeMetricFamily("mediasrv_subscriptions_paused",
+                                "video subscriptions paused for lack of bandwidth (audio continues)", value=paused)
         frames = CounterMetricFamily("mediasrv_vitals_frames", "vitals data-channel frames, by result",
                                      labels=["result"])
         for result, value in sorted(VITALS_FRAMES.items()):

@@ -5,17 +5,21 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from aiortc import RTCRtpCodecParameters, RTCRtpTransceiver
+from aiortc import RTCRtpCodecParameters, RTCRtpTransceiver, codecs
+from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParameters
 from aiortc.sdp import MediaDescription, SessionDescription
 
 from mediasrv.errors import MediasrvError
 from mediasrv.media import aiortc_glue
 
+TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+# The id we offer it under, the same in every m-line (BUNDLE: one id space); aiortc uses 1-3.
+TRANSPORT_CC_ID = 5
 EXTENSION_NAMES = {
     "urn:ietf:params:rtp-hdrext:sdes:mid": "mid",
     "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": "abs-send-time",
     "urn:ietf:params:rtp-hdrext:ssrc-audio-level": "audio-level",
-    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": "transport-cc",
+    TRANSPORT_CC_URI: "transport-cc",
 }
 
 CodecTuple = tuple[int, str, int, int | None, str]
@@ -126,6 +130,25 @@ def check_bandwidths(text: str) -> None:
             value = found.group(2)
             if not value.isascii() or not value.isdigit() or int(value) > BANDWIDTH_MAX:
                 raise SdpError(f"bandwidth {found.group(1)} {value[:40]!r} is out of range 0..{BANDWIDTH_MAX}")
+
+
+def negotiate_transport_cc() -> None:
+    """Let aiortc negotiate transport-wide congestion control: the transport-cc header extension
+    and `a=rtcp-fb:* transport-cc`. aiortc neither offers nor accepts them, but the native plane
+    implements both ends (numbers on all it sends a subscriber and runs its estimator on the
+    feedback; feedback to publishers, whose own congestion control then runs on it). Added to
+    aiortc's tables, they are in the offers we make, and in our answers only when the peer offered
+    them (aiortc answers with what both sides list). Idempotent."""
+    for kind in ("audio", "video"):
+        extensions = codecs.HEADER_EXTENSIONS[kind]
+        if not any(e.uri == TRANSPORT_CC_URI for e in extensions):
+            extensions.append(RTCRtpHeaderExtensionParameters(id=TRANSPORT_CC_ID, uri=TRANSPORT_CC_URI))
+        for codec in codecs.CODECS[kind]:
+            if not codecs.is_rtx(codec) and RTCRtcpFeedback(type="transport-cc") not in codec.rtcpFeedback:
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type="transport-cc"))
+
+
+negotiate_transport_cc()
 
 
 def codec_tuples(transceiver: RTCRtpTransceiver) -> list[CodecTuple]:

@@ -54,6 +54,10 @@ class Room:
         self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate,
                                              min_bitrate_bps=settings.min_video_bitrate,
                                              group_floor_bps=settings.video_group_floor,
+                                             video_pause_bps=settings.video_pause_bitrate,
+                                             video_resume_bps=settings.video_resume_bitrate,
+                                             video_resume_hold_ms=round(settings.video_resume_hold_s * 1000),
+                                             bwe_start_bps=settings.bwe_start_bitrate,
                                              sender_reports=plane is not None)
         self.plane_key = plane.attach_room(self.router) if plane is not None else None
         self.participants: dict[str, Participant] = {}
@@ -186,13 +190,28 @@ class Room:
                     if out:
                         await self.deliver_rtp(out)
                 # The router counts these for /metrics itself; draining keeps its queue short.
-                for kind, track, reason in self.router.take_events():
-                    log.debug("room %s: %s track=%s reason=%s", self.name, kind, track, reason)
+                for kind, subject, reason in self.router.take_events():
+                    log.debug("room %s: %s %s reason=%s", self.name, kind, subject, reason)
+                    if kind in ("video_paused", "video_resumed"):
+                        await self._video_allocation(kind == "video_paused", subject, reason or "")
                 await self._check_duration()
         except asyncio.CancelledError:
             pass
         except Exception:
             log.exception("room %s: periodic task failed", self.name)
+
+    async def _video_allocation(self, paused: bool, handle: int, reason: str) -> None:
+        """The router paused (or resumed) the video it sends on a subscriber connection: tell that
+        participant which tracks, and why (`stream_paused` / `stream_resumed`)."""
+        transport = self.transports.get(handle)
+        p = self.participants.get(transport.owner) if transport is not None else None
+        if p is None:
+            return
+        track_ids = sorted(s.track.id for s in p.subscriptions.values()
+                           if s.transport is transport and s.track.kind == "video")
+        if track_ids:
+            await p.send({"type": "stream_paused" if paused else "stream_resumed", "reason": reason,
+                          "track_ids": track_ids})
 
     async def _check_duration(self) -> None:
         limit = self.options.max_duration_s
