@@ -47,6 +47,9 @@ async def local_offer(pc: RTCPeerConnection) -> str:
     return pc.localDescription.sdp
 
 
+MAX_REDIRECTS = 3
+
+
 class WhipWhep:
     """RFC 9725 WHIP for publishers, WHEP for subscribers, bearer tokens minted from the secret."""
 
@@ -67,11 +70,20 @@ class WhipWhep:
     async def _exchange(self, pc: RTCPeerConnection, path: str, headers: dict[str, str]) -> Session:
         offer = await local_offer(pc)
         url = urljoin(self.base_url, path)
-        async with self.http.post(url, data=offer.encode(), headers=headers) as r:
-            body = await r.text()
-            if r.status != 201:
-                raise SignalingError(f"POST {path}: {r.status} {body[:200]}")
-            location = r.headers.get("Location")
+        # A cluster's entry node sends a room it does not serve to its owner (307). Followed here, not
+        # by aiohttp, which drops the Authorization header on a redirect to another host.
+        for _ in range(MAX_REDIRECTS + 1):
+            async with self.http.post(url, data=offer.encode(), headers=headers, allow_redirects=False) as r:
+                body = await r.text()
+                location = r.headers.get("Location")
+                if r.status in (307, 308) and location:
+                    url = urljoin(url, location)
+                    continue
+                if r.status != 201:
+                    raise SignalingError(f"POST {path}: {r.status} {body[:200]}")
+                break
+        else:
+            raise SignalingError(f"POST {path}: more than {MAX_REDIRECTS} redirects")
         await pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         auth = {k: v for k, v in headers.items() if k == "Authorization"}
         return Session(url=urljoin(url, location) if location else None, headers=auth)
