@@ -191,6 +191,10 @@ class Database:
         conn.execute("COMMIT")
         return result
 
+    def _statement(self, fn: Callable[[Any], T]) -> T:
+        """One statement: atomic by itself (PostgreSQL runs it without BEGIN/COMMIT round trips)."""
+        return self._transaction(fn)
+
     def _close_sync(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -200,7 +204,8 @@ class Database:
         await self.run(lambda _conn: None, _opening=True)
         return self
 
-    async def run(self, fn: Callable[[Connection], T], _opening: bool = False) -> T:
+    async def run(self, fn: Callable[[Connection], T], _opening: bool = False,
+                  _statement: bool = False) -> T:
         """Run `fn(conn)` on the database thread; a transaction wraps it."""
 
         def call() -> T:
@@ -209,23 +214,23 @@ class Database:
                     if not _opening:
                         raise RuntimeError("database is not open")
                     self._open_sync()
-                return self._transaction(fn)
+                return self._statement(fn) if _statement else self._transaction(fn)
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         """Execute one statement; returns the number of rows it changed."""
-        return await self.run(lambda c: c.execute(sql, params).rowcount)
+        return await self.run(lambda c: c.execute(sql, params).rowcount, _statement=True)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         await self.run(lambda c: c.executemany(sql, rows))
 
     async def fetchall(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
-        return await self.run(lambda c: c.execute(sql, params).fetchall())
+        return await self.run(lambda c: c.execute(sql, params).fetchall(), _statement=True)
 
     async def fetchone(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Any:
-        return await self.run(lambda c: c.execute(sql, params).fetchone())
+        return await self.run(lambda c: c.execute(sql, params).fetchone(), _statement=True)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close_sync)

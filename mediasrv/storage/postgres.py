@@ -13,6 +13,7 @@ PRECISION, BLOB to BYTEA). Rows read like sqlite3.Row (by name or position, `key
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,6 +38,7 @@ _DDL_TYPES = [
 LOCK_TIMEOUT = "15s"
 
 
+@functools.lru_cache(maxsize=1024)  # the stores' statements are few; translate each once
 def translate(sql: str, with_params: bool) -> str:
     if _DDL.match(sql):
         for pattern, replacement in _DDL_TYPES:
@@ -167,6 +169,11 @@ class PostgresDatabase(Database):
             self._conn = conn = self._connect()
         with conn.raw.transaction():
             return fn(conn)
+
+    def _statement(self, fn: Callable[[Any], T]) -> T:
+        if self._conn.raw.closed:
+            self._conn = self._connect()
+        return fn(self._conn)  # autocommit: the statement is its own transaction
 
     def _close_sync(self) -> None:
         if self._conn is not None:
