@@ -25,18 +25,52 @@ class MediasrvRoom extends EventTarget {
                                   iceTransportPolicy: this.iceTransportPolicy});
   }
 
-  connect() {
+  connect(redirects = 0) {
     const wsUrl = this.baseUrl.replace(/^http/, "ws") + "/rooms/" + encodeURIComponent(this.room) + "/ws";
-    this.ws = new WebSocket(wsUrl);
-    this.ws.onmessage = (ev) => this._onMessage(JSON.parse(ev.data));
-    this.ws.onclose = (ev) => this._emit("closed", {code: ev.code, reason: ev.reason});
+    const ws = this.ws = new WebSocket(wsUrl);
+    ws.onmessage = (ev) => this._onMessage(JSON.parse(ev.data));
+    ws.onclose = (ev) => {
+      for (const waiter of this.pending.values()) waiter.reject(new Error("connection closed"));
+      this.pending.clear();
+      this._emit("closed", {code: ev.code, reason: ev.reason});
+    };
     return new Promise((resolve, reject) => {
-      this.ws.onopen = () => this.request({type: "join", token: this.token}).then((joined) => {
+      ws.onopen = () => this.request({type: "join", token: this.token}).then((joined) => {
+        if (joined.type === "redirect" && redirects < 3) {
+          // In a cluster another node serves the room (close 4307): join there, same token.
+          ws.onclose = null;
+          ws.close();
+          this.baseUrl = joined.node_url;
+          this.connect(redirects + 1).then(resolve, reject);
+          return;
+        }
         this.iceServers = joined.iceServers || [];
         resolve(joined);
       }, reject);
-      this.ws.onerror = () => reject(new Error("websocket error"));
+      ws.onerror = () => reject(new Error("websocket error"));
     });
+  }
+
+  // Join again with the same token after the connection was lost (the node died, or drained and
+  // closed the visit): new peer connections, the same local tracks published again. A few tries
+  // with growing pauses, since a dead node's rooms move only once its lease has expired.
+  async rejoin(attempts = 8) {
+    for (let i = 0; ; i++) {
+      for (const pc of [this.pub, this.sub]) if (pc) pc.close();
+      this.pub = this.sub = null;
+      this.remoteTracks.clear();
+      this.subQueue = Promise.resolve();
+      try {
+        const joined = await this.connect();
+        if (this._lastPublish) await this.publish(...this._lastPublish);
+        this._emit("rejoined", joined);
+        return joined;
+      } catch (e) {
+        if (this.ws) { this.ws.onclose = null; this.ws.close(); }
+        if (i + 1 >= attempts) throw e;
+        await new Promise((r) => setTimeout(r, Math.min(4000, 250 * 2 ** i)));
+      }
+    }
   }
 
   request(msg) {
@@ -93,12 +127,20 @@ class MediasrvRoom extends EventTarget {
     this.send({type: "answer", sdp: this.sub.localDescription.sdp});
   }
 
-  // Publish local tracks: [{track, source}], plus optional data channel labels (e.g. "vitals").
+  // Publish local tracks: [{track, source, encodings}], plus optional data channel labels (e.g.
+  // "vitals"). `encodings` (RTCRtpEncodingParameters, lowest resolution first) asks for simulcast;
+  // a browser that refuses them publishes one encoding.
   async publish(items, dataChannels = []) {
     if (!this.pub) this.pub = this._newPeerConnection();
     const pending = [];
-    for (const {track, source} of items) {
-      const tr = this.pub.addTransceiver(track, {direction: "sendonly"});
+    for (const {track, source, encodings} of items) {
+      let tr;
+      try {
+        tr = this.pub.addTransceiver(track, encodings ? {direction: "sendonly", sendEncodings: encodings}
+          : {direction: "sendonly"});
+      } catch (e) {
+        tr = this.pub.addTransceiver(track, {direction: "sendonly"});
+      }
       pending.push({tr, source});
     }
     this.channels = this.channels || {};
@@ -110,12 +152,19 @@ class MediasrvRoom extends EventTarget {
     const reply = await this.request({type: "publish", sdp: this.pub.localDescription.sdp, sources});
     await this.pub.setRemoteDescription({type: "answer", sdp: reply.sdp});
     this.published = reply.tracks;
+    this._lastPublish = [items, dataChannels];  // published again by rejoin()
     return reply.tracks;
   }
 
   chat(text) { this.send({type: "chat", text}); }
 
+  // The most of a simulcast track's height this viewer wants (null: no cap).
+  setMaxResolution(trackId, height) {
+    return this.request({type: "set_max_resolution", track: trackId, height});
+  }
+
   leave() {
+    this.left = true;
     try { this.send({type: "leave"}); } catch (e) { /* already closed */ }
     if (this.pub) this.pub.close();
     if (this.sub) this.sub.close();

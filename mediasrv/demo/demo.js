@@ -4,6 +4,18 @@
   const $ = (sel) => document.querySelector(sel);
   const params = new URLSearchParams(location.search);
   const hash = new URLSearchParams(location.hash.slice(1));
+  // Camera simulcast (three layers: 1/4, 1/2 and full size, lowest first) unless ?simulcast=0, or
+  // when the browser has no scaleResolutionDownBy (it then publishes one encoding).
+  const simulcastEncodings = () => {
+    if (params.get("simulcast") === "0" || !window.RTCRtpSender || !("getParameters" in RTCRtpSender.prototype)) {
+      return undefined;
+    }
+    return [
+      {rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150000},
+      {rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500000},
+      {rid: "f", maxBitrate: 1500000},
+    ];
+  };
   const form = $("#join");
   for (const k of ["room", "identity", "role"]) if (params.get(k)) form.elements[k].value = params.get(k);
   window.demo = {room: null, errors: [], chat: [], events: []};
@@ -59,7 +71,22 @@
         const fig = document.getElementById("remote-" + mid); if (fig) fig.remove();
       }
     });
-    client.addEventListener("closed", (ev) => status("disconnected (" + ev.detail.code + ")"));
+    // Lost the node (1006: it died, 1001/1012: it went away) or the visit was closed by a node
+    // stopping after a drain: join again with the same token; placement finds the visit's node.
+    let draining = false;
+    client.addEventListener("server_draining", () => { draining = true; });
+    const moves = (ev) => [1001, 1006, 1011, 1012].includes(ev.detail.code)
+      || (ev.detail.code === 4000 && (draining || ev.detail.reason === "room_closed:shutdown"));
+    client.addEventListener("closed", (ev) => {
+      status("disconnected (" + ev.detail.code + ")");
+      if (client.left || !moves(ev)) return;
+      draining = false;
+      status("reconnecting…");
+      window.demo.reconnects = (window.demo.reconnects || 0) + 1;
+      for (const fig of document.querySelectorAll("#remotes figure")) fig.remove();
+      client.rejoin().then(() => status("rejoined " + room + " as " + identity + " (" + role + ")"),
+        (e) => { window.demo.errors.push(String(e)); status("error: " + e.message); });
+    });
     const joined = await client.connect();
     status("joined " + room + " as " + identity + " (" + role + ")");
     if (role !== "observer") {
@@ -67,7 +94,7 @@
       $("#local").srcObject = stream;
       await client.publish([
         {track: stream.getAudioTracks()[0], source: "microphone"},
-        {track: stream.getVideoTracks()[0], source: "camera"},
+        {track: stream.getVideoTracks()[0], source: "camera", encodings: simulcastEncodings()},
       ], params.get("vitals") ? ["vitals"] : []);
       const toggle = (btn, track, on, off) => {
         btn.disabled = false;

@@ -36,7 +36,7 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 
 from mediasrv.clock import now_ms
 from mediasrv.config import Settings
-from mediasrv.media import aiortc_glue, candidate_stats
+from mediasrv.media import aiortc_glue, candidate_stats, simulcast_sdp
 from mediasrv.media.reclaim import RECLAIMER
 from mediasrv.media.sdp import SdpError, announce_addresses, announce_tcp_port, check_offer_text
 
@@ -94,6 +94,8 @@ class PeerTransport:
         self.closed = False
         self.handed_over = False
         self.suppressed_rtcp = 0  # aiortc RTP/RTCP sends refused on the native datapath
+        # A publisher's simulcast offers by mid: aiortc never sees them; its answers get them back.
+        self.simulcast: dict[str, simulcast_sdp.SimulcastMedia] = {}
         self.on_failed: Callable[[PeerTransport], Awaitable[None]] | None = None
         self.on_connected: Callable[[PeerTransport], Awaitable[None]] | None = None
         # Called when ICE and DTLS have not completed within the settings' session_setup_timeout_s
@@ -111,6 +113,9 @@ class PeerTransport:
         self, offer_sdp: str, before_answer: Callable[[], None] | None = None
     ) -> str:
         """Apply a remote offer and return our answer. `before_answer` may add tracks (WHEP)."""
+        if self.direction == "publish":
+            offer_sdp, simulcast = simulcast_sdp.strip_offer(offer_sdp)
+            self.simulcast.update(simulcast)
         check_offer_text(offer_sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
@@ -143,7 +148,7 @@ class PeerTransport:
         desc = self.pc.localDescription
         settings = self.host.settings
         mapping = dict(zip(settings.media_bind_addresses, settings.media_announced_addresses, strict=False))
-        sdp = announce_addresses(desc.sdp, mapping)
+        sdp = simulcast_sdp.add_to_answer(announce_addresses(desc.sdp, mapping), self.simulcast)
         plane = self._plane
         if plane is not None and settings.media_tcp_announced_port:
             for _, port in plane.tcp_sockets.values():

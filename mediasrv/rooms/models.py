@@ -75,6 +75,8 @@ class Participant:
     subscriber: PeerTransport | None = None
     tracks: dict[int, Track] = field(default_factory=dict)
     subscriptions: dict[int, Subscription] = field(default_factory=dict)  # by track id
+    # Most video height wanted per track id (simulcast: a small tile needs no 720p layer).
+    max_heights: dict[int, int] = field(default_factory=dict)
     joined_at: float = field(default_factory=time.time)
     negotiating: bool = False
     renegotiate_again: bool = False

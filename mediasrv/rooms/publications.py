@@ -91,6 +91,10 @@ class Publications:
                               transport=transport, codecs=codec_tuples(tr))
                 room.router.add_track(track.id, transport.handle, tr.kind, mid, track.codecs,
                                       ssrcs_of(m))
+                layers = transport.simulcast.get(mid)
+                if layers is not None and tr.kind == "video":
+                    room.router.set_track_layers(track.id, layers.rid_ext or 0, layers.rids,
+                                                 layers.sim_ssrcs)
                 p.tracks[track.id] = track
                 room.tracks[track.id] = track
                 new_tracks.append(track)

@@ -60,6 +60,19 @@ class Subscriptions:
         self.room.router.add_subscription(sub.id, sub.track.id, sub.transport.handle,
                                           ssrc, codec_tuples(sub.transceiver), extension_ids(media))
         sub.active = True
+        viewer = self.room.participants.get(sub.transport.owner)
+        if viewer is not None and sub.track.id in viewer.max_heights:
+            self.room.router.set_subscription_max_height(sub.id, viewer.max_heights[sub.track.id])
+
+    def set_max_height(self, p: Participant, track_id: int, height: int | None) -> None:
+        """The most of a track's video height p wants (None: no cap); kept across resubscribes."""
+        if height is None:
+            p.max_heights.pop(track_id, None)
+        else:
+            p.max_heights[track_id] = height
+        sub = p.subscriptions.get(track_id)
+        if sub is not None and sub.active:
+            self.room.router.set_subscription_max_height(sub.id, height)
 
     def transport_connected(self, p: Participant, transport: PeerTransport) -> None:
         # Subscriptions start forwarding only once SRTP is up, so the first packet a

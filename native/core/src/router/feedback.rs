@@ -637,13 +637,18 @@ fn video_shares(downlinks: &FastMap<TransportId, Downlink>) -> FastMap<Transport
 /// pull everyone below `group_floor_bps`. None when no viewer reported an estimate.
 fn track_target(cfg: &RouterConfig, t: &Track, shares: &FastMap<TransportId, u64>) -> Option<u64> {
     let viewers = || t.subs.iter().filter(|s| s.sink.is_none());
-    let lowest = viewers()
-        .filter_map(|s| shares.get(&s.transport).copied())
-        .min()?;
+    let each = viewers().filter_map(|s| shares.get(&s.transport).copied());
+    // A simulcast publisher serves every viewer its own layer: the best-placed viewer sets the rate
+    // (a poor one gets a lower layer instead of lowering everyone's).
+    let share = if t.layered.is_some() {
+        each.max()?
+    } else {
+        each.min()?
+    };
     let floor = if viewers().count() > 1 {
         cfg.group_floor_bps
     } else {
         cfg.min_bitrate_bps
     };
-    Some(lowest.max(floor).min(cfg.max_bitrate_bps))
+    Some(share.max(floor).min(cfg.max_bitrate_bps))
 }
