@@ -123,10 +123,11 @@ class RoomSession:
             # TURN servers for this connection (empty without TURN), credentials valid as long as the token
             "iceServers": ice_servers(self.settings, self.ident.sub, self.ident.exp, wall()),
             **self.room.visible_state(self.participant),  # empty in the waiting room
+            # In a cluster: the serving nodes' URLs, where to rejoin if this node goes away.
+            **({"nodes": cluster.peers} if (cluster := self.request.app.get(keys.CLUSTER)) else {}),
         })
         if not self.participant.admitted:
             await self.send({"type": "waiting", "message": "a clinician will admit you shortly"})
-            cluster = self.request.app.get(keys.CLUSTER)
             if cluster is not None:  # admitted before its visit moved to this node: admitted again
                 await cluster.readmit(self.room, self.participant)
         await self.room.sync_subscriptions(self.participant)

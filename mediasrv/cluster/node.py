@@ -55,6 +55,9 @@ class Cluster:
         self.on_drained: Callable[[], None] | None = None
         self._admitted: dict[str, set[str]] = {}  # rooms re-created here: who was admitted before
         self._hosted: set[str] = set()  # rooms hosted at the last heartbeat
+        # The serving nodes' URLs at the last heartbeat: told to joining clients, so one that loses
+        # its node knows where else to rejoin.
+        self.peers: list[str] = []
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -118,6 +121,7 @@ class Cluster:
     async def beat(self) -> None:
         """Registry entry, placement leases and visit state of every room hosted here, refreshed."""
         await registry.publish(self.redis, self.info(), self.ttl_ms)
+        self.peers = [n.url for n in await registry.nodes(self.redis) if n.state == SERVING]
         hosted = {name for name, room in self.rooms.rooms.items() if not room.closed}
         for name in hosted:
             room = self.rooms.rooms[name]

@@ -6,6 +6,8 @@ class MediasrvRoom extends EventTarget {
   constructor(baseUrl, room, token) {
     super();
     this.baseUrl = baseUrl;
+    this.entryUrl = baseUrl;
+    this.nodeUrls = [];  // in a cluster: the serving nodes, from the joined reply (rejoin tries them)
     this.room = room;
     this.token = token;
     this.pub = null;
@@ -45,6 +47,7 @@ class MediasrvRoom extends EventTarget {
           return;
         }
         this.iceServers = joined.iceServers || [];
+        if (joined.nodes) this.nodeUrls = joined.nodes;
         resolve(joined);
       }, reject);
       ws.onerror = () => reject(new Error("websocket error"));
@@ -60,6 +63,9 @@ class MediasrvRoom extends EventTarget {
       this.pub = this.sub = null;
       this.remoteTracks.clear();
       this.subQueue = Promise.resolve();
+      // The entry, the node it was on and the others it knew of, in turn: one of them is alive.
+      const urls = [...new Set([this.entryUrl, this.baseUrl, ...this.nodeUrls])];
+      this.baseUrl = urls[i % urls.length];
       try {
         const joined = await this.connect();
         if (this._lastPublish) await this.publish(...this._lastPublish);
