@@ -4,18 +4,21 @@ A participant has up to two PeerTransports, as LiveKit does: a publisher connect
 and a subscriber connection the server offers (server-initiated renegotiation needs no glare handling
 this way). WHIP sessions only publish; WHEP sessions only subscribe (the client offers there).
 Media never passes through Python objects here: the room's native Router forwards it; the room only
-tells the router what exists. The room also owns the recording, the events it broadcasts, and a
-periodic task (router housekeeping on the Python datapath, the time limit).
+tells the router what exists. The room also owns the recording and the events it broadcasts. Its
+periodic work is the router's events, drained by the process's one room wheel (rooms/wheel.py) on
+the native plane, and by a task of its own that also polls the router on the Python datapath; its
+time limit is a timer, not a poll.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,7 @@ from mediasrv.rooms.membership import Membership
 from mediasrv.rooms.models import EventSink, Participant, RoomOptions, Track, next_id
 from mediasrv.rooms.publications import Publications
 from mediasrv.rooms.subscriptions import Subscriptions
+from mediasrv.rooms.wheel import WHEEL
 
 if TYPE_CHECKING:
     from mediasrv.rooms.manager import RoomManager
@@ -45,7 +49,13 @@ class Room:
         self.options = options
         self.settings = settings
         self.manager = manager
-        self.created_at = time.time()
+        self.closed = False
+        self._duration_timer: asyncio.TimerHandle | None = None
+        self._warned = False
+        # Work that a tick or a timer started and that awaits (a client told of a paused video).
+        self._spawned: set[asyncio.Task[None]] = set()
+        self._telling: asyncio.Task[None] | None = None
+        self.created_at = time.time()  # (arms the time limit's timer)
         self.explicit = False  # created through the control API: survives being empty
         # Tells this visit from an earlier or later one under the same name (tokens may carry it).
         self.visit_id = secrets.token_urlsafe(16)
@@ -64,13 +74,17 @@ class Room:
         self.tracks: dict[int, Track] = {}
         self.transports: dict[int, PeerTransport] = {}
         self.drops: Counter[str] = Counter()
-        self.closed = False
         self.membership = Membership(self)
         self.publications = Publications(self)
         self.subscriptions = Subscriptions(self)
         self.recording = RoomRecording(self, manager.recording_store)
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        self._warned = False
+        # The Python datapath polls the router itself; on the plane a worker does, and the wheel
+        # drains the events.
+        self._task: asyncio.Task[None] | None = None
+        if self.plane_key is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            WHEEL.add(self)
 
     # --- what handlers call -----------------------------------------------------------------------
     async def join(self, ident: Identity, session: str, events: EventSink | None = None,
@@ -180,21 +194,56 @@ class Room:
         return t
 
     # --- lifecycle --------------------------------------------------------------------------------
+    @property
+    def created_at(self) -> float:
+        return self._created_at
+
+    @created_at.setter
+    def created_at(self, when: float) -> None:
+        self._created_at = when  # a room restored from the store started earlier than this object
+        self._arm_duration()
+
+    @property
+    def busy(self) -> bool:
+        """Whether the wheel's tick has anything to look at: a room without a connection has no
+        router traffic, so no events."""
+        return bool(self.transports)
+
+    def tick(self) -> None:
+        """Drain the router's events (it counts them for /metrics itself; draining keeps its queue
+        short) and tell clients what concerns them."""
+        changes = []
+        for kind, subject, reason in self.router.take_events():
+            log.debug("room %s: %s %s reason=%s", self.name, kind, subject, reason)
+            if kind in ("video_paused", "video_resumed"):
+                changes.append((kind == "video_paused", subject, reason or ""))
+        if changes:
+            # In order, after what earlier ticks had to tell.
+            self._telling = asyncio.get_running_loop().create_task(self._tell(self._telling, changes))
+            self._spawned.add(self._telling)
+            self._telling.add_done_callback(self._spawned.discard)
+
+    async def _tell(self, before: asyncio.Task[None] | None, changes: list[tuple[bool, int, str]]) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        for paused, handle, reason in changes:
+            await self._video_allocation(paused, handle, reason)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._spawned.add(task)
+        task.add_done_callback(self._spawned.discard)
+
     async def _run(self) -> None:
-        """Periodic router work (REMB, keyframe requests) and the room's time limit."""
+        """The Python datapath's router work (REMB, keyframe requests, NACKs) and its events."""
         try:
             while not self.closed:
                 await asyncio.sleep(POLL_INTERVAL_S)
-                if self.plane_key is None:
-                    out = self.router.poll(now_ms())
-                    if out:
-                        await self.deliver_rtp(out)
-                # The router counts these for /metrics itself; draining keeps its queue short.
-                for kind, subject, reason in self.router.take_events():
-                    log.debug("room %s: %s %s reason=%s", self.name, kind, subject, reason)
-                    if kind in ("video_paused", "video_resumed"):
-                        await self._video_allocation(kind == "video_paused", subject, reason or "")
-                await self._check_duration()
+                out = self.router.poll(now_ms())
+                if out:
+                    await self.deliver_rtp(out)
+                self.tick()
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -213,11 +262,33 @@ class Room:
             await p.send({"type": "stream_paused" if paused else "stream_resumed", "reason": reason,
                           "track_ids": track_ids})
 
+    def _arm_duration(self) -> None:
+        """A timer for the time limit's next step (the warning, then the end)."""
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
+            self._duration_timer = None
+        limit = self.options.max_duration_s
+        if not limit or self.closed:
+            return
+        left = self._created_at + limit - time.time()
+        due = left if self._warned else left - min(60.0, limit / 5)
+        self._duration_timer = asyncio.get_running_loop().call_later(max(0.0, due), self._duration_due)
+
+    def _duration_due(self) -> None:
+        self._duration_timer = None
+
+        async def step() -> None:
+            await self._check_duration()
+            if not self.closed and self._duration_timer is None:
+                self._arm_duration()
+
+        self._spawn(step())
+
     async def _check_duration(self) -> None:
         limit = self.options.max_duration_s
         if not limit:
             return
-        left = self.created_at + limit - time.time()
+        left = self._created_at + limit - time.time()
         warn_at = min(60.0, limit / 5)
         if left <= warn_at and not self._warned:
             self._warned = True
@@ -231,6 +302,10 @@ class Room:
         if self.closed:
             return
         self.closed = True
+        WHEEL.discard(self)
+        if self._duration_timer is not None:
+            self._duration_timer.cancel()
+            self._duration_timer = None
         try:
             await self.recording.stop(None, reason=f"room_closed:{reason}")
         except Exception:  # the room closes regardless; the recording is marked by its store
@@ -241,5 +316,5 @@ class Room:
         self.manager.retire_stats(self.router.stats())
         if self.plane_key is not None and self.manager.plane is not None:
             self.manager.plane.detach_room(self.plane_key)
-        if self._task is not asyncio.current_task():
+        if self._task is not None and self._task is not asyncio.current_task():
             self._task.cancel()
