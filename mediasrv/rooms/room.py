@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1
+# Packets of each track kept for retransmission (and to recognise RTX copies): 256 is 1-1.7 s of
+# video at 1.5-2.5 Mbit/s, seconds of audio. The router's default of 1,024 held ~1.3 MB of
+# payloads per video track once warm, most of a small visit's memory.
+NACK_HISTORY_PACKETS = 256
 
 
 class Room:
@@ -62,6 +66,7 @@ class Room:
         # On the native plane the router also owns RTCP (sender reports) and a worker polls it.
         plane = manager.plane
         self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate,
+                                             nack_cache_packets=NACK_HISTORY_PACKETS,
                                              min_bitrate_bps=settings.min_video_bitrate,
                                              group_floor_bps=settings.video_group_floor,
                                              video_pause_bps=settings.video_pause_bitrate,
