@@ -62,7 +62,8 @@ class RedisServer:
 class Node:
     """One `mediasrv serve` process of the cluster."""
 
-    def __init__(self, name: str, host: str, data_dir: Path, redis_url: str, **settings: Any) -> None:
+    def __init__(self, name: str, host: str, data_dir: Path, redis_url: str, cpu: int | None = None,
+                 **settings: Any) -> None:
         self.name = name
         self.host = host
         self.port = free_port(host)
@@ -77,8 +78,9 @@ class Node:
         })
         env.update({"MEDIASRV_" + k.upper(): str(v) for k, v in settings.items()})
         self.log = open(data_dir.parent / f"{name}.log", "wb")  # noqa: SIM115 (closed in stop)
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []  # benchmarks: one core each
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mediasrv", "serve", "--host", host, "--port", str(self.port),
+            [*pin, sys.executable, "-m", "mediasrv", "serve", "--host", host, "--port", str(self.port),
              "--data-dir", str(data_dir)], env=env, stdout=self.log, stderr=subprocess.STDOUT)
 
     async def wait_ready(self) -> None:
@@ -136,9 +138,10 @@ class Cluster:
         self.redis = redis
         self.nodes: list[Node] = []
 
-    async def start(self, count: int = 2, **settings: Any) -> list[Node]:
+    async def start(self, count: int = 2, cpus: list[int] | None = None, **settings: Any) -> list[Node]:
         new = [Node(f"n{len(self.nodes) + i + 1}", f"127.0.0.{len(self.nodes) + i + 2}",
-                    self.tmp_path / f"data{len(self.nodes) + i + 1}", self.redis.url, **settings)
+                    self.tmp_path / f"data{len(self.nodes) + i + 1}", self.redis.url,
+                    cpu=cpus[i] if cpus else None, **settings)
                for i in range(count)]
         self.nodes += new
         await asyncio.gather(*(n.wait_ready() for n in new))

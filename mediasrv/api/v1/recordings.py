@@ -14,12 +14,14 @@ recording keeps the visit id of its room; a token bound to a visit sees only tha
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address, json_response
+from mediasrv.api.v1.cluster import answer, on_owner
 from mediasrv.api.v1.vitals import VISIT_ID
 from mediasrv.auth import Identity
 from mediasrv.authz import require_moderator
@@ -43,6 +45,9 @@ def _moderator(request: web.Request, room: str | None) -> Identity:
 async def start(request: web.Request) -> web.Response:
     name = request.match_info["room"]
     ident = _moderator(request, name)
+    reply = await on_owner(request, name, "start_recording", {"by": asdict(ident)})
+    if reply is not None:  # in a cluster, started by the node that serves the room
+        return answer(reply)
     room = request.app[keys.ROOMS].get(name)
     if room is None:
         raise HttpError(404, "room_not_found", f"no open room {name!r}")
@@ -53,6 +58,9 @@ async def start(request: web.Request) -> web.Response:
 async def stop(request: web.Request) -> web.Response:
     name = request.match_info["room"]
     ident = _moderator(request, name)
+    reply = await on_owner(request, name, "stop_recording", {"by": asdict(ident)})
+    if reply is not None:
+        return answer(reply)
     room = request.app[keys.ROOMS].get(name)
     result = await room.recording.stop(ident) if room is not None else None
     if result is None:

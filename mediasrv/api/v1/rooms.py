@@ -19,6 +19,7 @@ from mediasrv.api.v1.cluster import answer, on_owner, owner_url
 from mediasrv.api.v1.common import audit, get_bool, get_int, get_str, reject_unknown
 from mediasrv.auth import Identity
 from mediasrv.authz import check_identity, require_admin, require_moderator
+from mediasrv.errors import MediasrvError
 from mediasrv.rooms import RoomOptions
 
 MAX_PARTICIPANTS = 1000
@@ -157,6 +158,8 @@ async def run_command(app: web.Application, op: str, args: dict[str, Any]) -> di
         return {"status": 201, "body": configured.describe()}
     room = manager.get(name)
     if room is None or room.closed:
+        if op == "stop_recording":
+            return {"status": 404, "code": "not_recording", "message": f"room {name!r} is not being recorded"}
         return {"status": 404, "code": "room_not_found", "message": f"no room {name!r}"}
     if op == "get":
         return {"status": 200, "body": room.describe()}
@@ -178,6 +181,13 @@ async def run_command(app: web.Application, op: str, args: dict[str, Any]) -> di
         return {"status": 204}
     if op == "remove":
         return {"status": 204} if await room.remove(identity, by=by) else missing
+    if op == "start_recording":
+        return {"status": 201, "body": await room.recording.start_now(by)}
+    if op == "stop_recording":
+        result = await room.recording.stop(by)
+        if result is None:
+            return {"status": 404, "code": "not_recording", "message": f"room {name!r} is not being recorded"}
+        return {"status": 200, "body": result}
     if op == "mute":
         track_id = int(args.get("track_id", 0))
         if not await room.mute_track(identity, track_id, by=by):
@@ -192,7 +202,10 @@ def setup_routes(app: web.Application) -> None:
     if cluster is not None:
 
         async def handler(op: str, args: dict[str, Any]) -> dict[str, Any]:
-            return await run_command(app, op, args)
+            try:
+                return await run_command(app, op, args)
+            except MediasrvError as exc:  # refused by the owner (consent missing, ...): the same answer
+                return {"status": exc.status, "code": exc.code, "message": exc.message}
 
         cluster.bus.handler = handler
     r = app.router
