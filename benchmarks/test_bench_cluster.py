@@ -54,3 +54,7 @@ async def test_two_nodes_versus_one(tmp_path: Path) -> None:
           f"one node {visits[1]} visits, two nodes {visits[2]} visits, ratio {ratio:.2f}x "
           f"(first failures: {results[1]['first_failure'] and results[1]['first_failure']['why']}; "
           f"{results[2]['first_failure'] and results[2]['first_failure']['why']})")
+    for n, r in results.items():
+        for step in r["steps"]:
+            print(f"  {n} node(s), {step['rooms']} visits: {step['why']}, loss {step['loss_pct']:.2f} %, "
+                  f"p99 {step['p99_ms']:.1f} ms, entry node CPU {step['server_cpu_pct']:.0f} %")
