@@ -230,6 +230,60 @@ fn subscriber_layer_follows_cap_and_estimate_with_one_continuous_stream() {
 }
 
 #[test]
+fn nacked_packets_are_resent_as_they_were_sent() {
+    let mut s = Sim::new();
+    s.run(30); // on the top layer
+    let mut sent = Output::new();
+    for pkt in frame(2, &mut s.layers[2]) {
+        s.r.route_rtp(PUB, &pkt, s.now, &mut sent);
+    }
+    let originals: Vec<Vec<u8>> = sent
+        .iter()
+        .filter(|(t, _)| *t == SUB_T)
+        .map(|(_, b)| b.to_vec())
+        .collect();
+    assert_eq!(originals.len(), 2);
+    let seqs: Vec<u16> = originals
+        .iter()
+        .map(|b| RtpView::parse(b).unwrap().seq)
+        .collect();
+    let mut nack = Vec::new();
+    rtcp::write_nack(
+        &mut nack,
+        0xdead,
+        SUB_SSRC,
+        &[seqs[1], seqs[0], seqs[0].wrapping_sub(5000)],
+    );
+    let mut rtp_out = Output::new();
+    let mut rtcp_out = Output::new();
+    s.r.handle_rtcp(SUB_T, &nack, s.now + 5, &mut rtp_out, &mut rtcp_out);
+    let resent: Vec<Vec<u8>> = rtp_out.iter().map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(
+        resent.len(),
+        2,
+        "the two cached packets; the old one is a miss"
+    );
+    for r in &resent {
+        let v = RtpView::parse(r).unwrap();
+        let orig = originals
+            .iter()
+            .map(|b| RtpView::parse(b).unwrap())
+            .find(|o| o.seq == v.seq)
+            .unwrap();
+        assert_eq!(
+            (v.ssrc, v.timestamp, v.payload()),
+            (orig.ssrc, orig.timestamp, orig.payload())
+        );
+    }
+    let st = s.r.subscription_stats(SUB).unwrap();
+    assert_eq!((st.retransmissions, st.nack_misses), (2, 1));
+    // Asked again within the round trip: not resent twice.
+    let mut again = Output::new();
+    s.r.handle_rtcp(SUB_T, &nack, s.now + 10, &mut again, &mut rtcp_out);
+    assert_eq!(again.iter().count(), 0);
+}
+
+#[test]
 fn layers_from_an_ssrc_group_and_bad_layer_settings() {
     let mut r = Router::new(RouterConfig::default(), 1);
     r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());

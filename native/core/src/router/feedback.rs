@@ -330,6 +330,11 @@ impl Router {
             return;
         };
         t.subs[si].stats.nacks += 1;
+        if t.layered.is_some() {
+            return simulcast::answer_nack(
+                t, si, stats, cfg, downlinks, items, budget, now_ms, out,
+            );
+        }
         let highest_c = t.seq.highest().map(|h| t.gaps.compress(h));
         for out_seq in items.seqs() {
             if *budget == 0 {

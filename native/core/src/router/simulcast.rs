@@ -4,9 +4,10 @@
 //! estimate (its REMB) and the resolution it asked for at most. Packets of a layer nobody receives
 //! or waits for are dropped right after the SSRC lookup.
 //!
-//! Limits of this first version (documented in docs/bandwidth.md): layered tracks are not NACKed
-//! upstream nor retransmitted to subscribers (a loss costs a keyframe request), and their
-//! subscribers get no sender reports (no lip sync across a layer switch's timestamp jump).
+//! A subscriber's NACKs are answered from the layers' own caches, each packet under the number and
+//! with the VP8 descriptor it was first sent with. Limits of this version (docs/bandwidth.md): no
+//! NACKs upstream for layered tracks (a loss on the publisher's side costs a keyframe request), no
+//! sender reports to their subscribers (no lip sync), their RTX streams are dropped.
 
 use super::layers::{Decision, LayerDrop, LayerPacket, LayerSelector, MAX_SPATIAL_LAYERS};
 use super::*;
@@ -21,10 +22,15 @@ const RATE_WINDOW_MS: u64 = 1000;
 const LAYER_IDLE_MS: u64 = 1500;
 /// Up-switch only when the higher layer uses at most this share of the estimate (in percent).
 const UP_SWITCH_PERCENT: u64 = 85;
+/// Packets kept per layer for retransmissions, and output numbers remembered per subscriber.
+const LAYER_CACHE_PACKETS: usize = 512;
+const SENT_RING: usize = 1024;
 
-#[derive(Debug, Default)]
 struct LayerIn {
     ssrc: Option<u32>,
+    seq: SeqUnwrapper,
+    /// This layer's recent packets, for retransmissions to its subscribers.
+    cache: NackCache,
     window_start_ms: u64,
     window_bytes: u64,
     rate_bps: u64,
@@ -32,16 +38,43 @@ struct LayerIn {
     last_packet_ms: Option<u64>,
 }
 
-#[derive(Debug)]
+impl LayerIn {
+    fn new() -> Self {
+        Self {
+            ssrc: None,
+            seq: SeqUnwrapper::new(),
+            cache: NackCache::new(LAYER_CACHE_PACKETS),
+            window_start_ms: 0,
+            window_bytes: 0,
+            rate_bps: 0,
+            height: None,
+            last_packet_ms: None,
+        }
+    }
+}
+
+/// What a subscriber was sent under one output sequence number, to resend it when NACKed.
+#[derive(Debug, Clone, Copy, Default)]
+struct SentAs {
+    seq: u16,
+    layer: u8,
+    src_ext: u64,
+    ts_offset: u32,
+    picture_id: Option<u16>,
+    tl0: Option<u8>,
+    valid: bool,
+}
+
 struct SubLayers {
     id: SubscriptionId,
     sel: LayerSelector,
     max_height: Option<u16>,
     was_paused: bool,
+    /// Output sequence number -> source packet (allocated at the first packet sent).
+    sent: Vec<SentAs>,
 }
 
 /// Simulcast state of one track.
-#[derive(Debug)]
 pub(super) struct Layered {
     rid_ext: u8,
     rids: Vec<Vec<u8>>,
@@ -189,6 +222,7 @@ impl Layered {
                     sel: LayerSelector::new(sub.next_seq, sub.next_ts),
                     max_height: None,
                     was_paused: false,
+                    sent: Vec::new(),
                 });
                 self.subs.len() - 1
             }
@@ -277,6 +311,25 @@ pub(super) fn route_layered(
     let abs_send_time: Option<[u8; 3]> = v
         .extension(abs_send_time_ext)
         .and_then(|d| d.try_into().ok());
+    let li = &mut l.layers[layer as usize];
+    let src_ext = li.seq.unwrap(v.seq);
+    match li.cache.insert(&PacketToCache {
+        ext_seq: src_ext,
+        timestamp: v.timestamp,
+        marker: v.marker,
+        payload_type: media_pt,
+        abs_send_time,
+        audio_level: None,
+        csrc_bytes: v.csrc_bytes(),
+        payload,
+    }) {
+        Insert::Stored => {}
+        Insert::Duplicate => {
+            t.stats.duplicates += 1;
+            return stats.drop(DropReason::Duplicate);
+        }
+        Insert::TooOld => return stats.drop(DropReason::TooOld),
+    }
     for sub in &mut t.subs {
         let Some(sl) = l.subs.iter_mut().find(|x| x.id == sub.id) else {
             continue; // new since the last layer choice: picked up at the next one
@@ -339,6 +392,18 @@ pub(super) fn route_layered(
         };
         let dl = downlinks.get_mut(&sub.transport);
         let (_, _, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
+        if sl.sent.is_empty() {
+            sl.sent = vec![SentAs::default(); SENT_RING];
+        }
+        sl.sent[f.seq as usize % SENT_RING] = SentAs {
+            seq: f.seq,
+            layer,
+            src_ext,
+            ts_offset: sub.ts_offset,
+            picture_id: f.picture_id,
+            tl0: f.tl0_pic_idx,
+            valid: true,
+        };
         if sub
             .last_out
             .is_none_or(|(s, _, _)| crate::seq::seq_newer(f.seq, s))
@@ -358,6 +423,108 @@ pub(super) fn route_layered(
             stats.rtp_bytes_out += len as u64;
             stats.payload_bytes_out += payload.len() as u64;
         }
+    }
+}
+
+/// Answers a simulcast subscriber's NACK from its layers' caches: each packet resent under the
+/// number it was sent with, its VP8 descriptor rewritten as it was, within the same once-per-RTT
+/// rule and budget as any retransmission.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn answer_nack(
+    t: &mut Track,
+    si: usize,
+    stats: &mut RouterStats,
+    cfg: &RouterConfig,
+    downlinks: &mut FastMap<TransportId, Downlink>,
+    items: crate::rtcp::NackItems<'_>,
+    budget: &mut usize,
+    now_ms: u64,
+    out: &mut Output,
+) {
+    let Some(l) = t.layered.as_deref_mut() else {
+        return;
+    };
+    let sub = &mut t.subs[si];
+    let Some(sl) = l.subs.iter_mut().find(|x| x.id == sub.id) else {
+        return;
+    };
+    for out_seq in items.seqs() {
+        if *budget == 0 {
+            stats.drop(DropReason::NackLimited);
+            continue;
+        }
+        if sub.paused {
+            stats.drop(DropReason::VideoPaused);
+            continue;
+        }
+        let entry = sl
+            .sent
+            .get(out_seq as usize % SENT_RING)
+            .copied()
+            .filter(|e| e.valid && e.seq == out_seq);
+        let found =
+            entry.and_then(|e| Some((e, l.layers.get(e.layer as usize)?.cache.get(e.src_ext)?)));
+        let Some((e, p)) = found else {
+            sub.stats.nack_misses += 1;
+            stats.drop(DropReason::NackMiss);
+            continue;
+        };
+        let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
+        if sub_pt == 0xff {
+            stats.drop(DropReason::NackMiss);
+            continue;
+        }
+        let dl = downlinks.get_mut(&sub.transport);
+        let estimate = dl
+            .as_ref()
+            .and_then(|d| d.estimate())
+            .or(sub.stats.remb_bps)
+            .unwrap_or(cfg.max_bitrate_bps);
+        let allowance = resend::allowance_bps(estimate, sub.stats.bitrate_bps);
+        let rtt_ms = sub.stats.rtt_us.map(|us| us / 1000);
+        let wire = p.payload().len() + 60;
+        let key = e.src_ext | (e.layer as u64) << 56;
+        match sub.resend.admit(key, wire, now_ms, rtt_ms, allowance) {
+            Ok(()) => {}
+            Err(resend::Refusal::TooSoon) => {
+                sub.stats.nack_too_soon += 1;
+                stats.drop(DropReason::NackTooSoon);
+                continue;
+            }
+            Err(resend::Refusal::OverBudget) => {
+                sub.stats.nack_over_budget += 1;
+                stats.drop(DropReason::NackOverBudget);
+                continue;
+            }
+        }
+        *budget -= 1;
+        l.scratch.clear();
+        l.scratch.extend_from_slice(p.payload());
+        if e.picture_id.is_some() || e.tl0.is_some() {
+            if let Ok(d) = crate::vp8::parse(&l.scratch) {
+                crate::vp8::rewrite(&mut l.scratch, &d, e.picture_id, e.tl0);
+            }
+        }
+        sub.seq_offset = out_seq.wrapping_sub(e.src_ext as u16);
+        sub.ts_offset = e.ts_offset;
+        let m = MediaRef {
+            c: e.src_ext,
+            timestamp: p.timestamp,
+            marker: p.marker,
+            abs_send_time: p.abs_send_time,
+            audio_level: None,
+            csrc_bytes: p.csrc_bytes(),
+            payload: &l.scratch,
+            shared: None,
+        };
+        let (_, _, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
+        sub.stats.retransmissions += 1;
+        sub.stats.retransmission_payload_bytes += p.payload().len() as u64;
+        t.stats.retransmissions += 1;
+        stats.retransmissions_out += 1;
+        stats.retransmission_bytes_out += len as u64;
+        stats.rtp_packets_out += 1;
+        stats.rtp_bytes_out += len as u64;
     }
 }
 
@@ -405,7 +572,7 @@ impl Router {
         if t.kind != MediaKind::Video {
             return Err(RouterError::Invalid("only video tracks have layers".into()));
         }
-        let mut layers: Vec<LayerIn> = (0..n).map(|_| LayerIn::default()).collect();
+        let mut layers: Vec<LayerIn> = (0..n).map(|_| LayerIn::new()).collect();
         let mut ssrc_layer = Vec::new();
         if rids.is_empty() {
             for (i, s) in ssrcs.iter().enumerate() {
