@@ -1,7 +1,7 @@
 //! Simulcast tracks in the router: one track whose spatial layers arrive on separate SSRCs (learned
 //! from the RID header extension, or listed up front from `a=ssrc-group:SIM`). Every subscription
-//! gets one layer through its own `LayerSelector`; the layer is picked from the subscriber's
-//! estimate (its REMB) and the resolution it asked for at most. Packets of a layer nobody receives
+//! gets one layer through its own `LayerSelector`; the layer is picked from the subscriber's video
+//! share (the downlink allocation; its REMB without one) and the resolution it asked for at most. Packets of a layer nobody receives
 //! or waits for are dropped right after the SSRC lookup.
 //!
 //! A subscriber's NACKs are answered from the layers' own caches, each packet under the number and
