@@ -64,8 +64,9 @@ pub struct PlaneConfig {
     pub drop_ppm: u32,
     pub poll_interval_ms: u64,
     /// After a partial receive batch, wait this long before reading again so the next read takes
-    /// a fuller batch (interrupt-coalescing style: at most this much added latency, far fewer
-    /// wake-ups per packet under load). 0 reads as soon as anything arrives.
+    /// a fuller batch (interrupt-coalescing style, far fewer wake-ups per packet under load); up to
+    /// 4× as long after a read of few datagrams (`udp::gather_wait_us`). 0 reads as soon as
+    /// anything arrives.
     pub rx_coalesce_us: u64,
     /// ICE-TCP listeners beside the UDP sockets (None: UDP only).
     pub tcp: Option<TcpConfig>,
@@ -990,8 +991,8 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
         st.flush(&shared.sockets);
         let (packets, send_calls) = (st.stats.media_in + st.stats.datagrams_out, st.stats.send_calls);
         drop(st);
-        let gather = received > 0 && received < BATCH && shared.cfg.rx_coalesce_us > 0;
-        syscalls += u64::from(gather);
+        let gather = udp::gather_wait_us(received, shared.cfg.rx_coalesce_us);
+        syscalls += u64::from(gather > 0);
         slot0.packets.store(packets, Relaxed);
         if now >= last_cpu + CPU_SAMPLE_MS {
             // CLOCK_THREAD_CPUTIME_ID is a real system call (no vDSO): not on every pass.
@@ -1008,8 +1009,8 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
                 last_sample = now;
             }
         }
-        if gather {
-            std::thread::sleep(Duration::from_micros(shared.cfg.rx_coalesce_us));
+        if gather > 0 {
+            std::thread::sleep(Duration::from_micros(gather));
         }
     }
 }

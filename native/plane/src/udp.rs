@@ -233,6 +233,24 @@ fn kernel_timestamp(msg: &libc::msghdr) -> Option<i64> {
 
 /// Outgoing datagrams one socket can queue before a flush.
 pub const SEND_SLOTS: usize = 1024;
+/// Datagrams a receive pass aims to find waiting: fewer than this and the next read waits longer.
+pub const GATHER_TARGET: usize = 16;
+/// Longest gather wait, as a multiple of the configured one.
+pub const GATHER_MAX_FACTOR: u64 = 4;
+
+/// How long to wait before the next receive after a pass that read `received` datagrams, with
+/// `base_us` the configured gather window: none after a full batch (more is waiting) or an empty
+/// read (poll blocks anyway); `base_us` from [`GATHER_TARGET`] datagrams up; longer the fewer
+/// arrived (proportionally, up to [`GATHER_MAX_FACTOR`] × `base_us`), so that a quiet worker of
+/// small visits still reads and sends a few packets per system call instead of one or two.
+pub fn gather_wait_us(received: usize, base_us: u64) -> u64 {
+    if received == 0 || received >= BATCH || base_us == 0 {
+        return 0;
+    }
+    let scaled = base_us * GATHER_TARGET as u64 / received as u64;
+    scaled.clamp(base_us, base_us * GATHER_MAX_FACTOR)
+}
+
 /// Limits of one UDP GSO message (kernel: UDP_MAX_SEGMENTS, 64 KiB IP datagram).
 const MAX_GSO_SEGMENTS: usize = 64;
 const MAX_GSO_BYTES: usize = 65_000;
@@ -491,6 +509,19 @@ mod tests {
             }
         }
         sent.messages
+    }
+
+    #[test]
+    fn gather_wait_grows_as_fewer_datagrams_arrive() {
+        assert_eq!(gather_wait_us(0, 200), 0);
+        assert_eq!(gather_wait_us(BATCH, 200), 0);
+        assert_eq!(gather_wait_us(5, 0), 0);
+        assert_eq!(gather_wait_us(1, 200), 800);
+        assert_eq!(gather_wait_us(4, 200), 800);
+        assert_eq!(gather_wait_us(5, 200), 640);
+        assert_eq!(gather_wait_us(8, 200), 400);
+        assert_eq!(gather_wait_us(GATHER_TARGET, 200), 200);
+        assert_eq!(gather_wait_us(BATCH - 1, 200), 200);
     }
 
     #[test]
