@@ -171,3 +171,21 @@ async def test_a_node_reconnects_after_its_postgresql_connection_is_cut(pg_clust
         assert (await db.fetchone("SELECT count(*) AS n FROM schema_migrations"))["n"] > 0
     finally:
         await db.close()
+
+
+@pytest.mark.parametrize("overrides", [{"database_url": "mysql://x/y"}, {"database_url": "sqlite://relative"},
+                                       {"upload_lease_s": 0}, {"upload_lease_s": float("nan")}])
+def test_bad_database_settings_are_refused(overrides: dict[str, object]) -> None:
+    from mediasrv.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError):
+        load_settings(env={}, **overrides)
+
+
+def test_database_urls_name_the_engine(tmp_path: Path) -> None:
+    from mediasrv.storage.postgres import PostgresDatabase
+
+    assert open_database("", tmp_path / "d.sqlite3").path == str(tmp_path / "d.sqlite3")
+    assert open_database(f"sqlite://{tmp_path}/x.sqlite3", tmp_path / "d").path == f"{tmp_path}/x.sqlite3"
+    pg = open_database("postgresql://app:pw@db.internal:5432/mediasrv", tmp_path / "d")
+    assert isinstance(pg, PostgresDatabase) and "pw" not in pg.path
