@@ -32,6 +32,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from mediasrv.app import create_app
 
     settings = _settings(args)
+    from mediasrv.media.reclaim import tune_allocator
+
+    tune_allocator()  # before any thread starts: see reclaim.ALLOCATOR_SETTINGS
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -182,3 +182,15 @@ async def test_a_published_track_starts_no_decoder_thread(server: Any) -> None:
                 await asyncio.wait_for(track.recv(), 5)
     finally:
         await pc.close()
+
+
+def test_allocator_tuning_leaves_an_operators_environment_alone() -> None:
+    assert not reclaim.tune_allocator({reclaim.M_ARENA_MAX: 1}, environ={"MALLOC_ARENA_MAX": "4"})
+    assert not reclaim.tune_allocator({reclaim.M_ARENA_MAX: 1},
+                                      environ={"GLIBC_TUNABLES": "glibc.malloc.arena_max=4"})
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_allocator_tuning_applies_with_glibc() -> None:
+    # 0 is glibc's own default for the arena limit: the test process is left as it was.
+    assert reclaim.tune_allocator({reclaim.M_ARENA_MAX: 0}, environ={})

@@ -22,9 +22,10 @@ import asyncio
 import ctypes
 import gc
 import logging
+import os
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,37 @@ def _glibc_malloc_trim() -> Trim | None:
 
 
 MALLOC_TRIM = _glibc_malloc_trim()
+
+# glibc's mallopt parameters (malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8
+# Two arenas: the event loop's and one shared by the native plane's workers and the other threads
+# (glibc's default is up to 8 per core, each a heap that keeps its own high-water mark). Fixed
+# mmap and trim thresholds: glibc raises both each time a large block is freed (up to 32 MiB and
+# 64 MiB), after which the heap keeps ever larger free space at its top.
+ALLOCATOR_SETTINGS = {M_ARENA_MAX: 2, M_MMAP_THRESHOLD: 256 * 1024, M_TRIM_THRESHOLD: 1024 * 1024}
+
+
+# Set by an operator, these mean glibc was tuned in the environment: leave it as it is.
+_ENVIRONMENT_TUNING = ("MALLOC_ARENA_MAX", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
+                       "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+
+def tune_allocator(settings: dict[int, int] | None = None,
+                   environ: Mapping[str, str] = os.environ) -> bool:
+    """Apply `ALLOCATOR_SETTINGS` with glibc's mallopt (once, at server start, before threads are
+    started). False, and nothing changed, where there is no glibc or where glibc's allocator was
+    tuned through the environment (MALLOC_ARENA_MAX and the like, or GLIBC_TUNABLES)."""
+    if any(name in environ for name in _ENVIRONMENT_TUNING):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = True
+    for param, value in (ALLOCATOR_SETTINGS if settings is None else settings).items():
+        ok = bool(mallopt(param, value)) and ok
+    return ok
 
 
 class Reclaimer:
