@@ -18,7 +18,9 @@ pytestmark = pytest.mark.slow
 
 
 async def wait_exit(node: Node, timeout: float) -> int:
-    return await asyncio.to_thread(node.proc.wait, timeout)
+    code = await asyncio.to_thread(node.proc.wait, timeout)
+    assert code == 0, node.output()
+    return code
 
 
 async def test_sigterm_drains_a_node_with_a_running_visit(cluster: Cluster) -> None:
