@@ -15,6 +15,8 @@ const ESTIMATE_MAX_BPS: u64 = 50_000_000;
 const ESTIMATE_FLOOR_BPS: u64 = 30_000;
 /// Largest padding packet a probe sends (RTP padding counts at most 255 bytes).
 pub const PROBE_PADDING_BYTES: usize = 255;
+/// Most padding one downlink is sent per `probe` call, whatever the estimator asks.
+const MAX_PROBE_BYTES_PER_CALL: usize = 32 * 1024;
 
 /// What a poll decided for one downlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +172,10 @@ impl Router {
         // (transport, Some(paused) when its video was paused or resumed, share dropped)
         let mut changed: Vec<(TransportId, Option<bool>, bool)> = Vec::new();
         for (id, d) in downlinks.iter_mut() {
+            // What the connection would take if its link allowed: probing beyond it finds nothing
+            // we would use (and floods a fast link with padding).
+            let demand = d.audio_bps + d.video_streams * cfg.max_bitrate_bps;
+            d.bwe.set_demand_bps(Some(demand));
             d.bwe.poll(now_ms * 1000);
             let share = d.video_share();
             let dropped = match (d.last_share, share) {
@@ -270,8 +276,10 @@ impl Router {
             let Some(pt) = s.pt_map.iter().copied().find(|pt| *pt != 0xff) else {
                 continue;
             };
-            let (mut seq, ts, _) = s.last_out.expect("checked above");
-            let mut left = req.bytes;
+            // Timestamps move on with the time, as the media's would (video: 90 kHz).
+            let (mut seq, last_ts, last_ms) = s.last_out.expect("checked above");
+            let ts = last_ts.wrapping_add((now_ms.saturating_sub(last_ms) * 90) as u32);
+            let mut left = req.bytes.min(MAX_PROBE_BYTES_PER_CALL);
             while left > 0 {
                 let pad = left.min(PROBE_PADDING_BYTES);
                 left -= pad;

@@ -280,6 +280,17 @@ impl LayerSelector {
         self.current_spatial = None;
     }
 
+    /// Like `restart`, but numbering on after `last` (seq, timestamp, ms) when the subscriber was
+    /// sent something outside the selector meanwhile (probe padding while its video was paused).
+    pub fn restart_after(&mut self, last: Option<(u16, u32, u64)>) {
+        self.restart();
+        if let (Some(l), Some(mine)) = (last, self.last_out) {
+            if crate::seq::seq_newer(l.0, mine.0) {
+                self.last_out = Some(l);
+            }
+        }
+    }
+
     /// Decides the fate of one packet of any layer of the track.
     pub fn decide(&mut self, p: &LayerPacket) -> Decision {
         if self.current_spatial != Some(p.spatial) {

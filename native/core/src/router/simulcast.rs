@@ -342,7 +342,7 @@ pub(super) fn route_layered(
             continue;
         }
         if std::mem::take(&mut sl.was_paused) {
-            sl.sel.restart();
+            sl.sel.restart_after(sub.last_out);
         }
         let p = LayerPacket {
             spatial: layer,
