@@ -77,12 +77,15 @@ class CommandBus:
                 data = json.loads(msg["data"])
             except (TypeError, ValueError):
                 continue
+            if not isinstance(data, dict):  # valid JSON but no message: ignored, the listener goes on
+                continue
             channel = msg["channel"]
             channel = channel.decode() if isinstance(channel, bytes) else channel
             if channel == REPLIES + self.node_id:
-                fut = self._pending.get(data.get("id", ""))
+                rid, result = data.get("id"), data.get("result")
+                fut = self._pending.get(rid) if isinstance(rid, str) else None
                 if fut is not None and not fut.done():
-                    fut.set_result(data.get("result") or {})
+                    fut.set_result(result if isinstance(result, dict) else {})
             else:
                 task = asyncio.get_running_loop().create_task(self._serve(data))
                 self._running.add(task)
@@ -93,7 +96,8 @@ class CommandBus:
             if self.handler is None:
                 result: dict[str, Any] = {"status": 503, "code": "not_ready", "message": "node starting"}
             else:
-                result = await self.handler(str(data.get("op")), dict(data.get("args") or {}))
+                args = data.get("args")
+                result = await self.handler(str(data.get("op")), args if isinstance(args, dict) else {})
         except Exception:
             log.exception("cluster: command %r failed", data.get("op"))
             result = {"status": 500, "code": "internal_error", "message": "the owner node failed"}
