@@ -82,10 +82,13 @@ impl Placement {
         let young_total: usize = young.iter().sum();
         let settled = rooms.iter().sum::<u64>().saturating_sub(young_total as u64);
         let total: f64 = self.rate.iter().sum();
-        let (per_room, received_per_room) = if settled > 0 {
+        // The mean settled room; while every room is young (a burst of new visits), the mean over
+        // all of them, so that young rooms already carrying media still weigh on their worker.
+        let basis = if settled > 0 { settled } else { rooms.iter().sum::<u64>() };
+        let (per_room, received_per_room) = if basis > 0 {
             (
-                (total - self.received_rate).max(0.0) / settled as f64,
-                self.received_rate / settled as f64,
+                (total - self.received_rate).max(0.0) / basis as f64,
+                self.received_rate / basis as f64,
             )
         } else {
             (0.0, 0.0)
@@ -159,6 +162,19 @@ mod tests {
         assert_eq!(p.choose(1000, &[3000, 1000], 1000, &[1, 2]), 1);
         // 1000 + 2 × 1500 = 4000 against 3000 + 2 × 500 = 4000: a tie, the fewer young rooms wins.
         assert_eq!(p.choose(1000, &[3000, 1000], 1000, &[1, 3]), 0);
+    }
+
+    #[test]
+    fn in_a_burst_of_new_rooms_young_rooms_count_at_the_mean_of_all() {
+        let mut p = Placement::new(2);
+        p.sample(0, &[0, 0], 0);
+        // Two young rooms, one per worker; worker 0 also receives for both.
+        assert_eq!(p.choose(0, &[0, 0], 0, &[0, 0]), 0);
+        assert_eq!(p.choose(0, &[0, 0], 0, &[1, 0]), 1);
+        p.sample(1000, &[3000, 1000], 1000);
+        // No settled room: per room (4000 - 1000) / 2 = 1500, receiving 500.
+        assert_eq!(p.expected(1000, &[1, 1]), [3000.0 + 1500.0 + 2.0 * 500.0, 1000.0 + 1500.0]);
+        assert_eq!(p.choose(1000, &[3000, 1000], 1000, &[1, 1]), 1);
     }
 
     #[test]
