@@ -288,6 +288,13 @@ def load_settings(
             raise ConfigError(f"setting '{name}' must be a number of seconds > 0")
     if settings.redis_url and not settings.redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("setting 'redis_url' must be a redis://, rediss:// or unix:// URL")
+    if settings.redis_url and settings.host in ("", "0.0.0.0", "::"):
+        # The defaults derive from host and port: every node on 0.0.0.0:8080 would share one id (one
+        # command channel, leases each renews for the others) and send clients to http://0.0.0.0:8080.
+        for name in ("node_id", "node_url"):
+            if not getattr(settings, name):
+                raise ConfigError(f"setting '{name}' must be set for a cluster node listening on all "
+                                  f"addresses (host {settings.host!r})")
     return settings
 
 

@@ -43,3 +43,18 @@ def test_bad_settings_are_refused_with_the_key_named(tmp_path, text, env):
     cfg.write_text(text)
     with pytest.raises(ConfigError):
         load_settings(cfg, env=env)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", ""])
+def test_cluster_node_on_a_wildcard_address_needs_its_id_and_url(host):
+    """Every node bound to 0.0.0.0:8080 would be node '0.0.0.0-8080' at http://0.0.0.0:8080: one
+    command channel, leases each renews for the others, redirects clients cannot follow."""
+    env = {"MEDIASRV_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(ConfigError, match="node_id"):
+        load_settings(env=env, host=host)
+    with pytest.raises(ConfigError, match="node_url"):
+        load_settings(env={**env, "MEDIASRV_NODE_ID": "a"}, host=host)
+    s = load_settings(env={**env, "MEDIASRV_NODE_ID": "a", "MEDIASRV_NODE_URL": "https://a.example"}, host=host)
+    assert s.node_id == "a"
+    assert load_settings(env=env, host="10.0.0.5").node_id == ""  # derived from a real address
+    assert load_settings(env={}, host=host).redis_url == ""  # not in a cluster: nothing needed
