@@ -58,6 +58,9 @@ async def test_cluster_lists_nodes_and_load(cluster: Cluster) -> None:
     assert nodes["n1"]["url"] == a.url and nodes["n1"]["media_addresses"] == ["127.0.0.2"]
     assert all(n["state"] == "serving" for n in nodes.values())
     assert set(nodes["n1"]["load"]) == {"cpu", "rooms", "participants", "forwarded_packets"}
+    # Metrics say which node they come from.
+    async with aiohttp.ClientSession() as http, http.get(a.url + "/metrics", headers=admin()) as r:
+        assert 'mediasrv_node_info{node_id="n1",state="serving"} 1.0' in await r.text()
 
 
 async def test_racing_first_joins_agree_on_one_owner(cluster: Cluster) -> None:
