@@ -84,7 +84,11 @@ impl Placement {
         let total: f64 = self.rate.iter().sum();
         // The mean settled room; while every room is young (a burst of new visits), the mean over
         // all of them, so that young rooms already carrying media still weigh on their worker.
-        let basis = if settled > 0 { settled } else { rooms.iter().sum::<u64>() };
+        let basis = if settled > 0 {
+            settled
+        } else {
+            rooms.iter().sum::<u64>()
+        };
         let (per_room, received_per_room) = if basis > 0 {
             (
                 (total - self.received_rate).max(0.0) / basis as f64,
@@ -173,7 +177,10 @@ mod tests {
         assert_eq!(p.choose(0, &[0, 0], 0, &[1, 0]), 1);
         p.sample(1000, &[3000, 1000], 1000);
         // No settled room: per room (4000 - 1000) / 2 = 1500, receiving 500.
-        assert_eq!(p.expected(1000, &[1, 1]), [3000.0 + 1500.0 + 2.0 * 500.0, 1000.0 + 1500.0]);
+        assert_eq!(
+            p.expected(1000, &[1, 1]),
+            [3000.0 + 1500.0 + 2.0 * 500.0, 1000.0 + 1500.0]
+        );
         assert_eq!(p.choose(1000, &[3000, 1000], 1000, &[1, 1]), 1);
     }
 
@@ -197,7 +204,10 @@ mod tests {
         p.sample(1000 + MIN_WINDOW_MS - 1, &[10_000, 100], 0);
         assert_eq!(p.expected(2000, &[1, 1]), [500.0, 100.0]);
         p.sample(1000 + MIN_WINDOW_MS, &[10_000, 100], 0);
-        assert_eq!(p.expected(2000, &[1, 1])[0], 9500.0 * 1000.0 / MIN_WINDOW_MS as f64);
+        assert_eq!(
+            p.expected(2000, &[1, 1])[0],
+            9500.0 * 1000.0 / MIN_WINDOW_MS as f64
+        );
     }
 
     #[test]
