@@ -101,6 +101,11 @@ def test_offer_without_simulcast_is_unchanged() -> None:
     (("a=simulcast:send q;h;f", "a=simulcast:send q;h;" + "f" * 40), "letters/digits"),
     ((f"a=extmap:10 {RID_URI}\r\n", ""), "header extension"),
     (("a=simulcast:send q;h;f\r\n", ""), "a=rid without a=simulcast"),
+    # Values the router cannot take: refused here, before any track of the offer is set up.
+    ((f"a=extmap:10 {RID_URI}", f"a=extmap:15 {RID_URI}"), "extension id"),
+    ((f"a=extmap:10 {RID_URI}", f"a=extmap:300 {RID_URI}"), "extension id"),
+    ((f"a=extmap:10 {RID_URI}", f"a=extmap:0 {RID_URI}"), "extension id"),
+    ((f"a=extmap:10 {RID_URI}", f"a=extmap:{'9' * 5000} {RID_URI}"), "header extension"),  # no int() of it
 ])
 def test_bad_simulcast_offers_are_refused(change: tuple[str, str], message: str | None) -> None:
     sdp = OFFER.replace(*change)
@@ -110,6 +115,15 @@ def test_bad_simulcast_offers_are_refused(change: tuple[str, str], message: str 
         return
     with pytest.raises(SdpError, match=message):
         strip_offer(sdp)
+
+
+@pytest.mark.parametrize("group", ["1 4294967296", "-1 2", "1 1"])
+def test_ssrc_group_sim_outside_the_ssrc_range_is_refused(group: str) -> None:
+    sdp = OFFER.replace("a=simulcast:send q;h;f\r\n", "").replace("a=rid:q send\r\n", "").replace(
+        "a=rid:h send\r\n", "").replace("a=rid:f send\r\n", "")
+    strip_offer(sdp.replace("a=mid:1\r\n", "a=mid:1\r\na=ssrc-group:SIM 1 2 3\r\n"))
+    with pytest.raises(SdpError, match="SSRC"):
+        strip_offer(sdp.replace("a=mid:1\r\n", f"a=ssrc-group:SIM {group}\r\na=mid:1\r\n"))
 
 
 def test_four_layers_are_refused() -> None:

@@ -24,8 +24,9 @@ RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
 MAX_LAYERS = 3
 MAX_RID_LEN = 16  # libwebrtc refuses longer ones too
+MAX_SSRC = 0xFFFF_FFFF
 _RID_ID = re.compile(rf"^[A-Za-z0-9_-]{{1,{MAX_RID_LEN}}}$")
-_EXTMAP = re.compile(r"^a=extmap:(\d+)(?:/\w+)? (\S+)")
+_EXTMAP = re.compile(r"^a=extmap:(\d{1,6})(?:/\w+)? (\S+)")
 
 
 @dataclass
@@ -108,7 +109,10 @@ def strip_offer(sdp: str) -> tuple[str, dict[str, SimulcastMedia]]:
                 try:
                     sim_ssrcs = [int(x) for x in line.split()[1:]]
                 except ValueError:
-                    raise SdpError(f"{where}: a=ssrc-group:SIM members must be SSRC numbers") from None
+                    sim_ssrcs = []
+                if not sim_ssrcs or len(set(sim_ssrcs)) != len(sim_ssrcs) or not all(
+                        0 <= x <= MAX_SSRC for x in sim_ssrcs):
+                    raise SdpError(f"{where}: a=ssrc-group:SIM members must be distinct SSRC numbers")
                 drop.add(i)
             elif (m := _EXTMAP.match(line)) and m.group(2) in (RID_URI, REPAIRED_RID_URI):
                 exts[m.group(2)] = int(m.group(1))
@@ -133,6 +137,9 @@ def strip_offer(sdp: str) -> tuple[str, dict[str, SimulcastMedia]]:
             raise SdpError(f"{where}: {layers} simulcast layers; at most {MAX_LAYERS} are accepted")
         if media.rids and media.rid_ext is None:
             raise SdpError(f"{where}: rid simulcast needs the {RID_URI} header extension")
+        # The router reads the RID from this id: RFC 8285's 1-255, and not 15 (the one-byte form's end).
+        if media.rid_ext is not None and not (1 <= media.rid_ext <= 255 and not (media.rids and media.rid_ext == 15)):
+            raise SdpError(f"{where}: RID header extension id {str(media.rid_ext)[:6]} is not usable")
         found[mid] = media
     kept = [line for i, line in enumerate(lines) if i not in drop]
     return eol.join(kept) + eol, found
