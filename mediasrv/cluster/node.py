@@ -54,6 +54,7 @@ class Cluster:
         # Called once drain is over (or forced): the server stops (cli: a graceful exit).
         self.on_drained: Callable[[], None] | None = None
         self._admitted: dict[str, set[str]] = {}  # rooms re-created here: who was admitted before
+        self._interrupted: dict[str, str] = {}  # rooms re-created here: the recording cut short
         self._hosted: set[str] = set()  # rooms hosted at the last heartbeat
         # The serving nodes' URLs at the last heartbeat: told to joining clients, so one that loses
         # its node knows where else to rejoin.
@@ -138,12 +139,14 @@ class Cluster:
                     if p.admitted and p.role in WAITING_ROLES}
         return VisitState(visit_id=room.visit_id, created_at=room.created_at, options=asdict(room.options),
                           configured=room.explicit,
-                          recording=f"running:{room.recording.recording_id}" if room.recording.running else "",
+                          recording=(f"running:{room.recording.recording_id}" if room.recording.running
+                                     else self._interrupted.get(room.name, "")),
                           admitted=admitted | self._admitted.get(room.name, set()))
 
     async def room_gone(self, name: str) -> None:
         """A room hosted here closed (ended, or emptied): its visit is over, the name is free."""
         self._admitted.pop(name, None)
+        self._interrupted.pop(name, None)
         if name in self.rooms.rooms:  # opened again meanwhile
             return
         closed_at = self.rooms.closed_at.get(name)
@@ -210,12 +213,12 @@ class Cluster:
         log.info("cluster: room %s re-created here from its visit state", name)
         if state.recording.startswith("running:"):
             recording_id = state.recording.split(":", 1)[1]
-            await self.visits.set_recording(name, f"interrupted:{recording_id}")
+            self._interrupted[name] = f"interrupted:{recording_id}"
             if self.rooms.recording_store is not None:
                 with contextlib.suppress(Exception):  # the row lives on the dead node's database
                     await self.rooms.recording_store.finish(recording_id, "interrupted")
             await self.rooms.audit_event_raw("cluster", "admin", "recording.interrupted", room=name,
-                                             visit=room.visit_id, detail={"recording": recording_id})
+                                             visit=room.visit_id, detail={"recording_id": recording_id})
         await self.visits.save(name, self.snapshot(room))
 
     async def readmit(self, room: Room, p: Participant) -> None:

@@ -50,9 +50,6 @@ class VisitStore:
             pipe.expire(PREFIX + room + ADMITTED, self.ttl_s)
             await pipe.execute()
 
-    async def set_recording(self, room: str, value: str) -> None:
-        await self.redis.hset(PREFIX + room, "recording", value)
-
     async def load(self, room: str) -> VisitState | None:
         raw = await self.redis.hgetall(PREFIX + room)
         if not raw:

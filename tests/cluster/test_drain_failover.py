@@ -148,3 +148,35 @@ async def test_kill_9_of_the_owner_moves_the_visit_with_its_waiting_room_state(c
         assert gjoined["admitted"] is False
         await guest.close()
         await ws.close()
+
+
+async def test_a_recording_cut_by_kill_9_is_marked_interrupted_on_the_new_owner(cluster: Cluster) -> None:
+    a, b = await cluster.start(2)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(a.url + "/v1/rooms", headers=admin(),
+                             json={"name": "recd", "recording_allowed": True}) as r:
+            assert r.status == 201
+        dr_token = token("dr", "clinician", "recd")
+        ws, _, owner_url = await join_following(http, a.url, "recd", dr_token)
+        await ws.send_json({"type": "start_recording", "request_id": "s"})
+        await next_event(ws, "recording_status")
+        await ws.send_json({"type": "recording_consent", "granted": True, "request_id": "c"})
+        r2 = aioredis.from_url(cluster.redis.url, decode_responses=True)
+        try:
+            async with asyncio.timeout(15):  # running, as the owner's heartbeat tells Redis
+                while not (await r2.hget("mediasrv:visit:recd", "recording") or "").startswith("running:"):
+                    await asyncio.sleep(0.1)
+            recording_id = (await r2.hget("mediasrv:visit:recd", "recording")).split(":", 1)[1]
+            owner = cluster.by_url(owner_url)
+            survivor = b if owner is a else a
+            owner.proc.kill()
+            await asyncio.to_thread(owner.proc.wait, 10)
+            ws2, _ = await rejoin(http, survivor.url, "recd", dr_token)
+            assert await r2.hget("mediasrv:visit:recd", "recording") == f"interrupted:{recording_id}"
+        finally:
+            await r2.aclose()
+        async with http.get(survivor.url + "/v1/audit", params={"action": "recording.interrupted"},
+                            headers=admin()) as r:
+            entries = (await r.json())["entries"]
+        assert len(entries) == 1 and entries[0]["room"] == "recd"
+        await ws2.close()
