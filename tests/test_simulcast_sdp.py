@@ -131,3 +131,9 @@ def test_four_layers_are_refused() -> None:
         "a=simulcast:send q;h;f", "a=simulcast:send q;h;f;g")
     with pytest.raises(SdpError, match="at most 3"):
         strip_offer(sdp)
+
+
+@pytest.mark.parametrize("sdp", ["x", "", "v=0\r\ns=-\r\n"])
+def test_offer_without_m_lines_is_left_to_the_sdp_checks(sdp: str) -> None:
+    assert strip_offer(sdp)[1] == {}
+    assert add_to_answer(sdp, {"0": SimulcastMedia("0", rids=["q"], rid_ext=10)}).startswith(sdp.rstrip("\r\n"))

@@ -49,7 +49,7 @@ class SimulcastMedia:
 def _sections(lines: list[str]) -> list[tuple[int, int]]:
     """(start, end) line ranges of the m-sections."""
     starts = [i for i, line in enumerate(lines) if line.startswith("m=")]
-    return list(zip(starts, starts[1:] + [len(lines)], strict=True))
+    return list(zip(starts, [*starts[1:], len(lines)], strict=False))  # none without an m-line
 
 
 def _mid(lines: list[str], start: int, end: int) -> str | None:
