@@ -190,3 +190,20 @@ async def test_unknown_paths_and_methods_get_json_errors(server):
         async with s.put(f"{server.url}/whip/visit1") as r:
             assert r.status == 405 and (await r.json())["error"]["code"] == "method_not_allowed"
             assert "POST" in r.headers["Allow"]
+
+
+async def test_simulcast_group_naming_another_tracks_ssrc_is_refused(server):
+    """An a=ssrc-group:SIM that claims the audio track's SSRC is a 400, not a 500."""
+    pc = RTCPeerConnection()
+    pc.addTransceiver("audio", direction="sendonly")
+    pc.addTransceiver("video", direction="sendonly")
+    await pc.setLocalDescription(await pc.createOffer())
+    sdp = pc.localDescription.sdp
+    audio_ssrc = sdp[:sdp.index("m=video")].split("a=ssrc:", 1)[1].split(" ", 1)[0]
+    sdp = sdp.replace("a=mid:1\r\n", f"a=mid:1\r\na=ssrc-group:SIM {audio_ssrc} 111 222\r\n")
+    status, err, _ = await _post(f"{server.url}/whip/simroom", sdp, server.token("p1", "patient", "simroom"))
+    assert (status, err["error"]["code"]) == (400, "invalid_sdp"), err
+    assert "simulcast" in err["error"]["message"]
+    room = server.rooms.get("simroom")
+    assert room is None or not room.participants
+    await pc.close()

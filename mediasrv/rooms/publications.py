@@ -93,8 +93,12 @@ class Publications:
                                       ssrcs_of(m))
                 layers = transport.simulcast.get(mid)
                 if layers is not None and tr.kind == "video":
-                    room.router.set_track_layers(track.id, layers.rid_ext or 0, layers.rids,
-                                                 layers.sim_ssrcs)
+                    try:
+                        room.router.set_track_layers(track.id, layers.rid_ext or 0, layers.rids,
+                                                     layers.sim_ssrcs)
+                    except ValueError as exc:  # e.g. a SIM group naming another track's SSRC
+                        room.router.remove_track(track.id)
+                        raise RoomError("invalid_sdp", f"simulcast of m-line mid={mid!r}: {exc}", 400) from None
                 p.tracks[track.id] = track
                 room.tracks[track.id] = track
                 new_tracks.append(track)
