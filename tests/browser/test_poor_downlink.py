@@ -126,8 +126,10 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
               f"{sum(s['nack_too_soon'] for s in sub_stats)}, over budget "
               f"{sum(s['nack_over_budget'] for s in sub_stats)}")
 
-        # The clinician's encoder was asked to fit the patient's link (REMB at the maximum before)...
-        assert target_limited is not None and target_limited < LIMIT_KBIT * 1000, target_limited
+        # The clinician's encoder was asked to fit the patient's link (REMB at the maximum before).
+        # With transport-cc the estimate of a link the encoder does not fill may sit up to the
+        # estimator's headroom above what it carries (a probe or the acked-rate bound).
+        assert target_limited is not None and target_limited < 1.5 * LIMIT_KBIT * 1000, target_limited
         # ...so the server no longer pours more than the link into it: nearly every packet gets
         # through (22 % dropped with the REMB left at the maximum, 99 % before retransmissions had
         # a budget).
