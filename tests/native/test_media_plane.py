@@ -284,8 +284,8 @@ def test_a_peer_that_moves_is_followed_once_its_new_address_is_confirmed(one_roo
     moved_sub.close()
 
 
-def test_rooms_go_to_the_worker_with_fewer_packets_and_the_metrics_show_it(plane):
-    """Placement follows packets, not room counts: while room 1 keeps worker 0 busy, the next two
+def test_rooms_go_to_the_worker_with_less_load_and_the_metrics_show_it(plane):
+    """Placement follows load, not room counts: while room 1 keeps worker 0 busy, the next two
     rooms (idle yet) both go to worker 1. The per-worker counters behind the metrics move with it."""
     import threading
 
@@ -305,7 +305,7 @@ def test_rooms_go_to_the_worker_with_fewer_packets_and_the_metrics_show_it(plane
     feeder = threading.Thread(target=feed)
     feeder.start()
     try:
-        # Worker 0's rate is measured over windows of at least half a second.
+        # Worker 0's load (its CPU time) is measured over windows of at least half a second.
         wait_for(lambda: plane.stats()["worker_packets"][0] > 200, timeout=10)
         time.sleep(1.2)
         placed = [plane.attach_room(r, room_router(r, 10 * r, [10 * r + 1])) for r in (2, 3)]

@@ -48,11 +48,6 @@ pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
 
 use mediasrv_core::srtp::{Profile, SrtpContext, SrtpCounters, SrtpError};
 
-/// Weight of a datagram thread 0 reads, against 1 for each packet a worker handles or sends, in
-/// room placement: measured with 1:1 visits, a batched read cost thread 0 about a third of what
-/// unprotect + route + protect + send of that packet cost its worker (≈ 2 vs 7 µs).
-const RECEIVE_WEIGHT: (u64, u64) = (1, 2);
-
 /// How often a worker reads its own CPU time (for the per-worker CPU figures).
 const CPU_SAMPLE_MS: u64 = 20;
 
@@ -171,14 +166,7 @@ impl Shared {
     /// Each worker's packet counter (thread 0's includes every datagram received), and the
     /// received part on its own.
     fn packet_counters(&self) -> (Vec<u64>, u64) {
-        self.weighted_packets(1, 1)
-    }
-
-    /// The same with thread 0's received datagrams weighted `num / den`: for placement, reading
-    /// a datagram in a batch costs thread 0 less than a routed packet (unprotect, route, protect
-    /// and send) costs its worker.
-    fn weighted_packets(&self, num: u64, den: u64) -> (Vec<u64>, u64) {
-        let received = self.counters.datagrams_in.load(Relaxed) * num / den;
+        let received = self.counters.datagrams_in.load(Relaxed);
         let packets = self
             .workers
             .iter()
@@ -186,6 +174,20 @@ impl Shared {
             .map(|(i, w)| w.packets.load(Relaxed) + if i == 0 { received } else { 0 })
             .collect();
         (packets, received)
+    }
+
+    /// What room placement balances: each worker thread's CPU time so far, in µs. Packets are the
+    /// obvious proxy, but what a packet costs differs by thread and by load (thread 0's batched
+    /// read of a datagram for another worker cost 0.3× to 1× of routing and sending it, as the
+    /// batches grew or shrank), while CPU time is the load itself. No part of it is set apart as
+    /// receiving (the second value is 0).
+    fn placement_load(&self) -> (Vec<u64>, u64) {
+        let cpu_us = self
+            .workers
+            .iter()
+            .map(|w| w.cpu_ns.load(Relaxed) / 1000)
+            .collect();
+        (cpu_us, 0)
     }
 
     /// Wakes worker `w` for handed-on media, with a futex call only if it is waiting.
@@ -485,20 +487,18 @@ impl Plane {
             .len()
     }
 
-    /// Pins a room's router to the worker with the least load in packets a second (see
-    /// `placement.rs`); returns the worker index. The room stays there until detached.
+    /// Pins a room's router to the worker with the least load: CPU time a second of each worker
+    /// thread (see `placement.rs`); returns the worker index. The room stays there until detached.
     pub fn attach_room(&self, room: u64, router: SharedRouter) -> usize {
         let w = {
-            let (packets, received) = self
-                .shared
-                .weighted_packets(RECEIVE_WEIGHT.0, RECEIVE_WEIGHT.1);
+            let (load, received) = self.shared.placement_load();
             let rooms: Vec<u64> = self
                 .shared
                 .workers
                 .iter()
                 .map(|s| s.rooms.load(Relaxed))
                 .collect();
-            lock(&self.shared.placement).choose(now_ms(), &packets, received, &rooms)
+            lock(&self.shared.placement).choose(now_ms(), &load, received, &rooms)
         };
         let slot = &self.shared.workers[w];
         slot.rooms.fetch_add(1, Relaxed);
@@ -1021,9 +1021,8 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
         // Rates for room placement stay fresh without a control call (try: never wait for it).
         if now >= last_sample + 1000 {
             if let Ok(mut p) = shared.placement.try_lock() {
-                let (packets, received) =
-                    shared.weighted_packets(RECEIVE_WEIGHT.0, RECEIVE_WEIGHT.1);
-                p.sample(now, &packets, received);
+                let (load, received) = shared.placement_load();
+                p.sample(now, &load, received);
                 last_sample = now;
             }
         }

@@ -1,13 +1,15 @@
-//! Which worker a new room goes to: the one with the least load in packets a second, never the
-//! one with the fewest rooms (a 1:1 visit and a 1→50 fan-out are not the same load, and thread 0
-//! also reads every socket for everyone). A room never moves once placed.
+//! Which worker a new room goes to: the one with the least load, never the one with the fewest
+//! rooms (a 1:1 visit and a 1→50 fan-out are not the same load, and thread 0 also reads every
+//! socket for everyone). A room never moves once placed.
 //!
-//! Sans-IO: the plane feeds it each worker's packet counter (work done so far: media handled and
-//! datagrams sent, plus, on thread 0, every datagram received) and the clock; rates come from the
-//! difference between samples at least [`MIN_WINDOW_MS`] apart. Rooms placed in the last
-//! [`YOUNG_MS`] carry little media yet (ICE, DTLS and the first keyframe come first), so they count
-//! at the mean load of a settled room; without that a burst of new visits would all land on the
-//! worker that looked idle a second ago.
+//! Sans-IO: the plane feeds it a monotonic work counter per worker (it uses each worker thread's
+//! CPU time in µs: what a packet costs differs by thread and batch size, the CPU time is the load
+//! itself; packets per worker are exported as metrics) and the clock; rates come from the
+//! difference between samples at least [`MIN_WINDOW_MS`] apart. A part of thread 0's counter may
+//! be declared as receiving for everyone (`received`), which does not depend on placement. Rooms
+//! placed in the last [`YOUNG_MS`] carry little media yet (ICE, DTLS and the first keyframe come
+//! first), so they count at the mean load of a settled room; without that a burst of new visits
+//! would all land on the worker that looked idle a second ago.
 
 /// Rooms younger than this count at the estimated load of a settled room.
 pub const YOUNG_MS: u64 = 5_000;
