@@ -49,3 +49,16 @@ async def test_rooms_on_the_native_plane_start_no_task(server: Any) -> None:
     for i in range(20):
         await server.rooms.close(f"wheel-{i}", "done")
     assert not any(room in WHEEL._rooms for room in rooms)
+
+
+def test_rooms_of_a_stopped_loop_are_forgotten() -> None:
+    wheel = RoomWheel(tick_s=0.01)
+    stale, fresh = _Room(True), _Room(True)
+
+    async def add(room: _Room, wait: float) -> None:
+        wheel.add(room)
+        await asyncio.sleep(wait)
+
+    asyncio.run(add(stale, 0))
+    asyncio.run(add(fresh, 0.1))
+    assert list(wheel._rooms) == [fresh] and stale.ticks == 0 and fresh.ticks >= 3

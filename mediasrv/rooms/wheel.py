@@ -39,12 +39,16 @@ class RoomWheel:
         return len(self._rooms)
 
     def add(self, room: Ticking) -> None:
-        self._rooms[room] = None
         loop = asyncio.get_running_loop()
-        if self._timer is None or self._loop is not loop:
+        if self._loop is not loop:
+            # Rooms and timer of a loop that has stopped (tests run one loop per test): forgotten.
             if self._timer is not None:
-                self._timer.cancel()  # left by a loop that has stopped (tests run one per test)
+                self._timer.cancel()
+                self._timer = None
+            self._rooms.clear()
             self._loop = loop
+        self._rooms[room] = None
+        if self._timer is None:
             self._timer = loop.call_later(self.tick_s, self._tick)
 
     def discard(self, room: Ticking) -> None:
