@@ -53,7 +53,8 @@ def test_the_load_showed_in_the_gauges_and_the_process(soak: tuple[int, dict[str
     rss = report["rss"]
     assert rss["measured"] and rss["peak_mb"] >= rss["end_of_load_mb"] > 0
     assert rss["growth_after_warmup_pct"] is not None and rss["slope_after_warmup_mb_per_min"] is not None
-    assert report["fds"]["max"] >= report["fds"]["idle"] and report["threads"]["max"] > report["threads"]["idle"]
+    # No thread per session: the load need not add a thread.
+    assert report["fds"]["max"] >= report["fds"]["idle"] and report["threads"]["max"] >= report["threads"]["idle"]
 
 
 def test_rss_figures_and_idle_check_by_hand() -> None:
