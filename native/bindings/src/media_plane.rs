@@ -367,9 +367,18 @@ impl MediaPlane {
         // Per worker: packets handled (thread 0 counts every datagram it read too), packet-path
         // system calls, rooms placed there.
         let loads = plane.worker_loads();
-        d.set_item("worker_packets", loads.iter().map(|l| l.packets).collect::<Vec<_>>())?;
-        d.set_item("worker_syscalls", loads.iter().map(|l| l.syscalls).collect::<Vec<_>>())?;
-        d.set_item("worker_rooms", loads.iter().map(|l| l.rooms).collect::<Vec<_>>())?;
+        d.set_item(
+            "worker_packets",
+            loads.iter().map(|l| l.packets).collect::<Vec<_>>(),
+        )?;
+        d.set_item(
+            "worker_syscalls",
+            loads.iter().map(|l| l.syscalls).collect::<Vec<_>>(),
+        )?;
+        d.set_item(
+            "worker_rooms",
+            loads.iter().map(|l| l.rooms).collect::<Vec<_>>(),
+        )?;
         d.set_item("syscalls", loads.iter().map(|l| l.syscalls).sum::<u64>())?;
         put_srtp(&d, "srtp_", &srtp)?;
         Ok(d)
