@@ -19,8 +19,11 @@ async def ws_join(http: aiohttp.ClientSession, base: str, room: str, tok: str) -
     """Open the room protocol at `base` and join: (socket, first event)."""
     ws = await http.ws_connect(base.replace("http", "ws", 1) + f"/rooms/{room}/ws")
     await ws.send_json({"type": "join", "token": tok, "request_id": "j"})
-    msg = await ws.receive(timeout=10)
-    return ws, json.loads(msg.data)
+    while True:  # the reply to the join (events of the room may come first, as a participant leaves)
+        msg = await ws.receive(timeout=10)
+        event = json.loads(msg.data)
+        if event.get("request_id") == "j" or event["type"] in ("joined", "redirect", "error"):
+            return ws, event
 
 
 async def join_following(http: aiohttp.ClientSession, base: str, room: str, tok: str) -> tuple[Any, dict[str, Any], str]:
