@@ -206,6 +206,12 @@ class Cluster:
         state = await self.visits.load(name)
         if state is None:
             return
+        closed_at = self.rooms.closed_at.get(name)
+        if closed_at is not None and closed_at >= state.created_at:
+            # That visit was closed (here, before the heartbeat that clears its state, or elsewhere):
+            # it does not come back; the join starts a new one.
+            await self.visits.forget(name)
+            return
         # Not stored as a new visit: it is the same visit, going on here.
         room = self.rooms._new_room(name, RoomOptions(**state.options), record=False)
         room.visit_id, room.created_at, room.explicit = state.visit_id, state.created_at, state.configured
