@@ -18,6 +18,7 @@ from ctl_helpers import Server
 # (method, path) that need no token, and why.
 PUBLIC = {
     ("GET", "/healthz"), ("HEAD", "/healthz"),  # liveness probes
+    ("GET", "/readyz"), ("HEAD", "/readyz"),  # readiness probe (503 while draining), no data
     ("GET", "/v1/openapi.json"),  # the API's description, no data
     ("GET", "/demo"), ("HEAD", "/demo"), ("GET", "/demo/static"), ("HEAD", "/demo/static"),  # static page
     ("POST", "/demo/token"),  # refused (403 dev_mode_off) unless the server runs with --dev
