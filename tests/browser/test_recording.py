@@ -55,7 +55,11 @@ async def test_a_consented_visit_is_recorded(server, browser):
             stream = container.streams[0]
             decoded = sum(1 for _ in container.decode(stream))  # every frame decodes
             assert decoded == f["frames"] > 0, f
-        assert abs((f["end_s"] - f["start_s"]) - RECORD_S) < 1.5, f
+        # Each file runs to the stop. It starts at the first keyframe after the start (audio
+        # follows its participant's video): the keyframe asked for at the start may take a couple
+        # of seconds on a loaded machine, so the start is bounded, not exact.
+        assert abs(f["end_s"] - RECORD_S) < 1.5, f
+        assert 0 <= f["start_s"] < 4, f
         starts[(f["participant"], f["kind"])] = f["start_s"]
         lengths[(f["participant"], f["kind"])] = f["end_s"] - f["start_s"]
     # Each file starts at its first frame after the start: audio and video of one participant

@@ -42,6 +42,19 @@ async def decoding(page: Any) -> bool:
     return await frames(page) > first
 
 
+async def page_state(page: Any) -> Any:
+    """What the demo page knows, for a failure message: status line, errors, peer connection states,
+    the room events it got last."""
+    return await page.evaluate("""() => {
+      const r = window.demo.room;
+      const pc = (p) => p ? p.connectionState + "/" + p.iceConnectionState : null;
+      return {status: document.querySelector("#status").textContent, errors: window.demo.errors,
+              reconnects: window.demo.reconnects, baseUrl: r && r.baseUrl, pub: pc(r && r.pub),
+              sub: pc(r && r.sub), remote: r ? r.remoteTracks.size : 0,
+              events: window.demo.events.slice(-12).map((e) => e.type + (e.code ? ":" + e.code : ""))};
+    }""")
+
+
 async def test_visit_through_two_nodes_meets_on_the_owner_and_survives_its_death(
         cluster: Cluster, browser: Any) -> None:  # noqa: F811
     a, b = await cluster.start(2)
@@ -62,7 +75,11 @@ async def test_visit_through_two_nodes_meets_on_the_owner_and_survives_its_death
         await eventually(lambda p=page: p.evaluate("window.demo.reconnects || 0"), timeout=30,
                          what=f"{name} reconnecting")
         # A new subscriber connection on the survivor that decodes again.
-        await eventually(lambda p=page: frames(p), timeout=60, what=f"{name} decodes again")
+        try:
+            await eventually(lambda p=page: frames(p), timeout=60, what=f"{name} decodes again")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; page state: {await page_state(page)}; "
+                                 f"survivor's log: {survivor.output()[-1500:]}") from None
         times[name] = time.monotonic() - killed
         assert await page.evaluate("window.demo.room.baseUrl") == survivor.url
     for page in (clinician, patient):
