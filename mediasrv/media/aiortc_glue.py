@@ -55,6 +55,12 @@ def sender_ssrc(sender: RTCRtpSender) -> int:
     return sender._ssrc
 
 
+def sender_rtx_ssrc(sender: RTCRtpSender) -> int:
+    """The RTX SSRC aiortc announces beside it (`RTCRtpSender._rtx_ssrc`, in the FID group of the
+    SDP whenever an rtx codec is negotiated)."""
+    return sender._rtx_ssrc
+
+
 # --- a DTLS transport's RTP datapath -----------------------------------------------------------------
 def intercept_rtp(dtls: RTCDtlsTransport, handler: RtpHandler) -> None:
     """Send this transport's decrypted RTP to `handler` instead of aiortc's receivers.

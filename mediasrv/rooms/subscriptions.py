@@ -56,9 +56,10 @@ class Subscriptions:
         if remote is None:
             return
         media = SessionDescription.parse(remote.sdp).media
-        ssrc = aiortc_glue.sender_ssrc(sub.transceiver.sender)
+        sender = sub.transceiver.sender
         self.room.router.add_subscription(sub.id, sub.track.id, sub.transport.handle,
-                                          ssrc, codec_tuples(sub.transceiver), extension_ids(media))
+                                          aiortc_glue.sender_ssrc(sender), codec_tuples(sub.transceiver),
+                                          extension_ids(media), rtx_ssrc=aiortc_glue.sender_rtx_ssrc(sender))
         sub.active = True
         viewer = self.room.participants.get(sub.transport.owner)
         if viewer is not None and sub.track.id in viewer.max_heights:

@@ -71,6 +71,8 @@ class Router:
         ssrc: int,
         codecs: Sequence[_Codec],
         extensions: dict[str, int],
+        *,
+        rtx_ssrc: int | None = None,
     ) -> None: ...
     def add_sink(
         self,

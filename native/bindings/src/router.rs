@@ -220,6 +220,10 @@ impl Router {
         lock(&self.core).remove_track(TrackId(track))
     }
 
+    /// `rtx_ssrc`: the RTX SSRC the subscriber was offered for this stream (its FID group), where
+    /// bandwidth probes go as padding while video flows.
+    #[pyo3(signature = (sub, track, transport, ssrc, codecs, extensions, *, rtx_ssrc=None))]
+    #[allow(clippy::too_many_arguments)]
     fn add_subscription(
         &mut self,
         sub: u64,
@@ -228,19 +232,32 @@ impl Router {
         ssrc: u64,
         codecs: Vec<Bound<'_, PyAny>>,
         extensions: HashMap<String, u64>,
+        rtx_ssrc: Option<u64>,
     ) -> PyResult<()> {
         let codecs = self::codecs(codecs)?;
         let ext = self::extensions(extensions)?;
-        lock(&self.core)
-            .add_subscription(
-                SubscriptionId(sub),
-                TrackId(track),
-                TransportId(transport),
-                self::ssrc(ssrc)?,
-                &codecs,
-                ext,
-            )
-            .map_err(value_error)
+        let rtx_ssrc = rtx_ssrc.map(self::ssrc).transpose()?;
+        let ssrc = self::ssrc(ssrc)?;
+        if rtx_ssrc == Some(ssrc) {
+            return Err(PyValueError::new_err(format!(
+                "RTX SSRC {ssrc} is the media SSRC"
+            )));
+        }
+        let mut core = lock(&self.core);
+        core.add_subscription(
+            SubscriptionId(sub),
+            TrackId(track),
+            TransportId(transport),
+            ssrc,
+            &codecs,
+            ext,
+        )
+        .map_err(value_error)?;
+        if let Some(rtx) = rtx_ssrc {
+            core.set_subscription_rtx(SubscriptionId(sub), rtx)
+                .map_err(value_error)?;
+        }
+        Ok(())
     }
 
     /// A recording sink on `track`: the publisher's `payload_type` packets (which must be `codec`:

@@ -4,7 +4,10 @@
 //! what is left. When the share of one video stream falls below `video_pause_bps` the transport's
 //! video is paused (audio keeps flowing); it resumes once the share has stayed above
 //! `video_resume_bps` for `video_resume_hold_ms`, starting again at a keyframe. While paused,
-//! padding probes on a paused video stream let the estimator see recovered capacity.
+//! padding probes on a paused video stream let the estimator see recovered capacity. While video
+//! flows, probes go as padding on a video subscription's RTX stream (numbered on their own, so the
+//! media's sequence numbers and the NACK mapping are untouched): the estimator finds room above
+//! what is sent now, which a higher simulcast layer or a publisher's higher rate then uses.
 
 use super::*;
 use crate::bwe::{BweConfig, SendSideBwe};
@@ -17,6 +20,20 @@ const ESTIMATE_FLOOR_BPS: u64 = 30_000;
 pub const PROBE_PADDING_BYTES: usize = 255;
 /// Most padding one downlink is sent per `probe` call, whatever the estimator asks.
 const MAX_PROBE_BYTES_PER_CALL: usize = 32 * 1024;
+
+/// A subscriber's RTX stream (RFC 4588) as far as probes use it: padding-only packets on its SSRC.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RtxStream {
+    ssrc: u32,
+    pt: u8,
+    next_seq: u16,
+}
+
+impl RtxStream {
+    pub fn new(ssrc: u32, pt: u8, next_seq: u16) -> Self {
+        Self { ssrc, pt, next_seq }
+    }
+}
 
 /// What a poll decided for one downlink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -246,10 +263,11 @@ impl Router {
         }
     }
 
-    /// Padding probes toward downlinks whose video is paused and whose estimator wants to test a
-    /// higher rate: padding-only RTP packets on a paused video stream of the transport, numbered on
-    /// from its last packet (so its sequence stays continuous when video resumes), each carrying a
-    /// transport-wide sequence number. Call with the periodic `poll`; `out` takes RTP.
+    /// Padding probes toward downlinks whose estimator wants to test a higher rate, each packet
+    /// carrying a transport-wide sequence number. Paused video: padding-only RTP on a paused video
+    /// stream, numbered on from its last packet (its sequence stays continuous when video
+    /// resumes). Flowing video: padding-only RTX on a video subscription's RTX stream. Call with
+    /// the periodic `poll`; `out` takes RTP.
     pub fn probe(&mut self, now_ms: u64, out: &mut Output) {
         let Router {
             tracks,
@@ -259,26 +277,42 @@ impl Router {
         } = self;
         let now_us = now_ms * 1000;
         for (id, d) in downlinks.iter_mut() {
-            if d.twcc_id == 0 || !d.video_paused {
+            if d.twcc_id == 0 || d.video_streams == 0 {
                 continue;
             }
-            let Some(req) = d.bwe.probe_wanted(now_us) else {
-                continue;
-            };
+            let paused = d.video_paused;
             let Some(s) = tracks
                 .values_mut()
                 .filter(|t| t.kind == MediaKind::Video)
                 .flat_map(|t| t.subs.iter_mut())
-                .find(|s| s.transport == *id && s.paused && s.last_out.is_some())
+                .find(|s| {
+                    s.transport == *id
+                        && s.last_out.is_some()
+                        && if paused {
+                            s.paused
+                        } else {
+                            s.started && !s.paused && s.rtx.is_some()
+                        }
+                })
             else {
-                continue;
+                continue; // nothing to carry a probe (e.g. no RTX negotiated): none is started
             };
-            let Some(pt) = s.pt_map.iter().copied().find(|pt| *pt != 0xff) else {
+            let Some(req) = d.bwe.probe_wanted(now_us) else {
                 continue;
             };
             // Timestamps move on with the time, as the media's would (video: 90 kHz).
             let (mut seq, last_ts, last_ms) = s.last_out.expect("checked above");
             let ts = last_ts.wrapping_add((now_ms.saturating_sub(last_ms) * 90) as u32);
+            let (ssrc, pt) = match (paused, s.rtx) {
+                (false, Some(rtx)) => {
+                    seq = rtx.next_seq.wrapping_sub(1);
+                    (rtx.ssrc, rtx.pt)
+                }
+                _ => match s.pt_map.iter().copied().find(|pt| *pt != 0xff) {
+                    Some(pt) => (s.ssrc, pt),
+                    None => continue,
+                },
+            };
             let mut left = req.bytes.min(MAX_PROBE_BYTES_PER_CALL);
             while left > 0 {
                 let pad = left.min(PROBE_PADDING_BYTES);
@@ -293,8 +327,8 @@ impl Router {
                     marker: false,
                     payload_type: pt,
                     seq,
-                    timestamp: ts,
-                    ssrc: s.ssrc,
+                    timestamp: if paused { ts } else { last_ts },
+                    ssrc,
                     csrc_bytes: &[],
                     extensions: &exts,
                 };
@@ -311,8 +345,12 @@ impl Router {
                 stats.rtp_packets_out += 1;
                 stats.rtp_bytes_out += len as u64;
             }
-            s.last_out = Some((seq, ts, now_ms));
-            s.stats.last_seq = Some(seq);
+            if paused {
+                s.last_out = Some((seq, ts, now_ms));
+                s.stats.last_seq = Some(seq);
+            } else if let Some(rtx) = s.rtx.as_mut() {
+                rtx.next_seq = seq.wrapping_add(1);
+            }
         }
     }
 }

@@ -116,6 +116,11 @@ struct Subscription {
     stats: SubscriptionStats,
     /// A recording sink: the stream goes into this jitter buffer instead of to a transport.
     sink: Option<Box<Sink>>,
+    /// The subscriber's RTX payload type for this stream's codec, if it negotiated one.
+    rtx_pt: Option<u8>,
+    /// Its RTX stream, once its SSRC is known (`set_subscription_rtx`): bandwidth probes go there
+    /// as padding, so they never disturb the media stream's numbering.
+    rtx: Option<downlink::RtxStream>,
 }
 
 struct Track {
@@ -530,6 +535,12 @@ impl Router {
                 "subscription {sub}: no codec in common with track {track}"
             )));
         }
+        // The subscriber's rtx codec whose apt is one of the codecs it receives this track in.
+        let rtx_pt = codecs
+            .iter()
+            .filter(|c| CodecKind::from_name(&c.name) == CodecKind::Rtx)
+            .find(|c| c.apt.is_some_and(|apt| pt_map.contains(&apt)))
+            .map(|c| c.payload_type);
         let gated = t.kind == MediaKind::Video
             && t.pt_table
                 .iter()
@@ -575,6 +586,8 @@ impl Router {
                 ..Default::default()
             },
             sink: None,
+            rtx_pt,
+            rtx: None,
         });
         if gated {
             t.pli_pending = true; // poll() asks the publisher for a keyframe right away
@@ -582,6 +595,37 @@ impl Router {
         self.sub_track.insert(sub, track);
         self.sub_by_ssrc.insert((transport, ssrc), sub);
         Ok(())
+    }
+
+    /// The SSRC of the RTX stream the subscriber announced for `sub` (its SDP's FID group). With
+    /// an RTX payload type negotiated, probes toward a downlink whose video flows are sent there
+    /// as padding. Returns whether the subscription can carry them.
+    pub fn set_subscription_rtx(
+        &mut self,
+        sub: SubscriptionId,
+        ssrc: u32,
+    ) -> Result<bool, RouterError> {
+        let track = self
+            .sub_track
+            .get(&sub)
+            .ok_or_else(|| RouterError::Invalid(format!("unknown subscription {sub}")))?;
+        let t = self
+            .tracks
+            .get_mut(track)
+            .ok_or(RouterError::UnknownTrack(*track))?;
+        let next_seq = self.rng.next() as u16;
+        let s = t
+            .subs
+            .iter_mut()
+            .find(|s| s.id == sub)
+            .ok_or_else(|| RouterError::Invalid(format!("unknown subscription {sub}")))?;
+        if ssrc == s.ssrc {
+            return Err(RouterError::SsrcInUse(ssrc));
+        }
+        s.rtx = s
+            .rtx_pt
+            .map(|pt| downlink::RtxStream::new(ssrc, pt, next_seq));
+        Ok(s.rtx.is_some())
     }
 
     pub fn remove_subscription(&mut self, sub: SubscriptionId) -> bool {
