@@ -8,6 +8,8 @@ pub enum CodecKind {
     H264,
     Av1,
     Rtx,
+    /// RFC 2198 redundant audio: blocks of another codec (Opus) in one payload.
+    Red,
     /// Audio or anything else that needs no keyframe gating.
     Other,
 }
@@ -20,6 +22,7 @@ impl CodecKind {
             "H264" => CodecKind::H264,
             "AV1" | "AV1X" => CodecKind::Av1,
             "RTX" => CodecKind::Rtx,
+            "RED" => CodecKind::Red,
             _ => CodecKind::Other,
         }
     }
@@ -40,7 +43,7 @@ pub fn is_keyframe_start(kind: CodecKind, payload: &[u8]) -> bool {
         CodecKind::Vp9 => vp9_keyframe_start(payload),
         CodecKind::H264 => h264_keyframe_start(payload),
         CodecKind::Av1 => payload.first().is_some_and(|b| b & 0x08 != 0), // N: new coded video sequence
-        CodecKind::Rtx | CodecKind::Other => false,
+        CodecKind::Rtx | CodecKind::Red | CodecKind::Other => false,
     }
 }
 

@@ -13,6 +13,7 @@ pub mod keyframe;
 pub mod nack_cache;
 pub mod output;
 pub mod reception;
+pub mod red;
 pub mod router;
 pub mod rtcp;
 pub mod rtp;

@@ -363,7 +363,7 @@ impl Router {
                 continue;
             };
             let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
-            if sub_pt == 0xff {
+            if sub_pt == 0xff || !red_resendable(&t.pt_table, &sub.pt_map, sub_pt, p) {
                 stats.drop(DropReason::NackMiss);
                 continue;
             }
@@ -656,4 +656,24 @@ fn track_target(cfg: &RouterConfig, t: &Track, shares: &FastMap<TransportId, u64
         cfg.min_bitrate_bps
     };
     Some(share.max(floor).min(cfg.max_bitrate_bps))
+}
+
+/// A RED packet is resent only to a subscriber that was sent it unchanged (the same block payload
+/// types): one that got it rewritten or unwrapped is not answered (it is audio, which browsers do
+/// not NACK). Anything that is not RED is resendable.
+fn red_resendable(
+    pt_table: &[PtEntry; 128],
+    map: &[u8; 128],
+    sub_pt: u8,
+    p: &CachedPacket,
+) -> bool {
+    use crate::red::{RedForward, RedPayload};
+    match pt_table[p.payload_type as usize & 0x7f] {
+        PtEntry::Media {
+            kind: CodecKind::Red,
+            ..
+        } => RedPayload::parse(p.payload())
+            .is_ok_and(|r| r.forward_as(p.payload(), map, sub_pt) == RedForward::AsIs(sub_pt)),
+        _ => true,
+    }
 }

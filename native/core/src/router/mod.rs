@@ -218,6 +218,8 @@ pub struct Router {
     downlinks: FastMap<TransportId, Downlink>,
     stats: RouterStats,
     events: Vec<RouterEvent>,
+    /// A RED payload with its blocks' payload types rewritten for one subscriber (reused).
+    red_scratch: Vec<u8>,
 }
 
 fn push_event(events: &mut Vec<RouterEvent>, stats: &mut RouterStats, e: RouterEvent) {
@@ -252,6 +254,19 @@ impl<'a> MediaRef<'a> {
             csrc_bytes: p.csrc_bytes(),
             payload: p.payload(),
             shared: Some(p.shared_payload()),
+        }
+    }
+
+    /// The same packet with another payload (a RED packet's rewritten or primary form), which a
+    /// recording sink then copies.
+    fn with_payload<'b>(&self, payload: &'b [u8]) -> MediaRef<'b>
+    where
+        'a: 'b,
+    {
+        MediaRef {
+            payload,
+            shared: None,
+            ..*self
         }
     }
 }
@@ -342,6 +357,7 @@ impl Router {
             downlinks: FastMap::default(),
             stats: RouterStats::default(),
             events: Vec::new(),
+            red_scratch: Vec::new(),
         }
     }
 
@@ -782,6 +798,7 @@ impl Router {
             publishers,
             events,
             downlinks,
+            red_scratch,
             ..
         } = self;
         let Some(t) = tracks.get_mut(&track_id) else {
@@ -885,6 +902,21 @@ impl Router {
             t.stats.padding_only += 1;
             return stats.drop(DropReason::PaddingOnly);
         }
+        // RED's block headers are read once here; per subscriber they decide between passing it
+        // on and sending its primary block alone. One that does not fit its payload goes nowhere
+        // (and, when newest, out of the sequence space, as padding does).
+        let red = match codec_kind {
+            CodecKind::Red => match crate::red::RedPayload::parse(payload) {
+                Ok(r) => Some(r),
+                Err(_) => {
+                    if !is_rtx && prev_highest.is_none_or(|h| ext > h) {
+                        t.gaps.remove(ext);
+                    }
+                    return stats.drop(DropReason::MalformedRed);
+                }
+            },
+            _ => None,
+        };
 
         let abs_send_time = v
             .extension(ext_ids.abs_send_time)
@@ -961,13 +993,36 @@ impl Router {
                 stats.drop(DropReason::BeforeSubscriptionStart);
                 continue;
             }
-            let sub_pt = sub.pt_map[media_pt as usize & 0x7f];
+            let mut sub_pt = sub.pt_map[media_pt as usize & 0x7f];
+            // A RED packet's payload as this subscriber gets it, when not the original.
+            let mut sent: Option<&[u8]> = None;
+            if let Some(r) = &red {
+                use crate::red::RedForward;
+                sub_pt = match r.forward_as(payload, &sub.pt_map, sub_pt) {
+                    RedForward::AsIs(pt) => pt,
+                    RedForward::Rewritten(pt) => {
+                        red_scratch.clear();
+                        r.write_mapped(payload, &sub.pt_map, red_scratch);
+                        sent = Some(&red_scratch[..]);
+                        pt
+                    }
+                    RedForward::Primary(pt) => {
+                        sent = Some(r.primary(payload));
+                        pt
+                    }
+                    RedForward::NotNegotiated => 0xff,
+                };
+            }
             if sub_pt == 0xff {
                 stats.drop(DropReason::CodecNotNegotiated);
                 continue;
             }
             let dl = downlinks.get_mut(&sub.transport);
-            let (seq, ts, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
+            let sent_len = sent.map_or(payload.len(), <[u8]>::len);
+            let (seq, ts, len) = match sent {
+                Some(p) => write_for_sub(out, sub, dl, sub_pt, &m.with_payload(p), now_ms),
+                None => write_for_sub(out, sub, dl, sub_pt, &m, now_ms),
+            };
             let newest = sub
                 .last_out
                 .is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));
@@ -978,7 +1033,7 @@ impl Router {
             }
             sub.stats.packets += 1;
             sub.stats.bytes += len as u64;
-            sub.stats.payload_bytes += payload.len() as u64;
+            sub.stats.payload_bytes += sent_len as u64;
             if is_key {
                 sub.stats.keyframes += 1;
             }
@@ -986,7 +1041,7 @@ impl Router {
                 // Sent on the network; a recording sink's copy never leaves the server.
                 stats.rtp_packets_out += 1;
                 stats.rtp_bytes_out += len as u64;
-                stats.payload_bytes_out += payload.len() as u64;
+                stats.payload_bytes_out += sent_len as u64;
             }
         }
     }

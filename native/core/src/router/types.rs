@@ -175,10 +175,12 @@ pub enum DropReason {
     NackOverBudget,
     /// Video not sent: the subscriber's bandwidth estimate leaves too little for it (paused).
     VideoPaused,
+    /// RFC 2198 RED whose block headers do not fit its payload (or that has no primary data).
+    MalformedRed,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 16] = [
+    pub const ALL: [DropReason; 17] = [
         DropReason::Malformed,
         DropReason::UnknownSsrc,
         DropReason::UnknownPayloadType,
@@ -195,6 +197,7 @@ impl DropReason {
         DropReason::NackTooSoon,
         DropReason::NackOverBudget,
         DropReason::VideoPaused,
+        DropReason::MalformedRed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -215,6 +218,7 @@ impl DropReason {
             DropReason::NackTooSoon => "nack_too_soon",
             DropReason::NackOverBudget => "nack_over_budget",
             DropReason::VideoPaused => "video_paused",
+            DropReason::MalformedRed => "malformed_red",
         }
     }
 }
