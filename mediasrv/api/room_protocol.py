@@ -26,6 +26,7 @@ from mediasrv.api.v1.cluster import owner_url
 from mediasrv.auth import Identity, bearer_token, verify_token
 from mediasrv.authz import require_moderator
 from mediasrv.clock import wall
+from mediasrv.cluster import MOVED
 from mediasrv.errors import AuthError, MediasrvError
 from mediasrv.media.turn_credentials import ice_servers
 from mediasrv.rooms import Participant, Room, RoomError
@@ -134,7 +135,9 @@ class RoomSession:
         return True
 
     async def _removed(self, reason: str) -> None:
-        if reason != "left":
+        if reason == f"room_closed:{MOVED}":  # another node serves the room now (`redirect` sent)
+            await self.close(CLOSE_REDIRECT, "redirect")
+        elif reason != "left":
             await self.close(4000 if reason != "replaced" else 4001, reason)
 
     # --- messages after join ------------------------------------------------------------------------

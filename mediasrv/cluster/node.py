@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from urllib.parse import quote
 
 from redis.asyncio import Redis
 
@@ -26,10 +27,13 @@ from mediasrv.rooms.membership import WAITING_ROLES
 
 log = logging.getLogger(__name__)
 CLOSED = "mediasrv:room-closed:"
+# The room_closed reason when another node took the room over (this node lost its lease): its
+# participants get a `redirect` to that node first, and the room protocol closes with 4307.
+MOVED = "moved"
 # Who re-admits a participant the waiting room had admitted before a failover (audit trail).
 CLUSTER_ACTOR = Identity(sub="cluster", role="admin", room=None, name=None, exp=0)
 
-__all__ = ["Cluster", "NoServingNode", "NodeUnreachable"]
+__all__ = ["MOVED", "Cluster", "NoServingNode", "NodeUnreachable"]
 
 
 class NoServingNode(Exception):
@@ -124,15 +128,54 @@ class Cluster:
         await registry.publish(self.redis, self.info(), self.ttl_ms)
         self.peers = [n.url for n in await registry.nodes(self.redis) if n.state == SERVING]
         hosted = {name for name, room in self.rooms.rooms.items() if not room.closed}
+        moved: set[str] = set()
         for name in hosted:
             room = self.rooms.rooms[name]
-            if not await self.placement.renew(name, self.node_id):
-                log.warning("cluster: room %s is placed on another node as well", name)
-            await self.visits.save(name, self.snapshot(room))
+            owner = await self._keep(name)
+            if owner is not None:
+                await self.move(room, owner)
+                moved.add(name)
+            elif not await self.visits.save(name, self.snapshot(room), owner=self.node_id):
+                log.warning("cluster: room %s changed hands while its state was saved", name)
         if not self._stopping:
-            for name in self._hosted - hosted:
+            for name in self._hosted - hosted - moved:
                 await self.room_gone(name)
-        self._hosted = hosted
+        self._hosted = hosted - moved
+
+    async def _keep(self, name: str) -> NodeInfo | None:
+        """Renew this node's lease of room `name`, or take it back if nobody holds it (one Lua
+        script). None while the room stays here; else the live node that holds it now (this node
+        was stalled or cut off past the lease, and the room was placed there meanwhile)."""
+        for _ in range(3):
+            if await self.placement.renew(name, self.node_id):
+                return None
+            holder = await self.placement.owner(name)
+            if holder is None or holder == self.node_id:  # changed between the two calls: again
+                continue
+            info = await registry.get(self.redis, holder)
+            if info is not None:
+                return info
+            await self.placement.release(name, holder)  # a dead node's lease: free it, claim it
+        log.warning("cluster: room %s: its lease keeps changing hands; kept for now", name)
+        return None
+
+    async def move(self, room: Room, owner: NodeInfo) -> None:
+        """Another node serves room `room` now: its participants are sent there (a `redirect` event,
+        then the room protocol's 4307) and the room is closed here. The visit goes on there: its
+        state and the owner's lease stay as they are, and the visit is not recorded as ended."""
+        name = room.name
+        log.warning("cluster: room %s is served by node %s now; its participants are sent there",
+                    name, owner.id)
+        if self.rooms.rooms.get(name) is room:
+            del self.rooms.rooms[name]  # from here on joins are routed to the owner
+        self._admitted.pop(name, None)
+        self._interrupted.pop(name, None)
+        event = {"type": "redirect", "url": "ws" + owner.url.removeprefix("http")
+                 + f"/rooms/{quote(name, safe='')}/ws", "node_url": owner.url}
+        for p in list(room.participants.values()):
+            with contextlib.suppress(Exception):  # a connection already gone
+                await p.send(event)
+        await room.close(MOVED)
 
     def snapshot(self, room: Room) -> VisitState:
         admitted = {p.identity for p in room.participants.values()
@@ -152,8 +195,9 @@ class Cluster:
         closed_at = self.rooms.closed_at.get(name)
         if closed_at is not None:  # an admin's close or the time limit: its tokens no longer open it
             await self.redis.set(CLOSED + name, repr(closed_at), ex=int(self.rooms.close_horizon_s()) + 1)
-        await self.visits.forget(name)
-        await self.placement.release(name, self.node_id)
+        # Only while the lease is still this node's (or free): a node that took the room over
+        # while this one was stalled keeps the visit's state and its lease.
+        await self.visits.forget(name, owner=self.node_id, release=True)
 
     # --- placement ----------------------------------------------------------------------------------
     def hosts(self, name: str) -> Room | None:
@@ -210,7 +254,7 @@ class Cluster:
         if closed_at is not None and closed_at >= state.created_at:
             # That visit was closed (here, before the heartbeat that clears its state, or elsewhere):
             # it does not come back; the join starts a new one.
-            await self.visits.forget(name)
+            await self.visits.forget(name, owner=self.node_id)
             return
         # Not stored as a new visit: it is the same visit, going on here.
         room = self.rooms._new_room(name, RoomOptions(**state.options), record=False)
@@ -225,7 +269,7 @@ class Cluster:
                     await self.rooms.recording_store.finish(recording_id, "interrupted")
             await self.rooms.audit_event_raw("cluster", "admin", "recording.interrupted", room=name,
                                              visit=room.visit_id, detail={"recording_id": recording_id})
-        await self.visits.save(name, self.snapshot(room))
+        await self.visits.save(name, self.snapshot(room), owner=self.node_id)
 
     async def readmit(self, room: Room, p: Participant) -> None:
         """A participant the waiting room had admitted before its visit moved here is admitted again."""
@@ -234,7 +278,7 @@ class Cluster:
 
     async def admitted(self, room: str, identity: str) -> None:
         self._admitted.setdefault(room, set()).add(identity)
-        await self.visits.admitted(room, identity)
+        await self.visits.admitted(room, identity, owner=self.node_id)
 
     # --- drain --------------------------------------------------------------------------------------
     def sigterm(self) -> None:
