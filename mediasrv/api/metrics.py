@@ -32,6 +32,8 @@ from mediasrv.authz import require_admin
 from mediasrv.media.candidate_stats import count_peers
 from mediasrv.recording.recorder import TOTALS as RECORDING_TOTALS
 from mediasrv.rooms import Room, RoomManager
+from mediasrv.rooms.quality import Quality
+from mediasrv.rooms.quality_monitor import SCOPES
 from mediasrv.vitals.live import FRAMES as VITALS_FRAMES
 
 # (router counter, metric name, help)
@@ -125,6 +127,7 @@ class MediasrvCollector(Collector):
             value=sum(s.active for p in participants for s in p.subscriptions.values()),
         )
         yield from self._live_objects(rooms)
+        yield _connection_quality(rooms)
         totals: Counter[str] = Counter(self.rooms.retired)
         drops: Counter[str] = Counter(self.rooms.retired_drops)
         for r in rooms:
@@ -240,6 +243,10 @@ class MediasrvCollector(Collector):
         s_estimate = GaugeMetricFamily("mediasrv_subscription_estimate_bps",
                                        "bandwidth estimate of the subscriber's connection (transport-cc, else "
                                        "REMB and loss)", labels=sub_labels)
+        # The SSRC a subscription is sent on, so a client (the load generator) can tell which
+        # series are its own.
+        s_info = GaugeMetricFamily("mediasrv_subscription_info", "the SSRC each subscription is sent on",
+                                   labels=[*sub_labels, "ssrc"])
         paused = 0
         for room in rooms:
             for track in list(room.tracks.values()):
@@ -280,9 +287,10 @@ class MediasrvCollector(Collector):
                         s_rtt.add_metric(sv, ss["rtt"])
                     if ss["estimate_bps"] is not None:
                         s_estimate.add_metric(sv, ss["estimate_bps"])
+                    s_info.add_metric([*sv, str(ss["ssrc"])], 1)
                     paused += bool(ss["paused"])
         yield from (t_packets, t_bytes, t_lost, t_jitter, t_nacks, t_bitrate, t_target, t_rtt,
-                    s_packets, s_bytes, s_rtx, s_lost, s_jitter, s_bitrate, s_rtt, s_estimate)
+                    s_packets, s_bytes, s_rtx, s_lost, s_jitter, s_bitrate, s_rtt, s_estimate, s_info)
         yield GaugeMetricFamily("mediasrv_subscriptions_paused",
                                 "video subscriptions paused for lack of bandwidth (audio continues)", value=paused)
         frames = CounterMetricFamily("mediasrv_vitals_frames", "vitals data-channel frames, by result",
@@ -311,6 +319,21 @@ def _recording(rooms: list[Room]) -> Iterator[GaugeMetricFamily | CounterMetricF
     for key, by in RECORDING_ALIGNMENT:
         aligned.add_metric([by], RECORDING_TOTALS[key])
     yield aligned
+
+
+def _connection_quality(rooms: list[Room]) -> GaugeMetricFamily:
+    """Participants per quality level of their uplink and downlink (rooms/quality_monitor.py): no
+    identities in labels, every level present so a dashboard's series do not come and go."""
+    levels: Counter[tuple[str, str]] = Counter()
+    for r in rooms:
+        levels.update(r.quality.levels())
+    g = GaugeMetricFamily("mediasrv_connection_quality",
+                          "participants by connection quality (excellent, good, poor, lost) of their uplink "
+                          "(what they send) and downlink (what they receive)", labels=["scope", "quality"])
+    for scope in SCOPES:
+        for q in sorted(Quality, reverse=True):
+            g.add_metric([scope, q.label], levels[(scope, q.label)])
+    return g
 
 
 def _track_active(room: Room, track_id: int) -> bool:

@@ -33,6 +33,7 @@ from mediasrv.recording.controller import RoomRecording
 from mediasrv.rooms.membership import Membership
 from mediasrv.rooms.models import EventSink, Participant, RoomOptions, Track, next_id
 from mediasrv.rooms.publications import Publications
+from mediasrv.rooms.quality_monitor import QualityMonitor
 from mediasrv.rooms.subscriptions import Subscriptions
 from mediasrv.rooms.wheel import WHEEL
 
@@ -83,6 +84,7 @@ class Room:
         self.publications = Publications(self)
         self.subscriptions = Subscriptions(self)
         self.recording = RoomRecording(self, manager.recording_store)
+        self.quality = QualityMonitor(self)  # connection quality, read from the router once a second
         # The Python datapath polls the router itself; on the plane a worker does, and the wheel
         # drains the events.
         self._task: asyncio.Task[None] | None = None
@@ -216,7 +218,7 @@ class Room:
 
     def tick(self) -> None:
         """Drain the router's events (it counts them for /metrics itself; draining keeps its queue
-        short) and tell clients what concerns them."""
+        short) and tell clients what concerns them; connection quality once a second."""
         changes = []
         for kind, subject, reason in self.router.take_events():
             log.debug("room %s: %s %s reason=%s", self.name, kind, subject, reason)
@@ -227,6 +229,9 @@ class Room:
             self._telling = asyncio.get_running_loop().create_task(self._tell(self._telling, changes))
             self._spawned.add(self._telling)
             self._telling.add_done_callback(self._spawned.discard)
+        told = self.quality.poll(time.monotonic())
+        if told:
+            self._spawn(self.quality.deliver(told))
 
     async def _tell(self, before: asyncio.Task[None] | None, changes: list[tuple[bool, int, str]]) -> None:
         if before is not None:

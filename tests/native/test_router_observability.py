@@ -111,7 +111,8 @@ def scrape(router: Any) -> str:
         AUDIO: SimpleNamespace(id=SUB_AUDIO, active=True), VIDEO: SimpleNamespace(id=SUB_VIDEO, active=True)})
     room = SimpleNamespace(name="visit1", closed=False, router=router, tracks=tracks,
                            participants={"pat": viewer}, transports={}, drops=Counter(),
-                           recording=SimpleNamespace(running=False, recorder=None))
+                           recording=SimpleNamespace(running=False, recorder=None),
+                           quality=SimpleNamespace(levels=Counter))
     # A closed room's counters live on in the retired totals.
     rooms = SimpleNamespace(list=lambda: [room], plane=None, retired_drops=Counter(),
                             retired=Counter({"rtt_bucket_5ms": 2, "rtt_samples": 2, "rtt_sum_us": 6000,

@@ -1,0 +1,246 @@
+"""Connection quality from the router's stats: a publisher whose packets are lost, then stop, and a
+subscriber whose receiver reports tell of loss and whose video is paused, each going to poor or
+lost and back, with the `connection_quality` events the room sends and the /metrics gauge.
+
+The first test drives a native Router and the monitor on one simulated clock (exact times); the
+second runs a real room on the server, whose tick polls the monitor, and scrapes /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import pytest
+
+from mediasrv.clock import now_ms
+from mediasrv.rooms.models import Participant, Subscription, Track
+from mediasrv.rooms.quality_monitor import QualityMonitor
+from tests.test_stream_pause import remb
+
+mediasrv_native = pytest.importorskip("mediasrv_native")
+
+PUB, SUB_T = 20_001, 20_002
+AUDIO, VIDEO = 21_001, 21_002
+SUB_AUDIO, SUB_VIDEO = 22_001, 22_002
+AUDIO_SSRC, VIDEO_SSRC = 0x3333, 0x1111
+SUB_AUDIO_SSRC, SUB_VIDEO_SSRC = 0x5001, 0x5002
+OPUS = [(111, "opus", 48000, None)]
+SUB_CODECS = [(120, "VP8", 90000, None), (109, "opus", 48000, None)]
+
+
+def opus(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 111, seq & 0xFFFF, seq * 960 & 0xFFFFFFFF, AUDIO_SSRC) + b"\xfc" + bytes(60)
+
+
+def receiver_report(about_ssrc: int, fraction_lost: float) -> bytes:
+    """An RR block about one of our streams; no SR echoed (no round trip)."""
+    lost = round(fraction_lost * 256) << 24
+    return struct.pack("!BBHI", 0x81, 201, 7, 0x7777) + struct.pack("!IIIIII", about_ssrc, lost, 0, 0, 0, 0)
+
+
+def router() -> Any:
+    r = mediasrv_native.Router(sender_reports=True, seed=1)
+    r.add_publisher(PUB, 0xAAAA, {})
+    r.add_track(AUDIO, PUB, "audio", "1", OPUS, [AUDIO_SSRC])
+    r.add_track(VIDEO, PUB, "video", "0", [(96, "VP8", 90000, None)], [VIDEO_SSRC])
+    r.add_subscription(SUB_AUDIO, AUDIO, SUB_T, SUB_AUDIO_SSRC, SUB_CODECS, {})
+    r.add_subscription(SUB_VIDEO, VIDEO, SUB_T, SUB_VIDEO_SSRC, SUB_CODECS, {})
+    return r
+
+
+def participants(events: dict[str, list[Any]]) -> dict[str, Participant]:
+    """A clinician publishing audio and video, a patient receiving both, a guest in the waiting room."""
+    def sink(identity: str) -> Any:
+        async def send(event: dict[str, Any]) -> None:
+            events[identity].append(event)
+        return send
+
+    pub: Any = SimpleNamespace(handle=PUB, owner="dr", connected=True)
+    sub: Any = SimpleNamespace(handle=SUB_T, owner="pat", connected=True)
+    dr = Participant(identity="dr", role="clinician", name="Dr", session="room", events=sink("dr"), publisher=pub)
+    for tid, kind in ((AUDIO, "audio"), (VIDEO, "video")):
+        dr.tracks[tid] = Track(id=tid, owner="dr", kind=kind, source="camera", mid="0", transport=pub)
+    pat = Participant(identity="pat", role="patient", name="Pat", session="room", events=sink("pat"), subscriber=sub)
+    for sid, tid in ((SUB_AUDIO, AUDIO), (SUB_VIDEO, VIDEO)):
+        pat.subscriptions[tid] = Subscription(id=sid, track=dr.tracks[tid], transport=sub,
+                                              transceiver=None,  # type: ignore[arg-type]
+                                              active=True)
+    guest = Participant(identity="guest", role="guest", name="G", session="room", admitted=False,
+                        events=sink("guest"))
+    return {"dr": dr, "pat": pat, "guest": guest}
+
+
+def up(quality: str) -> dict[str, Any]:
+    return {"type": "connection_quality", "participant": "dr", "scope": "uplink", "quality": quality}
+
+
+def down(quality: str, **tracks: str) -> dict[str, Any]:
+    return {"type": "connection_quality", "participant": "pat", "scope": "downlink", "quality": quality,
+            "tracks": [{"track_id": {"audio": AUDIO, "video": VIDEO}[k], "quality": q} for k, q in tracks.items()]}
+
+
+class Sim:
+    """Simulated time: an audio packet every 20 ms from the clinician, the patient's RR and REMB every
+    500 ms, the router polled every 10 ms and the monitor every second."""
+
+    def __init__(self) -> None:
+        self.r = router()
+        self.events: dict[str, list[Any]] = {"dr": [], "pat": [], "guest": []}
+        self.people = participants(self.events)
+        room: Any = SimpleNamespace(participants=self.people, router=self.r,
+                                    settings=SimpleNamespace(video_resume_bitrate=250_000))
+        self.monitor = QualityMonitor(room)
+        self.now = 0
+        self.seq = 0
+        self.told: list[tuple[int, dict[str, Any]]] = []  # (second, event) as the clinician got them
+        self.levels: dict[tuple[str, str], int] = {}
+
+    async def run(self, until_s: int, *, drop_every: int = 0, silent: bool = False, rr_loss: float = 0.0,
+                  remb_bps: int = 2_000_000) -> None:
+        """Up to `until_s`, losing every `drop_every`-th packet on the way in (0: none) or sending
+        none (`silent`); the patient reports `rr_loss` and estimates `remb_bps`."""
+        while self.now < until_s * 1000:
+            self.now += 10
+            now = self.now
+            if now % 20 == 0 and not silent:
+                self.seq += 1
+                if not drop_every or self.seq % drop_every:
+                    self.r.route_rtp(PUB, opus(self.seq), now)
+            if now % 500 == 0:
+                self.r.handle_rtcp(SUB_T, receiver_report(SUB_AUDIO_SSRC, rr_loss), now)
+                self.r.handle_rtcp(SUB_T, remb(SUB_VIDEO_SSRC, remb_bps), now)
+            self.r.poll(now)
+            if now % 1000 == 0:
+                out = self.monitor.poll(now / 1000)
+                await self.monitor.deliver(out)
+                self.told.extend((now // 1000, e) for p, e in out if p.identity == "dr")
+                self.levels = {k: v for k, v in self.monitor.levels().items() if v}
+
+    def take(self) -> list[tuple[int, dict[str, Any]]]:
+        told, self.told = self.told, []
+        return told
+
+
+async def test_quality_follows_loss_silence_and_pause_on_a_simulated_clock() -> None:
+    sim = Sim()
+    await sim.run(5)  # a clean start: nothing to tell
+    assert sim.take() == []
+    assert sim.levels == {("uplink", "excellent"): 1, ("downlink", "excellent"): 1}
+
+    # Uplink. One packet in 25 lost on the way in (4 %): good once that held 2 s (the window 5-6 s
+    # is the first lossy one, read at 6 s); one in five (20 %): poor; none: excellent after 4 s.
+    await sim.run(10, drop_every=25)
+    assert sim.take() == [(8, up("good"))]
+    await sim.run(14, drop_every=5)
+    assert sim.take() == [(13, up("poor"))]
+    assert sim.levels == {("uplink", "poor"): 1, ("downlink", "excellent"): 1}
+    await sim.run(20)
+    assert sim.take() == [(19, up("excellent"))]
+    # Nothing arrives from 20 s: lost 3 s later, at once; back 4 s after packets arrive again.
+    await sim.run(25, silent=True)
+    assert sim.take() == [(23, up("lost"))]
+    assert sim.levels == {("uplink", "lost"): 1, ("downlink", "excellent"): 1}
+    await sim.run(31)
+    assert sim.take() == [(30, up("excellent"))]
+
+    # Downlink. The patient reports 15 % of the clinician's audio lost (RR at 31.5 s): poor at 34 s.
+    await sim.run(36, rr_loss=0.15)
+    assert sim.take() == [(34, down("poor", audio="poor"))]
+    await sim.run(42)
+    assert sim.take() == [(41, down("excellent"))]
+    # Its estimate falls to 100 kbit/s (REMB at 42.5 s): the router pauses its video, poor at 45 s.
+    await sim.run(46, remb_bps=100_000)
+    assert sim.take() == [(45, down("poor", video="poor"))]
+    assert sim.levels == {("uplink", "excellent"): 1, ("downlink", "poor"): 1}
+    # Meanwhile the guest in the waiting room was told nothing; admitted, it gets what is not
+    # excellent at the next poll, then the changes.
+    assert sim.events["guest"] == []
+    sim.people["guest"].admitted = True
+    await sim.run(47, remb_bps=100_000)
+    assert sim.events["guest"] == [down("poor", video="poor")]
+    # 2 Mbit/s again (REMB at 47.5 s): the router resumes the video after its 2 s hold, seen at the
+    # 50 s poll; excellent 4 s later.
+    await sim.run(60)
+    assert sim.take() == [(54, down("excellent"))]
+    assert sim.events["guest"][-1] == down("excellent")
+    assert sim.levels == {("uplink", "excellent"): 1, ("downlink", "excellent"): 1}
+    # The patient got the same events as the clinician.
+    assert len(sim.events["pat"]) == len(sim.events["dr"]) == 9
+    # Unpublished: the uplink is no longer measured (nothing told: it was excellent).
+    sim.people["dr"].tracks.clear()
+    await sim.run(61)
+    assert sim.take() == []
+    assert sim.levels == {("downlink", "excellent"): 1}
+
+
+async def _quality_metric(session: aiohttp.ClientSession, url: str, token: str) -> dict[str, float]:
+    async with session.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {line.split("{")[1].split("}")[0]: float(line.split()[-1]) for line in text.splitlines()
+            if line.startswith("mediasrv_connection_quality{")}
+
+
+async def _told(messages: list[dict[str, Any]], quality: str, timeout_s: float = 30.0) -> float:
+    """Seconds until a downlink `connection_quality` at `quality` arrived (a functional bound)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if any(m.get("scope") == "downlink" and m["quality"] == quality for m in messages):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no connection_quality {quality} in {messages}")
+
+
+async def test_a_room_tells_everyone_when_a_subscriber_link_turns_poor_and_back(server) -> None:
+    """The room's own tick: a patient whose estimate falls to 100 kbit/s (its video paused) is poor
+    for everyone in the room and in /metrics, and excellent again after it recovers."""
+    room = server.rooms.get_or_create("cq")
+    r = room.router
+    r.add_publisher(PUB, 7, {})
+    r.add_track(VIDEO, PUB, "video", "0", [(96, "VP8", 90000, None)], [VIDEO_SSRC])
+    r.add_subscription(SUB_VIDEO, VIDEO, SUB_T, SUB_VIDEO_SSRC, [(96, "VP8", 90000, None)], {})
+    got: dict[str, list[dict[str, Any]]] = {"dr": [], "pat": []}
+
+    def sink(identity: str) -> Any:
+        async def send(event: dict[str, Any]) -> None:
+            if event["type"] == "connection_quality":
+                got[identity].append(event)
+        return send
+
+    # No real connection behind it (closed: /metrics counts no candidate pair for it).
+    transport: Any = SimpleNamespace(owner="pat", handle=SUB_T, connected=True, closed=True)
+    dr = Participant(identity="dr", role="clinician", name=None, session="room", events=sink("dr"))
+    pat = Participant(identity="pat", role="patient", name=None, session="room", events=sink("pat"))
+    track = Track(id=VIDEO, owner="dr", kind="video", source="camera", mid="0", transport=transport)
+    pat.subscriptions[VIDEO] = Subscription(id=SUB_VIDEO, track=track, transport=transport,
+                                            transceiver=None,  # type: ignore[arg-type]
+                                            active=True)
+    room.participants.update(dr=dr, pat=pat)
+    room.transports[SUB_T] = transport
+    admin = server.token("ops", "admin")
+    try:
+        async with aiohttp.ClientSession() as session:
+            r.handle_rtcp(SUB_T, remb(SUB_VIDEO_SSRC, 100_000), now_ms())
+            poor_s = await _told(got["dr"], "poor")
+            assert got["dr"] == got["pat"] == [down("poor", video="poor")]
+            metric = await _quality_metric(session, server.url, admin)
+            assert metric['quality="poor",scope="downlink"'] == 1, metric
+            assert metric['quality="excellent",scope="downlink"'] == 0, metric
+            assert sum(v for k, v in metric.items() if "uplink" in k) == 0, metric  # dr publishes nothing here
+            r.handle_rtcp(SUB_T, remb(SUB_VIDEO_SSRC, 2_000_000), now_ms())
+            back_s = await _told(got["pat"], "excellent")
+            print(f"\n[connection quality] poor {poor_s:.1f} s after the estimate fell, excellent "
+                  f"{back_s:.1f} s after it recovered")
+            assert got["dr"] == got["pat"] == [down("poor", video="poor"), down("excellent")]
+            metric = await _quality_metric(session, server.url, admin)
+            assert metric['quality="excellent",scope="downlink"'] == 1, metric
+            assert metric['quality="poor",scope="downlink"'] == 0, metric
+    finally:
+        room.participants.pop("dr", None)
+        room.participants.pop("pat", None)
+        room.transports.pop(SUB_T, None)
+        await server.rooms.close("cq", "done")
