@@ -10,7 +10,7 @@ from aiortc.rtcrtpparameters import RTCRtcpFeedback, RTCRtpHeaderExtensionParame
 from aiortc.sdp import MediaDescription, SessionDescription
 
 from mediasrv.errors import MediasrvError
-from mediasrv.media import aiortc_glue
+from mediasrv.media import aiortc_glue, red_sdp
 
 TRANSPORT_CC_URI = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 # The id we offer it under, the same in every m-line (BUNDLE: one id space); aiortc uses 1-3.
@@ -149,6 +149,7 @@ def negotiate_transport_cc() -> None:
 
 
 negotiate_transport_cc()
+red_sdp.negotiate_red()  # after transport-cc: Chromium lists no feedback for RED
 
 
 def codec_tuples(transceiver: RTCRtpTransceiver) -> list[CodecTuple]:
