@@ -292,10 +292,13 @@ class MessageStore:
         def take(conn: Connection) -> int | None:
             conn.execute("INSERT INTO upload_leases (upload_id, holder, expires_at, generation)"
                          " VALUES (?, '', 0, 0) ON CONFLICT DO NOTHING", (upload_id,))
+            # Taking over another holder's expired claim is a hand-over too: the generation moves on,
+            # so a node whose open writer predates that holder's writes reopens the blob.
             taken = conn.execute(
-                "UPDATE upload_leases SET holder = ?, expires_at = ? WHERE upload_id = ?"
-                " AND (holder = ? OR holder = '' OR expires_at < ?)",
-                (holder, now + ttl_s, upload_id, holder, now)).rowcount
+                "UPDATE upload_leases SET holder = ?, expires_at = ?,"
+                " generation = generation + (CASE WHEN holder = ? OR holder = '' THEN 0 ELSE 1 END)"
+                " WHERE upload_id = ? AND (holder = ? OR holder = '' OR expires_at < ?)",
+                (holder, now + ttl_s, holder, upload_id, holder, now)).rowcount
             if not taken:
                 return None
             row = conn.execute("SELECT generation FROM upload_leases WHERE upload_id = ?", (upload_id,)).fetchone()

@@ -6,6 +6,11 @@ row in the database, renewed while the request runs, given up after. A claim ano
 `423 upload_busy` (tus clients retry); a dead node's claim expires after `upload_lease_s`. Each
 hand-over moves the upload's generation on, so a node whose open writer predates another node's
 writes reopens the blob from disk (at the exact offset that node left) instead of trusting its own.
+
+A claim is good until its expiry as of its last renewal (less a margin for the nodes' clocks). Every
+write into the blob checks that first (the writer's guard), so a node stalled past its claim, or one
+whose renewal found the upload taken over, writes nothing more: the request ends with `423
+upload_busy` and the client resumes from the durable offset (HEAD).
 """
 
 from __future__ import annotations
@@ -14,13 +19,31 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 from mediasrv.errors import MediasrvError
 from mediasrv.messages.message_store import Attachment, MessageStore
 from mediasrv.storage.blobs import BlobStore, BlobWriter
 
 log = logging.getLogger(__name__)
+
+
+def _busy() -> MediasrvError:
+    return MediasrvError("upload_busy", "another server is writing this upload; retry in a moment",
+                         423, {"Retry-After": "1"})
+
+
+@dataclass
+class _Claim:
+    """This node's claim to write one upload, shared by its requests."""
+
+    users: int
+    valid_until: float  # time.monotonic() until which no other node can have taken it
+    renewer: asyncio.Task[None] | None = None
+    lost: bool = False  # a renewal found it taken over
+    refused: bool = False  # a write was refused: the writer's view is not trusted
 
 
 class UploadState:
@@ -31,7 +54,9 @@ class UploadState:
         self.holder = secrets.token_urlsafe(12)  # this node, in upload_leases
         # Generation of the upload when its open writer was last known current (see module doc).
         self.generations: dict[str, int] = {}
-        self._claims: dict[str, tuple[int, asyncio.Task[None]]] = {}  # upload -> (users, renewer)
+        self._claims: dict[str, _Claim] = {}
+        # Stop writing this long before the claim's expiry: the other nodes' clocks may run ahead.
+        self._margin_s = min(1.0, lease_s / 10)
         self._claiming = asyncio.Lock()
         self.completed: set[str] = set()  # uploads whose last byte came in under the current claim
         self.writers: dict[str, BlobWriter] = {}
@@ -67,47 +92,74 @@ class UploadState:
         async with self._claiming:
             held = self._claims.get(upload_id)
             if held is None:
+                started = time.monotonic()
                 generation = await store.take_upload_lease(upload_id, self.holder, self.lease_s)
                 if generation is None:
-                    raise MediasrvError("upload_busy", "another server is writing this upload; retry in a "
-                                        "moment", 423, {"Retry-After": "1"})
+                    raise _busy()
                 if self.generations.get(upload_id) != generation:
                     await self._close_writer(upload_id)  # another node wrote since: reopen from disk
-                renewer = asyncio.create_task(self._renew(store, upload_id))
-                self._claims[upload_id] = (1, renewer)
+                held = _Claim(users=1, valid_until=started + self.lease_s - self._margin_s)
+                held.renewer = asyncio.create_task(self._renew(store, upload_id, held))
+                self._claims[upload_id] = held
+                writer = self.writers.get(upload_id)  # one the creation opened before claiming
+                if writer is not None:
+                    writer.guard = self._guard(upload_id)
+            elif held.lost:
+                raise _busy()
             else:
-                self._claims[upload_id] = (held[0] + 1, held[1])
+                held.users += 1
+        claim = held
         try:
             yield
         finally:
             # Under the same lock as claiming: a claim of this node must not slip in between
             # forgetting this one and giving it up in the database.
             async with self._claiming:
-                users, renewer = self._claims[upload_id]
-                if users > 1:
-                    self._claims[upload_id] = (users - 1, renewer)
-                else:
+                claim.users -= 1
+                if claim.users == 0:
                     del self._claims[upload_id]
-                    renewer.cancel()
+                    if claim.renewer is not None:
+                        claim.renewer.cancel()
                     done = upload_id in self.completed
                     self.completed.discard(upload_id)
                     generation = await asyncio.shield(
                         store.release_upload_lease(upload_id, self.holder, done=done))
-                    if generation is None:
+                    if generation is None or claim.lost or claim.refused:
+                        # Finished, or the claim was lost (its writer's view may be stale, or hold
+                        # bytes a refused sync never made durable): reopen from disk next time.
                         self.generations.pop(upload_id, None)
-                        await self._close_writer(upload_id)  # finished, or the claim was lost
+                        await self._close_writer(upload_id)
                     else:
                         self.generations[upload_id] = generation
 
-    async def _renew(self, store: MessageStore, upload_id: str) -> None:
+    def _guard(self, upload_id: str) -> Callable[[], None]:
+        """A writer's check before each write (in the writer's thread): this node's claim on the
+        upload must be held and good, else 423 upload_busy and nothing is written."""
+
+        def check() -> None:
+            claim = self._claims.get(upload_id)
+            if claim is None or claim.lost or time.monotonic() >= claim.valid_until:
+                if claim is not None:
+                    claim.refused = True
+                raise _busy()
+
+        return check
+
+    async def _renew(self, store: MessageStore, upload_id: str, claim: _Claim) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
+            started = time.monotonic()
             try:
-                if not await store.renew_upload_lease(upload_id, self.holder, self.lease_s):
-                    log.warning("upload %s: this node's write claim was taken over", upload_id)
-                    return
+                renewed = await store.renew_upload_lease(upload_id, self.holder, self.lease_s)
             except Exception:
                 log.exception("upload %s: renewing the write claim failed", upload_id)
+                continue
+            if not renewed:
+                claim.lost = True
+                log.warning("upload %s: this node's write claim was taken over; its writes stop",
+                            upload_id)
+                return
+            claim.valid_until = started + self.lease_s - self._margin_s
 
     async def _close_writer(self, upload_id: str) -> None:
         writer = self.writers.pop(upload_id, None)
@@ -121,6 +173,7 @@ class UploadState:
                 writer = self.writers.get(att.upload_id)
                 if writer is None:
                     writer = await asyncio.to_thread(blobs.open_writer, att.blob_id)
+                    writer.guard = self._guard(att.upload_id)
                     self.writers[att.upload_id] = writer
         return writer
 

@@ -28,7 +28,7 @@ import os
 import re
 import secrets
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
@@ -167,6 +167,9 @@ class BlobWriter:
         self._sha = hashlib.sha256()
         self._rehash()
         self.finished = False
+        # Called before anything is written (append, sync, finish); raises to refuse the write. Set by
+        # the owner of a writer that may lose the right to write (an upload claimed across nodes).
+        self.guard: Callable[[], None] | None = None
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -209,6 +212,8 @@ class BlobWriter:
         """Add plaintext. Complete chunks go to the blob file; the rest waits in the tail."""
         if self.finished:
             raise ValueError("blob is already finished")
+        if self.guard is not None:
+            self.guard()
         if not data:
             return
         self._sha.update(data)
@@ -231,6 +236,8 @@ class BlobWriter:
 
     def sync(self) -> None:
         """Make everything appended so far durable: chunks first, then the tail that follows them."""
+        if self.guard is not None:
+            self.guard()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         if not self._tail_dirty:
@@ -250,6 +257,8 @@ class BlobWriter:
         """Seal the last chunk as final. Returns the sha256 (hex) of the whole plaintext."""
         if self.finished:
             raise ValueError("blob is already finished")
+        if self.guard is not None:
+            self.guard()
         index = self._chunks
         sealed = self._aead.encrypt(self._nonce(index), bytes(self._tail), _aad(self.blob_id, index, True))
         self._fh.seek(HEADER_LEN + index * self._record)
