@@ -8,7 +8,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use mediasrv_core::srtp::{Profile, SrtpContext};
+use mediasrv_loadgen::impair::ImpairConfig;
 use mediasrv_loadgen::pump::{dup_fd, now_us, Pump};
+use mediasrv_loadgen::receiver::{Receiver, ReceiverConfig};
 use mediasrv_loadgen::synth::SendStream;
 
 use crate::counters::counters_dict;
@@ -143,6 +145,92 @@ impl ClientPump {
         self.add_stream(peer, s)
     }
 
+    /// Make `peer` a subscriber that receives like a browser toward congestion control: packets
+    /// of `video_payload_types` are its video; with `transport_cc_ext_id` it sends transport-cc
+    /// feedback every 50 ms; with `impair_rate_bps` (> 0) or `impair_loss_pct` its packets first
+    /// pass a simulated link of that rate with a queue of `impair_queue_ms` (tail drop) and that
+    /// random loss, and are counted (and acknowledged) only once out of it.
+    #[pyo3(signature = (peer, video_payload_types, transport_cc_ext_id = None, impair_rate_bps = 0, impair_queue_ms = 250, impair_loss_pct = 0.0))]
+    fn set_receiver(
+        &mut self,
+        peer: u64,
+        video_payload_types: Vec<u8>,
+        transport_cc_ext_id: Option<u8>,
+        impair_rate_bps: u64,
+        impair_queue_ms: u64,
+        impair_loss_pct: f64,
+    ) -> PyResult<()> {
+        if transport_cc_ext_id.is_some_and(|id| !(1..=14).contains(&id)) {
+            return Err(PyValueError::new_err(
+                "transport-cc extension id must be 1..14",
+            ));
+        }
+        if !(0.0..=100.0).contains(&impair_loss_pct) || !(1..=10_000).contains(&impair_queue_ms) {
+            return Err(PyValueError::new_err(
+                "loss must be 0..100 % and the queue 1..10000 ms",
+            ));
+        }
+        let impair = (impair_rate_bps > 0 || impair_loss_pct > 0.0).then_some(ImpairConfig {
+            rate_bps: impair_rate_bps,
+            queue_us: impair_queue_ms * 1000,
+            loss: impair_loss_pct / 100.0,
+        });
+        let seed = self.next_seed();
+        let receiver = Receiver::new(
+            ReceiverConfig {
+                video_payload_types,
+                transport_cc_ext: transport_cc_ext_id,
+                impair,
+            },
+            seed,
+            (seed >> 16) as u32 | 1,
+        );
+        let mut st = self.pump.state.lock().unwrap();
+        let p = st
+            .peers
+            .get_mut(&peer)
+            .ok_or_else(|| PyKeyError::new_err(peer))?;
+        p.receiver = Some(receiver);
+        Ok(())
+    }
+
+    /// Per subscriber set up with `set_receiver`: what came out of its link (packets, bytes,
+    /// video_bytes, padding_packets), what the link dropped (dropped_loss, dropped_queue,
+    /// max_queue_ms), feedback_packets sent, and what it observed of the server's adaptation
+    /// (pauses, resumes, paused, video_ssrc, video_ssrc_changes). Keyed by peer id.
+    fn receiver_stats<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let all: Vec<_> = {
+            let st = self.pump.state.lock().unwrap();
+            st.peers
+                .iter()
+                .filter_map(|(id, p)| p.receiver.as_ref().map(|r| (*id, r.snapshot())))
+                .collect()
+        };
+        let out = PyDict::new(py);
+        for (id, s) in all {
+            let d = counters_dict(
+                py,
+                &[
+                    ("packets", s.packets),
+                    ("bytes", s.bytes),
+                    ("video_bytes", s.video_bytes),
+                    ("padding_packets", s.padding_packets),
+                    ("feedback_packets", s.feedback_packets),
+                    ("pauses", s.pauses),
+                    ("resumes", s.resumes),
+                    ("video_ssrc_changes", s.video_ssrc_changes),
+                    ("dropped_loss", s.link.dropped_loss),
+                    ("dropped_queue", s.link.dropped_queue),
+                ],
+            )?;
+            d.set_item("paused", s.paused)?;
+            d.set_item("video_ssrc", s.video_ssrc)?;
+            d.set_item("max_queue_ms", s.link.max_queue_us as f64 / 1000.0)?;
+            out.set_item(id, d)?;
+        }
+        Ok(out)
+    }
+
     /// Stop serving a peer and close the pump's descriptor of its socket.
     fn remove_peer(&mut self, peer: u64) -> bool {
         self.pump.remove_peer(peer)
@@ -225,6 +313,7 @@ impl ClientPump {
                 ("rtcp_received", t.rtcp_received),
                 ("control_received", t.control_received),
                 ("control_dropped", t.control_dropped),
+                ("feedback_sent", t.feedback_sent),
                 ("nacks", t.rtcp.nacks),
                 ("plis", t.rtcp.plis),
                 ("firs", t.rtcp.firs),

@@ -7,7 +7,9 @@
 //! batched UDP I/O and clocks of the media plane. One worker thread serves every socket of a
 //! generator process, so the generator costs far less CPU than the server it loads.
 
+pub mod impair;
 pub mod pump;
+pub mod receiver;
 pub mod rtcp_count;
 pub mod stats;
 pub mod synth;

@@ -18,6 +18,7 @@ use mediasrv_plane::clock::{realtime_us, thread_cpu_ns};
 use mediasrv_plane::demux::{classify, DatagramKind};
 use mediasrv_plane::udp::{enable_rx_timestamps, grow_rcvbuf, RecvBatch, SendBatch, Sent, BATCH};
 
+use crate::receiver::{split_rtcp, Arrival, Receiver};
 use crate::rtcp_count::{tally, RtcpTally};
 use crate::stats::{LatencyHistogram, RxStream};
 use crate::synth::{read_stamp, rtp_payload, SendStream, PACKET_BUF};
@@ -53,6 +54,8 @@ pub struct Totals {
     pub rtcp_received: u64,
     pub control_received: u64,
     pub control_dropped: u64,
+    /// Transport-cc feedback packets sent by subscribers (see [`Receiver`]).
+    pub feedback_sent: u64,
     pub rtcp: RtcpTally,
 }
 
@@ -63,6 +66,8 @@ pub struct Peer {
     pub streams: Vec<SendStream>,
     pub rx: HashMap<u32, RxStream>,
     pub control: Vec<(Vec<u8>, SocketAddr)>,
+    /// A subscriber's receiving side: impairment, transport-cc feedback, what it observes.
+    pub receiver: Option<Receiver>,
 }
 
 /// How the pump thread itself is doing: its CPU and the longest gap between two passes (a
@@ -170,6 +175,7 @@ impl Pump {
                 streams: Vec::new(),
                 rx: HashMap::new(),
                 control: Vec::new(),
+                receiver: None,
             },
         );
         Ok(id)
@@ -248,6 +254,7 @@ fn run(state: &Mutex<State>, stop: &AtomicBool, epfd: RawFd) {
             receive_ready(st, &ready, &mut rx, realtime_offset, &mut keyframe_for);
             ready.clear();
             let now = now_us();
+            release_received(st, now, &mut buf);
             let mut due = u64::MAX;
             if !st.paused {
                 for peer in st.peers.values_mut() {
@@ -410,27 +417,95 @@ fn handle_datagram(
         DatagramKind::Media => match peer.srtp.unprotect_rtp(buf) {
             Ok(len) => {
                 let p = &buf[..len];
-                let ssrc = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
-                let seq = u16::from_be_bytes([p[2], p[3]]);
-                let sent = rtp_payload(p).and_then(read_stamp);
-                let transit = sent.map(|s| arrival as i64 - s as i64);
-                if let Some(t) = transit {
-                    let us = t.max(0) as u64;
-                    latency.record(us);
-                    interval_latency.record(us);
-                } else {
-                    totals.unstamped_received += 1;
+                if let Some(r) = &mut peer.receiver {
+                    // Through the subscriber's link first; counted once out of it.
+                    match r.classify(p) {
+                        Some(a) => r.on_arrival(a, arrival, n),
+                        None => totals.srtp_errors += 1,
+                    }
+                    return;
                 }
-                peer.rx
-                    .entry(ssrc)
-                    .or_default()
-                    .on_packet(seq, len, transit);
-                totals.packets_received += 1;
-                totals.bytes_received += len as u64;
+                let a = Arrival {
+                    ssrc: u32::from_be_bytes([p[8], p[9], p[10], p[11]]),
+                    seq: u16::from_be_bytes([p[2], p[3]]),
+                    len,
+                    sent_us: rtp_payload(p).and_then(read_stamp),
+                    twcc_seq: None,
+                    video: false,
+                    padding_only: false,
+                };
+                account_rtp(&mut peer.rx, totals, latency, interval_latency, arrival, &a);
             }
             Err(_) => totals.srtp_errors += 1,
         },
         DatagramKind::Other => {}
+    }
+}
+
+/// Counts one received RTP packet (out of the subscriber's link, if it has one) at `at_us`.
+fn account_rtp(
+    rx: &mut HashMap<u32, RxStream>,
+    totals: &mut Totals,
+    latency: &mut LatencyHistogram,
+    interval_latency: &mut LatencyHistogram,
+    at_us: u64,
+    a: &Arrival,
+) {
+    let transit = a.sent_us.map(|s| at_us as i64 - s as i64);
+    if let Some(t) = transit {
+        let us = t.max(0) as u64;
+        latency.record(us);
+        interval_latency.record(us);
+    } else {
+        totals.unstamped_received += 1;
+    }
+    rx.entry(a.ssrc)
+        .or_default()
+        .on_packet(a.seq, a.len, transit);
+    totals.packets_received += 1;
+    totals.bytes_received += a.len as u64;
+}
+
+/// Subscribers' packets out of their links by `now`, and their transport-cc feedback.
+fn release_received(st: &mut State, now: u64, buf: &mut [u8]) {
+    let State {
+        peers,
+        totals,
+        latency,
+        interval_latency,
+        ..
+    } = st;
+    let mut fb = Vec::new();
+    for peer in peers.values_mut() {
+        let Peer {
+            sock,
+            remote,
+            srtp,
+            rx,
+            receiver,
+            ..
+        } = peer;
+        let Some(r) = receiver else { continue };
+        r.take_due(now, &mut |t, a| {
+            account_rtp(rx, totals, latency, interval_latency, t, a)
+        });
+        fb.clear();
+        if r.poll_feedback(now, &mut fb) == 0 {
+            continue;
+        }
+        for packet in split_rtcp(&fb) {
+            if packet.len() + 32 > buf.len() {
+                continue;
+            }
+            buf[..packet.len()].copy_from_slice(packet);
+            match srtp.protect_rtcp(buf, packet.len()) {
+                Ok(n) => match sock.send_to(&buf[..n], *remote) {
+                    Ok(_) => totals.feedback_sent += 1,
+                    Err(_) => totals.send_errors += 1,
+                },
+                Err(_) => totals.send_errors += 1,
+            }
+        }
     }
 }
 
