@@ -2,6 +2,8 @@
 
     mediasrv-loadtest run URL --secret S [--rooms N ...]    load a running server
     mediasrv-loadtest run --start-server [...]              start a local mediasrv for the run
+    mediasrv-loadtest run ... --impair-share 0.2 --impair-rate 300k [--impair-loss 2]
+                                                            a fifth of the subscribers behind a poor link
     mediasrv-loadtest capacity [...]                        step up visits until loss or latency breaks
     mediasrv-loadtest compare [...]                         same load on mediasrv, aiortc SFU, Janus
     mediasrv-loadtest compare --mode visits --rooms 25 --servers mediasrv,janus
@@ -19,6 +21,7 @@ import os
 import sys
 from typing import Any
 
+from mediasrv.loadtest.downlinks import Impairment, parse_rate
 from mediasrv.loadtest.runner import LoadOptions, Target
 from mediasrv.loadtest.visit import MediaPlan
 
@@ -50,6 +53,21 @@ def add_load_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quiet", action="store_true", help="no live progress line")
 
 
+def add_downlink_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("subscribers' downlinks (bandwidth adaptation)")
+    g.add_argument("--impair-share", type=float, default=0.0, metavar="FRACTION",
+                   help="fraction of subscribers (viewers) behind an impaired downlink, e.g. 0.2 (default 0)")
+    g.add_argument("--impair-rate", type=parse_rate, default=0, metavar="RATE",
+                   help="the impaired link's rate in bit/s, e.g. 300k or 1.5M (default: no rate limit)")
+    g.add_argument("--impair-loss", type=float, default=0.0, metavar="PERCENT",
+                   help="random loss on the impaired link, percent (default 0)")
+    g.add_argument("--impair-queue", type=int, default=250, metavar="MS",
+                   help="the impaired link's queue: longest wait before it drops a packet (default 250 ms)")
+    g.add_argument("--transport-cc", action="store_true",
+                   help="subscribers negotiate transport-cc and send its feedback like browsers (implied "
+                        "by --impair-share); the report then has the server's estimate per group")
+
+
 def add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="FILE", help="write the report as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="draw the result (needs matplotlib)")
@@ -65,6 +83,10 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
                        duration_s=args.duration, ramp_s=args.ramp, progress=not args.quiet,
                        seed=args.seed, mutual=mutual,
                        client_addresses=tuple(args.client_addresses or ("127.0.0.1",)))
+    if getattr(args, "impair_share", None) is not None:  # `run` only
+        opts.transport_cc = args.transport_cc
+        opts.impairment = Impairment(rate_bps=args.impair_rate, loss_pct=args.impair_loss,
+                                     queue_ms=args.impair_queue, share=args.impair_share)
     opts.check()
     return opts
 
@@ -83,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--start-server", choices=("mediasrv", "aiortc-sfu", "janus"),
                      help="start this server locally for the run instead of URL")
     add_load_options(run)
+    add_downlink_options(run)
     add_output_options(run)
 
     cap = sub.add_parser("capacity", help="step up visits until loss > 1 %% or p99 > 50 ms")
@@ -138,7 +161,14 @@ def add_soak_parser(sub: Any) -> None:
 def _target_from(args: argparse.Namespace) -> Target:
     if not args.url:
         raise SystemExit("give a server URL or --start-server")
-    return Target(name="server", url=args.url, api_secret=args.secret, pid=args.server_pid)
+    target = Target(name="server", url=args.url, api_secret=args.secret, pid=args.server_pid)
+    if args.secret and (getattr(args, "impair_share", 0) or getattr(args, "transport_cc", False)):
+        from mediasrv.loadtest.servers import mediasrv_counters, mediasrv_metrics
+
+        # The server's per-subscription estimates (and pause counters) come from its /metrics.
+        target.metrics_text = mediasrv_metrics(args.url, args.secret)
+        target.counters = mediasrv_counters(args.url, args.secret)
+    return target
 
 
 async def _with_target(args: argparse.Namespace, body: Any) -> Any:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mediasrv.loadtest.downlinks import table_rows
+
 
 def _fmt(v: Any, digits: int = 2) -> str:
     if v is None:
@@ -40,6 +42,7 @@ def table(report: dict[str, Any]) -> str:
         ("CPU per received packet (steady: pump / server)",
          f"{_fmt(report.get('generator_pump_us_per_packet'))} / {_fmt(report.get('server_us_per_packet'))} µs"),
         ("longest pump pass gap", f"{_fmt(report.get('pump_max_gap_ms'))} ms"),
+        *table_rows(report),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)

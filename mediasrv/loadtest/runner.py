@@ -14,6 +14,7 @@ from typing import Any
 import mediasrv_native
 
 from mediasrv.loadtest import procstat
+from mediasrv.loadtest.downlinks import EstimateWatch, Impairment, group_summary, impaired_viewers
 from mediasrv.loadtest.signaling import Signaling, WhipWhep
 from mediasrv.loadtest.visit import MediaPlan, Visit
 from mediasrv.media.host_addresses import configure_host_addresses
@@ -40,6 +41,17 @@ class LoadOptions:
     mutual: bool = False
     # Addresses the simulated clients gather ICE candidates on (aioice skips loopback by itself).
     client_addresses: tuple[str, ...] = ("127.0.0.1",)
+    # Subscribers negotiate transport-cc and send feedback (always when some are impaired).
+    transport_cc: bool = False
+    impairment: Impairment = field(default_factory=Impairment)
+
+    @property
+    def feedback(self) -> bool:
+        return self.transport_cc or self.impairment.active
+
+    @property
+    def viewers_per_room(self) -> int:
+        return self.publishers_per_room if self.mutual else self.subscribers_per_room
 
     def check(self) -> None:
         if not 1 <= self.rooms <= MAX_ROOMS:
@@ -56,6 +68,7 @@ class LoadOptions:
             raise ValueError("nothing to send: enable audio or video")
         if not 30 <= self.plan.video_kbps <= 20_000:
             raise ValueError("--video-kbps must be 30..20000")
+        self.impairment.check()
 
 
 @dataclass
@@ -71,6 +84,8 @@ class Target:
     counters: Callable[[], Awaitable[dict[str, float]]] | None = None
     # Client ICE addresses this server needs (Janus only pairs with its own veth address).
     client_addresses: tuple[str, ...] | None = None
+    # The server's /metrics as text (mediasrv): per-subscription estimates for impaired runs.
+    metrics_text: Callable[[], Awaitable[str]] | None = None
 
     def signaling(self) -> Signaling:
         if self.make_signaling is not None:
@@ -169,14 +184,26 @@ class Sampler:
 async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
     opts.check()
     configure_host_addresses(list(target.client_addresses or opts.client_addresses))
+    if opts.feedback:
+        # Process-wide: aiortc offers (and so negotiates) the transport-cc extension and feedback.
+        from mediasrv.media.sdp import negotiate_transport_cc
+
+        negotiate_transport_cc()
     pump = mediasrv_native.ClientPump(seed=opts.seed)
     signaling = target.signaling()
     sampler = Sampler(pump, target.pid, opts.progress, target.name)
     sampler.visits_total = opts.rooms
     sampler.tick()
-    sampling = asyncio.get_running_loop().create_task(sampler.run())
+    loop = asyncio.get_running_loop()
+    sampling = loop.create_task(sampler.run())
+    watch = EstimateWatch(target.metrics_text) if opts.feedback and target.metrics_text else None
+    watching = loop.create_task(watch.run()) if watch else None
+    impaired = impaired_viewers(opts.viewers_per_room, opts.rooms,
+                                opts.impairment.share if opts.impairment.active else 0.0)
     visits = [Visit(f"load{opts.seed}-r{i}", opts.publishers_per_room, opts.subscribers_per_room,
-                    opts.plan, signaling, pump, mutual=opts.mutual) for i in range(opts.rooms)]
+                    opts.plan, signaling, pump, mutual=opts.mutual, feedback=opts.feedback,
+                    impairment=opts.impairment if opts.impairment.active else None, impaired=impaired[i])
+              for i in range(opts.rooms)]
     gen_cpu0 = procstat.own_cpu_s()
     srv0 = sampler.server()
     threads_steady: dict[str, float] = {}
@@ -192,6 +219,8 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         setup_done = time.monotonic()
         # Steady window: every visit up; server CPU per forwarded packet is measured over it.
         steady_snap = pump.snapshot(interval=False)
+        receivers_steady = pump.receiver_stats()
+        watch_since = time.monotonic() - watch.t0 if watch else 0.0
         srv_steady = sampler.server()
         if target.pid:
             threads_steady = procstat.thread_cpu_s(target.pid)
@@ -202,6 +231,7 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         pump.set_paused(True)
         await asyncio.sleep(DRAIN_S)
         final = pump.snapshot(interval=False)
+        receivers_end = pump.receiver_stats()
         srv_end = sampler.server()
         if target.pid:
             threads_end = procstat.thread_cpu_s(target.pid)
@@ -210,6 +240,8 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         server_counters = await target.counters() if target.counters else None
     finally:
         sampling.cancel()
+        if watching:
+            watching.cancel()
         if opts.progress:
             print(file=sys.stderr)
         for v in visits:
@@ -288,4 +320,16 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         "server_counters": server_counters,
         "timeline": sampler.timeline,
     }
+    if opts.feedback:
+        downlinks = [d for v in visits for d in v.downlinks]
+        report["options"]["transport_cc"] = True
+        report["feedback_sent"] = final["feedback_sent"]
+        report["downlinks"] = {
+            "impairment": asdict(opts.impairment) if opts.impairment.active else None,
+            "groups": group_summary(downlinks, receivers_steady, receivers_end, steady_s, watch, watch_since),
+            "estimate_scrapes": len(watch.samples) if watch else 0,
+            "estimate_scrape_errors": watch.errors if watch else 0,
+            "server_video_pauses": (server_counters or {}).get("mediasrv_video_pauses_total"),
+            "server_video_resumes": (server_counters or {}).get("mediasrv_video_resumes_total"),
+        }
     return report

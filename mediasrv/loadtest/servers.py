@@ -85,13 +85,23 @@ def parse_prometheus(text: str) -> dict[str, float]:
     return out
 
 
-def mediasrv_counters(url: str, secret: str) -> Callable[[], Awaitable[dict[str, float]]]:
-    async def read() -> dict[str, float]:
+def mediasrv_metrics(url: str, secret: str) -> Callable[[], Awaitable[str]]:
+    """Reads mediasrv's /metrics (as text) with an admin token minted from the secret."""
+    async def read() -> str:
         token = mint_token(secret, identity="loadtest", role="admin", ttl_s=600)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http, \
                 http.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}) as r:
             r.raise_for_status()
-            return parse_prometheus(await r.text())
+            return await r.text()
+
+    return read
+
+
+def mediasrv_counters(url: str, secret: str) -> Callable[[], Awaitable[dict[str, float]]]:
+    text = mediasrv_metrics(url, secret)
+
+    async def read() -> dict[str, float]:
+        return parse_prometheus(await text())
 
     return read
 
@@ -128,7 +138,9 @@ async def local_server(kind: str, workdir: Path | None = None, host: str = "127.
     try:
         await wait_http(health, proc, log_path)
         counters = mediasrv_counters(url, secret) if kind == "mediasrv" else None
-        yield Target(name=kind, url=url, api_secret=secret, pid=proc.pid, counters=counters)
+        metrics = mediasrv_metrics(url, secret) if kind == "mediasrv" else None
+        yield Target(name=kind, url=url, api_secret=secret, pid=proc.pid, counters=counters,
+                     metrics_text=metrics)
     finally:
         stop_process(proc)
         if tmp:

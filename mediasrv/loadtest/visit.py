@@ -16,12 +16,14 @@ from typing import Any
 
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 
+from mediasrv.loadtest.downlinks import Downlink, Impairment
 from mediasrv.loadtest.handover import HandedOver, hand_over
 from mediasrv.loadtest.signaling import Session, Signaling
 from mediasrv.media import aiortc_glue
 
 log = logging.getLogger(__name__)
 MID_EXT = "urn:ietf:params:rtp-hdrext:sdes:mid"
+TRANSPORT_CC_EXT = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
 CONNECT_TIMEOUT_S = 20.0
 
 
@@ -61,9 +63,13 @@ async def wait_connected(pc: RTCPeerConnection, timeout: float = CONNECT_TIMEOUT
         await asyncio.sleep(0.02)
 
 
-def mid_extension_id(sdp: str) -> int | None:
-    m = re.search(rf"^a=extmap:(\d+)(?:/\w+)? {re.escape(MID_EXT)}\s*$", sdp, re.M)
+def extension_id(sdp: str, uri: str) -> int | None:
+    m = re.search(rf"^a=extmap:(\d+)(?:/\w+)? {re.escape(uri)}\s*$", sdp, re.M)
     return int(m.group(1)) if m else None
+
+
+def mid_extension_id(sdp: str) -> int | None:
+    return extension_id(sdp, MID_EXT)
 
 
 async def _ignore_rtp(data: bytes, arrival_time_ms: int) -> None:
@@ -98,8 +104,14 @@ class Visit:
     # A visit as telehealth has it: every participant publishes and watches every other one
     # (`subscribers` is then unused); otherwise separate viewers watch every publisher.
     mutual: bool = False
+    # Subscribers receive like browsers toward congestion control (transport-cc feedback; see
+    # downlinks.py); the viewers in `impaired` (indices in this visit) do so behind `impairment`.
+    feedback: bool = False
+    impairment: Impairment | None = None
+    impaired: frozenset[int] = frozenset()
     connections: list[Connection] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    downlinks: list[Downlink] = field(default_factory=list)
 
     def identity(self, kind: str, i: int) -> str:
         return f"{self.room}-{kind}{i}"
@@ -170,7 +182,22 @@ class Visit:
         async def negotiate(pc: RTCPeerConnection) -> Session:
             return await self.signaling.subscribe(pc, self.room, self.identity(viewer, i), target)
 
-        await self._connect("subscriber", negotiate)
+        conn = await self._connect("subscriber", negotiate)
+        if conn is not None and conn.handed is not None and self.feedback:
+            self._receive_like_a_browser(conn, i, viewer, target)
+
+    def _receive_like_a_browser(self, conn: Connection, i: int, viewer: str, target: str) -> None:
+        assert conn.handed is not None
+        ext = extension_id(conn.pc.remoteDescription.sdp, TRANSPORT_CC_EXT)
+        video_pts = [c.payloadType for t in conn.pc.getTransceivers() if t.kind == "video"
+                     for c in aiortc_glue.negotiated_codecs(t)]
+        imp = self.impairment if i in self.impaired and self.impairment is not None else None
+        self.pump.set_receiver(conn.handed.peer_id, video_pts, transport_cc_ext_id=ext,
+                               impair_rate_bps=imp.rate_bps if imp else 0,
+                               impair_queue_ms=imp.queue_ms if imp else 250,
+                               impair_loss_pct=imp.loss_pct if imp else 0.0)
+        self.downlinks.append(Downlink(conn.handed.peer_id, self.room, self.identity(viewer, i), target,
+                                       imp is not None))
 
     def setup_times(self) -> list[float]:
         return [c.setup_s for c in self.connections if c.setup_s is not None]
