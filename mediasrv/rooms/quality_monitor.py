@@ -141,8 +141,9 @@ class QualityMonitor:
             before = state.counts.get(tid, (0, 0, 0))
             if counts[tid][0] > before[0]:
                 state.heard_at = now
-            lost += counts[tid][1] - before[1]
-            received += (counts[tid][0] - before[0]) - (counts[tid][2] - before[2])
+            if not tracks.layered(tid):  # the router keeps no reception stats for simulcast layers
+                lost += counts[tid][1] - before[1]
+                received += (counts[tid][0] - before[0]) - (counts[tid][2] - before[2])
             if p.tracks[tid].kind == "audio":
                 jitter = max(jitter or 0.0, s["jitter"] / AUDIO_CLOCK_RATE)
             rtt = rtt if s["rtt"] is None else s["rtt"]
@@ -215,6 +216,7 @@ class _TrackCache:
     def __init__(self, room: Room) -> None:
         self.room = room
         self._stats: dict[int, dict[str, Any] | None] = {}
+        self._layered: dict[int, bool] = {}
 
     def stats(self, track_id: int) -> dict[str, Any] | None:
         if track_id not in self._stats:
@@ -224,11 +226,16 @@ class _TrackCache:
                 self._stats[track_id] = None
         return self._stats[track_id]
 
+    def layered(self, track_id: int) -> bool:
+        if track_id not in self._layered:
+            self._layered[track_id] = self.room.router.track_layers(track_id) is not None
+        return self._layered[track_id]
+
     def demand(self, track_id: int) -> int | None:
         """What the publisher sends of a single-layer video track; None for simulcast (each
         subscriber gets the layer its share fits, so the top layer's rate is no demand)."""
         s = self.stats(track_id)
-        if s is None or not s["bitrate_bps"] or self.room.router.track_layers(track_id) is not None:
+        if s is None or not s["bitrate_bps"] or self.layered(track_id):
             return None
         return int(s["bitrate_bps"])
 
