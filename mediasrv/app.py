@@ -103,6 +103,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", readyz)
     metrics.setup_metrics(app)
     app[keys.METRICS_REGISTRY].register(app[keys.CONNECTION_CAPS])
+    if app.get(keys.CLUSTER) is not None:
+        app[keys.METRICS_REGISTRY].register(app[keys.CLUSTER])
     for module in (whip_whep, room_protocol, demo, vitals, rooms, tokens, messages, tus, audit, openapi,
                    recordings, recorded_messages, ice_servers, cluster):
         module.setup_routes(app)

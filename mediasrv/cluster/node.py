@@ -8,10 +8,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from urllib.parse import quote
 
+from prometheus_client.core import CounterMetricFamily, Metric
 from redis.asyncio import Redis
 
 from mediasrv import clock
@@ -49,7 +50,7 @@ class Cluster:
         self.redis: Redis = Redis.from_url(settings.redis_url, decode_responses=True)
         self.ttl_ms = int(settings.cluster_lease_ttl_s * 1000)
         self.placement = Placement(self.redis, self.ttl_ms)
-        self.bus = CommandBus(self.redis, self.node_id)
+        self.bus = CommandBus(self.redis, self.node_id, secret=settings.api_secret)
         # A visit's state outlives a write by the longest a token for it may live.
         self.visits = VisitStore(self.redis, int(rooms.close_horizon_s()) + 60)
         self.state = SERVING
@@ -318,3 +319,14 @@ class Cluster:
 
     async def nodes(self) -> list[NodeInfo]:
         return await registry.nodes(self.redis)
+
+    # --- metrics ------------------------------------------------------------------------------------
+    def collect(self) -> Iterator[Metric]:
+        """The cluster's own series (registered with the node's other metrics)."""
+        rejected = CounterMetricFamily(
+            "mediasrv_cluster_commands_rejected",
+            "commands and replies from the cluster bus refused: unsigned, bad signature, malformed, "
+            "for another node, expired, replayed", labels=["reason"])
+        for reason, count in sorted(self.bus.rejected.items()):
+            rejected.add_metric([reason], count)
+        yield rejected

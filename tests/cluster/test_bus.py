@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow
 async def test_listener_survives_json_that_is_not_an_object(redis_server: RedisServer) -> None:
     owner_redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     asker_redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
-    owner, asker = CommandBus(owner_redis, "owner"), CommandBus(asker_redis, "asker")
+    owner = CommandBus(owner_redis, "owner", secret="bus-test-secret")
+    asker = CommandBus(asker_redis, "asker", secret="bus-test-secret")
 
     async def handler(op: str, args: dict[str, Any]) -> dict[str, Any]:
         return {"status": 200, "body": {"op": op, "args": args}}
