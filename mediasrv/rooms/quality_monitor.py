@@ -141,7 +141,9 @@ class QualityMonitor:
             before = state.counts.get(tid, (0, 0, 0))
             if counts[tid][0] > before[0]:
                 state.heard_at = now
-            if not tracks.layered(tid):  # the router keeps no reception stats for simulcast layers
+            # A track first seen now has no interval yet; the router keeps no reception stats for
+            # simulcast layers.
+            if tid in state.counts and not tracks.layered(tid):
                 lost += counts[tid][1] - before[1]
                 received += (counts[tid][0] - before[0]) - (counts[tid][2] - before[2])
             if p.tracks[tid].kind == "audio":
