@@ -146,10 +146,15 @@ class RoomManager:
         """The visit ends (an admin closed it, or its max_duration passed): the room is forgotten,
         and tokens issued until now no longer open it."""
         room = self.rooms.get(name)
-        if room is None or not await self.close(name, reason):
+        if room is None:
             return False
-        now = clock.wall()
+        # Refuse the old tokens before the room leaves the table: a join arriving while the room
+        # closes (its close awaits) must not open a new visit with them. A token's iat is rounded
+        # to the millisecond (maybe up): one issued in the same millisecond counts as before.
+        now = clock.wall() + 0.001
         self.closed_at[name] = max(now, self.closed_at.get(name, 0.0))
+        if not await self.close(name, reason):
+            return False
         if self.room_store is not None:
             await self.room_store.closed(name, now, room.visit_id)
         await self._prune_closes()

@@ -36,9 +36,36 @@ async def test_a_visit_ended_by_its_max_duration_leaves_the_store_and_its_tokens
     assert manager.get("timed") is None
     for _ in range(2):  # before and after a restart: not re-created from the store, old tokens refused
         assert (await srv.request("GET", "/v1/rooms/timed", who=ADMIN)).status == 404
-        assert (await _join(srv, "timed", old))["code"] == "room_closed"
+        reply = await _join(srv, "timed", old)
+        assert reply.get("code") == "room_closed", reply
         await srv.restart()
     assert (await _join(srv, "timed", srv.token("pat-ana", "patient", "timed")))["type"] == "joined"
+
+
+async def test_a_join_while_the_visit_is_closing_does_not_open_a_new_visit_with_an_old_token(
+        srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (await srv.request("POST", "/v1/rooms", who=ADMIN, json={"name": "closing"})).status == 201
+    old = srv.token("pat-ana", "patient", "closing")
+    manager = srv.app[keys.ROOMS]
+    room = manager.get("closing")
+    release = asyncio.Event()
+    close = room.close
+
+    async def slow_close(reason: str) -> None:  # the room's close awaits (peers, recordings...)
+        await release.wait()
+        await close(reason)
+    monkeypatch.setattr(room, "close", slow_close)
+    ending = asyncio.create_task(manager.end("closing", "closed"))
+    for _ in range(200):
+        if manager.get("closing") is None:
+            break
+        await asyncio.sleep(0.01)
+    assert manager.get("closing") is None, "the room left the table while its close runs"
+    reply = await _join(srv, "closing", old)
+    assert reply.get("code") == "room_closed", reply
+    release.set()
+    assert await ending
+    assert manager.get("closing") is None
 
 
 async def test_closes_are_forgotten_once_no_token_from_before_them_can_be_valid(
