@@ -8,6 +8,7 @@ import asyncio
 import gc
 import platform
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -43,22 +44,37 @@ class _Cycle:
 
 
 async def test_a_closed_connection_is_collected_once_within_the_interval(no_automatic_gc: None) -> None:
-    r = reclaim.Reclaimer(min_interval_s=0.5, settle_s=0.05)
+    interval = 1.5
+    r = reclaim.Reclaimer(min_interval_s=interval, settle_s=0.05)
+
+    class Times(list[float]):
+        def hook(self) -> None:  # runs at each collection
+            self.append(time.monotonic())
+    times = Times()
+    r.before_collect(times.hook)
+
+    async def collected(n: int) -> float:
+        for _ in range(400):  # bounded: 20 s
+            if r.collections >= n:
+                return times[n - 1]
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no collection {n}")
+
     first = _Cycle()
     alive = weakref.ref(first)
     del first
     r.closed()
     r.closed()  # one collection covers both
-    await asyncio.sleep(0.2)
+    first_at = await collected(1)
     assert alive() is None and r.collections == 1
     second = _Cycle()
     alive = weakref.ref(second)
     del second
     r.closed()
-    await asyncio.sleep(0.2)
-    assert alive() is not None, "not before the interval since the last collection"
-    await asyncio.sleep(0.5)
+    second_at = await collected(2)
     assert alive() is None and r.collections == 2
+    # Not before the interval since the last collection (a loaded machine only makes it later).
+    assert second_at - first_at >= interval - 0.01, second_at - first_at
 
 
 def _publisher_pc(server: Any) -> weakref.ref[Any]:
