@@ -20,6 +20,7 @@ from tests.conftest import start_server
 
 from . import netns
 from .conftest import eventually
+from .delay_line import DelayLine
 from .netns import HOST_ADDR, listen_on
 
 browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
@@ -148,6 +149,93 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         assert concealed < 0.06, concealed
         await patient.context.close()
         await clinician.context.close()
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", LINK, "root"], capture_output=True, timeout=10)
+        await srv.runner.cleanup()
+
+
+LOSSY_KBIT, LOSS_PCT, DELAY_MS = 500, 2, 80
+# Classic BPF for the loss filter: A = a random 32-bit number; "match" (into the drop class) when
+# it is at most LOSS_PCT % of 2^32.
+_RANDOM_LOSS_BPF = "4,32 0 0 4294963256,37 1 0 {k},6 0 0 4294967295,6 0 0 0"
+
+
+def _lossy_link(rate_kbit: int, loss_pct: int) -> None:
+    """The downlink as an HTB class of `rate_kbit` with a 250 ms byte FIFO, and a classic-BPF
+    filter sending `loss_pct` % of packets at random into a class that drops them."""
+    _tc("qdisc", "add", "dev", LINK, "root", "handle", "1:", "htb", "default", "10")
+    _tc("class", "add", "dev", LINK, "parent", "1:", "classid", "1:10", "htb", "rate", f"{rate_kbit}kbit",
+        "ceil", f"{rate_kbit}kbit")
+    _tc("qdisc", "add", "dev", LINK, "parent", "1:10", "handle", "10:", "bfifo", "limit",
+        str(rate_kbit * 1000 // 8 // 4))
+    _tc("class", "add", "dev", LINK, "parent", "1:", "classid", "1:20", "htb", "rate", "8bit", "ceil", "8bit")
+    _tc("qdisc", "add", "dev", LINK, "parent", "1:20", "handle", "20:", "bfifo", "limit", "1")
+    k = loss_pct * 2**32 // 100
+    _tc("filter", "add", "dev", LINK, "parent", "1:", "protocol", "ip", "prio", "1", "bpf", "bytecode",
+        _RANDOM_LOSS_BPF.format(k=k), "flowid", "1:20")
+
+
+def _class_counters() -> dict[str, tuple[int, int]]:
+    """(packets sent, packets dropped) per leaf queue of the downlink: "10:" the link, "20:" the
+    drop class."""
+    out = subprocess.run(["tc", "-s", "-j", "qdisc", "show", "dev", LINK], check=True, capture_output=True,
+                         timeout=10).stdout
+    return {q["handle"]: (q["packets"], q["drops"]) for q in json.loads(out)}
+
+
+async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
+        browser, netns_browser, browser_netns, tmp_path):
+    srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR])
+    try:
+        url = await listen_on(srv, HOST_ADDR)
+        # Everything toward the patient is 80 ms late (a user-space delay line: no netem here).
+        with DelayLine(browser_netns, DELAY_MS):
+            clinician = await _open(browser, srv, url, "dr-p", "clinician")
+            patient = await _open(netns_browser, srv, url, "pat-p", "patient")
+
+            async def decoding() -> Any:
+                s = await patient.evaluate(PATIENT_STATS)
+                return s["video"] and s["video"]["frames"] > 30 and s
+            await eventually(decoding, timeout=40, what="patient decodes the clinician")
+            # 500 kbit/s with 2 % random loss.
+            _lossy_link(LOSSY_KBIT, LOSS_PCT)
+            await asyncio.sleep(BASELINE_S)
+            before = await patient.evaluate(PATIENT_STATS)
+            counters_before = _class_counters()
+            await asyncio.sleep(LIMITED_S)
+            after = await patient.evaluate(PATIENT_STATS)
+            counters = _class_counters()
+            rtt = await patient.evaluate("""async () => {
+              let rtt = null;
+              (await window.demo.room.sub.getStats()).forEach((s) => {
+                if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined)
+                  rtt = s.currentRoundTripTime;
+              });
+              return rtt;
+            }""")
+            sub_stats = [srv.rooms.get("poor-1").router.subscription_stats(s.id)
+                         for s in srv.rooms.get("poor-1").participants["pat-p"].subscriptions.values()]
+            await patient.context.close()
+            await clinician.context.close()
+
+        lost = counters["20:"][1] - counters_before["20:"][1]
+        through = counters["10:"][0] - counters_before["10:"][0]
+        congested = counters["10:"][1] - counters_before["10:"][1]
+        concealed = ((after["audio"]["concealed"] - before["audio"]["concealed"])
+                     / max(1, after["audio"]["samples"] - before["audio"]["samples"]))
+        fps = (after["video"]["frames"] - before["video"]["frames"]) / LIMITED_S
+        print(f"\n[lossy downlink {LOSSY_KBIT} kbit/s, {LOSS_PCT} % loss, {DELAY_MS} ms] round trip "
+              f"{rtt}; {lost} packets lost at random, {congested} dropped by the queue, {through} "
+              f"through; audio concealed {concealed:.1%}; video {fps:.1f} fps at "
+              f"{after['video']['height']}p; retransmissions {sum(s['retransmissions'] for s in sub_stats)}, "
+              f"NACKs {sum(s['nacks'] for s in sub_stats)}")
+        # The loss filter and the delay line worked: losses at about the rate asked, a round
+        # trip of at least the delay.
+        assert lost > 0 and rtt is not None and rtt >= DELAY_MS / 1000, (lost, rtt)
+        # Retransmissions repaired the losses instead of congesting the link further.
+        assert sum(s["retransmissions"] for s in sub_stats) > 0
+        assert concealed < 0.03, concealed
+        assert fps >= 10, (before, after)
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", LINK, "root"], capture_output=True, timeout=10)
         await srv.runner.cleanup()
