@@ -73,12 +73,16 @@ def _send(sock: socket.socket, packets: list[bytes], to: tuple[str, int]) -> Non
             sock.sendto(p, to)
 
 
-def _router(fanout: int) -> Any:
+def _router(fanout: int, transport_cc: bool = False) -> Any:
+    """1 → fanout. With `transport_cc` every subscriber negotiated it: each packet sent is stamped
+    with a transport-wide sequence number and recorded by that subscriber's estimator, and the
+    allocation runs at each poll (the sinks send no feedback, so feedback parsing is not in it)."""
     router = mediasrv_native.Router(seed=1)
     router.add_publisher(PUB, 0xAAAA_0001, {})
     router.add_track(TRACK, PUB, "video", "0", VP8, [PUB_SSRC])
+    ext = {"transport-cc": 5} if transport_cc else {}
     for i in range(fanout):
-        router.add_subscription(100 + i, TRACK, 2 + i, 0x5000_0000 + i, VP8, {})
+        router.add_subscription(100 + i, TRACK, 2 + i, 0x5000_0000 + i, VP8, ext)
     return router
 
 
@@ -106,7 +110,7 @@ def _send_round(sock: socket.socket, packets: list[bytes], to: tuple[str, int]) 
     proc.join()
 
 
-def native_rate(fanout: int) -> tuple[float, int, float]:
+def native_rate(fanout: int, transport_cc: bool = False) -> tuple[float, int, float]:
     """(forwarded packets per CPU-second, forwarded, CPU seconds) of the native plane."""
     pub_key, pub_salt = _keys()
     rounds = ROUNDS[fanout]
@@ -115,7 +119,7 @@ def native_rate(fanout: int) -> tuple[float, int, float]:
     sender = _udp()
     plane = mediasrv_native.MediaPlane(["127.0.0.1"], 0, 1)
     try:
-        router = _router(fanout)
+        router = _router(fanout, transport_cc)
         plane.attach_room(ROOM, router)
         out_key, out_salt = _keys()
         plane.register_peer(PUB, ROOM, 0, *sender.getsockname(), PROFILE, out_key, out_salt, pub_key, pub_salt)
@@ -200,6 +204,30 @@ def test_forwarded_packets_per_cpu_second(benchmark, speedup_report, fanout):
           f"native {nat_pps:,.0f} pps/CPU-s ({nat_fwd} in {nat_cpu:.2f} s), ratio {nat_pps / py_pps:.1f}x")
     speedup_report(f"forward 1.2KB SRTP 1→{fanout} (CPU s/packet)", 1 / py_pps, 1 / nat_pps,
                    target=10 if fanout == 1 else None)
+
+
+def test_bandwidth_estimation_cost_per_forwarded_packet(benchmark, speedup_report):
+    """1→50 on the native plane, subscribers without transport-cc (the baseline) and with it
+    (stamping, each estimator's send history, the allocation at each poll), same run, alternated
+    so drift on a shared machine hits both."""
+    runs: dict[bool, list[tuple[float, int, float]]] = {False: [], True: []}
+
+    def run() -> None:
+        for _ in range(2):
+            for twcc in (False, True):
+                runs[twcc].append(native_rate(50, transport_cc=twcc))
+
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    base = sum(r[2] for r in runs[False]) / sum(r[1] for r in runs[False])  # CPU s per packet
+    with_bwe = sum(r[2] for r in runs[True]) / sum(r[1] for r in runs[True])
+    assert all(r[1] > 0 for rs in runs.values() for r in rs)
+    extra = with_bwe / base - 1
+    benchmark.extra_info.update({"fanout": 50, "cpu_us_per_packet_without": round(base * 1e6, 3),
+                                 "cpu_us_per_packet_with_transport_cc": round(with_bwe * 1e6, 3),
+                                 "extra_cpu_per_packet": round(extra, 3)})
+    print(f"\n1→50 per forwarded packet: {base * 1e6:.3f} µs without transport-cc, {with_bwe * 1e6:.3f} µs "
+          f"with it ({extra:+.1%}; target under +15 %)")
+    speedup_report("1→50 with bandwidth estimation (CPU s/packet)", base, with_bwe)
 
 
 # --- the whole server, 1→1: WHIP publisher and WHEP viewer are aiortc peers in child processes ----
