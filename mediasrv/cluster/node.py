@@ -69,6 +69,8 @@ class Cluster:
         self._drain_task: asyncio.Task[None] | None = None
         self._cpu = (time.process_time(), time.monotonic())
         self._cpu_pct = 0.0
+        self.heartbeat_failures = 0
+        self._pause = asyncio.sleep  # the heartbeat loop's wait (tests watch it)
 
     # --- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -96,14 +98,29 @@ class Cluster:
 
     async def _loop(self) -> None:
         period = self.settings.cluster_lease_ttl_s / 3
+        failed = 0  # heartbeats failed in a row
         while True:
-            await asyncio.sleep(period)
+            await self._pause(self.heartbeat_delay(period, failed))
             try:
                 await self.beat()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("cluster: heartbeat to Redis failed", exc_info=True)
+                failed += 1
+                self.heartbeat_failures += 1
+                if failed == 1:  # once per outage, not at every retry
+                    log.warning("cluster: heartbeat to Redis failed; retrying", exc_info=True)
+                continue
+            if failed:
+                log.info("cluster: heartbeat to Redis back after %d failed tries", failed)
+                failed = 0
+
+    @staticmethod
+    def heartbeat_delay(period: float, failed: int) -> float:
+        """The pause before the next heartbeat: a period, and after a failure short retries (an
+        eighth, a quarter, half a period), so one failed call costs a fraction of a period and the
+        leases (three periods) do not lapse for it; a longer outage retries once a period."""
+        return period if failed == 0 or failed > 3 else period / 2 ** (4 - failed)
 
     # --- heartbeat ----------------------------------------------------------------------------------
     def info(self) -> NodeInfo:
@@ -330,3 +347,6 @@ class Cluster:
         for reason, count in sorted(self.bus.rejected.items()):
             rejected.add_metric([reason], count)
         yield rejected
+        yield CounterMetricFamily("mediasrv_cluster_heartbeat_failures",
+                                  "heartbeats to Redis that failed (each retried within the period)",
+                                  value=self.heartbeat_failures)
