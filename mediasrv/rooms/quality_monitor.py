@@ -5,10 +5,10 @@ Per participant two scopes: its uplink (what the server receives from it: loss a
 published tracks, the round trip toward it, nothing arriving at all) and its downlink (each of its
 subscriptions: the loss, jitter and round trip its receiver reports say, whether its video is paused
 and what share of its bandwidth estimate the stream gets; the downlink is its worst subscription).
-No per-packet work: the room's tick calls `poll` (every 100 ms), which reads counters only once a
-`interval_s`. The levels and their hysteresis are rooms/quality.py; this module turns stats into
+No per-packet work: the room's tick calls `poll` (every 100 ms), which reads counters only once every
+`interval_s` (1 s). The levels and their hysteresis are rooms/quality.py; this module turns stats into
 samples and changes into events. Events go to the admitted participants only (a participant in the
-waiting room sends and receives no media, so it has no quality, and learns nothing of the others');
+waiting room is not rated: nothing it sends goes anywhere yet; and it learns nothing of the others');
 one admitted later gets, at the next poll, whatever is not excellent at that moment.
 """
 
