@@ -67,6 +67,8 @@ struct Sim {
     now: u64,
     got: Vec<Got>,
     plis: Vec<u32>,
+    /// Sender reports the subscriber got: (NTP, RTP timestamp).
+    srs: Vec<(u64, u32)>,
 }
 
 impl Sim {
@@ -76,6 +78,7 @@ impl Sim {
             video_pause_bps: 35_000,
             video_resume_bps: 45_000,
             video_resume_hold_ms: 300,
+            sender_reports: true,
             ..RouterConfig::default()
         };
         let mut r = Router::new(cfg, 7);
@@ -119,6 +122,7 @@ impl Sim {
             now: 0,
             got: Vec::new(),
             plis: Vec::new(),
+            srs: Vec::new(),
         }
     }
 
@@ -133,7 +137,20 @@ impl Sim {
         }
         self.r.poll(self.now, &mut out);
         for (t, b) in out.iter() {
-            if t == SUB_T {
+            if t == SUB_T && (200..=207).contains(&b[1]) {
+                for p in rtcp::parse_compound(b) {
+                    if let Ok(rtcp::RtcpPacket::SenderReport {
+                        ssrc,
+                        ntp,
+                        rtp_timestamp,
+                        ..
+                    }) = p
+                    {
+                        assert_eq!(ssrc, SUB_SSRC);
+                        self.srs.push((ntp, rtp_timestamp));
+                    }
+                }
+            } else if t == SUB_T {
                 let v = RtpView::parse(b).unwrap();
                 assert_eq!(v.ssrc, SUB_SSRC);
                 let d = vp8::parse(v.payload()).unwrap();
@@ -322,4 +339,42 @@ fn layers_from_an_ssrc_group_and_bad_layer_settings() {
     assert_eq!(r.subscription_layers(SUB).unwrap().current, Some((0, 2)));
     // A single-layer track has no layers to report; a cap on it is accepted and changes nothing.
     assert_eq!(r.track_layers(TrackId(999)), None);
+}
+
+/// NTP seconds (32.32 fixed point) as f64.
+fn ntp_s(ntp: u64) -> f64 {
+    ntp as f64 / 4_294_967_296.0
+}
+
+#[test]
+fn sender_reports_map_the_layer_each_subscriber_receives() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(30)), 2);
+    assert!(s.srs.is_empty(), "no report before the publisher's");
+    // The publisher reports every layer at one wallclock instant: each layer's next frame (the
+    // same captured frame on all three, under each layer's own timestamp base) is at NTP 1000 s.
+    let ntp0: u64 = 1000 << 32;
+    let check = |s: &mut Sim, layer: usize| {
+        for (ssrc, st) in SSRCS.iter().zip(&s.layers) {
+            let mut b = Vec::new();
+            rtcp::write_sr(&mut b, *ssrc, ntp0, st.ts, 0, 0, &[]);
+            let (mut out, mut rtp_out) = (Output::new(), Output::new());
+            s.r.handle_rtcp(PUB, &b, s.now, &mut out, &mut rtp_out);
+        }
+        let first = s.got.len();
+        s.srs.clear();
+        s.run(200); // past the report interval
+        let (ntp, rtp) = *s.srs.last().expect("a sender report to the subscriber");
+        // The first frame the subscriber got after the publisher's reports is the one they put at
+        // NTP 1000 s; the subscriber's report (in its own timestamp space) puts it there too.
+        let (got_layer, _, ts, _, _) = s.got[first];
+        assert_eq!(got_layer as usize, layer);
+        let at = ntp_s(ntp) + (ts.wrapping_sub(rtp) as i32) as f64 / 90_000.0;
+        assert!((at - 1000.0).abs() < 0.002, "layer {layer}: {at}");
+    };
+    check(&mut s, 2);
+    // A 360p cap moves the subscriber to layer 1 (another timestamp base): its reports follow.
+    s.r.set_subscription_max_height(SUB, Some(360)).unwrap();
+    assert_eq!(last_layer(&s.run(30)), 1);
+    check(&mut s, 1);
 }

@@ -122,7 +122,11 @@ impl Router {
                         .get(&(transport, ssrc))
                         .and_then(|id| self.tracks.get_mut(id))
                     {
-                        if t.media_ssrc.is_none_or(|m| m == ssrc) {
+                        let layer = t
+                            .layered
+                            .as_deref_mut()
+                            .is_some_and(|l| l.on_sender_report(ssrc, ntp, rtp_timestamp, now_ms));
+                        if !layer && t.media_ssrc.is_none_or(|m| m == ssrc) {
                             t.stats.last_sr = Some((ntp, rtp_timestamp, now_ms));
                         }
                     }
@@ -582,7 +586,8 @@ impl Router {
 
     /// Sender reports for a track's started subscriptions. Their NTP/RTP pair is the publisher's last
     /// SR moved forward to `now_ms` and into each subscriber's timestamp space, so audio and video of
-    /// one publisher stay in sync at the receiver.
+    /// one publisher stay in sync at the receiver. A simulcast subscriber's comes from the report
+    /// on the layer it was last sent (each layer has its own timestamp base).
     fn sender_reports(
         cfg: &RouterConfig,
         stats: &mut RouterStats,
@@ -590,17 +595,12 @@ impl Router {
         now_ms: u64,
         out: &mut Output,
     ) {
-        // A simulcast subscriber's timestamps jump at layer switches: no reports for it yet.
-        if t.layered.is_some() {
+        let clock_rate = t.last_media_pt.map_or(90_000, |pt| t.clock_rate(pt));
+        let track_sr = t.stats.last_sr;
+        let layered = t.layered.as_deref();
+        if layered.is_none() && track_sr.is_none() {
             return;
         }
-        let Some((ntp, rtp_ts, at_ms)) = t.stats.last_sr else {
-            return;
-        };
-        let clock_rate = t.last_media_pt.map_or(90_000, |pt| t.clock_rate(pt));
-        let elapsed_ms = now_ms.saturating_sub(at_ms);
-        let ntp_now = ntp.wrapping_add(((elapsed_ms as u128) << 32) as u64 / 1000);
-        let rtp_advance = (elapsed_ms as u128 * clock_rate as u128 / 1000) as u32;
         // A sink reads the publisher's mapping itself (`Router::sink_sync`); it takes no RTCP.
         for sub in t.subs.iter_mut().filter(|s| s.started && s.sink.is_none()) {
             if sub
@@ -609,11 +609,23 @@ impl Router {
             {
                 continue;
             }
+            let basis = match layered {
+                Some(l) => sub
+                    .last_out
+                    .and_then(|(seq, _, _)| l.report_basis(sub.id, seq)),
+                None => track_sr.map(|sr| (sr, sub.ts_offset)),
+            };
+            let Some(((ntp, rtp_ts, at_ms), ts_offset)) = basis else {
+                continue;
+            };
+            let elapsed_ms = now_ms.saturating_sub(at_ms);
+            let ntp_now = ntp.wrapping_add(((elapsed_ms as u128) << 32) as u64 / 1000);
+            let rtp_advance = (elapsed_ms as u128 * clock_rate as u128 / 1000) as u32;
             sub.last_sr_sent_ms = Some(now_ms);
             sub.stats.sender_reports += 1;
             stats.sr_out += 1;
             stats.rtcp_packets_out += 1;
-            let rtp_now = rtp_ts.wrapping_add(rtp_advance).wrapping_add(sub.ts_offset);
+            let rtp_now = rtp_ts.wrapping_add(rtp_advance).wrapping_add(ts_offset);
             sub.sr_sent[sub.sr_sent_next] = ((ntp_now >> 16) as u32, now_ms);
             sub.sr_sent_next = (sub.sr_sent_next + 1) % sub.sr_sent.len();
             let packets = (sub.stats.packets + sub.stats.retransmissions) as u32;

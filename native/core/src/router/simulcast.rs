@@ -6,8 +6,9 @@
 //!
 //! A subscriber's NACKs are answered from the layers' own caches, each packet under the number and
 //! with the VP8 descriptor it was first sent with. Limits of this version (docs/bandwidth.md): no
-//! NACKs upstream for layered tracks (a loss on the publisher's side costs a keyframe request), no
-//! sender reports to their subscribers (no lip sync), their RTX streams are dropped.
+//! NACKs upstream for layered tracks (a loss on the publisher's side costs a keyframe request),
+//! their RTX streams are dropped. Sender reports to their subscribers come from the publisher's
+//! report on the layer each one was last sent, in that subscriber's timestamp space.
 
 use super::layers::{Decision, LayerDrop, LayerPacket, LayerSelector, MAX_SPATIAL_LAYERS};
 use super::*;
@@ -36,6 +37,8 @@ struct LayerIn {
     rate_bps: u64,
     height: Option<u16>,
     last_packet_ms: Option<u64>,
+    /// The publisher's last sender report on this layer's SSRC: (NTP, RTP timestamp, when).
+    last_sr: Option<(u64, u32, u64)>,
 }
 
 impl LayerIn {
@@ -49,6 +52,7 @@ impl LayerIn {
             rate_bps: 0,
             height: None,
             last_packet_ms: None,
+            last_sr: None,
         }
     }
 }
@@ -228,6 +232,44 @@ impl Layered {
             }
         };
         &mut self.subs[i]
+    }
+
+    /// A sender report from the publisher on one of the layers' SSRCs (each layer has its own RTP
+    /// timestamp base). False when the SSRC is no layer's.
+    pub(super) fn on_sender_report(
+        &mut self,
+        ssrc: u32,
+        ntp: u64,
+        rtp_ts: u32,
+        now_ms: u64,
+    ) -> bool {
+        let Some(&(_, layer)) = self.ssrc_layer.iter().find(|(s, _)| *s == ssrc) else {
+            return false;
+        };
+        match self.layers.get_mut(layer as usize) {
+            Some(li) => {
+                li.last_sr = Some((ntp, rtp_ts, now_ms));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// What a sender report to subscription `sub` is based on: the publisher's last report on the
+    /// layer of the last packet sent to it (`last_seq`), and the timestamp offset that packet was
+    /// sent with. None until both are known.
+    pub(super) fn report_basis(
+        &self,
+        sub: SubscriptionId,
+        last_seq: u16,
+    ) -> Option<((u64, u32, u64), u32)> {
+        let sl = self.subs.iter().find(|x| x.id == sub)?;
+        let e = sl.sent.get(last_seq as usize % SENT_RING)?;
+        if !e.valid || e.seq != last_seq {
+            return None;
+        }
+        let sr = self.layers.get(e.layer as usize)?.last_sr?;
+        Some((sr, e.ts_offset))
     }
 
     /// SSRC to name in keyframe requests: the layer some subscriber waits for (the highest such),
