@@ -63,6 +63,9 @@ def add_downlink_options(p: argparse.ArgumentParser) -> None:
                    help="random loss on the impaired link, percent (default 0)")
     g.add_argument("--impair-queue", type=int, default=250, metavar="MS",
                    help="the impaired link's queue: longest wait before it drops a packet (default 250 ms)")
+    g.add_argument("--follow-remb", action="store_true",
+                   help="publishers' video follows the REMB the server sends them (at most --video-kbps), "
+                        "as a browser's encoder does; without it their rate is fixed")
     g.add_argument("--transport-cc", action="store_true",
                    help="subscribers negotiate transport-cc and send its feedback like browsers (implied "
                         "by --impair-share); the report then has the server's estimate per group")
@@ -85,6 +88,7 @@ def load_options(args: argparse.Namespace) -> LoadOptions:
                        client_addresses=tuple(args.client_addresses or ("127.0.0.1",)))
     if getattr(args, "impair_share", None) is not None:  # `run` only
         opts.transport_cc = args.transport_cc
+        plan.follow_remb = args.follow_remb
         opts.impairment = Impairment(rate_bps=args.impair_rate, loss_pct=args.impair_loss,
                                      queue_ms=args.impair_queue, share=args.impair_share)
     opts.check()

@@ -34,6 +34,8 @@ class MediaPlan:
     keyframe_interval_s: float = 3.0
     audio: bool = True
     video: bool = True
+    # Video follows the REMB the server sends each publisher, as a browser's encoder does.
+    follow_remb: bool = False
 
     @property
     def tracks(self) -> int:
@@ -170,7 +172,8 @@ class Visit:
             mid_kw = {"mid_ext_id": ext_id, "mid": t.mid} if ext_id and t.mid else {}
             if t.kind == "video" and name == "vp8":
                 self.pump.add_video(peer, ssrc, pt, self.plan.video_kbps, fps=self.plan.fps,
-                                    keyframe_interval_s=self.plan.keyframe_interval_s, **mid_kw)
+                                    keyframe_interval_s=self.plan.keyframe_interval_s,
+                                    follow_remb=self.plan.follow_remb, **mid_kw)
             elif t.kind == "audio" and name == "opus":
                 self.pump.add_audio(peer, ssrc, pt, **mid_kw)
             else:

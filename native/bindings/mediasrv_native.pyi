@@ -241,6 +241,7 @@ class ClientPump:
         keyframe_interval_s: float = 3.0,
         mid_ext_id: int | None = None,
         mid: str | None = None,
+        follow_remb: bool = False,
     ) -> None: ...
     def add_audio(
         self,

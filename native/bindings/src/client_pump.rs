@@ -93,8 +93,9 @@ impl ClientPump {
             .map_err(|e| PyOSError::new_err(e.to_string()))
     }
 
-    /// Send VP8 on `ssrc` at about `kbps`, starting now.
-    #[pyo3(signature = (peer, ssrc, payload_type, kbps, fps = 30, keyframe_interval_s = 3.0, mid_ext_id = None, mid = None))]
+    /// Send VP8 on `ssrc` at about `kbps`, starting now; with `follow_remb` at what the server's
+    /// REMB for `ssrc` says (at most `kbps`), as a browser's encoder does.
+    #[pyo3(signature = (peer, ssrc, payload_type, kbps, fps = 30, keyframe_interval_s = 3.0, mid_ext_id = None, mid = None, follow_remb = false))]
     #[allow(clippy::too_many_arguments)]
     fn add_video(
         &mut self,
@@ -106,6 +107,7 @@ impl ClientPump {
         keyframe_interval_s: f64,
         mid_ext_id: Option<u8>,
         mid: Option<&str>,
+        follow_remb: bool,
     ) -> PyResult<()> {
         if kbps == 0 || fps == 0 || payload_type > 127 {
             return Err(PyValueError::new_err(
@@ -123,6 +125,7 @@ impl ClientPump {
             seed,
         );
         s.mid_ext = mid_ext(mid_ext_id, mid)?;
+        s.follow_remb = follow_remb;
         self.add_stream(peer, s)
     }
 

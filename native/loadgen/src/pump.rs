@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mediasrv_core::rtcp::{parse_compound, RtcpPacket};
 use mediasrv_core::srtp::SrtpContext;
 use mediasrv_plane::clock::{realtime_us, thread_cpu_ns};
 use mediasrv_plane::demux::{classify, DatagramKind};
@@ -410,6 +411,9 @@ fn handle_datagram(
                             s.force_keyframe = true;
                         }
                     }
+                    if peer.streams.iter().any(|s| s.follow_remb) {
+                        follow_remb(&buf[..len], &mut peer.streams);
+                    }
                 }
                 Err(_) => totals.srtp_errors += 1,
             }
@@ -442,6 +446,23 @@ fn handle_datagram(
     }
 }
 
+/// REMBs in a compound RTCP datagram, applied to the streams they name.
+fn follow_remb(rtcp: &[u8], streams: &mut [SendStream]) {
+    for packet in parse_compound(rtcp) {
+        let Ok(RtcpPacket::Remb {
+            bitrate_bps, ssrcs, ..
+        }) = packet
+        else {
+            continue;
+        };
+        for ssrc in ssrcs.iter() {
+            for s in streams.iter_mut().filter(|s| s.ssrc == ssrc) {
+                s.on_remb(bitrate_bps);
+            }
+        }
+    }
+}
+
 /// Counts one received RTP packet (out of the subscriber's link, if it has one) at `at_us`.
 fn account_rtp(
     rx: &mut HashMap<u32, RxStream>,
@@ -451,6 +472,13 @@ fn account_rtp(
     at_us: u64,
     a: &Arrival,
 ) {
+    totals.packets_received += 1;
+    totals.bytes_received += a.len as u64;
+    if a.padding_only && !rx.contains_key(&a.ssrc) {
+        // Probe padding on a stream that carries no media (an RTX SSRC): not a received stream.
+        totals.unstamped_received += 1;
+        return;
+    }
     let transit = a.sent_us.map(|s| at_us as i64 - s as i64);
     if let Some(t) = transit {
         let us = t.max(0) as u64;
@@ -462,8 +490,6 @@ fn account_rtp(
     rx.entry(a.ssrc)
         .or_default()
         .on_packet(a.seq, a.len, transit);
-    totals.packets_received += 1;
-    totals.bytes_received += a.len as u64;
 }
 
 /// Subscribers' packets out of their links by `now`, and their transport-cc feedback.

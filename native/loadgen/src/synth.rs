@@ -73,7 +73,24 @@ pub struct SendStream {
     pub packets_sent: u64,
     pub bytes_sent: u64,
     pub keyframes_sent: u64,
+    /// Video: follow the REMB the server sends for this SSRC, as a browser's encoder does (never
+    /// above the configured rate, never below [`MIN_VIDEO_KBPS`]).
+    pub follow_remb: bool,
+    /// Video: the configured rate and the one currently sent.
+    max_kbps: u32,
+    pub target_kbps: u32,
+    fps: u64,
     rng: Rng,
+}
+
+/// The lowest video rate a REMB can bring a following stream to.
+pub const MIN_VIDEO_KBPS: u32 = 30;
+
+/// Average delta-frame size for `kbps` at `fps` with a keyframe every `gop` frames.
+fn delta_bytes_for(kbps: u32, fps: u64, gop: u64) -> u64 {
+    let avg = (u64::from(kbps) * 1000 / 8 / fps).max(64);
+    // gop frames = 1 keyframe of KEYFRAME_FACTOR deltas + (gop - 1) deltas, averaging `avg`.
+    (avg * gop / (gop + KEYFRAME_FACTOR - 1)).max(32)
 }
 
 impl SendStream {
@@ -89,10 +106,8 @@ impl SendStream {
         seed: u64,
     ) -> Self {
         let fps = u64::from(fps.clamp(1, 120));
-        let avg = (u64::from(kbps) * 1000 / 8 / fps).max(64);
         let gop = ((keyframe_interval_s.max(0.1) * fps as f64) as u64).max(1);
-        // gop frames = 1 keyframe of KEYFRAME_FACTOR deltas + (gop - 1) deltas, averaging `avg`.
-        let delta = (avg * gop / (gop + KEYFRAME_FACTOR - 1)).max(32);
+        let delta = delta_bytes_for(kbps, fps, gop);
         let mut rng = Rng::new(seed);
         Self {
             kind: MediaKind::Video,
@@ -112,7 +127,24 @@ impl SendStream {
             packets_sent: 0,
             bytes_sent: 0,
             keyframes_sent: 0,
+            follow_remb: false,
+            max_kbps: kbps,
+            target_kbps: kbps,
+            fps,
             rng,
+        }
+    }
+
+    /// A REMB of `bps` for this stream: a following video stream sends that much from its next
+    /// frame (within [`MIN_VIDEO_KBPS`] and its configured rate).
+    pub fn on_remb(&mut self, bps: u64) {
+        if !self.follow_remb || self.kind != MediaKind::Video {
+            return;
+        }
+        let kbps = (bps / 1000).clamp(u64::from(MIN_VIDEO_KBPS), u64::from(self.max_kbps)) as u32;
+        if kbps != self.target_kbps {
+            self.target_kbps = kbps;
+            self.delta_bytes = delta_bytes_for(kbps, self.fps, self.keyframe_every);
         }
     }
 
@@ -137,6 +169,10 @@ impl SendStream {
             packets_sent: 0,
             bytes_sent: 0,
             keyframes_sent: 0,
+            follow_remb: false,
+            max_kbps: 0,
+            target_kbps: 0,
+            fps: 50,
             rng,
         }
     }
@@ -333,6 +369,27 @@ mod tests {
         assert_eq!(first[0] & 0x10, 0x10, "S bit on the first packet");
         assert_eq!(first[4] & 1, 0, "P bit 0 on a keyframe");
         assert_eq!(&first[7..10], &[0x9d, 0x01, 0x2a]);
+    }
+
+    #[test]
+    fn a_following_stream_sends_what_the_remb_allows() {
+        let mut s = SendStream::video(1, 96, 1000, 30, 2.0, 0, 7);
+        s.on_remb(200_000);
+        assert_eq!(s.target_kbps, 1000, "not following unless asked");
+        s.follow_remb = true;
+        s.on_remb(200_000);
+        let pkts = frames(&mut s, 300);
+        let payload: usize = pkts.iter().map(|p| rtp_payload(p).unwrap().len()).sum();
+        let kbps = payload as f64 * 8.0 / 10.0 / 1000.0;
+        assert!((160.0..240.0).contains(&kbps), "{kbps} kbit/s");
+        s.on_remb(50_000_000);
+        assert_eq!(s.target_kbps, 1000, "never above the configured rate");
+        s.on_remb(1);
+        assert_eq!(s.target_kbps, MIN_VIDEO_KBPS);
+        let mut a = SendStream::audio(2, 111, 0, 1);
+        a.follow_remb = true;
+        a.on_remb(1000);
+        assert_eq!(a.target_kbps, 0, "audio never follows");
     }
 
     #[test]
