@@ -71,11 +71,12 @@
         const fig = document.getElementById("remote-" + mid); if (fig) fig.remove();
       }
     });
-    // Lost the node (1006: it died, 1001/1012: it went away) or the visit was closed by a node
-    // stopping after a drain: join again with the same token; placement finds the visit's node.
+    // Lost the node (1006: it died, 1001/1012: it went away), the visit was closed by a node
+    // stopping after a drain, or moved to another node (4307 after a `redirect`: this node had lost
+    // the room): join again with the same token; placement finds the visit's node.
     let draining = false;
     client.addEventListener("server_draining", () => { draining = true; });
-    const moves = (ev) => [1001, 1006, 1011, 1012].includes(ev.detail.code)
+    const moves = (ev) => [1001, 1006, 1011, 1012, 4307].includes(ev.detail.code)
       || (ev.detail.code === 4000 && (draining || ev.detail.reason === "room_closed:shutdown"));
     client.addEventListener("closed", (ev) => {
       status("disconnected (" + ev.detail.code + ")");
