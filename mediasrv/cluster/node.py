@@ -148,7 +148,9 @@ class Cluster:
         hosted = {name for name, room in self.rooms.rooms.items() if not room.closed}
         moved: set[str] = set()
         for name in hosted:
-            room = self.rooms.rooms[name]
+            room = self.rooms.rooms.get(name)
+            if room is None or room.closed:  # closed while this heartbeat ran: gone at the next one
+                continue
             owner = await self._keep(name)
             if owner is not None:
                 await self.move(room, owner)
