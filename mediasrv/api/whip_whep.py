@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import re
 import secrets
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from multidict import CIMultiDict
 
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, read_body
+from mediasrv.api.room_protocol import MAX_VIDEO_HEIGHT
 from mediasrv.api.v1.cluster import owner_url
 from mediasrv.auth import Identity, bearer_token
 from mediasrv.authz import is_party, require_participant_of, require_publisher
@@ -133,11 +135,24 @@ async def whep_post(request: web.Request) -> web.Response:
         # Each session is a peer connection with its own ICE agent: one token must not make many.
         raise HttpError(429, "too_many_sessions",
                         f"at most {MAX_WHEP_SESSIONS_PER_IDENTITY} WHEP sessions per identity and room")
+    max_height = _max_height(request)
     viewer = f"{ident.sub}:whep:{secrets.token_hex(3)}"
     session = await start_session(request, ident, "whep", viewer, room)
+    session.participant.video_max_height = max_height
     return await _answer(request, room, session,
                          room.whep_subscribe(session.participant, target, offer),
                          f"/whep/{room_name}/{target}", ident)
+
+
+def _max_height(request: web.Request) -> int | None:
+    """`?max_height=` on a WHEP POST: the most video height the viewer wants (a simulcast
+    publisher's layers above it are not sent to it), as `set_max_resolution` on the room protocol."""
+    raw = request.query.get("max_height")
+    if raw is None:
+        return None
+    if re.fullmatch(r"[0-9]{1,5}", raw) is None or not 1 <= int(raw) <= MAX_VIDEO_HEIGHT:
+        raise HttpError(400, "invalid_request", f"max_height must be 1..{MAX_VIDEO_HEIGHT}")
+    return int(raw)
 
 
 async def _redirect_to_owner(request: web.Request, room_name: str) -> None:

@@ -77,6 +77,8 @@ class Participant:
     subscriptions: dict[int, Subscription] = field(default_factory=dict)  # by track id
     # Most video height wanted per track id (simulcast: a small tile needs no 720p layer).
     max_heights: dict[int, int] = field(default_factory=dict)
+    # A cap for every video track without its own (a WHEP viewer's ?max_height=).
+    video_max_height: int | None = None
     joined_at: float = field(default_factory=time.time)
     negotiating: bool = False
     renegotiate_again: bool = False

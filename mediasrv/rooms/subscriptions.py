@@ -62,8 +62,11 @@ class Subscriptions:
                                           extension_ids(media), rtx_ssrc=aiortc_glue.sender_rtx_ssrc(sender))
         sub.active = True
         viewer = self.room.participants.get(sub.transport.owner)
-        if viewer is not None and sub.track.id in viewer.max_heights:
-            self.room.router.set_subscription_max_height(sub.id, viewer.max_heights[sub.track.id])
+        if viewer is not None:
+            cap = viewer.max_heights.get(sub.track.id,
+                                         viewer.video_max_height if sub.track.kind == "video" else None)
+            if cap is not None:
+                self.room.router.set_subscription_max_height(sub.id, cap)
 
     def set_max_height(self, p: Participant, track_id: int, height: int | None) -> None:
         """The most of a track's video height p wants (None: no cap); kept across resubscribes."""

@@ -12,6 +12,7 @@ import pytest
 from playwright.async_api import Page
 
 from .conftest import eventually, inbound, open_demo
+from .test_whip_whep import WHEP_SUBSCRIBE
 
 pytestmark = pytest.mark.browser
 
@@ -80,4 +81,37 @@ async def test_viewers_get_the_layer_they_ask_for(server, browser):
     await small.evaluate("(id) => window.demo.room.setMaxResolution(id, null)", track_id)
     await eventually(lambda: _decoding_above(small, 180), timeout=30, what="uncapped viewer above 180p")
     for page in (publisher, full, small):
+        await page.context.close()
+
+
+async def test_a_whep_viewer_caps_the_resolution_with_max_height(server, browser):
+    publisher = await open_demo(browser, server, "simw", "dr-whep", "clinician")
+    room = server.rooms.get("simw")
+    video = await eventually(lambda: asyncio.sleep(0, next(
+        (t for t in room.tracks.values() if t.kind == "video"), None)), timeout=20, what="video track")
+    await eventually(lambda: asyncio.sleep(0, [x for x in room.router.track_layers(video.id) or [] if x["ssrc"]]),
+                     timeout=20, what="layers seen")
+    viewer = await (await browser.new_context()).new_page()
+    await viewer.goto(f"{server.url}/healthz")
+    token = server.token("obs-whep", "observer", "simw")
+    # A cap that is no height is refused before anything is created.
+    status = await viewer.evaluate(
+        """async ([url, token]) => (await fetch(url, {method: 'POST', body: 'v=0',
+             headers: {'Content-Type': 'application/sdp', 'Authorization': 'Bearer ' + token}})).status""",
+        [f"{server.url}/whep/simw/dr-whep?max_height=0", token])
+    assert status == 400
+    assert await viewer.evaluate(WHEP_SUBSCRIBE, [f"{server.url}/whep/simw/dr-whep?max_height=180", token])
+
+    async def at_180() -> Any:
+        first = await inbound(viewer, "window.whep.pc")
+        await asyncio.sleep(0.5)
+        second = await inbound(viewer, "window.whep.pc")
+        v1, v2 = first["video"], second["video"]
+        return v1 and v2 and v2["framesDecoded"] > v1["framesDecoded"] > 0 and v2["frameHeight"] == 180 and v2
+    got = await eventually(at_180, timeout=40, what="WHEP viewer on 180p")
+    assert got["frameWidth"] == 320
+    sub = next(s for p in room.participants.values() if p.session == "whep"
+               for s in p.subscriptions.values() if s.track.id == video.id)
+    assert room.router.subscription_layers(sub.id)["max_height"] == 180
+    for page in (publisher, viewer):
         await page.context.close()
