@@ -18,9 +18,21 @@
   };
   const form = $("#join");
   for (const k of ["room", "identity", "role"]) if (params.get(k)) form.elements[k].value = params.get(k);
-  window.demo = {room: null, errors: [], chat: [], events: []};
+  window.demo = {room: null, errors: [], chat: [], events: [], quality: {}};
 
   function status(text) { $("#status").textContent = text; }
+
+  // Connection quality (docs/signaling.md): the worse of a participant's uplink and downlink, shown
+  // beside its name unless excellent.
+  function qualityNote(who) {
+    const levels = Object.values(window.demo.quality[who] || {});
+    const worst = ["lost", "poor", "good"].find((l) => levels.includes(l));
+    return worst ? " · connection " + worst : "";
+  }
+
+  function caption(info) {
+    return info ? info.participant + " (" + info.source + ")" + qualityNote(info.participant) : "remote";
+  }
 
   async function token(room, identity, role) {
     if (hash.get("token")) return hash.get("token");
@@ -44,7 +56,7 @@
     video.autoplay = true; video.playsInline = true; video.muted = true;
     video.srcObject = new MediaStream([entry.track]);
     const cap = document.createElement("figcaption");
-    cap.textContent = entry.info ? entry.info.participant + " (" + entry.info.source + ")" : "remote";
+    cap.textContent = caption(entry.info);
     fig.append(video, cap);
     $("#remotes").appendChild(fig);
     entry.track.addEventListener("ended", () => fig.remove());
@@ -65,6 +77,16 @@
       $("#messages").appendChild(li);
     });
     client.addEventListener("error", (ev) => window.demo.errors.push(ev.detail));
+    client.addEventListener("connection_quality", (ev) => {
+      const m = ev.detail;
+      (window.demo.quality[m.participant] = window.demo.quality[m.participant] || {})[m.scope] = m.quality;
+      for (const [mid, e] of client.remoteTracks) {
+        const cap = document.querySelector("#remote-" + CSS.escape(mid) + " figcaption");
+        if (cap && e.info && e.info.participant === m.participant) cap.textContent = caption(e.info);
+      }
+      if (m.participant === identity) $("#local").nextElementSibling.textContent = "you" + qualityNote(identity);
+    });
+    client.addEventListener("participant_left", (ev) => { delete window.demo.quality[ev.detail.identity]; });
     client.addEventListener("waiting", () => status("in the waiting room"));
     client.addEventListener("track_unpublished", (ev) => {
       for (const [mid, e] of client.remoteTracks) if (e.info && e.info.id === ev.detail.track.id) {
@@ -85,6 +107,7 @@
       status("reconnecting…");
       window.demo.reconnects = (window.demo.reconnects || 0) + 1;
       for (const fig of document.querySelectorAll("#remotes figure")) fig.remove();
+      window.demo.quality = {};  // the node it rejoins tells what is not excellent
       client.rejoin().then(() => status("rejoined " + room + " as " + identity + " (" + role + ")"),
         (e) => { window.demo.errors.push(String(e)); status("error: " + e.message); });
     });

@@ -19,17 +19,32 @@ from tests.conftest import start_server
 from . import netns
 from .conftest import eventually
 from .netns import HOST_ADDR, listen_on
-from .test_poor_downlink import LINK, PATIENT_STATS, _tc
 
 browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
 
 pytestmark = pytest.mark.browser
 
+LINK = "msbr0"  # the test side of the namespace's veth (netns.py): its egress is the patient's downlink
 ROOM = "quality-1"
 LIMIT_KBIT = 150
 GOOD_LINK_S = 4  # watched on the clean link before the limit: nobody may be poor there
 
 QUALITY = "() => window.demo.events.filter((e) => e.type === 'connection_quality')"
+FRAMES = """
+async () => {
+  const pc = window.demo.room && window.demo.room.sub;
+  let frames = 0;
+  if (pc) (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+  });
+  return frames;
+}
+"""
+CAPTIONS = "() => [...document.querySelectorAll('#remotes figcaption')].map((c) => c.textContent)"
+
+
+def _tc(*args: str) -> None:
+    subprocess.run(["tc", *args], check=True, capture_output=True, timeout=10)
 
 
 async def _open(browser: Any, server: Any, url: str, identity: str, role: str) -> Any:
@@ -53,8 +68,7 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
         patient = await _open(netns_browser, srv, url, "pat-c", "patient")
 
         async def decoding() -> Any:
-            s = await patient.evaluate(PATIENT_STATS)
-            return s["video"] and s["video"]["frames"] > 30 and s
+            return await patient.evaluate(FRAMES) > 30
         await eventually(decoding, timeout=30, what="patient decodes the clinician")
         await asyncio.sleep(GOOD_LINK_S)
         clean = await clinician.evaluate(QUALITY)
@@ -69,6 +83,7 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
             return "poor" in _downlink(await clinician.evaluate(QUALITY), "pat-c")
         await eventually(poor, timeout=30, what="the patient's downlink poor, as the clinician sees it")
         poor_s = loop.time() - limited_at
+        poor_captions = await clinician.evaluate(CAPTIONS)
         room = srv.rooms.get(ROOM)
         poor_levels = dict(room.quality.levels())
 
@@ -80,6 +95,7 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
             return levels[-1] in ("good", "excellent") and levels[-1]
         back = await eventually(recovered, timeout=40, what="the patient's downlink better than poor again")
         back_s = loop.time() - cleared_at
+        back_captions = await clinician.evaluate(CAPTIONS)
         seen_by_clinician = await clinician.evaluate(QUALITY)
         seen_by_patient = await patient.evaluate(QUALITY)
         print(f"\n[connection quality, {LIMIT_KBIT} kbit/s downlink] clinician told 'poor' {poor_s:.1f} s "
@@ -87,6 +103,9 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
               f"events {[(e['participant'], e['scope'], e['quality']) for e in seen_by_clinician]}")
 
         assert poor_levels.get(("downlink", "poor"), 0) >= 1, poor_levels
+        # The demo page shows it beside the patient's name, and takes it away again.
+        assert "pat-c (camera) · connection poor" in poor_captions, poor_captions
+        assert "pat-c (camera)" + ("" if back == "excellent" else f" · connection {back}") in back_captions
         # The patient is told of its own connection too, in the same order.
         assert _downlink(seen_by_patient, "pat-c")[:2] == _downlink(seen_by_clinician, "pat-c")[:2]
         # The clinician's own connections were never poor: only the patient's link was limited.
