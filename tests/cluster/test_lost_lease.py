@@ -83,9 +83,10 @@ async def test_a_stalled_owner_gives_the_room_up_to_the_node_that_took_it(cluste
             assert await closed_code(clinician) == 4307
 
             # The lease and the visit's state stay the new owner's over several heartbeats of the
-            # woken node (every 0.5 s): it writes nothing more of them.
+            # woken node (every 0.5 s): it writes nothing more of them. (The lease is the new
+            # owner's, or free for a moment should its heartbeat be late on a loaded machine.)
             for _ in range(15):
-                assert await r.get(LEASE + "stall") == other.name
+                assert await r.get(LEASE + "stall") != stalled.name
                 state = await r.hgetall(VISIT + "stall")
                 assert state["visit_id"] == visit and state["configured"] == "1", state
                 assert json.loads(state["options"])["recording_allowed"] is True
