@@ -149,6 +149,25 @@ def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def estimate_timeline(downlinks: list[Downlink], end: dict[int, dict[str, Any]],
+                      watch: EstimateWatch) -> list[dict[str, float | None]]:
+    """Per scrape: seconds since the run began and the median estimate (kbit/s) of each group."""
+    ssrcs = {True: [end[d.peer].get("video_ssrc") for d in downlinks if d.impaired and d.peer in end],
+             False: [end[d.peer].get("video_ssrc") for d in downlinks if not d.impaired and d.peer in end]}
+    out = []
+    for t, sample in watch.samples:
+        row: dict[str, float | None] = {"t": round(t, 2)}
+        for impaired, name in ((True, "impaired_kbps"), (False, "unimpaired_kbps")):
+            values = [sample[x] / 1000 for x in ssrcs[impaired] if x in sample]
+            row[name] = _median(values)
+        out.append(row)
+    return out
+
+
 def group_summary(downlinks: list[Downlink], start: dict[int, dict[str, Any]], end: dict[int, dict[str, Any]],
                   window_s: float, watch: EstimateWatch | None, since: float) -> dict[str, Any]:
     """Per group (impaired, unimpaired): what its subscribers received over the steady window, the
@@ -169,7 +188,8 @@ def group_summary(downlinks: list[Downlink], start: dict[int, dict[str, Any]], e
                 "estimate_kbps_last": est[-1] / 1000 if est else None,
                 **{k: e[k] for k in ("pauses", "resumes", "paused", "video_ssrc_changes", "dropped_loss",
                                      "dropped_queue", "max_queue_ms", "feedback_packets", "packets",
-                                     "padding_packets", "video_ssrc")},
+                                     "padding_packets", "video_ssrc", "first_pause_after_ms",
+                                     "last_resume_after_ms")},
             })
         estimates = [p["estimate_kbps_mean"] for p in per_sub if p["estimate_kbps_mean"] is not None]
         lasts = [p["estimate_kbps_last"] for p in per_sub if p["estimate_kbps_last"] is not None]
@@ -185,6 +205,9 @@ def group_summary(downlinks: list[Downlink], start: dict[int, dict[str, Any]], e
             "pauses": sum(p["pauses"] for p in per_sub),
             "resumes": sum(p["resumes"] for p in per_sub),
             "subscribers_paused_once": sum(p["pauses"] > 0 for p in per_sub),
+            # Seconds from a subscriber's first packet to its first pause (median over the group).
+            "first_pause_after_s_median": _median([p["first_pause_after_ms"] / 1000 for p in per_sub
+                                                   if p["first_pause_after_ms"] is not None]),
             "paused_at_end": sum(bool(p["paused"]) for p in per_sub),
             "video_ssrc_changes": sum(p["video_ssrc_changes"] for p in per_sub),
             "dropped_by_link": sum(p["dropped_loss"] + p["dropped_queue"] for p in per_sub),
@@ -221,6 +244,7 @@ def table_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ("  pauses / resumes (generator-observed)", f"{both('pauses')}  /  {both('resumes')}"),
         ("  subscribers paused at least once / at the end",
          f"{both('subscribers_paused_once')}  /  {both('paused_at_end')}"),
+        ("  first pause after (median, s)", both("first_pause_after_s_median", 1)),
         ("  video SSRC changes (layer switches seen)", both("video_ssrc_changes")),
         ("  packets dropped by the simulated link", both("dropped_by_link")),
         ("  transport-cc feedback packets sent", both("feedback_packets")),

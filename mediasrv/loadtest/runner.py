@@ -14,7 +14,13 @@ from typing import Any
 import mediasrv_native
 
 from mediasrv.loadtest import procstat
-from mediasrv.loadtest.downlinks import EstimateWatch, Impairment, group_summary, impaired_viewers
+from mediasrv.loadtest.downlinks import (
+    EstimateWatch,
+    Impairment,
+    estimate_timeline,
+    group_summary,
+    impaired_viewers,
+)
 from mediasrv.loadtest.signaling import Signaling, WhipWhep
 from mediasrv.loadtest.visit import MediaPlan, Visit
 from mediasrv.media.host_addresses import configure_host_addresses
@@ -327,6 +333,7 @@ async def run_load(opts: LoadOptions, target: Target) -> dict[str, Any]:
         report["downlinks"] = {
             "impairment": asdict(opts.impairment) if opts.impairment.active else None,
             "groups": group_summary(downlinks, receivers_steady, receivers_end, steady_s, watch, watch_since),
+            "estimate_timeline": estimate_timeline(downlinks, receivers_end, watch) if watch else [],
             "estimate_scrapes": len(watch.samples) if watch else 0,
             "estimate_scrape_errors": watch.errors if watch else 0,
             "server_video_pauses": (server_counters or {}).get("mediasrv_video_pauses_total"),

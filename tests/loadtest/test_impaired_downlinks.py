@@ -56,9 +56,12 @@ def test_the_server_adapts_to_the_impaired_subscribers_only(report: dict[str, An
     # Every subscriber's estimate was read from /metrics (matched by its video SSRC).
     assert all(p["estimate_kbps_mean"] is not None for g in (imp, ok) for p in g["per_subscriber"])
     assert imp["estimate_kbps_max"] < ok["estimate_kbps_min"]
+    last = d["estimate_timeline"][-1]
+    assert last["impaired_kbps"] < last["unimpaired_kbps"]
     # Below the pause threshold: each impaired subscriber saw its video paused, no other did.
     assert imp["subscribers_paused_once"] == imp["subscribers"]
-    assert ok["pauses"] == 0 and ok["paused_at_end"] == 0
+    assert imp["first_pause_after_s_median"] is not None
+    assert ok["pauses"] == 0 and ok["paused_at_end"] == 0 and ok["first_pause_after_s_median"] is None
     assert d["server_video_pauses"] >= imp["subscribers"]
     # What came out of the link is bounded by it; the others got their video.
     assert imp["received_kbps_mean"] <= parse_rate(RATE) / 1000

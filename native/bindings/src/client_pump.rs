@@ -200,7 +200,8 @@ impl ClientPump {
     /// Per subscriber set up with `set_receiver`: what came out of its link (packets, bytes,
     /// video_bytes, padding_packets), what the link dropped (dropped_loss, dropped_queue,
     /// max_queue_ms), feedback_packets sent, and what it observed of the server's adaptation
-    /// (pauses, resumes, paused, video_ssrc, video_ssrc_changes). Keyed by peer id.
+    /// (pauses, resumes, paused, first_pause_after_ms since its first packet,
+    /// last_resume_after_ms since that pause, video_ssrc, video_ssrc_changes). Keyed by peer id.
     fn receiver_stats<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let all: Vec<_> = {
             let st = self.pump.state.lock().unwrap();
@@ -228,6 +229,9 @@ impl ClientPump {
             )?;
             d.set_item("paused", s.paused)?;
             d.set_item("video_ssrc", s.video_ssrc)?;
+            let ms = |us: Option<u64>| us.map(|u| u as f64 / 1000.0);
+            d.set_item("first_pause_after_ms", ms(s.first_pause_after_us))?;
+            d.set_item("last_resume_after_ms", ms(s.last_resume_after_us))?;
             d.set_item("max_queue_ms", s.link.max_queue_us as f64 / 1000.0)?;
             out.set_item(id, d)?;
         }

@@ -56,6 +56,10 @@ pub struct ReceiverStats {
     pub video_ssrc_changes: u64,
     /// SSRC of the video last received (the server's for this subscription).
     pub video_ssrc: Option<u32>,
+    /// Time from the first packet out of the link to the first pause seen.
+    pub first_pause_after_us: Option<u64>,
+    /// Time from the last pause seen to the resume that ended it.
+    pub last_resume_after_us: Option<u64>,
     pub link: LinkCounters,
 }
 
@@ -68,6 +72,8 @@ pub struct Receiver {
     twcc: Option<TwccRecorder>,
     pub stats: ReceiverStats,
     last_video_media_us: Option<u64>,
+    first_packet_us: Option<u64>,
+    paused_at_us: u64,
     held_dropped: u64,
 }
 
@@ -84,6 +90,8 @@ impl Receiver {
             twcc,
             stats: ReceiverStats::default(),
             last_video_media_us: None,
+            first_packet_us: None,
+            paused_at_us: 0,
             held_dropped: 0,
         }
     }
@@ -146,6 +154,7 @@ impl Receiver {
         if let (Some(rec), Some(seq)) = (&mut self.twcc, a.twcc_seq) {
             rec.record(seq, t);
         }
+        let first = *self.first_packet_us.get_or_insert(t);
         let s = &mut self.stats;
         s.packets += 1;
         s.bytes += a.len as u64;
@@ -157,6 +166,7 @@ impl Receiver {
             if s.paused {
                 s.paused = false;
                 s.resumes += 1;
+                s.last_resume_after_us = Some(t.saturating_sub(self.paused_at_us));
             }
             if s.video_ssrc.is_some_and(|v| v != a.ssrc) {
                 s.video_ssrc_changes += 1;
@@ -167,8 +177,12 @@ impl Receiver {
             // Audio or padding (the server also probes with padding while video flows) goes on,
             // video media does not: paused.
             if !s.paused && t.saturating_sub(last) > PAUSE_GAP_US {
+                // Paused since the last video media.
                 s.paused = true;
                 s.pauses += 1;
+                self.paused_at_us = last;
+                s.first_pause_after_us
+                    .get_or_insert(last.saturating_sub(first));
             }
         }
     }
