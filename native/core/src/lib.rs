@@ -5,8 +5,10 @@
 
 pub mod bwe;
 pub mod codec_match;
+pub mod consent;
 pub mod fasthash;
 pub mod framing;
+pub mod h264;
 pub mod ids;
 pub mod jitter;
 pub mod keyframe;
