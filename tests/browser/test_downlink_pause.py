@@ -12,17 +12,16 @@ messages it got, from its page.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from typing import Any
 
 import pytest
 
 from tests.conftest import start_server
 
-from . import netns
+from . import netns, shaped_link
 from .conftest import eventually
 from .netns import HOST_ADDR, listen_on
-from .test_poor_downlink import LINK, PATIENT_STATS, _link_counters, _tc
+from .shaped_link import PATIENT_STATS, decoding, link_counters, open_page
 
 browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
 
@@ -34,14 +33,6 @@ SETTLE_S = 5  # after the limit: time for the estimate to follow it
 STEADY_S = 15  # then: what the server sends into the link is measured
 
 ROOM_EVENTS = "() => window.demo.events.filter((e) => e.type.startsWith('stream_'))"
-
-
-async def _open(browser: Any, server: Any, url: str, identity: str, role: str) -> Any:
-    page = await (await browser.new_context()).new_page()
-    token = server.token(identity, role, ROOM, name=identity)
-    await page.goto(f"{url}/demo?room={ROOM}&identity={identity}&role={role}&autojoin=1#token={token}")
-    await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
-    return page
 
 
 def _sent_to(server: Any, identity: str) -> int:
@@ -63,20 +54,15 @@ async def test_video_pauses_on_a_link_too_poor_for_it_and_audio_goes_on(
     srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR])
     try:
         url = await listen_on(srv, HOST_ADDR)
-        clinician = await _open(browser, srv, url, "dr-q", "clinician")
-        patient = await _open(netns_browser, srv, url, "pat-q", "patient")
-
-        async def decoding() -> Any:
-            s = await patient.evaluate(PATIENT_STATS)
-            return s["video"] and s["video"]["frames"] > 30 and s
-        await eventually(decoding, timeout=30, what="patient decodes the clinician")
+        clinician = await open_page(browser, srv, url, ROOM, "dr-q", "clinician")
+        patient = await open_page(netns_browser, srv, url, ROOM, "pat-q", "patient")
+        await decoding(patient)
         room = srv.rooms.get(ROOM)
         transport = room.participants["pat-q"].subscriber
         assert room.router.downlink_stats(transport.handle)["transport_cc"]
         assert await patient.evaluate(ROOM_EVENTS) == [], "a good link: nothing paused"
 
-        _tc("qdisc", "add", "dev", LINK, "root", "tbf", "rate", f"{LIMIT_KBIT}kbit", "burst", "6000",
-            "latency", "250ms")
+        shaped_link.token_bucket(LIMIT_KBIT)
         limited_at = asyncio.get_running_loop().time()
 
         async def paused() -> Any:
@@ -85,13 +71,13 @@ async def test_video_pauses_on_a_link_too_poor_for_it_and_audio_goes_on(
         pause_s = asyncio.get_running_loop().time() - limited_at
         await asyncio.sleep(max(0.0, SETTLE_S - pause_s))
         before, sent_before = await patient.evaluate(PATIENT_STATS), _sent_to(srv, "pat-q")
-        q_before = _link_counters()
+        q_before = link_counters()
         await asyncio.sleep(STEADY_S)
         after, sent_after = await patient.evaluate(PATIENT_STATS), _sent_to(srv, "pat-q")
-        q_after = _link_counters()
+        q_after = link_counters()
         estimate = room.router.downlink_stats(transport.handle)["estimate_bps"]
 
-        _tc("qdisc", "del", "dev", LINK, "root")
+        shaped_link.clear()
         cleared = await patient.evaluate(PATIENT_STATS)
         t0 = asyncio.get_running_loop().time()
 
@@ -127,5 +113,5 @@ async def test_video_pauses_on_a_link_too_poor_for_it_and_audio_goes_on(
         await patient.context.close()
         await clinician.context.close()
     finally:
-        subprocess.run(["tc", "qdisc", "del", "dev", LINK, "root"], capture_output=True, timeout=10)
+        shaped_link.clear()
         await srv.runner.cleanup()

@@ -9,67 +9,31 @@ counters; what the patient hears and sees from its getStats().
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
-import subprocess
 from typing import Any
 
 import pytest
 
 from tests.conftest import start_server
 
-from . import netns
+from . import netns, shaped_link
 from .conftest import eventually
 from .delay_line import DelayLine
 from .netns import HOST_ADDR, listen_on
+from .shaped_link import PATIENT_STATS, decoding, leaf_counters, link_counters, open_page
 
 browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
 
 pytestmark = pytest.mark.browser
 
-LINK = "msbr0"  # the test side of the veth: its egress is the patient's downlink
+ROOM = "poor-1"
 LIMIT_KBIT = 300
 BASELINE_S = 8
 LIMITED_S = 25
 
-PATIENT_STATS = """
-async () => {
-  const pc = window.demo.room && window.demo.room.sub;
-  const out = {audio: null, video: null};
-  if (!pc) return out;
-  (await pc.getStats()).forEach((s) => {
-    if (s.type !== 'inbound-rtp') return;
-    if (s.kind === 'audio') out.audio = {samples: s.totalSamplesReceived || 0,
-                                         concealed: s.concealedSamples || 0};
-    if (s.kind === 'video') out.video = {frames: s.framesDecoded || 0, height: s.frameHeight || 0};
-  });
-  return out;
-}
-"""
-
-
-def _tc(*args: str) -> None:
-    subprocess.run(["tc", *args], check=True, capture_output=True, timeout=10)
-
-
-def _link_counters() -> tuple[int, int, int]:
-    """(bytes sent, packets sent, packets dropped) by the downlink's root qdisc."""
-    out = subprocess.run(["tc", "-s", "-j", "qdisc", "show", "dev", LINK], check=True, capture_output=True,
-                         timeout=10).stdout
-    root = next(q for q in json.loads(out) if q.get("root"))
-    return root["bytes"], root["packets"], root["drops"]
-
-
-async def _open(browser: Any, server: Any, url: str, identity: str, role: str) -> Any:
-    page = await (await browser.new_context()).new_page()
-    token = server.token(identity, role, "poor-1", name=identity)
-    await page.goto(f"{url}/demo?room=poor-1&identity={identity}&role={role}&autojoin=1#token={token}")
-    await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
-    return page
-
 
 def _video_target(server: Any, identity: str) -> int | None:
-    room = server.rooms.get("poor-1")
+    room = server.rooms.get(ROOM)
     for track in room.tracks.values():
         if track.kind == "video" and track.owner == identity:
             return room.router.track_stats(track.id)["target_bitrate_bps"]  # type: ignore[no-any-return]
@@ -81,19 +45,14 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
     srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR])
     try:
         url = await listen_on(srv, HOST_ADDR)
-        clinician = await _open(browser, srv, url, "dr-p", "clinician")
-        patient = await _open(netns_browser, srv, url, "pat-p", "patient")
-
-        async def decoding() -> Any:
-            s = await patient.evaluate(PATIENT_STATS)
-            return s["video"] and s["video"]["frames"] > 30 and s
-        await eventually(decoding, timeout=30, what="patient decodes the clinician")
+        clinician = await open_page(browser, srv, url, ROOM, "dr-p", "clinician")
+        patient = await open_page(netns_browser, srv, url, ROOM, "pat-p", "patient")
+        await decoding(patient)
         await asyncio.sleep(BASELINE_S)
         target_before = _video_target(srv, "dr-p")
 
         # The patient's downlink drops to 300 kbit/s with a 250 ms queue.
-        _tc("qdisc", "add", "dev", LINK, "root", "tbf", "rate", f"{LIMIT_KBIT}kbit", "burst", "6000",
-            "latency", "250ms")
+        shaped_link.token_bucket(LIMIT_KBIT)
         before = await patient.evaluate(PATIENT_STATS)
         # The target asked of the clinician's encoder, once a second while limited: the median
         # says where it settled (a probe may lift it for a moment).
@@ -102,14 +61,14 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
             await asyncio.sleep(1)
             targets.append(_video_target(srv, "dr-p"))
         after = await patient.evaluate(PATIENT_STATS)
-        sent_bytes, sent_packets, dropped = _link_counters()
+        sent_bytes, sent_packets, dropped = link_counters()
         settled = [t for t in targets[len(targets) // 3:] if t is not None]
         target_limited = statistics.median(settled) if settled else None
-        sub_stats = [srv.rooms.get("poor-1").router.subscription_stats(s.id)
-                     for s in srv.rooms.get("poor-1").participants["pat-p"].subscriptions.values()]
+        sub_stats = [srv.rooms.get(ROOM).router.subscription_stats(s.id)
+                     for s in srv.rooms.get(ROOM).participants["pat-p"].subscriptions.values()]
 
         # The link clears: video comes back.
-        _tc("qdisc", "del", "dev", LINK, "root")
+        shaped_link.clear()
         cleared = await patient.evaluate(PATIENT_STATS)
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -150,39 +109,11 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         await patient.context.close()
         await clinician.context.close()
     finally:
-        subprocess.run(["tc", "qdisc", "del", "dev", LINK, "root"], capture_output=True, timeout=10)
+        shaped_link.clear()
         await srv.runner.cleanup()
 
 
 LOSSY_KBIT, LOSS_PCT, DELAY_MS = 500, 2, 80
-# Classic BPF for the loss filter: A = a random 32-bit number; "match" (into the drop class) when
-# it is at most LOSS_PCT % of 2^32.
-_RANDOM_LOSS_BPF = "4,32 0 0 4294963256,37 1 0 {k},6 0 0 4294967295,6 0 0 0"
-
-
-def _lossy_link(rate_kbit: int, loss_pct: int) -> None:
-    """The downlink as an HTB class of `rate_kbit` with a 250 ms byte FIFO, and a classic-BPF
-    filter sending `loss_pct` % of packets at random into a class that drops them."""
-    _tc("qdisc", "add", "dev", LINK, "root", "handle", "1:", "htb", "default", "10")
-    _tc("class", "add", "dev", LINK, "parent", "1:", "classid", "1:10", "htb", "rate", f"{rate_kbit}kbit",
-        "ceil", f"{rate_kbit}kbit")
-    _tc("qdisc", "add", "dev", LINK, "parent", "1:10", "handle", "10:", "bfifo", "limit",
-        str(rate_kbit * 1000 // 8 // 4))
-    _tc("class", "add", "dev", LINK, "parent", "1:", "classid", "1:20", "htb", "rate", "8bit", "ceil", "8bit")
-    _tc("qdisc", "add", "dev", LINK, "parent", "1:20", "handle", "20:", "bfifo", "limit", "1")
-    k = loss_pct * 2**32 // 100
-    _tc("filter", "add", "dev", LINK, "parent", "1:", "protocol", "ip", "prio", "1", "bpf", "bytecode",
-        _RANDOM_LOSS_BPF.format(k=k), "flowid", "1:20")
-
-
-def _class_counters() -> dict[str, tuple[int, int]]:
-    """(packets sent, packets dropped) per leaf queue of the downlink: "10:" the link, "20:" the
-    drop class."""
-    out = subprocess.run(["tc", "-s", "-j", "qdisc", "show", "dev", LINK], check=True, capture_output=True,
-                         timeout=10).stdout
-    return {q["handle"]: (q["packets"], q["drops"]) for q in json.loads(out)}
-
-
 async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
         browser, netns_browser, browser_netns, tmp_path):
     srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR])
@@ -190,21 +121,17 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
         url = await listen_on(srv, HOST_ADDR)
         # Everything toward the patient is 80 ms late (a user-space delay line: no netem here).
         with DelayLine(browser_netns, DELAY_MS):
-            clinician = await _open(browser, srv, url, "dr-p", "clinician")
-            patient = await _open(netns_browser, srv, url, "pat-p", "patient")
-
-            async def decoding() -> Any:
-                s = await patient.evaluate(PATIENT_STATS)
-                return s["video"] and s["video"]["frames"] > 30 and s
-            await eventually(decoding, timeout=40, what="patient decodes the clinician")
+            clinician = await open_page(browser, srv, url, ROOM, "dr-p", "clinician")
+            patient = await open_page(netns_browser, srv, url, ROOM, "pat-p", "patient")
+            await decoding(patient, timeout=40)
             # 500 kbit/s with 2 % random loss.
-            _lossy_link(LOSSY_KBIT, LOSS_PCT)
+            shaped_link.lossy(LOSSY_KBIT, LOSS_PCT)
             await asyncio.sleep(BASELINE_S)
             before = await patient.evaluate(PATIENT_STATS)
-            counters_before = _class_counters()
+            counters_before = leaf_counters()
             await asyncio.sleep(LIMITED_S)
             after = await patient.evaluate(PATIENT_STATS)
-            counters = _class_counters()
+            counters = leaf_counters()
             rtt = await patient.evaluate("""async () => {
               let rtt = null;
               (await window.demo.room.sub.getStats()).forEach((s) => {
@@ -213,8 +140,8 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
               });
               return rtt;
             }""")
-            sub_stats = [srv.rooms.get("poor-1").router.subscription_stats(s.id)
-                         for s in srv.rooms.get("poor-1").participants["pat-p"].subscriptions.values()]
+            sub_stats = [srv.rooms.get(ROOM).router.subscription_stats(s.id)
+                         for s in srv.rooms.get(ROOM).participants["pat-p"].subscriptions.values()]
             await patient.context.close()
             await clinician.context.close()
 
@@ -237,5 +164,5 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
         assert concealed < 0.03, concealed
         assert fps >= 10, (before, after)
     finally:
-        subprocess.run(["tc", "qdisc", "del", "dev", LINK, "root"], capture_output=True, timeout=10)
+        shaped_link.clear()
         await srv.runner.cleanup()

@@ -230,6 +230,18 @@ struct Link {
 }
 
 impl Link {
+    /// An idle link of `cap_bps` with a 250 ms queue.
+    fn new(cap_bps: u64) -> Self {
+        Self {
+            cap_bps,
+            free_at_us: 0,
+            max_queue_us: 250_000,
+            sent: Vec::new(),
+            reported: 0,
+            bytes: 0,
+        }
+    }
+
     fn send(&mut self, seq: u16, size: usize, now_us: u64) {
         self.bytes += size as u64;
         let start = self.free_at_us.max(now_us);
@@ -282,14 +294,7 @@ impl Link {
 fn transport_cc_feedback_drives_the_estimate_pause_and_resume() {
     let mut r = room();
     subscribe(&mut r, SUB_T, twcc_ext(), 100);
-    let mut link = Link {
-        cap_bps: 3_000_000,
-        free_at_us: 0,
-        max_queue_us: 250_000,
-        sent: Vec::new(),
-        reported: 0,
-        bytes: 0,
-    };
+    let mut link = Link::new(3_000_000);
     let (mut vseq, mut aseq) = (0u16, 0u16);
     let mut events = Vec::new();
     let mut into_link_while_limited = 0u64;
@@ -389,14 +394,7 @@ fn good_link_estimate(rtx: bool) -> (u64, usize) {
             .set_subscription_rtx(SubscriptionId(100), RTX_SUB)
             .unwrap());
     }
-    let mut link = Link {
-        cap_bps: 3_000_000,
-        free_at_us: 0,
-        max_queue_us: 250_000,
-        sent: Vec::new(),
-        reported: 0,
-        bytes: 0,
-    };
+    let mut link = Link::new(3_000_000);
     let (mut vseq, mut aseq) = (0u16, 0u16);
     let mut last_video_seq: Option<u16> = None;
     let mut last_rtx_seq: Option<u16> = None;
