@@ -1,6 +1,6 @@
 //! RTP header parsing (RFC 3550, RFC 8285 extensions): never panics, every view stays inside the
-//! datagram, keyframe detection copes with any payload, and what parses survives a rewrite through
-//! the router's packet writer.
+//! datagram, keyframe detection and the H.264 SPS reader cope with any payload, and what parses
+//! survives a rewrite through the router's packet writer.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mediasrv_core::jitter::RtpFields;
@@ -38,6 +38,16 @@ fuzz_target!(|data: &[u8]| {
     }
     for k in KINDS {
         let _ = is_keyframe_start(k, v.payload());
+    }
+    // The H.264 SPS reader (simulcast layer heights): the payload as a packet and as an SPS.
+    for size in [
+        mediasrv_core::h264::keyframe_size(v.payload()),
+        mediasrv_core::h264::sps_size(v.payload()),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(size.0 > 0 && size.1 > 0 && size.0 <= 16_880 && size.1 <= 16_880);
     }
     // Rewrite as the router does (one-byte extensions only) and read it back.
     let mut out = Vec::new();

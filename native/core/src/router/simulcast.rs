@@ -326,12 +326,15 @@ pub(super) fn route_layered(
     if is_key {
         t.stats.keyframes += 1;
         stats.keyframes_in += 1;
-        if kind == CodecKind::Vp8 {
-            if let Ok(d) = crate::vp8::parse(payload) {
-                if let Some((_, h)) = crate::vp8::keyframe_size(payload, &d) {
-                    l.layers[layer as usize].height = Some(h);
-                }
-            }
+        let size = match kind {
+            CodecKind::Vp8 => crate::vp8::parse(payload)
+                .ok()
+                .and_then(|d| crate::vp8::keyframe_size(payload, &d)),
+            CodecKind::H264 => crate::h264::keyframe_size(payload),
+            _ => None,
+        };
+        if let Some((_, h)) = size {
+            l.layers[layer as usize].height = Some(h);
         }
     }
     t.stats.payload_bytes += payload.len() as u64;
