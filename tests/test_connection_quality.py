@@ -26,6 +26,7 @@ mediasrv_native = pytest.importorskip("mediasrv_native")
 PUB, SUB_T = 20_001, 20_002
 AUDIO, VIDEO = 21_001, 21_002
 SUB_AUDIO, SUB_VIDEO = 22_001, 22_002
+PAT_AUDIO = 21_003
 AUDIO_SSRC, VIDEO_SSRC = 0x3333, 0x1111
 SUB_AUDIO_SSRC, SUB_VIDEO_SSRC = 0x5001, 0x5002
 OPUS = [(111, "opus", 48000, None)]
@@ -244,3 +245,99 @@ async def test_a_room_tells_everyone_when_a_subscriber_link_turns_poor_and_back(
         room.participants.pop("pat", None)
         room.transports.pop(SUB_T, None)
         await server.rooms.close("cq", "done")
+
+
+class FakeRouter:
+    """The router's stats calls, answering what a test sets."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[int, dict[str, Any]] = {}
+        self.subs: dict[int, dict[str, Any]] = {}
+        self.downlinks: dict[int, dict[str, Any]] = {}
+        self.layers: dict[int, list[dict[str, Any]]] = {}
+
+    def track_stats(self, track: int) -> dict[str, Any]:
+        return self.tracks[track]
+
+    def subscription_stats(self, sub: int) -> dict[str, Any]:
+        return self.subs[sub]
+
+    def downlink_stats(self, transport: int) -> dict[str, Any] | None:
+        return self.downlinks.get(transport)
+
+    def track_layers(self, track: int) -> list[dict[str, Any]] | None:
+        return self.layers.get(track)
+
+
+def _track(packets: int = 0, rtt: float | None = None, bitrate: int = 0) -> dict[str, Any]:
+    return {"packets": packets, "lost": 0, "duplicates": 0, "jitter": 0, "rtt": rtt, "bitrate_bps": bitrate}
+
+
+def _sub(rtt: float | None = None) -> dict[str, Any]:
+    return {"fraction_lost": 0, "jitter": 0, "rtt": rtt, "paused": False}
+
+
+def _levels(monitor: QualityMonitor, until: int, start: int = 1,
+            each: Any = None) -> list[tuple[int, str, str, str]]:
+    told = []
+    for t in range(start, until + 1):
+        if each is not None:
+            each(t)
+        told += [(t, e["participant"], e["scope"], e["quality"]) for p, e in monitor.poll(t)
+                 if p.identity == "pat"]
+    return told
+
+
+def _fake_room() -> tuple[Any, FakeRouter]:
+    events: dict[str, list[Any]] = {"dr": [], "pat": [], "guest": []}
+    people = participants(events)
+    fake = FakeRouter()
+    room: Any = SimpleNamespace(participants=people, router=fake,
+                                settings=SimpleNamespace(video_resume_bitrate=250_000))
+    return room, fake
+
+
+def test_a_single_layer_stream_wider_than_the_share_is_good_and_simulcast_is_not_compared() -> None:
+    room, fake = _fake_room()
+    room.participants["dr"].tracks.clear()  # only the patient's downlink here
+    fake.tracks = {AUDIO: _track(bitrate=40_000), VIDEO: _track(bitrate=1_500_000)}
+    fake.subs = {SUB_AUDIO: _sub(), SUB_VIDEO: _sub()}
+    # 1.1 Mbit/s estimate, 100 kbit/s of audio: 1 Mbit/s for the one video stream, under 75 % of 1.5
+    fake.downlinks = {SUB_T: {"estimate_bps": 1_100_000, "audio_bps": 100_000, "video_streams": 1}}
+    monitor = QualityMonitor(room)
+    assert _levels(monitor, 4) == [(3, "pat", "downlink", "good")]
+    # The same track as simulcast: the router picks the layer that fits, nothing to compare.
+    fake.layers[VIDEO] = [{"rid": "q"}, {"rid": "f"}]
+    assert _levels(monitor, 9, start=5) == [(9, "pat", "downlink", "excellent")]
+
+
+def test_an_uplink_without_an_rtt_echo_takes_the_client_round_trip_as_a_subscriber() -> None:
+    room, fake = _fake_room()
+    fake.tracks = {AUDIO: _track(), VIDEO: _track()}
+    fake.subs = {SUB_AUDIO: _sub(rtt=0.6), SUB_VIDEO: _sub(rtt=0.7)}  # 600 ms to the patient
+
+    def sending(t: int) -> None:  # the patient publishes audio, 50 packets a second
+        fake.tracks[PAT_AUDIO] = {**_track(packets=50 * t), "rtt": None}
+
+    room.participants["dr"].tracks.clear()
+    pat = room.participants["pat"]
+    pub: Any = SimpleNamespace(handle=PUB + 10, owner="pat", connected=True)
+    pat.publisher = pub
+    pat.tracks[PAT_AUDIO] = Track(id=PAT_AUDIO, owner="pat", kind="audio", source="microphone", mid="0",
+                                  transport=pub)
+    monitor = QualityMonitor(room)
+    # Its downlink is as poor (the same round trip), and its uplink takes that round trip.
+    assert _levels(monitor, 4, each=sending) == [(3, "pat", "uplink", "poor"), (3, "pat", "downlink", "poor")]
+
+
+def test_a_publisher_still_connecting_is_not_lost() -> None:
+    room, fake = _fake_room()
+    fake.tracks = {AUDIO: _track(), VIDEO: _track()}  # nothing has arrived
+    fake.subs = {SUB_AUDIO: _sub(), SUB_VIDEO: _sub()}
+    room.participants["dr"].publisher.connected = False
+    monitor = QualityMonitor(room)
+    assert [e for t in range(1, 10) for _, e in monitor.poll(t)] == []
+    # Connected from 10 s and still silent: lost 3 s later.
+    room.participants["dr"].publisher.connected = True
+    told = [(t, e["quality"]) for t in range(10, 14) for p, e in monitor.poll(t) if p.identity == "dr"]
+    assert told == [(13, "lost")]
