@@ -3,7 +3,9 @@ subscriber whose receiver reports tell of loss and whose video is paused, each g
 lost and back, with the `connection_quality` events the room sends and the /metrics gauge.
 
 The first test drives a native Router and the monitor on one simulated clock (exact times); the
-second runs a real room on the server, whose tick polls the monitor, and scrapes /metrics."""
+second runs a real room on the server, whose tick polls the monitor, and scrapes /metrics; the rest
+give the monitor stats of their own (bandwidth share vs the stream, the round trip's fallback, a
+publisher still connecting)."""
 
 from __future__ import annotations
 
