@@ -8,7 +8,9 @@ use pyo3::types::{PyBytes, PyDict};
 
 use mediasrv_core::ids::TransportId;
 use mediasrv_core::srtp::SrtpCounters;
-use mediasrv_plane::{PeerKeys, Plane, PlaneConfig, PlaneError, TcpConfig};
+use mediasrv_plane::{
+    ConsentTimers, IceCredentials, IceRole, PeerKeys, Plane, PlaneConfig, PlaneError, TcpConfig,
+};
 
 use crate::counters::counters_dict;
 use crate::router::Router;
@@ -260,6 +262,61 @@ impl MediaPlane {
             .map_err(to_py_err)
     }
 
+    /// Runs a handed-over peer's ICE consent freshness (RFC 7675) in the plane: its Binding
+    /// requests from its address are answered there, checks are sent every 0.8-1.2 ×
+    /// `interval_ms`, and a peer none of whose checks was answered for `timeout_ms` is reported
+    /// once by `take_consent_lost`. False if the transport is not handed over.
+    #[pyo3(signature = (transport, local_ufrag, local_password, remote_ufrag, remote_password,
+                        controlling, tie_breaker, priority, interval_ms=5000, timeout_ms=30000))]
+    #[allow(clippy::too_many_arguments)]
+    fn start_consent(
+        &self,
+        py: Python<'_>,
+        transport: u64,
+        local_ufrag: &str,
+        local_password: &str,
+        remote_ufrag: &str,
+        remote_password: &str,
+        controlling: bool,
+        tie_breaker: u64,
+        priority: u32,
+        interval_ms: u64,
+        timeout_ms: u64,
+    ) -> PyResult<bool> {
+        if interval_ms == 0 || timeout_ms <= interval_ms {
+            return Err(PyValueError::new_err(
+                "consent needs interval_ms > 0 and timeout_ms > interval_ms",
+            ));
+        }
+        let plane = self.plane()?;
+        let credentials = IceCredentials {
+            local_ufrag: local_ufrag.as_bytes(),
+            local_password: local_password.as_bytes(),
+            remote_ufrag: remote_ufrag.as_bytes(),
+            remote_password: remote_password.as_bytes(),
+            role: IceRole {
+                controlling,
+                tie_breaker,
+            },
+            priority,
+        };
+        let timers = ConsentTimers {
+            interval_ms,
+            timeout_ms,
+        };
+        Ok(py.detach(|| plane.start_consent(TransportId(transport), &credentials, timers)))
+    }
+
+    /// Transports whose consent expired since the last call (each once): close them.
+    fn take_consent_lost(&self) -> PyResult<Vec<u64>> {
+        Ok(self
+            .plane()?
+            .take_consent_lost()
+            .into_iter()
+            .map(|t| t.0)
+            .collect())
+    }
+
     fn unregister_peer(&self, py: Python<'_>, transport: u64) -> PyResult<bool> {
         let plane = self.plane()?;
         Ok(py.detach(|| plane.unregister_peer(TransportId(transport))))
@@ -291,6 +348,10 @@ impl MediaPlane {
                 ("bytes_out", s.bytes_out),
                 ("test_dropped", s.test_dropped),
                 ("address_changes", s.address_changes),
+                ("consent_checks", s.consent_checks),
+                ("consent_responses", s.consent_responses),
+                ("checks_answered", s.checks_answered),
+                ("checks_refused", s.checks_refused),
             ],
         )?;
         put_srtp(&d, "srtp_", &srtp)?;
@@ -320,6 +381,7 @@ impl MediaPlane {
                 ("handoffs", c.handoffs.load(Relaxed)),
                 ("datagrams_out", w.datagrams_out),
                 ("bytes_out", w.bytes_out),
+                ("consent_lost", w.consent_lost),
             ],
         )?;
         let dropped = counters_dict(

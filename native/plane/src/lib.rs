@@ -43,8 +43,11 @@ use placement::Placement;
 use tcp::{Registry, TcpConn, TcpSide, Verdict};
 pub use tcp::{TcpConfig, TcpCounters};
 use udp::{RecvBatch, BATCH, SLOT_LEN};
-use worker::{add_counters, Peer, WorkerState};
-pub use worker::{lock, PeerStats, SharedRouter, WorkerStats};
+use worker::{add_counters, Peer, PeerIce, StunVerdict, WorkerState};
+pub use worker::{lock, IceCredentials, PeerStats, SharedRouter, WorkerStats};
+
+pub use mediasrv_core::consent::ConsentTimers;
+pub use mediasrv_core::stun::IceRole;
 
 use mediasrv_core::srtp::{Profile, SrtpContext, SrtpCounters, SrtpError};
 
@@ -153,6 +156,8 @@ struct Shared {
     rooms: RwLock<HashMap<u64, usize>>,
     workers: Vec<WorkerSlot>,
     to_python: Mutex<Vec<Inbound>>,
+    /// Handed-over peers whose consent expired, for Python to close.
+    consent_lost: Mutex<Vec<TransportId>>,
     wake: OwnedFd,
     stop: AtomicBool,
     /// Cleared to leave datagrams queued in the kernel (benchmarks measure saturated batches).
@@ -296,6 +301,7 @@ impl Plane {
             rooms: RwLock::new(HashMap::new()),
             workers: slots,
             to_python: Mutex::new(Vec::new()),
+            consent_lost: Mutex::new(Vec::new()),
             wake,
             stop: AtomicBool::new(false),
             receiving: AtomicBool::new(true),
@@ -383,6 +389,12 @@ impl Plane {
         // SAFETY: reading 8 bytes from our eventfd into a u64.
         unsafe { libc::read(self.wake_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
         std::mem::take(&mut *lock(&self.shared.to_python))
+    }
+
+    /// Handed-over peers whose consent (RFC 7675) expired since the last call, each reported once
+    /// (read after `take_inbound`: the same eventfd wakes Python for both).
+    pub fn take_consent_lost(&self) -> Vec<TransportId> {
+        std::mem::take(&mut *lock(&self.shared.consent_lost))
     }
 
     /// STUN/DTLS from aioice/aiortc, sent as is (framed onto the connection from `to` when
@@ -566,6 +578,7 @@ impl Plane {
             tcp,
             srtp,
             stats: PeerStats::default(),
+            ice: None,
         };
         lock(&self.shared.workers[w].state)
             .peers
@@ -581,6 +594,36 @@ impl Plane {
             .unwrap_or_else(|e| e.into_inner())
             .insert((socket, addr), (w, transport));
         Ok(())
+    }
+
+    /// From now on the plane runs a handed-over peer's ICE consent freshness (RFC 7675): it
+    /// answers the peer's Binding requests from its address (authenticated with our password),
+    /// sends checks of its own every 0.8-1.2 × `timers.interval_ms`, and when none has been
+    /// answered for `timers.timeout_ms` reports the peer once through `take_consent_lost` (and
+    /// wakes Python). False if the transport is not handed over.
+    pub fn start_consent(
+        &self,
+        transport: TransportId,
+        credentials: &IceCredentials<'_>,
+        timers: ConsentTimers,
+    ) -> bool {
+        let Some(w) = self
+            .shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)
+            .copied()
+        else {
+            return false;
+        };
+        let mut st = lock(&self.shared.workers[w].state);
+        let Some(p) = st.peers.get_mut(&transport) else {
+            return false;
+        };
+        let seed = 0x9E37_79B9_7F4A_7C15 ^ transport.0.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        p.ice = Some(PeerIce::new(credentials, timers, now_ms(), seed));
+        true
     }
 
     pub fn unregister_peer(&self, transport: TransportId) -> bool {
@@ -648,6 +691,10 @@ impl Plane {
                 p.addr = addr;
                 p.tcp = tcp;
                 p.stats.address_changes += 1;
+                // Confirm consent at the new address soon, not only at the next scheduled check.
+                if let Some(ice) = p.ice.as_mut() {
+                    ice.consent.check_soon(now_ms());
+                }
                 Ok(true)
             }
             None => Ok(false),
@@ -736,6 +783,7 @@ impl Plane {
             total.oversize += s.oversize;
             total.test_dropped += s.test_dropped;
             total.tcp_write_overflow += s.tcp_write_overflow;
+            total.consent_lost += s.consent_lost;
             add_counters(&mut srtp, &st.srtp_totals());
         }
         (total, srtp)
@@ -768,6 +816,15 @@ fn wake_python(shared: &Shared) {
             8,
         )
     };
+}
+
+/// Hands the peers whose consent expired on this worker to Python, and wakes it.
+fn report_lost(shared: &Shared, st: &mut WorkerState) {
+    if st.lost.is_empty() {
+        return;
+    }
+    lock(&shared.consent_lost).append(&mut st.lost);
+    wake_python(shared);
 }
 
 /// Thread 0's view of the plane while it dispatches one batch of datagrams (or TCP frames): the
@@ -831,6 +888,32 @@ impl<'a> Dispatch<'a> {
                 Err(StunDrop::Integrity) => {
                     shared.counters.stun_integrity.fetch_add(1, Relaxed);
                     return Verdict::Dropped;
+                }
+            }
+        }
+        if kind == DatagramKind::Stun {
+            if let Some((w, transport)) = route {
+                // Consent checks and their answers on a handed-over peer's path stay here.
+                let datagram = &buf[..len];
+                let v = if w == 0 {
+                    self.own
+                        .get_or_insert_with(|| lock(&shared.workers[0].state))
+                        .handle_stun(&shared.sockets, transport, datagram, self.now)
+                } else {
+                    lock(&shared.workers[w].state).handle_stun(
+                        &shared.sockets,
+                        transport,
+                        datagram,
+                        self.now,
+                    )
+                };
+                match v {
+                    StunVerdict::Handled => return verdict,
+                    StunVerdict::Refused => {
+                        shared.counters.stun_integrity.fetch_add(1, Relaxed);
+                        return verdict;
+                    }
+                    StunVerdict::ToPython => {}
                 }
             }
         }
@@ -1003,6 +1086,7 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
         let mut st = lock(&slot0.state);
         st.poll(&shared.sockets, now_ms());
         st.flush(&shared.sockets);
+        report_lost(shared, &mut st);
         let (packets, send_calls) = (
             st.stats.media_in + st.stats.datagrams_out,
             st.stats.send_calls,
@@ -1063,6 +1147,7 @@ fn worker_loop(shared: &Shared, index: usize) {
         }
         st.poll(&shared.sockets, now);
         st.flush(&shared.sockets);
+        report_lost(shared, &mut st);
         let (packets, send_calls) = (
             st.stats.media_in + st.stats.datagrams_out,
             st.stats.send_calls,
@@ -1168,5 +1253,108 @@ mod tests {
         peer.send_to(&check(b"our-password"), target).unwrap(); // its session is gone
         wait_until(|| c.unknown_source.load(Relaxed) == 15);
         assert_eq!(c.to_python.load(Relaxed), 2);
+    }
+    #[test]
+    fn consent_runs_in_the_plane_after_the_handover() {
+        use mediasrv_core::router::{Router, RouterConfig};
+        let plane = Plane::start(PlaneConfig {
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            port: 0,
+            workers: 2,
+            drop_ppm: 0,
+            poll_interval_ms: 5,
+            rx_coalesce_us: 0,
+            tcp: None,
+        })
+        .unwrap();
+        let target = plane.local_addrs()[0];
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let from = peer.local_addr().unwrap();
+        let router = Arc::new(Mutex::new(Router::new(RouterConfig::default(), 1)));
+        plane.attach_room(1, router);
+        let keys = PeerKeys {
+            profile: "SRTP_AEAD_AES_128_GCM",
+            tx_key: &[1; 16],
+            tx_salt: &[2; 12],
+            rx_key: &[3; 16],
+            rx_salt: &[4; 12],
+        };
+        let t = TransportId(9);
+        plane.register_peer(t, 1, 0, from, keys).unwrap();
+        let creds = IceCredentials {
+            local_ufrag: b"ours",
+            local_password: b"our-password-22-chars!",
+            remote_ufrag: b"them",
+            remote_password: b"their-password-22-chr!",
+            role: IceRole {
+                controlling: false,
+                tie_breaker: 77,
+            },
+            priority: 0x7e00_00ff,
+        };
+        let timers = ConsentTimers {
+            interval_ms: 50,
+            timeout_ms: 600,
+        };
+        assert!(!plane.start_consent(TransportId(10), &creds, timers));
+        assert!(plane.start_consent(t, &creds, timers));
+        let mut buf = [0u8; 2048];
+        // Our checks arrive, authenticated with the peer's password; answering them holds consent.
+        for _ in 0..5 {
+            let (n, src) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(src, target);
+            let check = &buf[..n];
+            let r = stun::parse_binding_request(check).unwrap();
+            assert_eq!(r.local_ufrag, b"them");
+            assert!(r.integrity_holds(check, b"their-password-22-chr!"));
+            let tid = stun::transaction_id(check);
+            let answer = stun::binding_success(tid, target, b"their-password-22-chr!");
+            peer.send_to(&answer, target).unwrap();
+        }
+        let stats = || plane.peer_stats(t).unwrap().0;
+        wait_until(|| stats().consent_responses >= 5);
+        assert!(stats().consent_responses >= 5);
+        // An answer signed with another key, or to a check never sent, counts for nothing.
+        let forged = stun::binding_success([5; 12], target, b"their-password-22-chr!");
+        peer.send_to(&forged, target).unwrap();
+        // The peer's own check is answered here, not by Python.
+        let theirs = stun::binding_request(b"ours:them", b"our-password-22-chars!", [8; 12]);
+        peer.send_to(&theirs, target).unwrap();
+        let answer = loop {
+            let (n, _) = peer.recv_from(&mut buf).unwrap();
+            if stun::parse_binding_success(&buf[..n]).is_ok() {
+                break buf[..n].to_vec();
+            }
+        };
+        let r = stun::parse_binding_success(&answer).unwrap();
+        assert_eq!(r.transaction_id, [8; 12]);
+        assert!(r.integrity_holds(&answer, b"our-password-22-chars!"));
+        assert_eq!(
+            answer,
+            stun::binding_success([8; 12], from, b"our-password-22-chars!")
+        );
+        let bad = stun::binding_request(b"ours:them", b"a-guess", [9; 12]);
+        peer.send_to(&bad, target).unwrap();
+        wait_until(|| stats().checks_refused == 1);
+        assert_eq!((stats().checks_answered, stats().checks_refused), (1, 1));
+        // Only the answer to no check of ours went up to Python (its ICE agent may have asked).
+        let up = plane.take_inbound();
+        assert_eq!(up.len(), 1);
+        assert_eq!(up[0].data, forged);
+        assert!(plane.take_consent_lost().is_empty());
+        // Silence: consent is lost once, and reported.
+        let mut lost = Vec::new();
+        for _ in 0..300 {
+            lost.extend(plane.take_consent_lost());
+            if !lost.is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(lost, vec![t]);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(plane.take_consent_lost().is_empty());
+        assert_eq!(plane.worker_totals().0.consent_lost, 1);
     }
 }

@@ -7,13 +7,15 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::demux::is_rtcp;
-use super::tcp::TcpConn;
+use super::tcp::{self, TcpConn};
 use super::udp::{SendBatch, SLOT_LEN};
+use mediasrv_core::consent::{Consent, ConsentTimers};
 use mediasrv_core::fasthash::FastMap;
 use mediasrv_core::ids::TransportId;
 use mediasrv_core::output::Output;
 use mediasrv_core::router::Router;
 use mediasrv_core::srtp::{SrtpContext, SrtpCounters, SRTP_MAX_TRAILER_LEN};
+use mediasrv_core::stun::{self, IceRole, TransactionId};
 
 pub type SharedRouter = Arc<Mutex<Router>>;
 
@@ -35,6 +37,89 @@ pub struct PeerStats {
     pub test_dropped: u64,
     /// Times the peer's address was moved (`Plane::update_peer_address`).
     pub address_changes: u64,
+    /// Consent checks (RFC 7675) sent, and authenticated answers to them.
+    pub consent_checks: u64,
+    pub consent_responses: u64,
+    /// The peer's own Binding requests from its address answered here, and those refused (their
+    /// MESSAGE-INTEGRITY did not hold our password).
+    pub checks_answered: u64,
+    pub checks_refused: u64,
+}
+
+/// A handed-over peer's ICE credentials and its consent freshness, run here instead of in the
+/// Python ICE agent: the plane answers the peer's checks from its address and sends its own.
+pub struct PeerIce {
+    pub local_ufrag: Box<[u8]>,
+    pub local_password: Box<[u8]>,
+    pub remote_password: Box<[u8]>,
+    /// USERNAME of our checks: "remote ufrag:local ufrag".
+    pub username: Box<[u8]>,
+    pub role: IceRole,
+    /// PRIORITY of our checks (our local candidate's priority).
+    pub priority: u32,
+    pub consent: Consent,
+}
+
+/// What a handed-over peer's ICE state needs at the start (see `Plane::start_consent`).
+pub struct IceCredentials<'a> {
+    pub local_ufrag: &'a [u8],
+    pub local_password: &'a [u8],
+    pub remote_ufrag: &'a [u8],
+    pub remote_password: &'a [u8],
+    pub role: IceRole,
+    pub priority: u32,
+}
+
+impl PeerIce {
+    pub fn new(c: &IceCredentials<'_>, timers: ConsentTimers, now_ms: u64, seed: u64) -> Self {
+        Self {
+            local_ufrag: c.local_ufrag.into(),
+            local_password: c.local_password.into(),
+            remote_password: c.remote_password.into(),
+            username: [c.remote_ufrag, b":", c.local_ufrag].concat().into(),
+            role: c.role,
+            priority: c.priority,
+            consent: Consent::new(timers, now_ms, seed),
+        }
+    }
+}
+
+/// A random transaction id (RFC 7675 5.1 needs them unpredictable: they are what an off-path
+/// attacker would have to guess to fake consent).
+fn random_transaction_id(fallback: &mut u64) -> TransactionId {
+    let mut t = [0u8; 12];
+    // SAFETY: getrandom writes at most t.len() bytes into t.
+    let n = unsafe { libc::getrandom(t.as_mut_ptr() as *mut libc::c_void, t.len(), 0) };
+    if n != t.len() as isize {
+        for chunk in t.chunks_mut(4) {
+            *fallback ^= *fallback << 13;
+            *fallback ^= *fallback >> 7;
+            *fallback ^= *fallback << 17;
+            chunk.copy_from_slice(&(*fallback as u32).to_be_bytes());
+        }
+    }
+    t
+}
+
+/// Sends one STUN message to a peer at once (rare: a few a second per worker, no batching).
+fn send_stun(sockets: &[UdpSocket], p: &Peer, message: &[u8], stats: &mut WorkerStats) {
+    let ok = match &p.tcp {
+        Some(conn) => {
+            let mut framed = Vec::with_capacity(message.len() + 2);
+            tcp::push_frame(&mut framed, message) && {
+                let r = conn.write_frames(&framed);
+                stats.tcp_write_overflow += r.overflow;
+                r.failed == 0 && r.overflow == 0
+            }
+        }
+        None => sockets[p.socket].send_to(message, p.addr).is_ok(),
+    };
+    if ok {
+        stats.datagrams_out += 1;
+        stats.bytes_out += message.len() as u64;
+    } else {
+        stats.send_errors += 1;
+    }
 }
 
 pub struct Peer {
@@ -45,6 +130,8 @@ pub struct Peer {
     pub tcp: Option<Arc<TcpConn>>,
     pub srtp: SrtpContext,
     pub stats: PeerStats,
+    /// Set once the plane runs the peer's consent freshness (`Plane::start_consent`).
+    pub ice: Option<PeerIce>,
 }
 
 /// Counters of one worker (read under its lock at scrape time).
@@ -67,6 +154,19 @@ pub struct WorkerStats {
     pub tcp_write_overflow: u64,
     /// SRTP counters of peers already unregistered, so totals never go backwards.
     pub retired_srtp: SrtpCounters,
+    /// Handed-over peers whose consent expired (reported to Python once each).
+    pub consent_lost: u64,
+}
+
+/// What became of a STUN datagram from a handed-over peer's address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StunVerdict {
+    /// Answered (a check of the peer's) or taken (an answer to our consent check).
+    Handled,
+    /// Dropped: a check or answer naming this peer's session without its integrity.
+    Refused,
+    /// Not for the plane (no consent run here, another session, another method): to Python.
+    ToPython,
 }
 
 pub struct WorkerState {
@@ -81,6 +181,8 @@ pub struct WorkerState {
     poll_interval_ms: u64,
     next_poll_ms: u64,
     pub stats: WorkerStats,
+    /// Peers whose consent expired since Python last asked.
+    pub lost: Vec<TransportId>,
 }
 
 /// Frames for ICE-TCP peers, gathered per connection during a batch and written with one call
@@ -219,6 +321,86 @@ impl WorkerState {
             poll_interval_ms: poll_interval_ms.max(1),
             next_poll_ms: 0,
             stats: WorkerStats::default(),
+            lost: Vec::new(),
+        }
+    }
+
+    /// A STUN datagram from a handed-over peer's address: its consent checks are answered here
+    /// (XOR-MAPPED-ADDRESS, our password) and the answers to ours taken, when the plane runs its
+    /// consent; anything else goes up to the ICE agent.
+    pub fn handle_stun(
+        &mut self,
+        sockets: &[UdpSocket],
+        transport: TransportId,
+        datagram: &[u8],
+        now_ms: u64,
+    ) -> StunVerdict {
+        let WorkerState { peers, stats, .. } = self;
+        let Some(p) = peers.get_mut(&transport) else {
+            return StunVerdict::ToPython;
+        };
+        let Some(ice) = p.ice.as_mut() else {
+            return StunVerdict::ToPython;
+        };
+        if let Ok(request) = stun::parse_binding_request(datagram) {
+            if *request.local_ufrag != *ice.local_ufrag {
+                return StunVerdict::ToPython;
+            }
+            if !request.integrity_holds(datagram, &ice.local_password) {
+                p.stats.checks_refused += 1;
+                return StunVerdict::Refused;
+            }
+            let answer =
+                stun::binding_success(stun::transaction_id(datagram), p.addr, &ice.local_password);
+            p.stats.checks_answered += 1;
+            send_stun(sockets, p, &answer, stats);
+            return StunVerdict::Handled;
+        }
+        let Ok(response) = stun::parse_binding_success(datagram) else {
+            return StunVerdict::ToPython;
+        };
+        if !ice.consent.is_pending(&response.transaction_id) {
+            return StunVerdict::ToPython;
+        }
+        if !response.integrity_holds(datagram, &ice.remote_password) {
+            return StunVerdict::Refused;
+        }
+        if ice.consent.on_response(&response.transaction_id, now_ms) {
+            p.stats.consent_responses += 1;
+        }
+        StunVerdict::Handled
+    }
+
+    /// Consent checks that are due, and expiries (into `lost`).
+    fn poll_consent(&mut self, sockets: &[UdpSocket], now_ms: u64) {
+        let WorkerState {
+            peers,
+            stats,
+            rng,
+            lost,
+            ..
+        } = self;
+        for (id, p) in peers.iter_mut() {
+            let Some(ice) = p.ice.as_mut() else { continue };
+            if ice.consent.poll_expired(now_ms) {
+                stats.consent_lost += 1;
+                lost.push(*id);
+                continue;
+            }
+            if !ice.consent.check_due(now_ms) {
+                continue;
+            }
+            let tid = random_transaction_id(rng);
+            let check = stun::consent_request(
+                &ice.username,
+                &ice.remote_password,
+                tid,
+                ice.priority,
+                ice.role,
+            );
+            ice.consent.sent(tid, now_ms);
+            p.stats.consent_checks += 1;
+            send_stun(sockets, p, &check, stats);
         }
     }
 
@@ -344,6 +526,7 @@ impl WorkerState {
             emit(peers, sends, tcp, sockets, stats, out_rtcp, true);
             emit(peers, sends, tcp, sockets, stats, out, false);
         }
+        self.poll_consent(sockets, now_ms);
     }
 
     pub fn flush(&mut self, sockets: &[UdpSocket]) {
