@@ -334,20 +334,32 @@ impl Router {
             return;
         };
         t.subs[si].stats.nacks += 1;
-        if t.layered.is_some() {
-            return simulcast::answer_nack(
-                t, si, stats, cfg, downlinks, items, budget, now_ms, out,
-            );
+        let Track {
+            subs,
+            stats: track_stats,
+            layered,
+            seq,
+            gaps,
+            cache,
+            pt_table,
+            ..
+        } = t;
+        let sub = &mut subs[si];
+        let mut a = NackAnswer {
+            stats,
+            track: track_stats,
+            cfg,
+            downlinks,
+            budget,
+            now_ms,
+            out,
+        };
+        if let Some(l) = layered.as_deref_mut() {
+            return l.answer_nack(sub, &mut a, items);
         }
-        let highest_c = t.seq.highest().map(|h| t.gaps.compress(h));
+        let highest_c = seq.highest().map(|h| gaps.compress(h));
         for out_seq in items.seqs() {
-            if *budget == 0 {
-                stats.drop(DropReason::NackLimited);
-                continue;
-            }
-            let sub = &mut t.subs[si];
-            if sub.paused {
-                stats.drop(DropReason::VideoPaused);
+            if !a.may_look(sub) {
                 continue;
             }
             let found = match (sub.started, highest_c) {
@@ -356,56 +368,21 @@ impl Router {
                     if c < sub.start_c || c > hc {
                         None
                     } else {
-                        t.cache.get(t.gaps.decompress(c)).map(|p| (p, c))
+                        cache.get(gaps.decompress(c)).map(|p| (p, c))
                     }
                 }
                 _ => None,
             };
             let Some((p, c)) = found else {
-                t.subs[si].stats.nack_misses += 1;
-                stats.drop(DropReason::NackMiss);
+                a.miss(sub);
                 continue;
             };
             let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
-            if sub_pt == 0xff || !red_resendable(&t.pt_table, &sub.pt_map, sub_pt, p) {
-                stats.drop(DropReason::NackMiss);
+            if sub_pt == 0xff || !red_resendable(pt_table, &sub.pt_map, sub_pt, p) {
+                a.unsendable();
                 continue;
             }
-            // The subscriber's link: its estimate (transport-cc, else REMB and loss), else what we
-            // let publishers send.
-            let dl = downlinks.get_mut(&sub.transport);
-            let estimate = dl
-                .as_ref()
-                .and_then(|d| d.estimate())
-                .or(sub.stats.remb_bps)
-                .unwrap_or(cfg.max_bitrate_bps);
-            let allowance = resend::allowance_bps(estimate, sub.stats.bitrate_bps);
-            let rtt_ms = sub.stats.rtt_us.map(|us| us / 1000);
-            let wire = p.payload().len() + RTP_OVERHEAD_BYTES;
-            match sub.resend.admit(c, wire, now_ms, rtt_ms, allowance) {
-                Ok(()) => {}
-                Err(resend::Refusal::TooSoon) => {
-                    sub.stats.nack_too_soon += 1;
-                    stats.drop(DropReason::NackTooSoon);
-                    continue;
-                }
-                Err(resend::Refusal::OverBudget) => {
-                    sub.stats.nack_over_budget += 1;
-                    stats.drop(DropReason::NackOverBudget);
-                    continue;
-                }
-            }
-            *budget -= 1;
-            let m = MediaRef::from_cached(p, c);
-            let (_, _, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
-            let sub = &mut t.subs[si];
-            sub.stats.retransmissions += 1;
-            sub.stats.retransmission_payload_bytes += p.payload().len() as u64;
-            t.stats.retransmissions += 1;
-            stats.retransmissions_out += 1;
-            stats.retransmission_bytes_out += len as u64;
-            stats.rtp_packets_out += 1;
-            stats.rtp_bytes_out += len as u64;
+            a.resend(sub, c, sub_pt, &MediaRef::from_cached(p, c));
         }
     }
 
@@ -687,5 +664,91 @@ fn red_resendable(
         } => RedPayload::parse(p.payload())
             .is_ok_and(|r| r.forward_as(p.payload(), map, sub_pt) == RedForward::AsIs(sub_pt)),
         _ => true,
+    }
+}
+
+/// Answering one subscriber's NACK, shared by single-layer and simulcast tracks: the per-datagram
+/// budget, a paused subscriber's silence, miss counting, the once-per-round-trip rule and byte
+/// budget of its `ResendGate`, and the write and counters of a retransmission. Each kind of track
+/// only finds the packet a number names and how it was sent.
+pub(super) struct NackAnswer<'a> {
+    pub stats: &'a mut RouterStats,
+    pub track: &'a mut TrackStats,
+    pub cfg: &'a RouterConfig,
+    pub downlinks: &'a mut FastMap<TransportId, Downlink>,
+    /// Retransmissions this RTCP datagram may still make.
+    pub budget: &'a mut usize,
+    pub now_ms: u64,
+    pub out: &'a mut Output,
+}
+
+impl NackAnswer<'_> {
+    /// Whether a NACKed number is worth looking up (counted when not).
+    pub fn may_look(&mut self, sub: &Subscription) -> bool {
+        if *self.budget == 0 {
+            self.stats.drop(DropReason::NackLimited);
+            return false;
+        }
+        if sub.paused {
+            self.stats.drop(DropReason::VideoPaused);
+            return false;
+        }
+        true
+    }
+
+    /// A number that names nothing we still have.
+    pub fn miss(&mut self, sub: &mut Subscription) {
+        sub.stats.nack_misses += 1;
+        self.stats.drop(DropReason::NackMiss);
+    }
+
+    /// A packet we have but cannot send this subscriber (its codec or RED form).
+    pub fn unsendable(&mut self) {
+        self.stats.drop(DropReason::NackMiss);
+    }
+
+    /// Resends `m` (`key` identifies it in the subscriber's `ResendGate`) unless it went less than
+    /// a round trip ago or the subscriber's budget is spent. True if it was written.
+    pub fn resend(
+        &mut self,
+        sub: &mut Subscription,
+        key: u64,
+        sub_pt: u8,
+        m: &MediaRef<'_>,
+    ) -> bool {
+        // The subscriber's link: its estimate (transport-cc, else REMB and loss), else what we
+        // let publishers send.
+        let dl = self.downlinks.get_mut(&sub.transport);
+        let estimate = dl
+            .as_ref()
+            .and_then(|d| d.estimate())
+            .or(sub.stats.remb_bps)
+            .unwrap_or(self.cfg.max_bitrate_bps);
+        let allowance = resend::allowance_bps(estimate, sub.stats.bitrate_bps);
+        let rtt_ms = sub.stats.rtt_us.map(|us| us / 1000);
+        let wire = m.payload.len() + RTP_OVERHEAD_BYTES;
+        match sub.resend.admit(key, wire, self.now_ms, rtt_ms, allowance) {
+            Ok(()) => {}
+            Err(resend::Refusal::TooSoon) => {
+                sub.stats.nack_too_soon += 1;
+                self.stats.drop(DropReason::NackTooSoon);
+                return false;
+            }
+            Err(resend::Refusal::OverBudget) => {
+                sub.stats.nack_over_budget += 1;
+                self.stats.drop(DropReason::NackOverBudget);
+                return false;
+            }
+        }
+        *self.budget -= 1;
+        let (_, _, len) = write_for_sub(self.out, sub, dl, sub_pt, m, self.now_ms);
+        sub.stats.retransmissions += 1;
+        sub.stats.retransmission_payload_bytes += m.payload.len() as u64;
+        self.track.retransmissions += 1;
+        self.stats.retransmissions_out += 1;
+        self.stats.retransmission_bytes_out += len as u64;
+        self.stats.rtp_packets_out += 1;
+        self.stats.rtp_bytes_out += len as u64;
+        true
     }
 }

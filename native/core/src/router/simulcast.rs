@@ -272,6 +272,60 @@ impl Layered {
         Some((sr, e.ts_offset))
     }
 
+    /// Answers a simulcast subscriber's NACK from the layers' caches: each packet resent under the
+    /// number it was sent with, its VP8 descriptor rewritten as it was, through the shared path.
+    pub(super) fn answer_nack(
+        &mut self,
+        sub: &mut Subscription,
+        a: &mut feedback::NackAnswer<'_>,
+        items: crate::rtcp::NackItems<'_>,
+    ) {
+        let Some(sl) = self.subs.iter().find(|x| x.id == sub.id) else {
+            return;
+        };
+        for out_seq in items.seqs() {
+            if !a.may_look(sub) {
+                continue;
+            }
+            let entry = sl
+                .sent
+                .get(out_seq as usize % SENT_RING)
+                .copied()
+                .filter(|e| e.valid && e.seq == out_seq);
+            let found = entry
+                .and_then(|e| Some((e, self.layers.get(e.layer as usize)?.cache.get(e.src_ext)?)));
+            let Some((e, p)) = found else {
+                a.miss(sub);
+                continue;
+            };
+            let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
+            if sub_pt == 0xff {
+                a.unsendable();
+                continue;
+            }
+            self.scratch.clear();
+            self.scratch.extend_from_slice(p.payload());
+            if e.picture_id.is_some() || e.tl0.is_some() {
+                if let Ok(d) = crate::vp8::parse(&self.scratch) {
+                    crate::vp8::rewrite(&mut self.scratch, &d, e.picture_id, e.tl0);
+                }
+            }
+            sub.seq_offset = out_seq.wrapping_sub(e.src_ext as u16);
+            sub.ts_offset = e.ts_offset;
+            let m = MediaRef {
+                c: e.src_ext,
+                timestamp: p.timestamp,
+                marker: p.marker,
+                abs_send_time: p.abs_send_time,
+                audio_level: None,
+                csrc_bytes: p.csrc_bytes(),
+                payload: &self.scratch,
+                shared: None,
+            };
+            a.resend(sub, e.src_ext | (e.layer as u64) << 56, sub_pt, &m);
+        }
+    }
+
     /// SSRC to name in keyframe requests: the layer some subscriber waits for (the highest such),
     /// else the highest layer being received.
     fn feedback_ssrc(&self) -> Option<u32> {
@@ -468,108 +522,6 @@ pub(super) fn route_layered(
             stats.rtp_bytes_out += len as u64;
             stats.payload_bytes_out += payload.len() as u64;
         }
-    }
-}
-
-/// Answers a simulcast subscriber's NACK from its layers' caches: each packet resent under the
-/// number it was sent with, its VP8 descriptor rewritten as it was, within the same once-per-RTT
-/// rule and budget as any retransmission.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn answer_nack(
-    t: &mut Track,
-    si: usize,
-    stats: &mut RouterStats,
-    cfg: &RouterConfig,
-    downlinks: &mut FastMap<TransportId, Downlink>,
-    items: crate::rtcp::NackItems<'_>,
-    budget: &mut usize,
-    now_ms: u64,
-    out: &mut Output,
-) {
-    let Some(l) = t.layered.as_deref_mut() else {
-        return;
-    };
-    let sub = &mut t.subs[si];
-    let Some(sl) = l.subs.iter_mut().find(|x| x.id == sub.id) else {
-        return;
-    };
-    for out_seq in items.seqs() {
-        if *budget == 0 {
-            stats.drop(DropReason::NackLimited);
-            continue;
-        }
-        if sub.paused {
-            stats.drop(DropReason::VideoPaused);
-            continue;
-        }
-        let entry = sl
-            .sent
-            .get(out_seq as usize % SENT_RING)
-            .copied()
-            .filter(|e| e.valid && e.seq == out_seq);
-        let found =
-            entry.and_then(|e| Some((e, l.layers.get(e.layer as usize)?.cache.get(e.src_ext)?)));
-        let Some((e, p)) = found else {
-            sub.stats.nack_misses += 1;
-            stats.drop(DropReason::NackMiss);
-            continue;
-        };
-        let sub_pt = sub.pt_map[p.payload_type as usize & 0x7f];
-        if sub_pt == 0xff {
-            stats.drop(DropReason::NackMiss);
-            continue;
-        }
-        let dl = downlinks.get_mut(&sub.transport);
-        let estimate = dl
-            .as_ref()
-            .and_then(|d| d.estimate())
-            .or(sub.stats.remb_bps)
-            .unwrap_or(cfg.max_bitrate_bps);
-        let allowance = resend::allowance_bps(estimate, sub.stats.bitrate_bps);
-        let rtt_ms = sub.stats.rtt_us.map(|us| us / 1000);
-        let wire = p.payload().len() + 60;
-        let key = e.src_ext | (e.layer as u64) << 56;
-        match sub.resend.admit(key, wire, now_ms, rtt_ms, allowance) {
-            Ok(()) => {}
-            Err(resend::Refusal::TooSoon) => {
-                sub.stats.nack_too_soon += 1;
-                stats.drop(DropReason::NackTooSoon);
-                continue;
-            }
-            Err(resend::Refusal::OverBudget) => {
-                sub.stats.nack_over_budget += 1;
-                stats.drop(DropReason::NackOverBudget);
-                continue;
-            }
-        }
-        *budget -= 1;
-        l.scratch.clear();
-        l.scratch.extend_from_slice(p.payload());
-        if e.picture_id.is_some() || e.tl0.is_some() {
-            if let Ok(d) = crate::vp8::parse(&l.scratch) {
-                crate::vp8::rewrite(&mut l.scratch, &d, e.picture_id, e.tl0);
-            }
-        }
-        sub.seq_offset = out_seq.wrapping_sub(e.src_ext as u16);
-        sub.ts_offset = e.ts_offset;
-        let m = MediaRef {
-            c: e.src_ext,
-            timestamp: p.timestamp,
-            marker: p.marker,
-            abs_send_time: p.abs_send_time,
-            audio_level: None,
-            csrc_bytes: p.csrc_bytes(),
-            payload: &l.scratch,
-            shared: None,
-        };
-        let (_, _, len) = write_for_sub(out, sub, dl, sub_pt, &m, now_ms);
-        sub.stats.retransmissions += 1;
-        sub.stats.retransmission_payload_bytes += p.payload().len() as u64;
-        t.stats.retransmissions += 1;
-        stats.retransmissions_out += 1;
-        stats.retransmission_bytes_out += len as u64;
-        stats.rtp_packets_out += 1;
-        stats.rtp_bytes_out += len as u64;
     }
 }
 
