@@ -8,6 +8,7 @@ pub mod codec_match;
 pub mod consent;
 pub mod fasthash;
 pub mod framing;
+pub mod h264;
 pub mod ids;
 pub mod jitter;
 pub mod keyframe;
