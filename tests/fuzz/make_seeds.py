@@ -185,7 +185,9 @@ def seeds() -> dict[str, list[bytes]]:
     media, rtcp = media_packets(), rtcp_packets()
     twobyte = rtp(VP8_PT, 9, 9, VP8_SSRC, VP8_DELTA, exts=[(1, b"0"), (20, b"x" * 20), (2, b"")], two_byte=True)
     padded = rtp(OPUS_PT, 10, 10, OPUS_SSRC, OPUS, csrcs=[1, 2], padding=4)
-    out: dict[str, list[bytes]] = {"rtp_parse": [*media, twobyte, padded], "rtcp_parse": rtcp}
+    # Opus RED (RFC 2198) as Chromium sends it: one redundant block (20 ms back, 3 bytes), the primary.
+    red = rtp(63, 11, 11, OPUS_SSRC, bytes([0x80 | OPUS_PT, 0x0F, 0x00, 3, OPUS_PT]) + b"\xaa\xbb\xcc" + OPUS)
+    out: dict[str, list[bytes]] = {"rtp_parse": [*media, twobyte, padded, red], "rtcp_parse": rtcp}
 
     srtp: list[bytes] = []
     for n, (profile, key_len, salt_len) in enumerate(PROFILES):

@@ -1,20 +1,68 @@
 //! RTP header parsing (RFC 3550, RFC 8285 extensions): never panics, every view stays inside the
 //! datagram, keyframe detection and the H.264 SPS reader cope with any payload, and what parses
-//! survives a rewrite through the router's packet writer.
+//! survives a rewrite through the router's packet writer. The payload is also read as RFC 2198 RED:
+//! what parses has its blocks inside the payload, and the router's rewrite of its block payload
+//! types changes nothing else.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mediasrv_core::jitter::RtpFields;
 use mediasrv_core::keyframe::{is_keyframe_start, CodecKind};
+use mediasrv_core::red::{RedForward, RedPayload};
 use mediasrv_core::rtp::{write_packet, HeaderOut, RtpView};
 
-const KINDS: [CodecKind; 6] = [
+const KINDS: [CodecKind; 7] = [
     CodecKind::Vp8,
     CodecKind::Vp9,
     CodecKind::H264,
     CodecKind::Av1,
     CodecKind::Rtx,
+    CodecKind::Red,
     CodecKind::Other,
 ];
+
+/// RED read from `payload`: blocks inside it, a mapped copy differing only in the block types.
+fn check_red(payload: &[u8], seed: u8) {
+    let Ok(r) = RedPayload::parse(payload) else {
+        return;
+    };
+    assert!(r.header_len() <= r.primary_offset && r.primary_offset < payload.len());
+    assert_eq!(r.primary(payload).len(), payload.len() - r.primary_offset);
+    assert!(r.pt_offsets().all(|i| i < r.header_len()));
+    assert_eq!(
+        payload[r.header_len() - 1],
+        r.primary_pt,
+        "primary header: F=0"
+    );
+    // A map that moves some types, drops others (0xff) and keeps the rest.
+    let mut map = [0u8; 128];
+    for (pt, to) in map.iter_mut().enumerate() {
+        *to = match (pt as u8).wrapping_add(seed) % 3 {
+            0 => pt as u8,
+            1 => (pt as u8).wrapping_add(seed) & 0x7f,
+            _ => 0xff,
+        };
+    }
+    let (same, all) = r.mapping(payload, &map);
+    match r.forward_as(payload, &map, 100) {
+        RedForward::AsIs(pt) | RedForward::Rewritten(pt) => assert_eq!(pt, 100),
+        RedForward::Primary(pt) => assert_eq!((pt, all), (map[r.primary_pt as usize], false)),
+        RedForward::NotNegotiated => assert!(!all && map[r.primary_pt as usize] == 0xff),
+    }
+    if all {
+        let mut out = vec![seed];
+        r.write_mapped(payload, &map, &mut out);
+        assert_eq!(out.len(), payload.len() + 1);
+        let offsets: Vec<usize> = r.pt_offsets().collect();
+        for (i, (a, b)) in payload.iter().zip(&out[1..]).enumerate() {
+            if offsets.contains(&i) {
+                assert_eq!((b & 0x80, b & 0x7f), (a & 0x80, map[(a & 0x7f) as usize]));
+            } else {
+                assert_eq!(a, b);
+            }
+        }
+        assert_eq!(same, out[1..] == *payload);
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(v) = RtpView::parse(data) else { return };
@@ -39,6 +87,7 @@ fuzz_target!(|data: &[u8]| {
     for k in KINDS {
         let _ = is_keyframe_start(k, v.payload());
     }
+    check_red(v.payload(), v.seq as u8);
     // The H.264 SPS reader (simulcast layer heights): the payload as a packet and as an SPS.
     for size in [
         mediasrv_core::h264::keyframe_size(v.payload()),
