@@ -343,3 +343,24 @@ def test_a_publisher_still_connecting_is_not_lost() -> None:
     room.participants["dr"].publisher.connected = True
     told = [(t, e["quality"]) for t in range(10, 14) for p, e in monitor.poll(t) if p.identity == "dr"]
     assert told == [(13, "lost")]
+
+
+async def test_polls_are_delivered_in_order_when_a_socket_is_slow() -> None:
+    room, _ = _fake_room()
+    got: list[str] = []
+    slow = asyncio.Event()
+
+    async def sink(event: dict[str, Any]) -> None:
+        if event["quality"] == "poor":
+            await slow.wait()  # the first poll's send waits on a slow socket
+        got.append(event["quality"])
+
+    viewer = Participant(identity="v", role="clinician", name=None, session="room", events=sink)
+    monitor = QualityMonitor(room)
+    first = asyncio.ensure_future(monitor.deliver([(viewer, up("poor"))]))
+    second = asyncio.ensure_future(monitor.deliver([(viewer, up("excellent"))]))
+    await asyncio.sleep(0.01)
+    assert got == []
+    slow.set()
+    await asyncio.gather(first, second)
+    assert got == ["poor", "excellent"]

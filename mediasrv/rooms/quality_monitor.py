@@ -14,7 +14,7 @@ one admitted later gets, at the next poll, whatever is not excellent at that mom
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -25,8 +25,6 @@ from mediasrv.rooms.quality import Hysteresis, Quality, Sample, Thresholds, clas
 
 if TYPE_CHECKING:
     from mediasrv.rooms.room import Room
-
-log = logging.getLogger(__name__)
 
 INTERVAL_S = 1.0  # how often the stats are read
 SILENT_AFTER_S = 3.0  # nothing from a connected publisher for this long: lost
@@ -66,6 +64,7 @@ class QualityMonitor:
         # The last event per (identity, scope) that was not all excellent; what a newcomer is told.
         self._announced: dict[tuple[str, str], Event] = {}
         self._informed: dict[str, Participant] = {}  # recipients that have the current picture
+        self._sending = asyncio.Lock()
 
     # --- what the room calls --------------------------------------------------------------------
     def poll(self, now: float) -> list[tuple[Participant, Event]]:
@@ -100,10 +99,12 @@ class QualityMonitor:
         self._informed = dict(admitted)
         return out
 
-    @staticmethod
-    async def deliver(out: Iterable[tuple[Participant, Event]]) -> None:
-        for p, event in out:
-            await p.send(event)
+    async def deliver(self, out: Iterable[tuple[Participant, Event]]) -> None:
+        """Send one poll's events; the lock (first come, first served) keeps polls in order even when
+        a slow socket holds an earlier one up."""
+        async with self._sending:
+            for p, event in out:
+                await p.send(event)
 
     def levels(self) -> Counter[tuple[str, str]]:
         """Participants per (scope, level) now, for /metrics (no identities)."""
