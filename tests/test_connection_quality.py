@@ -345,22 +345,25 @@ def test_a_publisher_still_connecting_is_not_lost() -> None:
     assert told == [(13, "lost")]
 
 
-async def test_polls_are_delivered_in_order_when_a_socket_is_slow() -> None:
+async def test_polls_are_delivered_in_order_and_a_slow_socket_holds_up_only_its_own() -> None:
     room, _ = _fake_room()
-    got: list[str] = []
+    got: list[tuple[str, str]] = []
     slow = asyncio.Event()
 
-    async def sink(event: dict[str, Any]) -> None:
-        if event["quality"] == "poor":
-            await slow.wait()  # the first poll's send waits on a slow socket
-        got.append(event["quality"])
+    def sink(identity: str) -> Any:
+        async def send(event: dict[str, Any]) -> None:
+            if identity == "pat" and event["quality"] == "poor":
+                await slow.wait()  # the patient's socket, on its poor link, takes its time
+            got.append((identity, event["quality"]))
+        return send
 
-    viewer = Participant(identity="v", role="clinician", name=None, session="room", events=sink)
+    pat = Participant(identity="pat", role="patient", name=None, session="room", events=sink("pat"))
+    dr = Participant(identity="dr", role="clinician", name=None, session="room", events=sink("dr"))
     monitor = QualityMonitor(room)
-    first = asyncio.ensure_future(monitor.deliver([(viewer, up("poor"))]))
-    second = asyncio.ensure_future(monitor.deliver([(viewer, up("excellent"))]))
+    first = asyncio.ensure_future(monitor.deliver([(pat, up("poor")), (dr, up("poor"))]))
+    second = asyncio.ensure_future(monitor.deliver([(pat, up("excellent")), (dr, up("excellent"))]))
     await asyncio.sleep(0.01)
-    assert got == []
+    assert got == [("dr", "poor"), ("dr", "excellent")]
     slow.set()
     await asyncio.gather(first, second)
-    assert got == ["poor", "excellent"]
+    assert got[2:] == [("pat", "poor"), ("pat", "excellent")]

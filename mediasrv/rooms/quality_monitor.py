@@ -64,7 +64,7 @@ class QualityMonitor:
         # The last event per (identity, scope) that was not all excellent; what a newcomer is told.
         self._announced: dict[tuple[str, str], Event] = {}
         self._informed: dict[str, Participant] = {}  # recipients that have the current picture
-        self._sending = asyncio.Lock()
+        self._sending: dict[str, asyncio.Lock] = {}  # per recipient
 
     # --- what the room calls --------------------------------------------------------------------
     def poll(self, now: float) -> list[tuple[Participant, Event]]:
@@ -79,6 +79,8 @@ class QualityMonitor:
             del self._downlinks[gone]
         for key in [k for k in self._announced if k[0] not in admitted]:
             del self._announced[key]
+        for gone in [i for i in self._sending if i not in admitted]:
+            del self._sending[gone]
         changes: list[Event] = []
         tracks = _TrackCache(self.room)
         for p in admitted.values():
@@ -100,10 +102,18 @@ class QualityMonitor:
         return out
 
     async def deliver(self, out: Iterable[tuple[Participant, Event]]) -> None:
-        """Send one poll's events; the lock (first come, first served) keeps polls in order even when
-        a slow socket holds an earlier one up."""
-        async with self._sending:
-            for p, event in out:
+        """Send one poll's events: to each recipient in order (a lock per recipient, first come first
+        served, so a later poll never overtakes an earlier one a slow socket holds up), to the
+        recipients side by side (the patient whose link is poor must not hold up the clinician)."""
+        mine: dict[int, tuple[Participant, list[Event]]] = {}
+        for p, event in out:
+            mine.setdefault(id(p), (p, []))[1].append(event)
+        await asyncio.gather(*(self._send(p, events) for p, events in mine.values()))
+
+    async def _send(self, p: Participant, events: list[Event]) -> None:
+        lock = self._sending.setdefault(p.identity, asyncio.Lock())
+        async with lock:
+            for event in events:
                 await p.send(event)
 
     def levels(self) -> Counter[tuple[str, str]]:
