@@ -49,6 +49,10 @@ class Settings:
     media_tcp_port: int = 0
     media_tcp_announced_port: int = 0
     ice_tcp_max_connections: int = 1024
+    # ICE consent freshness (RFC 7675) of connected peers, run by the native media plane: a check
+    # every 0.8-1.2 x the interval, and a peer that answers none for the timeout is disconnected.
+    ice_consent_interval_s: float = 5.0
+    ice_consent_timeout_s: float = 30.0
     # TURN relay (coturn with use-auth-secret) for clients whose network blocks UDP or all but 443:
     # the URLs handed to clients (e.g. "turn:turn.example.org:3478?transport=udp",
     # "turns:turn.example.org:443?transport=tcp"), the secret shared with coturn's
@@ -245,6 +249,9 @@ def load_settings(
             and settings.video_resume_hold_s >= 0):
         raise ConfigError("settings must satisfy 0 <= video_pause_bitrate <= video_resume_bitrate, "
                           "bwe_start_bitrate > 0 and video_resume_hold_s >= 0")
+    if not (math.isfinite(settings.ice_consent_interval_s) and math.isfinite(settings.ice_consent_timeout_s)
+            and 0 < settings.ice_consent_interval_s < settings.ice_consent_timeout_s):
+        raise ConfigError("settings must satisfy 0 < ice_consent_interval_s < ice_consent_timeout_s")
     if settings.ice_tcp_max_connections < 1:
         raise ConfigError("setting 'ice_tcp_max_connections' must be at least 1")
     if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:

@@ -77,6 +77,8 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      lambda o: isinstance(o.transceiver._codecs, list)),
     ("sender_ssrc", "RTCRtpSender instances keep an int `_ssrc`",
      lambda o: isinstance(o.transceiver.sender._ssrc, int)),
+    ("sender_rtx_ssrc", "RTCRtpSender instances keep an int `_rtx_ssrc`",
+     lambda o: isinstance(o.transceiver.sender._rtx_ssrc, int)),
     ("intercept_rtp", "RTCDtlsTransport._handle_rtp_data(self, data, arrival_time_ms) is a coroutine",
      lambda o: _is_method(RTCDtlsTransport, "_handle_rtp_data", ["self", "data", "arrival_time_ms"], True)),
     ("intercept_rtp", "RTCDtlsTransport's receive path calls it as `self._handle_rtp_data(`",
@@ -112,6 +114,22 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      and isinstance(inspect.getattr_static(aioice.ice.CandidatePair, "remote_addr"), property)),
     ("local_ice_password", "aioice Connection has a str `local_password`",
      lambda o: isinstance(o.connection.local_password, str)),
+    ("ice_connection", "RTCIceTransport instances keep their aioice Connection in `_connection`",
+     lambda o: isinstance(o.dtls.transport._connection, aioice.ice.Connection)),
+    ("ice_parameters", "aioice Connection has an int `_tie_breaker`, a bool `ice_controlling`, and "
+     "`remote_username` / `remote_password` None until known",
+     lambda o: isinstance(o.connection._tie_breaker, int) and isinstance(o.connection.ice_controlling, bool)
+     and o.connection.remote_username is None and o.connection.remote_password is None),
+    ("ice_parameters", "aioice's checks carry PRIORITY candidate_priority(pair.component, \"prflx\")",
+     lambda o: _calls(aioice.ice.Connection, 'candidate_priority(pair.component, "prflx")')
+     and isinstance(inspect.getattr_static(aioice.ice.CandidatePair, "component"), property)),
+    ("stop_consent_checks", "connect() starts `self._query_consent_task = asyncio.create_task("
+     "self.query_consent())`; close() cancels it only when set and not done",
+     lambda o: o.connection._query_consent_task is None
+     and _calls(aioice.ice.Connection, "self._query_consent_task = asyncio.create_task(self.query_consent())")
+     and _calls(aioice.ice.Connection, "if self._query_consent_task and not self._query_consent_task.done():")),
+    ("close_ice", "aioice closes the agent itself on a consent failure with `await self.close()`",
+     lambda o: _calls(aioice.ice.Connection, "return await self.close()")),
     ("take_over_socket", "asyncio's selector loop has `_remove_reader(fd)`",
      lambda o: callable(getattr(asyncio.SelectorEventLoop, "_remove_reader", None))),
     ("use_host_addresses", "aioice.ice.get_host_addresses(use_ipv4, use_ipv6) exists",
@@ -295,6 +313,19 @@ async def test_connected_pair_keys_roles_and_ice(pair: tuple[RTCPeerConnection, 
         assert nominated.protocol.transport.get_extra_info("socket") is not None
         sdp = pc.localDescription.sdp
         assert f"a=ice-pwd:{aiortc_glue.local_ice_password(dtls)}" in sdp
+        ice = aiortc_glue.ice_parameters(dtls)
+        assert ice is not None and f"a=ice-ufrag:{ice.local_ufrag}" in sdp
+        assert ice.local_password == aiortc_glue.local_ice_password(dtls)
+        assert ice.controlling is (pc is pair[0]) and 0 <= ice.tie_breaker < 2**64
+    ia, ib = (aiortc_glue.ice_parameters(d) for d in (a, b))
+    assert ia is not None and ib is not None
+    assert (ia.remote_ufrag, ia.remote_password) == (ib.local_ufrag, ib.local_password)
+    # aioice's consent task runs until stopped, once.
+    assert aiortc_glue.stop_consent_checks(a) is True
+    assert aiortc_glue.ice_connection(a)._query_consent_task is None
+    assert aiortc_glue.stop_consent_checks(a) is False
+    for pc in pair:
+        sdp = pc.localDescription.sdp
         t = pc.getTransceivers()[0]
         assert f"a=ssrc:{aiortc_glue.sender_ssrc(t.sender)} " in sdp
         assert "opus/48000/2" in [f"{c.mimeType.split('/')[1].lower()}/{c.clockRate}/{c.channels}"

@@ -1,6 +1,7 @@
-"""ICE consent after the handover: the media of a handed-over peer runs in the native plane, but a
-peer that stops answering consent checks (RFC 7675) is still found dead and its visit slot freed;
-and the connected peer costs the event loop no aiortc RTP/RTCP loop."""
+"""ICE consent after the handover: the media of a handed-over peer runs in the native plane, and so
+does its consent freshness (RFC 7675): the plane answers the peer's checks and sends its own, aioice's
+consent task is stopped, and a peer that stops answering is still found dead and its visit slot
+freed; the connected peer costs the event loop no aiortc RTP/RTCP loop and no consent task."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from mediasrv.api import appkeys as keys
+from mediasrv.media import aiortc_glue
 from mediasrv.media.host_addresses import configure_host_addresses
+from tests.conftest import start_server
 
 configure_host_addresses(["127.0.0.1"])
 
@@ -47,22 +50,70 @@ def _silence(pc: RTCPeerConnection) -> None:
         protocol.transport.close()
 
 
-async def test_a_silent_peer_after_the_handover_is_found_dead(server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)  # a check every 0.16-0.24 s, not ~5 s
+@pytest.fixture
+async def quick_consent_server(tmp_path: Any) -> Any:
+    """A server whose plane checks consent every 0.16-0.24 s and gives up after 1.5 s (not 5 / 30)."""
+    srv = await start_server(tmp_path / "data", ice_consent_interval_s=0.2, ice_consent_timeout_s=1.5)
+    try:
+        yield srv
+    finally:
+        await srv.runner.cleanup()
+
+
+async def test_a_silent_peer_after_the_handover_is_found_dead(
+        quick_consent_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    server = quick_consent_server
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 0.2)  # the client checks often too
     pc, publisher = await _publish(server, "consent-room", "pat-consent")
     try:
-        await asyncio.sleep(1.0)
+        # The server's agent runs no consent task: the plane checks instead.
+        dtls = next(iter(publisher._dtls))
+        assert aiortc_glue.ice_connection(dtls)._query_consent_task is None
+        plane = server.rooms.plane
+        stats: dict[str, int] = {}
+        for _ in range(200):  # the plane's checks are answered, the client's answered natively
+            stats = plane.native.peer_stats(publisher.handle) or {}
+            if stats.get("consent_responses", 0) >= 3 and stats.get("checks_answered", 0) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert stats["consent_responses"] >= 3 and stats["checks_answered"] >= 3, stats
+        assert stats["checks_refused"] == 0
         assert publisher.connected, "consent holds while the peer answers"
+        assert plane.consent_lost == 0
         _silence(pc)
-        # 6 unanswered checks (each given up after 0.5 s) close the ICE connection; the
+        # No answer for 1.5 s: the plane reports the peer, its ICE agent is closed, the
         # participant leaves and its session and plane peer go.
         for _ in range(300):
             if not server.app[keys.SESSIONS] and publisher.closed:
                 break
             await asyncio.sleep(0.05)
         assert publisher.closed and not server.app[keys.SESSIONS]
+        assert plane.consent_lost == 1
+        assert plane.native.peer_stats(publisher.handle) is None
         room = server.rooms.get("consent-room")
         assert room is None or "pat-consent" not in room.participants
+    finally:
+        await pc.close()
+
+
+async def test_consent_of_a_quiet_but_present_peer_holds(
+        quick_consent_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer that sends nothing but answers the plane's checks keeps its connection well past the
+    timeout (its own agent's checks are far apart: consent rests on the plane's checks alone)."""
+    server = quick_consent_server
+    monkeypatch.setattr(aioice.ice, "CONSENT_INTERVAL", 60)
+    pc, publisher = await _publish(server, "quiet-room", "pat-quiet")
+    try:
+        plane = server.rooms.plane
+        for _ in range(200):
+            stats = plane.native.peer_stats(publisher.handle) or {}
+            if stats.get("consent_responses", 0) >= 12:  # >= 2.4 s of checks, timeout 1.5 s
+                break
+            await asyncio.sleep(0.05)
+        assert stats["consent_responses"] >= 12, stats
+        assert publisher.connected and not publisher.closed
+        assert plane.consent_lost == 0
+        await publisher.close()
     finally:
         await pc.close()
 
@@ -79,6 +130,9 @@ async def test_a_handed_over_peer_runs_no_aiortc_loop(server: Any) -> None:
                  if getattr(task.get_coro(), "__qualname__", "").endswith(
                      ("RTCRtpReceiver._run_rtcp", "RTCRtpSender._run_rtcp", "RTCRtpSender._run_rtp"))]
         assert len(loops) == 4, "only the client's two senders run loops"
+        consent = [task for task in asyncio.all_tasks()
+                   if getattr(task.get_coro(), "__qualname__", "").endswith("Connection.query_consent")]
+        assert len(consent) == 1, "only the client's agent checks consent in Python"
         await publisher.close()
     finally:
         await pc.close()

@@ -151,6 +151,61 @@ def local_ice_password(dtls: RTCDtlsTransport) -> str:
     return dtls.transport._connection.local_password
 
 
+@dataclass(frozen=True)
+class IceParameters:
+    """What it takes to run a connection's ICE consent freshness (RFC 7675) outside aioice."""
+
+    local_ufrag: str
+    local_password: str
+    remote_ufrag: str
+    remote_password: str
+    controlling: bool
+    tie_breaker: int
+    priority: int  # PRIORITY of our checks: a peer-reflexive candidate's on our component
+
+
+def ice_connection(dtls: RTCDtlsTransport) -> aioice.ice.Connection:
+    """The aioice agent behind the transport (aiortc's private `RTCIceTransport._connection`)."""
+    return dtls.transport._connection
+
+
+def ice_parameters(dtls: RTCDtlsTransport) -> IceParameters | None:
+    """Credentials, role and check priority of the transport's ICE agent, None before its remote
+    credentials are known. `Connection.local_username`, `local_password`, `remote_username`,
+    `remote_password` and `ice_controlling` are public; the tie-breaker is `Connection._tie_breaker`
+    (a 64-bit int drawn at construction); aioice's own checks carry `candidate_priority(
+    pair.component, "prflx")`, as RFC 8445 7.1.1 says."""
+    connection = ice_connection(dtls)
+    pair = nominated_pair(dtls)
+    if connection.remote_username is None or connection.remote_password is None or pair is None:
+        return None
+    return IceParameters(
+        local_ufrag=connection.local_username, local_password=connection.local_password,
+        remote_ufrag=connection.remote_username, remote_password=connection.remote_password,
+        controlling=bool(connection.ice_controlling), tie_breaker=int(connection._tie_breaker),
+        priority=candidate_priority(pair.component, "prflx"))
+
+
+def stop_consent_checks(dtls: RTCDtlsTransport) -> bool:
+    """Stop aioice's consent freshness checks for this transport (someone else runs them now);
+    True if they were running. aioice starts `query_consent()` as the task
+    `Connection._query_consent_task` at the end of `connect()`; `close()` cancels it only if it is
+    set and not done, so a cancelled and cleared one leaves close() as it was."""
+    connection = ice_connection(dtls)
+    task = connection._query_consent_task
+    if task is None or task.done():
+        return False
+    task.cancel()
+    connection._query_consent_task = None
+    return True
+
+
+async def close_ice(connection: aioice.ice.Connection) -> None:
+    """Close the ICE agent as aioice does itself when consent expires (`query_consent` ends with
+    `await self.close()`): aiortc's ICE transport, then the peer connection, go to closed/failed."""
+    await connection.close()
+
+
 def nominated_transport(connection: aioice.ice.Connection) -> str | None:
     """"udp" or "tcp" (our local candidate's transport) of the ICE agent's nominated pair of
     component 1, None before one (`Connection._nominated`, as `nominated_pair` reads it)."""

@@ -11,6 +11,13 @@ admitted natively, so its DTLS reaches us) only when aioice sends there, a bound
 forgotten when the session closes. The plane drops anything but STUN from other sources itself. After the DTLS handshake,
 `hand_over` gives the peer's SRTP keys and address to the plane, and its media never reaches Python.
 
+ICE consent freshness (RFC 7675) moves to the plane at the handover too: it is given the session's
+ICE credentials and role, answers the peer's checks from its address and sends its own every 4-6 s
+(`ice_consent_interval_s`), and aioice's consent task is stopped. A peer whose checks go unanswered
+for `ice_consent_timeout_s` is reported once and its aioice agent closed here, as aioice closes it
+on a consent failure, so the participant leaves the same way. STUN from any other address still
+comes up to aioice (a NAT rebinding or a move between UDP and ICE-TCP: see `_follow`).
+
 ICE-TCP (RFC 6544 passive candidates, RFC 4571 framing): with a TCP port set, each media address
 also has a TCP listener in the plane, with a socket index of its own after the UDP ones. Every
 frame arriving on one of its connections comes up here exactly like a datagram from (that socket
@@ -126,7 +133,8 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
 
 class NativePlane:
     def __init__(self, addresses: list[str], port: int = 0, workers: int = 0, drop_ppm: int = 0, *,
-                 tcp_port: int | None = None, tcp_max_connections: int = 1024) -> None:
+                 tcp_port: int | None = None, tcp_max_connections: int = 1024,
+                 consent_interval_s: float = 5.0, consent_timeout_s: float = 30.0) -> None:
         self.native = mediasrv_native.MediaPlane(addresses, port, workers, drop_ppm=drop_ppm, tcp_port=tcp_port,
                                                  tcp_max_connections=tcp_max_connections)
         self.sockets: list[Addr] = self.native.sockets()
@@ -148,6 +156,13 @@ class NativePlane:
         # ICE session (local ufrag) -> the transport holding its handed-over peer, so a check on
         # the session's other transport (UDP <-> TCP) can move the peer there.
         self._handed: dict[str, NativeDatagramTransport] = {}
+        # ICE consent run by the plane: its timers, the aioice agent of each such handed-over
+        # peer (closed when the plane reports its consent lost), and the closes under way.
+        self.consent_interval_ms = max(1, round(consent_interval_s * 1000))
+        self.consent_timeout_ms = max(self.consent_interval_ms + 1, round(consent_timeout_s * 1000))
+        self._consent_agents: dict[int, Any] = {}
+        self._closing_agents: set[asyncio.Task[None]] = set()
+        self.consent_lost = 0
 
     # --- aioice integration ----------------------------------------------------------------------
     def socket_for(self, host: str) -> int | None:
@@ -202,6 +217,8 @@ class NativePlane:
             self.native.forget_source(t.socket, remote[0], remote[1])
 
     def release(self, t: NativeDatagramTransport) -> None:
+        if t.peer is not None:
+            self._consent_agents.pop(t.peer[0], None)
         self._first_check.pop(t.ufrag, None)
         self._first_udp_check.pop(t.ufrag, None)
         if self._handed.get(t.ufrag) is t:
@@ -220,6 +237,21 @@ class NativePlane:
     def _drain(self) -> None:
         for socket, host, port, data in self.native.take_datagrams():
             self.dispatch(socket, (host, port), data)
+        for handle in self.native.take_consent_lost():
+            self._consent_expired(handle)
+
+    def _consent_expired(self, handle: int) -> None:
+        """The plane got no answer to its consent checks for the timeout: close the peer's ICE
+        agent, as aioice does when its own consent checks fail (the connection goes to closed, the
+        participant leaves)."""
+        agent = self._consent_agents.pop(handle, None)
+        if agent is None:
+            return
+        self.consent_lost += 1
+        log.info("transport %d: ICE consent expired, closing", handle)
+        task = self._loop.create_task(aiortc_glue.close_ice(agent))
+        self._closing_agents.add(task)
+        task.add_done_callback(self._closing_agents.discard)
 
     def dispatch(self, socket: int, remote: Addr, data: bytes) -> None:
         """Deliver one datagram to the aioice protocol it belongs to, or drop and count it."""
@@ -327,6 +359,21 @@ class NativePlane:
         self.native.register_peer(handle, room_key, transport.socket, host, port, keys.profile,
                                   keys.tx_key, keys.tx_salt, keys.rx_key, keys.rx_salt)
         self.remember_peer(transport, handle, (str(host), int(port)), aiortc_glue.local_ice_password(dtls))
+        self._take_over_consent(handle, dtls)
+        return True
+
+    def _take_over_consent(self, handle: int, dtls: RTCDtlsTransport) -> bool:
+        """The plane runs the handed-over peer's consent checks from now on, and aioice stops its
+        own (a task, timers and a datagram through the event loop every few seconds per peer).
+        If the plane cannot, aioice keeps them."""
+        ice = aiortc_glue.ice_parameters(dtls)
+        if ice is None or not self.native.start_consent(
+                handle, ice.local_ufrag, ice.local_password, ice.remote_ufrag, ice.remote_password,
+                ice.controlling, ice.tie_breaker, ice.priority,
+                interval_ms=self.consent_interval_ms, timeout_ms=self.consent_timeout_ms):
+            return False
+        aiortc_glue.stop_consent_checks(dtls)
+        self._consent_agents[handle] = aiortc_glue.ice_connection(dtls)
         return True
 
     def remember_peer(self, transport: NativeDatagramTransport, handle: int, remote: Addr, password: str) -> None:
@@ -364,7 +411,9 @@ def start_media_plane(settings: Settings) -> NativePlane | None:
     plane = NativePlane(settings.media_bind_addresses, settings.media_udp_port,
                         settings.media_workers, settings.media_test_drop_ppm,
                         tcp_port=(settings.media_tcp_port or settings.media_udp_port) if settings.ice_tcp else None,
-                        tcp_max_connections=settings.ice_tcp_max_connections)
+                        tcp_max_connections=settings.ice_tcp_max_connections,
+                        consent_interval_s=settings.ice_consent_interval_s,
+                        consent_timeout_s=settings.ice_consent_timeout_s)
     install(plane)
     return plane
 

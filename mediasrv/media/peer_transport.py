@@ -4,15 +4,14 @@ aiortc does SDP, ICE and DTLS. On the native datapath (the default), the connect
 the native media plane once DTLS is up: SRTP keys and the nominated remote address go to a Rust
 worker, which from then on unprotects, routes, protects and sends the media itself; aiortc never
 sends SRTP at all (its idle senders' RTCP is suppressed, the router owns RTCP), and still handles
-STUN consent checks, DTLS and the data channels. On the "python" datapath (benchmark baseline),
+DTLS and the data channels; the plane also runs the peer's ICE consent checks (native_plane). On the "python" datapath (benchmark baseline),
 decrypted RTP and RTCP are taken from aiortc's DTLS transport and handed to the room's router from
 Python; what the router returns is sent through aiortc's SRTP context.
 aiortc's own receivers never see the media, so their decoder threads are never started
 (`aiortc_glue.skip_decoder`), and they run no RTCP loop and keep no bitrate estimator or jitter
 buffer (`aiortc_glue.idle_receiver`); its senders carry a track that never yields a frame, so no
 encoder is created either, and on the native datapath they run no RTP or RTCP loop at all
-(`aiortc_glue.idle_sender`): after the handover a peer costs the event loop only its ICE consent
-checks.
+(`aiortc_glue.idle_sender`): after the handover a peer costs the event loop nothing per second.
 """
 
 from __future__ import annotations
