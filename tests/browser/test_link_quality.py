@@ -9,50 +9,27 @@ little for video after audio: the server pauses it). Every room message each pag
 from __future__ import annotations
 
 import asyncio
-import subprocess
 from typing import Any
 
 import pytest
 
 from tests.conftest import start_server
 
-from . import netns
+from . import netns, shaped_link
 from .conftest import eventually
 from .netns import HOST_ADDR, listen_on
+from .shaped_link import decoding, open_page
 
 browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
 
 pytestmark = pytest.mark.browser
 
-LINK = "msbr0"  # the test side of the namespace's veth (netns.py): its egress is the patient's downlink
 ROOM = "quality-1"
 LIMIT_KBIT = 150
 GOOD_LINK_S = 4  # watched on the clean link before the limit: nobody may be poor there
 
 QUALITY = "() => window.demo.events.filter((e) => e.type === 'connection_quality')"
-FRAMES = """
-async () => {
-  const pc = window.demo.room && window.demo.room.sub;
-  let frames = 0;
-  if (pc) (await pc.getStats()).forEach((s) => {
-    if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
-  });
-  return frames;
-}
-"""
 CAPTIONS = "() => [...document.querySelectorAll('#remotes figcaption')].map((c) => c.textContent)"
-
-
-def _tc(*args: str) -> None:
-    subprocess.run(["tc", *args], check=True, capture_output=True, timeout=10)
-
-
-async def _open(browser: Any, server: Any, url: str, identity: str, role: str) -> Any:
-    page = await (await browser.new_context()).new_page()
-    token = server.token(identity, role, ROOM, name=identity)
-    await page.goto(f"{url}/demo?room={ROOM}&identity={identity}&role={role}&autojoin=1#token={token}")
-    await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
-    return page
 
 
 def _downlink(events: list[dict[str, Any]], identity: str) -> list[str]:
@@ -64,18 +41,14 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
     srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR])
     try:
         url = await listen_on(srv, HOST_ADDR)
-        clinician = await _open(browser, srv, url, "dr-c", "clinician")
-        patient = await _open(netns_browser, srv, url, "pat-c", "patient")
-
-        async def decoding() -> Any:
-            return await patient.evaluate(FRAMES) > 30
-        await eventually(decoding, timeout=30, what="patient decodes the clinician")
+        clinician = await open_page(browser, srv, url, ROOM, "dr-c", "clinician")
+        patient = await open_page(netns_browser, srv, url, ROOM, "pat-c", "patient")
+        await decoding(patient)
         await asyncio.sleep(GOOD_LINK_S)
         clean = await clinician.evaluate(QUALITY)
         assert not [e for e in clean if e["quality"] in ("poor", "lost")], clean
 
-        _tc("qdisc", "add", "dev", LINK, "root", "tbf", "rate", f"{LIMIT_KBIT}kbit", "burst", "6000",
-            "latency", "250ms")
+        shaped_link.token_bucket(LIMIT_KBIT)
         loop = asyncio.get_running_loop()
         limited_at = loop.time()
 
@@ -87,7 +60,7 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
         room = srv.rooms.get(ROOM)
         poor_levels = dict(room.quality.levels())
 
-        _tc("qdisc", "del", "dev", LINK, "root")
+        shaped_link.clear()
         cleared_at = loop.time()
 
         async def recovered() -> Any:
@@ -116,5 +89,5 @@ async def test_the_clinician_sees_the_patient_downlink_turn_poor_and_recover(
         await patient.context.close()
         await clinician.context.close()
     finally:
-        subprocess.run(["tc", "qdisc", "del", "dev", LINK, "root"], capture_output=True, timeout=10)
+        shaped_link.clear()
         await srv.runner.cleanup()
