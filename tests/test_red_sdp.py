@@ -138,3 +138,10 @@ async def test_the_router_sends_red_to_a_red_subscriber_and_plain_opus_to_one_th
     assert router.stats()["dropped"]["malformed_red"] == 0
     assert router.route_rtp(PUB, _rtp(6, bytes([0x80 | 111, 0, 0, 200, 111, 1, 2])), 20) == []  # length > payload
     assert router.stats()["dropped"]["malformed_red"] == 1
+
+
+def test_a_red_publisher_is_recorded_as_its_opus() -> None:
+    from mediasrv.recording.recorder import recordable_codec
+
+    negotiated = [(63, "red", 48000, None, "111/111"), (111, "opus", 48000, None, "minptime=10")]
+    assert recordable_codec(negotiated) == ("opus", 111, 48000)
