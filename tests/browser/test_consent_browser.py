@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import Server, start_server
 
-from .conftest import eventually
+from .conftest import eventually, inbound, open_demo
 from .test_fanout import frames, publish, transports, view
 
 pytestmark = pytest.mark.browser
@@ -62,3 +62,29 @@ async def test_chromium_keeps_consent_with_the_plane(quick_consent_server: Serve
         return await frames(viewer) > before + 10
 
     await eventually(still_decoding, timeout=30, what="video still flowing")
+
+
+async def test_room_protocol_visit_keeps_consent_both_roles(quick_consent_server: Server, browser: Any) -> None:
+    """The room protocol's subscriber connection is offered by the server, which is then the
+    controlling ICE agent (its checks carry ICE-CONTROLLING): Chromium answers those too."""
+    server = quick_consent_server
+    plane = server.rooms.plane
+    assert plane is not None
+    await open_demo(browser, server, "visit", "dr-c", "clinician")
+    patient = await open_demo(browser, server, "visit", "pat-c", "patient")
+
+    async def decoding() -> bool:
+        video = (await inbound(patient))["video"]
+        return bool(video) and video["framesDecoded"] > 10
+
+    await eventually(decoding, timeout=60, what="patient decoding the clinician")
+    room = server.rooms.get("visit")
+    peers = [t for p in room.participants.values() for t in (p.publisher, p.subscriber) if t is not None]
+    assert len(peers) == 4 and all(p.handed_over for p in peers)
+
+    async def answered_long_enough() -> bool:
+        return all((plane.native.peer_stats(p.handle) or {}).get("consent_responses", 0) >= 8 for p in peers)
+
+    await eventually(answered_long_enough, timeout=60, what="Chromium answering every connection's checks")
+    assert all(p.connected and not p.closed for p in peers)
+    assert plane.consent_lost == 0
