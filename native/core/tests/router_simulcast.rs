@@ -1,23 +1,28 @@
 //! A simulcast track through the router: three VP8 layers on SSRCs learned from the RID header
 //! extension, one subscriber whose layer follows its resolution cap and its REMB, with keyframe
-//! requests for the layer it waits for answered by the simulated publisher.
+//! requests for the layer it waits for answered by the simulated publisher; losses on the way in
+//! NACKed per layer and repaired from the layers' RTX streams; H.264 layer heights from the SPS.
 
 mod common;
 
 use common::*;
 use mediasrv_core::output::Output;
-use mediasrv_core::router::{MediaKind, Router, RouterConfig};
+use mediasrv_core::router::{Codec, DropReason, MediaKind, Router, RouterConfig, NACK_TRIES};
 use mediasrv_core::rtcp;
 use mediasrv_core::rtp::RtpView;
 use mediasrv_core::vp8;
 
 const RID_EXT: u8 = 10;
+const RRID_EXT: u8 = 11;
 const SSRCS: [u32; 3] = [0x1000, 0x2000, 0x3000];
+const RTX_SSRCS: [u32; 3] = [0x1100, 0x2100, 0x3100];
 const RIDS: [&str; 3] = ["q", "h", "f"];
 const SIZES: [(u16, u16); 3] = [(320, 180), (640, 360), (1280, 720)];
 const FILL: [usize; 3] = [100, 300, 900]; // bytes per packet: about 50, 150 and 430 kbit/s
 const SUB: SubscriptionId = SubscriptionId(1);
 const SUB_SSRC: u32 = 0x5000;
+const SUB2: SubscriptionId = SubscriptionId(2);
+const SUB2_SSRC: u32 = 0x6000;
 
 struct Layer {
     seq: u16,
@@ -69,6 +74,13 @@ struct Sim {
     plis: Vec<u32>,
     /// Sender reports the subscriber got: (NTP, RTP timestamp).
     srs: Vec<(u64, u32)>,
+    /// What a second subscriber (`SUB2`, on `SUB_T2`) received, if there is one.
+    got2: Vec<Got>,
+    /// NACKs to the publisher: (media SSRC, sequence numbers).
+    nacks: Vec<(u32, Vec<u16>)>,
+    /// Packets to lose on the way in, (layer, seq), and those lost so far.
+    lose: Vec<(usize, u16)>,
+    lost: Vec<(usize, Vec<u8>)>,
 }
 
 impl Sim {
@@ -94,8 +106,13 @@ impl Sim {
         .unwrap();
         r.set_track_layers(VIDEO_TRACK, RID_EXT, &RIDS, &[])
             .unwrap();
+        r.set_track_layer_rtx(VIDEO_TRACK, RRID_EXT, &[]).unwrap();
         r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &sub_codecs(), sub_ext())
             .unwrap();
+        Self::with_router(r)
+    }
+
+    fn with_router(r: Router) -> Self {
         let layers = [
             Layer {
                 seq: 100,
@@ -123,21 +140,19 @@ impl Sim {
             got: Vec::new(),
             plis: Vec::new(),
             srs: Vec::new(),
+            got2: Vec::new(),
+            nacks: Vec::new(),
+            lose: Vec::new(),
+            lost: Vec::new(),
         }
     }
 
-    /// One frame of every layer, then the router's periodic work; PLIs make the named layer send a
-    /// keyframe next.
-    fn tick(&mut self) {
-        let mut out = Output::new();
-        for l in 0..3 {
-            for pkt in frame(l, &mut self.layers[l]) {
-                self.r.route_rtp(PUB, &pkt, self.now, &mut out);
-            }
-        }
-        self.r.poll(self.now, &mut out);
+    /// Sends `packets` from the publisher and sorts what comes out: media to the subscribers,
+    /// their sender reports, PLIs and NACKs to the publisher (a PLI makes the layer it names send
+    /// a keyframe next).
+    fn take(&mut self, out: &Output) {
         for (t, b) in out.iter() {
-            if t == SUB_T && (200..=207).contains(&b[1]) {
+            if (t == SUB_T || t == SUB_T2) && (200..=207).contains(&b[1]) {
                 for p in rtcp::parse_compound(b) {
                     if let Ok(rtcp::RtcpPacket::SenderReport {
                         ssrc,
@@ -146,30 +161,87 @@ impl Sim {
                         ..
                     }) = p
                     {
-                        assert_eq!(ssrc, SUB_SSRC);
-                        self.srs.push((ntp, rtp_timestamp));
+                        if t == SUB_T {
+                            assert_eq!(ssrc, SUB_SSRC);
+                            self.srs.push((ntp, rtp_timestamp));
+                        }
                     }
                 }
-            } else if t == SUB_T {
+            } else if t == SUB_T || t == SUB_T2 {
                 let v = RtpView::parse(b).unwrap();
-                assert_eq!(v.ssrc, SUB_SSRC);
+                assert_eq!(v.ssrc, if t == SUB_T { SUB_SSRC } else { SUB2_SSRC });
                 let d = vp8::parse(v.payload()).unwrap();
                 let layer = *v.payload().last().unwrap();
-                self.got.push((
+                let g = (
                     layer,
                     v.seq,
                     v.timestamp,
                     d.picture_id.unwrap().value,
                     d.keyframe,
-                ));
-            } else if t == PUB && b.len() >= 12 && b[1] == 206 && b[0] & 0x1f == 1 {
-                let media = u32::from_be_bytes([b[8], b[9], b[10], b[11]]);
-                self.plis.push(media);
-                if let Some(l) = SSRCS.iter().position(|s| *s == media) {
-                    self.layers[l].key_due = true;
+                );
+                if t == SUB_T {
+                    self.got.push(g);
+                } else {
+                    self.got2.push(g);
+                }
+            } else if t == PUB {
+                for p in rtcp::parse_compound(b).flatten() {
+                    match p {
+                        rtcp::RtcpPacket::Pli { media_ssrc, .. } => {
+                            self.plis.push(media_ssrc);
+                            if let Some(l) = SSRCS.iter().position(|s| *s == media_ssrc) {
+                                self.layers[l].key_due = true;
+                            }
+                        }
+                        rtcp::RtcpPacket::Nack {
+                            media_ssrc, items, ..
+                        } => self.nacks.push((media_ssrc, items.seqs().collect())),
+                        _ => {}
+                    }
                 }
             }
         }
+    }
+
+    /// The RTX packet repairing `original` of layer `l` (RFC 4588: the original sequence number,
+    /// then its payload), naming the layer in the repaired-RID extension.
+    fn rtx(l: usize, original: &[u8], rtx_seq: u16) -> Vec<u8> {
+        let v = RtpView::parse(original).unwrap();
+        let mut payload = v.seq.to_be_bytes().to_vec();
+        payload.extend_from_slice(v.payload());
+        let mut p = Pkt::new(RTX_PT, rtx_seq, v.timestamp, RTX_SSRCS[l], &payload)
+            .ext(1, b"1")
+            .ext(RRID_EXT, RIDS[l].as_bytes());
+        p.marker = v.marker;
+        p.bytes()
+    }
+
+    /// Routes one packet from the publisher now, returning what went to the subscribers.
+    fn send(&mut self, pkt: &[u8]) -> usize {
+        let before = self.got.len() + self.got2.len();
+        let mut out = Output::new();
+        self.r.route_rtp(PUB, pkt, self.now, &mut out);
+        self.take(&out);
+        self.got.len() + self.got2.len() - before
+    }
+
+    /// One frame of every layer, then the router's periodic work; PLIs make the named layer send a
+    /// keyframe next.
+    fn tick(&mut self) {
+        let mut out = Output::new();
+        for l in 0..3 {
+            for pkt in frame(l, &mut self.layers[l]) {
+                let seq = RtpView::parse(&pkt).unwrap().seq;
+                if let Some(i) = self.lose.iter().position(|x| *x == (l, seq)) {
+                    self.lose.remove(i);
+                    self.lost.push((l, pkt));
+                    continue;
+                }
+                self.r.route_rtp(PUB, &pkt, self.now, &mut out);
+            }
+        }
+        self.r.poll(self.now, &mut out);
+        self.take(&out);
         self.now += 33;
     }
 
@@ -377,4 +449,288 @@ fn sender_reports_map_the_layer_each_subscriber_receives() {
     s.r.set_subscription_max_height(SUB, Some(360)).unwrap();
     assert_eq!(last_layer(&s.run(30)), 1);
     check(&mut s, 1);
+}
+
+/// The subscriber's packets in sequence-number order from `from` on: (seq, layer byte, ts).
+fn by_seq(got: &[Got]) -> Vec<Got> {
+    let mut v = got.to_vec();
+    v.sort_by_key(|g| g.1.wrapping_sub(got[0].1));
+    v
+}
+
+#[test]
+fn a_loss_on_a_layer_is_nacked_on_its_ssrc_and_repaired_from_its_rtx() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(30)), 2);
+    s.nacks.clear();
+    let first = s.got.len();
+    // The second packet of layer 2's next frame is lost between the publisher and us.
+    let lost_seq = s.layers[2].seq.wrapping_add(1);
+    s.lose.push((2, lost_seq));
+    s.run(2);
+    assert_eq!(s.nacks, vec![(SSRCS[2], vec![lost_seq])]);
+    // The subscriber's stream has a hole there: one number kept free.
+    let got = by_seq(&s.got[first..]);
+    let hole = got
+        .windows(2)
+        .position(|w| w[1].1 != w[0].1.wrapping_add(1));
+    let hole = hole.expect("a hole where the lost packet goes");
+    let (before, after) = (got[hole], got[hole + 1]);
+    assert_eq!(after.1, before.1.wrapping_add(2));
+    // The repair comes on the layer's RTX stream (SSRC learned from the repaired-RID extension)
+    // and goes to the subscriber in the hole: its number, the frame's timestamp and picture ID.
+    let (_, original) = s.lost.pop().unwrap();
+    assert_eq!(s.send(&Sim::rtx(2, &original, 500)), 1);
+    let repaired = *s.got.last().unwrap();
+    assert_eq!(
+        repaired,
+        (2, before.1.wrapping_add(1), before.2, before.3, false)
+    );
+    let info = &s.r.track_layers(VIDEO_TRACK).unwrap()[2];
+    assert_eq!((info.rtx_ssrc, info.repaired), (Some(RTX_SSRCS[2]), 1));
+    // Repaired: not NACKed again. The same repair twice is a duplicate, not sent twice.
+    s.run(4);
+    assert_eq!(s.nacks, vec![(SSRCS[2], vec![lost_seq])]);
+    let dups = s.r.track_stats(VIDEO_TRACK).unwrap().duplicates;
+    assert_eq!(s.send(&Sim::rtx(2, &original, 501)), 0);
+    assert_eq!(s.r.track_stats(VIDEO_TRACK).unwrap().duplicates, dups + 1);
+    // The subscriber's own NACK of the repaired number is answered with the same packet.
+    let mut nack = Vec::new();
+    rtcp::write_nack(&mut nack, 0xdead, SUB_SSRC, &[repaired.1]);
+    let (mut rtp_out, mut rtcp_out) = (Output::new(), Output::new());
+    s.r.handle_rtcp(SUB_T, &nack, s.now, &mut rtp_out, &mut rtcp_out);
+    let resent: Vec<_> = rtp_out.iter().map(|(_, b)| b.to_vec()).collect();
+    assert_eq!(resent.len(), 1);
+    let v = RtpView::parse(&resent[0]).unwrap();
+    assert_eq!((v.seq, v.timestamp), (repaired.1, repaired.2));
+    assert_eq!(
+        vp8::parse(v.payload()).unwrap().picture_id.unwrap().value,
+        repaired.3
+    );
+
+    // A loss never repaired is asked for NACK_TRIES times, then given up on.
+    s.nacks.clear();
+    let lost_seq = s.layers[2].seq;
+    s.lose.push((2, lost_seq));
+    s.run(12);
+    let asked = s
+        .nacks
+        .iter()
+        .filter(|(_, q)| q.contains(&lost_seq))
+        .count();
+    assert_eq!(asked, NACK_TRIES as usize);
+    assert!(s.nacks.iter().all(|(ssrc, _)| *ssrc == SSRCS[2]));
+    let st = s.r.track_stats(VIDEO_TRACK).unwrap();
+    assert_eq!((st.nacks_out, st.nack_seqs_out), (4, 4));
+}
+
+#[test]
+fn rtx_that_cannot_be_placed_is_dropped_and_counted() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(30)), 2);
+    // Losses on a layer nobody receives are not NACKed; its repairs go nowhere.
+    let lost_seq = s.layers[0].seq;
+    s.lose.push((0, lost_seq));
+    s.run(4);
+    assert!(
+        s.nacks.iter().all(|(ssrc, _)| *ssrc != SSRCS[0]),
+        "{:?}",
+        s.nacks
+    );
+    let (_, original) = s.lost.pop().unwrap();
+    assert_eq!(s.send(&Sim::rtx(0, &original, 1)), 0);
+    assert_eq!(s.r.track_layers(VIDEO_TRACK).unwrap()[0].repaired, 0);
+
+    let unwrap_failed = |s: &Sim| s.r.stats().dropped(DropReason::RtxUnwrapFailed);
+    let before = unwrap_failed(&s);
+    let top = s.layers[2].seq.wrapping_sub(1);
+    let rtx = |payload: &[u8], rrid: &[u8], ssrc: u32| {
+        Pkt::new(RTX_PT, 7, 1, ssrc, payload)
+            .ext(1, b"1")
+            .ext(RRID_EXT, rrid)
+            .bytes()
+    };
+    // Too short to hold an original sequence number and payload.
+    assert_eq!(s.send(&rtx(&[0x12], b"f", RTX_SSRCS[2])), 0);
+    assert_eq!(s.send(&rtx(&top.to_be_bytes(), b"f", RTX_SSRCS[2])), 0);
+    // A rid that is no layer's, on a new SSRC; no repaired-RID at all.
+    assert_eq!(s.send(&rtx(&[0, 1, 2], b"x", 0x7777)), 0);
+    let bare = Pkt::new(RTX_PT, 7, 1, 0x7778, &[0, 1, 2])
+        .ext(1, b"1")
+        .bytes();
+    assert_eq!(s.send(&bare), 0);
+    // An original sequence number beyond the newest the layer sent.
+    let mut ahead = top.wrapping_add(100).to_be_bytes().to_vec();
+    ahead.extend_from_slice(&[0x90, 0x80, 0x80, 1, 1, 2]);
+    assert_eq!(s.send(&rtx(&ahead, b"f", RTX_SSRCS[2])), 0);
+    assert_eq!(unwrap_failed(&s), before + 5);
+    // Padding on the RTX stream (bandwidth probes) is padding, not a failed repair.
+    let padding = Pkt::new(RTX_PT, 8, 1, RTX_SSRCS[2], &[])
+        .ext(1, b"1")
+        .padding(200)
+        .bytes();
+    assert_eq!(s.send(&padding), 0);
+    assert_eq!(unwrap_failed(&s), before + 5);
+    // The stream carries on, in one numbering.
+    let first = s.got.len();
+    s.run(5);
+    let got = &s.got[first..];
+    assert!(got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)));
+}
+
+#[test]
+fn two_subscribers_on_two_layers_each_get_their_layers_repair_in_their_numbering() {
+    // Layers from a=ssrc-group:SIM, their RTX streams from the FID groups (no RTP stream ids).
+    let mut r = Router::new(RouterConfig::default(), 3);
+    r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
+    let all: Vec<u32> = SSRCS.iter().chain(&RTX_SSRCS).copied().collect();
+    r.add_track(
+        VIDEO_TRACK,
+        PUB,
+        MediaKind::Video,
+        Some("1".into()),
+        pub_video_codecs(),
+        &all,
+    )
+    .unwrap();
+    r.set_track_layers(VIDEO_TRACK, 0, &[], &SSRCS).unwrap();
+    assert!(r
+        .set_track_layer_rtx(VIDEO_TRACK, 0, &[1, 2, 3, 4])
+        .is_err());
+    assert!(r.set_track_layer_rtx(VIDEO_TRACK, 0, &[SSRCS[1]]).is_err());
+    assert!(r.set_track_layer_rtx(VIDEO_TRACK, 15, &[]).is_err());
+    r.set_track_layer_rtx(VIDEO_TRACK, 0, &RTX_SSRCS).unwrap();
+    r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &sub_codecs(), sub_ext())
+        .unwrap();
+    r.add_subscription(
+        SUB2,
+        VIDEO_TRACK,
+        SUB_T2,
+        SUB2_SSRC,
+        &sub_codecs(),
+        sub_ext(),
+    )
+    .unwrap();
+    r.set_subscription_max_height(SUB2, Some(180)).unwrap();
+    let mut s = Sim::with_router(r);
+    s.run(30);
+    assert_eq!(
+        last_layer(&s.got.iter().map(|g| g.0).collect::<Vec<_>>()),
+        2
+    );
+    assert_eq!(
+        last_layer(&s.got2.iter().map(|g| g.0).collect::<Vec<_>>()),
+        0
+    );
+    let (first, first2) = (s.got.len(), s.got2.len());
+    let lost = [
+        s.layers[0].seq.wrapping_add(1),
+        s.layers[2].seq.wrapping_add(1),
+    ];
+    s.lose.extend([(0, lost[0]), (2, lost[1])]);
+    s.run(2);
+    s.nacks.sort();
+    assert_eq!(
+        s.nacks,
+        vec![(SSRCS[0], vec![lost[0]]), (SSRCS[2], vec![lost[1]])]
+    );
+    // Repairs on the FID-group SSRCs, without any stream id: each only to its layer's viewer.
+    for (l, original) in std::mem::take(&mut s.lost) {
+        let v = RtpView::parse(&original).unwrap();
+        let mut payload = v.seq.to_be_bytes().to_vec();
+        payload.extend_from_slice(v.payload());
+        let mut p = Pkt::new(RTX_PT, 40, v.timestamp, RTX_SSRCS[l], &payload);
+        p.marker = v.marker;
+        s.send(&p.bytes());
+    }
+    for got in [by_seq(&s.got[first..]), by_seq(&s.got2[first2..])] {
+        assert!(
+            got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)),
+            "no hole left: {got:?}"
+        );
+        assert!(got.iter().all(|g| g.0 == got[0].0));
+    }
+    let layers = s.r.track_layers(VIDEO_TRACK).unwrap();
+    let repaired: Vec<u64> = layers.iter().map(|l| l.repaired).collect();
+    assert_eq!(repaired, [1, 0, 1]);
+    assert_eq!(layers[1].rtx_ssrc, Some(RTX_SSRCS[1]));
+}
+
+/// H.264 SPS NAL units (libx264) for 320x180, 640x360 and 1280x720.
+const H264_SPS: [&str; 3] = [
+    "6742c00dd901419f9e10000003001000000303c0f142a480",
+    "6764001eacd940a063f3c2000003000200000300783e28532c",
+    "6764001facd9405005ba10000003001000000303c0f1831960",
+];
+
+#[test]
+fn h264_layer_heights_come_from_the_sps_so_a_cap_picks_the_layer_that_fits() {
+    const H264_PT: u8 = 102;
+    let fmtp = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+    let h264 = |pt| Codec {
+        fmtp: Some(fmtp.into()),
+        ..codec(pt, "H264", 90_000, None)
+    };
+    let mut r = Router::new(RouterConfig::default(), 5);
+    r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
+    r.add_track(
+        VIDEO_TRACK,
+        PUB,
+        MediaKind::Video,
+        Some("1".into()),
+        vec![h264(H264_PT)],
+        &[],
+    )
+    .unwrap();
+    r.set_track_layers(VIDEO_TRACK, RID_EXT, &RIDS, &[])
+        .unwrap();
+    r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &[h264(99)], sub_ext())
+        .unwrap();
+    r.set_subscription_max_height(SUB, Some(360)).unwrap();
+    let mut seq = [0u16; 3];
+    let mut got_layers = Vec::new();
+    for round in 0..4u32 {
+        let now = round as u64 * 300;
+        for l in 0..3 {
+            // A keyframe: SPS and PPS in a STAP-A, then the IDR slice (its last byte: the layer).
+            let sps: Vec<u8> = (0..H264_SPS[l].len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&H264_SPS[l][i..i + 2], 16).unwrap())
+                .collect();
+            let mut stap = vec![0x78];
+            for nal in [&sps[..], &[0x68, 0xce, 0x3c, 0x80]] {
+                stap.extend_from_slice(&(nal.len() as u16).to_be_bytes());
+                stap.extend_from_slice(nal);
+            }
+            let idr = [0x65, 0x88, 0x84, l as u8];
+            for (i, payload) in [&stap[..], &idr[..]].into_iter().enumerate() {
+                let mut p = Pkt::new(H264_PT, seq[l], round * 3000, SSRCS[l], payload)
+                    .ext(1, b"1")
+                    .ext(RID_EXT, RIDS[l].as_bytes());
+                p.marker = i == 1;
+                seq[l] += 1;
+                let mut out = Output::new();
+                r.route_rtp(PUB, &p.bytes(), now, &mut out);
+                for (t, b) in out.iter() {
+                    let v = RtpView::parse(b).unwrap();
+                    if t == SUB_T && v.payload()[0] == 0x65 {
+                        got_layers.push(v.payload()[3]);
+                    }
+                }
+            }
+        }
+    }
+    let heights: Vec<Option<u16>> = r
+        .track_layers(VIDEO_TRACK)
+        .unwrap()
+        .iter()
+        .map(|l| l.height)
+        .collect();
+    assert_eq!(heights, [Some(180), Some(360), Some(720)]);
+    assert_eq!(
+        r.subscription_layers(SUB).unwrap().current.map(|c| c.0),
+        Some(1)
+    );
+    assert_eq!(got_layers.last(), Some(&1));
+    assert!(!got_layers.contains(&2));
 }

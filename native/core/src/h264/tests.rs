@@ -64,7 +64,7 @@ impl Writer {
     }
     fn nal(&mut self) -> Vec<u8> {
         self.u(1, 1);
-        while self.0.len() % 8 != 0 {
+        while !self.0.len().is_multiple_of(8) {
             self.0.push(false);
         }
         let rbsp: Vec<u8> = self

@@ -477,7 +477,7 @@ impl Router {
         }
         for t in tracks.values_mut() {
             Self::track_activity(cfg, stats, events, t, now_ms);
-            if !t.missing.is_empty() {
+            if !t.missing.is_empty() || t.layered.as_deref().is_some_and(|l| l.any_missing()) {
                 Self::nack_missing(stats, publishers, t, now_ms, out);
             }
             if cfg.sender_reports {
@@ -528,7 +528,8 @@ impl Router {
         }
     }
 
-    /// One generic NACK to the publisher naming the track's missing packets that are due.
+    /// Generic NACKs to the publisher naming the track's missing packets that are due: one for a
+    /// single-layer track, one per layer SSRC with losses for a simulcast track.
     fn nack_missing(
         stats: &mut RouterStats,
         publishers: &FastMap<TransportId, Publisher>,
@@ -536,29 +537,27 @@ impl Router {
         now_ms: u64,
         out: &mut Output,
     ) {
-        let (Some(media_ssrc), Some(p)) = (t.media_ssrc, publishers.get(&t.transport)) else {
+        let Some(p) = publishers.get(&t.transport) else {
             t.missing.clear();
             return;
         };
-        let mut seqs = [0u16; MAX_MISSING_PER_TRACK];
-        let mut n = 0;
-        for m in t.missing.iter_mut().filter(|m| m.next_ms <= now_ms) {
-            seqs[n] = m.ext as u16;
-            n += 1;
-            m.tries += 1;
-            m.next_ms = now_ms + NACK_RETRY_MS;
+        let mut named = |missing: &mut Vec<Missing>, media_ssrc: Option<u32>| {
+            let Some(media_ssrc) = media_ssrc else {
+                missing.clear();
+                return;
+            };
+            let n = write_due_nack(missing, p.rtcp_ssrc, media_ssrc, t.transport, now_ms, out);
+            if n > 0 {
+                stats.nacks_out += 1;
+                stats.rtcp_packets_out += 1;
+                t.stats.nacks_out += 1;
+                t.stats.nack_seqs_out += n as u64;
+            }
+        };
+        match t.layered.as_deref_mut() {
+            Some(l) => l.each_missing(|missing, ssrc| named(missing, ssrc)),
+            None => named(&mut t.missing, t.media_ssrc),
         }
-        t.missing.retain(|m| m.tries < NACK_TRIES);
-        if n == 0 {
-            return;
-        }
-        stats.nacks_out += 1;
-        stats.rtcp_packets_out += 1;
-        t.stats.nacks_out += 1;
-        t.stats.nack_seqs_out += n as u64;
-        out.push_with(t.transport, |b| {
-            rtcp::write_nack(b, p.rtcp_ssrc, media_ssrc, &seqs[..n])
-        });
     }
 
     /// Sender reports for a track's started subscriptions. Their NTP/RTP pair is the publisher's last
@@ -751,4 +750,31 @@ impl NackAnswer<'_> {
         self.stats.rtp_bytes_out += len as u64;
         true
     }
+}
+
+/// Writes one generic NACK naming the entries of `missing` that are due (each asked for at most
+/// `NACK_TRIES` times, `NACK_RETRY_MS` apart); returns how many it named.
+fn write_due_nack(
+    missing: &mut Vec<Missing>,
+    rtcp_ssrc: u32,
+    media_ssrc: u32,
+    transport: TransportId,
+    now_ms: u64,
+    out: &mut Output,
+) -> usize {
+    let mut seqs = [0u16; MAX_MISSING_PER_TRACK];
+    let mut n = 0;
+    for m in missing.iter_mut().filter(|m| m.next_ms <= now_ms) {
+        seqs[n] = m.ext as u16;
+        n += 1;
+        m.tries += 1;
+        m.next_ms = now_ms + NACK_RETRY_MS;
+    }
+    missing.retain(|m| m.tries < NACK_TRIES);
+    if n > 0 {
+        out.push_with(transport, |b| {
+            rtcp::write_nack(b, rtcp_ssrc, media_ssrc, &seqs[..n])
+        });
+    }
+    n
 }

@@ -66,6 +66,32 @@ struct Missing {
     tries: u8,
 }
 
+/// A packet arrived: it is no longer missing.
+fn arrived(missing: &mut Vec<Missing>, ext: u64) {
+    if !missing.is_empty() {
+        missing.retain(|m| m.ext != ext);
+    }
+}
+
+/// A jump from `prev_highest` to `ext` over sequence numbers: they are remembered for a NACK at
+/// the next poll (the newest `MAX_MISSING_PER_TRACK` of them).
+fn note_missing(missing: &mut Vec<Missing>, prev_highest: Option<u64>, ext: u64, now_ms: u64) {
+    let Some(h) = prev_highest else {
+        return;
+    };
+    let first = (h + 1).max(ext.saturating_sub(MAX_MISSING_PER_TRACK as u64));
+    for e in first..ext {
+        if missing.len() == MAX_MISSING_PER_TRACK {
+            missing.remove(0);
+        }
+        missing.push(Missing {
+            ext: e,
+            next_ms: now_ms,
+            tries: 0,
+        });
+    }
+}
+
 /// How often transport-cc feedback goes to a publisher that negotiated it.
 pub const TWCC_FEEDBACK_INTERVAL_MS: u64 = 50;
 
@@ -873,22 +899,9 @@ impl Router {
         let prev_highest = t.seq.highest();
         let ext = t.seq.unwrap(seq);
         t.stats.last_seq = Some(seq);
-        if !t.missing.is_empty() {
-            t.missing.retain(|m| m.ext != ext);
-        }
-        if let (false, MediaKind::Video, Some(h)) = (is_rtx, t.kind, prev_highest) {
-            // A jump over sequence numbers: remember them for a NACK at the next poll.
-            let first = (h + 1).max(ext.saturating_sub(MAX_MISSING_PER_TRACK as u64));
-            for e in first..ext {
-                if t.missing.len() == MAX_MISSING_PER_TRACK {
-                    t.missing.remove(0);
-                }
-                t.missing.push(Missing {
-                    ext: e,
-                    next_ms: now_ms,
-                    tries: 0,
-                });
-            }
+        arrived(&mut t.missing, ext);
+        if !is_rtx && t.kind == MediaKind::Video {
+            note_missing(&mut t.missing, prev_highest, ext, now_ms);
         }
 
         if payload.is_empty() {

@@ -5,15 +5,17 @@
 //! or waits for are dropped right after the SSRC lookup.
 //!
 //! A subscriber's NACKs are answered from the layers' own caches, each packet under the number and
-//! with the VP8 descriptor it was first sent with. Limits of this version (docs/bandwidth.md): no
-//! NACKs upstream for layered tracks (a loss on the publisher's side costs a keyframe request),
-//! their RTX streams are dropped. Sender reports to their subscribers come from the publisher's
+//! with the VP8 descriptor it was first sent with. A loss on the way in, on a layer someone
+//! receives, is NACKed to the publisher on that layer's SSRC; the repair arrives on the layer's
+//! RTX stream (named by the repaired-RID extension or a FID group), is unwrapped into the layer's
+//! cache and goes to the layer's subscribers under the number each kept free for it (the selector
+//! leaves real loss as a hole). Sender reports to their subscribers come from the publisher's
 //! report on the layer each one was last sent, in that subscriber's timestamp space.
 
 use super::layers::{Decision, LayerDrop, LayerPacket, LayerSelector, MAX_SPATIAL_LAYERS};
 use super::*;
 
-/// Most SSRCs one layered track learns (media only; RTX of layered tracks is not forwarded).
+/// Most SSRCs one layered track learns, of media and of RTX each.
 const MAX_LAYER_SSRCS: usize = 6;
 /// How often each subscriber's target layers are recomputed.
 const RETARGET_MS: u64 = 250;
@@ -29,7 +31,13 @@ const SENT_RING: usize = 1024;
 
 struct LayerIn {
     ssrc: Option<u32>,
+    /// Its RTX stream (RFC 4588): learned from the repaired-RID extension, or given (FID group).
+    rtx_ssrc: Option<u32>,
     seq: SeqUnwrapper,
+    /// Packets lost on the way in, NACKed to the publisher on this layer's SSRC.
+    missing: Vec<Missing>,
+    /// Packets that arrived only on the RTX stream.
+    repaired: u64,
     /// This layer's recent packets, for retransmissions to its subscribers.
     cache: NackCache,
     window_start_ms: u64,
@@ -45,7 +53,10 @@ impl LayerIn {
     fn new() -> Self {
         Self {
             ssrc: None,
+            rtx_ssrc: None,
             seq: SeqUnwrapper::new(),
+            missing: Vec::new(),
+            repaired: 0,
             cache: NackCache::new(LAYER_CACHE_PACKETS),
             window_start_ms: 0,
             window_bytes: 0,
@@ -81,13 +92,15 @@ struct SubLayers {
 /// Simulcast state of one track.
 pub(super) struct Layered {
     rid_ext: u8,
+    /// The repaired-RID extension naming the layer an RTX packet repairs (0: not negotiated).
+    repaired_rid_ext: u8,
     rids: Vec<Vec<u8>>,
     ssrc_layer: Vec<(u32, u8)>,
+    rtx_ssrc_layer: Vec<(u32, u8)>,
     layers: Vec<LayerIn>,
     subs: Vec<SubLayers>,
     next_retarget_ms: u64,
     scratch: Vec<u8>,
-    rtx_dropped: u64,
 }
 
 /// Layers of one simulcast track as the router sees them.
@@ -96,6 +109,10 @@ pub struct LayerInfo {
     pub ssrc: Option<u32>,
     pub bitrate_bps: u64,
     pub height: Option<u16>,
+    /// Its RTX stream's SSRC, once known.
+    pub rtx_ssrc: Option<u32>,
+    /// Packets lost on the way in that its RTX stream brought.
+    pub repaired: u64,
 }
 
 /// A subscription's layer state: (spatial, temporal) it receives (None while waiting for the
@@ -166,6 +183,44 @@ impl Layered {
         self.ssrc_layer.push((v.ssrc, layer));
         self.layers[layer as usize].ssrc = Some(v.ssrc);
         Some(layer)
+    }
+
+    /// The layer an RTX packet repairs: by its SSRC once known, else the repaired-RID extension
+    /// (which then binds the SSRC). None for an RTX stream of no known layer.
+    fn rtx_layer_of(&mut self, v: &RtpView<'_>) -> Option<u8> {
+        if let Some(&(_, l)) = self.rtx_ssrc_layer.iter().find(|(s, _)| *s == v.ssrc) {
+            return Some(l);
+        }
+        let rid = v.extension(self.repaired_rid_ext)?;
+        let layer = self.rids.iter().position(|r| r.as_slice() == rid)? as u8;
+        if self.rtx_ssrc_layer.len() >= MAX_LAYER_SSRCS
+            || self.ssrc_layer.iter().any(|(s, _)| *s == v.ssrc)
+        {
+            return None;
+        }
+        self.rtx_ssrc_layer.push((v.ssrc, layer));
+        self.layers[layer as usize].rtx_ssrc = Some(v.ssrc);
+        Some(layer)
+    }
+
+    /// Whether some layer has packets to NACK.
+    pub(super) fn any_missing(&self) -> bool {
+        self.layers.iter().any(|l| !l.missing.is_empty())
+    }
+
+    /// Each layer's missing packets with the SSRC to NACK them on; a layer nobody receives any
+    /// more has nothing to NACK.
+    pub(super) fn each_missing(&mut self, mut f: impl FnMut(&mut Vec<Missing>, Option<u32>)) {
+        for (i, li) in self.layers.iter_mut().enumerate() {
+            if li.missing.is_empty() {
+                continue;
+            }
+            let received = self
+                .subs
+                .iter()
+                .any(|s| s.sel.current().map(|c| c.0 as usize) == Some(i));
+            f(&mut li.missing, li.ssrc.filter(|_| received));
+        }
     }
 
     fn account(&mut self, layer: u8, bytes: usize, now_ms: u64) {
@@ -345,7 +400,9 @@ impl Layered {
     }
 }
 
-/// Routes one packet of a layered track (called by `route_rtp` once the track is known).
+/// Routes one packet of a layered track (called by `route_rtp` once the track is known): media of
+/// a layer, or a retransmission on a layer's RTX stream, unwrapped into that layer (RFC 4588) and
+/// sent to the subscribers receiving the layer under the number each kept free for it.
 pub(super) fn route_layered(
     t: &mut Track,
     stats: &mut RouterStats,
@@ -355,27 +412,70 @@ pub(super) fn route_layered(
     now_ms: u64,
     out: &mut Output,
 ) {
-    let clock_rate = t.clock_rate(v.payload_type);
     let Some(l) = t.layered.as_deref_mut() else {
         return;
     };
-    let (media_pt, kind) = match t.pt_table[v.payload_type as usize & 0x7f] {
-        PtEntry::Media { kind, .. } => (v.payload_type, kind),
-        PtEntry::Rtx { .. } => {
-            l.rtx_dropped += 1;
-            return stats.drop(DropReason::RtxUnwrapFailed);
+    let (layer, seq, media_pt, payload, is_rtx) = match t.pt_table[v.payload_type as usize & 0x7f] {
+        PtEntry::Media { .. } => {
+            let Some(layer) = l.layer_of(v) else {
+                return stats.drop(DropReason::UnknownSsrc);
+            };
+            (layer, v.seq, v.payload_type, v.payload(), false)
+        }
+        PtEntry::Rtx { apt } => {
+            stats.rtx_in += 1;
+            t.stats.rtx_packets += 1;
+            if v.payload().is_empty() {
+                t.stats.padding_only += 1; // bandwidth probing on the RTX stream
+                return stats.drop(DropReason::PaddingOnly);
+            }
+            // The original sequence number, then the original payload (not empty).
+            match (l.rtx_layer_of(v), v.payload()) {
+                (Some(layer), [hi, lo, rest @ ..]) if !rest.is_empty() => {
+                    (layer, u16::from_be_bytes([*hi, *lo]), apt, rest, true)
+                }
+                _ => return stats.drop(DropReason::RtxUnwrapFailed),
+            }
         }
         PtEntry::Unknown => return stats.drop(DropReason::UnknownPayloadType),
     };
-    let Some(layer) = l.layer_of(v) else {
-        return stats.drop(DropReason::UnknownSsrc);
+    let PtEntry::Media { kind, codec } = t.pt_table[media_pt as usize & 0x7f] else {
+        return stats.drop(DropReason::RtxUnwrapFailed);
     };
-    let payload = v.payload();
-    if payload.is_empty() {
-        t.stats.padding_only += 1;
-        return stats.drop(DropReason::PaddingOnly);
+    let clock_rate = t.codecs[codec as usize].clock_rate.max(1);
+    let li = &mut l.layers[layer as usize];
+    let prev_highest = li.seq.highest();
+    let src_ext = if is_rtx {
+        // A repair names a packet already numbered; one from beyond the newest is refused (it
+        // must not move the layer's sequence space).
+        match li
+            .seq
+            .peek(seq)
+            .filter(|e| prev_highest.is_some_and(|h| *e < h))
+        {
+            Some(e) => e,
+            None => return stats.drop(DropReason::RtxUnwrapFailed),
+        }
+    } else {
+        if payload.is_empty() {
+            t.stats.padding_only += 1;
+            return stats.drop(DropReason::PaddingOnly);
+        }
+        li.seq.unwrap(seq)
+    };
+    super::arrived(&mut li.missing, src_ext);
+    let receiving = |s: &SubLayers| s.sel.current().map(|c| c.0) == Some(layer);
+    if is_rtx {
+        if !l.subs.iter().any(receiving) {
+            return; // nobody receives the layer any more: nothing to repair
+        }
+        if li.cache.contains(src_ext) {
+            t.stats.duplicates += 1; // it came after all, or was repaired already
+            return stats.drop(DropReason::Duplicate);
+        }
+    } else {
+        l.account(layer, payload.len(), now_ms);
     }
-    l.account(layer, v.payload().len(), now_ms);
     let is_key = is_keyframe_start(kind, payload);
     if is_key {
         t.stats.keyframes += 1;
@@ -401,9 +501,13 @@ pub(super) fn route_layered(
         t.pli_pending = true;
     }
     t.media_ssrc = l.feedback_ssrc();
+    if !is_rtx && l.subs.iter().any(receiving) {
+        // Lost on the way in, on a layer someone receives: NACKed to the publisher at the next poll.
+        let missing = &mut l.layers[layer as usize].missing;
+        super::note_missing(missing, prev_highest, src_ext, now_ms);
+    }
     // Nobody receives or waits for this layer: nothing more to do.
-    let wanted =
-        |s: &SubLayers| s.sel.current().map(|c| c.0) == Some(layer) || s.sel.target().0 == layer;
+    let wanted = |s: &SubLayers| receiving(s) || s.sel.target().0 == layer;
     if !l.subs.iter().any(wanted) {
         return;
     }
@@ -411,7 +515,6 @@ pub(super) fn route_layered(
         .extension(abs_send_time_ext)
         .and_then(|d| d.try_into().ok());
     let li = &mut l.layers[layer as usize];
-    let src_ext = li.seq.unwrap(v.seq);
     match li.cache.insert(&PacketToCache {
         ext_seq: src_ext,
         timestamp: v.timestamp,
@@ -429,10 +532,16 @@ pub(super) fn route_layered(
         }
         Insert::TooOld => return stats.drop(DropReason::TooOld),
     }
+    if is_rtx {
+        li.repaired += 1;
+    }
     for sub in &mut t.subs {
         let Some(sl) = l.subs.iter_mut().find(|x| x.id == sub.id) else {
             continue; // new since the last layer choice: picked up at the next one
         };
+        if is_rtx && !receiving(sl) {
+            continue; // a repair goes only where the layer's stream already flows
+        }
         if sub.paused {
             // The allocation paused this subscriber's video; it restarts at a keyframe.
             sub.stats.dropped_paused += 1;
@@ -445,7 +554,7 @@ pub(super) fn route_layered(
         }
         let p = LayerPacket {
             spatial: layer,
-            seq: v.seq,
+            seq,
             timestamp: v.timestamp,
             keyframe: is_key,
             vp8: None,
@@ -477,10 +586,10 @@ pub(super) fn route_layered(
         }
         // The shared writer numbers packets `c + seq_offset`, `timestamp + ts_offset` (and stamps
         // the transport-wide sequence number): offsets that make it write the selector's numbers.
-        sub.seq_offset = f.seq.wrapping_sub(v.seq);
+        sub.seq_offset = f.seq.wrapping_sub(seq);
         sub.ts_offset = f.timestamp.wrapping_sub(v.timestamp);
         let m = MediaRef {
-            c: v.seq as u64,
+            c: seq as u64,
             timestamp: v.timestamp,
             marker: v.marker,
             abs_send_time,
@@ -591,8 +700,71 @@ impl Router {
             subs: Vec::new(),
             next_retarget_ms: 0,
             scratch: Vec::with_capacity(1500),
-            rtx_dropped: 0,
+            repaired_rid_ext: 0,
+            rtx_ssrc_layer: Vec::new(),
         }));
+        Ok(())
+    }
+
+    /// The RTX streams of a simulcast track's layers: an RTX packet names the layer it repairs in
+    /// header extension `repaired_rid_ext` (RID simulcast; 0: not negotiated), or `rtx_ssrcs[i]`
+    /// is layer i's RTX SSRC (the FID groups of `a=ssrc-group:SIM` layers; 0: none). Without
+    /// either, a layer's RTX packets are dropped and its losses cost a keyframe request.
+    pub fn set_track_layer_rtx(
+        &mut self,
+        track: TrackId,
+        repaired_rid_ext: u8,
+        rtx_ssrcs: &[u32],
+    ) -> Result<(), RouterError> {
+        if repaired_rid_ext == 15 {
+            return Err(RouterError::Invalid(
+                "repaired-RID extension id 15 is not usable".into(),
+            ));
+        }
+        let t = self
+            .tracks
+            .get(&track)
+            .ok_or(RouterError::UnknownTrack(track))?;
+        let transport = t.transport;
+        let l = t
+            .layered
+            .as_deref()
+            .ok_or_else(|| RouterError::Invalid(format!("track {track} has no layers")))?;
+        if rtx_ssrcs.len() > l.layers.len() {
+            return Err(RouterError::Invalid(format!(
+                "{} RTX SSRCs for {} layers",
+                rtx_ssrcs.len(),
+                l.layers.len()
+            )));
+        }
+        for (i, s) in rtx_ssrcs.iter().enumerate().filter(|(_, s)| **s != 0) {
+            let layer_media = l.ssrc_layer.iter().any(|(m, _)| m == s);
+            let repeated = rtx_ssrcs[..i].contains(s);
+            if layer_media || repeated {
+                return Err(RouterError::Invalid(format!(
+                    "RTX SSRC {s} is also a layer's media or another layer's RTX"
+                )));
+            }
+            if self
+                .track_by_ssrc
+                .get(&(transport, *s))
+                .is_some_and(|x| *x != track)
+            {
+                return Err(RouterError::SsrcInUse(*s));
+            }
+        }
+        let t = self.tracks.get_mut(&track).expect("checked above");
+        let l = t.layered.as_deref_mut().expect("checked above");
+        l.repaired_rid_ext = repaired_rid_ext;
+        for (i, s) in rtx_ssrcs.iter().enumerate().filter(|(_, s)| **s != 0) {
+            l.rtx_ssrc_layer.retain(|(x, _)| x != s);
+            l.rtx_ssrc_layer.push((*s, i as u8));
+            l.layers[i].rtx_ssrc = Some(*s);
+            if !t.ssrcs.contains(s) {
+                t.ssrcs.push(*s);
+            }
+            self.track_by_ssrc.insert((transport, *s), track);
+        }
         Ok(())
     }
 
@@ -632,6 +804,8 @@ impl Router {
                     ssrc: x.ssrc,
                     bitrate_bps: x.rate_bps,
                     height: x.height,
+                    rtx_ssrc: x.rtx_ssrc,
+                    repaired: x.repaired,
                 })
                 .collect(),
         )
