@@ -77,7 +77,9 @@ async def test_visit_with_udp_blocked_connects_over_ice_tcp(netns_browser, brows
     if network == "udp_blocked":
         browser_netns.block_udp()
     want = "tcp" if network == "udp_blocked" else "udp"
-    srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR])
+    # Consent checks every 0.4-0.6 s with a 3 s timeout, so the visit outlives it (see below).
+    srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR],
+                             ice_consent_interval_s=0.5, ice_consent_timeout_s=3.0)
     try:
         plane = srv.rooms.plane
         assert plane is not None
@@ -117,6 +119,14 @@ async def test_visit_with_udp_blocked_connects_over_ice_tcp(netns_browser, brows
                 assert t.selected_candidate() == ("host", "tcp")
             stats = plane.native.peer_stats(t.handle)
             assert stats is not None and stats["rtp_in"] + stats["rtp_out"] > 0
+        # ICE consent runs in the plane on the same path (framed onto the TCP connection when on
+        # TCP): Chromium answers its checks past the timeout, and the plane answers Chromium's.
+        async def consent_held() -> bool:
+            stats = [plane.native.peer_stats(t.handle) or {} for t in transports]
+            return all(s.get("consent_responses", 0) >= 8 and s.get("checks_answered", 0) >= 1 for s in stats)
+
+        await eventually(consent_held, timeout=40, what="consent answered on every connection")
+        assert plane.consent_lost == 0 and all(t.connected for t in transports)
         # ... and counted so in mediasrv_media_peers{candidate,transport}.
         assert count_peers(t.pc for t in transports)[("host", want)] == 4
         native = plane.native.stats()
