@@ -89,6 +89,9 @@ async def test_a_silent_peer_after_the_handover_is_found_dead(
             await asyncio.sleep(0.05)
         assert publisher.closed and not server.app[keys.SESSIONS]
         assert plane.consent_lost == 1
+        headers = {"Authorization": f"Bearer {server.token('ops', 'admin')}"}
+        async with aiohttp.ClientSession() as http, http.get(f"{server.url}/metrics", headers=headers) as resp:
+            assert "mediasrv_media_consent_expired_total 1.0" in await resp.text()
         assert plane.native.peer_stats(publisher.handle) is None
         room = server.rooms.get("consent-room")
         assert room is None or "pat-consent" not in room.participants

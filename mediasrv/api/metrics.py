@@ -163,6 +163,9 @@ class MediasrvCollector(Collector):
             yield CounterMetricFamily("mediasrv_media_peer_moves",
                                       "handed-over peers followed to a new address (NAT rebinding, network move)",
                                       value=self.rooms.plane.moves)
+            yield CounterMetricFamily("mediasrv_media_consent_expired",
+                                      "handed-over peers disconnected because they stopped answering ICE "
+                                      "consent checks (RFC 7675)", value=self.rooms.plane.consent_lost)
         yield from self._streams(rooms)
 
     def _live_objects(self, rooms: list[Room]) -> Iterator[GaugeMetricFamily]:
