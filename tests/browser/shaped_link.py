@@ -20,8 +20,11 @@ async () => {
   (await pc.getStats()).forEach((s) => {
     if (s.type !== 'inbound-rtp') return;
     if (s.kind === 'audio') out.audio = {samples: s.totalSamplesReceived || 0,
-                                         concealed: s.concealedSamples || 0};
-    if (s.kind === 'video') out.video = {frames: s.framesDecoded || 0, height: s.frameHeight || 0};
+                                         concealed: s.concealedSamples || 0,
+                                         jbDelay: s.jitterBufferDelay || 0,
+                                         jbEmitted: s.jitterBufferEmittedCount || 0};
+    if (s.kind === 'video') out.video = {frames: s.framesDecoded || 0, height: s.frameHeight || 0,
+                                         fps: s.framesPerSecond || 0};
   });
   return out;
 }
@@ -77,6 +80,12 @@ def link_counters() -> tuple[int, int, int]:
 def leaf_counters() -> dict[str, tuple[int, int]]:
     """(packets sent, packets dropped) per queue of the downlink, by handle ("10:", "20:")."""
     return {q["handle"]: (q["packets"], q["drops"]) for q in _qdiscs()}
+
+
+def jitter_delay_s(before: dict[str, Any], after: dict[str, Any]) -> float:
+    """The audio jitter buffer's mean delay between two PATIENT_STATS samples, in seconds."""
+    emitted = after["audio"]["jbEmitted"] - before["audio"]["jbEmitted"]
+    return float(after["audio"]["jbDelay"] - before["audio"]["jbDelay"]) / max(1, emitted)
 
 
 async def open_page(browser: Any, server: Any, url: str, room: str, identity: str, role: str) -> Any:
