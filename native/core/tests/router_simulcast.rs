@@ -570,6 +570,12 @@ fn rtx_that_cannot_be_placed_is_dropped_and_counted() {
         .padding(200)
         .bytes();
     assert_eq!(s.send(&padding), 0);
+    // Probing resends the newest packet on the RTX stream: a duplicate, not a failed repair.
+    let dups = s.r.stats().dropped(DropReason::Duplicate);
+    let mut newest = top.to_be_bytes().to_vec();
+    newest.extend_from_slice(&[0x80, 0x80, 0x80, 1, 2]);
+    assert_eq!(s.send(&rtx(&newest, b"f", RTX_SSRCS[2])), 0);
+    assert_eq!(s.r.stats().dropped(DropReason::Duplicate), dups + 1);
     assert_eq!(unwrap_failed(&s), before + 5);
     // The stream carries on, in one numbering.
     let first = s.got.len();

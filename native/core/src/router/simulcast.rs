@@ -446,12 +446,12 @@ pub(super) fn route_layered(
     let li = &mut l.layers[layer as usize];
     let prev_highest = li.seq.highest();
     let src_ext = if is_rtx {
-        // A repair names a packet already numbered; one from beyond the newest is refused (it
-        // must not move the layer's sequence space).
+        // A repair names a packet already numbered (probing resends the newest); one from beyond
+        // the newest is refused: it must not move the layer's sequence space.
         match li
             .seq
             .peek(seq)
-            .filter(|e| prev_highest.is_some_and(|h| *e < h))
+            .filter(|e| prev_highest.is_some_and(|h| *e <= h))
         {
             Some(e) => e,
             None => return stats.drop(DropReason::RtxUnwrapFailed),
