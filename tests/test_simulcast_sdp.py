@@ -80,7 +80,8 @@ def test_ssrc_group_sim_is_read() -> None:
     sdp = ("v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=mid:v\na=ssrc-group:SIM 11 22 33\n"
            "a=ssrc-group:FID 11 44\na=ssrc:11 cname:x\n")
     stripped, found = strip_offer(sdp)
-    assert found == {"v": SimulcastMedia("v", sim_ssrcs=[11, 22, 33])}
+    # The FID group pairs layer 0 with its RTX stream (the router takes repairs from it).
+    assert found == {"v": SimulcastMedia("v", sim_ssrcs=[11, 22, 33], sim_rtx_ssrcs=[44, 0, 0])}
     assert "SIM" not in stripped and "a=ssrc-group:FID 11 44\n" in stripped
     assert add_to_answer("v=0\nm=video 9 X 96\na=mid:v\n", found) == "v=0\nm=video 9 X 96\na=mid:v\n"
 
@@ -137,3 +138,21 @@ def test_four_layers_are_refused() -> None:
 def test_offer_without_m_lines_is_left_to_the_sdp_checks(sdp: str) -> None:
     assert strip_offer(sdp)[1] == {}
     assert add_to_answer(sdp, {"0": SimulcastMedia("0", rids=["q"], rid_ext=10)}).startswith(sdp.rstrip("\r\n"))
+
+
+@pytest.mark.parametrize("fid, rtx", [
+    ("a=ssrc-group:FID 11 44\na=ssrc-group:FID 22 55\na=ssrc-group:FID 33 66\n", [44, 55, 66]),
+    ("a=ssrc-group:FID 99 44\n", []),  # another stream's pair: no layer has RTX
+    ("a=ssrc-group:FID 11 x\n", []),  # not a pair of numbers: left to aiortc
+])
+def test_fid_groups_pair_sim_layers_with_rtx(fid: str, rtx: list[int]) -> None:
+    sdp = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=mid:v\na=ssrc-group:SIM 11 22 33\n" + fid
+    assert strip_offer(sdp)[1]["v"].sim_rtx_ssrcs == rtx
+
+
+@pytest.mark.parametrize("fid", ["a=ssrc-group:FID 11 22\n",
+                                 "a=ssrc-group:FID 11 44\na=ssrc-group:FID 22 44\n"])
+def test_fid_group_naming_another_layer_is_refused(fid: str) -> None:
+    sdp = "v=0\nm=video 9 UDP/TLS/RTP/SAVPF 96\na=mid:v\na=ssrc-group:SIM 11 22 33\n" + fid
+    with pytest.raises(SdpError, match="FID"):
+        strip_offer(sdp)

@@ -9,7 +9,8 @@ without it, and the browser then sends one encoding only.
 `strip_offer` takes those lines out of an offer before aiortc sees it and remembers them per mid;
 `add_to_answer` puts the receiving side of them into aiortc's answer (`a=rid:<id> recv`,
 `a=simulcast:recv ...`, the two header extensions with the offer's ids), so the browser sends every
-encoding. Layers are numbered in the order of the `a=simulcast` list, lowest resolution first (the
+encoding. The repaired-RID extension id (or, with SIM groups, the FID groups' RTX SSRCs) goes to
+the router, which then NACKs losses per layer and takes the repairs from the layers' RTX streams. Layers are numbered in the order of the `a=simulcast` list, lowest resolution first (the
 order Chromium sends `sendEncodings` in when they are listed from the smallest, as the demo does).
 """
 
@@ -41,6 +42,8 @@ class SimulcastMedia:
     repaired_rid_ext: int | None = None
     # `a=ssrc-group:SIM` members (lowest first), when the offer lists SSRCs instead of rids.
     sim_ssrcs: list[int] = field(default_factory=list)
+    # The RTX SSRC paired with each of them by `a=ssrc-group:FID` (0: none), in the same order.
+    sim_rtx_ssrcs: list[int] = field(default_factory=list)
 
     def layer_of_rid(self, rid: str) -> int | None:
         return self.rids.index(rid) if rid in self.rids else None
@@ -91,6 +94,7 @@ def strip_offer(sdp: str) -> tuple[str, dict[str, SimulcastMedia]]:
         rid_lines: dict[str, int] = {}
         sim: list[tuple[str, bool]] | None = None
         sim_ssrcs: list[int] = []
+        fid: dict[int, int] = {}  # media SSRC -> its RTX SSRC
         exts: dict[str, int] = {}
         for i in range(start, end):
             line = lines[i]
@@ -114,6 +118,10 @@ def strip_offer(sdp: str) -> tuple[str, dict[str, SimulcastMedia]]:
                         0 <= x <= MAX_SSRC for x in sim_ssrcs):
                     raise SdpError(f"{where}: a=ssrc-group:SIM members must be distinct SSRC numbers")
                 drop.add(i)
+            elif line.startswith("a=ssrc-group:FID "):
+                pair = line.split()[1:]
+                if len(pair) == 2 and all(x.isdigit() and int(x) <= MAX_SSRC for x in pair):
+                    fid[int(pair[0])] = int(pair[1])  # kept for aiortc; anything else is its to judge
             elif (m := _EXTMAP.match(line)) and m.group(2) in (RID_URI, REPAIRED_RID_URI):
                 exts[m.group(2)] = int(m.group(1))
         if sim is None and not sim_ssrcs:
@@ -122,8 +130,11 @@ def strip_offer(sdp: str) -> tuple[str, dict[str, SimulcastMedia]]:
             continue
         if mid is None:
             raise SdpError("a simulcast m-line has no a=mid")
+        rtx = [fid.get(x, 0) for x in sim_ssrcs]
+        if any(x and (x in sim_ssrcs or rtx.count(x) > 1) for x in rtx):
+            raise SdpError(f"{where}: a=ssrc-group:FID pairs a SIM layer with another layer's SSRC")
         media = SimulcastMedia(mid, rid_ext=exts.get(RID_URI), repaired_rid_ext=exts.get(REPAIRED_RID_URI),
-                               sim_ssrcs=sim_ssrcs)
+                               sim_ssrcs=sim_ssrcs, sim_rtx_ssrcs=rtx if any(rtx) else [])
         for rid, paused in sim or []:
             if rid not in rid_lines:
                 raise SdpError(f"{where}: a=simulcast names rid {rid!r} without its a=rid line")

@@ -95,7 +95,8 @@ class Publications:
                 if layers is not None and tr.kind == "video":
                     try:
                         room.router.set_track_layers(track.id, layers.rid_ext or 0, layers.rids,
-                                                     layers.sim_ssrcs)
+                                                     layers.sim_ssrcs, layers.repaired_rid_ext or 0,
+                                                     layers.sim_rtx_ssrcs)
                     except ValueError as exc:  # e.g. a SIM group naming another track's SSRC
                         room.router.remove_track(track.id)
                         raise RoomError("invalid_sdp", f"simulcast of m-line mid={mid!r}: {exc}", 400) from None

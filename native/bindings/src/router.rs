@@ -420,19 +420,32 @@ impl Router {
 
     /// Makes a video track simulcast: `rids` (lowest resolution first) name its layers through
     /// header extension `rid_ext`; or, with no rids, `ssrcs` are its layers (a=ssrc-group:SIM).
+    /// The layers' RTX streams (repairs of packets lost on the way in) are named by the
+    /// repaired-RID extension `repaired_rid_ext` (0: none) or, for SIM layers, `rtx_ssrcs[i]` is
+    /// layer i's (its FID group; 0: none).
+    #[pyo3(signature = (track, rid_ext, rids, ssrcs, repaired_rid_ext=0, rtx_ssrcs=Vec::new()))]
     fn set_track_layers(
         &mut self,
         track: u64,
         rid_ext: u64,
         rids: Vec<String>,
         ssrcs: Vec<u64>,
+        repaired_rid_ext: u64,
+        rtx_ssrcs: Vec<u64>,
     ) -> PyResult<()> {
-        let rid_ext = u8::try_from(rid_ext)
-            .map_err(|_| PyValueError::new_err(format!("extension id {rid_ext} > 255")))?;
+        let ext_id = |id: u64| {
+            u8::try_from(id)
+                .map_err(|_| PyValueError::new_err(format!("extension id {id} > 255")))
+        };
+        let rid_ext = ext_id(rid_ext)?;
+        let repaired_rid_ext = ext_id(repaired_rid_ext)?;
         let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
+        let rtx_ssrcs = rtx_ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
         let rids: Vec<&str> = rids.iter().map(String::as_str).collect();
-        lock(&self.core)
-            .set_track_layers(TrackId(track), rid_ext, &rids, &ssrcs)
+        let mut core = lock(&self.core);
+        core.set_track_layers(TrackId(track), rid_ext, &rids, &ssrcs)
+            .map_err(value_error)?;
+        core.set_track_layer_rtx(TrackId(track), repaired_rid_ext, &rtx_ssrcs)
             .map_err(value_error)
     }
 
@@ -445,7 +458,8 @@ impl Router {
             .map_err(value_error)
     }
 
-    /// A simulcast track's layers: [{ssrc, bitrate_bps, height}], lowest first; None otherwise.
+    /// A simulcast track's layers: [{ssrc, bitrate_bps, height, rtx_ssrc, repaired}], lowest
+    /// first; None otherwise.
     fn track_layers<'py>(
         &self,
         py: Python<'py>,
@@ -460,6 +474,8 @@ impl Router {
             d.set_item("ssrc", l.ssrc)?;
             d.set_item("bitrate_bps", l.bitrate_bps)?;
             d.set_item("height", l.height)?;
+            d.set_item("rtx_ssrc", l.rtx_ssrc)?;
+            d.set_item("repaired", l.repaired)?;
             list.append(d)?;
         }
         Ok(Some(list))
