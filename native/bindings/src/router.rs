@@ -434,13 +434,15 @@ impl Router {
         rtx_ssrcs: Vec<u64>,
     ) -> PyResult<()> {
         let ext_id = |id: u64| {
-            u8::try_from(id)
-                .map_err(|_| PyValueError::new_err(format!("extension id {id} > 255")))
+            u8::try_from(id).map_err(|_| PyValueError::new_err(format!("extension id {id} > 255")))
         };
         let rid_ext = ext_id(rid_ext)?;
         let repaired_rid_ext = ext_id(repaired_rid_ext)?;
         let ssrcs = ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
-        let rtx_ssrcs = rtx_ssrcs.into_iter().map(ssrc).collect::<PyResult<Vec<_>>>()?;
+        let rtx_ssrcs = rtx_ssrcs
+            .into_iter()
+            .map(ssrc)
+            .collect::<PyResult<Vec<_>>>()?;
         let rids: Vec<&str> = rids.iter().map(String::as_str).collect();
         let mut core = lock(&self.core);
         core.set_track_layers(TrackId(track), rid_ext, &rids, &ssrcs)
