@@ -80,7 +80,7 @@ class Settings:
     # resumes once that share has stayed above video_resume_bitrate for video_resume_hold_s. The
     # estimate starts at bwe_start_bitrate for subscribers that negotiated transport-cc.
     video_pause_bitrate: int = 150_000
-    video_resume_bitrate: int = 250_000
+    video_resume_bitrate: int = 200_000
     video_resume_hold_s: float = 2.0
     bwe_start_bitrate: int = 1_000_000
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).

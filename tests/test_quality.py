@@ -25,8 +25,8 @@ E, G, P, L = Quality.EXCELLENT, Quality.GOOD, Quality.POOR, Quality.LOST
     (Sample(loss=0.0, rtt_s=0.01, silent=True), L),
     # bandwidth: paused video is poor; a share under the floor (250 kbit/s) at best good
     (Sample(paused=True), P), (Sample(paused=True, loss=0.5), P),
-    (Sample(share_bps=249_999), G), (Sample(share_bps=250_000), E),
-    (Sample(share_bps=249_999, loss=0.2), P),
+    (Sample(share_bps=199_999), G), (Sample(share_bps=200_000), E),
+    (Sample(share_bps=199_999, loss=0.2), P),
     # ...or under 75 % of what the publisher sends of a single-layer stream
     (Sample(share_bps=749_999, demand_bps=1_000_000), G), (Sample(share_bps=750_000, demand_bps=1_000_000), E),
     (Sample(share_bps=2_000_000, demand_bps=1_000_000), E),

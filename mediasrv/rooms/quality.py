@@ -39,7 +39,7 @@ class Thresholds:
     jitter_poor_s: float = 0.100
     # A video share of the estimate under this is at best good: video barely holds on (the
     # room passes its `video_resume_bitrate`, the level at which paused video comes back).
-    video_floor_bps: int = 250_000
+    video_floor_bps: int = 200_000
     # A single-layer video stream whose share is under this part of what the publisher sends is at
     # best good: the link takes less than the stream carries.
     share_of_demand: float = 0.75

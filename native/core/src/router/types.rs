@@ -118,7 +118,7 @@ impl Default for RouterConfig {
             track_timeout_ms: 3000,
             bwe_start_bps: 1_000_000,
             video_pause_bps: 150_000,
-            video_resume_bps: 250_000,
+            video_resume_bps: 200_000,
             video_resume_hold_ms: 2000,
         }
     }
