@@ -1192,6 +1192,20 @@ fn check_unknown_source(sessions: &IceSessions, datagram: &[u8]) -> Result<(), S
 mod tests {
     use super::*;
 
+    /// A plane on an ephemeral loopback port, polling every 5 ms.
+    fn loopback_plane(workers: usize) -> Plane {
+        Plane::start(PlaneConfig {
+            addresses: vec!["127.0.0.1".parse().unwrap()],
+            port: 0,
+            workers,
+            drop_ppm: 0,
+            poll_interval_ms: 5,
+            rx_coalesce_us: 0,
+            tcp: None,
+        })
+        .unwrap()
+    }
+
     fn wait_until(cond: impl Fn() -> bool) {
         for _ in 0..250 {
             if cond() {
@@ -1203,16 +1217,7 @@ mod tests {
 
     #[test]
     fn only_authenticated_checks_and_admitted_sources_reach_python() {
-        let plane = Plane::start(PlaneConfig {
-            addresses: vec!["127.0.0.1".parse().unwrap()],
-            port: 0,
-            workers: 1,
-            drop_ppm: 0,
-            poll_interval_ms: 5,
-            rx_coalesce_us: 0,
-            tcp: None,
-        })
-        .unwrap();
+        let plane = loopback_plane(1);
         let target = plane.local_addrs()[0];
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         let from = peer.local_addr().unwrap();
@@ -1254,19 +1259,11 @@ mod tests {
         wait_until(|| c.unknown_source.load(Relaxed) == 15);
         assert_eq!(c.to_python.load(Relaxed), 2);
     }
+
     #[test]
     fn consent_runs_in_the_plane_after_the_handover() {
         use mediasrv_core::router::{Router, RouterConfig};
-        let plane = Plane::start(PlaneConfig {
-            addresses: vec!["127.0.0.1".parse().unwrap()],
-            port: 0,
-            workers: 2,
-            drop_ppm: 0,
-            poll_interval_ms: 5,
-            rx_coalesce_us: 0,
-            tcp: None,
-        })
-        .unwrap();
+        let plane = loopback_plane(2);
         let target = plane.local_addrs()[0];
         let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
         peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
