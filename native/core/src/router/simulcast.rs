@@ -501,14 +501,22 @@ pub(super) fn route_layered(
         t.pli_pending = true;
     }
     t.media_ssrc = l.feedback_ssrc();
-    if !is_rtx && l.subs.iter().any(receiving) {
+    // One pass over the subscribers: does one receive this layer, or wait for it?
+    let (mut received, mut wanted) = (is_rtx, is_rtx);
+    for s in l.subs.iter() {
+        if received {
+            break;
+        }
+        received = receiving(s);
+        wanted |= received || s.sel.target().0 == layer;
+    }
+    if !is_rtx && received {
         // Lost on the way in, on a layer someone receives: NACKed to the publisher at the next poll.
         let missing = &mut l.layers[layer as usize].missing;
         super::note_missing(missing, prev_highest, src_ext, now_ms);
     }
     // Nobody receives or waits for this layer: nothing more to do.
-    let wanted = |s: &SubLayers| receiving(s) || s.sel.target().0 == layer;
-    if !l.subs.iter().any(wanted) {
+    if !wanted {
         return;
     }
     let abs_send_time: Option<[u8; 3]> = v
