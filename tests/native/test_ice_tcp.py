@@ -147,11 +147,24 @@ async def test_announced_tcp_port_replaces_the_bound_one(tmp_path: Any) -> None:
         await server.runner.cleanup()
 
 
+def _free_udp_and_tcp_port() -> int:
+    """A port number free for both UDP and TCP on 127.0.0.1 (a free UDP port's number may be a
+    TCP connection's ephemeral port of an earlier test)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no port free for both UDP and TCP")
+
+
 async def test_the_tcp_port_follows_the_udp_port_unless_set(tmp_path: Any) -> None:
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
+    port = _free_udp_and_tcp_port()
     server = await start_server(tmp_path / "data", ice_tcp=True, media_udp_port=port)
     try:
         assert server.rooms.plane is not None
