@@ -508,8 +508,19 @@ fn a_loss_on_a_layer_is_nacked_on_its_ssrc_and_repaired_from_its_rtx() {
         repaired.3
     );
 
-    // A loss never repaired is asked for NACK_TRIES times, then given up on.
+    // Padding on the layer's own SSRC takes a number: it is not taken for a loss.
     s.nacks.clear();
+    let pad_seq = s.layers[2].seq;
+    s.layers[2].seq = pad_seq.wrapping_add(1);
+    let pad = Pkt::new(VP8_PT, pad_seq, s.layers[2].ts, SSRCS[2], &[])
+        .ext(1, b"1")
+        .ext(RID_EXT, b"f")
+        .padding(100)
+        .bytes();
+    assert_eq!(s.send(&pad), 0);
+    s.run(4);
+    assert_eq!(s.nacks, vec![]);
+    // A loss never repaired is asked for NACK_TRIES times, then given up on.
     let lost_seq = s.layers[2].seq;
     s.lose.push((2, lost_seq));
     s.run(12);

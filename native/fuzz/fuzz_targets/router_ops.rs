@@ -1,6 +1,7 @@
-//! Sequences of Router operations (two rooms): publishers, tracks, subscriptions and recording sinks
-//! added and removed, RTP and RTCP fed in (built from structured fields or raw bytes), time passing,
-//! timers, keyframe requests, sink pops. A model of what is registered is kept beside each router,
+//! Sequences of Router operations (two rooms): publishers, tracks (single-layer or simulcast, with
+//! layer RTX streams and height caps), subscriptions and recording sinks added and removed, RTP and
+//! RTCP fed in (built from structured fields or raw bytes), time passing, timers, keyframe
+//! requests, sink pops. A model of what is registered is kept beside each router,
 //! and after every step:
 //!
 //! * nothing panics (debug assertions and overflow checks are on);
@@ -182,7 +183,15 @@ enum Ext {
     Mid(u8),
     AbsSendTime([u8; 3]),
     AudioLevel(u8),
+    /// A simulcast layer's RTP stream id (`RID_EXT`), or the one an RTX packet repairs.
+    Rid(u8),
+    RepairedRid(u8),
 }
+
+/// Header extension ids of simulcast layers' RTP stream ids (`Op::SetLayers`), and their values.
+const RID_EXT: u8 = 10;
+const REPAIRED_RID_EXT: u8 = 11;
+const RIDS: [&str; 4] = ["q", "h", "f", "x"];
 
 #[derive(Arbitrary, Debug)]
 enum Op {
@@ -200,6 +209,19 @@ enum Op {
         ssrcs: Vec<Ssrc>,
     },
     RemoveTrack(u8),
+    /// Makes a track simulcast: layers named by rids (`RID_EXT`) or by SSRCs, their RTX streams
+    /// by the repaired-RID extension or by SSRCs.
+    SetLayers {
+        track: u8,
+        rids: u8,
+        ssrcs: Vec<Ssrc>,
+        repaired_rid: bool,
+        rtx_ssrcs: Vec<Ssrc>,
+    },
+    MaxHeight {
+        sub: u8,
+        height: Option<u16>,
+    },
     Subscribe {
         sub: u8,
         track: u8,
@@ -513,6 +535,32 @@ fuzz_target!(|input: Input| {
                 assert_eq!(existed, room.model.tracks.contains_key(&id));
                 room.model.remove_track(id);
             }
+            Op::SetLayers {
+                track,
+                rids,
+                ssrcs,
+                repaired_rid,
+                rtx_ssrcs,
+            } => {
+                let id = TrackId(track as u64 % 6 + 1);
+                let rids = &RIDS[..rids as usize % 4];
+                let ssrcs: Vec<u32> = ssrcs.iter().take(4).map(|s| s.get()).collect();
+                let rtx: Vec<u32> = rtx_ssrcs.iter().take(4).map(|s| s.get()).collect();
+                let repaired = if repaired_rid { REPAIRED_RID_EXT } else { 0 };
+                if room
+                    .router
+                    .set_track_layers(id, RID_EXT, rids, &ssrcs)
+                    .is_ok()
+                {
+                    assert!(room.model.tracks.contains_key(&id));
+                    let _ = room.router.set_track_layer_rtx(id, repaired, &rtx);
+                }
+            }
+            Op::MaxHeight { sub, height } => {
+                let id = SubscriptionId(sub as u64 % 8 + 1);
+                let res = room.router.set_subscription_max_height(id, height);
+                assert_eq!(res.is_ok(), room.model.subs.contains_key(&id));
+            }
             Op::Subscribe {
                 sub,
                 track,
@@ -633,6 +681,10 @@ fuzz_target!(|input: Input| {
                     Some(Ext::AudioLevel(v)) => {
                         level = [*v];
                         vec![(3, &level[..])]
+                    }
+                    Some(Ext::Rid(r)) => vec![(RID_EXT, RIDS[*r as usize % 4].as_bytes())],
+                    Some(Ext::RepairedRid(r)) => {
+                        vec![(REPAIRED_RID_EXT, RIDS[*r as usize % 4].as_bytes())]
                     }
                     None => Vec::new(),
                 };

@@ -457,10 +457,6 @@ pub(super) fn route_layered(
             None => return stats.drop(DropReason::RtxUnwrapFailed),
         }
     } else {
-        if payload.is_empty() {
-            t.stats.padding_only += 1;
-            return stats.drop(DropReason::PaddingOnly);
-        }
         li.seq.unwrap(seq)
     };
     super::arrived(&mut li.missing, src_ext);
@@ -473,7 +469,7 @@ pub(super) fn route_layered(
             t.stats.duplicates += 1; // it came after all, or was repaired already
             return stats.drop(DropReason::Duplicate);
         }
-    } else {
+    } else if !payload.is_empty() {
         l.account(layer, payload.len(), now_ms);
     }
     let is_key = is_keyframe_start(kind, payload);
@@ -514,6 +510,11 @@ pub(super) fn route_layered(
         // Lost on the way in, on a layer someone receives: NACKed to the publisher at the next poll.
         let missing = &mut l.layers[layer as usize].missing;
         super::note_missing(missing, prev_highest, src_ext, now_ms);
+    }
+    if payload.is_empty() {
+        // Padding (probing): numbered, so not taken for a loss, and never forwarded.
+        t.stats.padding_only += 1;
+        return stats.drop(DropReason::PaddingOnly);
     }
     // Nobody receives or waits for this layer: nothing more to do.
     if !wanted {
