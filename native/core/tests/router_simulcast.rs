@@ -24,6 +24,22 @@ const SUB_SSRC: u32 = 0x5000;
 const SUB2: SubscriptionId = SubscriptionId(2);
 const SUB2_SSRC: u32 = 0x6000;
 
+/// A router with the publisher and its video track (`codecs`, SSRCs from SDP), not yet layered.
+fn publishing(cfg: RouterConfig, seed: u64, codecs: Vec<Codec>, ssrcs: &[u32]) -> Router {
+    let mut r = Router::new(cfg, seed);
+    r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
+    r.add_track(
+        VIDEO_TRACK,
+        PUB,
+        MediaKind::Video,
+        Some("1".into()),
+        codecs,
+        ssrcs,
+    )
+    .unwrap();
+    r
+}
+
 struct Layer {
     seq: u16,
     ts: u32,
@@ -93,17 +109,7 @@ impl Sim {
             sender_reports: true,
             ..RouterConfig::default()
         };
-        let mut r = Router::new(cfg, 7);
-        r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
-        r.add_track(
-            VIDEO_TRACK,
-            PUB,
-            MediaKind::Video,
-            Some("1".into()),
-            pub_video_codecs(),
-            &[],
-        )
-        .unwrap();
+        let mut r = publishing(cfg, 7, pub_video_codecs(), &[]);
         r.set_track_layers(VIDEO_TRACK, RID_EXT, &RIDS, &[])
             .unwrap();
         r.set_track_layer_rtx(VIDEO_TRACK, RRID_EXT, &[]).unwrap();
@@ -206,14 +212,20 @@ impl Sim {
     /// The RTX packet repairing `original` of layer `l` (RFC 4588: the original sequence number,
     /// then its payload), naming the layer in the repaired-RID extension.
     fn rtx(l: usize, original: &[u8], rtx_seq: u16) -> Vec<u8> {
+        Self::rtx_pkt(l, original, rtx_seq)
+            .ext(1, b"1")
+            .ext(RRID_EXT, RIDS[l].as_bytes())
+            .bytes()
+    }
+
+    /// The same without header extensions (the RTX SSRC alone says which layer it repairs).
+    fn rtx_pkt(l: usize, original: &[u8], rtx_seq: u16) -> Pkt {
         let v = RtpView::parse(original).unwrap();
         let mut payload = v.seq.to_be_bytes().to_vec();
         payload.extend_from_slice(v.payload());
-        let mut p = Pkt::new(RTX_PT, rtx_seq, v.timestamp, RTX_SSRCS[l], &payload)
-            .ext(1, b"1")
-            .ext(RRID_EXT, RIDS[l].as_bytes());
+        let mut p = Pkt::new(RTX_PT, rtx_seq, v.timestamp, RTX_SSRCS[l], &payload);
         p.marker = v.marker;
-        p.bytes()
+        p
     }
 
     /// Routes one packet from the publisher now, returning what went to the subscribers.
@@ -598,18 +610,8 @@ fn rtx_that_cannot_be_placed_is_dropped_and_counted() {
 #[test]
 fn two_subscribers_on_two_layers_each_get_their_layers_repair_in_their_numbering() {
     // Layers from a=ssrc-group:SIM, their RTX streams from the FID groups (no RTP stream ids).
-    let mut r = Router::new(RouterConfig::default(), 3);
-    r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
     let all: Vec<u32> = SSRCS.iter().chain(&RTX_SSRCS).copied().collect();
-    r.add_track(
-        VIDEO_TRACK,
-        PUB,
-        MediaKind::Video,
-        Some("1".into()),
-        pub_video_codecs(),
-        &all,
-    )
-    .unwrap();
+    let mut r = publishing(RouterConfig::default(), 3, pub_video_codecs(), &all);
     r.set_track_layers(VIDEO_TRACK, 0, &[], &SSRCS).unwrap();
     assert!(r
         .set_track_layer_rtx(VIDEO_TRACK, 0, &[1, 2, 3, 4])
@@ -653,12 +655,7 @@ fn two_subscribers_on_two_layers_each_get_their_layers_repair_in_their_numbering
     );
     // Repairs on the FID-group SSRCs, without any stream id: each only to its layer's viewer.
     for (l, original) in std::mem::take(&mut s.lost) {
-        let v = RtpView::parse(&original).unwrap();
-        let mut payload = v.seq.to_be_bytes().to_vec();
-        payload.extend_from_slice(v.payload());
-        let mut p = Pkt::new(RTX_PT, 40, v.timestamp, RTX_SSRCS[l], &payload);
-        p.marker = v.marker;
-        s.send(&p.bytes());
+        s.send(&Sim::rtx_pkt(l, &original, 40).bytes());
     }
     for got in [by_seq(&s.got[first..]), by_seq(&s.got2[first2..])] {
         assert!(
@@ -688,17 +685,7 @@ fn h264_layer_heights_come_from_the_sps_so_a_cap_picks_the_layer_that_fits() {
         fmtp: Some(fmtp.into()),
         ..codec(pt, "H264", 90_000, None)
     };
-    let mut r = Router::new(RouterConfig::default(), 5);
-    r.add_publisher(PUB, PUB_RTCP_SSRC, pub_ext());
-    r.add_track(
-        VIDEO_TRACK,
-        PUB,
-        MediaKind::Video,
-        Some("1".into()),
-        vec![h264(H264_PT)],
-        &[],
-    )
-    .unwrap();
+    let mut r = publishing(RouterConfig::default(), 5, vec![h264(H264_PT)], &[]);
     r.set_track_layers(VIDEO_TRACK, RID_EXT, &RIDS, &[])
         .unwrap();
     r.add_subscription(SUB, VIDEO_TRACK, SUB_T, SUB_SSRC, &[h264(99)], sub_ext())
