@@ -42,10 +42,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1
-# Packets of each track kept for retransmission (and to recognise RTX copies): 256 is 1-1.7 s of
-# video at 1.5-2.5 Mbit/s, seconds of audio. The router's default of 1,024 held ~1.3 MB of
-# payloads per video track once warm, most of a small visit's memory.
-NACK_HISTORY_PACKETS = 256
+# Packets of each track kept for retransmission (and to recognise RTX copies). A track's ring starts
+# small (32 audio packets, 128 video: 0.6-0.8 s at 1.5 Mbit/s) and doubles only while it holds less
+# than NACK_HISTORY_MS, or less than 4 round trips of a subscriber that NACKs, up to
+# NACK_HISTORY_PACKETS (about 1.2-1.9 s of video at 4-2.5 Mbit/s). Payloads are most of a small visit's
+# memory: a fixed 256 packets a track held ~0.8 MB a 1:1 visit, most of it not needed.
+NACK_HISTORY_PACKETS = 512
+NACK_HISTORY_MS = 500
 
 
 class Room:
@@ -68,6 +71,7 @@ class Room:
         plane = manager.plane
         self.router = mediasrv_native.Router(max_bitrate_bps=settings.max_video_bitrate,
                                              nack_cache_packets=NACK_HISTORY_PACKETS,
+                                             nack_history_ms=NACK_HISTORY_MS,
                                              min_bitrate_bps=settings.min_video_bitrate,
                                              group_floor_bps=settings.video_group_floor,
                                              video_pause_bps=settings.video_pause_bitrate,

@@ -50,6 +50,7 @@ class Router:
         video_pause_bps: int = 150_000,
         video_resume_bps: int = 250_000,
         video_resume_hold_ms: int = 2000,
+        nack_history_ms: int = 500,
         seed: int | None = None,
     ) -> Self: ...
     def add_publisher(self, transport: int, rtcp_ssrc: int, extensions: dict[str, int]) -> None: ...

@@ -119,7 +119,7 @@ impl Router {
                         remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
                         sr_interval_ms=1000, track_timeout_ms=3000, bwe_start_bps=1_000_000,
                         video_pause_bps=150_000, video_resume_bps=250_000,
-                        video_resume_hold_ms=2000, seed=None))]
+                        video_resume_hold_ms=2000, nack_history_ms=500, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_bitrate_bps: u64,
@@ -136,6 +136,7 @@ impl Router {
         video_pause_bps: u64,
         video_resume_bps: u64,
         video_resume_hold_ms: u64,
+        nack_history_ms: u64,
         seed: Option<u64>,
     ) -> PyResult<Self> {
         if video_resume_bps < video_pause_bps {
@@ -168,6 +169,7 @@ impl Router {
             video_pause_bps,
             video_resume_bps,
             video_resume_hold_ms,
+            nack_history_ms,
         };
         // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
         let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));

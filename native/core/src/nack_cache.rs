@@ -4,6 +4,11 @@
 //! Payloads are shared (`Arc`): a recording sink keeps a reference to the cached payload instead of
 //! a copy. A slot's buffer is reused in place when nobody else holds it (the usual case), so the
 //! ring still allocates nothing per packet once warm.
+//!
+//! A router's ring starts small and grows (doubling, up to a most) only when it would otherwise
+//! hold less than a given time of packets: an audio track or a modest video stream keeps a few
+//! hundred KB less per track than a ring sized for the fastest stream, and a faster stream, or a
+//! subscriber far away, still gets the history it needs.
 
 use std::sync::Arc;
 
@@ -19,6 +24,8 @@ pub struct CachedPacket {
     csrcs: [[u8; 4]; 15],
     csrc_len: u8,
     payload: Arc<Vec<u8>>,
+    /// When the packet was stored (ms, the caller's clock), to know how much time the ring spans.
+    stored_ms: u64,
 }
 
 impl CachedPacket {
@@ -50,6 +57,11 @@ pub struct NackCache {
     slots: Vec<CachedPacket>,
     /// Which slots hold a packet (a slot's ext_seq alone can't say: 0 is a valid value).
     filled: Vec<bool>,
+    /// Most slots the ring may grow to (`insert_at`).
+    max_capacity: usize,
+    /// Least time of packets to keep (`insert_at`): a packet younger than this about to be
+    /// overwritten grows the ring instead.
+    history_ms: u64,
 }
 
 /// Result of offering a packet to the cache.
@@ -65,15 +77,86 @@ pub enum Insert {
 impl NackCache {
     /// `capacity` slots; payload buffers grow on first use to the largest packet and are then reused.
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
+        Self::growing(capacity, capacity, 0)
+    }
+
+    /// `initial` slots, doubled (up to `max`) whenever `insert_at` would overwrite a packet stored
+    /// less than `history_ms` ago.
+    pub fn growing(initial: usize, max: usize, history_ms: u64) -> Self {
+        let capacity = initial.max(1);
         Self {
             slots: vec![CachedPacket::default(); capacity],
             filled: vec![false; capacity],
+            max_capacity: max.max(capacity),
+            history_ms,
         }
     }
 
     pub fn capacity(&self) -> usize {
         self.slots.len()
+    }
+
+    pub fn max_capacity(&self) -> usize {
+        self.max_capacity
+    }
+
+    pub fn history_ms(&self) -> u64 {
+        self.history_ms
+    }
+
+    /// Keep at least `ms` of packets from now on (never less than asked at construction: callers
+    /// raise it for subscribers with long round trips).
+    pub fn want_history_ms(&mut self, ms: u64) {
+        self.history_ms = self.history_ms.max(ms);
+    }
+
+    /// The same cache emptied, keeping its current size and history (a new sequence space).
+    pub fn emptied(&self) -> Self {
+        Self::growing(self.capacity(), self.max_capacity, self.history_ms)
+    }
+
+    /// Doubles the ring (up to its most), keeping every cached packet.
+    fn grow(&mut self) {
+        let capacity = (self.slots.len() * 2).min(self.max_capacity);
+        let mut slots = vec![CachedPacket::default(); capacity];
+        let mut filled = vec![false; capacity];
+        for (slot, was) in std::mem::take(&mut self.slots)
+            .into_iter()
+            .zip(&self.filled)
+        {
+            if *was {
+                let i = (slot.ext_seq % capacity as u64) as usize;
+                if !filled[i] || slots[i].ext_seq < slot.ext_seq {
+                    filled[i] = true;
+                    slots[i] = slot;
+                }
+            }
+        }
+        self.slots = slots;
+        self.filled = filled;
+    }
+
+    /// `insert` at time `now_ms`, first growing the ring if the packet in the slot (older, to be
+    /// overwritten, or newer, making this one too old) is younger than the history to keep.
+    pub fn insert_at(&mut self, p: &PacketToCache<'_>, now_ms: u64) -> Insert {
+        loop {
+            let i = self.index(p.ext_seq);
+            let held = &self.slots[i];
+            // (A late packet that would find its slot taken by a newer, young one grows it too.)
+            let young = self.filled[i]
+                && held.ext_seq != p.ext_seq
+                && now_ms.saturating_sub(held.stored_ms) < self.history_ms;
+            if !young || self.slots.len() >= self.max_capacity {
+                break;
+            }
+            self.grow();
+        }
+        let r = self.insert(p);
+        if r == Insert::Stored {
+            let i = self.index(p.ext_seq);
+            self.slots[i].stored_ms = now_ms;
+        }
+        r
     }
 
     fn index(&self, ext_seq: u64) -> usize {
@@ -93,6 +176,7 @@ impl NackCache {
         }
         let slot = &mut self.slots[i];
         slot.ext_seq = p.ext_seq;
+        slot.stored_ms = 0;
         slot.timestamp = p.timestamp;
         slot.marker = p.marker;
         slot.payload_type = p.payload_type;
@@ -178,5 +262,58 @@ mod tests {
             before,
             "an unshared buffer is reused in place"
         );
+    }
+
+    #[test]
+    fn grows_to_keep_the_history_and_no_further() {
+        // 4 slots, 100 ms to keep, at most 16: a packet every 10 ms needs 10 slots, so 16.
+        let mut c = NackCache::growing(4, 16, 100);
+        for s in 0..40 {
+            assert_eq!(c.insert_at(&pkt(s, &[s as u8]), s * 10), Insert::Stored);
+        }
+        assert_eq!(c.capacity(), 16);
+        assert!((24..40).all(|s| c.get(s).is_some_and(|p| p.payload() == [s as u8])));
+        assert!(c.get(23).is_none());
+        // A packet every 50 ms needs 2 slots: a ring that never grew stays at 4.
+        let mut slow = NackCache::growing(4, 16, 100);
+        for s in 0..40 {
+            slow.insert_at(&pkt(s, b"x"), s * 50);
+        }
+        assert_eq!(slow.capacity(), 4);
+        // Ten packets at once: capped at the most.
+        let mut burst = NackCache::growing(2, 8, 100);
+        for s in 0..10 {
+            burst.insert_at(&pkt(s, b"x"), 0);
+        }
+        assert_eq!(burst.capacity(), 8);
+        assert!((2..10).all(|s| burst.contains(s)));
+    }
+
+    #[test]
+    fn growing_keeps_every_packet_and_still_refuses_stale_ones() {
+        let mut c = NackCache::growing(4, 64, 1_000);
+        for s in [0u64, 1, 2, 3, 5, 6] {
+            c.insert_at(&pkt(s, &[s as u8]), 0);
+        }
+        assert_eq!(c.capacity(), 8);
+        for s in [0u64, 1, 2, 3, 5, 6] {
+            assert_eq!(c.get(s).unwrap().payload(), &[s as u8], "seq {s}");
+        }
+        assert_eq!(c.insert_at(&pkt(4, b"late"), 0), Insert::Stored);
+        assert_eq!(c.insert_at(&pkt(12, b"ahead"), 0), Insert::Stored);
+        assert_eq!(c.capacity(), 16, "12 would have pushed 4 out");
+        assert_eq!(c.insert_at(&pkt(28, b"ahead"), 0), Insert::Stored);
+        assert_eq!(c.capacity(), 32, "12 would have made 28 too old");
+        assert_eq!(c.get(12).unwrap().payload(), b"ahead");
+        assert_eq!(c.insert_at(&pkt(5, b"again"), 0), Insert::Duplicate);
+        // A longer history asked later grows the ring again.
+        c.want_history_ms(5_000);
+        for s in 7..20u64 {
+            c.insert_at(&pkt(s, b"x"), 2_000);
+        }
+        assert!(c.capacity() >= 16 && (0..20).all(|s| c.contains(s)));
+        let e = c.emptied();
+        assert_eq!((e.capacity(), e.history_ms()), (c.capacity(), 5_000));
+        assert!(!e.contains(19));
     }
 }

@@ -48,7 +48,9 @@ pub enum BweState {
     Underusing,
 }
 
-/// Sent packets remembered for feedback, by sequence number modulo this.
+/// Sent packets remembered for feedback, by sequence number modulo this. Allocated on the first
+/// packet sent with a transport-wide sequence number: a subscriber that negotiated no
+/// transport-cc never needs it (its estimate comes from REMB and receiver reports).
 const HISTORY: usize = 2048;
 /// No feedback for this long while sending: the path may be dead, halve.
 const FEEDBACK_TIMEOUT_US: u64 = 1_000_000;
@@ -115,7 +117,7 @@ impl SendSideBwe {
         };
         Self {
             cfg,
-            history: vec![Sent::default(); HISTORY],
+            history: Vec::new(),
             inter: InterArrival::default(),
             trend: Trendline::default(),
             aimd: Aimd::new(start, min, max),
@@ -150,6 +152,9 @@ impl SendSideBwe {
     pub fn on_packet_sent(&mut self, twcc_seq: u16, size_bytes: usize, now_us: u64, probe: bool) {
         let _ = probe; // every packet sent during a cluster counts toward it
         let cluster = self.prober.on_sent(size_bytes, now_us);
+        if self.history.is_empty() {
+            self.history = vec![Sent::default(); HISTORY];
+        }
         self.history[twcc_seq as usize % HISTORY] = Sent {
             seq: twcc_seq,
             valid: true,
@@ -168,7 +173,9 @@ impl SendSideBwe {
         let mut min_rtt: Option<u64> = None;
         let mut overused = false;
         for p in &fb.packets {
-            let slot = &mut self.history[p.seq as usize % HISTORY];
+            let Some(slot) = self.history.get_mut(p.seq as usize % HISTORY) else {
+                continue; // nothing sent with a transport-wide number yet
+            };
             if !slot.valid || slot.seq != p.seq || slot.reported {
                 continue;
             }

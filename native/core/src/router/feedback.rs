@@ -122,11 +122,12 @@ impl Router {
                         .get(&(transport, ssrc))
                         .and_then(|id| self.tracks.get_mut(id))
                     {
-                        let layer = t
-                            .layered
-                            .as_deref_mut()
-                            .is_some_and(|l| l.on_sender_report(ssrc, ntp, rtp_timestamp, now_ms));
-                        if !layer && t.media_ssrc.is_none_or(|m| m == ssrc) {
+                        if let Some(l) = t.layered.as_deref_mut() {
+                            l.on_sender_report(ssrc, ntp, rtp_timestamp, now_ms);
+                        }
+                        // (A layered track's is the report on its feedback SSRC: for the report
+                        // blocks it gets back.)
+                        if t.media_ssrc.is_none_or(|m| m == ssrc) {
                             t.stats.last_sr = Some((ntp, rtp_timestamp, now_ms));
                         }
                     }
@@ -345,6 +346,10 @@ impl Router {
             ..
         } = t;
         let sub = &mut subs[si];
+        // A subscriber far away NACKs late: keep its round trips' worth of packets from now on.
+        if let Some(rtt_us) = sub.stats.rtt_us {
+            cache.want_history_ms(rtt_us / 1000 * NACK_HISTORY_RTTS);
+        }
         let mut a = NackAnswer {
             stats,
             track: track_stats,

@@ -505,7 +505,7 @@ impl Router {
                 ssrcs: ssrcs.to_vec(),
                 seq: SeqUnwrapper::new(),
                 gaps: SeqCompressor::default(),
-                cache: NackCache::new(self.cfg.nack_cache_packets),
+                cache: self.cfg.track_cache(kind),
                 subs: Vec::new(),
                 last_pli_ms: None,
                 pli_pending: false,
@@ -879,7 +879,7 @@ impl Router {
                         // New sequence space: restart unwrapping; subscribers continue seamlessly.
                         t.seq = SeqUnwrapper::new();
                         t.gaps = SeqCompressor::default();
-                        t.cache = NackCache::new(t.cache.capacity());
+                        t.cache = t.cache.emptied();
                         t.reception = ReceptionStats::default();
                         // The old stream's NTP/RTP mapping says nothing about the new timestamps.
                         t.stats.last_sr = None;
@@ -937,16 +937,19 @@ impl Router {
         let audio_level = v
             .extension(ext_ids.audio_level)
             .and_then(|d| d.first().copied());
-        match t.cache.insert(&PacketToCache {
-            ext_seq: ext,
-            timestamp: v.timestamp,
-            marker: v.marker,
-            payload_type: media_pt,
-            abs_send_time,
-            audio_level,
-            csrc_bytes: v.csrc_bytes(),
-            payload,
-        }) {
+        match t.cache.insert_at(
+            &PacketToCache {
+                ext_seq: ext,
+                timestamp: v.timestamp,
+                marker: v.marker,
+                payload_type: media_pt,
+                abs_send_time,
+                audio_level,
+                csrc_bytes: v.csrc_bytes(),
+                payload,
+            },
+            now_ms,
+        ) {
             Insert::Stored => {}
             Insert::Duplicate => {
                 t.stats.duplicates += 1;
