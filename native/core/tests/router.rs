@@ -362,6 +362,45 @@ fn nack_beyond_cache_is_a_miss() {
     assert_eq!(r.stats().dropped(DropReason::NackMiss), 1);
 }
 
+/// The retransmission ring keeps about `nack_history_ms` of a track, not a fixed count: 32 Opus
+/// packets (0.64 s at 20 ms) are enough for 500 ms, so a NACK for 0.4 s back is answered and one
+/// for 0.8 s back is a miss; video arriving every 2 ms grows its ring past its first 128 packets.
+#[test]
+fn the_ring_holds_its_history_in_time() {
+    let mut r = room();
+    subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
+    subscribe_video(&mut r, SUB_B, SUB_T2, SUB_SSRC_B);
+    let mut audio = Vec::new();
+    for i in 0..100u16 {
+        audio.push(fields(&route(&mut r, PUB, &opus(i, i as u32 * 960), i as u64 * 20)[0].1).0);
+    }
+    let mut nack = Vec::new();
+    rtcp::write_nack(&mut nack, 1, SUB_SSRC_A, &[audio[79], audio[59]]);
+    let (resent, _) = rtcp(&mut r, SUB_T, &nack, 2_000);
+    assert_eq!(resent.len(), 1);
+    assert_eq!(fields(&resent[0].1).0, audio[79]);
+    assert_eq!(r.stats().dropped(DropReason::NackMiss), 1);
+
+    let mut video = Vec::new();
+    for i in 0..400u16 {
+        let out = route(
+            &mut r,
+            PUB,
+            &vp8(i, i as u32 / 10 * 3000, i % 10 == 0, i == 0),
+            i as u64 * 2,
+        );
+        video.push(fields(&out[0].1).0);
+    }
+    let mut nack = Vec::new();
+    rtcp::write_nack(&mut nack, 1, SUB_SSRC_B, &[video[399 - 200]]);
+    let (resent, _) = rtcp(&mut r, SUB_T2, &nack, 800);
+    assert_eq!(
+        resent.len(),
+        1,
+        "200 packets (0.4 s) back is within the history"
+    );
+}
+
 #[test]
 fn pli_and_fir_reach_the_publisher_throttled() {
     let mut r = room();
