@@ -738,3 +738,29 @@ fn h264_layer_heights_come_from_the_sps_so_a_cap_picks_the_layer_that_fits() {
     assert_eq!(got_layers.last(), Some(&1));
     assert!(!got_layers.contains(&2));
 }
+
+#[test]
+fn a_recording_sink_on_a_simulcast_track_is_synced_by_its_layers_report() {
+    use mediasrv_core::jitter::{FrameCodec, JitterConfig};
+    const SINK: SubscriptionId = SubscriptionId(9);
+    let mut s = Sim::new();
+    s.r.add_sink(
+        SINK,
+        VIDEO_TRACK,
+        FrameCodec::Vp8,
+        VP8_PT,
+        JitterConfig::new(FrameCodec::Vp8),
+    )
+    .unwrap();
+    s.run(30);
+    assert_eq!(s.r.sink_sync(SINK), None, "no report from the publisher yet");
+    for (ssrc, st) in SSRCS.iter().zip(&s.layers) {
+        let mut b = Vec::new();
+        rtcp::write_sr(&mut b, *ssrc, 1000 << 32, st.ts, 0, 0, &[]);
+        let (mut out, mut rtp_out) = (Output::new(), Output::new());
+        s.r.handle_rtcp(PUB, &b, s.now, &mut out, &mut rtp_out);
+    }
+    s.run(5);
+    let (ntp, _) = s.r.sink_sync(SINK).expect("the sink's layer has a report");
+    assert_eq!(ntp, 1000 << 32);
+}

@@ -124,15 +124,19 @@ impl Router {
     pub fn sink_sync(&self, sub: SubscriptionId) -> Option<(u64, u64)> {
         let t = self.tracks.get(self.sub_track.get(&sub)?)?;
         let s = t.subs.iter().find(|s| s.id == sub)?;
-        let (ntp, rtp_ts, _) = t.stats.last_sr?;
         if !s.started {
             return None;
         }
+        // A simulcast track's: the report on the layer the sink was last given, in its timestamps.
+        let ((ntp, rtp_ts, _), ts_offset) = match t.layered.as_deref() {
+            Some(l) => l.report_basis(sub, s.last_out?.0)?,
+            None => (t.stats.last_sr?, s.ts_offset),
+        };
         let ext = s
             .sink
             .as_ref()?
             .jb
-            .extend_timestamp(rtp_ts.wrapping_add(s.ts_offset))?;
+            .extend_timestamp(rtp_ts.wrapping_add(ts_offset))?;
         Some((ntp, ext))
     }
 
