@@ -753,7 +753,11 @@ fn a_recording_sink_on_a_simulcast_track_is_synced_by_its_layers_report() {
     )
     .unwrap();
     s.run(30);
-    assert_eq!(s.r.sink_sync(SINK), None, "no report from the publisher yet");
+    assert_eq!(
+        s.r.sink_sync(SINK),
+        None,
+        "no report from the publisher yet"
+    );
     for (ssrc, st) in SSRCS.iter().zip(&s.layers) {
         let mut b = Vec::new();
         rtcp::write_sr(&mut b, *ssrc, 1000 << 32, st.ts, 0, 0, &[]);
