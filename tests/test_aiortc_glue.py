@@ -207,6 +207,12 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      and hasattr(o.transceiver.receiver, "_RTCRtpReceiver__remote_bitrate_estimator")
      and _calls(RTCRtpReceiver, "if self.__remote_bitrate_estimator is not None:")
      and _calls(RTCRtpReceiver, "if self.__nack_generator is not None and")),
+    ("release_idle_dtls_buffers", "RTCDtlsTransport.start builds SSL.Connection("
+     "self.__local_certificate._create_ssl_context(srtp_profiles=...)); instances keep `_ssl` (None "
+     "until start) and `__local_certificate`",
+     lambda o: _calls(RTCDtlsTransport, "self.__local_certificate._create_ssl_context(")
+     and _dtls(o.pc)._ssl is None
+     and callable(_dtls(o.pc)._RTCDtlsTransport__local_certificate._create_ssl_context)),
 ]
 
 
@@ -389,6 +395,38 @@ async def test_skipped_decoder_is_never_started_and_its_track_still_ends(loopbac
         await offerer.close()
         await answerer.close()
     assert _decoder_threads() == before
+
+
+async def test_released_dtls_buffers_leave_the_connection_working(loopback_ice: None) -> None:
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        offerer.addTransceiver("audio")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        assert aiortc_glue.release_idle_dtls_buffers(_dtls(answerer))
+        assert aiortc_glue.release_idle_dtls_buffers(_dtls(answerer)), "twice is once"
+        await answerer.setLocalDescription(await answerer.createAnswer())
+        await offerer.setRemoteDescription(answerer.localDescription)
+        await asyncio.wait_for(_wait_connected(offerer, answerer), 20)
+        assert not aiortc_glue.release_idle_dtls_buffers(_dtls(answerer)), "already started"
+
+        def mode(pc: RTCPeerConnection) -> int:
+            # SSL_set_mode adding nothing returns the connection's mode.
+            from OpenSSL._util import lib
+
+            return int(lib.SSL_set_mode(_dtls(pc)._ssl._ssl, 0))
+
+        assert mode(answerer) & OpenSSL.SSL.MODE_RELEASE_BUFFERS
+        assert not mode(offerer) & OpenSSL.SSL.MODE_RELEASE_BUFFERS
+        assert aiortc_glue.dtls_srtp_keys(_dtls(answerer)) is not None
+        closed = asyncio.get_running_loop().create_future()
+        _dtls(answerer).on("statechange", lambda: _dtls(answerer).state == "closed" and not closed.done()
+                           and closed.set_result(None))
+        await offerer.close()  # its close_notify still reaches the answerer through the freed buffers
+        await asyncio.wait_for(closed, 10)
+    finally:
+        await offerer.close()
+        await answerer.close()
 
 
 def _loop_tasks(*names: str) -> list[asyncio.Task[Any]]:

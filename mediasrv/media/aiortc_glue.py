@@ -4,7 +4,8 @@ aiortc and aioice do SDP, ICE and DTLS for us, but taking a connection's datapat
 plane, load-generator pump, Python datapath) needs things they do not publish: the DTLS session's
 keying material and role, the nominated candidate pair, the RTP hooks of a DTLS transport, an RTP
 sender's SSRC, two patched aioice functions (host address discovery, host candidate gathering), a
-receiver's decoder thread left unstarted, and senders and receivers without their periodic loops.
+receiver's decoder thread left unstarted, senders and receivers without their periodic loops, and
+a DTLS connection whose OpenSSL buffers are freed while idle.
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
@@ -34,6 +35,7 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
 )
+from OpenSSL import SSL
 
 RtpHandler = Callable[[bytes, int], Coroutine[Any, Any, None]]  # (decrypted RTP, arrival time in ms)
 RtcpHandler = Callable[[bytes], Coroutine[Any, Any, None]]  # decrypted RTCP (compound)
@@ -447,6 +449,37 @@ def skip_decoder(receiver: RTCRtpReceiver) -> bool:
         aiortc.rtcrtpreceiver.threading = _DecoderThreads()  # type: ignore[assignment]
     if not isinstance(receiver._RTCRtpReceiver__decoder_queue, _NoDecoderQueue):  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__decoder_queue = _NoDecoderQueue(track._queue)  # type: ignore[attr-defined]
+    return True
+
+
+# --- DTLS memory ------------------------------------------------------------------------------------
+class _ReleasingContexts:
+    """A certificate's `_create_ssl_context` whose contexts free idle record buffers."""
+
+    def __init__(self, create: Callable[..., SSL.Context]) -> None:
+        self.create = create
+
+    def __call__(self, srtp_profiles: list[Any]) -> SSL.Context:
+        ctx = self.create(srtp_profiles=srtp_profiles)
+        ctx.set_mode(SSL.MODE_RELEASE_BUFFERS)
+        return ctx
+
+
+def release_idle_dtls_buffers(dtls: RTCDtlsTransport) -> bool:
+    """OpenSSL frees this DTLS connection's record buffers whenever they are empty
+    (`SSL_MODE_RELEASE_BUFFERS`; call before the connection starts): once the media is handed over,
+    DTLS carries nothing but a rare close_notify or data-channel record, and keeping ~48 KB of idle
+    buffers per connection was a tenth of a small visit's memory.
+
+    aiortc's `RTCDtlsTransport.start` builds its `SSL.Connection` from
+    `self.__local_certificate._create_ssl_context(srtp_profiles=...)`, and keeps it in `_ssl` (None
+    before). The certificate is the peer connection's own (`RTCPeerConnection` makes one each), so
+    that instance's method is wrapped. Returns whether this connection will free its buffers."""
+    if dtls._ssl is not None:
+        return False
+    cert = dtls._RTCDtlsTransport__local_certificate  # type: ignore[attr-defined]
+    if not isinstance(cert._create_ssl_context, _ReleasingContexts):
+        cert._create_ssl_context = _ReleasingContexts(cert._create_ssl_context)
     return True
 
 

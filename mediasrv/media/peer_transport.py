@@ -175,6 +175,7 @@ class PeerTransport:
             if dtls is None or dtls in self._dtls:
                 continue
             self._dtls.add(dtls)
+            aiortc_glue.release_idle_dtls_buffers(dtls)
             aiortc_glue.intercept_rtp(dtls, self._on_rtp)
             aiortc_glue.intercept_rtcp(dtls, self._on_rtcp)
             if self._plane is not None:
