@@ -768,3 +768,22 @@ fn a_recording_sink_on_a_simulcast_track_is_synced_by_its_layers_report() {
     let (ntp, _) = s.r.sink_sync(SINK).expect("the sink's layer has a report");
     assert_eq!(ntp, 1000 << 32);
 }
+
+#[test]
+fn a_moment_of_more_estimate_does_not_switch_up() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(30)), 2);
+    s.remb(200_000);
+    assert_eq!(last_layer(&s.run(30)), 1);
+    // A spike (a probe through a token bucket's burst, say) for half a second, then back.
+    s.remb(5_000_000);
+    s.run(15);
+    s.remb(200_000);
+    let layers = s.run(60);
+    assert!(layers.iter().all(|l| *l == 1), "{layers:?}");
+    // More room that lasts: up after the hold.
+    s.remb(5_000_000);
+    let layers = s.run(30); // 1 s: still held
+    assert_eq!(last_layer(&layers), 1);
+    assert_eq!(last_layer(&s.run(60)), 2);
+}

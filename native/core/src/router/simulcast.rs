@@ -25,6 +25,10 @@ const RATE_WINDOW_MS: u64 = 1000;
 const LAYER_IDLE_MS: u64 = 1500;
 /// Up-switch only when the higher layer uses at most this share of the estimate (in percent).
 const UP_SWITCH_PERCENT: u64 = 85;
+/// An up-switch that the subscriber's budget held back waits until the budget has allowed it for
+/// this long: an estimate that jumps for a moment (a probe through a token bucket's burst) must not
+/// put a layer the link cannot carry on it, and a switch costs a keyframe each way.
+const UP_HOLD_MS: u64 = 2_000;
 /// Packets kept per layer for retransmissions, and output numbers remembered per subscriber.
 const LAYER_CACHE_PACKETS: usize = 512;
 const SENT_RING: usize = 1024;
@@ -85,6 +89,8 @@ struct SubLayers {
     sel: LayerSelector,
     max_height: Option<u16>,
     was_paused: bool,
+    /// When its budget last kept it below a layer it would otherwise get (see `UP_HOLD_MS`).
+    budget_limited_ms: Option<u64>,
     /// Output sequence number -> source packet (allocated at the first packet sent).
     sent: Vec<SentAs>,
 }
@@ -264,7 +270,19 @@ impl Layered {
                 .and_then(|d| d.video_share())
                 .or(sub.stats.remb_bps);
             let current = sl.sel.current().map(|c| c.0);
-            let (s, t) = pick_layers(&layers, budget, sl.max_height, current);
+            let (mut s, mut t) = pick_layers(&layers, budget, sl.max_height, current);
+            if let Some(c) = current {
+                let unlimited = pick_layers(&layers, None, sl.max_height, current).0;
+                if s <= c && unlimited > c {
+                    sl.budget_limited_ms = Some(now_ms);
+                } else if s > c
+                    && sl
+                        .budget_limited_ms
+                        .is_some_and(|at| now_ms < at + UP_HOLD_MS)
+                {
+                    (s, t) = (c, layers::MAX_TEMPORAL_LAYER);
+                }
+            }
             sl.sel.set_target(s, t);
             wants |= sl.sel.wants_keyframe().is_some();
         }
@@ -281,6 +299,7 @@ impl Layered {
                     sel: LayerSelector::new(sub.next_seq, sub.next_ts),
                     max_height: None,
                     was_paused: false,
+                    budget_limited_ms: None,
                     sent: Vec::new(),
                 });
                 self.subs.len() - 1
@@ -560,6 +579,7 @@ pub(super) fn route_layered(
         }
         if std::mem::take(&mut sl.was_paused) {
             sl.sel.restart_after(sub.last_out);
+            sl.budget_limited_ms = None; // the resume waited for a steady estimate already
         }
         let p = LayerPacket {
             spatial: layer,
