@@ -62,7 +62,8 @@ RTP_COUNTERS = [
     ("video_resumes", "video_resumes", "paused subscriber video resumed once the estimate recovered"),
     ("twcc_in", "rtcp_transport_cc_received", "transport-cc feedback packets from subscribers"),
     ("twcc_out", "rtcp_transport_cc_sent", "transport-cc feedback packets sent to publishers"),
-    ("padding_out", "rtp_probe_padding_sent", "padding probes sent to subscribers whose video is paused"),
+    ("padding_out", "rtp_probe_padding_sent", "bandwidth probe padding sent to subscribers (on a paused video "
+     "stream, or on the RTX stream of a flowing one)"),
 ]
 KEYFRAME_PREFIX = "keyframe_requests_"
 RTT_BUCKET_PREFIX = "rtt_bucket_"

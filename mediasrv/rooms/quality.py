@@ -5,7 +5,7 @@ Sans-IO: `classify` is a pure function of one sample, `Hysteresis` is fed (level
 caller (the room's once-a-second poll, rooms/quality_monitor.py) and tests give it exact times.
 The thresholds follow what LiveKit and Jitsi use for their indicators: a few percent of loss or a
 round trip over 300 ms is noticeable, a tenth of the packets lost or half a second of round trip
-makes a conversation hard (docs/bandwidth.md, "Connection quality").
+makes a conversation hard (docs/adaptation.md, "Connection quality").
 """
 
 from __future__ import annotations
