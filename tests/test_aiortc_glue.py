@@ -207,6 +207,15 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      and hasattr(o.transceiver.receiver, "_RTCRtpReceiver__remote_bitrate_estimator")
      and _calls(RTCRtpReceiver, "if self.__remote_bitrate_estimator is not None:")
      and _calls(RTCRtpReceiver, "if self.__nack_generator is not None and")),
+    ("shared_certificate", "RTCCertificate._create_ssl_context(srtp_profiles) makes an SSL.Context",
+     lambda o: list(inspect.signature(aiortc.RTCCertificate._create_ssl_context).parameters)
+     == ["self", "srtp_profiles"]
+     and isinstance(aiortc.RTCCertificate.generateCertificate()._create_ssl_context(
+         aiortc.rtcdtlstransport.SRTP_PROFILES), OpenSSL.SSL.Context)),
+    ("use_certificate", "RTCPeerConnection instances keep `__certificates`, a list given to each "
+     "RTCDtlsTransport they create",
+     lambda o: isinstance(o.pc._RTCPeerConnection__certificates, list)
+     and _calls(RTCPeerConnection, "RTCDtlsTransport(iceTransport, self.__certificates)")),
     ("release_idle_dtls_buffers", "RTCDtlsTransport.start builds SSL.Connection("
      "self.__local_certificate._create_ssl_context(srtp_profiles=...)); instances keep `_ssl` (None "
      "until start) and `__local_certificate`",
@@ -427,6 +436,37 @@ async def test_released_dtls_buffers_leave_the_connection_working(loopback_ice: 
     finally:
         await offerer.close()
         await answerer.close()
+
+
+async def test_connections_share_one_certificate_and_context(loopback_ice: None) -> None:
+    from OpenSSL._util import lib
+
+    cert = aiortc_glue.shared_certificate()
+    pcs = [RTCPeerConnection() for _ in range(4)]
+    offerers, answerers = pcs[:2], pcs[2:]
+    try:
+        for answerer in answerers:
+            assert aiortc_glue.use_certificate(answerer, cert)
+        for offerer, answerer in zip(offerers, answerers, strict=True):
+            offerer.addTransceiver("audio")
+            await offerer.setLocalDescription(await offerer.createOffer())
+            await answerer.setRemoteDescription(offerer.localDescription)
+            assert not aiortc_glue.use_certificate(answerer, cert), "has a transport already"
+            assert aiortc_glue.release_idle_dtls_buffers(_dtls(answerer))
+            await answerer.setLocalDescription(await answerer.createAnswer())
+            await offerer.setRemoteDescription(answerer.localDescription)
+        await asyncio.wait_for(_wait_connected(*pcs), 20)
+        a, b = (_dtls(pc) for pc in answerers)
+        assert a.getLocalParameters().fingerprints == b.getLocalParameters().fingerprints
+        assert a._ssl.get_context() is b._ssl.get_context()
+        ctx = a._ssl.get_context()._context
+        assert lib.SSL_CTX_get_session_cache_mode(ctx) == OpenSSL.SSL.SESS_CACHE_OFF
+        assert lib.SSL_set_mode(a._ssl._ssl, 0) & OpenSSL.SSL.MODE_RELEASE_BUFFERS
+        assert all(aiortc_glue.dtls_srtp_keys(_dtls(pc)) is not None for pc in pcs)
+        assert _dtls(offerers[0])._ssl.get_context() is not _dtls(offerers[1])._ssl.get_context()
+    finally:
+        for pc in pcs:
+            await pc.close()
 
 
 def _loop_tasks(*names: str) -> list[asyncio.Task[Any]]:

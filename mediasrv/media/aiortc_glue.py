@@ -5,7 +5,7 @@ plane, load-generator pump, Python datapath) needs things they do not publish: t
 keying material and role, the nominated candidate pair, the RTP hooks of a DTLS transport, an RTP
 sender's SSRC, two patched aioice functions (host address discovery, host candidate gathering), a
 receiver's decoder thread left unstarted, senders and receivers without their periodic loops, and
-a DTLS connection whose OpenSSL buffers are freed while idle.
+DTLS connections sharing one certificate and OpenSSL context, their buffers freed while idle.
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
@@ -29,7 +29,9 @@ import aiortc.rtcrtpreceiver
 import mediasrv_native
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import (
+    RTCCertificate,
     RTCDtlsTransport,
+    RTCPeerConnection,
     RTCRtpCodecParameters,
     RTCRtpReceiver,
     RTCRtpSender,
@@ -465,16 +467,59 @@ class _ReleasingContexts:
         return ctx
 
 
+class _SharedContexts(_ReleasingContexts):
+    """One context per SRTP profile list for every connection of the certificate: OpenSSL keeps
+    ~20 KB per context. Without a session cache (nothing resumes DTLS-SRTP sessions), so finished
+    handshakes leave nothing behind in the shared context."""
+
+    def __init__(self, create: Callable[..., SSL.Context]) -> None:
+        super().__init__(create)
+        self.made: dict[tuple[bytes, ...], SSL.Context] = {}
+
+    def __call__(self, srtp_profiles: list[Any]) -> SSL.Context:
+        key = tuple(p.openssl_profile for p in srtp_profiles)
+        ctx = self.made.get(key)
+        if ctx is None:
+            ctx = super().__call__(srtp_profiles)
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+            self.made[key] = ctx
+        return ctx
+
+
+def shared_certificate() -> RTCCertificate:
+    """A new certificate for many peer connections (`use_certificate`), whose OpenSSL contexts are
+    made once and free idle buffers. aiortc's `RTCCertificate._create_ssl_context(srtp_profiles)`
+    builds a fresh `SSL.Context` with the certificate and key each time; the instance's is wrapped."""
+    cert = RTCCertificate.generateCertificate()
+    cert._create_ssl_context = _SharedContexts(cert._create_ssl_context)  # type: ignore[method-assign]
+    return cert
+
+
+def use_certificate(pc: RTCPeerConnection, cert: RTCCertificate) -> bool:
+    """Give this peer connection `cert` instead of the one it generated (call before it has a
+    transceiver): its DTLS transports then share the certificate's contexts.
+
+    `RTCPeerConnection.__init__` generates `__certificates = [RTCCertificate.generateCertificate()]`
+    and hands that list to each `RTCDtlsTransport` it creates (with a transceiver or an SCTP
+    transport); `localDescription` takes the fingerprints from the transports' certificates.
+    Returns whether the connection will use `cert`."""
+    if pc.getTransceivers() or pc.sctp is not None:
+        return False
+    pc._RTCPeerConnection__certificates = [cert]  # type: ignore[attr-defined]
+    return True
+
+
 def release_idle_dtls_buffers(dtls: RTCDtlsTransport) -> bool:
     """OpenSSL frees this DTLS connection's record buffers whenever they are empty
     (`SSL_MODE_RELEASE_BUFFERS`; call before the connection starts): once the media is handed over,
-    DTLS carries nothing but a rare close_notify or data-channel record, and keeping ~48 KB of idle
-    buffers per connection was a tenth of a small visit's memory.
+    DTLS carries nothing but a rare close_notify or data-channel record, and its idle buffers were
+    tens of KB per connection.
 
     aiortc's `RTCDtlsTransport.start` builds its `SSL.Connection` from
     `self.__local_certificate._create_ssl_context(srtp_profiles=...)`, and keeps it in `_ssl` (None
-    before). The certificate is the peer connection's own (`RTCPeerConnection` makes one each), so
-    that instance's method is wrapped. Returns whether this connection will free its buffers."""
+    before). The certificate is the peer connection's own (`RTCPeerConnection` makes one each) or a
+    `shared_certificate`, so that instance's method is wrapped. Returns whether this connection will
+    free its buffers."""
     if dtls._ssl is not None:
         return False
     cert = dtls._RTCDtlsTransport__local_certificate  # type: ignore[attr-defined]

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,7 +32,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
 
 from mediasrv.clock import now_ms
 from mediasrv.config import Settings
@@ -82,6 +83,20 @@ class TransportHost(Protocol):
         """Send what the router returned, each packet on the transport its handle names."""
 
 
+# One DTLS certificate for all of the server's connections, as SFUs commonly do: its OpenSSL context
+# is made once instead of ~20 KB per connection. Replaced daily (aiortc's are valid for 30 days).
+CERTIFICATE_MAX_AGE_S = 86_400.0
+_certificate: tuple[float, RTCCertificate] | None = None
+
+
+def server_certificate() -> RTCCertificate:
+    global _certificate
+    now = time.monotonic()
+    if _certificate is None or now - _certificate[0] > CERTIFICATE_MAX_AGE_S:
+        _certificate = (now, aiortc_glue.shared_certificate())
+    return _certificate[1]
+
+
 class PeerTransport:
     def __init__(self, host: TransportHost, owner: str, direction: str) -> None:
         self.host = host
@@ -89,6 +104,7 @@ class PeerTransport:
         self.direction = direction  # "publish" | "subscribe"
         self.handle = next(_handles)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+        aiortc_glue.use_certificate(self.pc, server_certificate())
         self._dtls: set[RTCDtlsTransport] = set()
         self.closed = False
         self.handed_over = False
