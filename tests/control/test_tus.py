@@ -15,7 +15,7 @@ from ctl_helpers import TUS, Server, checksum, create_upload, tus_metadata
 from tusclient import client as tus_client
 from tusclient.uploader import Uploader
 
-from mediasrv.api.appkeys import MESSAGES, RETENTION, UPLOADS
+from mediasrv.api.appkeys import BLOBS, MESSAGES, RETENTION, UPLOADS
 
 PATIENT = ("pat-ana", "patient")
 CLINICIAN = "dr-lee"
@@ -207,3 +207,28 @@ async def test_tuspy_50mb_interrupted_and_resumed_across_restart(srv: Server, tm
     resp = await srv.request("GET", att["download_url"], who=(CLINICIAN, "clinician"))
     assert resp.status == 200
     assert hashlib.sha256(await resp.read()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+async def test_an_upload_whose_bytes_are_all_in_but_not_sealed_is_finished_by_head(srv: Server) -> None:
+    """Its writer's node lost the claim (or stopped) between the last write and the seal: a client
+    reads offset = length and sends nothing more, so the HEAD finishes the upload."""
+    msg = await srv.send_message(PATIENT, CLINICIAN)
+    upload = (await create_upload(srv, PATIENT, msg["id"], 3000)).headers["Location"]
+    data = os.urandom(3000)
+    store, state = srv.app[MESSAGES], srv.app[UPLOADS]
+    att = await store.get_attachment_by_upload(upload.rsplit("/", 1)[1])
+    async with state.claim(store, att.upload_id):  # the bytes land, durable, but no seal
+        writer = await state.writer(srv.app[BLOBS], att)
+        await asyncio.to_thread(writer.append, data)
+        await asyncio.to_thread(writer.sync)
+    assert (await store.get_attachment(att.id)).state == "uploading"
+    assert await _head_offset(srv, upload) == 3000
+    current = await store.get_attachment(att.id)
+    assert current.state != "uploading", current.state
+    for _ in range(100):  # then processed like any completed upload
+        current = await store.get_attachment(att.id)
+        if current.state in ("ready", "rejected"):
+            break
+        await asyncio.sleep(0.05)
+    assert current.state == "ready", current.state
+    assert await _head_offset(srv, upload) == 3000

@@ -383,7 +383,7 @@ async def create_upload(request: web.Request) -> web.Response:
 
 @tus_handler
 async def head_upload(request: web.Request) -> web.Response:
-    _ident, att = await _own_upload(request)
+    ident, att = await _own_upload(request)
     _check_not_expired(att)
     headers = {"Upload-Length": str(att.length)}
     if att.state == "uploading":
@@ -391,11 +391,36 @@ async def head_upload(request: web.Request) -> web.Response:
         # Claimed like a write: the blob is only opened by the node writing it (423 elsewhere).
         async with state.claim(request.app[keys.MESSAGES], att.upload_id):
             writer = await state.writer(request.app[keys.BLOBS], att)
-            headers["Upload-Offset"] = str(writer.size)
-        headers["Upload-Expires"] = _http_date(att.expires_at)
+            offset = writer.size
+            if offset == att.length and not writer.finished:
+                await _seal_stranded(request, ident, att)
+        headers["Upload-Offset"] = str(offset)
+        if offset < att.length:
+            headers["Upload-Expires"] = _http_date(att.expires_at)
     else:
         headers["Upload-Offset"] = str(att.length)
     return web.Response(status=200, headers=_tus_headers(headers))
+
+
+async def _seal_stranded(request: web.Request, ident: Identity, att: Attachment) -> None:
+    """Every byte of the upload is on disk but it was never sealed (its writer's node lost the
+    claim between the last write and the seal, or stopped there). A client that reads offset =
+    length sends nothing more, so the HEAD that tells it so finishes the upload."""
+    state: UploadState = request.app[keys.UPLOADS]
+    lock = state.lock(att.upload_id)
+    try:
+        await asyncio.wait_for(lock.acquire(), LOCK_WAIT_S)
+    except TimeoutError:
+        return  # a PATCH is at it: it seals the upload itself
+    try:
+        current = await request.app[keys.MESSAGES].get_attachment(att.id)
+        if current is None or current.state != "uploading":
+            return
+        writer = await state.writer(request.app[keys.BLOBS], current)
+        if writer.size == current.length and not writer.finished:
+            await _after_receive(request, ident, current, writer)
+    finally:
+        lock.release()
 
 
 @tus_handler
