@@ -154,6 +154,8 @@ async def test_ws_garbage_gets_errors_and_the_visit_goes_on(server):
         await patient.send_str(bad)
         msg = await patient.receive_json()
         assert (msg["type"], msg["code"]) == ("error", code), bad
+    # The refused offer made no peer connection for the patient.
+    assert server.rooms.get("visit1").participants["pat"].publisher is None
     await patient.send_json({"type": "chat", "text": "hello doctor"})
     chat = await clinician.receive_json()
     assert chat["type"] == "chat" and chat["text"] == "hello doctor" and chat["from"] == "pat"

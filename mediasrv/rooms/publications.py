@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc.sdp import SessionDescription
 
 from mediasrv.media.peer_transport import PeerTransport
-from mediasrv.media.sdp import codec_tuples, extension_ids, media_by_mid, ssrcs_of
+from mediasrv.media.sdp import check_offer_text, codec_tuples, extension_ids, media_by_mid, ssrcs_of
 from mediasrv.rooms.errors import RoomError
 from mediasrv.rooms.models import SOURCES, Participant, Track, next_id
 from mediasrv.vitals.live import VitalsChannel
@@ -68,6 +68,9 @@ class Publications:
         unknown = sorted({v for v in sources.values() if v not in SOURCES})
         if unknown:  # refused before negotiating, so nothing is left half set up
             raise RoomError("invalid_source", f"unknown track sources {unknown}; use {list(SOURCES)}", 400)
+        if p.publisher is None:
+            # A malformed offer is refused before a peer connection is made for it.
+            check_offer_text(offer_sdp)
         transport = self._publisher(p)
         answer = await transport.accept_offer(offer_sdp)
         remote = media_by_mid(SessionDescription.parse(transport.pc.remoteDescription.sdp))
