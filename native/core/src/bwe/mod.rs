@@ -57,6 +57,8 @@ const FEEDBACK_TIMEOUT_US: u64 = 1_000_000;
 /// Probing while the sender wants more than the estimate: this often after a large drop (the
 /// link may recover any moment), rarer otherwise.
 const PROBE_INTERVAL_US: u64 = 2_500_000;
+/// Most doublings of the probe interval after probes that found nothing (2.5 s -> 20 s).
+const MAX_PROBE_BACKOFF: u32 = 3;
 const PROBE_INTERVAL_IDLE_US: u64 = 10_000_000;
 const RECENTLY_LIMITED_US: u64 = 60_000_000;
 /// A cut below this share of the recent high is a large drop: the link got worse, and probing
@@ -101,6 +103,9 @@ pub struct SendSideBwe {
     /// Target of the next cluster after a successful one (started at the next `probe_wanted`,
     /// so the caller's padding, not media alone, makes it up).
     chained_probe: Option<u64>,
+    /// Periodic probes that found nothing in a row (each doubles the wait for the next, up to
+    /// `MAX_PROBE_BACKOFF`): on a link that stays limited, probe padding is load it queues.
+    probe_backoff: u32,
     /// Highest estimate of the last few seconds and when it was set.
     high: (u64, u64),
 }
@@ -135,6 +140,7 @@ impl SendSideBwe {
             initial_probe_done: false,
             state: BweState::Normal,
             chained_probe: None,
+            probe_backoff: 0,
             high: (start, 0),
         }
     }
@@ -228,6 +234,7 @@ impl SendSideBwe {
             self.high = (est, now_us);
         } else if (est as f64) < LARGE_DROP * high as f64 {
             self.last_limited_us = Some(now_us);
+            self.probe_backoff = 0; // a new drop: the link may come back soon
         }
     }
 
@@ -239,6 +246,9 @@ impl SendSideBwe {
             // Room for more: probe again at twice what got through, right away.
             if r.bps >= PROBE_SUCCESS * r.target_bps as f64 {
                 self.chained_probe = Some((2.0 * r.bps) as u64);
+                self.probe_backoff = 0;
+            } else {
+                self.probe_backoff = (self.probe_backoff + 1).min(MAX_PROBE_BACKOFF);
             }
         }
     }
@@ -330,7 +340,7 @@ impl SendSideBwe {
             PROBE_INTERVAL_US
         } else {
             PROBE_INTERVAL_IDLE_US
-        };
+        } << self.probe_backoff;
         let due = self
             .prober
             .last_end_us()

@@ -327,3 +327,23 @@ fn h_feedback_stops_estimate_halves() {
     assert!(after <= before / 3, "{after}");
     assert!(after >= 50_000);
 }
+
+#[test]
+fn probes_back_off_on_a_link_that_stays_limited() {
+    // 2 Mbit/s, then 300 kbit/s for good: probes look for the old capacity at first, then less
+    // and less often as they find nothing (each failure doubles the wait, up to 20 s).
+    let mut sim = steady(CAP);
+    sim.run_until(10 * S);
+    sim.link.capacity_bps = 300_000;
+    sim.run_until(30 * S);
+    let early = sim.probe_bytes;
+    sim.run_until(70 * S);
+    let late = sim.probe_bytes - early;
+    println!("probe padding on the limited link: {early} bytes in 0-30 s, {late} in 30-70 s");
+    // Without the back-off a probe every 2.5 s for the minute after the drop would put as much in
+    // each 20 s as in the first.
+    assert!(late * 2 < early, "{late} vs {early}");
+    // And the estimate still follows the link.
+    let mean = mean_estimate(&sim, 40 * S, 70 * S);
+    assert!((200_000..=330_000).contains(&mean), "{mean}");
+}
