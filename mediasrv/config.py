@@ -82,6 +82,9 @@ class Settings:
     video_pause_bitrate: int = 150_000
     video_resume_bitrate: int = 200_000
     video_resume_hold_s: float = 2.0
+    # A transport-cc subscriber's video is paced near its estimate once what it is sent comes close
+    # to it (audio never waits), so a keyframe does not fill the bottleneck's queue ahead of audio.
+    downlink_pacing: bool = True
     bwe_start_bitrate: int = 1_000_000
     # Largest HTTP body accepted for SDP and JSON (uploads have their own limit).
     max_signaling_body_bytes: int = 64 * 1024

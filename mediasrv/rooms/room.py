@@ -77,6 +77,7 @@ class Room:
                                              video_pause_bps=settings.video_pause_bitrate,
                                              video_resume_bps=settings.video_resume_bitrate,
                                              video_resume_hold_ms=round(settings.video_resume_hold_s * 1000),
+                                             pacing=settings.downlink_pacing,
                                              bwe_start_bps=settings.bwe_start_bitrate,
                                              sender_reports=plane is not None)
         self.plane_key = plane.attach_room(self.router) if plane is not None else None

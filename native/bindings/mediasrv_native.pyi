@@ -48,9 +48,10 @@ class Router:
         track_timeout_ms: int = 3000,
         bwe_start_bps: int = 1_000_000,
         video_pause_bps: int = 150_000,
-        video_resume_bps: int = 250_000,
+        video_resume_bps: int = 200_000,
         video_resume_hold_ms: int = 2000,
         nack_history_ms: int = 500,
+        pacing: bool = True,
         seed: int | None = None,
     ) -> Self: ...
     def add_publisher(self, transport: int, rtcp_ssrc: int, extensions: dict[str, int]) -> None: ...

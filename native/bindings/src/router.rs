@@ -118,8 +118,8 @@ impl Router {
                         group_floor_bps=150_000, pli_min_interval_ms=200,
                         remb_interval_ms=1000, keyframe_retry_ms=1000, sender_reports=false,
                         sr_interval_ms=1000, track_timeout_ms=3000, bwe_start_bps=1_000_000,
-                        video_pause_bps=150_000, video_resume_bps=250_000,
-                        video_resume_hold_ms=2000, nack_history_ms=500, seed=None))]
+                        video_pause_bps=150_000, video_resume_bps=200_000,
+                        video_resume_hold_ms=2000, nack_history_ms=500, pacing=true, seed=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         max_bitrate_bps: u64,
@@ -137,6 +137,7 @@ impl Router {
         video_resume_bps: u64,
         video_resume_hold_ms: u64,
         nack_history_ms: u64,
+        pacing: bool,
         seed: Option<u64>,
     ) -> PyResult<Self> {
         if video_resume_bps < video_pause_bps {
@@ -170,6 +171,7 @@ impl Router {
             video_resume_bps,
             video_resume_hold_ms,
             nack_history_ms,
+            pacing,
         };
         // Each router gets its own random start sequence numbers/timestamps unless a test pins them.
         let seed = seed.unwrap_or_else(|| RandomState::new().hash_one(0x6d65_6469_6173_7276u64));
@@ -671,8 +673,9 @@ impl Router {
     }
 
     /// A subscriber transport's downlink: transport_cc, estimate_bps (None until its link reported
-    /// anything), audio_bps, video_streams, video_paused, pauses, padding_packets, padding_bytes;
-    /// None if it subscribes to nothing.
+    /// anything), audio_bps, video_streams, video_paused, pauses, padding_packets, padding_bytes,
+    /// pacing (its video is paced now), paced and paced_dropped (video packets the pacer held, and
+    /// dropped past its queue); None if it subscribes to nothing.
     fn downlink_stats<'py>(
         &self,
         py: Python<'py>,
@@ -689,8 +692,11 @@ impl Router {
                 ("pauses", s.pauses),
                 ("padding_packets", s.padding_packets),
                 ("padding_bytes", s.padding_bytes),
+                ("paced", s.paced),
+                ("paced_dropped", s.paced_dropped),
             ],
         )?;
+        d.set_item("pacing", s.pacing)?;
         d.set_item("transport_cc", s.transport_cc)?;
         d.set_item("estimate_bps", s.estimate_bps)?;
         d.set_item("video_paused", s.video_paused)?;

@@ -467,3 +467,86 @@ fn probes_on_the_rtx_stream_find_a_good_links_capacity_while_video_flows() {
     assert!(with > 2_000_000, "{with}");
     assert!(with > without * 3 / 2, "{with} vs {without}");
 }
+
+/// 20 s of ~120 kbit/s video with a 14 kB keyframe every 2 s, and 50 packets/s of audio, into a
+/// 300 kbit/s link with a 250 ms queue toward a transport-cc subscriber. Returns the audio's mean
+/// and worst time in the link's queue over the last 10 s (ms), and the video packets the pacer
+/// dropped.
+fn audio_delay_behind_keyframes(pacing: bool) -> (f64, u64, u64) {
+    let mut r = room_with(mediasrv_core::router::RouterConfig {
+        bwe_start_bps: 300_000,
+        pacing,
+        ..Default::default()
+    });
+    subscribe(&mut r, SUB_T, twcc_ext(), 100);
+    let mut link = Link::new(300_000);
+    let (mut vseq, mut aseq) = (0u16, 0u16);
+    let mut audio_seqs = std::collections::HashSet::new();
+    for ms in 0..20_000u64 {
+        let now_us = ms * 1000;
+        let mut sent: Vec<Vec<u8>> = Vec::new();
+        if ms % 2000 == 0 {
+            for i in 0..12 {
+                let mut payload = vp8_payload(i == 0, true, vseq as u8);
+                payload.resize(1200, 0);
+                let p = Pkt::new(VP8_PT, vseq, (ms * 90) as u32, VIDEO_SSRC, &payload).bytes();
+                vseq = vseq.wrapping_add(1);
+                sent.extend(to(&route(&mut r, PUB, &p, ms), SUB_T));
+            }
+        } else if ms % 10 == 0 {
+            let mut payload = vp8_payload(true, false, vseq as u8);
+            payload.resize(150, 0);
+            let p = Pkt::new(VP8_PT, vseq, (ms * 90) as u32, VIDEO_SSRC, &payload).bytes();
+            vseq = vseq.wrapping_add(1);
+            sent.extend(to(&route(&mut r, PUB, &p, ms), SUB_T));
+        }
+        if ms % 20 == 0 {
+            for b in to(
+                &route(&mut r, PUB, &opus(aseq, (ms * 48) as u32), ms),
+                SUB_T,
+            ) {
+                if ms >= 10_000 {
+                    audio_seqs.insert(twcc_seq(&b));
+                }
+                sent.push(b);
+            }
+            aseq = aseq.wrapping_add(1);
+        }
+        if ms % 20 == 5 {
+            poll(&mut r, ms);
+            let mut out = Output::new();
+            r.probe(ms, &mut out);
+            sent.extend(out.iter().map(|(_, b)| b.to_vec()));
+        }
+        for b in sent {
+            link.send(twcc_seq(&b), b.len(), now_us);
+        }
+        if ms % 50 == 0 {
+            if let Some(fb) = link.feedback(now_us) {
+                rtcp(&mut r, SUB_T, &fb, ms);
+            }
+        }
+    }
+    let delays: Vec<u64> = link
+        .sent
+        .iter()
+        .filter(|(seq, _, _)| audio_seqs.contains(seq))
+        .filter_map(|(_, sent, arrived)| arrived.map(|a| (a - sent - 20_000) / 1000))
+        .collect();
+    let mean = delays.iter().sum::<u64>() as f64 / delays.len().max(1) as f64;
+    let worst = delays.iter().copied().max().unwrap_or(0);
+    let dropped = r.downlink_stats(SUB_T).unwrap().paced_dropped;
+    (mean, worst, dropped)
+}
+
+#[test]
+fn pacing_keeps_keyframes_from_queueing_the_audio_on_a_limited_link() {
+    let (mean_off, worst_off, _) = audio_delay_behind_keyframes(false);
+    let (mean_on, worst_on, dropped) = audio_delay_behind_keyframes(true);
+    println!(
+        "audio in the link's queue: {mean_off:.0} ms mean, {worst_off} ms worst unpaced; \
+         {mean_on:.0} / {worst_on} ms paced ({dropped} video packets dropped by the pacer)"
+    );
+    assert!(worst_on * 2 < worst_off, "{worst_on} vs {worst_off}");
+    assert!(mean_on < mean_off, "{mean_on} vs {mean_off}");
+}

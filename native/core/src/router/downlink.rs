@@ -21,6 +21,92 @@ pub const PROBE_PADDING_BYTES: usize = 255;
 /// Most padding one downlink is sent per `probe` call, whatever the estimator asks.
 const MAX_PROBE_BYTES_PER_CALL: usize = 32 * 1024;
 
+/// Pacing engages when what a transport is sent reaches this share of its estimate, and lets go
+/// below `PACE_OFF` (hysteresis) once its queue is empty.
+const PACE_ON: f64 = 0.75;
+const PACE_OFF: f64 = 0.5;
+/// The pacing rate: a tenth above the estimate (a keyframe then does not pile up in the
+/// bottleneck's queue ahead of the audio), but never below a quarter above what the transport is
+/// sent on average: the pacer smooths bursts, it does not throttle (fitting the average to the
+/// estimate is the allocation's work: layers, pausing, the publisher's REMB).
+const PACE_OVER_ESTIMATE_PERCENT: u64 = 110;
+const PACE_OVER_SENT_PERCENT: u64 = 125;
+/// Most a pacing queue holds, in time at its rate: older video is dropped beyond it (the viewer
+/// asks for a keyframe), rather than delaying everything behind it.
+const PACE_MAX_QUEUE_MS: u64 = 500;
+/// How much unused rate a pacer may save up (one poll's worth and some).
+const PACE_BURST_MS: u64 = 40;
+
+/// Holds a transport's video while it is sent close to its estimate; releases it at the pacing
+/// rate. Audio is never held (it only spends the rate). Transport-wide sequence numbers are
+/// stamped at release, so they follow the order and times packets really leave in.
+#[derive(Default)]
+pub(super) struct Pacer {
+    active: bool,
+    rate_bps: u64,
+    tokens: i64,
+    last_ms: u64,
+    queue: std::collections::VecDeque<Paced>,
+    queued_bytes: usize,
+    pub paced: u64,
+    pub dropped: u64,
+}
+
+struct Paced {
+    buf: Vec<u8>,
+    /// Where the transport-wide sequence number goes in `buf`, if the packet carries one.
+    twcc_at: Option<usize>,
+}
+
+impl Pacer {
+    pub fn active(&self) -> bool {
+        self.active
+    }
+
+    /// Turns pacing on or off from what the transport was sent (`sent_bps`) against its estimate.
+    fn update(&mut self, estimate_bps: Option<u64>, sent_bps: u64) {
+        let Some(e) = estimate_bps.filter(|e| *e > 0) else {
+            self.active = false;
+            return;
+        };
+        let load = sent_bps as f64 / e as f64;
+        if !self.active && load >= PACE_ON {
+            self.active = true;
+        } else if self.active && load < PACE_OFF && self.queue.is_empty() {
+            self.active = false;
+        }
+        self.rate_bps = (e * PACE_OVER_ESTIMATE_PERCENT / 100)
+            .max(sent_bps * PACE_OVER_SENT_PERCENT / 100)
+            .max(100_000);
+    }
+
+    /// Queues one packet (written with a placeholder transport-wide number at `twcc_at`).
+    pub fn push(&mut self, buf: Vec<u8>, twcc_at: Option<usize>) {
+        let cap = ((self.rate_bps * PACE_MAX_QUEUE_MS / 8000) as usize).max(16 * 1024);
+        while self.queued_bytes + buf.len() > cap {
+            let Some(old) = self.queue.pop_front() else {
+                break;
+            };
+            self.queued_bytes -= old.buf.len();
+            self.dropped += 1;
+        }
+        self.queued_bytes += buf.len();
+        self.paced += 1;
+        self.queue.push_back(Paced { buf, twcc_at });
+    }
+
+    /// Audio (or anything not held) went out past the pacer: it used the rate too.
+    pub fn spent(&mut self, bytes: usize) {
+        if self.active {
+            self.tokens -= bytes as i64;
+        }
+    }
+
+    pub fn backlog(&self) -> bool {
+        !self.queue.is_empty()
+    }
+}
+
 /// A subscriber's RTX stream (RFC 4588) as far as probes use it: padding-only packets on its SSRC.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct RtxStream {
@@ -62,6 +148,9 @@ pub(super) struct Downlink {
     pub padding_bytes: u64,
     /// Video share when the REMB to publishers last followed it (a marked drop is passed on).
     last_share: Option<u64>,
+    /// Video received, from the last allocation (with `audio_bps`: what pacing compares).
+    pub video_bps: u64,
+    pub pacer: Pacer,
 }
 
 impl Downlink {
@@ -90,6 +179,40 @@ impl Downlink {
             padding_packets: 0,
             padding_bytes: 0,
             last_share: None,
+            video_bps: 0,
+            pacer: Pacer::default(),
+        }
+    }
+
+    /// Releases what the pacer holds that its rate allows by `now_ms` (all of it once pacing
+    /// has let go), stamping transport-wide numbers as the packets leave.
+    pub fn release(&mut self, transport: TransportId, now_ms: u64, out: &mut Output) {
+        let elapsed = now_ms.saturating_sub(self.pacer.last_ms);
+        self.pacer.last_ms = now_ms;
+        if self.pacer.queue.is_empty() {
+            self.pacer.tokens = self.pacer.tokens.max(0);
+            return;
+        }
+        let burst = (self.pacer.rate_bps * PACE_BURST_MS / 8000) as i64;
+        self.pacer.tokens = (self.pacer.tokens + (self.pacer.rate_bps * elapsed / 8000) as i64)
+            .min(burst.max(1500));
+        while !self.pacer.queue.is_empty() && (!self.pacer.active || self.pacer.tokens > 0) {
+            let Some(mut p) = self.pacer.queue.pop_front() else {
+                break;
+            };
+            self.pacer.queued_bytes -= p.buf.len();
+            self.pacer.tokens -= p.buf.len() as i64;
+            let twcc = match p.twcc_at {
+                Some(at) => self.next_seq().inspect(|s| {
+                    p.buf[at..at + 2].copy_from_slice(&s.to_be_bytes());
+                }),
+                None => None,
+            };
+            out.push_with(transport, |b| b.extend_from_slice(&p.buf));
+            if let Some(s) = twcc {
+                self.bwe
+                    .on_packet_sent(s, p.buf.len(), now_ms * 1000, false);
+            }
         }
     }
 
@@ -175,13 +298,17 @@ impl Router {
         for d in downlinks.values_mut() {
             d.audio_bps = 0;
             d.video_streams = 0;
+            d.video_bps = 0;
         }
         for t in tracks.values() {
             for s in t.subs.iter().filter(|s| s.sink.is_none()) {
                 if let Some(d) = downlinks.get_mut(&s.transport) {
                     match t.kind {
                         MediaKind::Audio => d.audio_bps += s.stats.bitrate_bps,
-                        MediaKind::Video => d.video_streams += 1,
+                        MediaKind::Video => {
+                            d.video_streams += 1;
+                            d.video_bps += s.stats.bitrate_bps;
+                        }
                     }
                 }
             }
@@ -194,6 +321,10 @@ impl Router {
             let demand = d.audio_bps + d.video_streams * cfg.max_bitrate_bps;
             d.bwe.set_demand_bps(Some(demand));
             d.bwe.poll(now_ms * 1000);
+            if cfg.pacing && d.twcc_id != 0 {
+                let estimate = d.estimate();
+                d.pacer.update(estimate, d.audio_bps + d.video_bps);
+            }
             let share = d.video_share();
             let dropped = match (d.last_share, share) {
                 (Some(before), Some(now)) => now < before - before / 10,
@@ -277,7 +408,9 @@ impl Router {
         } = self;
         let now_us = now_ms * 1000;
         for (id, d) in downlinks.iter_mut() {
-            if d.twcc_id == 0 || d.video_streams == 0 {
+            d.release(*id, now_ms, out);
+            // A backlog means no room to probe for.
+            if d.twcc_id == 0 || d.video_streams == 0 || d.pacer.backlog() {
                 continue;
             }
             let paused = d.video_paused;

@@ -147,6 +147,8 @@ struct Subscription {
     /// Its RTX stream, once its SSRC is known (`set_subscription_rtx`): bandwidth probes go there
     /// as padding, so they never disturb the media stream's numbering.
     rtx: Option<downlink::RtxStream>,
+    /// A video track's (the pacer may hold its packets; audio's never).
+    video: bool,
 }
 
 struct Track {
@@ -311,11 +313,15 @@ fn write_for_sub(
     let level;
     let mut exts: [(u8, &[u8]); 3] = [(0, &[]), (0, &[]), (0, &[])];
     let mut n = 0;
-    // Every packet to a transport-cc subscriber carries the next transport-wide sequence number.
+    // Every packet to a transport-cc subscriber carries the next transport-wide sequence number;
+    // a paced one gets it when the pacer lets it go (0 until then).
     let mut dl = dl.filter(|_| sub.sink.is_none());
-    let twcc = dl
-        .as_deref_mut()
-        .and_then(|d| d.next_seq().map(|s| (d.twcc_id, s)));
+    let paced = sub.video && dl.as_deref().is_some_and(|d| d.pacer.active());
+    let twcc = match dl.as_deref_mut() {
+        Some(d) if paced => (d.twcc_id != 0).then_some((d.twcc_id, 0)),
+        Some(d) => d.next_seq().map(|s| (d.twcc_id, s)),
+        None => None,
+    };
     let twcc_bytes = twcc.map_or([0; 2], |(_, s)| s.to_be_bytes());
     if let Some((id, _)) = twcc {
         exts[n] = (id, &twcc_bytes[..]);
@@ -358,14 +364,32 @@ fn write_for_sub(
             sink.push(header, payload, now_ms);
             len = 12 + m.payload.len();
         }
+        None if paced => {
+            let mut buf = Vec::with_capacity(64 + m.payload.len());
+            rtp::write_packet(&mut buf, &h, m.payload);
+            len = buf.len();
+            // Where the writer put the transport-wide number (it is the first extension).
+            let twcc_at = twcc.and_then(|(id, _)| {
+                let v = RtpView::parse(&buf).ok()?;
+                let at = v.extension(id)?.as_ptr() as usize - buf.as_ptr() as usize;
+                Some(at)
+            });
+            if let Some(d) = dl {
+                d.pacer.push(buf, twcc_at);
+            }
+            return (seq, ts, len);
+        }
         None => out.push_with(sub.transport, |buf| {
             let start = buf.len();
             rtp::write_packet(buf, &h, m.payload);
             len = buf.len() - start;
         }),
     }
-    if let (Some((_, s)), Some(d)) = (twcc, dl) {
-        d.bwe.on_packet_sent(s, len, now_ms * 1000, false);
+    if let Some(d) = dl {
+        if let Some((_, s)) = twcc {
+            d.bwe.on_packet_sent(s, len, now_ms * 1000, false);
+        }
+        d.pacer.spent(len);
     }
     (seq, ts, len)
 }
@@ -630,6 +654,7 @@ impl Router {
             sink: None,
             rtx_pt,
             rtx: None,
+            video: t.kind == MediaKind::Video,
         });
         if gated {
             t.pli_pending = true; // poll() asks the publisher for a keyframe right away
@@ -742,6 +767,9 @@ impl Router {
             pauses: d.pauses,
             padding_packets: d.padding_packets,
             padding_bytes: d.padding_bytes,
+            pacing: d.pacer.active(),
+            paced: d.pacer.paced,
+            paced_dropped: d.pacer.dropped,
         })
     }
 

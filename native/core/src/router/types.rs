@@ -107,6 +107,10 @@ pub struct RouterConfig {
     /// `video_resume_hold_ms` (hysteresis: above `video_pause_bps`).
     pub video_resume_bps: u64,
     pub video_resume_hold_ms: u64,
+    /// Pace a transport-cc subscriber's video near its estimate once what it is sent comes close
+    /// to the estimate (audio is never held): a keyframe then does not fill the bottleneck's queue
+    /// that the audio waits in.
+    pub pacing: bool,
 }
 
 impl Default for RouterConfig {
@@ -127,6 +131,7 @@ impl Default for RouterConfig {
             video_pause_bps: 150_000,
             video_resume_bps: 200_000,
             video_resume_hold_ms: 2000,
+            pacing: true,
         }
     }
 }
@@ -474,4 +479,8 @@ pub struct DownlinkStats {
     pub pauses: u64,
     pub padding_packets: u64,
     pub padding_bytes: u64,
+    /// Whether its video is paced now, and the video packets the pacer held and dropped so far.
+    pub pacing: bool,
+    pub paced: u64,
+    pub paced_dropped: u64,
 }
