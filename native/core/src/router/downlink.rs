@@ -21,6 +21,12 @@ pub const PROBE_PADDING_BYTES: usize = 255;
 /// Most padding one downlink is sent per `probe` call, whatever the estimator asks.
 const MAX_PROBE_BYTES_PER_CALL: usize = 32 * 1024;
 
+/// What the network carries per RTP packet beyond its bytes: the SRTP tag (16 for AES-GCM, 10 for
+/// AES-CM with HMAC-SHA1-80; the larger is counted) and IPv4 + UDP headers. The estimator counts
+/// these too, so its estimate is a rate of the link, as a bottleneck measures it, not of RTP
+/// bytes (at 150 packets a second the difference is ~50 kbit/s, a sixth of a 300 kbit/s link).
+pub(super) const PACKET_OVERHEAD_BYTES: usize = 16 + 28;
+
 /// Pacing engages when what a transport is sent reaches this share of its estimate, and lets go
 /// below `PACE_OFF` (hysteresis) once its queue is empty.
 const PACE_ON: f64 = 0.75;
@@ -98,7 +104,7 @@ impl Pacer {
     /// Audio (or anything not held) went out past the pacer: it used the rate too.
     pub fn spent(&mut self, bytes: usize) {
         if self.active {
-            self.tokens -= bytes as i64;
+            self.tokens -= (bytes + PACKET_OVERHEAD_BYTES) as i64;
         }
     }
 
@@ -201,7 +207,7 @@ impl Downlink {
                 break;
             };
             self.pacer.queued_bytes -= p.buf.len();
-            self.pacer.tokens -= p.buf.len() as i64;
+            self.pacer.tokens -= (p.buf.len() + PACKET_OVERHEAD_BYTES) as i64;
             let twcc = match p.twcc_at {
                 Some(at) => self.next_seq().inspect(|s| {
                     p.buf[at..at + 2].copy_from_slice(&s.to_be_bytes());
@@ -210,8 +216,12 @@ impl Downlink {
             };
             out.push_with(transport, |b| b.extend_from_slice(&p.buf));
             if let Some(s) = twcc {
-                self.bwe
-                    .on_packet_sent(s, p.buf.len(), now_ms * 1000, false);
+                self.bwe.on_packet_sent(
+                    s,
+                    p.buf.len() + PACKET_OVERHEAD_BYTES,
+                    now_ms * 1000,
+                    false,
+                );
             }
         }
     }
@@ -471,7 +481,8 @@ impl Router {
                     write_padding(b, &h, pad);
                     len = b.len() - start;
                 });
-                d.bwe.on_packet_sent(twcc, len, now_us, true);
+                d.bwe
+                    .on_packet_sent(twcc, len + PACKET_OVERHEAD_BYTES, now_us, true);
                 d.padding_packets += 1;
                 d.padding_bytes += len as u64;
                 stats.padding_out += 1;
