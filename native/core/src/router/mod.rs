@@ -970,8 +970,7 @@ impl Router {
         let audio_level = v
             .extension(ext_ids.audio_level)
             .and_then(|d| d.first().copied());
-        let clock_rate = t.clock_rate(media_pt);
-        match t.cache.insert_timed(
+        match t.cache.insert_at(
             &PacketToCache {
                 ext_seq: ext,
                 timestamp: v.timestamp,
@@ -982,7 +981,7 @@ impl Router {
                 csrc_bytes: v.csrc_bytes(),
                 payload,
             },
-            clock_rate,
+            now_ms,
         ) {
             Insert::Stored => {}
             Insert::Duplicate => {
@@ -999,6 +998,7 @@ impl Router {
         }
         t.stats.payload_bytes += payload.len() as u64;
         stats.payload_bytes_in += payload.len() as u64;
+        let clock_rate = t.clock_rate(media_pt);
         t.reception.on_packet(ext, v.timestamp, now_ms, clock_rate);
         t.last_media_pt = Some(media_pt);
 
