@@ -44,10 +44,11 @@ log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.1
 # Packets of each track kept for retransmission (and to recognise RTX copies). A track's ring starts
 # small (32 audio packets, 128 video: 0.6-0.8 s at 1.5 Mbit/s) and doubles only while it holds less
-# than NACK_HISTORY_MS, or less than 4 round trips of a subscriber that NACKs, up to
-# NACK_HISTORY_PACKETS (about 1.2-1.9 s of video at 4-2.5 Mbit/s). Payloads are most of a small visit's
-# memory: a fixed 256 packets a track held ~0.8 MB a 1:1 visit, most of it not needed.
-NACK_HISTORY_PACKETS = 512
+# than NACK_HISTORY_MS of media (by RTP timestamps), or less than 4 round trips of a subscriber that
+# NACKs, up to NACK_HISTORY_PACKETS (the fixed size it had before: 1-1.7 s of video at 2.5-1.5
+# Mbit/s). Payloads are most of a small visit's memory: a fixed 256 packets a track held ~0.8 MB a
+# 1:1 visit, most of it not needed.
+NACK_HISTORY_PACKETS = 256
 NACK_HISTORY_MS = 500
 
 

@@ -24,8 +24,6 @@ pub struct CachedPacket {
     csrcs: [[u8; 4]; 15],
     csrc_len: u8,
     payload: Arc<Vec<u8>>,
-    /// When the packet was stored (ms, the caller's clock), to know how much time the ring spans.
-    stored_ms: u64,
 }
 
 impl CachedPacket {
@@ -57,10 +55,10 @@ pub struct NackCache {
     slots: Vec<CachedPacket>,
     /// Which slots hold a packet (a slot's ext_seq alone can't say: 0 is a valid value).
     filled: Vec<bool>,
-    /// Most slots the ring may grow to (`insert_at`).
+    /// Most slots the ring may grow to (`insert_timed`).
     max_capacity: usize,
-    /// Least time of packets to keep (`insert_at`): a packet younger than this about to be
-    /// overwritten grows the ring instead.
+    /// Least media time of packets to keep (`insert_timed`): a packet less than this apart from
+    /// the new one about to be overwritten grows the ring instead.
     history_ms: u64,
 }
 
@@ -80,8 +78,8 @@ impl NackCache {
         Self::growing(capacity, capacity, 0)
     }
 
-    /// `initial` slots, doubled (up to `max`) whenever `insert_at` would overwrite a packet stored
-    /// less than `history_ms` ago.
+    /// `initial` slots, doubled (up to `max`) whenever `insert_timed` would overwrite a packet
+    /// less than `history_ms` of media older.
     pub fn growing(initial: usize, max: usize, history_ms: u64) -> Self {
         let capacity = initial.max(1);
         Self {
@@ -136,27 +134,24 @@ impl NackCache {
         self.filled = filled;
     }
 
-    /// `insert` at time `now_ms`, first growing the ring if the packet in the slot (older, to be
-    /// overwritten, or newer, making this one too old) is younger than the history to keep.
-    pub fn insert_at(&mut self, p: &PacketToCache<'_>, now_ms: u64) -> Insert {
+    /// `insert`, first growing the ring if the packet in the slot (older, to be overwritten, or
+    /// newer, making this one too old) is less than the history to keep away from this one in media
+    /// time: RTP timestamps at `clock_rate` Hz, so a worker that falls behind and handles a second
+    /// of packets at once does not grow rings that still span their second of media.
+    pub fn insert_timed(&mut self, p: &PacketToCache<'_>, clock_rate: u32) -> Insert {
+        let per_ms = u64::from(clock_rate / 1000).max(1);
         loop {
             let i = self.index(p.ext_seq);
             let held = &self.slots[i];
-            // (A late packet that would find its slot taken by a newer, young one grows it too.)
-            let young = self.filled[i]
-                && held.ext_seq != p.ext_seq
-                && now_ms.saturating_sub(held.stored_ms) < self.history_ms;
+            let apart = u64::from((p.timestamp.wrapping_sub(held.timestamp) as i32).unsigned_abs());
+            let young =
+                self.filled[i] && held.ext_seq != p.ext_seq && apart / per_ms < self.history_ms;
             if !young || self.slots.len() >= self.max_capacity {
                 break;
             }
             self.grow();
         }
-        let r = self.insert(p);
-        if r == Insert::Stored {
-            let i = self.index(p.ext_seq);
-            self.slots[i].stored_ms = now_ms;
-        }
-        r
+        self.insert(p)
     }
 
     fn index(&self, ext_seq: u64) -> usize {
@@ -176,7 +171,6 @@ impl NackCache {
         }
         let slot = &mut self.slots[i];
         slot.ext_seq = p.ext_seq;
-        slot.stored_ms = 0;
         slot.timestamp = p.timestamp;
         slot.marker = p.marker;
         slot.payload_type = p.payload_type;
@@ -266,54 +260,70 @@ mod tests {
 
     #[test]
     fn grows_to_keep_the_history_and_no_further() {
-        // 4 slots, 100 ms to keep, at most 16: a packet every 10 ms needs 10 slots, so 16.
+        // 1 kHz clock, 4 slots, 100 ms to keep, at most 16: a packet every 10 ms needs 10 slots.
+        let at = |s: u64, ts: u32| PacketToCache {
+            timestamp: ts,
+            ..pkt(s, b"x")
+        };
         let mut c = NackCache::growing(4, 16, 100);
         for s in 0..40 {
-            assert_eq!(c.insert_at(&pkt(s, &[s as u8]), s * 10), Insert::Stored);
+            assert_eq!(c.insert_timed(&at(s, s as u32 * 10), 1000), Insert::Stored);
         }
         assert_eq!(c.capacity(), 16);
-        assert!((24..40).all(|s| c.get(s).is_some_and(|p| p.payload() == [s as u8])));
-        assert!(c.get(23).is_none());
+        assert!((24..40).all(|s| c.contains(s)) && !c.contains(23));
         // A packet every 50 ms needs 2 slots: a ring that never grew stays at 4.
         let mut slow = NackCache::growing(4, 16, 100);
         for s in 0..40 {
-            slow.insert_at(&pkt(s, b"x"), s * 50);
+            slow.insert_timed(&at(s, s as u32 * 50), 1000);
         }
         assert_eq!(slow.capacity(), 4);
-        // Ten packets at once: capped at the most.
+        // Ten packets of one frame (one timestamp): capped at the most.
         let mut burst = NackCache::growing(2, 8, 100);
         for s in 0..10 {
-            burst.insert_at(&pkt(s, b"x"), 0);
+            burst.insert_timed(&at(s, 7), 1000);
         }
         assert_eq!(burst.capacity(), 8);
         assert!((2..10).all(|s| burst.contains(s)));
+        // Timestamps wrap: still 10 ms apart.
+        let mut wrap = NackCache::growing(4, 16, 100);
+        for s in 0..40 {
+            wrap.insert_timed(&at(s, (u32::MAX - 200).wrapping_add(s as u32 * 10)), 1000);
+        }
+        assert_eq!(wrap.capacity(), 16);
     }
 
     #[test]
     fn growing_keeps_every_packet_and_still_refuses_stale_ones() {
+        // pkt() stamps 10 per sequence number: 10 ms apart at 1 kHz.
         let mut c = NackCache::growing(4, 64, 1_000);
         for s in [0u64, 1, 2, 3, 5, 6] {
-            c.insert_at(&pkt(s, &[s as u8]), 0);
+            c.insert_timed(&pkt(s, &[s as u8]), 1000);
         }
         assert_eq!(c.capacity(), 8);
         for s in [0u64, 1, 2, 3, 5, 6] {
             assert_eq!(c.get(s).unwrap().payload(), &[s as u8], "seq {s}");
         }
-        assert_eq!(c.insert_at(&pkt(4, b"late"), 0), Insert::Stored);
-        assert_eq!(c.insert_at(&pkt(12, b"ahead"), 0), Insert::Stored);
+        assert_eq!(c.insert_timed(&pkt(4, b"late"), 1000), Insert::Stored);
+        assert_eq!(c.insert_timed(&pkt(12, b"ahead"), 1000), Insert::Stored);
         assert_eq!(c.capacity(), 16, "12 would have pushed 4 out");
-        assert_eq!(c.insert_at(&pkt(28, b"ahead"), 0), Insert::Stored);
+        assert_eq!(c.insert_timed(&pkt(28, b"ahead"), 1000), Insert::Stored);
         assert_eq!(c.capacity(), 32, "12 would have made 28 too old");
         assert_eq!(c.get(12).unwrap().payload(), b"ahead");
-        assert_eq!(c.insert_at(&pkt(5, b"again"), 0), Insert::Duplicate);
-        // A longer history asked later grows the ring again.
-        c.want_history_ms(5_000);
-        for s in 7..20u64 {
-            c.insert_at(&pkt(s, b"x"), 2_000);
+        assert_eq!(c.insert_timed(&pkt(5, b"again"), 1000), Insert::Duplicate);
+        // A longer history asked later grows the ring again; a shorter one cannot shrink it.
+        let mut short = NackCache::growing(4, 64, 20);
+        for s in 0..8u64 {
+            short.insert_timed(&pkt(s, b"x"), 1000);
         }
-        assert!(c.capacity() >= 16 && (0..20).all(|s| c.contains(s)));
-        let e = c.emptied();
-        assert_eq!((e.capacity(), e.history_ms()), (c.capacity(), 5_000));
-        assert!(!e.contains(19));
+        assert_eq!(short.capacity(), 4);
+        short.want_history_ms(10);
+        short.want_history_ms(100);
+        for s in 8..40u64 {
+            short.insert_timed(&pkt(s, b"x"), 1000);
+        }
+        assert_eq!((short.capacity(), short.history_ms()), (16, 100));
+        let e = short.emptied();
+        assert_eq!((e.capacity(), e.history_ms()), (16, 100));
+        assert!(!e.contains(39));
     }
 }

@@ -875,7 +875,11 @@ fn sender_report_from_publisher_is_noted() {
 #[test]
 fn one_nack_cannot_trigger_unbounded_retransmissions() {
     use mediasrv_core::router::MAX_RETRANSMISSIONS_PER_RTCP;
-    let mut r = room();
+    // A ring that keeps all 12 s of these 600 packets.
+    let mut r = room_with(RouterConfig {
+        nack_history_ms: 20_000,
+        ..Default::default()
+    });
     subscribe_audio(&mut r, SUB_A, SUB_T, SUB_SSRC_A);
     let mut seqs = Vec::new();
     for i in 0..600u16 {

@@ -224,7 +224,11 @@ proptest! {
         ts0 in any::<u32>(),
         order in proptest::collection::vec(0u16..200, 1..150),
     ) {
-        let mut r = room();
+        // A ring holding the test's 4 s of audio: later than that, a packet is too old to forward.
+        let mut r = room_with(mediasrv_core::router::RouterConfig {
+            nack_history_ms: 5_000,
+            ..Default::default()
+        });
         r.add_subscription(SUB, AUDIO_TRACK, SUB_T, SUB_SSRC, &sub_codecs(), sub_ext()).unwrap();
         let mut out = Output::new();
         let mut first: Option<(u16, u16, u32)> = None; // publisher offset, out seq, out ts

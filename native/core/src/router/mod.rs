@@ -970,7 +970,8 @@ impl Router {
         let audio_level = v
             .extension(ext_ids.audio_level)
             .and_then(|d| d.first().copied());
-        match t.cache.insert_at(
+        let clock_rate = t.clock_rate(media_pt);
+        match t.cache.insert_timed(
             &PacketToCache {
                 ext_seq: ext,
                 timestamp: v.timestamp,
@@ -981,7 +982,7 @@ impl Router {
                 csrc_bytes: v.csrc_bytes(),
                 payload,
             },
-            now_ms,
+            clock_rate,
         ) {
             Insert::Stored => {}
             Insert::Duplicate => {
@@ -998,7 +999,6 @@ impl Router {
         }
         t.stats.payload_bytes += payload.len() as u64;
         stats.payload_bytes_in += payload.len() as u64;
-        let clock_rate = t.clock_rate(media_pt);
         t.reception.on_packet(ext, v.timestamp, now_ms, clock_rate);
         t.last_media_pt = Some(media_pt);
 

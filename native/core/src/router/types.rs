@@ -81,9 +81,9 @@ pub struct RouterConfig {
     pub group_floor_bps: u64,
     /// Most packets a track's retransmission ring grows to.
     pub nack_cache_packets: usize,
-    /// Least time of packets a track's ring keeps (grown for subscribers with long round trips:
-    /// `NACK_HISTORY_RTTS` of their RTT). Rings start at `AUDIO_CACHE_START` / `VIDEO_CACHE_START`
-    /// packets and double while they hold less than this.
+    /// Least media time (by RTP timestamps) a track's ring keeps (grown for subscribers with long
+    /// round trips: `NACK_HISTORY_RTTS` of their RTT). Rings start at `AUDIO_CACHE_START` /
+    /// `VIDEO_CACHE_START` packets and double while they hold less than this.
     pub nack_history_ms: u64,
     /// Minimum gap between two PLIs sent for one track.
     pub pli_min_interval_ms: u64,
