@@ -355,6 +355,16 @@ impl Plane {
             && socket < self.shared.sockets.len() + self.shared.tcp_listeners.len()
     }
 
+    /// The worker a handed-over transport's peer lives on.
+    fn worker_of(&self, transport: TransportId) -> Option<usize> {
+        self.shared
+            .transports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&transport)
+            .copied()
+    }
+
     fn check_socket(&self, socket: usize) -> Result<(), PlaneError> {
         if socket < self.shared.sockets.len() || self.is_tcp(socket) {
             Ok(())
@@ -607,14 +617,7 @@ impl Plane {
         credentials: &IceCredentials<'_>,
         timers: ConsentTimers,
     ) -> bool {
-        let Some(w) = self
-            .shared
-            .transports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&transport)
-            .copied()
-        else {
+        let Some(w) = self.worker_of(transport) else {
             return false;
         };
         let mut st = lock(&self.shared.workers[w].state);
@@ -665,14 +668,7 @@ impl Plane {
         } else {
             None
         };
-        let Some(w) = self
-            .shared
-            .transports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&transport)
-            .copied()
-        else {
+        let Some(w) = self.worker_of(transport) else {
             return Ok(false);
         };
         {
@@ -704,14 +700,7 @@ impl Plane {
     /// Protects and sends an RTP/RTCP packet produced on the Python side (e.g. a keyframe
     /// request); false if the transport is not handed over.
     pub fn send_media(&self, transport: TransportId, packet: &[u8]) -> bool {
-        let w = self
-            .shared
-            .transports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&transport)
-            .copied();
-        match w {
+        match self.worker_of(transport) {
             Some(w) => lock(&self.shared.workers[w].state).send_from_python(
                 &self.shared.sockets,
                 transport,
@@ -722,12 +711,7 @@ impl Plane {
     }
 
     pub fn peer_stats(&self, transport: TransportId) -> Option<(PeerStats, SrtpCounters)> {
-        let w = *self
-            .shared
-            .transports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&transport)?;
+        let w = self.worker_of(transport)?;
         let st = lock(&self.shared.workers[w].state);
         st.peers
             .get(&transport)
