@@ -72,7 +72,10 @@ impl Pacer {
     /// Turns pacing on or off from what the transport was sent (`sent_bps`) against its estimate.
     fn update(&mut self, estimate_bps: Option<u64>, sent_bps: u64) {
         let Some(e) = estimate_bps.filter(|e| *e > 0) else {
-            self.active = false;
+            // (Not while it holds packets: what follows would overtake them.)
+            if self.queue.is_empty() {
+                self.active = false;
+            }
             return;
         };
         let load = sent_bps as f64 / e as f64;

@@ -309,23 +309,15 @@ impl Layered {
     }
 
     /// A sender report from the publisher on one of the layers' SSRCs (each layer has its own RTP
-    /// timestamp base). False when the SSRC is no layer's.
-    pub(super) fn on_sender_report(
-        &mut self,
-        ssrc: u32,
-        ntp: u64,
-        rtp_ts: u32,
-        now_ms: u64,
-    ) -> bool {
-        let Some(&(_, layer)) = self.ssrc_layer.iter().find(|(s, _)| *s == ssrc) else {
-            return false;
-        };
-        match self.layers.get_mut(layer as usize) {
-            Some(li) => {
-                li.last_sr = Some((ntp, rtp_ts, now_ms));
-                true
-            }
-            None => false,
+    /// timestamp base); one on another SSRC is not a layer's.
+    pub(super) fn on_sender_report(&mut self, ssrc: u32, ntp: u64, rtp_ts: u32, now_ms: u64) {
+        let layer = self
+            .ssrc_layer
+            .iter()
+            .find(|(s, _)| *s == ssrc)
+            .map(|x| x.1);
+        if let Some(li) = layer.and_then(|l| self.layers.get_mut(l as usize)) {
+            li.last_sr = Some((ntp, rtp_ts, now_ms));
         }
     }
 
