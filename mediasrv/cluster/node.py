@@ -144,7 +144,10 @@ class Cluster:
     async def beat(self) -> None:
         """Registry entry, placement leases and visit state of every room hosted here, refreshed."""
         await registry.publish(self.redis, self.info(), self.ttl_ms)
-        self.peers = [n.url for n in await registry.nodes(self.redis) if n.state == SERVING]
+        peers = [n.url for n in await registry.nodes(self.redis) if n.state == SERVING]
+        if sorted(peers) != sorted(self.peers):
+            self.peers = peers
+            await self._tell_nodes()
         hosted = {name for name, room in self.rooms.rooms.items() if not room.closed}
         moved: set[str] = set()
         for name in hosted:
@@ -161,6 +164,13 @@ class Cluster:
             for name in self._hosted - hosted - moved:
                 await self.room_gone(name)
         self._hosted = hosted - moved
+
+    async def _tell_nodes(self) -> None:
+        """The serving nodes changed (one started, died or drains): the participants here learn where
+        they could rejoin now (a client that joined before a node started would not know of it)."""
+        event = {"type": "nodes", "nodes": self.peers}
+        for room in [r for r in self.rooms.list() if not r.closed]:
+            await room.broadcast(event, waiting_too=True)
 
     async def _keep(self, name: str) -> NodeInfo | None:
         """Renew this node's lease of room `name`, or take it back if nobody holds it (one Lua

@@ -55,26 +55,38 @@ class MediasrvRoom extends EventTarget {
   }
 
   // Join again with the same token after the connection was lost (the node died, or drained and
-  // closed the visit): new peer connections, the same local tracks published again. A few tries
-  // with growing pauses, since a dead node's rooms move only once its lease has expired.
-  async rejoin(attempts = 8) {
+  // closed the visit): new peer connections, the same local tracks published again. Tries the
+  // entry, the node it was on and the others it knew of in turn, with growing pauses, for up to
+  // `patienceMs`: a dead node's rooms move only once its lease has expired, and until then a live
+  // node still sends the client to the dead one. `rejoinLog` says how each try ended.
+  async rejoin(patienceMs = 60000) {
+    const started = performance.now();
+    this.rejoinLog = [];
     for (let i = 0; ; i++) {
       for (const pc of [this.pub, this.sub]) if (pc) pc.close();
       this.pub = this.sub = null;
       this.remoteTracks.clear();
       this.subQueue = Promise.resolve();
-      // The entry, the node it was on and the others it knew of, in turn: one of them is alive.
       const urls = [...new Set([this.entryUrl, this.baseUrl, ...this.nodeUrls])];
-      this.baseUrl = urls[i % urls.length];
+      const url = this.baseUrl = urls[i % urls.length];
       try {
-        const joined = await this.connect();
+        // A node that accepts the connection but never answers must not hold the rejoin up.
+        let timer;
+        const timeout = new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("no answer to join")), 10000);
+        });
+        const joined = await Promise.race([this.connect(), timeout]).finally(() => clearTimeout(timer));
         if (this._lastPublish) await this.publish(...this._lastPublish);
         this._emit("rejoined", joined);
         return joined;
       } catch (e) {
         if (this.ws) { this.ws.onclose = null; this.ws.close(); }
-        if (i + 1 >= attempts) throw e;
-        await new Promise((r) => setTimeout(r, Math.min(4000, 250 * 2 ** i)));
+        const elapsed = performance.now() - started;
+        const via = this.baseUrl !== url ? " (sent to " + this.baseUrl + ")" : "";
+        this.rejoinLog.push(Math.round(elapsed) + " ms " + url + via + ": " + e.message);
+        const pause = Math.min(2000, 250 * 2 ** i);
+        if (elapsed + pause > patienceMs) throw e;
+        await new Promise((r) => setTimeout(r, pause));
       }
     }
   }
@@ -98,6 +110,7 @@ class MediasrvRoom extends EventTarget {
       if (msg.type === "error") waiter.reject(Object.assign(new Error(msg.message), {code: msg.code}));
       else waiter.resolve(msg);
     }
+    if (msg.type === "nodes") this.nodeUrls = msg.nodes;  // the cluster's serving nodes changed
     if (msg.type === "offer") this.subQueue = this.subQueue.then(() => this._onOffer(msg));
     this._emit(msg.type, msg);
     this._emit("message", msg);

@@ -49,7 +49,7 @@ async def page_state(page: Any) -> Any:
       const r = window.demo.room;
       const pc = (p) => p ? p.connectionState + "/" + p.iceConnectionState : null;
       return {status: document.querySelector("#status").textContent, errors: window.demo.errors,
-              reconnects: window.demo.reconnects, baseUrl: r && r.baseUrl, pub: pc(r && r.pub),
+              reconnects: window.demo.reconnects, rejoinLog: r && r.rejoinLog, baseUrl: r && r.baseUrl, pub: pc(r && r.pub),
               sub: pc(r && r.sub), remote: r ? r.remoteTracks.size : 0,
               events: window.demo.events.slice(-12).map((e) => e.type + (e.code ? ":" + e.code : ""))};
     }""")
@@ -63,6 +63,9 @@ async def test_visit_through_two_nodes_meets_on_the_owner_and_survives_its_death
     owner_url = await clinician.evaluate("window.demo.room.baseUrl")
     assert await patient.evaluate("window.demo.room.baseUrl") == owner_url
     assert sorted(await patient.evaluate("window.demo.room.nodeUrls")) == sorted([a.url, b.url])
+    # The clinician may have joined before its node saw the other one: a `nodes` event tells it.
+    await eventually(lambda: clinician.evaluate("window.demo.room.nodeUrls.length === 2"), timeout=20,
+                     what="the clinician knows both nodes")
     for page in (clinician, patient):
         await eventually(lambda p=page: decoding(p), timeout=40, what="frames decoded")
 
@@ -86,5 +89,7 @@ async def test_visit_through_two_nodes_meets_on_the_owner_and_survives_its_death
         await eventually(lambda p=page: decoding(p), timeout=40, what="frames decoded again")
     print(f"\nkill -9 of the owner -> first decoded frame again: clinician {times['clinician']:.1f} s, "
           f"patient {times['patient']:.1f} s")
+    for page in (clinician, patient):
+        print("rejoin tries that failed:", await page.evaluate("window.demo.room.rejoinLog"))
     for page in (clinician, patient):
         await page.context.close()

@@ -167,3 +167,19 @@ async def test_single_node_has_no_cluster(tmp_path: Any) -> None:
                 assert (await r.json())["enabled"] is False
     finally:
         await srv.runner.cleanup()
+
+
+async def test_participants_learn_of_nodes_that_start_die_or_drain(cluster: Cluster) -> None:
+    """A client that joined a lone node hears of the node that starts later (where it can rejoin if
+    its own node dies), and of one that stops serving."""
+    (a,) = await cluster.start(1)
+    async with aiohttp.ClientSession() as http:
+        ws, joined, _ = await join_following(http, a.url, "early", token("dr", "clinician", "early"))
+        assert joined["nodes"] == [a.url]
+        (b,) = await cluster.start(1)
+        event = await next_event(ws, "nodes", timeout=20)
+        assert sorted(event["nodes"]) == sorted([a.url, b.url])
+        b.proc.kill()
+        event = await next_event(ws, "nodes", timeout=20)  # once its registry entry expired
+        assert event["nodes"] == [a.url]
+        await ws.close()
