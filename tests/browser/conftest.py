@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Error as PlaywrightError
 
 CHROMIUM = os.environ.get("MEDIASRV_CHROMIUM", "/usr/bin/chromium")
 FLAGS = [
@@ -58,8 +59,17 @@ async def open_demo(browser: Browser, server: Any, room: str, identity: str, rol
     page = await ctx.new_page()
     page.on("pageerror", lambda exc: print(f"[{identity}] page error: {exc}"))
     token = server.token(identity, role, room, name=identity)
-    await page.goto(f"{server.url}/demo?room={room}&identity={identity}&role={role}&autojoin=1{extra}"
-                    f"#token={token}")
+    url = f"{server.url}/demo?room={room}&identity={identity}&role={role}&autojoin=1{extra}#token={token}"
+    for attempt in range(3):
+        try:
+            await page.goto(url)
+            break
+        except PlaywrightError as e:
+            # Chromium aborts a navigation when an interface of its namespace changes (the shaped
+            # link's ifb or veth of a test coming up): the page never started, load it again.
+            if "ERR_NETWORK_CHANGED" not in str(e) or attempt == 2:
+                raise
+            await asyncio.sleep(0.5)
     await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
     return page
 
