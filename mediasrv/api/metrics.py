@@ -164,6 +164,14 @@ class MediasrvCollector(Collector):
             yield CounterMetricFamily("mediasrv_media_peer_moves",
                                       "handed-over peers followed to a new address (NAT rebinding, network move)",
                                       value=self.rooms.plane.moves)
+            yield CounterMetricFamily("mediasrv_media_addresses_taken_over",
+                                      "client addresses a new ICE session authenticated from while an older "
+                                      "one still claimed them (a reused port): given to the new one",
+                                      value=self.rooms.plane.addresses_taken_over)
+            yield CounterMetricFamily("mediasrv_media_addresses_in_use",
+                                      "checks of a new ICE session from an address an older session's "
+                                      "handed-over peer still holds (the newcomer waits until it leaves)",
+                                      value=self.rooms.plane.addresses_in_use)
             yield CounterMetricFamily("mediasrv_media_consent_expired",
                                       "handed-over peers disconnected because they stopped answering ICE "
                                       "consent checks (RFC 7675)", value=self.rooms.plane.consent_lost)

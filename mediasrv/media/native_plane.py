@@ -145,6 +145,11 @@ class NativePlane:
         self._by_addr: dict[tuple[int, Addr], NativeDatagramTransport] = {}
         self._by_ufrag: dict[tuple[int, str], NativeDatagramTransport] = {}
         self.drops: Counter[str] = Counter()
+        # Addresses one session's agent had claimed that an authenticated check of another session
+        # came from (a reused client port): given to that session.
+        self.addresses_taken_over = 0
+        # ... and those it could not be given: the old session's handed-over peer is still there.
+        self.addresses_in_use = 0
         self.moves = 0  # handed-over peers followed to a new address
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self.native.wake_fd, self._drain)
@@ -260,6 +265,10 @@ class NativePlane:
             t = self._by_username(socket, data)
             if t is None:
                 return
+        elif data[:2] == BINDING_REQUEST and _local_ufrag(data) not in (None, t.ufrag):
+            t = self._new_peer_at(t, socket, remote, data)
+            if t is None:
+                return
         if data[:2] == BINDING_REQUEST and self._udp_keeps_the_lead(t):
             self.tcp_checks_held += 1
             return
@@ -272,6 +281,23 @@ class NativePlane:
         if (holder is not None and holder.peer is not None and data[:1] in (b"\x00", b"\x01")
                 and (socket, remote) != (holder.peer_socket_index, holder.peer[1])):
             self._follow(holder, socket, remote, data)
+
+    def _new_peer_at(self, owner: NativeDatagramTransport, socket: int, remote: Addr,
+                     data: bytes) -> NativeDatagramTransport | None:
+        """A check for another session from an address `owner` claimed: another peer is at that
+        address now (its client got the port a peer of `owner` had, or a NAT gave it the mapping).
+        Authenticated, the check goes to its own session, and the address with it, unless `owner`'s
+        handed-over peer is still at that address (its media is routed there natively: the newcomer
+        cannot have it while that peer lasts)."""
+        t = self._by_username(socket, data)
+        if t is None:
+            return None
+        if owner.peer is not None and (owner.peer_socket_index, owner.peer[1]) == (socket, remote):
+            self.addresses_in_use += 1
+        elif remote in owner.claimed:
+            self._unclaim(owner, remote)
+            self.addresses_taken_over += 1
+        return t
 
     def _udp_keeps_the_lead(self, t: NativeDatagramTransport) -> bool:
         """Whether to leave this check (a Binding request reaching `t`) unanswered for now: see
@@ -387,6 +413,13 @@ class NativePlane:
     def close(self) -> None:
         self._loop.remove_reader(self.native.wake_fd)
         self.native.close()
+
+
+def _local_ufrag(data: bytes) -> str | None:
+    """Our ufrag in a Binding request's USERNAME ("ours:theirs"), if it has one."""
+    message = _parse_stun(data)
+    username = message.attributes.get("USERNAME") if message is not None else None
+    return username.partition(":")[0] if isinstance(username, str) else None
 
 
 def _parse_stun(data: bytes) -> stun.Message | None:

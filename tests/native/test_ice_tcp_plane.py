@@ -349,7 +349,7 @@ async def test_tcp_drop_reasons_are_exported(plane) -> None:
     bad.send(b"\x80" + bytes(40))
     assert bad.closed_by_server()
 
-    view = SimpleNamespace(native=plane, drops=Counter(), moves=0, consent_lost=0)
+    view = SimpleNamespace(native=plane, drops=Counter(), moves=0, consent_lost=0, addresses_taken_over=0, addresses_in_use=0)
     rooms = SimpleNamespace(list=lambda: [], plane=view, retired_drops=Counter(), retired=Counter())
     registry = CollectorRegistry(auto_describe=False)
     registry.register(MediasrvCollector(rooms))  # type: ignore[arg-type]

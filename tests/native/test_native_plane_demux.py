@@ -125,3 +125,25 @@ async def test_a_handed_over_peer_is_followed_only_on_an_authenticated_nominatio
     assert plane.native.peer_stats(7)["address_changes"] == 1
     plane.dispatch(0, new, nominating_check("ufrA:theirs", t.password))  # already there
     assert plane.moves == 1
+
+
+async def test_a_new_session_checking_from_an_address_another_claimed_gets_it(plane):
+    """A client port that one session's agent sent to is reused by another client (its peer left,
+    a NAT handed the mapping on): that client's authenticated checks reach its own session, and
+    the address follows them; an unauthenticated one moves nothing."""
+    a, b = Recorder(), Recorder()
+    ta = plane.transport_for(0, "ufrA", a)
+    tb = plane.transport_for(0, "ufrB", b)
+    remote = ("127.0.0.1", 40010)
+    ta.sendto(binding_request("theirs:ufrA"), remote)  # A's check toward its (old) peer: claimed
+    plane.dispatch(0, remote, binding_request("ufrB:theirs", "wrong-password-22chars"))
+    plane.dispatch(0, remote, DTLS)
+    assert b.got == [] and len(a.got) == 1 and plane.drops["stun_integrity"] == 1
+    request = binding_request("ufrB:theirs")
+    plane.dispatch(0, remote, request)
+    tb.sendto(b"\x01\x01" + request[2:], remote)  # B answers: the address is B's now
+    plane.dispatch(0, remote, DTLS)
+    assert b.got == [(request, remote), (DTLS, remote)] and len(a.got) == 1
+    assert plane.addresses_taken_over == 1
+    ta.close()
+    tb.close()
