@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from mediasrv.api import appkeys as keys
-from mediasrv.api.http_common import HttpError, authenticate, json_response
-from mediasrv.api.v1.common import query_float, query_int
+from mediasrv.api.http_common import authenticate, json_response
+from mediasrv.api.v1.common import query_float, query_int, query_str
 from mediasrv.authz import require_admin
 
 MAX_PAGE = 1000
@@ -14,12 +14,9 @@ MAX_PAGE = 1000
 
 async def list_audit(request: web.Request) -> web.Response:
     require_admin(authenticate(request))
-    action = request.query.get("action")
-    room = request.query.get("room")
-    visit = request.query.get("visit")  # one visit of a room name that later visits reuse
-    for name, value in (("action", action), ("room", room), ("visit", visit)):
-        if value is not None and (not value or len(value) > 128):
-            raise HttpError(400, "invalid_query", f"{name} must be 1..128 characters")
+    action = query_str(request, "action", max_len=128)
+    room = query_str(request, "room", max_len=128)
+    visit = query_str(request, "visit", max_len=128)  # one visit of a room name that later visits reuse
     limit = query_int(request, "limit", minimum=1, maximum=MAX_PAGE, default=100)
     before = query_int(request, "before_id", minimum=1, maximum=2**62)
     since = query_float(request, "since")

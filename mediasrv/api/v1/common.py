@@ -62,6 +62,18 @@ def get_int(data: dict[str, Any], name: str, *, minimum: int, maximum: int,
     return value
 
 
+def query_str(request: web.Request, name: str, *, max_len: int = 200) -> str | None:
+    """A text query parameter, if given: 1..max_len characters, no NUL (PostgreSQL's text refuses
+    it, SQLite would store it) nor other control characters."""
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    if not 1 <= len(raw) <= max_len or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+        raise HttpError(400, "invalid_query",
+                        f"{name} must be 1..{max_len} characters, without control characters")
+    return raw
+
+
 def query_int(request: web.Request, name: str, *, minimum: int, maximum: int,
               default: int | None = None) -> int | None:
     raw = request.query.get(name)

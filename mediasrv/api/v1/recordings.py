@@ -22,6 +22,7 @@ from aiohttp import web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address, json_response
 from mediasrv.api.v1.cluster import answer, on_owner
+from mediasrv.api.v1.common import query_str
 from mediasrv.api.v1.vitals import VISIT_ID
 from mediasrv.auth import Identity
 from mediasrv.authz import require_moderator
@@ -70,7 +71,7 @@ async def stop(request: web.Request) -> web.Response:
 
 async def list_recordings(request: web.Request) -> web.Response:
     ident = _moderator(request, None)
-    room = request.query.get("room")
+    room = query_str(request, "room")
     if not ident.is_admin:
         if room not in (None, ident.room):
             raise HttpError(403, "wrong_room", "the token is for another room")

@@ -26,6 +26,7 @@ from mediasrv.api.http_common import (
     json_response,
     read_json,
 )
+from mediasrv.api.v1.common import query_str
 from mediasrv.authz import is_moderator_of, require_moderator
 from mediasrv.vitals import decode, jsonable
 from mediasrv.vitals.envelope import MAX_UPLOAD_ENVELOPES, parse_upload
@@ -74,7 +75,7 @@ async def room_vitals(request: web.Request) -> web.Response:
             visits = [wanted]
     # One more than a page: tells whether a next page exists without a trailing empty one.
     rows = await request.app[keys.VITALS].page(room=room, visits=visits,
-                                               patient=request.query.get("patient"),
+                                               patient=query_str(request, "patient"),
                                                after=after, limit=limit + 1)
     rows, more = rows[:limit], len(rows) > limit
     next_url = _page_url(request, rows[-1][0]) if more else None
