@@ -146,3 +146,9 @@ async def test_text_query_parameters_with_control_characters_are_400(srv: Server
             assert resp.status == 400, (path, param, bad, resp.status)
             assert (await resp.json())["error"]["code"] == "invalid_query"
         assert (await srv.request("GET", path, who=ADMIN, params={param: "ward-1"})).status == 200
+    # ... and a room name in the path (it reached the vitals query the same way).
+    resp = await srv.request("GET", "/v1/rooms/a%00b/vitals", who=ADMIN)
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_field"
+    assert (await srv.request("GET", "/v1/rooms/a%00b/vitals")).status == 401
+    for path in ("/v1/recordings/a%00b", "/v1/recordings/a%00b/files/x", "/v1/recordings/abc/files/x%00y"):
+        assert (await srv.request("GET", path, who=ADMIN)).status == 404, path

@@ -16,9 +16,14 @@ from mediasrv.authz import require_messaging_token
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
+def is_path_id(value: str) -> bool:
+    """Whether `value` has the shape of a server-generated id (anything else cannot exist)."""
+    return bool(_ID.match(value))
+
+
 def check_path_id(what: str, value: str) -> str:
     """Server-generated ids in paths: anything else cannot exist, so it is a 404, not a crash."""
-    if not _ID.match(value):
+    if not is_path_id(value):
         raise HttpError(404, "not_found", f"no such {what}")
     return value
 

@@ -22,7 +22,7 @@ from aiohttp import web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address, json_response
 from mediasrv.api.v1.cluster import answer, on_owner
-from mediasrv.api.v1.common import query_str
+from mediasrv.api.v1.common import is_path_id, query_str
 from mediasrv.api.v1.vitals import VISIT_ID
 from mediasrv.auth import Identity
 from mediasrv.authz import require_moderator
@@ -91,7 +91,8 @@ async def list_recordings(request: web.Request) -> web.Response:
 async def _visible(request: web.Request) -> tuple[Identity, dict[str, Any]]:
     ident = _moderator(request, None)
     store = _store(request)
-    rec = await store.get(request.match_info["id"])
+    rid = request.match_info["id"]
+    rec = await store.get(rid) if is_path_id(rid) else None  # e.g. a NUL, which PostgreSQL refuses
     if rec is None or (not ident.is_admin and (rec["room"] != ident.room
                                                or ident.visit not in (None, rec["visit"])
                                                or not await store.visible_to(rec["id"], ident.sub))):
@@ -108,7 +109,8 @@ async def download(request: web.Request) -> web.StreamResponse:
     from mediasrv.api.v1.downloads import stream_blob
 
     ident, rec = await _visible(request)
-    f = await _store(request).file(rec["id"], request.match_info["file_id"])
+    file_id = request.match_info["file_id"]
+    f = await _store(request).file(rec["id"], file_id) if is_path_id(file_id) else None
     if f is None:
         raise HttpError(404, "file_not_found", "no such file in this recording")
 

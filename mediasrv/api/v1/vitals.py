@@ -27,7 +27,7 @@ from mediasrv.api.http_common import (
     read_json,
 )
 from mediasrv.api.v1.common import query_str
-from mediasrv.authz import is_moderator_of, require_moderator
+from mediasrv.authz import check_identity, is_moderator_of, require_moderator
 from mediasrv.vitals import decode, jsonable
 from mediasrv.vitals.envelope import MAX_UPLOAD_ENVELOPES, parse_upload
 from mediasrv.vitals.fhir import build_bundle
@@ -55,8 +55,9 @@ def _page_url(request: web.Request, after: int) -> str:
 
 
 async def room_vitals(request: web.Request) -> web.Response:
-    room = request.match_info["room"]
-    ident = require_moderator(authenticate(request), room,
+    who = authenticate(request)
+    room = check_identity("room", request.match_info["room"])  # a malformed name goes no further
+    ident = require_moderator(who, room,
                               "only the room's clinicians and admins read its vitals")
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "fhir"):
