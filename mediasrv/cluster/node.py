@@ -64,6 +64,7 @@ class Cluster:
         # The serving nodes' URLs at the last heartbeat: told to joining clients, so one that loses
         # its node knows where else to rejoin.
         self.peers: list[str] = []
+        self._telling: set[asyncio.Task[None]] = set()  # `nodes` events being sent
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -147,7 +148,10 @@ class Cluster:
         peers = [n.url for n in await registry.nodes(self.redis) if n.state == SERVING]
         if sorted(peers) != sorted(self.peers):
             self.peers = peers
-            await self._tell_nodes()
+            # Off the heartbeat: a client slow to read its socket must not hold the leases up.
+            task = asyncio.get_running_loop().create_task(self._tell_nodes(list(peers)))
+            self._telling.add(task)
+            task.add_done_callback(self._telling.discard)
         hosted = {name for name, room in self.rooms.rooms.items() if not room.closed}
         moved: set[str] = set()
         for name in hosted:
@@ -165,10 +169,10 @@ class Cluster:
                 await self.room_gone(name)
         self._hosted = hosted - moved
 
-    async def _tell_nodes(self) -> None:
+    async def _tell_nodes(self, peers: list[str]) -> None:
         """The serving nodes changed (one started, died or drains): the participants here learn where
         they could rejoin now (a client that joined before a node started would not know of it)."""
-        event = {"type": "nodes", "nodes": self.peers}
+        event = {"type": "nodes", "nodes": peers}
         for room in [r for r in self.rooms.list() if not r.closed]:
             await room.broadcast(event, waiting_too=True)
 
