@@ -33,12 +33,17 @@ class InvalidIdentity(MediasrvError, ValueError):
         super().__init__("invalid_field", message, 400)
 
 
+def has_control_chars(value: str) -> bool:
+    """C0 control characters or DEL (NUL among them: PostgreSQL's text refuses it)."""
+    return any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
+
+
 def check_identity(what: str, value: Any) -> str:
     """Identities and room names: a string of 1..MAX_IDENTITY_LEN characters without control
     characters (C0 and DEL) or '/' (they end up in URL paths, logs and file names)."""
     if not isinstance(value, str) or not value or len(value) > MAX_IDENTITY_LEN:
         raise InvalidIdentity(f"{what} must be a string of 1..{MAX_IDENTITY_LEN} chars")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value) or "/" in value:
+    if has_control_chars(value) or "/" in value:
         raise InvalidIdentity(f"{what} must not contain control characters or '/'")
     return value
 

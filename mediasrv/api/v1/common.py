@@ -11,7 +11,7 @@ from aiohttp import web
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import HttpError, authenticate, client_address
 from mediasrv.auth import Identity
-from mediasrv.authz import require_messaging_token
+from mediasrv.authz import has_control_chars, require_messaging_token
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -73,7 +73,7 @@ def query_str(request: web.Request, name: str, *, max_len: int = 200) -> str | N
     raw = request.query.get(name)
     if raw is None:
         return None
-    if not 1 <= len(raw) <= max_len or any(ord(c) < 32 or ord(c) == 127 for c in raw):
+    if not 1 <= len(raw) <= max_len or has_control_chars(raw):
         raise HttpError(400, "invalid_query",
                         f"{name} must be 1..{max_len} characters, without control characters")
     return raw
