@@ -23,7 +23,7 @@ import pytest
 from conftest import start_server
 from playwright.async_api import Page
 
-from mediasrv.media import aiortc_glue, sdp
+from mediasrv.media import aiortc_glue
 from mediasrv.media.candidate_stats import count_peers
 
 from . import netns
@@ -123,8 +123,11 @@ async def test_visit_with_udp_blocked_connects_over_ice_tcp(netns_browser, brows
                 # loopback (127.0.0.1) and connects from the veth's address: peer-reflexive then.
                 pair = aiortc_glue.nominated_pair(t.pc.getTransceivers()[0].receiver.transport)  # bundled
                 assert pair is not None
-                signalled = sdp.signalled_tcp_active_type(t.pc.remoteDescription.sdp, pair.remote_addr[0])
-                assert t.selected_candidate() == ("host" if signalled == "host" else "prflx", "tcp")
+                signalled = any(
+                    line.split()[4] == pair.remote_addr[0] and "typ host tcptype active" in line
+                    for line in t.pc.remoteDescription.sdp.splitlines()
+                    if line.startswith("a=candidate:") and line.split()[2].lower() == "tcp")
+                assert t.selected_candidate() == ("host" if signalled else "prflx", "tcp")
             stats = plane.native.peer_stats(t.handle)
             assert stats is not None and stats["rtp_in"] + stats["rtp_out"] > 0
         # ICE consent runs in the plane on the same path (framed onto the TCP connection when on
@@ -136,8 +139,9 @@ async def test_visit_with_udp_blocked_connects_over_ice_tcp(netns_browser, brows
         await eventually(consent_held, timeout=40, what="consent answered on every connection")
         assert plane.consent_lost == 0 and all(t.connected for t in transports)
         # ... and counted so in mediasrv_media_peers{candidate,transport}.
-        counts = count_peers(t.pc for t in transports)
-        assert counts == Counter(t.selected_candidate() for t in transports) + Counter(), counts
+        counts = {k: n for k, n in count_peers(t.pc for t in transports).items() if n}
+        assert sum(counts.values()) == 4 and {k[1] for k in counts} == {want}, counts
+        assert counts == Counter(t.selected_candidate() for t in transports), counts
         native = plane.native.stats()
         if want == "tcp":
             assert native["tcp"]["open"] >= 4
