@@ -60,18 +60,23 @@ async def open_demo(browser: Browser, server: Any, room: str, identity: str, rol
     page.on("pageerror", lambda exc: print(f"[{identity}] page error: {exc}"))
     token = server.token(identity, role, room, name=identity)
     url = f"{server.url}/demo?room={room}&identity={identity}&role={role}&autojoin=1{extra}#token={token}"
-    for attempt in range(3):
-        try:
-            await page.goto(url)
-            break
-        except PlaywrightError as e:
-            # Chromium aborts a navigation when an interface of its namespace changes (the shaped
-            # link's ifb or veth of a test coming up): the page never started, load it again.
-            if "ERR_NETWORK_CHANGED" not in str(e) or attempt == 2:
-                raise
-            await asyncio.sleep(0.5)
+    await goto(page, url)
     await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
     return page
+
+
+async def goto(page: Page, url: str, attempts: int = 4) -> None:
+    """page.goto, again when Chromium aborted it because an interface of its namespace changed (a
+    test's veth, ifb or tun delay line coming up or going): the page never started, so loading it
+    again is what a user's reload would do. Any other error is the test's to see."""
+    for attempt in range(attempts):
+        try:
+            await page.goto(url)
+            return
+        except PlaywrightError as e:
+            if "ERR_NETWORK_CHANGED" not in str(e) or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5 * (attempt + 1))
 
 
 INBOUND_STATS = """

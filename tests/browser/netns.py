@@ -26,7 +26,7 @@ tests/browser/test_turn_browser.py is a full example with coturn and a trusted t
         srv = await start_server(tmp_path / "d", media_bind_addresses=[HOST_ADDR])
         url = await listen_on(srv, HOST_ADDR)
         page = await (await netns_browser.new_context()).new_page()
-        await page.goto(f"{url}/healthz")
+        await goto(page, f"{url}/healthz")  # conftest.goto: reloads on ERR_NETWORK_CHANGED
 
 `netns_browser` is Playwright's Chromium (same flags as conftest's `browser`) launched through a small
 wrapper that `nsenter`s the namespace; its HOME is a temporary directory holding an NSS database, so

@@ -8,7 +8,7 @@ import json
 import subprocess
 from typing import Any
 
-from .conftest import eventually
+from .conftest import eventually, goto
 
 LINK = "msbr0"  # the test side of the veth: its egress is the patient's downlink
 
@@ -92,7 +92,7 @@ async def open_page(browser: Any, server: Any, url: str, room: str, identity: st
     """The demo page joined to `room` at `url` (the server's address as the browser reaches it)."""
     page = await (await browser.new_context()).new_page()
     token = server.token(identity, role, room, name=identity)
-    await page.goto(f"{url}/demo?room={room}&identity={identity}&role={role}&autojoin=1#token={token}")
+    await goto(page, f"{url}/demo?room={room}&identity={identity}&role={role}&autojoin=1#token={token}")
     await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
     return page
 

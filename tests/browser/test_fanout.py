@@ -17,7 +17,7 @@ import pytest
 from conftest import Server, start_server
 from playwright.async_api import Browser, Page
 
-from .conftest import eventually, inbound
+from .conftest import eventually, goto, inbound
 from .test_visit import _metrics
 from .test_whip_whep import WHEP_SUBSCRIBE, WHIP_PUBLISH
 
@@ -35,7 +35,7 @@ async def lossy_server(tmp_path: Path) -> AsyncIterator[Server]:
 
 async def publish(browser: Browser, server: Server, room: str) -> Page:
     page = await (await browser.new_context()).new_page()
-    await page.goto(f"{server.url}/healthz")
+    await goto(page, f"{server.url}/healthz")
     await page.evaluate(WHIP_PUBLISH, [f"{server.url}/whip/{room}", server.token("cam", "clinician", room)])
     return page
 
@@ -44,7 +44,7 @@ async def view(browser: Browser, server: Server, room: str, n: int) -> list[Page
     pages = []
     for i in range(n):
         page = await (await browser.new_context()).new_page()
-        await page.goto(f"{server.url}/healthz")
+        await goto(page, f"{server.url}/healthz")
         await page.evaluate(WHEP_SUBSCRIBE, [f"{server.url}/whep/{room}/cam",
                                              server.token(f"viewer-{i}", "observer", room)])
         pages.append(page)

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import eventually, inbound
+from .conftest import eventually, goto, inbound
 from .test_fanout import frames, publish, transports
 from .test_visit import _metrics
 from .test_whip_whep import WHEP_SUBSCRIBE
@@ -90,7 +90,7 @@ async def test_viewer_behind_a_rebinding_nat_keeps_receiving(server, browser) ->
     port = await nat.start()
     try:
         viewer = await (await browser.new_context()).new_page()
-        await viewer.goto(f"{server.url}/healthz")
+        await goto(viewer, f"{server.url}/healthz")
         await viewer.evaluate(WHEP_VIA, [f"{server.url}/whep/ward/cam", server.token("nurse", "observer", "ward"),
                                          port])
         await eventually(lambda: frames_above(viewer, 10), timeout=60, what="viewer decoding through the NAT")

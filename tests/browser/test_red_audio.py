@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, Page
 
-from .conftest import eventually
+from .conftest import eventually, goto
 
 pytestmark = pytest.mark.browser
 
@@ -83,7 +83,7 @@ async def _page(browser: Browser, server: Any, identity: str, role: str, *script
     page = await ctx.new_page()
     page.on("pageerror", lambda exc: print(f"[{identity}] page error: {exc}"))
     token = server.token(identity, role, "redroom", name=identity)
-    await page.goto(f"{server.url}/demo?room=redroom&identity={identity}&role={role}&autojoin=1&simulcast=0"
+    await goto(page, f"{server.url}/demo?room=redroom&identity={identity}&role={role}&autojoin=1&simulcast=0"
                     f"#token={token}")
     await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
     return page

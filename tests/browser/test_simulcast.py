@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Page
 
-from .conftest import eventually, inbound, open_demo
+from .conftest import eventually, goto, inbound, open_demo
 from .test_whip_whep import WHEP_SUBSCRIBE
 
 pytestmark = pytest.mark.browser
@@ -92,7 +92,7 @@ async def test_a_whep_viewer_caps_the_resolution_with_max_height(server, browser
     await eventually(lambda: asyncio.sleep(0, [x for x in room.router.track_layers(video.id) or [] if x["ssrc"]]),
                      timeout=20, what="layers seen")
     viewer = await (await browser.new_context()).new_page()
-    await viewer.goto(f"{server.url}/healthz")
+    await goto(viewer, f"{server.url}/healthz")
     token = server.token("obs-whep", "observer", "simw")
     # A cap that is no height is refused before anything is created.
     status = await viewer.evaluate(

@@ -25,7 +25,7 @@ from tests.conftest import start_server
 from tests.turn_relay import Coturn
 
 from . import netns
-from .conftest import eventually
+from .conftest import eventually, goto
 from .netns import HOST_ADDR, listen_on, trust_ca
 from .test_visit import _metrics
 
@@ -91,12 +91,12 @@ async def _visit(netns_browser, browser_netns, ns_home: Path, tmp_path: Path, *,
         for who, role in (("dr-a", "clinician"), ("pt-b", "patient")):
             page = await (await netns_browser.new_context()).new_page()
             page.on("pageerror", lambda exc, who=who: print(f"[{who}] page error: {exc}"))
-            await page.goto(f"{url}/healthz")
+            await goto(page, f"{url}/healthz")
             pages.append((who, role, page))
         extra = "&relay=1" if relay_only else ""
         for who, role, page in pages:
             token = srv.token(who, role, "ward", name=who)
-            await page.goto(f"{url}/demo?room=ward&identity={who}&role={role}&autojoin=1{extra}#token={token}")
+            await goto(page, f"{url}/demo?room=ward&identity={who}&role={role}&autojoin=1{extra}#token={token}")
         times = []
         for _, _, page in pages:
             await page.wait_for_function("window.demo && window.demo.joined", timeout=30000)

@@ -8,6 +8,7 @@ import pytest
 from tests.conftest import start_server
 
 from . import netns
+from .conftest import goto
 from .netns import HOST_ADDR, listen_on
 
 # The namespace fixtures, made visible to pytest in this module.
@@ -26,7 +27,7 @@ async def test_browser_namespace_reaches_server_and_firewall_cuts_it(netns_brows
     try:
         url = await listen_on(srv, HOST_ADDR)
         page = await (await netns_browser.new_context()).new_page()
-        await page.goto(f"{url}/healthz")
+        await goto(page, f"{url}/healthz")
         assert await page.evaluate(FETCH, f"{url}/healthz") == 200
         # The server's own loopback is not the browser's: 127.0.0.1 there is the browser's machine.
         assert await page.evaluate(FETCH, srv.url + "/healthz") == "failed"

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from .conftest import eventually, inbound
+from .conftest import eventually, goto, inbound
 
 pytestmark = pytest.mark.browser
 
@@ -54,12 +54,12 @@ async ([url, token]) => {
 async def test_whip_publish_whep_subscribe(server, browser):
     ctx = await browser.new_context()
     pub = await ctx.new_page()
-    await pub.goto(f"{server.url}/healthz")
+    await goto(pub, f"{server.url}/healthz")
     location = await pub.evaluate(WHIP_PUBLISH, [f"{server.url}/whip/studio",
                                                  server.token("cam-1", "clinician", "studio")])
     assert location.startswith("/whip/studio/")
     sub = await (await browser.new_context()).new_page()
-    await sub.goto(f"{server.url}/healthz")
+    await goto(sub, f"{server.url}/healthz")
     whep = await sub.evaluate(WHEP_SUBSCRIBE, [f"{server.url}/whep/studio/cam-1",
                                                server.token("viewer-1", "observer", "studio")])
     assert whep.startswith("/whep/studio/cam-1/")
