@@ -2,7 +2,9 @@
 //! demand) plus the padding probes ask for, a bottleneck link (capacity, FIFO queue with a
 //! maximum queueing delay, propagation delay, seeded random loss), a receiver recording arrivals
 //! in a `TwccRecorder`, and its feedback coming back after the propagation delay, parsed from
-//! bytes like real feedback.
+//! bytes like real feedback. Optionally the link is a token bucket with a burst (as tc's tbf
+//! shapes the browser tests' downlink) and an audio stream goes along, outside the estimate, with
+//! a model of the receiver's audio jitter buffer (`JitterBufferModel`).
 
 use std::collections::VecDeque;
 
@@ -23,6 +25,11 @@ pub struct Link {
     pub loss: f64,
     /// Extra delay per packet, uniform in 0..jitter_us, order kept (a Wi-Fi-like path).
     pub jitter_us: u64,
+    /// 0: the link serves a FIFO at its capacity. Else a token bucket of this depth: bytes the
+    /// link saved up while idle pass at once (the tc tbf of the browser tests has 6000 bytes).
+    pub burst_bytes: u64,
+    tokens: f64,
+    tokens_at_us: u64,
     last_arrival_us: u64,
     rng: u64,
     busy_until_us: u64,
@@ -38,6 +45,9 @@ impl Link {
             delay_us,
             loss: 0.0,
             jitter_us: 0,
+            burst_bytes: 0,
+            tokens: 0.0,
+            tokens_at_us: 0,
             last_arrival_us: 0,
             rng: 0x9e37_79b9_7f4a_7c15,
             busy_until_us: 0,
@@ -69,7 +79,26 @@ impl Link {
             self.dropped_queue += 1;
             return None;
         }
-        self.busy_until_us = start + size as u64 * 8_000_000 / self.capacity_bps;
+        self.busy_until_us = if self.burst_bytes == 0 {
+            start + size as u64 * 8_000_000 / self.capacity_bps
+        } else {
+            // Tokens saved up since the last departure (at most the burst) pay for the packet;
+            // what they do not cover it waits for.
+            let bytes_per_us = self.capacity_bps as f64 / 8e6;
+            let saved = start.saturating_sub(self.tokens_at_us) as f64 * bytes_per_us;
+            let tokens = (self.tokens + saved).min(self.burst_bytes as f64);
+            let short = size as f64 - tokens;
+            if short <= 0.0 {
+                self.tokens = -short;
+                self.tokens_at_us = start;
+                start
+            } else {
+                let wait = (short / bytes_per_us).ceil() as u64;
+                self.tokens = 0.0;
+                self.tokens_at_us = start + wait;
+                start + wait
+            }
+        };
         let jitter = if self.jitter_us > 0 {
             (self.random() * self.jitter_us as f64) as u64
         } else {
@@ -108,7 +137,16 @@ pub struct Sim {
     pub frame_interval_us: u64,
     /// 0: probes asked for every tick; else this often (a caller with a coarse timer).
     pub probe_poll_us: u64,
+    /// 0: no audio; else an audio packet of `AUDIO_PACKET` bytes this often, sent first and
+    /// whatever the estimate (audio first), counted by transport-cc like the rest.
+    pub audio_interval_us: u64,
+    /// Audio packets that arrived: (send time, queueing delay on the link).
+    pub audio: Vec<(u64, u64)>,
+    audio_in_flight: VecDeque<(u64, u64)>,
 }
+
+/// An Opus packet with its RTP, SRTP and IP/UDP overhead.
+pub const AUDIO_PACKET: usize = 150;
 
 impl Sim {
     pub fn new(link: Link, cfg: BweConfig, demand_bps: u64) -> Self {
@@ -127,16 +165,19 @@ impl Sim {
             media_bytes: 0,
             frame_interval_us: 0,
             probe_poll_us: 0,
+            audio_interval_us: 0,
+            audio: Vec::new(),
+            audio_in_flight: VecDeque::new(),
         }
     }
 
-    fn send(&mut self, size: usize, probe: bool) {
+    fn send(&mut self, size: usize, probe: bool) -> Option<u64> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         self.bwe.on_packet_sent(seq, size, self.now_us, probe);
-        if let Some(arrival) = self.link.send(self.now_us, size) {
-            self.in_flight.push_back((arrival, seq));
-        }
+        let arrival = self.link.send(self.now_us, size)?;
+        self.in_flight.push_back((arrival, seq));
+        Some(arrival)
     }
 
     fn tick(&mut self) {
@@ -164,8 +205,27 @@ impl Sim {
                 self.bwe.on_feedback(&fb.expect("feedback parses"), now);
             }
         }
+        while self.audio_in_flight.front().is_some_and(|&(a, _)| a <= now) {
+            if let Some((a, sent)) = self.audio_in_flight.pop_front() {
+                self.audio.push((sent, a - sent - self.link.delay_us));
+            }
+        }
         self.bwe.poll(now);
-        let rate = self.bwe.estimate_bps().min(self.demand_bps) as f64;
+        if self.audio_interval_us > 0 && now.is_multiple_of(self.audio_interval_us) {
+            self.media_bytes += AUDIO_PACKET as u64;
+            if let Some(arrival) = self.send(AUDIO_PACKET, false) {
+                self.audio_in_flight.push_back((arrival, now));
+            }
+        }
+        // Audio first: video gets what the estimate leaves it.
+        let audio_bps = (AUDIO_PACKET as u64 * 8_000_000)
+            .checked_div(self.audio_interval_us)
+            .unwrap_or(0);
+        let rate = self
+            .bwe
+            .estimate_bps()
+            .saturating_sub(audio_bps)
+            .min(self.demand_bps) as f64;
         let burst = if self.frame_interval_us == 0 {
             4.0 * MEDIA_PACKET as f64
         } else {
@@ -251,6 +311,61 @@ impl Sim {
             .collect::<Vec<_>>()
             .join(" ")
     }
+}
+
+/// A receiver's adaptive audio jitter buffer, after what libwebrtc's NetEq does (its delay
+/// manager): each packet's delay over the least of the last 2 s; the largest of those in each
+/// 500 ms goes into a histogram of 20 ms buckets that forgets 1.7 % per update (faster at first);
+/// the buffer aims at its 95th percentile. Not NetEq's arithmetic, its behaviour: a delay peak
+/// raises the target at once and is forgotten over tens of seconds, a steady queue costs nothing.
+/// Input: (send time, delay) per audio packet in sending order; output: (time, target) per 500 ms.
+pub fn jitter_buffer_targets(audio: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    const HISTORY_US: u64 = 2_000_000;
+    const INTERVAL_US: u64 = 500_000;
+    const BUCKET_US: u64 = 20_000;
+    const BUCKETS: usize = 100;
+    const FORGET: f64 = 0.983;
+    let mut recent: VecDeque<(u64, u64)> = VecDeque::new();
+    let mut hist = [0.0f64; BUCKETS];
+    let mut updates = 0u32;
+    let mut out = Vec::new();
+    let mut interval: Option<(u64, u64)> = None; // (index, largest relative delay)
+    let mut flush = |index: u64, peak: u64, hist: &mut [f64; BUCKETS], updates: &mut u32| {
+        *updates += 1;
+        let forget = FORGET.min(1.0 - 2.0 / (*updates as f64 + 1.0)).max(0.0);
+        for h in hist.iter_mut() {
+            *h *= forget;
+        }
+        hist[((peak / BUCKET_US) as usize).min(BUCKETS - 1)] += 1.0 - forget;
+        let total: f64 = hist.iter().sum();
+        let mut acc = 0.0;
+        let bucket = hist
+            .iter()
+            .position(|h| {
+                acc += h;
+                acc >= 0.95 * total
+            })
+            .unwrap_or(BUCKETS - 1);
+        out.push(((index + 1) * INTERVAL_US, (bucket as u64 + 1) * BUCKET_US));
+    };
+    for &(t, delay) in audio {
+        while recent.front().is_some_and(|&(rt, _)| rt + HISTORY_US < t) {
+            recent.pop_front();
+        }
+        recent.push_back((t, delay));
+        let least = recent.iter().map(|r| r.1).min().unwrap_or(delay);
+        let rel = delay - least;
+        let index = t / INTERVAL_US;
+        match interval {
+            Some((i, peak)) if i == index => interval = Some((i, peak.max(rel))),
+            Some((i, peak)) => {
+                flush(i, peak, &mut hist, &mut updates);
+                interval = Some((index, rel));
+            }
+            None => interval = Some((index, rel)),
+        }
+    }
+    out
 }
 
 pub fn cfg(start_bps: u64) -> BweConfig {
