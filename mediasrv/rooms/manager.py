@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
+import math
 from collections import Counter
 from typing import Any
 
@@ -34,6 +35,8 @@ from mediasrv.vitals.vitals_store import VitalsStore
 log = logging.getLogger(__name__)
 # verify_token's leeway on exp: a token is accepted this long past its expiry.
 TOKEN_LEEWAY_S = 5.0
+# Closes and ended visits past every token's life are forgotten at most this often (on a close).
+PRUNE_INTERVAL_S = 600.0
 
 
 class RoomManager:
@@ -53,6 +56,7 @@ class RoomManager:
         self.retired_drops: Counter[str] = Counter()
         self.plane: NativePlane | None = None  # the native media plane (datapath = "native")
         self._writes: set[asyncio.Task[None]] = set()  # visit starts being stored
+        self._pruned_at = -math.inf  # clock.now_ms() / 1000 of the last prune of closes and visits
 
     async def start(self) -> None:
         configure_host_addresses(self.settings.media_bind_addresses)
@@ -171,6 +175,11 @@ class RoomManager:
                 await self.room_store.visit_ended(room.visit_id, clock.wall())
             except Exception:  # the room is closed regardless; its visit then reads as open
                 log.exception("room %s: storing the end of its visit failed", name)
+            if clock.now_ms() / 1000 - self._pruned_at >= PRUNE_INTERVAL_S:
+                try:
+                    await self._prune_closes()
+                except Exception:  # tried again at the next close
+                    log.exception("pruning closed rooms and ended visits failed")
         return True
 
     def close_horizon_s(self) -> float:
@@ -178,10 +187,14 @@ class RoomManager:
         return self.settings.max_token_ttl_s + TOKEN_LEEWAY_S
 
     async def _prune_closes(self) -> None:
+        """Forget closes and ended visits older than any token still valid (the tables would
+        otherwise grow with every visit the server ever had)."""
         cutoff = clock.wall() - self.close_horizon_s()
         self.closed_at = {n: t for n, t in self.closed_at.items() if t > cutoff}
+        self._pruned_at = clock.now_ms() / 1000
         if self.room_store is not None:
             await self.room_store.prune_closes(cutoff)
+            await self.room_store.prune_visits(cutoff)
 
     async def visits_of(self, name: str, ident: Identity) -> builtins.list[str]:
         """The visits of room `name` a room token may see data of: the one it is bound to, else

@@ -9,7 +9,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from mediasrv.rooms.models import RoomOptions
-from mediasrv.storage.database import Connection, Database, register_schema
+from mediasrv.storage.database import Connection, Database, register_migration, register_schema
 
 register_schema(
     "rooms",
@@ -35,6 +35,8 @@ register_schema(
         "CREATE INDEX IF NOT EXISTS room_visits_name ON room_visits (name, started_at)",
     ],
 )
+# Visits that ended before any token still valid was issued are pruned by their end.
+register_migration("rooms", 2, ["CREATE INDEX IF NOT EXISTS room_visits_ended ON room_visits (ended_at)"])
 
 
 @dataclass
@@ -105,6 +107,12 @@ class RoomStore:
         marks = ",".join("?" * len(keep))
         await self.db.execute(f"UPDATE room_visits SET ended_at = ? WHERE ended_at IS NULL"
                               f"{f' AND visit_id NOT IN ({marks})' if keep else ''}", (at, *keep))
+
+    async def prune_visits(self, before: float) -> int:
+        """Forget visits that ended before `before`: no token still valid was issued while they were
+        open, so none can be given their data through them."""
+        return await self.db.run(lambda c: c.execute(
+            "DELETE FROM room_visits WHERE ended_at IS NOT NULL AND ended_at < ?", (before,)).rowcount)
 
     async def visit_room(self, visit_id: str) -> str | None:
         row = await self.db.fetchone("SELECT name FROM room_visits WHERE visit_id = ?", (visit_id,))

@@ -13,6 +13,7 @@ from ctl_helpers import Server
 
 from mediasrv import clock
 from mediasrv.api import appkeys as keys
+from mediasrv.rooms import manager as rooms_manager
 
 ADMIN = ("root", "admin")
 
@@ -98,6 +99,48 @@ async def test_closes_are_forgotten_once_no_token_from_before_them_can_be_valid(
     assert "gone" not in srv.app[keys.ROOMS].closed_at
     monkeypatch.undo()
     assert (await _join(srv, "gone", srv.token("pat-ana", "patient", "gone")))["type"] == "joined"
+
+
+async def test_ended_visits_are_forgotten_once_no_token_from_their_time_can_be_valid(
+        srv: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The visits table says which visits a token may read data of; a visit that ended before every
+    # token still valid was issued can be read through none, so it goes (else it grows forever).
+    manager = srv.app[keys.ROOMS]
+    store = manager.room_store
+    horizon = srv.settings.max_token_ttl_s + 5
+
+    async def visit(name: str) -> str:
+        assert (await srv.request("POST", "/v1/rooms", who=ADMIN, json={"name": name})).status == 201
+        return manager.get(name).visit_id
+
+    old = await visit("old")
+    assert (await srv.request("DELETE", "/v1/rooms/old", who=ADMIN)).status == 204
+    ended = clock.wall()
+    monkeypatch.setattr(clock, "wall", lambda: ended + horizon - 1)
+    recent = await visit("recent")
+    assert (await srv.request("DELETE", "/v1/rooms/recent", who=ADMIN)).status == 204
+    assert await store.visit_room(old) == "old", "a token from its last seconds may still be valid"
+
+    # Past the horizon, a visit that simply ends (its room emptied, no admin) prunes, at most every
+    # PRUNE_INTERVAL_S: not yet...
+    monkeypatch.setattr(clock, "wall", lambda: ended + horizon + 1)
+    await visit("third")
+    assert await manager.close("third", "empty")
+    assert await store.visit_room(old) == "old"
+    # ...then once the interval has passed.
+    manager._pruned_at -= rooms_manager.PRUNE_INTERVAL_S
+    await visit("fourth")
+    assert await manager.close("fourth", "empty")
+    assert await store.visit_room(old) is None
+    assert await store.visit_room(recent) == "recent"
+    # Running visits are never pruned, however old.
+    running = await visit("running")
+    monkeypatch.setattr(clock, "wall", lambda: ended + 10 * horizon)
+    manager._pruned_at -= rooms_manager.PRUNE_INTERVAL_S
+    await visit("fifth")
+    assert await manager.close("fifth", "empty")
+    assert await store.visit_room(running) == "running"
+    assert await store.visit_room(recent) is None
 
 
 async def test_a_room_token_without_iat_is_refused(srv: Server) -> None:
