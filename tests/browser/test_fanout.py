@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Server, start_server
 from playwright.async_api import Browser, Page
+
+from tests.conftest import Server, start_server
 
 from .conftest import eventually, goto, inbound
 from .test_visit import _metrics

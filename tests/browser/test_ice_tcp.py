@@ -20,11 +20,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from conftest import start_server
 from playwright.async_api import Page
 
 from mediasrv.media import aiortc_glue
 from mediasrv.media.candidate_stats import count_peers
+from tests.conftest import start_server
 
 from . import netns
 from .conftest import eventually, inbound, open_demo
