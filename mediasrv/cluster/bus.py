@@ -34,6 +34,10 @@ KEY_INFO = b"mediasrv cluster command signing v1"
 # How far a message's time may be from the receiver's clock (the nodes' clocks agree, NTP); nonces
 # are remembered this long past their time, so a copy is refused until its time is out of range.
 MAX_AGE_S = 30.0
+# A message stamped more than this before the node started is a copy: nothing of this process was
+# listening when it was sent (this much apart for the clocks' difference). Without it a restart
+# would forget the nonces and let a copy of a command from the 30 s before it run again.
+START_SKEW_S = 1.0
 REJECT_REASONS = ("unsigned", "bad_signature", "malformed", "wrong_node", "expired", "replayed")
 LOG_EVERY_S = 10.0  # at most one log line per reason this often (a flood must not flood the log)
 
@@ -73,6 +77,7 @@ class CommandBus:
         self._task: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._seen: dict[str, float] = {}  # nonce -> until when it is remembered (wall time)
+        self._not_before = clock.wall() - START_SKEW_S
         self.rejected: Counter[str] = Counter({reason: 0 for reason in REJECT_REASONS})
         self._logged: dict[str, float] = {}  # reason -> when last logged (monotonic)
 
@@ -130,7 +135,7 @@ class CommandBus:
         now = clock.wall()
         if not abs(now - ts) <= MAX_AGE_S:  # also NaN
             raise Rejected("expired")
-        if nonce in self._seen:
+        if nonce in self._seen or ts < self._not_before:
             raise Rejected("replayed")
         if len(self._seen) > 1000:
             self._seen = {n: until for n, until in self._seen.items() if until > now}

@@ -28,7 +28,8 @@ def signed_at(key: bytes, message: dict[str, Any]) -> str:
     return json.dumps({"m": text, "sig": hmac.new(key, text.encode(), hashlib.sha256).hexdigest()})
 
 
-async def test_only_signed_fresh_new_commands_for_this_node_run(redis_server: RedisServer) -> None:
+async def test_only_signed_fresh_new_commands_for_this_node_run(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     owner_redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     asker_redis = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
     spy = aioredis.Redis.from_url(redis_server.url, decode_responses=True)
@@ -76,6 +77,19 @@ async def test_only_signed_fresh_new_commands_for_this_node_run(redis_server: Re
         for reason in forged:
             assert owner.rejected[reason] == 1, (reason, owner.rejected)
         assert asker.rejected["unsigned"] == 1
+
+        # The owner restarts (a new process: no nonces remembered) a few seconds later: the copy,
+        # still within 30 s of its time, is refused all the same, and real commands run.
+        await owner.stop()
+        later = clock.wall() + 3
+        monkeypatch.setattr(clock, "wall", lambda: later)
+        owner = CommandBus(owner_redis, "owner", secret=SECRET)
+        owner.handler = handler
+        await owner.start()
+        await asker_redis.publish(COMMANDS + "owner", captured)
+        assert await asker.request("owner", "get", {"room": "r4"}, timeout=5) == {"status": 204}
+        assert ran[2:] == [{"op": "get", "room": "r4"}]
+        assert owner.rejected["replayed"] == 1, owner.rejected
     finally:
         await sniff.aclose()
         await asker.stop()
