@@ -66,6 +66,7 @@ class Cluster:
         self.peers: list[str] = []
         self._telling: set[asyncio.Task[None]] = set()  # `nodes` events being sent
         self._stopping = False
+        self._left = False  # stop() ran: the heartbeat loop ends even if its cancellation is lost
         self._task: asyncio.Task[None] | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._cpu = (time.process_time(), time.monotonic())
@@ -82,8 +83,11 @@ class Cluster:
     async def stop(self) -> None:
         """Leave the cluster: rooms still here are given up so their next join places them anew."""
         self._stopping = True
+        self._left = True
         if self._task is not None:
             self._task.cancel()
+            # A cancellation delivered inside a Redis call can be lost there (the loop then goes on
+            # to its next pause): the flag ends it at the latest one pause later.
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
@@ -100,8 +104,10 @@ class Cluster:
     async def _loop(self) -> None:
         period = self.settings.cluster_lease_ttl_s / 3
         failed = 0  # heartbeats failed in a row
-        while True:
+        while not self._left:
             await self._pause(self.heartbeat_delay(period, failed))
+            if self._left:
+                return
             try:
                 await self.beat()
             except asyncio.CancelledError:

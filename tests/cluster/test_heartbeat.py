@@ -1,10 +1,12 @@
 """The heartbeat and the registry against a real redis-server: a failed heartbeat is retried within
 the period (not a full period later), and listing the nodes reads the registry's set of node ids
-(expired members dropped) instead of scanning the keyspace."""
+(expired members dropped) instead of scanning the keyspace; stop() ends the heartbeat loop even when
+a Redis call loses the cancellation."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,49 @@ async def test_a_failed_heartbeat_is_retried_within_the_period(
     # Retries stay short only while they are few: a longer outage retries once a period.
     assert [Cluster.heartbeat_delay(period, n) for n in range(6)] == [
         period, period / 8, period / 4, period / 2, period, period]
+
+
+async def test_stop_ends_the_heartbeat_even_if_a_redis_call_loses_the_cancellation(
+        redis_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seen in CI: stop() cancelled the heartbeat task inside a Redis call that swallowed the
+    # cancellation, and the loop (10 ms pauses in that test) went on until the test timed out.
+    settings = Settings(data_dir=tmp_path, redis_url=redis_server.url, node_id="lost", api_secret="s" * 40,
+                        cluster_lease_ttl_s=3)
+    cluster = Cluster(settings, RoomManager(settings, audit=None))
+    pauses_after_stop = []
+
+    async def pause(delay: float) -> None:
+        if cluster._stopping:
+            pauses_after_stop.append(True)
+            if len(pauses_after_stop) > 3:  # fail, rather than loop until the test times out
+                raise RuntimeError("the heartbeat loop runs on after stop()")
+        await asyncio.sleep(0.01)
+
+    cluster._pause = pause
+    real_nodes = registry.nodes
+    in_call = asyncio.Event()
+    swallowed = []
+    calls_after_stop = []
+
+    async def swallowing_nodes(*args: Any) -> list[NodeInfo]:
+        nodes = await real_nodes(*args)
+        in_call.set()
+        if cluster._stopping:
+            calls_after_stop.append(True)
+        if swallowed:
+            return nodes
+        with contextlib.suppress(asyncio.CancelledError):  # what a client library with that bug does
+            await asyncio.sleep(0.05)
+            return nodes
+        swallowed.append(True)
+        return nodes
+
+    monkeypatch.setattr(registry, "nodes", swallowing_nodes)
+    await cluster.start()
+    in_call.clear()
+    await asyncio.wait_for(in_call.wait(), 5)
+    await asyncio.wait_for(cluster.stop(), 5)  # (on its timeout, wait_for cancels stop() again)
+    assert swallowed, "the cancellation came inside the call"
+    assert cluster._task is not None and cluster._task.done()
+    # The heartbeat that lost the cancellation was the last one: no other began after it.
+    assert len(calls_after_stop) <= 1, len(calls_after_stop)
