@@ -26,9 +26,15 @@ pytestmark = pytest.mark.slow
 
 KiB, MiB = 1024, 1024 * 1024
 TUS = {"Tus-Resumable": "1.0.0"}
-PATIENT = {"Authorization": "Bearer " + token("pat-ana", "patient")}
-CLINICIAN = {"Authorization": "Bearer " + token("dr-lee", "clinician")}
 OFFSET_TYPE = {"Content-Type": "application/offset+octet-stream"}
+
+
+def patient() -> dict[str, str]:  # minted when used: a token made at collection may expire first
+    return {"Authorization": "Bearer " + token("pat-ana", "patient")}
+
+
+def clinician() -> dict[str, str]:
+    return {"Authorization": "Bearer " + token("dr-lee", "clinician")}
 
 
 def _blob_files(blob_dir: Path) -> dict[str, bytes]:
@@ -52,19 +58,19 @@ async def test_a_patch_that_lost_its_claim_stops_writing(
     first, held = 100 * KiB + 7, 3 * MiB // 2  # B's first PATCH; what A receives before its stop
     data = os.urandom(first + held + 64 * KiB + 300 * KiB)
     async with aiohttp.ClientSession() as http:
-        async with http.post(b.url + "/v1/messages", headers=PATIENT,
+        async with http.post(b.url + "/v1/messages", headers=patient(),
                              json={"recipient": "dr-lee", "subject": "scan", "body": "text"}) as r:
             assert r.status == 201, await r.text()
             message = (await r.json())["id"]
         meta = ",".join(f"{k} {base64.b64encode(v.encode()).decode()}"
                         for k, v in {"message": message, "filename": "scan.bin"}.items())
         async with http.post(b.url + "/v1/uploads/", headers={
-                **PATIENT, **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta}) as r:
+                **patient(), **TUS, "Upload-Length": str(len(data)), "Upload-Metadata": meta}) as r:
             assert r.status == 201, await r.text()
             upload = r.headers["Location"]
         # B writes a first piece and keeps its writer open (its view: `first` bytes).
         async with http.patch(b.url + upload, data=data[:first], headers={
-                **PATIENT, **TUS, **OFFSET_TYPE, "Upload-Offset": "0"}) as r:
+                **patient(), **TUS, **OFFSET_TYPE, "Upload-Offset": "0"}) as r:
             assert r.status == 204, await r.text()
 
         # A PATCH into A for the rest, of which A receives `held` bytes, then nothing more for now.
@@ -72,7 +78,7 @@ async def test_a_patch_that_lost_its_claim_stops_writing(
         host, port = a.url.rsplit("//", 1)[1].split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write((f"PATCH {upload} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Authorization: {PATIENT['Authorization']}\r\nTus-Resumable: 1.0.0\r\n"
+                      f"Authorization: {patient()['Authorization']}\r\nTus-Resumable: 1.0.0\r\n"
                       f"Upload-Offset: {first}\r\nContent-Type: application/offset+octet-stream\r\n"
                       f"Content-Length: {len(rest)}\r\n\r\n").encode() + rest[:held])
         await writer.drain()
@@ -86,7 +92,7 @@ async def test_a_patch_that_lost_its_claim_stops_writing(
         a.signal(signal.SIGSTOP)
         try:
             async def b_took_over() -> int | None:  # 423 while A's claim lives
-                async with http.head(b.url + upload, headers={**PATIENT, **TUS}) as r:
+                async with http.head(b.url + upload, headers={**patient(), **TUS}) as r:
                     return int(r.headers["Upload-Offset"]) if r.status == 200 else None
 
             offset = await _until(b_took_over, "node B takes the upload over")
@@ -108,17 +114,17 @@ async def test_a_patch_that_lost_its_claim_stops_writing(
         writer.close()
         assert body["error"]["code"] == "upload_busy"
         assert _blob_files(blob_dir) == before
-        async with http.head(b.url + upload, headers={**PATIENT, **TUS}) as r:
+        async with http.head(b.url + upload, headers={**patient(), **TUS}) as r:
             assert r.status == 200 and int(r.headers["Upload-Offset"]) == offset
 
         # The client resumes at B from the durable offset: the upload is byte-exact.
         async with http.patch(b.url + upload, data=data[offset:], headers={
-                **PATIENT, **TUS, **OFFSET_TYPE, "Upload-Offset": str(offset)}) as r:
+                **patient(), **TUS, **OFFSET_TYPE, "Upload-Offset": str(offset)}) as r:
             assert r.status == 204, await r.text()
             assert int(r.headers["Upload-Offset"]) == len(data)
-        async with http.get(b.url + f"/v1/messages/{message}", headers=PATIENT) as r:
+        async with http.get(b.url + f"/v1/messages/{message}", headers=patient()) as r:
             (att,) = (await r.json())["attachments"]
-        async with http.get(b.url + att["download_url"], headers=CLINICIAN) as r:
+        async with http.get(b.url + att["download_url"], headers=clinician()) as r:
             assert r.status == 200
             got = await r.read()
         assert hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest()

@@ -146,7 +146,8 @@ async def test_whep_with_a_token_from_before_the_close_is_refused(srv: Server) -
     # A later visit under the same name, with someone in it.
     async with aiohttp.ClientSession() as session, session.ws_connect(f"{srv.url}/rooms/visit/ws") as ws:
         await ws.send_json({"type": "join", "token": srv.token("dr-lee", "clinician", "visit"), "request_id": "j"})
-        assert (await ws.receive_json())["type"] == "joined"
+        reply = await ws.receive_json()
+        assert reply["type"] == "joined", reply
         status, body = await _whip(srv, "visit", old, whep="dr-lee")
         assert status == 410 and body["error"]["code"] == "room_closed"
 
