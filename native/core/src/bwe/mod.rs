@@ -95,11 +95,12 @@ const LIMITED_US: u64 = 30_000_000;
 /// A sustained probe lasts this long: at 1.5x a 300 kbit/s bucket with 6 kB of burst, the
 /// burst hides its first ~0.3 s.
 const SUSTAINED_US: u64 = 1_000_000;
-/// Its target over the estimate: the first, then after one that found room (after two, the
-/// limit is gone and probes are short again). Not 2x: a first success just under the link's
-/// rate would send the second far over it, and the queue it builds before it is stopped grows
-/// with the excess.
-const SUSTAINED_STEPS: [f64; 2] = [1.5, 1.5];
+/// Its target over the estimate, each time (not 2x: after a success just under the link's rate,
+/// 2x would go far over it, and the queue built before the probe is stopped grows with the
+/// excess)...
+const SUSTAINED_STEP: f64 = 1.5;
+/// ... and this many in a row that find room say the limit is gone: short probes again.
+const SUSTAINED_TO_CLEAR: usize = 2;
 /// ... counting as room only when the path kept up with it and most of its rate got through
 /// (not all: a caller that asks for padding coarsely sends under it).
 const LIMITED_PROBE_SUCCESS: f64 = 0.85;
@@ -159,7 +160,7 @@ pub struct SendSideBwe {
     limit_bps: Option<f64>,
     /// The sustained probe running (its cluster), stopped as soon as a queue builds under it.
     sustained: Option<u32>,
-    /// Sustained probes in a row that found room (indexes `SUSTAINED_STEPS`).
+    /// Sustained probes in a row that found room.
     sustained_held: usize,
 }
 
@@ -405,21 +406,22 @@ impl SendSideBwe {
             }
             // Room for more: probe again right away, higher.
             if success {
-                // On a limited link a larger sustained step; once every step found room, the
-                // limit is gone: short probes again.
+                // On a limited link another sustained step, until enough of them found room or
+                // one got well past the old limit (nearly its whole 1.25x target): the limit is
+                // gone, short probes again.
                 let limit_gone = self
                     .limit_bps
                     .is_some_and(|l| r.bps >= 0.95 * LIMIT_GONE * l);
                 let factor = if limited {
                     self.sustained_held += 1;
-                    if limit_gone || self.sustained_held >= SUSTAINED_STEPS.len() {
+                    if limit_gone || self.sustained_held >= SUSTAINED_TO_CLEAR {
                         self.last_queue_cut_us = None;
                         self.deep_queue_us = None;
                         self.limit_bps = None;
                         self.sustained_held = 0;
                         2.0
                     } else {
-                        SUSTAINED_STEPS[self.sustained_held]
+                        SUSTAINED_STEP
                     }
                 } else {
                     2.0
@@ -541,7 +543,7 @@ impl SendSideBwe {
         let target = if self.limited(now_us) {
             self.sustained_held = 0;
             let over_limit = self.limit_bps.map_or(0.0, |l| LIMIT_GONE * l);
-            (SUSTAINED_STEPS[0] * est as f64).max(over_limit)
+            (SUSTAINED_STEP * est as f64).max(over_limit)
         } else {
             2.0 * est as f64
         };
