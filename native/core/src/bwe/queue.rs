@@ -101,7 +101,7 @@ impl StandingQueue {
         let delay = arrival_us.saturating_sub(send_us as i64);
         if self
             .last_delay
-            .is_some_and(|d| (delay - d).abs() > MAX_JUMP_US)
+            .is_some_and(|d| delay.saturating_sub(d).saturating_abs() > MAX_JUMP_US)
         {
             *self = Self::default();
         }
