@@ -68,25 +68,6 @@ impl Aimd {
         }
     }
 
-    /// Back up to `bps` without a probe saying so (a cut that drained its queue).
-    pub fn restore_to(&mut self, bps: f64, now_us: u64) {
-        if bps > self.estimate {
-            self.estimate = bps.min(self.max);
-            self.last_change_us = Some(now_us);
-        }
-    }
-
-    /// A queue stands on the path (see `queue`): down to `bps`, `acked` being what the full path
-    /// delivered (its capacity, then).
-    pub fn cut_to(&mut self, bps: f64, acked: f64, now_us: u64) {
-        self.estimate = self.estimate.min(bps).max(self.min);
-        self.update_capacity(acked);
-        self.probed = None;
-        self.last_decrease_us = Some(now_us);
-        self.last_change_us = Some(now_us);
-        self.phase = Phase::Hold;
-    }
-
     /// Feedback timeout: halve, at most once per second.
     pub fn back_off(&mut self, now_us: u64) -> bool {
         if self

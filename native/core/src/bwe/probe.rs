@@ -50,8 +50,6 @@ struct Cluster {
 pub(crate) struct ProbeResult {
     pub target_bps: u64,
     pub bps: f64,
-    /// The receiver got it slower than it was sent: the path was full.
-    pub saturated: bool,
 }
 
 #[derive(Debug, Default)]
@@ -78,15 +76,8 @@ impl Prober {
         self.last_end_us
     }
 
-    pub fn start(&mut self, target_bps: u64, now_us: u64) -> u32 {
-        self.start_for(target_bps, 0, now_us)
-    }
-
-    /// A cluster that lasts at least `min_duration_us` (one a token bucket's burst cannot hide);
-    /// returns its id.
-    pub fn start_for(&mut self, target_bps: u64, min_duration_us: u64, now_us: u64) -> u32 {
+    pub fn start(&mut self, target_bps: u64, now_us: u64) {
         let duration = MIN_DURATION_US
-            .max(min_duration_us)
             .max(MIN_CLUSTER_BYTES * 8_000_000 / target_bps.max(1))
             .max(2 * self.call_gap_us.min(MAX_CALL_GAP_US));
         self.next_id = self.next_id.wrapping_add(1);
@@ -102,16 +93,6 @@ impl Prober {
             lost: 0,
             acked: Vec::new(),
         });
-        self.next_id
-    }
-
-    /// Stops cluster `id` (sending or waiting for its feedback) without a result.
-    pub fn abort(&mut self, id: u32, now_us: u64) {
-        if self.active.as_ref().is_some_and(|c| c.id == id) {
-            self.active = None;
-            self.last_end_us = Some(now_us);
-        }
-        self.measuring.retain(|c| c.id != id);
     }
 
     /// A cluster ends once it has carried its bytes, or at the latest `GRACE_US` after its nominal
@@ -197,11 +178,10 @@ impl Prober {
                 break;
             }
             if let Some(c) = self.measuring.pop_front() {
-                if let Some((bps, saturated)) = measure(&c) {
+                if let Some(bps) = measure(&c) {
                     out.push(ProbeResult {
                         target_bps: c.target_bps,
                         bps,
-                        saturated,
                     });
                 }
             }
@@ -210,8 +190,7 @@ impl Prober {
     }
 }
 
-/// What got through, and whether the path was full.
-fn measure(c: &Cluster) -> Option<(f64, bool)> {
+fn measure(c: &Cluster) -> Option<f64> {
     if c.acked.len() < MIN_PACKETS || c.acked.len() * 5 < c.sent * 4 {
         return None;
     }
@@ -227,9 +206,9 @@ fn measure(c: &Cluster) -> Option<(f64, bool)> {
     let send_bps = (bytes - last_sent_size) as f64 * 8e6 / send_span;
     let recv_bps = (bytes - first_arrived_size) as f64 * 8e6 / arrival_span;
     Some(if recv_bps < SATURATED * send_bps {
-        (SATURATED_MARGIN * recv_bps, true)
+        SATURATED_MARGIN * recv_bps
     } else {
-        (send_bps.min(recv_bps), false)
+        send_bps.min(recv_bps)
     })
 }
 
@@ -269,31 +248,6 @@ mod tests {
         let r = p.take_results(now);
         assert_eq!(r.len(), 1);
         assert!((540_000.0..=600_000.0).contains(&r[0].bps), "{:?}", r);
-        assert!(r[0].saturated, "the bottleneck held it back");
         assert!(!p.busy());
-    }
-
-    #[test]
-    fn a_sustained_cluster_lasts_and_an_aborted_one_leaves_no_result() {
-        let mut p = Prober::default();
-        let id = p.start_for(450_000, 1_000_000, 0);
-        let mut now = 0;
-        let mut padding = 0;
-        while now < 400_000 {
-            if let Some(r) = p.wanted(now) {
-                padding += r.bytes;
-                p.on_sent(r.bytes, now);
-            }
-            now += 5_000;
-        }
-        // 0.4 s of a second at 450 kbit/s so far, and still going.
-        assert!((21_000..=24_000).contains(&padding), "{padding}");
-        assert!(p.busy());
-        p.on_report(id, 0, Some(10_000), 1_000);
-        p.abort(id, now);
-        assert!(!p.busy());
-        assert_eq!(p.last_end_us(), Some(now));
-        assert_eq!(p.wanted(now + 5_000), None);
-        assert!(p.take_results(now + 5_000_000).is_empty());
     }
 }

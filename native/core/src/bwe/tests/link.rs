@@ -4,7 +4,7 @@
 //! in a `TwccRecorder`, and its feedback coming back after the propagation delay, parsed from
 //! bytes like real feedback. Optionally the link is a token bucket with a burst (as tc's tbf
 //! shapes the browser tests' downlink) and an audio stream goes along, outside the estimate, with
-//! a model of the receiver's audio jitter buffer (`jitter_buffer_targets`).
+//! a model of the receiver's audio jitter buffer (`JitterBufferModel`).
 
 use std::collections::VecDeque;
 

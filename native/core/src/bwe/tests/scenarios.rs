@@ -331,8 +331,7 @@ fn h_feedback_stops_estimate_halves() {
 #[test]
 fn probes_back_off_on_a_link_that_stays_limited() {
     // 2 Mbit/s, then 300 kbit/s for good: probes look for the old capacity at first, then less
-    // and less padding as they find nothing (each failure doubles the wait; on a link where a
-    // queue stood, probes are sustained ones stopped at the first queue they build, every 5 s).
+    // and less often as they find nothing (each failure doubles the wait, up to 20 s).
     let mut sim = steady(CAP);
     sim.run_until(10 * S);
     sim.link.capacity_bps = 300_000;
@@ -341,10 +340,9 @@ fn probes_back_off_on_a_link_that_stays_limited() {
     sim.run_until(70 * S);
     let late = sim.probe_bytes - early;
     println!("probe padding on the limited link: {early} bytes in 0-30 s, {late} in 30-70 s");
-    // Per second, less than half as much later (without the back-off as much or more), and
-    // little of the link's rate: under 2 %.
-    assert!(late * 30 * 2 < early * 40, "{late} vs {early}");
-    assert!(late * 8 / 40 < 300_000 / 50, "{late}");
+    // Without the back-off a probe every 2.5 s for the minute after the drop would put as much in
+    // each 20 s as in the first.
+    assert!(late * 2 < early, "{late} vs {early}");
     // And the estimate still follows the link.
     let mean = mean_estimate(&sim, 40 * S, 70 * S);
     assert!((200_000..=330_000).contains(&mean), "{mean}");
@@ -380,22 +378,19 @@ fn the_jitter_buffer_model_follows_peaks_and_forgets_them() {
     assert_eq!(mean_target_ms(&targets, 65 * S, 100 * S), 20);
 }
 
+/// Figures, not a check: what the audio of a subscriber meets when a token bucket limits its
+/// link (docs/adaptation.md). The estimator settles at the bucket's rate, so the bucket's buffer
+/// stays full much of the time and the modelled jitter buffer stays at 240-260 ms; a
+/// standing-queue cut brought it to 100-140 ms here but not in the browser (see the docs).
 #[test]
+#[ignore = "figures: cargo test -p mediasrv-core --lib token_bucket -- --ignored --nocapture"]
 fn audio_through_a_token_bucket_step_down() {
-    // The estimate used to settle at the bucket's rate, its buffer full much of the time: the
-    // modelled jitter buffer stayed at 255-260 ms and the audio waited 110-219 ms at the 90th
-    // percentile with a burst (120 ms and 65 ms without). Once a full buffer stood, standing
-    // queues are drained and probes are sustained ones stopped at the first queue they build.
     for (frames, burst) in [(0, 6_000), (33_000, 6_000), (0, 0)] {
-        let (target_ms, queue_p90_ms) = token_bucket_step_down(frames, burst);
-        assert!(target_ms <= 140, "{target_ms} ms");
-        assert!(queue_p90_ms <= 65, "{queue_p90_ms} ms");
+        token_bucket_step_down(frames, burst);
     }
 }
 
-/// The modelled jitter buffer target's mean over the last 15 s and the audio's time in the
-/// link's queue at the 90th percentile from 5 s after the step, in ms.
-fn token_bucket_step_down(frame_interval_us: u64, burst: u64) -> (u64, u64) {
+fn token_bucket_step_down(frame_interval_us: u64, burst: u64) {
     // The browser test's downlink: tc tbf at 300 kbit/s, 6000 bytes of burst, a 250 ms queue;
     // video demand 2.5 Mbit/s sent as frames every 33 ms; Opus every 20 ms, audio first.
     let mut sim = Sim::new(
@@ -431,8 +426,4 @@ fn token_bucket_step_down(frame_interval_us: u64, burst: u64) -> (u64, u64) {
         sim.link.dropped_queue,
         sim.trace(10)
     );
-    (
-        mean_target_ms(&targets, 45 * S, 60 * S),
-        queue[queue.len() * 9 / 10],
-    )
 }
