@@ -50,11 +50,16 @@ def _layer(server: Any, identity: str) -> int | None:
     return None
 
 
-def _patient_estimate(server: Any) -> int | None:
-    """The server's estimate of the patient's downlink (its subscriber connection)."""
+def _patient_downlink(server: Any) -> dict[str, Any] | None:
+    """The server's view of the patient's downlink (its subscriber connection)."""
     room = server.rooms.get(ROOM)
-    stats = room.router.downlink_stats(room.participants["pat-p"].subscriber.handle)
-    return stats["estimate_bps"] if stats else None  # type: ignore[no-any-return]
+    return room.router.downlink_stats(room.participants["pat-p"].subscriber.handle)  # type: ignore[no-any-return]
+
+
+def _patient_estimate(server: Any) -> int | None:
+    """The server's estimate of the patient's downlink."""
+    stats = _patient_downlink(server)
+    return stats["estimate_bps"] if stats else None
 
 
 async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
@@ -84,13 +89,15 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         obs_before = await observer.evaluate(PATIENT_STATS)
         # The server's estimate of the patient's link, once a second while limited: the median says
         # where it settled (a probe may lift it for a moment).
-        estimates, observer_layers = [], []
+        estimates, observer_layers, paused_seconds = [], [], 0
         # The jitter buffer per 5 s while limited: the step down's burst of queueing at the start
         # apart from what the link's steady state costs (Chromium's jitter buffer remembers peaks).
         windows, window_start = [], before
         for second in range(1, int(LIMITED_S) + 1):
             await asyncio.sleep(1)
-            estimates.append(_patient_estimate(srv))
+            downlink = _patient_downlink(srv)
+            estimates.append(downlink["estimate_bps"] if downlink else None)
+            paused_seconds += bool(downlink and downlink["video_paused"])
             observer_layers.append(_layer(srv, "obs-p"))
             if second % 5 == 0:
                 now_stats = await patient.evaluate(PATIENT_STATS)
@@ -143,12 +150,13 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         fps = (after["video"]["frames"] - before["video"]["frames"]) / LIMITED_S
         obs_fps = (obs_after["video"]["frames"] - obs_before["video"]["frames"]) / LIMITED_S
         delay_limited = jitter_delay_s(before, after)
-        print(f"\n[poor downlink {LIMIT_KBIT} kbit/s] qdisc sent {offered_kbit:.0f} kbit/s, dropped "
+        figures = (f"[poor downlink {LIMIT_KBIT} kbit/s] qdisc sent {offered_kbit:.0f} kbit/s, dropped "
               f"{dropped} of {sent_packets + dropped} packets ({drop_share:.1%}); audio concealed "
               f"{concealed:.1%}; video {fps:.1f} fps at {after['video']['height']}p while limited; REMB "
               f"the patient's estimate {estimate_before} -> median {estimate_limited} bit/s "
               f"(range {min(settled, default=None)}-{max(settled, default=None)}; per second, kbit/s: "
-              f"{' '.join(str(e // 1000) if e else '-' for e in estimates)}); video "
+              f"{' '.join(str(e // 1000) if e else '-' for e in estimates)}); video paused "
+              f"{paused_seconds} of {LIMITED_S:.0f} s; video "
               f"back {recovered_s:.1f} s after the link cleared; retransmissions "
               f"{sum(s['retransmissions'] for s in sub_stats)}, NACKs refused too soon "
               f"{sum(s['nack_too_soon'] for s in sub_stats)}, over budget "
@@ -159,6 +167,7 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
               f"clean link's {fps_before:.0f} fps {full_s:.1f} s after; the good-link viewer {obs_fps:.1f} "
               f"fps, layers {sorted(set(observer_layers), key=str)} ({obs_after['video']['height']}p) while "
               f"the patient was limited")
+        print("\n" + figures)
 
         # The server's estimate followed the patient's link down (the patient gets the layer that
         # fits it; the clinician's encoder follows the best-placed viewer, the good-link observer).
@@ -171,7 +180,7 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         assert drop_share < 0.10, (dropped, sent_packets)
         # Video keeps moving (about one frame a second with the REMB at the maximum) and the patient
         # keeps hearing the clinician (9 % concealed with the REMB at the maximum).
-        assert after["video"]["frames"] - before["video"]["frames"] >= 3 * LIMITED_S, (before, after)
+        assert after["video"]["frames"] - before["video"]["frames"] >= 3 * LIMITED_S, figures
         assert concealed < 0.06, concealed
         # The viewer on a good link was not held back by the limited one (simulcast): never on the
         # limited viewer's lowest layer, mostly on the top one (its own estimate may dip for a

@@ -12,6 +12,11 @@ const MIN_RTT_MS: u64 = 5;
 const MAX_RTT_MS: u64 = 1_000;
 /// Largest share of the subscriber's estimated bandwidth retransmissions may use.
 pub const MAX_SHARE_PERCENT: u64 = 25;
+/// Share of the estimate retransmissions may always use, even when the first transmissions fill
+/// it: on a limited link the estimate follows what gets through, so the media fills it by design,
+/// and a lost packet nobody may resend costs a frozen picture until the next keyframe (which, on
+/// such a link, is itself likely to lose a packet).
+pub const REPAIR_FLOOR_PERCENT: u64 = 10;
 /// The budget holds at most this much time's worth of its rate (the burst a NACK may trigger).
 const BURST_MS: u64 = 250;
 /// One packet can always be afforded once the bucket is full, however small the rate.
@@ -35,10 +40,20 @@ pub struct ResendGate {
     refilled_ms: Option<u64>,
 }
 
-/// Retransmission rate a subscriber may be sent, bits per second: a share of its estimate, and
-/// never more than the estimate leaves after the first transmissions (`media_bps`).
+/// Retransmission rate a subscriber may be sent, bits per second: a share of its estimate, no
+/// more than the estimate leaves after the first transmissions (`media_bps`), but the repair floor
+/// while those roughly fit it. Media well over the estimate (a layer switch not yet made) is a
+/// flood that resends would only add to.
 pub fn allowance_bps(estimate_bps: u64, media_bps: u64) -> u64 {
-    (estimate_bps / 100 * MAX_SHARE_PERCENT).min(estimate_bps.saturating_sub(media_bps))
+    let share = estimate_bps / 100 * MAX_SHARE_PERCENT;
+    let left = estimate_bps.saturating_sub(media_bps);
+    let fits = media_bps <= estimate_bps + share;
+    let floor = if fits {
+        estimate_bps / 100 * REPAIR_FLOOR_PERCENT
+    } else {
+        0
+    };
+    share.min(left.max(floor))
 }
 
 impl ResendGate {
@@ -153,7 +168,11 @@ mod tests {
     fn allowance_is_a_share_and_never_more_than_the_link_leaves() {
         assert_eq!(allowance_bps(1_000_000, 0), 250_000);
         assert_eq!(allowance_bps(1_000_000, 900_000), 100_000);
-        assert_eq!(allowance_bps(1_000_000, 1_000_000), 0);
+        // Media that fills the estimate still leaves the repair floor: a lost packet is resent.
+        assert_eq!(allowance_bps(1_000_000, 1_000_000), 100_000);
+        assert_eq!(allowance_bps(1_000_000, 1_250_000), 100_000);
+        assert_eq!(allowance_bps(1_000_000, 1_260_000), 0);
+        assert_eq!(allowance_bps(0, 100_000), 0);
         assert_eq!(allowance_bps(300_000, 1_500_000), 0); // congested: media alone is too much
         assert_eq!(allowance_bps(0, 0), 0);
     }
