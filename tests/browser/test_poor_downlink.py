@@ -53,7 +53,15 @@ def _layer(server: Any, identity: str) -> int | None:
 def _patient_downlink(server: Any) -> dict[str, Any] | None:
     """The server's view of the patient's downlink (its subscriber connection)."""
     room = server.rooms.get(ROOM)
-    return room.router.downlink_stats(room.participants["pat-p"].subscriber.handle)  # type: ignore[no-any-return]
+    return room.router.downlink_stats(room.participants["pat-p"].subscriber.handle)
+
+
+def _lowest_layer_kbit(server: Any) -> int | None:
+    """What the clinician's lowest simulcast layer measures coming in (what pausing compares)."""
+    room = server.rooms.get(ROOM)
+    video = next((t for t in room.tracks.values() if t.kind == "video"), None)
+    layers = room.router.track_layers(video.id) if video else None
+    return layers[0]["bitrate_bps"] // 1000 if layers else None
 
 
 def _patient_estimate(server: Any) -> int | None:
@@ -89,7 +97,7 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         obs_before = await observer.evaluate(PATIENT_STATS)
         # The server's estimate of the patient's link, once a second while limited: the median says
         # where it settled (a probe may lift it for a moment).
-        estimates, observer_layers, paused_seconds = [], [], 0
+        estimates, observer_layers, paused_seconds, lowest_layer = [], [], 0, []
         # The jitter buffer per 5 s while limited: the step down's burst of queueing at the start
         # apart from what the link's steady state costs (Chromium's jitter buffer remembers peaks).
         windows, window_start = [], before
@@ -97,6 +105,7 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
             await asyncio.sleep(1)
             downlink = _patient_downlink(srv)
             estimates.append(downlink["estimate_bps"] if downlink else None)
+            lowest_layer.append(_lowest_layer_kbit(srv))
             paused_seconds += bool(downlink and downlink["video_paused"])
             observer_layers.append(_layer(srv, "obs-p"))
             if second % 5 == 0:
@@ -156,7 +165,9 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
               f"the patient's estimate {estimate_before} -> median {estimate_limited} bit/s "
               f"(range {min(settled, default=None)}-{max(settled, default=None)}; per second, kbit/s: "
               f"{' '.join(str(e // 1000) if e else '-' for e in estimates)}); video paused "
-              f"{paused_seconds} of {LIMITED_S:.0f} s; video "
+              f"{paused_seconds} of {LIMITED_S:.0f} s (the lowest layer measured "
+              f"{min(filter(None, lowest_layer), default=None)}-{max(filter(None, lowest_layer), default=None)} "
+              f"kbit/s); video "
               f"back {recovered_s:.1f} s after the link cleared; retransmissions "
               f"{sum(s['retransmissions'] for s in sub_stats)}, NACKs refused too soon "
               f"{sum(s['nack_too_soon'] for s in sub_stats)}, over budget "
