@@ -77,7 +77,8 @@ class Settings:
     video_group_floor: int = 150_000
     # Per subscriber, its bandwidth estimate goes to audio first; when what is left for one video
     # stream is below video_pause_bitrate its video is paused (audio only, `stream_paused`), and it
-    # resumes once that share has stayed above video_resume_bitrate for video_resume_hold_s. The
+    # resumes once that share has stayed above video_resume_bitrate for video_resume_hold_s (twice
+    # as long after each pause that follows a resume within 10 s, up to 8x). The
     # estimate starts at bwe_start_bitrate for subscribers that negotiated transport-cc.
     video_pause_bitrate: int = 150_000
     video_resume_bitrate: int = 200_000

@@ -145,6 +145,64 @@ fn a_poor_downlink_pauses_video_keeps_audio_and_resumes_at_a_keyframe() {
     assert_eq!(r.stats().video_resumes, 1);
 }
 
+/// A link whose estimate keeps swinging across the thresholds (a probe lifts it, the resumed video
+/// does not fit, it falls again): each pause within 10 s of a resume doubles the next resume's
+/// hold (2, 4, 8, 16 s at most), unless the link is back well clear of the threshold; a pause long
+/// after the last resume starts again at 2 s.
+#[test]
+fn video_that_keeps_pausing_after_it_resumes_waits_longer_each_time() {
+    let mut r = room();
+    subscribe(&mut r, SUB_T, sub_ext(), 100);
+    route(&mut r, PUB, &vp8(0, 0, true, true), 0);
+    let mut now = 0;
+    let remb = |r: &mut Router, bps: u64, at: u64| send_remb(r, SUB_T, SSRC_V + 100, bps, at);
+    remb(&mut r, 1_000_000, 10);
+    poll(&mut r, 100);
+    // Pauses, then the hold each resume took (from the estimate's recovery to the resume).
+    let mut holds = Vec::new();
+    for _ in 0..6 {
+        remb(&mut r, 120_000, now + 200);
+        poll(&mut r, now + 300);
+        assert_eq!(video_events(&mut r), vec![(true, SUB_T)]);
+        let up = now + 1_000;
+        remb(&mut r, 300_000, up);
+        poll(&mut r, up);
+        let mut t = up;
+        loop {
+            t += 100;
+            poll(&mut r, t);
+            if video_events(&mut r) == vec![(false, SUB_T)] {
+                break;
+            }
+            assert!(t < up + 30_000, "video never resumed");
+        }
+        holds.push(t - up);
+        now = t + 1_000; // paused again a second after it resumed
+    }
+    assert_eq!(holds, [2_000, 4_000, 8_000, 16_000, 16_000, 16_000]);
+    // The link comes back for real (twice the resume threshold and more): the configured hold.
+    remb(&mut r, 120_000, now + 200);
+    poll(&mut r, now + 300);
+    assert_eq!(video_events(&mut r), vec![(true, SUB_T)]);
+    remb(&mut r, 1_000_000, now + 1_000);
+    poll(&mut r, now + 1_000);
+    poll(&mut r, now + 3_000);
+    assert_eq!(video_events(&mut r), vec![(false, SUB_T)]);
+    now += 4_000;
+    // A pause long after the last resume: the hold is the configured one again.
+    now += FLAP_WINDOW_MS;
+    remb(&mut r, 120_000, now + 200);
+    poll(&mut r, now + 300);
+    assert_eq!(video_events(&mut r), vec![(true, SUB_T)]);
+    remb(&mut r, 300_000, now + 1_000);
+    poll(&mut r, now + 1_000);
+    poll(&mut r, now + 3_000);
+    assert_eq!(video_events(&mut r), vec![(false, SUB_T)]);
+}
+
+/// As in `downlink.rs`: pauses within this long of a resume count as the resume not fitting.
+const FLAP_WINDOW_MS: u64 = 10_000;
+
 #[test]
 fn transport_wide_numbers_are_contiguous_across_audio_video_and_resends_per_subscriber() {
     let mut r = room();

@@ -3,7 +3,9 @@
 //! loss its receiver reports), and the allocation of that estimate: audio first, always; video gets
 //! what is left. When the share of one video stream falls below `video_pause_bps` the transport's
 //! video is paused (audio keeps flowing); it resumes once the share has stayed above
-//! `video_resume_bps` for `video_resume_hold_ms`, starting again at a keyframe. While paused,
+//! `video_resume_bps` for `video_resume_hold_ms` (doubled, up to 8x, for each pause that comes
+//! within 10 s of a resume, unless the share is twice the threshold), starting again at a
+//! keyframe. While paused,
 //! padding probes on a paused video stream let the estimator see recovered capacity. While video
 //! flows, probes go as padding on a video subscription's RTX stream (numbered on their own, so the
 //! media's sequence numbers and the NACK mapping are untouched): the estimator finds room above
@@ -14,6 +16,12 @@ use crate::bwe::{BweConfig, SendSideBwe};
 
 /// The estimator's ceiling: a subscriber link may carry many publishers' video.
 const ESTIMATE_MAX_BPS: u64 = 50_000_000;
+/// A pause this soon after a resume means the resume did not fit: the next resume waits twice as
+/// long (up to `RESUME_BACKOFF_MAX` times the configured hold). A link whose estimate swings across
+/// the thresholds with every probe otherwise pauses and resumes every few seconds, and each resume
+/// puts a keyframe into a link that is already full, ahead of the audio.
+const FLAP_WINDOW_MS: u64 = 10_000;
+const RESUME_BACKOFF_MAX: u64 = 8;
 /// Least the estimator may report (it never pauses audio; this only bounds its arithmetic).
 const ESTIMATE_FLOOR_BPS: u64 = 30_000;
 /// Largest padding packet a probe sends (RTP padding counts at most 255 bytes).
@@ -149,6 +157,9 @@ pub(super) struct Downlink {
     pub video_paused: bool,
     /// Since when the video share has been above the resume threshold (while paused).
     above_since_ms: Option<u64>,
+    /// When video last resumed, and the resume hold's multiplier (see `RESUME_BACKOFF_MAX`).
+    resumed_ms: Option<u64>,
+    resume_backoff: u64,
     /// Audio received and video streams received, from the last allocation.
     pub audio_bps: u64,
     pub video_streams: u64,
@@ -182,6 +193,8 @@ impl Downlink {
             informed: false,
             video_paused: false,
             above_since_ms: None,
+            resumed_ms: None,
+            resume_backoff: 1,
             audio_bps: 0,
             video_streams: 0,
             pauses: 0,
@@ -250,6 +263,16 @@ impl Downlink {
         Some(e.saturating_sub(self.audio_bps) / self.video_streams.max(1))
     }
 
+    /// How long the share must stay above the resume threshold before video resumes: the
+    /// configured hold, doubled for each pause that came soon after a resume, unless the share is
+    /// now well clear of the threshold (twice it: the link has come back, not a probe's swing).
+    pub fn resume_hold_ms(&self, cfg: &RouterConfig, share: u64) -> u64 {
+        if share >= cfg.video_resume_bps.saturating_mul(2) {
+            return cfg.video_resume_hold_ms;
+        }
+        cfg.video_resume_hold_ms.saturating_mul(self.resume_backoff)
+    }
+
     /// Pause or resume decision from the current estimate (hysteresis: pause at once below
     /// `video_pause_bps`, resume after `video_resume_hold_ms` above `video_resume_bps`).
     pub fn allocate(&mut self, cfg: &RouterConfig, now_ms: u64) -> VideoChange {
@@ -262,6 +285,14 @@ impl Downlink {
                 self.video_paused = true;
                 self.above_since_ms = None;
                 self.pauses += 1;
+                let flapped = self
+                    .resumed_ms
+                    .is_some_and(|t| now_ms < t.saturating_add(FLAP_WINDOW_MS));
+                self.resume_backoff = if flapped {
+                    (self.resume_backoff * 2).min(RESUME_BACKOFF_MAX)
+                } else {
+                    1
+                };
                 return VideoChange::Paused;
             }
             return VideoChange::None;
@@ -271,9 +302,10 @@ impl Downlink {
             return VideoChange::None;
         }
         let since = *self.above_since_ms.get_or_insert(now_ms);
-        if now_ms >= since.saturating_add(cfg.video_resume_hold_ms) {
+        if now_ms >= since.saturating_add(self.resume_hold_ms(cfg, share)) {
             self.video_paused = false;
             self.above_since_ms = None;
+            self.resumed_ms = Some(now_ms);
             return VideoChange::Resumed;
         }
         VideoChange::None
