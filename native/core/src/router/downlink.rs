@@ -5,11 +5,11 @@
 //! video is paused (audio keeps flowing); it resumes once the share has stayed above
 //! `video_resume_bps` for `video_resume_hold_ms` (doubled, up to 8x, for each pause that comes
 //! within 10 s of a resume, unless the share is twice the threshold), starting again at a
-//! keyframe. While paused,
-//! padding probes on a paused video stream let the estimator see recovered capacity. While video
-//! flows, probes go as padding on a video subscription's RTX stream (numbered on their own, so the
-//! media's sequence numbers and the NACK mapping are untouched): the estimator finds room above
-//! what is sent now, which a higher simulcast layer or a publisher's higher rate then uses.
+//! keyframe. While paused, padding probes on a paused video stream let the estimator see
+//! recovered capacity. While video flows, probes go as padding on a video subscription's RTX
+//! stream (numbered on their own, so the media's sequence numbers and the NACK mapping are
+//! untouched): the estimator finds room above what is sent now, which a higher simulcast layer or
+//! a publisher's higher rate then uses.
 
 use super::*;
 use crate::bwe::{BweConfig, SendSideBwe};
