@@ -154,50 +154,42 @@ fn video_that_keeps_pausing_after_it_resumes_waits_longer_each_time() {
     let mut r = room();
     subscribe(&mut r, SUB_T, sub_ext(), 100);
     route(&mut r, PUB, &vp8(0, 0, true, true), 0);
-    let mut now = 0;
-    let remb = |r: &mut Router, bps: u64, at: u64| send_remb(r, SUB_T, SSRC_V + 100, bps, at);
-    remb(&mut r, 1_000_000, 10);
+    send_remb(&mut r, SUB_T, SSRC_V + 100, 1_000_000, 10);
     poll(&mut r, 100);
-    // Pauses, then the hold each resume took (from the estimate's recovery to the resume).
+    let mut now = 0;
     let mut holds = Vec::new();
     for _ in 0..6 {
-        remb(&mut r, 120_000, now + 200);
-        poll(&mut r, now + 300);
-        assert_eq!(video_events(&mut r), vec![(true, SUB_T)]);
-        let up = now + 1_000;
-        remb(&mut r, 300_000, up);
-        poll(&mut r, up);
-        let mut t = up;
-        loop {
-            t += 100;
-            poll(&mut r, t);
-            if video_events(&mut r) == vec![(false, SUB_T)] {
-                break;
-            }
-            assert!(t < up + 30_000, "video never resumed");
-        }
-        holds.push(t - up);
-        now = t + 1_000; // paused again a second after it resumed
+        let (hold, resumed) = pause_and_recover(&mut r, now, 300_000);
+        holds.push(hold);
+        now = resumed + 1_000; // paused again a second after it resumed
     }
     assert_eq!(holds, [2_000, 4_000, 8_000, 16_000, 16_000, 16_000]);
     // The link comes back for real (twice the resume threshold and more): the configured hold.
-    remb(&mut r, 120_000, now + 200);
-    poll(&mut r, now + 300);
-    assert_eq!(video_events(&mut r), vec![(true, SUB_T)]);
-    remb(&mut r, 1_000_000, now + 1_000);
-    poll(&mut r, now + 1_000);
-    poll(&mut r, now + 3_000);
-    assert_eq!(video_events(&mut r), vec![(false, SUB_T)]);
-    now += 4_000;
-    // A pause long after the last resume: the hold is the configured one again.
-    now += FLAP_WINDOW_MS;
-    remb(&mut r, 120_000, now + 200);
-    poll(&mut r, now + 300);
-    assert_eq!(video_events(&mut r), vec![(true, SUB_T)]);
-    remb(&mut r, 300_000, now + 1_000);
-    poll(&mut r, now + 1_000);
-    poll(&mut r, now + 3_000);
-    assert_eq!(video_events(&mut r), vec![(false, SUB_T)]);
+    let (hold, resumed) = pause_and_recover(&mut r, now, 1_000_000);
+    assert_eq!(hold, 2_000);
+    // A pause long after the last resume: the configured hold again, whatever the share.
+    let (hold, _) = pause_and_recover(&mut r, resumed + FLAP_WINDOW_MS, 300_000);
+    assert_eq!(hold, 2_000);
+}
+
+/// Pauses the video (a REMB of 120 kbit/s just after `now`), then recovers to `bps` a second
+/// after `now`; returns how long the recovery had to hold before video resumed, and when it did.
+fn pause_and_recover(r: &mut Router, now: u64, bps: u64) -> (u64, u64) {
+    send_remb(r, SUB_T, SSRC_V + 100, 120_000, now + 200);
+    poll(r, now + 300);
+    assert_eq!(video_events(r), vec![(true, SUB_T)]);
+    let up = now + 1_000;
+    send_remb(r, SUB_T, SSRC_V + 100, bps, up);
+    poll(r, up);
+    let mut t = up;
+    loop {
+        t += 100;
+        poll(r, t);
+        if video_events(r) == vec![(false, SUB_T)] {
+            return (t - up, t);
+        }
+        assert!(t < up + 30_000, "video never resumed");
+    }
 }
 
 /// As in `downlink.rs`: pauses within this long of a resume count as the resume not fitting.
