@@ -39,8 +39,13 @@ class Settings:
     # "native": Rust workers own the UDP socket, SRTP and routing; "python": aiortc's per-packet
     # path (kept as a benchmark baseline).
     datapath: str = "native"
-    # The one UDP port every peer's media uses (open it in the firewall); 0 picks an ephemeral one.
+    # The UDP media port (open it in the firewall); 0 picks ephemeral ones. With
+    # media_port_per_worker each media worker has its own: worker w uses media_udp_port + w (open
+    # the range media_udp_port .. + media_workers - 1), and a room's peers use its worker's port,
+    # so each worker reads its own rooms' media. Off: every peer on the one port, read by one
+    # thread that hands other workers' media on (a copy and a wake-up each).
     media_udp_port: int = 0
+    media_port_per_worker: bool = True
     # ICE-TCP (RFC 6544): a TCP listener beside the UDP port on each media address, announced as a
     # passive host candidate below UDP's priority, for networks that block UDP. Its port (0: the
     # same number as media_udp_port, ephemeral if that is 0), the port announced instead when the
@@ -242,6 +247,9 @@ def load_settings(
         raise ConfigError(f"setting 'datapath': {settings.datapath!r} is not 'native' or 'python'")
     if not 0 <= settings.media_udp_port <= 65535:
         raise ConfigError(f"setting 'media_udp_port': {settings.media_udp_port} is not a UDP port")
+    if settings.media_port_per_worker and settings.media_udp_port + max(0, settings.media_workers - 1) > 65535:
+        raise ConfigError("settings 'media_udp_port' + 'media_workers' - 1 go past 65535 "
+                          "(each media worker has its own port with 'media_port_per_worker')")
     for name in ("media_tcp_port", "media_tcp_announced_port"):
         if not 0 <= getattr(settings, name) <= 65535:
             raise ConfigError(f"setting '{name}': {getattr(settings, name)} is not a TCP port")

@@ -1,7 +1,9 @@
-"""The Python face of the native media plane: one UDP port for all peers, owned by Rust workers.
+"""The Python face of the native media plane: UDP sockets shared by all peers, owned by Rust workers.
 
 aioice is given `NativeDatagramTransport`s instead of sockets of its own: every ICE connection's
-host candidate is the plane's shared socket. The Rust side queues STUN, DTLS and not-yet-handed-over
+host candidate is one of the plane's shared sockets. With a port per media worker (the default),
+that is the socket of the worker its room is pinned to (`gathering_for`), so the worker that
+routes a room also reads its peers' datagrams; otherwise every peer is on the one port. The Rust side queues STUN, DTLS and not-yet-handed-over
 media for Python and wakes the event loop through an eventfd; this module demultiplexes them to
 the right aioice protocol, by remote address once known and otherwise by the STUN USERNAME (our
 local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. A request found by its USERNAME
@@ -30,9 +32,12 @@ onto its connection by the workers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import itertools
 import logging
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import mediasrv_native
@@ -46,6 +51,11 @@ log = logging.getLogger(__name__)
 Addr = tuple[str, int]
 
 _room_keys = itertools.count(1)
+
+# The media worker whose sockets aioice gathers host candidates on, set around a room's
+# negotiation (`NativePlane.gathering_for`); aiortc gathers inside setLocalDescription, in the
+# same task.
+_gathering_worker: contextvars.ContextVar[int] = contextvars.ContextVar("gathering_worker", default=0)
 
 # Remote addresses one ICE session may have claimed at once (its checks go to each of the peer's
 # candidates); the least recently used is forgotten beyond it.
@@ -133,12 +143,15 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
 
 class NativePlane:
     def __init__(self, addresses: list[str], port: int = 0, workers: int = 0, drop_ppm: int = 0, *,
-                 tcp_port: int | None = None, tcp_max_connections: int = 1024,
+                 port_per_worker: bool = False, tcp_port: int | None = None, tcp_max_connections: int = 1024,
                  consent_interval_s: float = 5.0, consent_timeout_s: float = 30.0) -> None:
-        self.native = mediasrv_native.MediaPlane(addresses, port, workers, drop_ppm=drop_ppm, tcp_port=tcp_port,
+        self.native = mediasrv_native.MediaPlane(addresses, port, workers, port_per_worker=port_per_worker,
+                                                 drop_ppm=drop_ppm, tcp_port=tcp_port,
                                                  tcp_max_connections=tcp_max_connections)
         self.sockets: list[Addr] = self.native.sockets()
-        self._by_host = {host: i for i, (host, _) in enumerate(self.sockets)}
+        # UDP socket index by (host, the worker reading it): one per worker with a port per worker.
+        self._by_host = {(host, w): i for i, ((host, _), w) in
+                         enumerate(zip(self.sockets, self.native.socket_workers(), strict=True))}
         # ICE-TCP listeners by socket index (empty without ICE-TCP), and by host.
         self.tcp_sockets: dict[int, Addr] = {i: (host, port) for i, host, port in self.native.tcp_sockets()}
         self._tcp_by_host = {host: i for i, (host, _) in self.tcp_sockets.items()}
@@ -171,7 +184,19 @@ class NativePlane:
 
     # --- aioice integration ----------------------------------------------------------------------
     def socket_for(self, host: str) -> int | None:
-        return self._by_host.get(host)
+        """The UDP socket on `host` of the worker being gathered for (see `gathering_for`)."""
+        socket = self._by_host.get((host, _gathering_worker.get()))
+        return self._by_host.get((host, 0)) if socket is None else socket
+
+    @contextlib.contextmanager
+    def gathering_for(self, room_key: int | None) -> Iterator[None]:
+        """While the block runs, ICE agents gather host candidates on the sockets of the worker the
+        room `room_key` is pinned to (worker 0's without one)."""
+        token = _gathering_worker.set(self._room_keys.get(room_key, 0) if room_key is not None else 0)
+        try:
+            yield
+        finally:
+            _gathering_worker.reset(token)
 
     def address_of(self, socket: int) -> Addr:
         """The bound (host, port) of a UDP socket or ICE-TCP listener, by socket index."""
@@ -443,6 +468,7 @@ def start_media_plane(settings: Settings) -> NativePlane | None:
         return None
     plane = NativePlane(settings.media_bind_addresses, settings.media_udp_port,
                         settings.media_workers, settings.media_test_drop_ppm,
+                        port_per_worker=settings.media_port_per_worker,
                         tcp_port=(settings.media_tcp_port or settings.media_udp_port) if settings.ice_tcp else None,
                         tcp_max_connections=settings.ice_tcp_max_connections,
                         consent_interval_s=settings.ice_consent_interval_s,

@@ -137,7 +137,8 @@ class PeerTransport:
             if before_answer:
                 before_answer()
             answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            with self._gathering():
+                await self.pc.setLocalDescription(answer)
         except SdpError:
             raise
         except Exception as exc:  # aiortc raises ValueError/InternalError/... on unusable offers
@@ -147,7 +148,8 @@ class PeerTransport:
 
     async def create_offer(self) -> str:
         offer = await self.pc.createOffer()
-        await self.pc.setLocalDescription(offer)
+        with self._gathering():
+            await self.pc.setLocalDescription(offer)
         self._install_hooks()
         return self._local_sdp()
 
@@ -202,6 +204,11 @@ class PeerTransport:
     @property
     def _plane(self) -> NativePlane | None:
         return self.host.plane
+
+    def _gathering(self) -> contextlib.AbstractContextManager[None]:
+        """aiortc gathers in setLocalDescription: on the sockets of the room's media worker."""
+        plane = self._plane
+        return plane.gathering_for(self.host.plane_key) if plane is not None else contextlib.nullcontext()
 
     async def _suppress_send(self, data: bytes) -> None:
         self.suppressed_rtcp += 1

@@ -147,9 +147,10 @@ async def test_announced_tcp_port_replaces_the_bound_one(tmp_path: Any) -> None:
         await server.runner.cleanup()
 
 
-def _free_udp_and_tcp_port() -> int:
+def _free_udp_and_tcp_port(udp_ports: int = 8) -> int:
     """A port number free for both UDP and TCP on 127.0.0.1 (a free UDP port's number may be a
-    TCP connection's ephemeral port of an earlier test)."""
+    TCP connection's ephemeral port of an earlier test), with the next UDP ports free too (one per
+    media worker)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             udp.bind(("127.0.0.1", 0))
@@ -159,8 +160,18 @@ def _free_udp_and_tcp_port() -> int:
                     tcp.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-                return port
+                if port + udp_ports <= 65535 and all(_udp_free(p) for p in range(port + 1, port + udp_ports)):
+                    return port
     raise RuntimeError("no port free for both UDP and TCP")
+
+
+def _udp_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        try:
+            udp.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 async def test_the_tcp_port_follows_the_udp_port_unless_set(tmp_path: Any) -> None:
@@ -168,7 +179,9 @@ async def test_the_tcp_port_follows_the_udp_port_unless_set(tmp_path: Any) -> No
     server = await start_server(tmp_path / "data", ice_tcp=True, media_udp_port=port)
     try:
         assert server.rooms.plane is not None
-        assert server.rooms.plane.sockets == [("127.0.0.1", port)]
+        # UDP: one port per media worker from the configured one on; ICE-TCP on that one.
+        workers = server.rooms.plane.native.workers
+        assert server.rooms.plane.sockets == [("127.0.0.1", port + w) for w in range(workers)]
         assert list(server.rooms.plane.tcp_sockets.values()) == [("127.0.0.1", port)]
     finally:
         await server.runner.cleanup()

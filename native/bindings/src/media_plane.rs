@@ -55,10 +55,13 @@ impl MediaPlane {
 #[pymethods]
 impl MediaPlane {
     /// Binds one UDP socket per address (all on `port`; 0 = ephemeral) and starts `workers` threads.
+    /// With `port_per_worker`, one per address and worker instead (worker w on `port + w`), each
+    /// read by its worker: a room's peers belong on its worker's sockets (`socket_workers`).
     /// With `tcp_port` (0 = ephemeral), each address also gets an ICE-TCP listener on it, with its
     /// connection limits.
     #[new]
-    #[pyo3(signature = (addresses, port=0, workers=0, *, drop_ppm=0, poll_interval_ms=20,
+    #[pyo3(signature = (addresses, port=0, workers=0, *, port_per_worker=false, drop_ppm=0,
+                        poll_interval_ms=20,
                         rx_coalesce_us=200, tcp_port=None, tcp_max_connections=1024,
                         tcp_max_pending=128, tcp_max_per_session=4, tcp_auth_timeout_ms=5000,
                         tcp_idle_timeout_ms=30000, tcp_write_buffer_bytes=262144))]
@@ -67,6 +70,7 @@ impl MediaPlane {
         addresses: Vec<String>,
         port: u16,
         workers: usize,
+        port_per_worker: bool,
         drop_ppm: u32,
         poll_interval_ms: u64,
         rx_coalesce_us: u64,
@@ -114,6 +118,7 @@ impl MediaPlane {
             addresses,
             port,
             workers,
+            port_per_worker,
             drop_ppm,
             poll_interval_ms,
             rx_coalesce_us: rx_coalesce_us.min(10_000),
@@ -132,6 +137,11 @@ impl MediaPlane {
             .iter()
             .map(|a| (a.ip().to_string(), a.port()))
             .collect())
+    }
+
+    /// The worker that reads each UDP socket, by socket index (all 0 with one port for all).
+    fn socket_workers(&self) -> PyResult<Vec<usize>> {
+        Ok(self.plane()?.socket_workers())
     }
 
     /// (socket index, host, port) of each ICE-TCP listener, in the order of the addresses given

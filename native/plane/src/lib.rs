@@ -1,8 +1,12 @@
-//! The native media plane: UDP sockets owned by Rust worker threads, one port for all peers.
+//! The native media plane: UDP sockets owned by Rust worker threads.
 //!
-//! Thread 0 reads every socket with `recvmmsg`. SRTP/SRTCP from a handed-over remote address is
-//! processed right there if the peer's room is pinned to worker 0, or passed in a pooled buffer to
-//! the room's worker otherwise. STUN, DTLS and media from addresses not handed over yet are queued
+//! Each worker has a UDP socket of its own per address (`port_per_worker`: ports `port`,
+//! `port + 1`, …) and reads it with `recvmmsg`; a room's peers are given the sockets of the worker
+//! the room is pinned to, so their SRTP/SRTCP is read, routed and sent by that one thread, with no
+//! copy or wake-up between threads. With one port for all (`port_per_worker` off) thread 0 reads
+//! every socket and passes media of rooms pinned elsewhere in a pooled buffer to the room's worker
+//! (an eventfd wakes it); ICE-TCP frames always arrive on thread 0 and go the same way. Whoever
+//! reads a datagram treats it the same: STUN, DTLS and media from addresses not handed over yet are queued
 //! for Python (aioice/aiortc), which is woken through an eventfd. Anything else from a source that
 //! is neither handed over nor admitted by Python (an address its ICE agent has answered or checked)
 //! is dropped here and counted as `unknown_source`: only STUN may start a session, and only a
@@ -33,7 +37,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::sync::{Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -60,9 +64,13 @@ pub const TO_PYTHON_LIMIT: usize = 4096;
 #[derive(Debug, Clone)]
 pub struct PlaneConfig {
     pub addresses: Vec<std::net::IpAddr>,
-    /// One UDP port for every peer (0: an ephemeral one per address).
+    /// The UDP port (0: ephemeral ones): for every peer, or worker w's `port + w` with
+    /// `port_per_worker`.
     pub port: u16,
     pub workers: usize,
+    /// A UDP socket per worker and address, each read by its worker (see the module comment);
+    /// false: one socket per address, read by thread 0 for every worker.
+    pub port_per_worker: bool,
     /// Share of publishers' RTP dropped on arrival, parts per million (loss tests only).
     pub drop_ppm: u32,
     pub poll_interval_ms: u64,
@@ -108,19 +116,23 @@ struct Handoff {
 
 struct WorkerSlot {
     state: Mutex<WorkerState>,
+    /// Media read by another thread for this worker's rooms (ICE-TCP frames, or everything with
+    /// one port for all), and the eventfd that wakes the worker for it.
     inbox: Mutex<Vec<Handoff>>,
-    ready: Condvar,
+    wake: OwnedFd,
+    /// Datagrams (and ICE-TCP frames) this thread has read, for anyone.
+    received: AtomicU64,
     rooms: AtomicU64,
     /// CPU time the worker thread has used (CLOCK_THREAD_CPUTIME_ID), for per-CPU-second figures.
     cpu_ns: AtomicU64,
-    /// Work done so far in packets: media handled and datagrams sent (thread 0 adds every
-    /// datagram it received), stored by the worker after each pass; rooms are placed by its rate.
+    /// Work done so far in packets: media handled and datagrams sent (plus `received`), stored
+    /// by the worker after each pass.
     packets: AtomicU64,
     /// System calls of the packet path made by this thread (poll, recvmmsg, sendmmsg, futex
     /// waits and wakes, the gather sleep), stored after each pass.
     syscalls: AtomicU64,
-    /// Set while the worker waits for its inbox (under the inbox lock): only then does thread 0
-    /// pay a futex wake to hand it media.
+    /// Set (under the inbox lock) while the worker waits in `poll`: only then does a thread
+    /// handing it media pay a write to its eventfd.
     sleeping: AtomicBool,
 }
 
@@ -139,6 +151,8 @@ type IceSessions = HashMap<Box<[u8]>, Box<[u8]>>;
 struct Shared {
     cfg: PlaneConfig,
     sockets: Vec<UdpSocket>,
+    /// The worker that reads each UDP socket.
+    socket_worker: Vec<usize>,
     /// ICE-TCP listeners: (socket index, bound address). Their socket indices follow the UDP ones.
     tcp_listeners: Vec<(usize, SocketAddr)>,
     /// Open ICE-TCP connections by (listener socket index, remote address).
@@ -168,42 +182,42 @@ struct Shared {
 }
 
 impl Shared {
-    /// Each worker's packet counter (thread 0's includes every datagram received), and the
-    /// received part on its own.
-    fn packet_counters(&self) -> (Vec<u64>, u64) {
-        let received = self.counters.datagrams_in.load(Relaxed);
-        let packets = self
-            .workers
+    /// Each worker's packet counter: media handled, datagrams sent and datagrams read.
+    fn packet_counters(&self) -> Vec<u64> {
+        self.workers
             .iter()
-            .enumerate()
-            .map(|(i, w)| w.packets.load(Relaxed) + if i == 0 { received } else { 0 })
-            .collect();
-        (packets, received)
+            .map(|w| w.packets.load(Relaxed) + w.received.load(Relaxed))
+            .collect()
     }
 
     /// What room placement balances: each worker thread's CPU time so far, in µs. Packets are the
     /// obvious proxy, but what a packet costs differs by thread and by load (thread 0's batched
     /// read of a datagram for another worker cost 0.3× to 1× of routing and sending it, as the
     /// batches grew or shrank), while CPU time is the load itself. No part of it is set apart as
-    /// receiving (the second value is 0).
-    fn placement_load(&self) -> (Vec<u64>, u64) {
-        let cpu_us = self
-            .workers
+    /// receiving (placement estimates thread 0's when it reads for everyone).
+    fn placement_load(&self) -> Vec<u64> {
+        self.workers
             .iter()
             .map(|w| w.cpu_ns.load(Relaxed) / 1000)
-            .collect();
-        (cpu_us, 0)
+            .collect()
     }
 
-    /// Wakes worker `w` for handed-on media, with a futex call only if it is waiting.
+    /// Wakes worker `w` for handed-on media, with a system call only if it is waiting.
     fn notify(&self, w: usize) -> u64 {
         let slot = &self.workers[w];
         if slot.sleeping.load(Relaxed) {
-            slot.ready.notify_one();
+            signal(&slot.wake);
             1
         } else {
             0
         }
+    }
+
+    /// The UDP sockets worker `w` reads.
+    fn sockets_of(&self, w: usize) -> Vec<usize> {
+        (0..self.sockets.len())
+            .filter(|&s| self.socket_worker[s] == w)
+            .collect()
     }
 }
 
@@ -250,9 +264,23 @@ pub struct Plane {
 impl Plane {
     pub fn start(cfg: PlaneConfig) -> Result<Self, PlaneError> {
         let workers = cfg.workers.max(1);
+        let readers = if cfg.port_per_worker { workers } else { 1 };
         let mut sockets = Vec::new();
+        let mut socket_worker = Vec::new();
         for ip in &cfg.addresses {
-            sockets.push(udp::bind(SocketAddr::new(*ip, cfg.port)).map_err(PlaneError::Io)?);
+            for w in 0..readers {
+                let port = match cfg.port {
+                    0 => 0,
+                    p => p.checked_add(w as u16).ok_or_else(|| {
+                        PlaneError::Io(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("UDP ports {p}..{p}+{readers} go past 65535"),
+                        ))
+                    })?,
+                };
+                sockets.push(udp::bind(SocketAddr::new(*ip, port)).map_err(PlaneError::Io)?);
+                socket_worker.push(w);
+            }
         }
         let mut tcp_side = match &cfg.tcp {
             Some(t) => Some(
@@ -264,15 +292,10 @@ impl Plane {
         let tcp_listeners = tcp_side
             .as_ref()
             .map_or_else(Vec::new, TcpSide::local_addrs);
-        // SAFETY: eventfd returns a new fd we own, or -1.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(PlaneError::Io(io::Error::last_os_error()));
-        }
-        // SAFETY: efd is a valid, owned descriptor.
-        let wake = unsafe { OwnedFd::from_raw_fd(efd) };
+        let wake = eventfd().map_err(PlaneError::Io)?;
         let slots = (0..workers)
-            .map(|i| WorkerSlot {
+            .map(|i| -> io::Result<WorkerSlot> {
+                Ok(WorkerSlot {
                 state: Mutex::new(WorkerState::new(
                     sockets.len(),
                     cfg.drop_ppm,
@@ -280,18 +303,23 @@ impl Plane {
                     0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) ^ now_ms(),
                 )),
                 inbox: Mutex::new(Vec::with_capacity(BATCH * 4)),
-                ready: Condvar::new(),
+                wake: eventfd()?,
+                received: AtomicU64::new(0),
                 rooms: AtomicU64::new(0),
                 cpu_ns: AtomicU64::new(0),
                 packets: AtomicU64::new(0),
                 syscalls: AtomicU64::new(0),
                 sleeping: AtomicBool::new(false),
+                })
             })
-            .collect();
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(PlaneError::Io)?;
         let socket_count = sockets.len() + tcp_listeners.len();
+        let shared_receiver = !cfg.port_per_worker;
         let shared = Arc::new(Shared {
             cfg,
             sockets,
+            socket_worker,
             tcp_listeners,
             tcp_conns: RwLock::new(FastMap::default()),
             routes: RwLock::new(FastMap::default()),
@@ -307,7 +335,7 @@ impl Plane {
             receiving: AtomicBool::new(true),
             counters: PlaneCounters::default(),
             pool: Mutex::new(Vec::new()),
-            placement: Mutex::new(Placement::new(workers)),
+            placement: Mutex::new(Placement::with_receiver(workers, shared_receiver)),
         });
         let mut threads = Vec::new();
         for i in 0..workers {
@@ -315,17 +343,17 @@ impl Plane {
             let tcp = if i == 0 { tcp_side.take() } else { None };
             let t = std::thread::Builder::new()
                 .name(format!("media-worker-{i}"))
-                .spawn(move || {
-                    if i == 0 {
-                        receiver_loop(&s, tcp)
-                    } else {
-                        worker_loop(&s, i)
-                    }
-                })
+                .spawn(move || worker_loop(&s, i, tcp))
                 .map_err(PlaneError::Io)?;
             threads.push(t);
         }
         Ok(Self { shared, threads })
+    }
+
+    /// The worker that reads each UDP socket (by socket index): a room's peers belong on the
+    /// sockets of the worker `attach_room` pinned it to.
+    pub fn socket_workers(&self) -> Vec<usize> {
+        self.shared.socket_worker.clone()
     }
 
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
@@ -395,9 +423,7 @@ impl Plane {
     /// Everything queued for Python since the last call (clears the eventfd first, so nothing
     /// queued after this call goes unnoticed).
     pub fn take_inbound(&self) -> Vec<Inbound> {
-        let mut v = 0u64;
-        // SAFETY: reading 8 bytes from our eventfd into a u64.
-        unsafe { libc::read(self.wake_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+        clear(&self.shared.wake);
         std::mem::take(&mut *lock(&self.shared.to_python))
     }
 
@@ -513,14 +539,14 @@ impl Plane {
     /// thread (see `placement.rs`); returns the worker index. The room stays there until detached.
     pub fn attach_room(&self, room: u64, router: SharedRouter) -> usize {
         let w = {
-            let (load, received) = self.shared.placement_load();
+            let load = self.shared.placement_load();
             let rooms: Vec<u64> = self
                 .shared
                 .workers
                 .iter()
                 .map(|s| s.rooms.load(Relaxed))
                 .collect();
-            lock(&self.shared.placement).choose(now_ms(), &load, received, &rooms)
+            lock(&self.shared.placement).choose(now_ms(), &load, 0, &rooms)
         };
         let slot = &self.shared.workers[w];
         slot.rooms.fetch_add(1, Relaxed);
@@ -720,7 +746,7 @@ impl Plane {
 
     /// Per worker: packets handled, packet-path system calls, rooms placed there, CPU seconds.
     pub fn worker_loads(&self) -> Vec<WorkerLoad> {
-        let (packets, _) = self.shared.packet_counters();
+        let packets = self.shared.packet_counters();
         self.shared
             .workers
             .iter()
@@ -776,7 +802,7 @@ impl Plane {
     pub fn close(&mut self) {
         self.shared.stop.store(true, Relaxed);
         for slot in &self.shared.workers {
-            slot.ready.notify_all();
+            signal(&slot.wake);
         }
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -790,16 +816,38 @@ impl Drop for Plane {
     }
 }
 
-fn wake_python(shared: &Shared) {
+fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: eventfd returns a new fd we own, or -1.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes an eventfd readable.
+fn signal(fd: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writing 8 bytes to our eventfd.
     unsafe {
         libc::write(
-            shared.wake.as_raw_fd(),
+            fd.as_raw_fd(),
             &one as *const u64 as *const libc::c_void,
             8,
         )
     };
+}
+
+/// Clears an eventfd.
+fn clear(fd: &OwnedFd) {
+    let mut v = 0u64;
+    // SAFETY: reading 8 bytes from our eventfd into a u64.
+    unsafe { libc::read(fd.as_raw_fd(), &mut v as *mut u64 as *mut libc::c_void, 8) };
+}
+
+fn wake_python(shared: &Shared) {
+    signal(&shared.wake);
 }
 
 /// Hands the peers whose consent expired on this worker to Python, and wakes it.
@@ -811,10 +859,12 @@ fn report_lost(shared: &Shared, st: &mut WorkerState) {
     wake_python(shared);
 }
 
-/// Thread 0's view of the plane while it dispatches one batch of datagrams (or TCP frames): the
+/// A worker's view of the plane while it dispatches one batch of datagrams (or TCP frames): the
 /// route tables read-locked once for the batch, its own worker state locked when first needed.
 struct Dispatch<'a> {
     shared: &'a Shared,
+    /// The worker reading the batch.
+    index: usize,
     routes: RwLockReadGuard<'a, FastMap<(usize, SocketAddr), (usize, TransportId)>>,
     admitted: RwLockReadGuard<'a, FastMap<(usize, SocketAddr), ()>>,
     ice: Option<RwLockReadGuard<'a, Vec<IceSessions>>>,
@@ -828,12 +878,14 @@ struct Dispatch<'a> {
 impl<'a> Dispatch<'a> {
     fn new(
         shared: &'a Shared,
+        index: usize,
         spare: &'a mut Vec<Vec<u8>>,
         notify: &'a mut [bool],
         now: u64,
     ) -> Self {
         Self {
             shared,
+            index,
             routes: shared.routes.read().unwrap_or_else(|e| e.into_inner()),
             admitted: shared.admitted.read().unwrap_or_else(|e| e.into_inner()),
             ice: None,
@@ -879,9 +931,9 @@ impl<'a> Dispatch<'a> {
             if let Some((w, transport)) = route {
                 // Consent checks and their answers on a handed-over peer's path stay here.
                 let datagram = &buf[..len];
-                let v = if w == 0 {
+                let v = if w == self.index {
                     self.own
-                        .get_or_insert_with(|| lock(&shared.workers[0].state))
+                        .get_or_insert_with(|| lock(&shared.workers[w].state))
                         .handle_stun(&shared.sockets, transport, datagram, self.now)
                 } else {
                     lock(&shared.workers[w].state).handle_stun(
@@ -903,10 +955,10 @@ impl<'a> Dispatch<'a> {
         }
         if kind == DatagramKind::Media {
             if let Some((w, transport)) = route {
-                if w == 0 {
+                if w == self.index {
                     let st = self
                         .own
-                        .get_or_insert_with(|| lock(&shared.workers[0].state));
+                        .get_or_insert_with(|| lock(&shared.workers[w].state));
                     st.handle_media(&shared.sockets, transport, buf, len, self.now);
                 } else {
                     if self.spare.is_empty() {
@@ -940,8 +992,8 @@ impl<'a> Dispatch<'a> {
         verdict
     }
 
-    /// Releases the tables, sends what thread 0's own rooms produced, wakes the workers given
-    /// media; true if anything was queued for Python, and the futex wakes it made.
+    /// Releases the tables, sends what this worker's own rooms produced, wakes the workers given
+    /// media; true if anything was queued for Python, and the wakes it made.
     fn finish(self) -> (bool, u64) {
         let Dispatch {
             shared,
@@ -969,14 +1021,17 @@ impl<'a> Dispatch<'a> {
     }
 }
 
-/// Thread 0: reads all sockets (and ICE-TCP connections), processes its own rooms' media, hands
-/// the rest on.
-fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
+/// Worker `index`: reads its sockets (thread 0 also the ICE-TCP connections, and every socket
+/// with one port for all), handles the media of its rooms and what other threads handed it, runs
+/// its rooms' timers and sends.
+fn worker_loop(shared: &Shared, index: usize, mut tcp: Option<TcpSide>) {
+    let slot = &shared.workers[index];
+    let own = shared.sockets_of(index);
     let mut recv = RecvBatch::new();
-    let mut fds: Vec<libc::pollfd> = shared
-        .sockets
-        .iter()
-        .map(|s| s.as_raw_fd())
+    // The worker's eventfd first (all that is polled while not receiving), its sockets, the
+    // ICE-TCP epoll set last.
+    let mut fds: Vec<libc::pollfd> = std::iter::once(slot.wake.as_raw_fd())
+        .chain(own.iter().map(|&s| shared.sockets[s].as_raw_fd()))
         .chain(tcp.as_ref().map(TcpSide::epoll_fd))
         .map(|fd| libc::pollfd {
             fd,
@@ -987,6 +1042,7 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
     let interval = shared.cfg.poll_interval_ms.clamp(1, 1000) as i32;
     let mut notify = vec![false; shared.workers.len()];
     let mut spare: Vec<Vec<u8>> = Vec::new();
+    let mut handed: Vec<Handoff> = Vec::with_capacity(BATCH * 4);
     let registry = |r: Registry<'_>| {
         let mut conns = shared.tcp_conns.write().unwrap_or_else(|e| e.into_inner());
         match r {
@@ -1003,23 +1059,36 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
             }
         }
     };
-    let slot0 = &shared.workers[0];
     let mut syscalls: u64 = 0;
+    let mut read_total: u64 = 0;
     let mut last_sample = 0;
     let mut last_cpu = 0;
     while !shared.stop.load(Relaxed) {
-        if shared.receiving.load(Relaxed) {
-            // SAFETY: fds is a valid array of pollfd for the duration of the call.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, interval) };
+        let receiving = shared.receiving.load(Relaxed);
+        let timeout = {
+            // Decided under the inbox lock: media handed on after this sees `sleeping` and
+            // signals the eventfd, media handed on before it is taken without waiting.
+            let inbox = lock(&slot.inbox);
+            if inbox.is_empty() {
+                slot.sleeping.store(true, Relaxed);
+                interval
+            } else {
+                0
+            }
+        };
+        let polled = if receiving { fds.len() } else { 1 };
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        unsafe { libc::poll(fds.as_mut_ptr(), polled as libc::nfds_t, timeout) };
+        slot.sleeping.store(false, Relaxed);
+        syscalls += 1;
+        if fds[0].revents & libc::POLLIN != 0 {
+            clear(&slot.wake);
             syscalls += 1;
-        } else {
-            std::thread::sleep(Duration::from_millis(interval as u64));
-            continue;
         }
         let now = now_ms();
         let mut woke_python = false;
         let mut received = 0;
-        for s in 0..shared.sockets.len() {
+        for &s in own.iter().filter(|_| receiving) {
             // Bounded rounds so router timers and the other sockets get their turn under load.
             for _ in 0..16 {
                 syscalls += 1;
@@ -1036,7 +1105,7 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
                 received += n;
                 shared.counters.recv_batches.fetch_add(1, Relaxed);
                 shared.counters.datagrams_in.fetch_add(n as u64, Relaxed);
-                let mut d = Dispatch::new(shared, &mut spare, &mut notify, now);
+                let mut d = Dispatch::new(shared, index, &mut spare, &mut notify, now);
                 for i in 0..n {
                     let Some(from) = recv.addr(i) else { continue };
                     let (buf, len) = recv.slot_mut(i);
@@ -1050,24 +1119,33 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
                 }
             }
         }
+        read_total += received as u64;
         // The epoll set is the last descriptor polled: read it only when it has something (or the
         // connection deadlines are due), so ICE-TCP costs no syscall on a loop with none.
-        let tcp_ready = fds.last().is_some_and(|f| f.revents & libc::POLLIN != 0);
+        let tcp_ready = receiving && fds.last().is_some_and(|f| f.revents & libc::POLLIN != 0);
         if let Some(side) = tcp.as_mut().filter(|t| tcp_ready || t.sweep_due(now)) {
-            let mut d = Dispatch::new(shared, &mut spare, &mut notify, now);
+            let mut d = Dispatch::new(shared, index, &mut spare, &mut notify, now);
+            let mut frames = 0;
             side.service(now, &shared.counters.tcp, &registry, |s, from, frame| {
                 shared.counters.datagrams_in.fetch_add(1, Relaxed);
+                frames += 1;
                 let len = frame.len();
                 d.datagram(s, from, frame, len)
             });
             let (woke, wakes) = d.finish();
             woke_python |= woke;
             syscalls += wakes;
+            read_total += frames;
         }
         if woke_python {
             wake_python(shared);
         }
-        let mut st = lock(&slot0.state);
+        std::mem::swap(&mut *lock(&slot.inbox), &mut handed);
+        let mut st = lock(&slot.state);
+        for mut h in handed.drain(..) {
+            st.handle_media(&shared.sockets, h.transport, &mut h.buf, h.len, now);
+            spare.push(h.buf);
+        }
         st.poll(&shared.sockets, now_ms());
         st.flush(&shared.sockets);
         report_lost(shared, &mut st);
@@ -1076,77 +1154,31 @@ fn receiver_loop(shared: &Shared, mut tcp: Option<TcpSide>) {
             st.stats.send_calls,
         );
         drop(st);
+        if !spare.is_empty() {
+            // Buffers of handed-on media go back to the pool the readers take from.
+            lock(&shared.pool).append(&mut spare);
+        }
         let gather = udp::gather_wait_us(received, shared.cfg.rx_coalesce_us);
         syscalls += u64::from(gather > 0);
-        slot0.packets.store(packets, Relaxed);
+        slot.packets.store(packets, Relaxed);
+        slot.received.store(read_total, Relaxed);
         if now >= last_cpu + CPU_SAMPLE_MS {
             // CLOCK_THREAD_CPUTIME_ID is a real system call (no vDSO): not on every pass.
-            slot0.cpu_ns.store(thread_cpu_ns(), Relaxed);
+            slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
             syscalls += 1;
             last_cpu = now;
         }
-        slot0.syscalls.store(syscalls + send_calls, Relaxed);
+        slot.syscalls.store(syscalls + send_calls, Relaxed);
         // Rates for room placement stay fresh without a control call (try: never wait for it).
-        if now >= last_sample + 1000 {
+        if index == 0 && now >= last_sample + 1000 {
             if let Ok(mut p) = shared.placement.try_lock() {
-                let (load, received) = shared.placement_load();
-                p.sample(now, &load, received);
+                p.sample(now, &shared.placement_load(), 0);
                 last_sample = now;
             }
         }
         if gather > 0 {
             std::thread::sleep(Duration::from_micros(gather));
         }
-    }
-}
-
-/// Workers 1..: media handed on by thread 0 for the rooms pinned here, and their router timers.
-fn worker_loop(shared: &Shared, index: usize) {
-    let slot = &shared.workers[index];
-    let interval = Duration::from_millis(shared.cfg.poll_interval_ms.clamp(1, 1000));
-    let mut local: Vec<Handoff> = Vec::with_capacity(BATCH * 4);
-    let mut spare: Vec<Vec<u8>> = Vec::with_capacity(BATCH * 4);
-    let mut syscalls: u64 = 0;
-    let mut last_cpu = 0;
-    while !shared.stop.load(Relaxed) {
-        {
-            let mut inbox = lock(&slot.inbox);
-            if inbox.is_empty() {
-                slot.sleeping.store(true, Relaxed);
-                inbox = slot
-                    .ready
-                    .wait_timeout(inbox, interval)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-                slot.sleeping.store(false, Relaxed);
-                syscalls += 1;
-            }
-            std::mem::swap(&mut *inbox, &mut local);
-        }
-        let now = now_ms();
-        let mut st = lock(&slot.state);
-        for mut h in local.drain(..) {
-            st.handle_media(&shared.sockets, h.transport, &mut h.buf, h.len, now);
-            spare.push(h.buf);
-        }
-        st.poll(&shared.sockets, now);
-        st.flush(&shared.sockets);
-        report_lost(shared, &mut st);
-        let (packets, send_calls) = (
-            st.stats.media_in + st.stats.datagrams_out,
-            st.stats.send_calls,
-        );
-        drop(st);
-        if !spare.is_empty() {
-            lock(&shared.pool).append(&mut spare);
-        }
-        slot.packets.store(packets, Relaxed);
-        if now >= last_cpu + CPU_SAMPLE_MS {
-            slot.cpu_ns.store(thread_cpu_ns(), Relaxed);
-            syscalls += 1;
-            last_cpu = now;
-        }
-        slot.syscalls.store(syscalls + send_calls, Relaxed);
     }
 }
 
@@ -1176,12 +1208,17 @@ fn check_unknown_source(sessions: &IceSessions, datagram: &[u8]) -> Result<(), S
 mod tests {
     use super::*;
 
-    /// A plane on an ephemeral loopback port, polling every 5 ms.
+    /// A plane on an ephemeral loopback port for all workers, polling every 5 ms.
     fn loopback_plane(workers: usize) -> Plane {
+        plane_with(workers, false)
+    }
+
+    fn plane_with(workers: usize, port_per_worker: bool) -> Plane {
         Plane::start(PlaneConfig {
             addresses: vec!["127.0.0.1".parse().unwrap()],
             port: 0,
             workers,
+            port_per_worker,
             drop_ppm: 0,
             poll_interval_ms: 5,
             rx_coalesce_us: 0,
@@ -1242,6 +1279,102 @@ mod tests {
         peer.send_to(&check(b"our-password"), target).unwrap(); // its session is gone
         wait_until(|| c.unknown_source.load(Relaxed) == 15);
         assert_eq!(c.to_python.load(Relaxed), 2);
+    }
+
+    const KEYS: PeerKeys<'static> = PeerKeys {
+        profile: "SRTP_AEAD_AES_128_GCM",
+        tx_key: &[1; 16],
+        tx_salt: &[2; 12],
+        rx_key: &[3; 16],
+        rx_salt: &[4; 12],
+    };
+
+    const CREDENTIALS: IceCredentials<'static> = IceCredentials {
+        local_ufrag: b"ours",
+        local_password: b"our-password-22-chars!",
+        remote_ufrag: b"them",
+        remote_password: b"their-password-22-chr!",
+        role: IceRole {
+            controlling: false,
+            tie_breaker: 77,
+        },
+        priority: 0x7e00_00ff,
+    };
+
+    /// Sends a handed-over peer's consent check to `target` and waits for its answer.
+    fn answered_check(peer: &UdpSocket, target: SocketAddr, id: u8) -> bool {
+        let check = stun::binding_request(b"ours:them", CREDENTIALS.local_password, [id; 12]);
+        peer.send_to(&check, target).unwrap();
+        let mut buf = [0u8; 2048];
+        while let Ok((n, src)) = peer.recv_from(&mut buf) {
+            if let Ok(r) = stun::parse_binding_success(&buf[..n]) {
+                if r.transaction_id == [id; 12] {
+                    return src == target;
+                }
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn with_a_port_per_worker_each_worker_reads_its_own_rooms_peers() {
+        use mediasrv_core::router::{Router, RouterConfig};
+        let plane = plane_with(2, true);
+        assert_eq!(plane.socket_workers(), vec![0, 1]);
+        let addrs = plane.local_addrs();
+        assert_eq!(addrs.len(), 2);
+        assert_ne!(addrs[0].port(), addrs[1].port());
+        let timers = ConsentTimers {
+            interval_ms: 60_000,
+            timeout_ms: 120_000,
+        };
+        for (room, t) in [(1u64, TransportId(1)), (2, TransportId(2))] {
+            let router = Arc::new(Mutex::new(Router::new(RouterConfig::default(), 1)));
+            let w = plane.attach_room(room, router);
+            // The room's peer is reached on its worker's socket.
+            let socket = plane.socket_workers().iter().position(|&x| x == w).unwrap();
+            let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let from = peer.local_addr().unwrap();
+            plane.register_peer(t, room, socket, from, KEYS).unwrap();
+            assert!(plane.start_consent(t, &CREDENTIALS, timers));
+            assert!(answered_check(&peer, addrs[socket], room as u8));
+            // On the other worker's socket the same peer is a stranger.
+            let other = addrs[1 - socket];
+            let before = plane.counters().unknown_source.load(Relaxed);
+            let check = stun::binding_request(b"ours:them", CREDENTIALS.local_password, [9; 12]);
+            peer.send_to(&check, other).unwrap();
+            wait_until(|| plane.counters().unknown_source.load(Relaxed) > before);
+            assert_eq!(plane.counters().unknown_source.load(Relaxed), before + 1);
+        }
+        let rooms: Vec<u64> = plane.worker_loads().iter().map(|l| l.rooms).collect();
+        assert_eq!(rooms, vec![1, 1]);
+        // Each worker read its own datagrams: nothing was handed between threads.
+        assert_eq!(plane.counters().handoffs.load(Relaxed), 0);
+        wait_until(|| plane.worker_loads().iter().all(|l| l.packets >= 2));
+        assert!(plane.worker_loads().iter().all(|l| l.packets >= 2));
+    }
+
+    #[test]
+    fn ports_per_worker_follow_the_configured_port() {
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let base = probe.local_addr().unwrap().port();
+        drop(probe);
+        let Ok(plane) = Plane::start(PlaneConfig {
+            port: base,
+            ..plane_with(1, false).shared.cfg.clone()
+        }) else {
+            return; // the port was taken meanwhile
+        };
+        assert_eq!(plane.local_addrs()[0].port(), base);
+        drop(plane);
+        let three = PlaneConfig {
+            port: 65_534,
+            workers: 3,
+            port_per_worker: true,
+            ..plane_with(1, false).shared.cfg.clone()
+        };
+        assert!(matches!(Plane::start(three), Err(PlaneError::Io(_))));
     }
 
     #[test]

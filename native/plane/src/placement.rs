@@ -1,6 +1,6 @@
 //! Which worker a new room goes to: the one with the least load, never the one with the fewest
-//! rooms (a 1:1 visit and a 1→50 fan-out are not the same load, and thread 0 also reads every
-//! socket for everyone). A room never moves once placed.
+//! rooms (a 1:1 visit and a 1→50 fan-out are not the same load, and with one port for all
+//! workers thread 0 also reads every socket for everyone). A room never moves once placed.
 //!
 //! Sans-IO: the plane feeds it a monotonic work counter per worker (it uses each worker thread's
 //! CPU time in µs: what a packet costs differs by thread and batch size, the CPU time is the load
@@ -31,10 +31,20 @@ pub struct Placement {
     received_rate: f64,
     /// Placement times of the rooms still young, per worker.
     young: Vec<Vec<u64>>,
+    /// Thread 0 reads every socket for everyone (one port for all workers); false when each
+    /// worker reads its own sockets, and each worker's load then includes its rooms' receiving.
+    shared_receiver: bool,
 }
 
 impl Placement {
+    /// Placement for `workers` workers where thread 0 reads every socket for everyone.
     pub fn new(workers: usize) -> Self {
+        Self::with_receiver(workers, true)
+    }
+
+    /// Placement where each worker reads its own sockets (`shared_receiver` false), or thread 0
+    /// reads for everyone.
+    pub fn with_receiver(workers: usize, shared_receiver: bool) -> Self {
         let workers = workers.max(1);
         Self {
             last_ms: None,
@@ -43,6 +53,7 @@ impl Placement {
             rate: vec![0.0; workers],
             received_rate: 0.0,
             young: vec![Vec::new(); workers],
+            shared_receiver,
         }
     }
 
@@ -121,6 +132,9 @@ impl Placement {
     /// spends beyond it for its own rooms is receiving. Young rooms on the others make the cost
     /// per room look low and the receiving high, which errs toward sparing thread 0.
     fn receiving(&self, rooms: &[u64], young: &[usize]) -> f64 {
+        if !self.shared_receiver {
+            return 0.0;
+        }
         if self.received_rate > 0.0 || self.rate.len() < 2 || rooms.len() != self.rate.len() {
             return self.received_rate;
         }
@@ -242,13 +256,13 @@ mod tests {
 
     /// 25 1:1 visits arriving in 5 s, as `compare --mode visits --rooms 25` starts them: each
     /// room's media ramps up over its first second; routing a room costs `ROUTE` µs of CPU a
-    /// second on its worker, and thread 0 also spends `READ` µs a second reading it, wherever it
-    /// was placed (the ratio measured at 25 visits: 0.068 s and 0.027 s per room over 20 s).
-    #[test]
-    fn a_burst_of_visits_ends_up_balanced_with_thread_0_reading_for_everyone() {
+    /// second on its worker, and reading it `READ` µs a second: on thread 0 wherever the room was
+    /// placed when thread 0 reads for everyone, else on the room's own worker (the ratio measured
+    /// at 25 visits: 0.068 s and 0.027 s per room over 20 s). Returns the rooms per worker and how
+    /// far apart the workers' loads end up.
+    fn burst_of_visits(mut p: Placement, shared_receiver: bool) -> ([u64; 2], f64) {
         const ROUTE: f64 = 3_400.0;
         const READ: f64 = 1_350.0;
-        let mut p = Placement::new(2);
         let mut placed: Vec<(usize, u64)> = Vec::new(); // (worker, placed at)
         let mut cpu = [0.0f64; 2];
         let mut last_ms = 0;
@@ -258,7 +272,7 @@ mod tests {
                 let full = ((now - at) as f64 / 1000.0).min(1.0);
                 let dt = (now - last_ms) as f64 / 1000.0;
                 cpu[w] += ROUTE * full * dt;
-                cpu[0] += READ * full * dt;
+                cpu[if shared_receiver { 0 } else { w }] += READ * full * dt;
             }
             last_ms = now;
             let counters = [cpu[0] as u64, cpu[1] as u64];
@@ -270,16 +284,41 @@ mod tests {
                 p.sample(now, &counters, 0);
             }
         }
-        let load = [
-            rooms[0] as f64 * ROUTE + 25.0 * READ,
-            rooms[1] as f64 * ROUTE,
-        ];
-        let spread = (load[0] - load[1]).abs() / load[0].min(load[1]);
+        let load = if shared_receiver {
+            [
+                rooms[0] as f64 * ROUTE + 25.0 * READ,
+                rooms[1] as f64 * ROUTE,
+            ]
+        } else {
+            [
+                rooms[0] as f64 * (ROUTE + READ),
+                rooms[1] as f64 * (ROUTE + READ),
+            ]
+        };
+        (rooms, (load[0] - load[1]).abs() / load[0].min(load[1]))
+    }
+
+    #[test]
+    fn a_burst_of_visits_ends_up_balanced_with_thread_0_reading_for_everyone() {
+        let (rooms, spread) = burst_of_visits(Placement::new(2), true);
         assert!(
             spread <= 0.20,
-            "rooms {rooms:?}, load {load:?}, {:.0} % apart",
+            "rooms {rooms:?}, {:.0} % apart",
             spread * 100.0
         );
+    }
+
+    #[test]
+    fn with_a_socket_per_worker_no_receiving_is_charged_to_thread_0() {
+        let (rooms, spread) = burst_of_visits(Placement::with_receiver(2, false), false);
+        assert!(
+            spread <= 0.10,
+            "rooms {rooms:?}, {:.0} % apart",
+            spread * 100.0
+        );
+        // Charging thread 0 for reading it no longer does skews the same burst.
+        let (skewed, _) = burst_of_visits(Placement::new(2), false);
+        assert!(skewed[0] < rooms[0], "{skewed:?} vs {rooms:?}");
     }
 
     #[test]
