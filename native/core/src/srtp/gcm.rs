@@ -1,7 +1,6 @@
 //! AEAD_AES_128_GCM / AEAD_AES_256_GCM for SRTP and SRTCP (RFC 7714), 16-byte tags.
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::{Aes128Gcm, Aes256Gcm, Nonce, Tag};
+use ring::aead::{self, LessSafeKey, UnboundKey};
 
 use super::kdf::{self, Labels};
 use super::SrtpError;
@@ -9,23 +8,21 @@ use super::SrtpError;
 pub const TAG_LEN: usize = 16;
 const SALT_LEN: usize = 12;
 
+/// One AES-GCM key. ring's AES-GCM runs AES-CTR and GHASH fused in one pass (AES-NI / VAES with
+/// carry-less multiply, detected at run time): about half the CPU of two separate passes, which
+/// is most of what SRTP costs per forwarded packet.
 #[derive(Clone)]
-enum Aead {
-    Aes128(Aes128Gcm),
-    Aes256(Aes256Gcm),
-}
+struct Aead(LessSafeKey);
 
 impl Aead {
     fn new(key: &[u8]) -> Result<Self, SrtpError> {
-        match key.len() {
-            16 => Ok(Aead::Aes128(
-                Aes128Gcm::new_from_slice(key).map_err(|_| SrtpError::BadKeyLength)?,
-            )),
-            32 => Ok(Aead::Aes256(
-                Aes256Gcm::new_from_slice(key).map_err(|_| SrtpError::BadKeyLength)?,
-            )),
-            _ => Err(SrtpError::BadKeyLength),
-        }
+        let algorithm = match key.len() {
+            16 => &aead::AES_128_GCM,
+            32 => &aead::AES_256_GCM,
+            _ => return Err(SrtpError::BadKeyLength),
+        };
+        let key = UnboundKey::new(algorithm, key).map_err(|_| SrtpError::BadKeyLength)?;
+        Ok(Aead(LessSafeKey::new(key)))
     }
 
     #[inline]
@@ -35,16 +32,19 @@ impl Aead {
         aad: &[u8],
         data: &mut [u8],
     ) -> Result<[u8; TAG_LEN], SrtpError> {
-        let nonce = Nonce::from(*iv);
-        let tag = match self {
-            Aead::Aes128(c) => c.encrypt_inout_detached(&nonce, aad, data.into()),
-            Aead::Aes256(c) => c.encrypt_inout_detached(&nonce, aad, data.into()),
-        };
+        let nonce = aead::Nonce::assume_unique_for_key(*iv);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(nonce, aead::Aad::from(aad), data);
         // Only fails past GCM's 64 GiB plaintext limit, far beyond any datagram.
-        tag.map(Into::into).map_err(|_| SrtpError::BufferTooSmall)
+        let tag = tag.map_err(|_| SrtpError::BufferTooSmall)?;
+        let mut out = [0u8; TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
-    /// Decrypts in place only when the tag verifies; otherwise `data` is left untouched.
+    /// Decrypts in place when the tag verifies; on failure `data` holds no plaintext (ring
+    /// overwrites what it decrypted) and the packet is to be dropped.
     #[inline]
     fn open(
         &self,
@@ -53,13 +53,12 @@ impl Aead {
         data: &mut [u8],
         tag: &[u8],
     ) -> Result<(), SrtpError> {
-        let nonce = Nonce::from(*iv);
-        let tag = Tag::try_from(tag).map_err(|_| SrtpError::TooShort)?;
-        let result = match self {
-            Aead::Aes128(c) => c.decrypt_inout_detached(&nonce, aad, data.into(), &tag),
-            Aead::Aes256(c) => c.decrypt_inout_detached(&nonce, aad, data.into(), &tag),
-        };
-        result.map_err(|_| SrtpError::AuthFailed)
+        let nonce = aead::Nonce::assume_unique_for_key(*iv);
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| SrtpError::TooShort)?;
+        self.0
+            .open_in_place_separate_tag(nonce, aead::Aad::from(aad), aead::Tag::from(tag), data, 0..)
+            .map(|_| ())
+            .map_err(|_| SrtpError::AuthFailed)
     }
 }
 
@@ -338,19 +337,23 @@ mod tests {
     }
 
     #[test]
-    fn rtp_tampering_fails_and_leaves_packet_intact() {
+    fn rtp_tampering_fails_without_giving_away_plaintext() {
         let t = transform(KEY_128);
         let original = unhex(SRTP_128);
+        let plaintext = unhex(RTP);
         for i in 0..original.len() {
             let mut buf = original.clone();
             buf[i] ^= 0x01;
-            let tampered = buf.clone();
             assert_eq!(
                 t.unprotect_rtp(&mut buf, 12, SSRC_RTP, 0xf17b),
                 Err(SrtpError::AuthFailed),
                 "byte {i}"
             );
-            assert_eq!(buf, tampered, "byte {i}");
+            assert_ne!(&buf[12..plaintext.len()], &plaintext[12..], "byte {i}");
         }
+        // The transform is unchanged by the failures.
+        let mut buf = original.clone();
+        let n = t.unprotect_rtp(&mut buf, 12, SSRC_RTP, 0xf17b).unwrap();
+        assert_eq!(&buf[..n], &plaintext[..]);
     }
 }
