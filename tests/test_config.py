@@ -36,7 +36,9 @@ def test_precedence_file_then_env_then_flags(tmp_path):
     [("port = 'x'\n", {}), ("nonsense = 1\n", {}), ("port = [\n", {}), ("", {"MEDIASRV_PORT": "eighty"}),
      ("", {"MEDIASRV_DEV_MODE": "maybe"}), ("port = 70000\n", {}),
      ("min_video_bitrate = 200000\nvideo_group_floor = 100000\n", {}),
-     ("video_group_floor = 3000000\n", {})],
+     ("video_group_floor = 3000000\n", {}),
+     ("media_rx_coalesce_us = 20000\n", {}), ("media_rx_coalesce_us = -1\n", {}),
+     ("media_udp_port = 65535\nmedia_workers = 2\n", {})],
 )
 def test_bad_settings_are_refused_with_the_key_named(tmp_path, text, env):
     cfg = tmp_path / "m.toml"
@@ -58,3 +60,10 @@ def test_cluster_node_on_a_wildcard_address_needs_its_id_and_url(host):
     assert s.node_id == "a"
     assert load_settings(env=env, host="10.0.0.5").node_id == ""  # derived from a real address
     assert load_settings(env={}, host=host).redis_url == ""  # not in a cluster: nothing needed
+
+
+def test_one_media_port_for_all_workers_may_be_the_last_port(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text("media_udp_port = 65535\nmedia_workers = 2\nmedia_port_per_worker = false\n")
+    s = load_settings(cfg, env={})
+    assert (s.media_udp_port, s.media_port_per_worker) == (65535, False)

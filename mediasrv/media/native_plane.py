@@ -143,10 +143,11 @@ class NativeDatagramTransport(asyncio.DatagramTransport):
 
 class NativePlane:
     def __init__(self, addresses: list[str], port: int = 0, workers: int = 0, drop_ppm: int = 0, *,
-                 port_per_worker: bool = False, tcp_port: int | None = None, tcp_max_connections: int = 1024,
+                 port_per_worker: bool = False, rx_coalesce_us: int = 500,
+                 tcp_port: int | None = None, tcp_max_connections: int = 1024,
                  consent_interval_s: float = 5.0, consent_timeout_s: float = 30.0) -> None:
         self.native = mediasrv_native.MediaPlane(addresses, port, workers, port_per_worker=port_per_worker,
-                                                 drop_ppm=drop_ppm, tcp_port=tcp_port,
+                                                 drop_ppm=drop_ppm, rx_coalesce_us=rx_coalesce_us, tcp_port=tcp_port,
                                                  tcp_max_connections=tcp_max_connections)
         self.sockets: list[Addr] = self.native.sockets()
         # UDP socket index by (host, the worker reading it): one per worker with a port per worker.
@@ -469,6 +470,7 @@ def start_media_plane(settings: Settings) -> NativePlane | None:
     plane = NativePlane(settings.media_bind_addresses, settings.media_udp_port,
                         settings.media_workers, settings.media_test_drop_ppm,
                         port_per_worker=settings.media_port_per_worker,
+                        rx_coalesce_us=settings.media_rx_coalesce_us,
                         tcp_port=(settings.media_tcp_port or settings.media_udp_port) if settings.ice_tcp else None,
                         tcp_max_connections=settings.ice_tcp_max_connections,
                         consent_interval_s=settings.ice_consent_interval_s,

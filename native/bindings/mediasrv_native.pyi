@@ -125,7 +125,7 @@ class MediaPlane:
         port_per_worker: bool = False,
         drop_ppm: int = 0,
         poll_interval_ms: int = 20,
-        rx_coalesce_us: int = 200,
+        rx_coalesce_us: int = 500,
         tcp_port: int | None = None,
         tcp_max_connections: int = 1024,
         tcp_max_pending: int = 128,

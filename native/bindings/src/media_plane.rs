@@ -62,7 +62,7 @@ impl MediaPlane {
     #[new]
     #[pyo3(signature = (addresses, port=0, workers=0, *, port_per_worker=false, drop_ppm=0,
                         poll_interval_ms=20,
-                        rx_coalesce_us=200, tcp_port=None, tcp_max_connections=1024,
+                        rx_coalesce_us=500, tcp_port=None, tcp_max_connections=1024,
                         tcp_max_pending=128, tcp_max_per_session=4, tcp_auth_timeout_ms=5000,
                         tcp_idle_timeout_ms=30000, tcp_write_buffer_bytes=262144))]
     #[allow(clippy::too_many_arguments)]
@@ -436,7 +436,7 @@ impl MediaPlane {
         d.set_item("admitted_sources", plane.admitted_sources())?;
         d.set_item("ice_sessions", plane.ice_sessions())?;
         d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
-        // Per worker: packets handled (thread 0 counts every datagram it read too), packet-path
+        // Per worker: packets handled (media in, datagrams out, datagrams read), packet-path
         // system calls, rooms placed there.
         let loads = plane.worker_loads();
         d.set_item(
