@@ -189,6 +189,11 @@ class NativePlane:
         socket = self._by_host.get((host, _gathering_worker.get()))
         return self._by_host.get((host, 0)) if socket is None else socket
 
+    def room_addresses(self, room_key: int) -> list[Addr]:
+        """The UDP (host, port)s the peers of room `room_key` are reached on: its worker's sockets."""
+        worker = self._room_keys.get(room_key, 0)
+        return [self.sockets[i] for (_, w), i in self._by_host.items() if w == worker] or self.sockets
+
     @contextlib.contextmanager
     def gathering_for(self, room_key: int | None) -> Iterator[None]:
         """While the block runs, ICE agents gather host candidates on the sockets of the worker the

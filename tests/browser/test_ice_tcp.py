@@ -86,7 +86,6 @@ async def test_visit_with_udp_blocked_connects_over_ice_tcp(netns_browser, brows
         plane = srv.rooms.plane
         assert plane is not None
         [(_, (tcp_host, tcp_port))] = plane.tcp_sockets.items()
-        media_port = {"tcp": tcp_port, "udp": plane.sockets[0][1]}[want]
         view = SimpleNamespace(url=await listen_on(srv, HOST_ADDR), token=srv.token)
         clinician = await open_demo(netns_browser, view, "ward", "dr-tcp", "clinician")
         joined = time.monotonic()
@@ -98,6 +97,8 @@ async def test_visit_with_udp_blocked_connects_over_ice_tcp(netns_browser, brows
         for page in (clinician, patient):
             await eventually(lambda p=page: _decoding(p), timeout=40, what="video and audio decoded")
 
+        # UDP: the port of the room's media worker.
+        media_port = tcp_port if want == "tcp" else plane.room_addresses(srv.rooms.get("ward").plane_key)[0][1]
         # Every selected pair, seen from the browser: its active TCP candidate to our passive host
         # one. (Chromium lists its side as peer-reflexive: the address our check answers report is
         # its host address with the connection's ephemeral port, not the port 9 it signalled.)

@@ -86,7 +86,9 @@ async def test_viewer_behind_a_rebinding_nat_keeps_receiving(server, browser) ->
     plane = server.rooms.plane
     assert plane is not None
     await publish(browser, server, "ward")
-    nat = Nat(tuple(plane.sockets[0]))
+    # The viewer's media goes to the room's media worker port.
+    (server_addr,) = plane.room_addresses(server.rooms.get("ward").plane_key)
+    nat = Nat(server_addr)
     port = await nat.start()
     try:
         viewer = await (await browser.new_context()).new_page()
