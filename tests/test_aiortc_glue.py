@@ -24,6 +24,7 @@ from typing import Any
 import aioice
 import aioice.ice
 import aiortc
+import aiortc.rate
 import aiortc.rtcrtpreceiver
 import mediasrv_native
 import OpenSSL.SSL
@@ -207,6 +208,10 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      and hasattr(o.transceiver.receiver, "_RTCRtpReceiver__remote_bitrate_estimator")
      and _calls(RTCRtpReceiver, "if self.__remote_bitrate_estimator is not None:")
      and _calls(RTCRtpReceiver, "if self.__nack_generator is not None and")),
+    ("lean_receivers", "RTCRtpReceiver.__init__ makes a video receiver's estimator by calling "
+     "RemoteBitrateEstimator() from its module's namespace",
+     lambda o: _calls(RTCRtpReceiver, "self.__remote_bitrate_estimator = RemoteBitrateEstimator()")
+     and "RemoteBitrateEstimator" in vars(aiortc.rtcrtpreceiver)),
     ("shared_certificate", "RTCCertificate._create_ssl_context(srtp_profiles) makes an SSL.Context",
      lambda o: list(inspect.signature(aiortc.RTCCertificate._create_ssl_context).parameters)
      == ["self", "srtp_profiles"]
@@ -610,3 +615,16 @@ def test_take_over_socket_stops_the_loop_reading_it() -> None:
 async def test_uvloop_cannot_take_over_sockets() -> None:
     assert re.search("uvloop", type(asyncio.get_running_loop()).__module__)
     assert not aiortc_glue.can_take_over_sockets()
+
+
+async def test_receivers_made_under_lean_receivers_have_no_bitrate_estimator() -> None:
+    pc = RTCPeerConnection()
+    try:
+        with aiortc_glue.lean_receivers():
+            lean = pc.addTransceiver("video").receiver
+        full = pc.addTransceiver("video").receiver
+        assert lean._RTCRtpReceiver__remote_bitrate_estimator is None  # type: ignore[attr-defined]
+        assert isinstance(full._RTCRtpReceiver__remote_bitrate_estimator,  # type: ignore[attr-defined]
+                          aiortc.rate.RemoteBitrateEstimator)
+    finally:
+        await pc.close()

@@ -133,9 +133,10 @@ class PeerTransport:
             self.simulcast.update(simulcast)
         check_offer_text(offer_sdp)
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
-            if before_answer:
-                before_answer()
+            with aiortc_glue.lean_receivers():
+                await self.pc.setRemoteDescription(RTCSessionDescription(offer_sdp, "offer"))
+                if before_answer:
+                    before_answer()
             answer = await self.pc.createAnswer()
             with self._gathering():
                 await self.pc.setLocalDescription(answer)
@@ -156,7 +157,8 @@ class PeerTransport:
     async def accept_answer(self, answer_sdp: str) -> None:
         check_offer_text(answer_sdp)
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
+            with aiortc_glue.lean_receivers():
+                await self.pc.setRemoteDescription(RTCSessionDescription(answer_sdp, "answer"))
         except Exception as exc:
             raise SdpError(f"answer rejected: {exc.__class__.__name__}: {exc}") from None
         self._install_hooks()
@@ -174,7 +176,8 @@ class PeerTransport:
 
     def add_sender(self, kind: str) -> RTCRtpTransceiver:
         """A send-only transceiver whose packets the router produces."""
-        return self.pc.addTransceiver(ForwardedTrack(kind), direction="sendonly")
+        with aiortc_glue.lean_receivers():
+            return self.pc.addTransceiver(ForwardedTrack(kind), direction="sendonly")
 
     def transceivers(self) -> list[RTCRtpTransceiver]:
         return self.pc.getTransceivers()
