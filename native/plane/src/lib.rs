@@ -296,20 +296,20 @@ impl Plane {
         let slots = (0..workers)
             .map(|i| -> io::Result<WorkerSlot> {
                 Ok(WorkerSlot {
-                state: Mutex::new(WorkerState::new(
-                    sockets.len(),
-                    cfg.drop_ppm,
-                    cfg.poll_interval_ms,
-                    0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) ^ now_ms(),
-                )),
-                inbox: Mutex::new(Vec::with_capacity(BATCH * 4)),
-                wake: eventfd()?,
-                received: AtomicU64::new(0),
-                rooms: AtomicU64::new(0),
-                cpu_ns: AtomicU64::new(0),
-                packets: AtomicU64::new(0),
-                syscalls: AtomicU64::new(0),
-                sleeping: AtomicBool::new(false),
+                    state: Mutex::new(WorkerState::new(
+                        sockets.len(),
+                        cfg.drop_ppm,
+                        cfg.poll_interval_ms,
+                        0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1) ^ now_ms(),
+                    )),
+                    inbox: Mutex::new(Vec::with_capacity(BATCH * 4)),
+                    wake: eventfd()?,
+                    received: AtomicU64::new(0),
+                    rooms: AtomicU64::new(0),
+                    cpu_ns: AtomicU64::new(0),
+                    packets: AtomicU64::new(0),
+                    syscalls: AtomicU64::new(0),
+                    sleeping: AtomicBool::new(false),
                 })
             })
             .collect::<io::Result<Vec<_>>>()
@@ -830,13 +830,7 @@ fn eventfd() -> io::Result<OwnedFd> {
 fn signal(fd: &OwnedFd) {
     let one: u64 = 1;
     // SAFETY: writing 8 bytes to our eventfd.
-    unsafe {
-        libc::write(
-            fd.as_raw_fd(),
-            &one as *const u64 as *const libc::c_void,
-            8,
-        )
-    };
+    unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
 }
 
 /// Clears an eventfd.
@@ -1387,26 +1381,9 @@ mod tests {
         let from = peer.local_addr().unwrap();
         let router = Arc::new(Mutex::new(Router::new(RouterConfig::default(), 1)));
         plane.attach_room(1, router);
-        let keys = PeerKeys {
-            profile: "SRTP_AEAD_AES_128_GCM",
-            tx_key: &[1; 16],
-            tx_salt: &[2; 12],
-            rx_key: &[3; 16],
-            rx_salt: &[4; 12],
-        };
         let t = TransportId(9);
-        plane.register_peer(t, 1, 0, from, keys).unwrap();
-        let creds = IceCredentials {
-            local_ufrag: b"ours",
-            local_password: b"our-password-22-chars!",
-            remote_ufrag: b"them",
-            remote_password: b"their-password-22-chr!",
-            role: IceRole {
-                controlling: false,
-                tie_breaker: 77,
-            },
-            priority: 0x7e00_00ff,
-        };
+        plane.register_peer(t, 1, 0, from, KEYS).unwrap();
+        let creds = CREDENTIALS;
         let timers = ConsentTimers {
             interval_ms: 50,
             timeout_ms: 600,

@@ -56,7 +56,13 @@ impl Aead {
         let nonce = aead::Nonce::assume_unique_for_key(*iv);
         let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| SrtpError::TooShort)?;
         self.0
-            .open_in_place_separate_tag(nonce, aead::Aad::from(aad), aead::Tag::from(tag), data, 0..)
+            .open_in_place_separate_tag(
+                nonce,
+                aead::Aad::from(aad),
+                aead::Tag::from(tag),
+                data,
+                0..,
+            )
             .map(|_| ())
             .map_err(|_| SrtpError::AuthFailed)
     }
