@@ -67,8 +67,12 @@ async def _decodes(track: MediaStreamTrack, frames: int = 10) -> None:
     assert (frame.width, frame.height) == (640, 480)
 
 
-async def _two_visits(server: Server) -> dict[str, list[int]]:
-    """Two visits, each decoding at its viewer; the UDP ports each room's peers were given."""
+async def _two_visits(server: Server) -> tuple[dict[str, list[int]], dict[str, int]]:
+    """Two visits, each decoding at its viewer, all four peers handed over: the UDP ports each
+    room's peers were given, and the worker each room is pinned to (read while the visits last:
+    a room closes when its last participant leaves)."""
+    plane = server.rooms.plane
+    assert plane is not None
     pcs: list[RTCPeerConnection] = []
     try:
         ports = {}
@@ -81,7 +85,7 @@ async def _two_visits(server: Server) -> dict[str, list[int]]:
                       for p in (part.publisher, part.subscriber) if p is not None):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        return ports
+        return ports, {room: plane._room_keys[server.rooms.get(room).plane_key] for room in ports}
     finally:
         for pc in pcs:
             await pc.close()
@@ -94,8 +98,7 @@ async def test_each_visit_uses_the_port_of_its_rooms_worker(tmp_path: Any) -> No
         assert plane is not None
         assert plane.native.socket_workers() == [0, 1]
         worker_port = {w: port for (_, port), w in zip(plane.sockets, plane.native.socket_workers(), strict=True)}
-        ports = await _two_visits(server)
-        workers = {room: plane._room_keys[server.rooms.get(room).plane_key] for room in ports}
+        ports, workers = await _two_visits(server)
         assert sorted(workers.values()) == [0, 1]  # no traffic yet when placed: one room each
         for room, (publisher_port, viewer_port) in ports.items():
             assert publisher_port == viewer_port == worker_port[workers[room]], (ports, workers)
@@ -111,7 +114,8 @@ async def test_with_one_port_for_all_the_other_workers_media_is_handed_over(tmp_
     try:
         plane = server.rooms.plane
         assert plane is not None and len(plane.sockets) == 1
-        ports = await _two_visits(server)
+        ports, workers = await _two_visits(server)
+        assert sorted(workers.values()) == [0, 1]
         assert {p for pair in ports.values() for p in pair} == {plane.sockets[0][1]}
         assert plane.native.stats()["handoffs"] > 0  # worker 1's room's media, read by thread 0
     finally:
