@@ -230,6 +230,35 @@ def test_handed_over_tcp_peers_media_is_routed_natively_and_framed_back(plane):
     assert tcp_sub.srtp.unprotect_rtcp(tcp_sub.recv_frame())[:2] == bytes([0x81, 201])
 
 
+def test_a_tcp_publisher_in_a_room_on_worker_1_is_handed_to_that_worker():
+    """With a port per worker thread 0 still reads every ICE-TCP connection: a TCP peer's media for
+    a room on worker 1 goes there through its inbox (and eventfd), and worker 1 sends it on from
+    its own UDP socket."""
+    plane = make_plane(port_per_worker=True)
+    try:
+        assert plane.socket_workers() == [0, 1]
+        index, target = tcp_target(plane)
+        assert index == 2  # ICE-TCP listeners follow the UDP sockets
+        pub = authenticated(plane, target, index)
+        udp_sub = UdpPeer()
+        assert plane.attach_room(99, mediasrv_native.Router(seed=2)) == 0
+        one_room(plane, 1, [3])
+        assert plane.stats()["worker_rooms"] == [1, 1]
+        pub.register(plane, 1, 1, index)
+        udp_sub.register(plane, 3, 1, 1)  # worker 1's UDP socket
+        for seq in range(1, 21):
+            pub.sock.sendall(frame(pub.srtp.protect_rtp(opus(seq, bytes([seq]) * 60))))
+        got = []
+        for _ in range(20):
+            data, source = udp_sub.sock.recvfrom(2048)
+            assert source == tuple(plane.sockets()[1])
+            got.append(udp_sub.srtp.unprotect_rtp(data)[12:])
+        assert got == [bytes([s]) * 60 for s in range(1, 21)]
+        assert plane.stats()["handoffs"] >= 20
+    finally:
+        plane.close()
+
+
 def test_a_subscriber_that_stops_reading_loses_frames_not_the_worker(plane):
     index, target = tcp_target(plane)
     pub = UdpPeer()
