@@ -6,13 +6,13 @@
 //! copy or wake-up between threads. With one port for all (`port_per_worker` off) thread 0 reads
 //! every socket and passes media of rooms pinned elsewhere in a pooled buffer to the room's worker
 //! (an eventfd wakes it); ICE-TCP frames always arrive on thread 0 and go the same way. Whoever
-//! reads a datagram treats it the same: STUN, DTLS and media from addresses not handed over yet are queued
-//! for Python (aioice/aiortc), which is woken through an eventfd. Anything else from a source that
-//! is neither handed over nor admitted by Python (an address its ICE agent has answered or checked)
-//! is dropped here and counted as `unknown_source`: only STUN may start a session, and only a
-//! Binding request naming a registered ICE session's ufrag (else `unknown_source`) whose
-//! MESSAGE-INTEGRITY holds that session's password (else `stun_integrity`) goes up from such a
-//! source. Python reaches the workers only through short, locked control calls; nothing in the
+//! reads a datagram treats it the same: STUN, DTLS and media from addresses not handed over yet
+//! are queued for Python (aioice/aiortc), which is woken through an eventfd. Anything else from a
+//! source that is neither handed over nor admitted by Python (an address its ICE agent has
+//! answered or checked) is dropped here and counted as `unknown_source`: only STUN may start a
+//! session, and only a Binding request naming a registered ICE session's ufrag (else
+//! `unknown_source`) whose MESSAGE-INTEGRITY holds that session's password (else
+//! `stun_integrity`) goes up from such a source. Python reaches the workers only through short, locked control calls; nothing in the
 //! packet path takes the GIL.
 //!
 //! With ICE-TCP on, each address also has a TCP listener (`tcp.rs`): thread 0 reads its
@@ -128,8 +128,8 @@ struct WorkerSlot {
     /// Work done so far in packets: media handled and datagrams sent (plus `received`), stored
     /// by the worker after each pass.
     packets: AtomicU64,
-    /// System calls of the packet path made by this thread (poll, recvmmsg, sendmmsg, futex
-    /// waits and wakes, the gather sleep), stored after each pass.
+    /// System calls of the packet path made by this thread (poll, recvmmsg, sendmmsg, eventfd
+    /// reads and writes, the gather sleep, CPU-time reads), stored after each pass.
     syscalls: AtomicU64,
     /// Set (under the inbox lock) while the worker waits in `poll`: only then does a thread
     /// handing it media pay a write to its eventfd.
