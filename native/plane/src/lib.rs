@@ -12,8 +12,8 @@
 //! answered or checked) is dropped here and counted as `unknown_source`: only STUN may start a
 //! session, and only a Binding request naming a registered ICE session's ufrag (else
 //! `unknown_source`) whose MESSAGE-INTEGRITY holds that session's password (else
-//! `stun_integrity`) goes up from such a source. Python reaches the workers only through short, locked control calls; nothing in the
-//! packet path takes the GIL.
+//! `stun_integrity`) goes up from such a source. Python reaches the workers only through short,
+//! locked control calls; nothing in the packet path takes the GIL.
 //!
 //! With ICE-TCP on, each address also has a TCP listener (`tcp.rs`): thread 0 reads its
 //! connections beside the UDP sockets and treats every RFC 4571 frame as a datagram from
