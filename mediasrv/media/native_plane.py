@@ -2,17 +2,17 @@
 
 aioice is given `NativeDatagramTransport`s instead of sockets of its own: every ICE connection's
 host candidate is one of the plane's shared sockets. With a port per media worker (the default),
-that is the socket of the worker its room is pinned to (`gathering_for`), so the worker that
-routes a room also reads its peers' datagrams; otherwise every peer is on the one port. The Rust
-side queues STUN, DTLS and not-yet-handed-over media for Python and wakes the event loop through an
-eventfd; this module demultiplexes them to
-the right aioice protocol, by remote address once known and otherwise by the STUN USERNAME (our
-local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP mux do. A request found by its USERNAME
-reaches aioice only if its MESSAGE-INTEGRITY holds our ICE password (checked in Rust first, against
-the ufrag/password pairs registered here, and again here); an address becomes known (and
-admitted natively, so its DTLS reaches us) only when aioice sends there, a bounded few per session,
-forgotten when the session closes. The plane drops anything but STUN from other sources itself. After the DTLS handshake,
-`hand_over` gives the peer's SRTP keys and address to the plane, and its media never reaches Python.
+that is the socket of the worker its room is pinned to (`gathering_for`), so the worker that routes
+a room also reads its peers' datagrams; otherwise every peer is on the one port. The Rust side
+queues STUN, DTLS and not-yet-handed-over media for Python and wakes the event loop through an
+eventfd; this module demultiplexes them to the right aioice protocol, by remote address once known
+and otherwise by the STUN USERNAME (our local ufrag), as mediasoup's WebRtcServer and LiveKit's UDP
+mux do. A request found by its USERNAME reaches aioice only if its MESSAGE-INTEGRITY holds our ICE
+password (checked in Rust first, against the ufrag/password pairs registered here, and again here);
+an address becomes known (and admitted natively, so its DTLS reaches us) only when aioice sends
+there, a bounded few per session, forgotten when the session closes. The plane drops anything but
+STUN from other sources itself. After the DTLS handshake, `hand_over` gives the peer's SRTP keys and
+address to the plane, and its media never reaches Python.
 
 ICE consent freshness (RFC 7675) moves to the plane at the handover too: it is given the session's
 ICE credentials and role, answers the peer's checks from its address and sends its own every 4-6 s
