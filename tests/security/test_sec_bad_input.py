@@ -256,3 +256,21 @@ async def test_tus_chunked_patch_cut_off_keeps_what_arrived(srv) -> None:
             break
         await asyncio.sleep(0.01)
     assert await _head_offset(srv, upload) == 3
+
+
+def test_an_offer_checked_twice_is_parsed_once_and_a_bad_one_refused_every_time(monkeypatch) -> None:
+    from mediasrv.media import sdp as sdp_module
+
+    good = asyncio.run(_offer())
+    bad = good.replace("a=rtpmap:97 ", "a=rtpmap:200 ").replace(" 97 ", " 200 ", 1)
+    parses = []
+    real = sdp_module.SessionDescription.parse
+    monkeypatch.setattr(sdp_module.SessionDescription, "parse", lambda text: parses.append(text) or real(text))
+    assert check_offer_text(good) is check_offer_text(str(good))  # the same text, another string
+    assert parses == [good]
+    for _ in range(2):
+        with pytest.raises(SdpError):
+            check_offer_text(bad)
+    assert parses == [good, bad, bad]
+    check_offer_text(good)  # still the last one accepted
+    assert parses == [good, bad, bad]
