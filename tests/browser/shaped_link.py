@@ -77,6 +77,38 @@ def link_counters() -> tuple[int, int, int]:
     return root["bytes"], root["packets"], root["drops"]
 
 
+class BacklogSampler:
+    """The root qdisc's backlog (bytes queued in the link), sampled every `interval_s` in a thread:
+    what the audio waits behind at the bottleneck. `peaks()` gives the largest backlog of each
+    second since the last call."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        import threading
+        self.interval_s = interval_s
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                root = next(q for q in _qdiscs() if q.get("root"))
+                self.samples.append(int(root.get("backlog", 0)))
+            except (StopIteration, subprocess.SubprocessError, ValueError):
+                pass
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def take(self) -> list[int]:
+        out, self.samples = self.samples, []
+        return out
+
+
 def leaf_counters() -> dict[str, tuple[int, int]]:
     """(packets sent, packets dropped) per queue of the downlink, by handle ("10:", "20:")."""
     return {q["handle"]: (q["packets"], q["drops"]) for q in _qdiscs()}

@@ -22,6 +22,7 @@ from .delay_line import DelayLine
 from .netns import HOST_ADDR, listen_on
 from .shaped_link import (
     PATIENT_STATS,
+    BacklogSampler,
     decoding,
     jitter_delay_s,
     leaf_counters,
@@ -93,11 +94,16 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
 
         # The patient's downlink drops to 300 kbit/s with a 250 ms queue.
         shaped_link.token_bucket(LIMIT_KBIT)
+        backlog = BacklogSampler()
+        backlog.start()
         before = await patient.evaluate(PATIENT_STATS)
         obs_before = await observer.evaluate(PATIENT_STATS)
         # The server's estimate of the patient's link, once a second while limited: the median says
         # where it settled (a probe may lift it for a moment).
         estimates, observer_layers, paused_seconds, lowest_layer = [], [], 0, []
+        # Per second: the link's largest backlog (kB), the patient's layer, probe padding sent (kB).
+        backlog_peaks, patient_layers, padding_kb = [], [], []
+        padding_before = (_patient_downlink(srv) or {}).get("padding_bytes", 0)
         # The jitter buffer per 5 s while limited: the step down's burst of queueing at the start
         # apart from what the link's steady state costs (Chromium's jitter buffer remembers peaks).
         windows, window_start = [], before
@@ -107,12 +113,18 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
             estimates.append(downlink["estimate_bps"] if downlink else None)
             lowest_layer.append(_lowest_layer_kbit(srv))
             paused_seconds += bool(downlink and downlink["video_paused"])
+            backlog_peaks.append(max(backlog.take(), default=0))
+            patient_layers.append(_layer(srv, "pat-p"))
+            padding_now = downlink["padding_bytes"] if downlink else padding_before
+            padding_kb.append((padding_now - padding_before) / 1000)
+            padding_before = padding_now
             observer_layers.append(_layer(srv, "obs-p"))
             if second % 5 == 0:
                 now_stats = await patient.evaluate(PATIENT_STATS)
                 windows.append(jitter_delay_s(window_start, now_stats))
                 window_start = now_stats
         after = await patient.evaluate(PATIENT_STATS)
+        backlog.stop()
         obs_after = await observer.evaluate(PATIENT_STATS)
         sent_bytes, sent_packets, dropped = link_counters()
         settled = [e for e in estimates[len(estimates) // 3:] if e is not None]
@@ -177,7 +189,10 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
               f"{delays[-1] * 1000:.0f} ms {audio_back_s:.1f} s after; top layer at >= 80 % of the "
               f"clean link's {fps_before:.0f} fps {full_s:.1f} s after; the good-link viewer {obs_fps:.1f} "
               f"fps, layers {sorted(set(observer_layers), key=str)} ({obs_after['video']['height']}p) while "
-              f"the patient was limited")
+              f"the patient was limited; per second while limited: the link's backlog peak (kB) "
+              f"{' '.join(f'{b / 1000:.1f}' for b in backlog_peaks)}, the patient's layer "
+              f"{' '.join('-' if x is None else str(x) for x in patient_layers)}, probe padding (kB) "
+              f"{' '.join(f'{k:.1f}' for k in padding_kb)}")
         print("\n" + figures)
 
         # The server's estimate followed the patient's link down (the patient gets the layer that
