@@ -39,12 +39,43 @@ pub(super) const PACKET_OVERHEAD_BYTES: usize = 16 + 28;
 /// below `PACE_OFF` (hysteresis) once its queue is empty.
 const PACE_ON: f64 = 0.75;
 const PACE_OFF: f64 = 0.5;
-/// The pacing rate: a tenth above the estimate (a keyframe then does not pile up in the
-/// bottleneck's queue ahead of the audio), but never below a quarter above what the transport is
-/// sent on average: the pacer smooths bursts, it does not throttle (fitting the average to the
-/// estimate is the allocation's work: layers, pausing, the publisher's REMB).
-const PACE_OVER_ESTIMATE_PERCENT: u64 = 110;
+/// The pacing rate: nine tenths of the estimate, audio first (it is never held but spends the
+/// rate), so that a burst (a keyframe, a resend) waits in our queue rather than in the
+/// bottleneck's ahead of the audio; up to a quarter above what the transport is sent on average
+/// when that needs the room, but on a link that stepped down lately never beyond the estimate (the pacer smooths bursts; fitting the average to the
+/// estimate is the allocation's work: layers, pausing, the publisher's REMB). Paced at 1.1x the
+/// estimate (before), a 300 kbit/s link whose estimate sat at or above its rate kept queueing.
+const PACE_OF_ESTIMATE_PERCENT: u64 = 90;
 const PACE_OVER_SENT_PERCENT: u64 = 125;
+/// After a step down (the estimate below `DRAIN_DROP_PERCENT` of its highest in the last
+/// `DRAIN_WINDOW_MS`, and below what the transport is being sent), the pacer sends at half the estimate for `DRAIN_MS`: the bottleneck's
+/// queue, filled before any feedback could say so, then empties in a fraction of a second instead
+/// of staying full for two while the media steps down (each 500 ms of a high audio delay weighs
+/// on a receiver's jitter buffer for tens of seconds).
+const DRAIN_PERCENT: u64 = 50;
+const DRAIN_MS: u64 = 1_000;
+const DRAIN_DROP_PERCENT: u64 = 66;
+const DRAIN_WINDOW_MS: u64 = 1_000;
+
+/// For this long after a step down the estimate is taken as the link's rate: the pacer does not go
+/// beyond it. Otherwise (a connection's start, where the estimate trails the media while it ramps
+/// up) the average's room may exceed it.
+const LIMITED_MS: u64 = 60_000;
+
+/// Rate a pacer releases at (bits per second), from the estimate and what the transport is sent.
+fn pace_rate_bps(estimate_bps: u64, sent_bps: u64, draining: bool, limited: bool) -> u64 {
+    let room = sent_bps * PACE_OVER_SENT_PERCENT / 100;
+    let rate = if draining {
+        estimate_bps * DRAIN_PERCENT / 100
+    } else if limited {
+        (estimate_bps * PACE_OF_ESTIMATE_PERCENT / 100).max(room.min(estimate_bps))
+    } else {
+        (estimate_bps * PACE_OF_ESTIMATE_PERCENT / 100).max(room)
+    };
+    rate.max(PACE_MIN_BPS)
+}
+/// Least pacing rate (an estimate's arithmetic floor must not starve the video).
+const PACE_MIN_BPS: u64 = 100_000;
 /// Most a pacing queue holds, in time at its rate: older video is dropped beyond it (the viewer
 /// asks for a keyframe), rather than delaying everything behind it.
 const PACE_MAX_QUEUE_MS: u64 = 500;
@@ -62,6 +93,11 @@ pub(super) struct Pacer {
     last_ms: u64,
     queue: std::collections::VecDeque<Paced>,
     queued_bytes: usize,
+    /// Highest estimate of the current window (and when the window began), and until when the
+    /// pacer drains after a step down.
+    high: (u64, u64),
+    drain_until_ms: u64,
+    limited_until_ms: u64,
     pub paced: u64,
     pub dropped: u64,
 }
@@ -77,8 +113,9 @@ impl Pacer {
         self.active
     }
 
-    /// Turns pacing on or off from what the transport was sent (`sent_bps`) against its estimate.
-    fn update(&mut self, estimate_bps: Option<u64>, sent_bps: u64) {
+    /// Turns pacing on or off from what the transport was sent (`sent_bps`) against its estimate,
+    /// and sets its rate (draining for a while after a step down of the estimate).
+    fn update(&mut self, estimate_bps: Option<u64>, sent_bps: u64, now_ms: u64) {
         let Some(e) = estimate_bps.filter(|e| *e > 0) else {
             // (Not while it holds packets: what follows would overtake them.)
             if self.queue.is_empty() {
@@ -92,9 +129,25 @@ impl Pacer {
         } else if self.active && load < PACE_OFF && self.queue.is_empty() {
             self.active = false;
         }
-        self.rate_bps = (e * PACE_OVER_ESTIMATE_PERCENT / 100)
-            .max(sent_bps * PACE_OVER_SENT_PERCENT / 100)
-            .max(100_000);
+        let (high, since) = self.high;
+        if e >= high || now_ms >= since.saturating_add(DRAIN_WINDOW_MS) {
+            // (A new window starts at the estimate now: a step is measured within one window.)
+            self.high = (e, now_ms);
+        } else if e < high / 100 * DRAIN_DROP_PERCENT && sent_bps > e {
+            // (Only when more was being sent than the link now takes: else nothing queued.)
+            self.drain_until_ms = now_ms + DRAIN_MS;
+            self.limited_until_ms = now_ms + LIMITED_MS;
+            self.high = (e, now_ms);
+        }
+        let draining = now_ms < self.drain_until_ms;
+        if draining {
+            self.active = true;
+        }
+        self.rate_bps = pace_rate_bps(e, sent_bps, draining, now_ms < self.limited_until_ms);
+    }
+
+    pub fn draining(&self, now_ms: u64) -> bool {
+        now_ms < self.drain_until_ms
     }
 
     /// Queues one packet (written with a placeholder transport-wide number at `twcc_at`).
@@ -368,7 +421,7 @@ impl Router {
             d.bwe.poll(now_ms * 1000);
             if cfg.pacing && d.twcc_id != 0 {
                 let estimate = d.estimate();
-                d.pacer.update(estimate, d.audio_bps + d.video_bps);
+                d.pacer.update(estimate, d.audio_bps + d.video_bps, now_ms);
             }
             let share = d.video_share();
             let dropped = match (d.last_share, share) {
@@ -454,8 +507,12 @@ impl Router {
         let now_us = now_ms * 1000;
         for (id, d) in downlinks.iter_mut() {
             d.release(*id, now_ms, out);
-            // A backlog means no room to probe for.
-            if d.twcc_id == 0 || d.video_streams == 0 || d.pacer.backlog() {
+            // A backlog means no room to probe for; nor is there while draining a step down.
+            if d.twcc_id == 0
+                || d.video_streams == 0
+                || d.pacer.backlog()
+                || d.pacer.draining(now_ms)
+            {
                 continue;
             }
             let paused = d.video_paused;
@@ -530,6 +587,65 @@ impl Router {
             } else if let Some(rtx) = s.rtx.as_mut() {
                 rtx.next_seq = seq.wrapping_add(1);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod pacer_tests {
+    use super::*;
+
+    #[test]
+    fn pacing_rate_stays_under_the_estimate_with_room_for_the_average() {
+        // Nine tenths of the estimate when what is sent leaves room for bursts.
+        assert_eq!(pace_rate_bps(340_000, 250_000, false, true), 312_500);
+        assert_eq!(pace_rate_bps(340_000, 200_000, false, true), 306_000);
+        assert_eq!(pace_rate_bps(3_000_000, 1_500_000, false, false), 2_700_000);
+        // On a link limited lately, up to the estimate (never beyond) when the average needs it.
+        assert_eq!(pace_rate_bps(340_000, 300_000, false, true), 340_000);
+        assert_eq!(pace_rate_bps(340_000, 600_000, false, true), 340_000);
+        // Otherwise (the estimate still ramping up) a quarter above the average.
+        assert_eq!(pace_rate_bps(340_000, 600_000, false, false), 750_000);
+        // Draining after a step down: half the estimate, whatever is sent.
+        assert_eq!(pace_rate_bps(250_000, 1_500_000, true, true), 125_000);
+        // Never below the floor.
+        assert_eq!(pace_rate_bps(60_000, 10_000, true, true), PACE_MIN_BPS);
+    }
+
+    #[test]
+    fn a_step_down_of_the_estimate_drains_for_a_second() {
+        let mut p = Pacer::default();
+        p.update(Some(3_000_000), 2_500_000, 0);
+        assert!(!p.draining(0));
+        assert_eq!(p.rate_bps, 3_125_000);
+        // A fall to 70 % of the window's high is no step.
+        p.update(Some(2_100_000), 2_500_000, 300);
+        assert!(!p.draining(300));
+        // Below 66 % of it within the window: drain for DRAIN_MS at half the estimate.
+        p.update(Some(1_900_000), 2_500_000, 500);
+        assert!(p.draining(500) && p.active());
+        assert_eq!(p.rate_bps, 950_000);
+        p.update(Some(1_900_000), 2_500_000, 1_499);
+        assert!(p.draining(1_499));
+        p.update(Some(1_900_000), 2_500_000, 1_500);
+        assert!(!p.draining(1_500));
+        // Limited since the step: the estimate bounds it for LIMITED_MS.
+        assert_eq!(p.rate_bps, 1_900_000);
+        p.update(Some(1_900_000), 2_500_000, 500 + LIMITED_MS);
+        assert_eq!(p.rate_bps, 3_125_000);
+        // A fall below what is sent only: nothing was queued (a probe's raise undone).
+        let mut p = Pacer::default();
+        p.update(Some(3_000_000), 800_000, 0);
+        p.update(Some(1_000_000), 800_000, 100);
+        assert!(!p.draining(100));
+        // A slow decline across windows (each under a third) is no step either.
+        let mut p = Pacer::default();
+        for (i, e) in [1_000_000u64, 800_000, 640_000, 512_000]
+            .into_iter()
+            .enumerate()
+        {
+            p.update(Some(e), 100_000, i as u64 * 1_000);
+            assert!(!p.draining(i as u64 * 1_000), "{e}");
         }
     }
 }
