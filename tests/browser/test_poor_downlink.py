@@ -156,11 +156,11 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         # 60 ms or (on a machine so loaded that it was higher on the clean link) back to that.
         audio_normal = max(0.06, 1.2 * delay_before)
         delays = []
-        while loop.time() - t0 < 40:
+        while True:  # at least once: the top layer may take most of the 40 s
             first = await patient.evaluate(PATIENT_STATS)
             await asyncio.sleep(2)
             delays.append(jitter_delay_s(first, await patient.evaluate(PATIENT_STATS)))
-            if delays[-1] <= audio_normal:
+            if delays[-1] <= audio_normal or loop.time() - t0 >= 40:
                 break
         audio_back_s = loop.time() - t0
 
