@@ -68,6 +68,16 @@ impl Aimd {
         }
     }
 
+    /// A measurement (a probe's queue draining) says the path carries `bps` and no more: the
+    /// estimate goes no higher, and increases from there are the additive ones near capacity.
+    pub fn cap_to(&mut self, bps: f64, now_us: u64) {
+        if self.estimate > bps {
+            self.estimate = bps.max(self.min);
+            self.last_change_us = Some(now_us);
+        }
+        self.update_capacity(bps);
+    }
+
     /// Feedback timeout: halve, at most once per second.
     pub fn back_off(&mut self, now_us: u64) -> bool {
         if self

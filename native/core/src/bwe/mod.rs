@@ -54,10 +54,12 @@ pub enum BweState {
 const HISTORY: usize = 2048;
 /// No feedback for this long while sending: the path may be dead, halve.
 const FEEDBACK_TIMEOUT_US: u64 = 1_000_000;
-/// Probing while the sender wants more than the estimate: this often after a large drop (the
-/// link may recover any moment), rarer otherwise.
+/// No probe for half this after a large drop (the bottleneck's queue is still draining).
 const PROBE_INTERVAL_US: u64 = 2_500_000;
-/// Most doublings of the probe interval after probes that found nothing (2.5 s -> 20 s).
+/// Probing while the sender wants more than the estimate, on a link not limited lately: this
+/// often, doubled after each probe that found nothing, at most `MAX_PROBE_BACKOFF` times
+/// (10 s -> 80 s). Within `RECENTLY_LIMITED_US` of a large drop probes are gentle instead
+/// (`GENTLE_STEPS`).
 const MAX_PROBE_BACKOFF: u32 = 3;
 const PROBE_INTERVAL_IDLE_US: u64 = 10_000_000;
 const RECENTLY_LIMITED_US: u64 = 60_000_000;
@@ -67,6 +69,14 @@ const LARGE_DROP: f64 = 0.66;
 const HIGH_WINDOW_US: u64 = 5_000_000;
 /// A probe that got this share of its target through is followed by one at twice its result.
 const PROBE_SUCCESS: f64 = 0.7;
+/// On a link limited lately, probes are gentle (`Prober::start_gentle`): a small step over the
+/// estimate first, larger ones after each success (slow start), back to the first after a
+/// failure, and this long after the last cluster when the last one failed. A probe there that
+/// overfills the bottleneck's queue puts its excess ahead of the audio, and a receiver's jitter
+/// buffer remembers each such delay peak for tens of seconds; a small step queues a little at
+/// most, and often is how the link's return is found soon.
+const GENTLE_STEPS: [f64; 3] = [1.25, 1.5, 2.0];
+const GENTLE_INTERVAL_US: u64 = 1_500_000;
 const DEFAULT_RTT_US: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -106,6 +116,10 @@ pub struct SendSideBwe {
     /// Periodic probes that found nothing in a row (each doubles the wait for the next, up to
     /// `MAX_PROBE_BACKOFF`): on a link that stays limited, probe padding is load it queues.
     probe_backoff: u32,
+    /// Index into `GENTLE_STEPS` of the next gentle probe, and whether it follows a success
+    /// right away.
+    gentle_step: usize,
+    gentle_chained: bool,
     /// Highest estimate of the last few seconds and when it was set.
     high: (u64, u64),
 }
@@ -141,6 +155,8 @@ impl SendSideBwe {
             state: BweState::Normal,
             chained_probe: None,
             probe_backoff: 0,
+            gentle_step: 0,
+            gentle_chained: false,
             high: (start, 0),
         }
     }
@@ -235,11 +251,37 @@ impl SendSideBwe {
         } else if (est as f64) < LARGE_DROP * high as f64 {
             self.last_limited_us = Some(now_us);
             self.probe_backoff = 0; // a new drop: the link may come back soon
+            self.gentle_step = 0;
+            self.gentle_chained = false;
         }
     }
 
     fn apply_probe_results(&mut self, now_us: u64) {
         for r in self.prober.take_results(now_us) {
+            if r.gentle {
+                // A success says the path carries its rate: take it and step further. A failure
+                // whose packets queued says what the queue drained at: the path's rate (more
+                // than the estimate after a larger step on a link that came back; less when the
+                // estimate had crept above the link): the estimate goes to it, up or down, and
+                // the next probe is the smallest step again.
+                if r.success {
+                    self.aimd.raise_to(r.bps, now_us);
+                    self.loss.raise_to(r.bps);
+                } else if r.reliable {
+                    let rate = r.bps / probe::SATURATED_MARGIN;
+                    self.aimd.raise_to(rate, now_us);
+                    self.aimd.cap_to(rate, now_us);
+                    self.loss.raise_to(rate);
+                }
+                if r.success {
+                    self.gentle_step = (self.gentle_step + 1).min(GENTLE_STEPS.len() - 1);
+                    self.gentle_chained = true;
+                } else {
+                    self.gentle_step = 0;
+                    self.gentle_chained = false;
+                }
+                continue;
+            }
             // What got through is no longer in doubt for either controller.
             self.aimd.raise_to(r.bps, now_us);
             self.loss.raise_to(r.bps);
@@ -314,6 +356,29 @@ impl SendSideBwe {
         if self.prober.busy() || self.last_sent_us.is_none() {
             return;
         }
+        let est = self.estimate_bps();
+        // Only while the last cut is a while back: right after it the queue is still draining.
+        let settled = self
+            .last_limited_us
+            .is_none_or(|t| now_us >= t + PROBE_INTERVAL_US / 2);
+        let recent = self
+            .last_limited_us
+            .is_some_and(|t| now_us < t + RECENTLY_LIMITED_US);
+        if recent && self.initial_probe_done {
+            self.chained_probe = None;
+            let due = self.gentle_chained
+                || self
+                    .prober
+                    .last_end_us()
+                    .is_none_or(|t| now_us >= t + GENTLE_INTERVAL_US);
+            let step = GENTLE_STEPS[self.gentle_step.min(GENTLE_STEPS.len() - 1)];
+            let target = ((step * est as f64) as u64).min(self.cfg.max_bps);
+            if due && settled && self.probe_allowed(target) {
+                self.gentle_chained = false;
+                self.prober.start_gentle(target, est, now_us);
+            }
+            return;
+        }
         if let Some(target) = self.chained_probe.take() {
             let target = target.min(self.cfg.max_bps);
             if self.probe_allowed(target) {
@@ -321,7 +386,6 @@ impl SendSideBwe {
                 return;
             }
         }
-        let est = self.estimate_bps();
         if !self.initial_probe_done {
             // Before transport-cc feedback there is nothing to measure a probe with.
             if self.twcc_seen {
@@ -333,22 +397,11 @@ impl SendSideBwe {
             }
             return;
         }
-        let recent = self
-            .last_limited_us
-            .is_some_and(|t| now_us < t + RECENTLY_LIMITED_US);
-        let interval = if recent {
-            PROBE_INTERVAL_US
-        } else {
-            PROBE_INTERVAL_IDLE_US
-        } << self.probe_backoff;
+        let interval = PROBE_INTERVAL_IDLE_US << self.probe_backoff;
         let due = self
             .prober
             .last_end_us()
             .is_none_or(|t| now_us >= t + interval);
-        // Only while the last cut is a while back: right after it the queue is still draining.
-        let settled = self
-            .last_limited_us
-            .is_none_or(|t| now_us >= t + PROBE_INTERVAL_US / 2);
         let target = (2 * est).min(self.cfg.max_bps);
         if due && settled && self.probe_allowed(target) {
             self.prober.start(target, now_us);

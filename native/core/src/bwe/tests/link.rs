@@ -143,6 +143,12 @@ pub struct Sim {
     /// Audio packets that arrived: (send time, queueing delay on the link).
     pub audio: Vec<(u64, u64)>,
     audio_in_flight: VecDeque<(u64, u64)>,
+    /// Probe packets in the link's queue: (departure, size), and the most bytes of them it held
+    /// at once (reset it to measure a period).
+    probes_queued: VecDeque<(u64, usize)>,
+    pub probe_queue_peak_bytes: usize,
+    /// Media is sent at this share of the estimate (the router's pacer: 0.9).
+    pub media_share: f64,
 }
 
 /// An Opus packet with its RTP, SRTP and IP/UDP overhead.
@@ -168,6 +174,9 @@ impl Sim {
             audio_interval_us: 0,
             audio: Vec::new(),
             audio_in_flight: VecDeque::new(),
+            probes_queued: VecDeque::new(),
+            probe_queue_peak_bytes: 0,
+            media_share: 1.0,
         }
     }
 
@@ -177,6 +186,16 @@ impl Sim {
         self.bwe.on_packet_sent(seq, size, self.now_us, probe);
         let arrival = self.link.send(self.now_us, size)?;
         self.in_flight.push_back((arrival, seq));
+        let now = self.now_us;
+        while self.probes_queued.front().is_some_and(|&(d, _)| d <= now) {
+            self.probes_queued.pop_front();
+        }
+        let departure = self.link.busy_until_us;
+        if probe && departure > now {
+            self.probes_queued.push_back((departure, size));
+            let queued = self.probes_queued.iter().map(|p| p.1).sum::<usize>();
+            self.probe_queue_peak_bytes = self.probe_queue_peak_bytes.max(queued);
+        }
         Some(arrival)
     }
 
@@ -221,9 +240,7 @@ impl Sim {
         let audio_bps = (AUDIO_PACKET as u64 * 8_000_000)
             .checked_div(self.audio_interval_us)
             .unwrap_or(0);
-        let rate = self
-            .bwe
-            .estimate_bps()
+        let rate = ((self.bwe.estimate_bps() as f64 * self.media_share) as u64)
             .saturating_sub(audio_bps)
             .min(self.demand_bps) as f64;
         let burst = if self.frame_interval_us == 0 {
