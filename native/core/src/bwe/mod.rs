@@ -76,7 +76,9 @@ const PROBE_SUCCESS: f64 = 0.7;
 /// buffer remembers each such delay peak for tens of seconds; a small step queues a little at
 /// most, and often is how the link's return is found soon.
 const GENTLE_STEPS: [f64; 3] = [1.25, 1.5, 2.0];
-const GENTLE_INTERVAL_US: u64 = 1_500_000;
+const GENTLE_INTERVAL_US: u64 = 2_000_000;
+/// No gentle probe this soon after a large drop: the audio is still getting over the step's queue.
+const GENTLE_QUIET_US: u64 = 4_000_000;
 const DEFAULT_RTT_US: u64 = 100_000;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -120,6 +122,15 @@ pub struct SendSideBwe {
     /// right away.
     gentle_step: usize,
     gentle_chained: bool,
+    /// What the last gentle probe measured the path at (what a success carried, or the rate a
+    /// failure's queue drained at): gentle steps start from it, or before any from what the
+    /// receiver gets, when the estimate is higher (the delay controller raises the estimate up
+    /// to 1.5x what the media uses, which on a link the media does not fill goes unchallenged
+    /// until a probe fills the link: a step from there overfills it).
+    path_bps: Option<u64>,
+    /// The last large drop that was not a probe's fall back (gentle probes wait `GENTLE_QUIET_US`
+    /// after it).
+    last_step_down_us: Option<u64>,
     /// Highest estimate of the last few seconds and when it was set.
     high: (u64, u64),
 }
@@ -157,6 +168,8 @@ impl SendSideBwe {
             probe_backoff: 0,
             gentle_step: 0,
             gentle_chained: false,
+            path_bps: None,
+            last_step_down_us: None,
             high: (start, 0),
         }
     }
@@ -250,6 +263,15 @@ impl SendSideBwe {
             self.high = (est, now_us);
         } else if (est as f64) < LARGE_DROP * high as f64 {
             self.last_limited_us = Some(now_us);
+            let after_probe = self.prober.busy()
+                || self
+                    .prober
+                    .last_end_us()
+                    .is_some_and(|t| now_us < t + GENTLE_INTERVAL_US);
+            if !after_probe {
+                self.last_step_down_us = Some(now_us);
+                self.path_bps = None;
+            }
             self.probe_backoff = 0; // a new drop: the link may come back soon
             self.gentle_step = 0;
             self.gentle_chained = false;
@@ -260,18 +282,22 @@ impl SendSideBwe {
         for r in self.prober.take_results(now_us) {
             if r.gentle {
                 // A success says the path carries its rate: take it and step further. A failure
-                // whose packets queued says what the queue drained at: the path's rate (more
-                // than the estimate after a larger step on a link that came back; less when the
-                // estimate had crept above the link): the estimate goes to it, up or down, and
-                // the next probe is the smallest step again.
+                // whose packets queued says what the queue drained at: the path's rate. The
+                // estimate goes down to it when it had crept above the link; up only after a
+                // larger step than the first (the link came back: the first steps succeeded).
+                // The next probe is the smallest step again.
                 if r.success {
                     self.aimd.raise_to(r.bps, now_us);
                     self.loss.raise_to(r.bps);
+                    self.path_bps = Some(r.bps as u64);
                 } else if r.reliable {
                     let rate = r.bps / probe::SATURATED_MARGIN;
-                    self.aimd.raise_to(rate, now_us);
+                    if self.gentle_step > 0 {
+                        self.aimd.raise_to(rate, now_us);
+                        self.loss.raise_to(rate);
+                    }
                     self.aimd.cap_to(rate, now_us);
-                    self.loss.raise_to(rate);
+                    self.path_bps = Some(rate as u64);
                 }
                 if r.success {
                     self.gentle_step = (self.gentle_step + 1).min(GENTLE_STEPS.len() - 1);
@@ -372,10 +398,17 @@ impl SendSideBwe {
                     .last_end_us()
                     .is_none_or(|t| now_us >= t + GENTLE_INTERVAL_US);
             let step = GENTLE_STEPS[self.gentle_step.min(GENTLE_STEPS.len() - 1)];
-            let target = ((step * est as f64) as u64).min(self.cfg.max_bps);
-            if due && settled && self.probe_allowed(target) {
+            let known = self
+                .path_bps
+                .or_else(|| self.acked.rate_bps().map(|a| a as u64));
+            let base = known.map_or(est, |k| k.clamp(self.cfg.min_bps, est));
+            let target = ((step * base as f64) as u64).min(self.cfg.max_bps);
+            let quiet = self
+                .last_step_down_us
+                .is_none_or(|t| now_us >= t + GENTLE_QUIET_US);
+            if due && quiet && self.probe_allowed(target.max(est + 1)) {
                 self.gentle_chained = false;
-                self.prober.start_gentle(target, est, now_us);
+                self.prober.start_gentle(target, base, now_us);
             }
             return;
         }

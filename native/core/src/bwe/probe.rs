@@ -34,6 +34,9 @@ pub(crate) const SATURATED_MARGIN: f64 = 0.95;
 /// whatever its arrival rate says. A token bucket passes a short cluster at once on its saved-up
 /// burst, so the arrival rate alone is fooled by it; the queue it leaves behind is not.
 const GROWTH_LIMIT_US: i64 = 15_000;
+/// A gentle cluster stops once a burst of its packets waited this much longer than its first
+/// ones (a queue ahead of the audio of ~400 bytes at 300 kbit/s, and growing).
+const GENTLE_ABORT_US: i64 = 10_000;
 /// A packet this much later than the cluster's first ones waited in a queue: from it on, arrivals
 /// are spaced by the bottleneck's rate (the burst is spent).
 const QUEUED_US: i64 = 4_000;
@@ -61,16 +64,18 @@ struct Cluster {
     gentle: bool,
     /// Least one-way delay of its packets reported so far (receiver clock minus ours).
     min_delay_us: Option<i64>,
-    /// The burst of packets sent together (within `GROUP_US`) reported last: when it was sent and
-    /// the least delay among its packets. A burst's first packets find the queue as earlier
-    /// bursts left it; its later ones wait behind it (a caller polling coarsely sends a cluster
-    /// in lumps, the media goes in frames): only the former say whether a queue is building.
-    group: (u64, i64),
+    /// Delays of its packets reported lately, by send time, over `window_us`: the least of them
+    /// says whether a queue is building. Within a caller's poll interval, packets sent after a
+    /// lump of padding (or a video frame) wait behind it; the first ones after the queue left by
+    /// earlier lumps drained do not, so a queue that persists over a whole interval is one that
+    /// grows.
+    recent: VecDeque<(u64, i64)>,
+    window_us: u64,
     aborted: bool,
 }
 
-/// Packets sent within this of a burst's first belong to it.
-const GROUP_US: u64 = 2_000;
+/// The least window over which a gentle cluster's delays are compared.
+const MIN_WINDOW_US: u64 = 2_000;
 
 /// What a cluster measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -120,7 +125,7 @@ impl Prober {
     /// in the bottleneck's queue is about the growth limit plus a feedback interval of its excess.
     pub fn start_gentle(&mut self, target_bps: u64, estimate_bps: u64, now_us: u64) {
         let excess = target_bps.saturating_sub(estimate_bps).max(1);
-        let bytes = 2 * GENTLE_BURST_BYTES + target_bps * GROWTH_LIMIT_US as u64 / 8_000_000;
+        let bytes = 2 * GENTLE_BURST_BYTES + target_bps * GENTLE_ABORT_US as u64 / 8_000_000;
         let duration = (bytes * 8_000_000 / excess).min(GENTLE_MAX_DURATION_US);
         self.start_cluster(target_bps, duration, true, now_us);
     }
@@ -144,7 +149,8 @@ impl Prober {
             acked: Vec::new(),
             gentle,
             min_delay_us: None,
-            group: (0, 0),
+            recent: VecDeque::new(),
+            window_us: MIN_WINDOW_US.max(self.call_gap_us.min(MAX_CALL_GAP_US)),
             aborted: false,
         });
     }
@@ -222,13 +228,16 @@ impl Prober {
                     let delay = a - send_us as i64;
                     let least = *c.min_delay_us.get_or_insert(delay);
                     c.min_delay_us = Some(least.min(delay));
-                    if send_us >= c.group.0 + GROUP_US || send_us < c.group.0 {
-                        c.group = (send_us, delay);
-                    } else {
-                        c.group.1 = c.group.1.min(delay);
+                    if c.gentle {
+                        c.recent.push_back((send_us, delay));
+                        let newest = c.recent.iter().map(|r| r.0).max().unwrap_or(send_us);
+                        while c.recent.front().is_some_and(|r| r.0 + c.window_us < newest) {
+                            c.recent.pop_front();
+                        }
                     }
+                    let lately = c.recent.iter().map(|r| r.1).min().unwrap_or(delay);
                     // A gentle cluster that queues has its answer: stop adding to the queue.
-                    if active && c.gentle && c.group.1 - least > GROWTH_LIMIT_US {
+                    if active && c.gentle && lately - least > GENTLE_ABORT_US {
                         c.aborted = true;
                     }
                 }
