@@ -123,10 +123,11 @@ pub struct SendSideBwe {
     gentle_step: usize,
     gentle_chained: bool,
     /// What the last gentle probe measured the path at (what a success carried, or the rate a
-    /// failure's queue drained at): gentle steps start from it, or before any from what the
-    /// receiver gets, when the estimate is higher (the delay controller raises the estimate up
-    /// to 1.5x what the media uses, which on a link the media does not fill goes unchallenged
-    /// until a probe fills the link: a step from there overfills it).
+    /// failure's queue drained at): gentle steps start from it when the estimate is higher (the
+    /// delay controller raises the estimate up to 1.5x what the media uses, which on a link the
+    /// media does not fill goes unchallenged until a probe fills the link: a step from there
+    /// overfills it). (Not from what the receiver gets before any probe: with the video paused
+    /// that is the audio alone, and steps from it never reached the estimate.)
     path_bps: Option<u64>,
     /// The last large drop that was not a probe's fall back (gentle probes wait `GENTLE_QUIET_US`
     /// after it).
@@ -272,6 +273,9 @@ impl SendSideBwe {
                 self.last_step_down_us = Some(now_us);
                 self.path_bps = None;
             }
+            // One drop, noted once: the next is measured from here (else every update until
+            // the window ends would note it again, long after any probe).
+            self.high = (est, now_us);
             self.probe_backoff = 0; // a new drop: the link may come back soon
             self.gentle_step = 0;
             self.gentle_chained = false;
@@ -289,7 +293,10 @@ impl SendSideBwe {
                 if r.success {
                     self.aimd.raise_to(r.bps, now_us);
                     self.loss.raise_to(r.bps);
-                    self.path_bps = Some(r.bps as u64);
+                    // (Never below where the step started: what a burst could have carried is
+                    // not counted, so a small step's result may come out under it.)
+                    let from = self.path_bps.unwrap_or(0);
+                    self.path_bps = Some(from.max(r.bps as u64));
                 } else if r.reliable {
                     let rate = r.bps / probe::SATURATED_MARGIN;
                     if self.gentle_step > 0 {
@@ -398,10 +405,9 @@ impl SendSideBwe {
                     .last_end_us()
                     .is_none_or(|t| now_us >= t + GENTLE_INTERVAL_US);
             let step = GENTLE_STEPS[self.gentle_step.min(GENTLE_STEPS.len() - 1)];
-            let known = self
+            let base = self
                 .path_bps
-                .or_else(|| self.acked.rate_bps().map(|a| a as u64));
-            let base = known.map_or(est, |k| k.clamp(self.cfg.min_bps, est));
+                .map_or(est, |k| k.clamp(self.cfg.min_bps, est));
             let target = ((step * base as f64) as u64).min(self.cfg.max_bps);
             let quiet = self
                 .last_step_down_us

@@ -472,3 +472,32 @@ fn token_bucket_step_down(frame_interval_us: u64, burst: u64) {
         sim.trace(10)
     );
 }
+
+#[test]
+fn gentle_probes_find_the_link_again_with_audio_alone() {
+    // Video paused on a 150 kbit/s token bucket: only audio flows (and probe padding). After the
+    // link returns to 2.5 Mbit/s the estimate must climb on probes alone.
+    let mut sim = Sim::new(
+        Link::new(2_500_000, 250_000, 20_000),
+        cfg(300_000),
+        2_500_000,
+    );
+    sim.link.burst_bytes = 6_000;
+    sim.audio_interval_us = 20_000;
+    sim.frame_interval_us = 33_000;
+    sim.media_share = 0.9;
+    sim.probe_poll_us = 20_000;
+    sim.run_until(20 * S);
+    sim.link.capacity_bps = 150_000;
+    sim.run_until(22 * S);
+    sim.demand_bps = 0; // paused
+    sim.run_until(45 * S);
+    sim.link.capacity_bps = 2_500_000;
+    sim.run_until(60 * S);
+    show("paused", &sim);
+    let back = sim
+        .first_at(45 * S, |s| s.estimate_bps >= 1_000_000)
+        .map(|t| (t - 45 * S) as f64 / 1e6);
+    println!("paused: 1 Mbit/s {back:?} s after the link clears");
+    assert!(back.is_some_and(|b| b <= 8.0), "{back:?}");
+}
