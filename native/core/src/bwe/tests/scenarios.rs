@@ -336,13 +336,10 @@ fn h_feedback_stops_estimate_halves() {
     assert!(after >= 50_000);
 }
 
-#[test]
-fn gentle_probes_on_a_token_bucket_link() {
-    // The browser tests' downlink: 2.5 Mbit/s, then a token bucket of 300 kbit/s with 6000 bytes
-    // of burst and a 250 ms queue for 40 s, then 2.5 Mbit/s again. Video frames every 33 ms
-    // (unpaced), Opus every 20 ms ahead of them. Probes go on while limited, gently: what they
-    // put in the bucket's queue ahead of the audio stays under ~2 kB (53 ms at 300 kbit/s), and
-    // they find the link's return within seconds.
+/// The browser tests' downlink before its limit: 2.5 Mbit/s with a token bucket's 6000 bytes of
+/// burst, Opus every 20 ms ahead of video frames every 33 ms, paced by the router at nine tenths
+/// of the estimate, probes polled every 20 ms as the media plane does; run 20 s to settle.
+fn browser_link_sim() -> Sim {
     let mut sim = Sim::new(
         Link::new(2_500_000, 250_000, 20_000),
         cfg(300_000),
@@ -351,9 +348,20 @@ fn gentle_probes_on_a_token_bucket_link() {
     sim.link.burst_bytes = 6_000;
     sim.audio_interval_us = 20_000;
     sim.frame_interval_us = 33_000;
-    sim.media_share = 0.9; // the router's pacer
-    sim.probe_poll_us = 20_000; // the media plane's poll
+    sim.media_share = 0.9;
+    sim.probe_poll_us = 20_000;
     sim.run_until(20 * S);
+    sim
+}
+
+#[test]
+fn gentle_probes_on_a_token_bucket_link() {
+    // The browser tests' downlink: 2.5 Mbit/s, then a token bucket of 300 kbit/s with 6000 bytes
+    // of burst and a 250 ms queue for 40 s, then 2.5 Mbit/s again. Video frames every 33 ms
+    // (unpaced), Opus every 20 ms ahead of them. Probes go on while limited, gently: what they
+    // put in the bucket's queue ahead of the audio stays under ~2 kB (53 ms at 300 kbit/s), and
+    // they find the link's return within seconds.
+    let mut sim = browser_link_sim();
     sim.link.capacity_bps = 300_000;
     sim.run_until(35 * S);
     let probe_before = sim.probe_bytes;
@@ -477,17 +485,7 @@ fn token_bucket_step_down(frame_interval_us: u64, burst: u64) {
 fn gentle_probes_find_the_link_again_with_audio_alone() {
     // Video paused on a 150 kbit/s token bucket: only audio flows (and probe padding). After the
     // link returns to 2.5 Mbit/s the estimate must climb on probes alone.
-    let mut sim = Sim::new(
-        Link::new(2_500_000, 250_000, 20_000),
-        cfg(300_000),
-        2_500_000,
-    );
-    sim.link.burst_bytes = 6_000;
-    sim.audio_interval_us = 20_000;
-    sim.frame_interval_us = 33_000;
-    sim.media_share = 0.9;
-    sim.probe_poll_us = 20_000;
-    sim.run_until(20 * S);
+    let mut sim = browser_link_sim();
     sim.link.capacity_bps = 150_000;
     sim.run_until(22 * S);
     sim.demand_bps = 0; // paused
