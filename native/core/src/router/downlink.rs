@@ -42,16 +42,17 @@ const PACE_OFF: f64 = 0.5;
 /// The pacing rate: nine tenths of the estimate, audio first (it is never held but spends the
 /// rate), so that a burst (a keyframe, a resend) waits in our queue rather than in the
 /// bottleneck's ahead of the audio; up to a quarter above what the transport is sent on average
-/// when that needs the room, but on a link that stepped down lately never beyond the estimate (the pacer smooths bursts; fitting the average to the
-/// estimate is the allocation's work: layers, pausing, the publisher's REMB). Paced at 1.1x the
-/// estimate (before), a 300 kbit/s link whose estimate sat at or above its rate kept queueing.
+/// when that needs the room, but on a link that stepped down lately never beyond the estimate
+/// (the pacer smooths bursts; fitting the average to the estimate is the allocation's work:
+/// layers, pausing, the publisher's REMB). Paced at 1.1x the estimate (before), a 300 kbit/s link
+/// whose estimate sat at or above its rate kept queueing.
 const PACE_OF_ESTIMATE_PERCENT: u64 = 90;
 const PACE_OVER_SENT_PERCENT: u64 = 125;
 /// After a step down (the estimate below `DRAIN_DROP_PERCENT` of its highest in the last
-/// `DRAIN_WINDOW_MS`, and below what the transport is being sent), the pacer sends at half the estimate for `DRAIN_MS`: the bottleneck's
-/// queue, filled before any feedback could say so, then empties in a fraction of a second instead
-/// of staying full for two while the media steps down (each 500 ms of a high audio delay weighs
-/// on a receiver's jitter buffer for tens of seconds).
+/// `DRAIN_WINDOW_MS`, and below what the transport is being sent), the pacer sends at half the
+/// estimate for `DRAIN_MS`: the bottleneck's queue, filled before any feedback could say so, then
+/// empties in a fraction of a second instead of staying full for two while the media steps down
+/// (each 500 ms of a high audio delay weighs on a receiver's jitter buffer for tens of seconds).
 const DRAIN_PERCENT: u64 = 50;
 const DRAIN_MS: u64 = 1_000;
 const DRAIN_DROP_PERCENT: u64 = 66;
