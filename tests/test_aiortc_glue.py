@@ -25,6 +25,7 @@ import aioice
 import aioice.ice
 import aiortc
 import aiortc.rate
+import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import mediasrv_native
 import OpenSSL.SSL
@@ -212,6 +213,10 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      "RemoteBitrateEstimator() from its module's namespace",
      lambda o: _calls(RTCRtpReceiver, "self.__remote_bitrate_estimator = RemoteBitrateEstimator()")
      and "RemoteBitrateEstimator" in vars(aiortc.rtcrtpreceiver)),
+    ("peer_connection_with", "RTCPeerConnection.__init__ gets its certificate from "
+     "RTCCertificate.generateCertificate() looked up in aiortc.rtcpeerconnection's namespace",
+     lambda o: _calls(RTCPeerConnection, "self.__certificates = [RTCCertificate.generateCertificate()]")
+     and "RTCCertificate" in vars(aiortc.rtcpeerconnection)),
     ("shared_certificate", "RTCCertificate._create_ssl_context(srtp_profiles) makes an SSL.Context",
      lambda o: list(inspect.signature(aiortc.RTCCertificate._create_ssl_context).parameters)
      == ["self", "srtp_profiles"]
@@ -628,3 +633,26 @@ async def test_receivers_made_under_lean_receivers_have_no_bitrate_estimator() -
                           aiortc.rate.RemoteBitrateEstimator)
     finally:
         await pc.close()
+
+
+async def test_a_peer_connection_made_with_a_certificate_generates_none() -> None:
+    shared = aiortc_glue.shared_certificate()
+    generated = []
+    real = aiortc.RTCCertificate.generateCertificate
+    aiortc.RTCCertificate.generateCertificate = lambda: generated.append(1) or real()  # type: ignore[method-assign]
+    try:
+        pc = aiortc_glue.peer_connection_with(shared, aiortc.RTCConfiguration())
+        other = RTCPeerConnection()  # outside it, aiortc generates its own as always
+    finally:
+        aiortc.RTCCertificate.generateCertificate = real  # type: ignore[method-assign]
+    try:
+        assert generated == [1]
+        assert pc._RTCPeerConnection__certificates == [shared]  # type: ignore[attr-defined]
+        assert other._RTCPeerConnection__certificates[0] is not shared  # type: ignore[attr-defined]
+        pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        fingerprint = shared.getFingerprints()[0].value
+        assert fingerprint in pc.localDescription.sdp
+    finally:
+        await pc.close()
+        await other.close()

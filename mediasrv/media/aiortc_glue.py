@@ -27,11 +27,13 @@ from typing import Any, Protocol
 import aioice.ice
 import aiortc.jitterbuffer
 import aiortc.rate
+import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
 import mediasrv_native
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import (
     RTCCertificate,
+    RTCConfiguration,
     RTCDtlsTransport,
     RTCPeerConnection,
     RTCRtpCodecParameters,
@@ -509,6 +511,36 @@ def use_certificate(pc: RTCPeerConnection, cert: RTCCertificate) -> bool:
         return False
     pc._RTCPeerConnection__certificates = [cert]  # type: ignore[attr-defined]
     return True
+
+
+# Set while `peer_connection_with` builds a connection: the certificate its __init__ gets instead of
+# generating one (an EC key and a self-signed certificate, ~5 % of the event loop's CPU at a
+# 50-visit ramp, replaced by the shared one right after).
+_certificate_for_new: contextvars.ContextVar[RTCCertificate | None] = contextvars.ContextVar(
+    "certificate_for_new", default=None)
+
+
+class _CertificateSource:
+    """What aiortc's rtcpeerconnection module calls `RTCCertificate`: it only calls
+    `generateCertificate()` on it (in `RTCPeerConnection.__init__`)."""
+
+    @staticmethod
+    def generateCertificate() -> RTCCertificate:  # noqa: N802 - aiortc's name
+        cert = _certificate_for_new.get()
+        return cert if cert is not None else RTCCertificate.generateCertificate()
+
+
+aiortc.rtcpeerconnection.RTCCertificate = _CertificateSource  # type: ignore[misc, assignment]
+
+
+def peer_connection_with(cert: RTCCertificate, configuration: RTCConfiguration) -> RTCPeerConnection:
+    """A new RTCPeerConnection that uses `cert` (see `use_certificate`) and never generates a
+    certificate of its own."""
+    token = _certificate_for_new.set(cert)
+    try:
+        return RTCPeerConnection(configuration)
+    finally:
+        _certificate_for_new.reset(token)
 
 
 def release_idle_dtls_buffers(dtls: RTCDtlsTransport) -> bool:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
-    RTCPeerConnection,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -103,8 +102,8 @@ class PeerTransport:
         self.owner = owner  # participant identity
         self.direction = direction  # "publish" | "subscribe"
         self.handle = next(_handles)
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
-        aiortc_glue.use_certificate(self.pc, server_certificate())
+        self.pc = aiortc_glue.peer_connection_with(
+            server_certificate(), RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self._dtls: set[RTCDtlsTransport] = set()
         self.closed = False
         self.handed_over = False
