@@ -4,8 +4,11 @@ aiortc and aioice do SDP, ICE and DTLS for us, but taking a connection's datapat
 plane, load-generator pump, Python datapath) needs things they do not publish: the DTLS session's
 keying material and role, the nominated candidate pair, the RTP hooks of a DTLS transport, an RTP
 sender's SSRC, two patched aioice functions (host address discovery, host candidate gathering), a
-receiver's decoder thread left unstarted, senders and receivers without their periodic loops, and
-DTLS connections sharing one certificate and OpenSSL context, their buffers freed while idle.
+receiver's decoder thread left unstarted, senders and receivers without their periodic loops (and,
+while the server negotiates, video receivers without a bitrate estimator: a name replaced in
+aiortc's receiver module), and DTLS connections sharing one certificate and OpenSSL context, their
+buffers freed while idle (the server's connections never generate their own: a name replaced in
+aiortc's peer-connection module).
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
