@@ -312,6 +312,12 @@ impl Sim {
             .map(|s| s.t_us)
     }
 
+    /// Seconds from `from_us` to the first sample where the estimate reaches `bps`.
+    pub fn seconds_to_reach(&self, from_us: u64, bps: u64) -> Option<f64> {
+        self.first_at(from_us, |s| s.estimate_bps >= bps)
+            .map(|t| (t - from_us) as f64 / 1e6)
+    }
+
     /// A compact trace for failure messages: (s, kbit/s, queue ms) every `every` samples.
     pub fn trace(&self, every: usize) -> String {
         self.samples

@@ -382,9 +382,7 @@ fn gentle_probes_on_a_token_bucket_link() {
     sim.link.capacity_bps = 2_500_000;
     sim.run_until(75 * S);
     show("gentle probes", &sim);
-    let back = sim
-        .first_at(60 * S, |s| s.estimate_bps >= 1_500_000)
-        .map(|t| (t - 60 * S) as f64 / 1e6);
+    let back = sim.seconds_to_reach(60 * S, 1_500_000);
     println!(
         "gentle probes: 35-60 s estimate mean {} kbit/s, probe padding {probe_limited} bytes, \
          at most {probe_queued} bytes of it in the link's queue; audio queued up to {} ms, jitter \
@@ -493,9 +491,7 @@ fn gentle_probes_find_the_link_again_with_audio_alone() {
     sim.link.capacity_bps = 2_500_000;
     sim.run_until(60 * S);
     show("paused", &sim);
-    let back = sim
-        .first_at(45 * S, |s| s.estimate_bps >= 1_000_000)
-        .map(|t| (t - 45 * S) as f64 / 1e6);
+    let back = sim.seconds_to_reach(45 * S, 1_000_000);
     println!("paused: 1 Mbit/s {back:?} s after the link clears");
     assert!(back.is_some_and(|b| b <= 8.0), "{back:?}");
 }
