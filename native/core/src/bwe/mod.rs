@@ -404,7 +404,7 @@ impl SendSideBwe {
                     .prober
                     .last_end_us()
                     .is_none_or(|t| now_us >= t + GENTLE_INTERVAL_US);
-            let step = GENTLE_STEPS[self.gentle_step.min(GENTLE_STEPS.len() - 1)];
+            let step = GENTLE_STEPS[self.gentle_step];
             let base = self
                 .path_bps
                 .map_or(est, |k| k.clamp(self.cfg.min_bps, est));
