@@ -4,6 +4,7 @@
   const $ = (sel) => document.querySelector(sel);
   const params = new URLSearchParams(location.search);
   const hash = new URLSearchParams(location.hash.slice(1));
+  // Audio as RED (redundant Opus: one lost packet costs no audio) unless ?red=0.
   // Camera simulcast (three layers: 1/4, 1/2 and full size, lowest first) unless ?simulcast=0, or
   // when the browser has no scaleResolutionDownBy (it then publishes one encoding).
   const simulcastEncodings = () => {
@@ -117,7 +118,7 @@
       const stream = await navigator.mediaDevices.getUserMedia({audio: true, video: {width: 1280, height: 720}});
       $("#local").srcObject = stream;
       await client.publish([
-        {track: stream.getAudioTracks()[0], source: "microphone"},
+        {track: stream.getAudioTracks()[0], source: "microphone", red: params.get("red") !== "0"},
         {track: stream.getVideoTracks()[0], source: "camera", encodings: simulcastEncodings()},
       ], params.get("vitals") ? ["vitals"] : []);
       const toggle = (btn, track, on, off) => {

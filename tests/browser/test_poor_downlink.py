@@ -252,6 +252,10 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
             }""")
             sub_stats = [srv.rooms.get(ROOM).router.subscription_stats(s.id)
                          for s in srv.rooms.get(ROOM).participants["pat-p"].subscriptions.values()]
+            # (The codec the clinician's audio went out in; whether the patient's answer took RED.)
+            audio = next(t for t in srv.rooms.get(ROOM).tracks.values() if t.kind == "audio")
+            red = (audio.codecs[0][1], await patient.evaluate(
+                "() => /a=rtpmap:\\d+ red\\/48000/.test(window.demo.room.sub.localDescription.sdp)"))
             await patient.context.close()
             await clinician.context.close()
 
@@ -265,10 +269,13 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
               f"{rtt}; {lost} packets lost at random, {congested} dropped by the queue, {through} "
               f"through; audio concealed {concealed:.1%}; video {fps:.1f} fps at "
               f"{after['video']['height']}p; retransmissions {sum(s['retransmissions'] for s in sub_stats)}, "
-              f"NACKs {sum(s['nacks'] for s in sub_stats)}")
+              f"NACKs {sum(s['nacks'] for s in sub_stats)}; audio as {red}")
         # The loss filter and the delay line worked: losses at about the rate asked, a round
         # trip of at least the delay.
         assert lost > 0 and rtt is not None and rtt >= DELAY_MS / 1000, (lost, rtt)
+        # The demo page sends its audio as RED and the patient's page takes it: a lost packet's
+        # frame comes in the next one (audio is not retransmitted).
+        assert red == ("red", True), red
         # Retransmissions repaired the losses instead of congesting the link further.
         assert sum(s["retransmissions"] for s in sub_stats) > 0
         assert concealed < 0.03, concealed
