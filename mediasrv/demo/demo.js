@@ -4,7 +4,8 @@
   const $ = (sel) => document.querySelector(sel);
   const params = new URLSearchParams(location.search);
   const hash = new URLSearchParams(location.hash.slice(1));
-  // Audio as RED (redundant Opus: one lost packet costs no audio) unless ?red=0.
+  // Audio as RED unless ?red=0 (redundant Opus: one lost packet costs no audio; the server sends a
+  // viewer whose link is tight the primary alone).
   // Camera simulcast (three layers: 1/4, 1/2 and full size, lowest first) unless ?simulcast=0, or
   // when the browser has no scaleResolutionDownBy (it then publishes one encoding).
   const simulcastEncodings = () => {

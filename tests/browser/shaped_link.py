@@ -120,12 +120,21 @@ def jitter_delay_s(before: dict[str, Any], after: dict[str, Any]) -> float:
     return float(after["audio"]["jbDelay"] - before["audio"]["jbDelay"]) / max(1, emitted)
 
 
-async def open_page(browser: Any, server: Any, url: str, room: str, identity: str, role: str) -> Any:
-    """The demo page joined to `room` at `url` (the server's address as the browser reaches it)."""
+async def open_page(browser: Any, server: Any, url: str, room: str, identity: str, role: str,
+                    options: str = "") -> Any:
+    """The demo page joined to `room` at `url` (the server's address as the browser reaches it);
+    `options` are more of its query parameters (e.g. "&red=1")."""
     page = await (await browser.new_context()).new_page()
     token = server.token(identity, role, room, name=identity)
-    await goto(page, f"{url}/demo?room={room}&identity={identity}&role={role}&autojoin=1#token={token}")
-    await page.wait_for_function("window.demo && window.demo.joined", timeout=15000)
+    await goto(page, f"{url}/demo?room={room}&identity={identity}&role={role}&autojoin=1{options}#token={token}")
+    try:
+        # (30 s: a page behind the delay line joined in a second or two in most runs and not
+        # within 15 s in a few; the page's own state says where it stood.)
+        await page.wait_for_function("window.demo && window.demo.joined", timeout=30000)
+    except Exception as e:
+        state = await page.evaluate(
+            "() => [document.querySelector('#status').textContent, (window.demo || {}).errors]")
+        raise AssertionError(f"{identity}'s page did not join in 30 s: status, errors {state}") from e
     return page
 
 

@@ -131,6 +131,7 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
         estimate_limited = statistics.median(settled) if settled else None
         sub_stats = [srv.rooms.get(ROOM).router.subscription_stats(s.id)
                      for s in srv.rooms.get(ROOM).participants["pat-p"].subscriptions.values()]
+        downlink_end = _patient_downlink(srv) or {}
 
         # The link clears: video comes back.
         shaped_link.clear()
@@ -192,7 +193,7 @@ async def test_a_patient_on_a_poor_downlink_is_not_flooded_and_keeps_audio(
               f"the patient was limited; per second while limited: the link's backlog peak (kB) "
               f"{' '.join(f'{b / 1000:.1f}' for b in backlog_peaks)}, the patient's layer "
               f"{' '.join('-' if x is None else str(x) for x in patient_layers)}, probe padding (kB) "
-              f"{' '.join(f'{k:.1f}' for k in padding_kb)}")
+              f"{' '.join(f'{k:.1f}' for k in padding_kb)}; RED lean at the end {downlink_end.get('red_lean')}")
         print("\n" + figures)
 
         # The server's estimate followed the patient's link down (the patient gets the layer that
@@ -231,7 +232,9 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
         url = await listen_on(srv, HOST_ADDR)
         # Everything toward the patient is 80 ms late (a user-space delay line: no netem here).
         with DelayLine(browser_netns, DELAY_MS):
-            clinician = await open_page(browser, srv, url, ROOM, "dr-p", "clinician")
+            # The clinician's page sends its audio as RED (what a page does for patients on lossy
+            # links: a lost packet's frame comes in the next one; audio is not retransmitted).
+            clinician = await open_page(browser, srv, url, ROOM, "dr-p", "clinician", "&red=1")
             patient = await open_page(netns_browser, srv, url, ROOM, "pat-p", "patient")
             await decoding(patient, timeout=40)
             # 500 kbit/s with 2 % random loss.
@@ -256,6 +259,7 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
             audio = next(t for t in srv.rooms.get(ROOM).tracks.values() if t.kind == "audio")
             red = (audio.codecs[0][1], await patient.evaluate(
                 "() => /a=rtpmap:\\d+ red\\/48000/.test(window.demo.room.sub.localDescription.sdp)"))
+            lean = (_patient_downlink(srv) or {}).get("red_lean")
             await patient.context.close()
             await clinician.context.close()
 
@@ -269,12 +273,11 @@ async def test_a_patient_on_a_lossy_delayed_downlink_keeps_audio_and_video(
               f"{rtt}; {lost} packets lost at random, {congested} dropped by the queue, {through} "
               f"through; audio concealed {concealed:.1%}; video {fps:.1f} fps at "
               f"{after['video']['height']}p; retransmissions {sum(s['retransmissions'] for s in sub_stats)}, "
-              f"NACKs {sum(s['nacks'] for s in sub_stats)}; audio as {red}")
+              f"NACKs {sum(s['nacks'] for s in sub_stats)}; audio as {red}, RED lean {lean}")
         # The loss filter and the delay line worked: losses at about the rate asked, a round
         # trip of at least the delay.
         assert lost > 0 and rtt is not None and rtt >= DELAY_MS / 1000, (lost, rtt)
-        # The demo page sends its audio as RED and the patient's page takes it: a lost packet's
-        # frame comes in the next one (audio is not retransmitted).
+        # The clinician's audio went out as RED and the patient's page took it.
         assert red == ("red", True), red
         # Retransmissions repaired the losses instead of congesting the link further.
         assert sum(s["retransmissions"] for s in sub_stats) > 0

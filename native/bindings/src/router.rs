@@ -675,7 +675,8 @@ impl Router {
     /// A subscriber transport's downlink: transport_cc, estimate_bps (None until its link reported
     /// anything), audio_bps, video_streams, video_paused, pauses, padding_packets, padding_bytes,
     /// pacing (its video is paced now), paced and paced_dropped (video packets the pacer held, and
-    /// dropped past its queue); None if it subscribes to nothing.
+    /// dropped past its queue), red_lean (RED audio sent to it as the primary alone: its link is
+    /// too tight for the redundancy); None if it subscribes to nothing.
     fn downlink_stats<'py>(
         &self,
         py: Python<'py>,
@@ -700,6 +701,7 @@ impl Router {
         d.set_item("transport_cc", s.transport_cc)?;
         d.set_item("estimate_bps", s.estimate_bps)?;
         d.set_item("video_paused", s.video_paused)?;
+        d.set_item("red_lean", s.red_lean)?;
         Ok(Some(d))
     }
 }

@@ -365,3 +365,65 @@ fn a_dtx_gap_is_not_loss_in_the_jitter_buffer() {
         (0, 0, 0, 0)
     );
 }
+
+#[test]
+fn a_tight_link_gets_the_primary_alone_and_red_again_once_it_has_room() {
+    // SUB_T watches the video and takes the RED audio; its REMB says how much its link carries.
+    // At 2 Mbit/s it gets RED; at 230 kbit/s (the video's share near the resume threshold: the
+    // redundancy's ~30 kbit/s would decide whether paused video can come back) the primary alone,
+    // as its opus, numbering unbroken; at 2 Mbit/s again, RED again.
+    let mut r = red_room();
+    subscribe(&mut r);
+    r.add_subscription(
+        SubscriptionId(103),
+        VIDEO_TRACK,
+        SUB_T,
+        0x5000_0004,
+        &sub_codecs(),
+        sub_ext(),
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut lean_at = Vec::new();
+    for i in 0..600u16 {
+        let now = i as u64 * 20;
+        // The link's REMB every 500 ms: 2 Mbit/s, 230 kbit/s from 4 s, 2 Mbit/s from 8 s.
+        if now.is_multiple_of(500) {
+            let bps = if (4_000..8_000).contains(&now) {
+                230_000
+            } else {
+                2_000_000
+            };
+            let mut remb = Vec::new();
+            rtcp::write_remb(&mut remb, 0x5000_0001, bps, &[0x5000_0001]);
+            rtcp(&mut r, SUB_T, &remb, now);
+        }
+        let prev = (i > 0).then(|| opus_frame(i - 1));
+        let payload = red_payload(prev.as_deref(), &opus_frame(i));
+        let out = route(&mut r, PUB, &red(900 + i, i as u32 * 960, &payload), now);
+        got.extend(to(&out, SUB_T).into_iter().map(|p| (now, p)));
+        poll(&mut r, now);
+        lean_at.push((now, r.downlink_stats(SUB_T).unwrap().red_lean));
+    }
+    let pt_at = |t: u64| got.iter().find(|(n, _)| *n >= t).unwrap().1 .3;
+    assert_eq!(pt_at(3_000), SUB_RED_PT, "room for RED");
+    assert_eq!(
+        pt_at(6_000),
+        SUB_OPUS_PT,
+        "the primary alone on the tight link"
+    );
+    let lean_one = got.iter().find(|(n, _)| *n == 6_000).unwrap();
+    assert_eq!(lean_one.1 .4, opus_frame(300), "as plain opus");
+    assert_eq!(
+        pt_at(11_000),
+        SUB_RED_PT,
+        "RED again once the link has room"
+    );
+    // One switch each way (no flapping), and the numbering runs on across them.
+    let switches = lean_at.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert_eq!(switches, 2, "{lean_at:?}");
+    for w in got.windows(2) {
+        assert_eq!(w[1].1 .0, w[0].1 .0.wrapping_add(1));
+    }
+    assert_eq!(r.stats().dropped(DropReason::CodecNotNegotiated), 0);
+}

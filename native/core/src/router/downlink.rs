@@ -225,7 +225,17 @@ pub(super) struct Downlink {
     /// Video received, from the last allocation (with `audio_bps`: what pacing compares).
     pub video_bps: u64,
     pub pacer: Pacer,
+    /// RED audio goes to this transport's RED subscriptions as its primary alone (see
+    /// `update_red_lean`).
+    pub red_lean: bool,
 }
+
+/// RED's redundancy (about as much again as the audio) goes to a transport only while its video
+/// has room for it: below the resume threshold and this much more per video stream it is dropped
+/// (the primary alone, as plain Opus, is sent), and sent again once the share would stay twice
+/// this above the threshold with it. On a tight link RED's ~30 kbit/s decide whether paused video
+/// can resume; on a link with room it costs nothing the video needs and saves audio from loss.
+const RED_ROOM_BPS: u64 = 40_000;
 
 impl Downlink {
     pub fn new(cfg: &RouterConfig, twcc_id: u8) -> Self {
@@ -257,6 +267,7 @@ impl Downlink {
             last_share: None,
             video_bps: 0,
             pacer: Pacer::default(),
+            red_lean: false,
         }
     }
 
@@ -315,6 +326,24 @@ impl Downlink {
     pub fn video_share(&self) -> Option<u64> {
         let e = self.estimate()?;
         Some(e.saturating_sub(self.audio_bps) / self.video_streams.max(1))
+    }
+
+    /// Whether RED audio goes out with its redundancy (`RED_ROOM_BPS`). `audio_bps` is what was
+    /// sent: with RED, or without it while lean (RED's cost is then taken as as much again).
+    /// Transports without video, or whose link is unknown yet, get RED as negotiated.
+    pub fn update_red_lean(&mut self, cfg: &RouterConfig) {
+        let Some(e) = self.estimate().filter(|_| self.video_streams > 0) else {
+            self.red_lean = false;
+            return;
+        };
+        let streams = self.video_streams;
+        if !self.red_lean {
+            let share = e.saturating_sub(self.audio_bps) / streams;
+            self.red_lean = share < cfg.video_resume_bps + RED_ROOM_BPS;
+        } else {
+            let with_red = e.saturating_sub(2 * self.audio_bps) / streams;
+            self.red_lean = with_red < cfg.video_resume_bps + 2 * RED_ROOM_BPS;
+        }
     }
 
     /// How long the share must stay above the resume threshold before video resumes: the
@@ -424,6 +453,7 @@ impl Router {
                 let estimate = d.estimate();
                 d.pacer.update(estimate, d.audio_bps + d.video_bps, now_ms);
             }
+            d.update_red_lean(cfg);
             let share = d.video_share();
             let dropped = match (d.last_share, share) {
                 (Some(before), Some(now)) => now < before - before / 10,

@@ -775,6 +775,7 @@ impl Router {
             pacing: d.pacer.active(),
             paced: d.pacer.paced,
             paced_dropped: d.pacer.dropped,
+            red_lean: d.red_lean,
         })
     }
 
@@ -1047,7 +1048,16 @@ impl Router {
             let mut sent: Option<&[u8]> = None;
             if let Some(r) = &red {
                 use crate::red::RedForward;
-                sub_pt = match r.forward_as(payload, &sub.pt_map, sub_pt) {
+                // (On a tight link, the primary alone: `Downlink::update_red_lean`.)
+                let lean = downlinks.get(&sub.transport).is_some_and(|d| d.red_lean);
+                let forward =
+                    match r.forward_as(payload, &sub.pt_map, if lean { 0xff } else { sub_pt }) {
+                        RedForward::NotNegotiated if lean => {
+                            r.forward_as(payload, &sub.pt_map, sub_pt)
+                        }
+                        f => f,
+                    };
+                sub_pt = match forward {
                     RedForward::AsIs(pt) => pt,
                     RedForward::Rewritten(pt) => {
                         red_scratch.clear();

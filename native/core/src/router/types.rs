@@ -483,4 +483,6 @@ pub struct DownlinkStats {
     pub pacing: bool,
     pub paced: u64,
     pub paced_dropped: u64,
+    /// RED audio goes to it as the primary alone now (its link too tight for the redundancy).
+    pub red_lean: bool,
 }
