@@ -150,7 +150,7 @@ class MediasrvRoom extends EventTarget {
   // (e.g. "vitals"). `encodings` (RTCRtpEncodingParameters, lowest resolution first) asks for
   // simulcast; a browser that refuses them publishes one encoding. `red` sends audio as RFC 2198
   // RED (each packet carries the previous frame too: one lost packet costs no audio, for about
-  // 20 kbit/s more); a browser without it sends plain Opus.
+  // 30 kbit/s more on the wire); a browser without it sends plain Opus.
   async publish(items, dataChannels = []) {
     if (!this.pub) this.pub = this._newPeerConnection();
     const pending = [];

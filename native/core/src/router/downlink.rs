@@ -329,7 +329,7 @@ impl Downlink {
     }
 
     /// Whether RED audio goes out with its redundancy (`RED_ROOM_BPS`). `audio_bps` is what was
-    /// sent: with RED, or without it while lean (RED's cost is then taken as as much again).
+    /// sent: with RED, or without it while lean (RED's cost is then taken to be as much again).
     /// Transports without video, or whose link is unknown yet, get RED as negotiated.
     pub fn update_red_lean(&mut self, cfg: &RouterConfig) {
         let Some(e) = self.estimate().filter(|_| self.video_streams > 0) else {
