@@ -330,6 +330,22 @@ fn measure(c: &Cluster) -> Option<(f64, bool, bool)> {
 mod tests {
     use super::*;
 
+    /// The padding a cluster wants now, sent in packets of at most `packet` bytes: (size, the
+    /// cluster `on_sent` counted it toward) for each.
+    fn send_wanted(p: &mut Prober, now: u64, packet: usize) -> Vec<(usize, Option<u32>, u32)> {
+        let Some(r) = p.wanted(now) else {
+            return Vec::new();
+        };
+        let mut sent = Vec::new();
+        let mut left = r.bytes;
+        while left > 0 {
+            let size = left.min(packet);
+            left -= size;
+            sent.push((size, p.on_sent(size, now), r.cluster));
+        }
+        sent
+    }
+
     #[test]
     fn cluster_paces_padding_and_measures_the_path() {
         let mut p = Prober::default();
@@ -337,15 +353,9 @@ mod tests {
         let mut now = 0;
         let mut sends = Vec::new();
         while now < 60_000 {
-            if let Some(r) = p.wanted(now) {
-                let mut left = r.bytes;
-                while left > 0 {
-                    let size = left.min(1200);
-                    left -= size;
-                    let id = p.on_sent(size, now).unwrap();
-                    assert_eq!(id, r.cluster);
-                    sends.push((now, size));
-                }
+            for (size, id, cluster) in send_wanted(&mut p, now, 1200) {
+                assert_eq!(id, Some(cluster));
+                sends.push((now, size));
             }
             now += 5_000;
         }
@@ -375,28 +385,22 @@ mod tests {
         let mut now = 0;
         let mut results = Vec::new();
         while now < 3_000_000 {
-            if let Some(r) = p.wanted(now) {
-                let mut left = r.bytes;
-                while left > 0 {
-                    let size = left.min(1_000);
-                    left -= size;
-                    p.on_sent(size, now);
-                    let start = busy.max(now);
-                    let saved = (start - tokens_at) as f64 * rate_bps as f64 / 8e6;
-                    let have = (tokens + saved).min(6_000.0);
-                    let depart = if have >= size as f64 {
-                        tokens = have - size as f64;
-                        tokens_at = start;
-                        start
-                    } else {
-                        let wait = ((size as f64 - have) * 8e6 / rate_bps as f64).ceil() as u64;
-                        tokens = 0.0;
-                        tokens_at = start + wait;
-                        start + wait
-                    };
-                    busy = depart;
-                    pending.push((now, depart + 20_000, size));
-                }
+            for (size, ..) in send_wanted(&mut p, now, 1_000) {
+                let start = busy.max(now);
+                let saved = (start - tokens_at) as f64 * rate_bps as f64 / 8e6;
+                let have = (tokens + saved).min(6_000.0);
+                let depart = if have >= size as f64 {
+                    tokens = have - size as f64;
+                    tokens_at = start;
+                    start
+                } else {
+                    let wait = ((size as f64 - have) * 8e6 / rate_bps as f64).ceil() as u64;
+                    tokens = 0.0;
+                    tokens_at = start + wait;
+                    start + wait
+                };
+                busy = depart;
+                pending.push((now, depart + 20_000, size));
             }
             if now % 50_000 == 0 {
                 let (due, rest): (Vec<_>, Vec<_>) =
