@@ -80,6 +80,11 @@ async def test_viewers_get_the_layer_they_ask_for(server, browser):
     # Lifting the cap brings the small viewer up as well.
     await small.evaluate("(id) => window.demo.room.setMaxResolution(id, null)", track_id)
     await eventually(lambda: _decoding_above(small, 180), timeout=30, what="uncapped viewer above 180p")
+    # Each layer's retransmission ring holds half a second of its media (grown from 128 slots as
+    # needed), never past its most.
+    rings = [x["cache_packets"] for x in room.router.track_layers(video.id)]
+    print(f"simulcast layer rings (slots, q/h/f): {rings}")
+    assert all(128 <= n <= 512 for n in rings), rings
     for page in (publisher, full, small):
         await page.context.close()
 

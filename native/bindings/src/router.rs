@@ -464,8 +464,8 @@ impl Router {
             .map_err(value_error)
     }
 
-    /// A simulcast track's layers: [{ssrc, bitrate_bps, height, rtx_ssrc, repaired}], lowest
-    /// first; None otherwise.
+    /// A simulcast track's layers: [{ssrc, bitrate_bps, height, rtx_ssrc, repaired,
+    /// cache_packets}], lowest first; None otherwise.
     fn track_layers<'py>(
         &self,
         py: Python<'py>,
@@ -482,6 +482,7 @@ impl Router {
             d.set_item("height", l.height)?;
             d.set_item("rtx_ssrc", l.rtx_ssrc)?;
             d.set_item("repaired", l.repaired)?;
+            d.set_item("cache_packets", l.cache_packets)?;
             list.append(d)?;
         }
         Ok(Some(list))

@@ -48,6 +48,11 @@ struct Layer {
 }
 
 fn frame(l: usize, st: &mut Layer) -> Vec<Vec<u8>> {
+    frame_of(l, st, 2)
+}
+
+/// One frame of layer `l` in `packets` packets (at least 2).
+fn frame_of(l: usize, st: &mut Layer, packets: usize) -> Vec<Vec<u8>> {
     let key = std::mem::take(&mut st.key_due);
     let mut first = vec![0x90, 0x80, 0x80 | (st.pid >> 8) as u8, st.pid as u8];
     if key {
@@ -59,18 +64,14 @@ fn frame(l: usize, st: &mut Layer) -> Vec<Vec<u8>> {
         first.push(0x01);
     }
     let mut out = Vec::new();
-    for (i, mut payload) in [
-        first,
-        vec![0x80, 0x80, 0x80 | (st.pid >> 8) as u8, st.pid as u8, 0],
-    ]
-    .into_iter()
-    .enumerate()
-    {
+    let rest = vec![0x80, 0x80, 0x80 | (st.pid >> 8) as u8, st.pid as u8, 0];
+    let payloads = std::iter::once(first).chain(std::iter::repeat_n(rest, packets.max(2) - 1));
+    for (i, mut payload) in payloads.enumerate() {
         payload.extend(std::iter::repeat_n(l as u8, FILL[l]));
         let mut p = Pkt::new(VP8_PT, st.seq, st.ts, SSRCS[l], &payload)
             .ext(1, b"1")
             .ext(RID_EXT, RIDS[l].as_bytes());
-        p.marker = i == 1;
+        p.marker = i == packets.max(2) - 1;
         out.push(p.bytes());
         st.seq = st.seq.wrapping_add(1);
     }
@@ -382,6 +383,43 @@ fn nacked_packets_are_resent_as_they_were_sent() {
     let mut again = Output::new();
     s.r.handle_rtcp(SUB_T, &nack, s.now + 10, &mut again, &mut rtcp_out);
     assert_eq!(again.iter().count(), 0);
+}
+
+/// A layer's retransmission ring holds `nack_history_ms` (500 ms) of its media, not a fixed
+/// count: layers at two packets a frame keep their first 128 slots (4 s of media here); the top
+/// layer sending 30 packets a frame grows its ring until it holds its half-second, and a NACK for
+/// 0.4 s back is answered.
+#[test]
+fn each_layers_ring_holds_its_history_in_media_time() {
+    let mut s = Sim::new();
+    s.run(300); // 10 s, the subscriber on the top layer
+    let slots = |s: &Sim| -> Vec<usize> {
+        let layers = s.r.track_layers(VIDEO_TRACK).unwrap();
+        layers.iter().map(|l| l.cache_packets).collect()
+    };
+    assert_eq!(slots(&s), [128, 128, 128]);
+    let start = s.got.len();
+    for _ in 0..20 {
+        for pkt in frame_of(2, &mut s.layers[2], 30) {
+            s.send(&pkt);
+            s.now += 1;
+        }
+    }
+    assert_eq!(s.got.len() - start, 600, "all forwarded on the top layer");
+    let top = slots(&s)[2];
+    assert!(top >= 512, "600 packets in 0.63 s of media: {top} slots");
+    assert_eq!(&slots(&s)[..2], [128, 128], "the other layers did not grow");
+    // 13 frames back (0.43 s of media, 390 packets): still cached.
+    let asked = s.got[s.got.len() - 390].1;
+    let mut nack = Vec::new();
+    rtcp::write_nack(&mut nack, 0xdead, SUB_SSRC, &[asked]);
+    let (mut rtp_out, mut rtcp_out) = (Output::new(), Output::new());
+    s.r.handle_rtcp(SUB_T, &nack, s.now, &mut rtp_out, &mut rtcp_out);
+    let resent: Vec<u16> = rtp_out
+        .iter()
+        .map(|(_, b)| RtpView::parse(b).unwrap().seq)
+        .collect();
+    assert_eq!(resent, [asked]);
 }
 
 #[test]

@@ -348,7 +348,11 @@ impl Router {
         let sub = &mut subs[si];
         // A subscriber far away NACKs late: keep its round trips' worth of packets from now on.
         if let Some(rtt_us) = sub.stats.rtt_us {
-            cache.want_history_ms(rtt_us / 1000 * NACK_HISTORY_RTTS);
+            let ms = rtt_us / 1000 * NACK_HISTORY_RTTS;
+            cache.want_history_ms(ms);
+            if let Some(l) = layered.as_deref_mut() {
+                l.want_history_ms(ms);
+            }
         }
         let mut a = NackAnswer {
             stats,

@@ -29,8 +29,7 @@ const UP_SWITCH_PERCENT: u64 = 85;
 /// this long: an estimate that jumps for a moment (a probe through a token bucket's burst) must not
 /// put a layer the link cannot carry on it, and a switch costs a keyframe each way.
 const UP_HOLD_MS: u64 = 2_000;
-/// Packets kept per layer for retransmissions, and output numbers remembered per subscriber.
-const LAYER_CACHE_PACKETS: usize = 512;
+/// Output numbers remembered per subscriber (to find what a NACK names in the layers' caches).
 const SENT_RING: usize = 1024;
 
 struct LayerIn {
@@ -54,14 +53,14 @@ struct LayerIn {
 }
 
 impl LayerIn {
-    fn new() -> Self {
+    fn new(cache: NackCache) -> Self {
         Self {
             ssrc: None,
             rtx_ssrc: None,
             seq: SeqUnwrapper::new(),
             missing: Vec::new(),
             repaired: 0,
-            cache: NackCache::new(LAYER_CACHE_PACKETS),
+            cache,
             window_start_ms: 0,
             window_bytes: 0,
             rate_bps: 0,
@@ -119,6 +118,8 @@ pub struct LayerInfo {
     pub rtx_ssrc: Option<u32>,
     /// Packets lost on the way in that its RTX stream brought.
     pub repaired: u64,
+    /// Slots of its retransmission ring (it grows to hold `nack_history_ms` of media).
+    pub cache_packets: usize,
 }
 
 /// A subscription's layer state: (spatial, temporal) it receives (None while waiting for the
@@ -338,6 +339,13 @@ impl Layered {
         Some((sr, e.ts_offset))
     }
 
+    /// Every layer keeps at least `ms` of packets from now on (a subscriber far away NACKs late).
+    pub(super) fn want_history_ms(&mut self, ms: u64) {
+        for li in &mut self.layers {
+            li.cache.want_history_ms(ms);
+        }
+    }
+
     /// Answers a simulcast subscriber's NACK from the layers' caches: each packet resent under the
     /// number it was sent with, its VP8 descriptor rewritten as it was, through the shared path.
     pub(super) fn answer_nack(
@@ -535,7 +543,7 @@ pub(super) fn route_layered(
         .extension(abs_send_time_ext)
         .and_then(|d| d.try_into().ok());
     let li = &mut l.layers[layer as usize];
-    match li.cache.insert(&PacketToCache {
+    let cached = PacketToCache {
         ext_seq: src_ext,
         timestamp: v.timestamp,
         marker: v.marker,
@@ -544,7 +552,8 @@ pub(super) fn route_layered(
         audio_level: None,
         csrc_bytes: v.csrc_bytes(),
         payload,
-    }) {
+    };
+    match li.cache.insert_timed(&cached, clock_rate) {
         Insert::Stored => {}
         Insert::Duplicate => {
             t.stats.duplicates += 1;
@@ -699,7 +708,9 @@ impl Router {
         if t.kind != MediaKind::Video {
             return Err(RouterError::Invalid("only video tracks have layers".into()));
         }
-        let mut layers: Vec<LayerIn> = (0..n).map(|_| LayerIn::new()).collect();
+        let mut layers: Vec<LayerIn> = (0..n)
+            .map(|_| LayerIn::new(self.cfg.layer_cache()))
+            .collect();
         let mut ssrc_layer = Vec::new();
         if rids.is_empty() {
             for (i, s) in ssrcs.iter().enumerate() {
@@ -827,6 +838,7 @@ impl Router {
                     height: x.height,
                     rtx_ssrc: x.rtx_ssrc,
                     repaired: x.repaired,
+                    cache_packets: x.cache.capacity(),
                 })
                 .collect(),
         )

@@ -140,6 +140,8 @@ impl Default for RouterConfig {
 /// packets; 128 video packets are 0.6-0.8 s at 1.5 Mbit/s. Faster streams grow their ring.
 pub const AUDIO_CACHE_START: usize = 32;
 pub const VIDEO_CACHE_START: usize = 128;
+/// Most packets one simulcast layer's ring grows to.
+pub const LAYER_CACHE_PACKETS: usize = 512;
 /// Round trips of a subscriber's link a track's ring keeps (its NACKs, and their retries, come
 /// about one RTT after the loss).
 pub const NACK_HISTORY_RTTS: u64 = 4;
@@ -153,6 +155,13 @@ impl RouterConfig {
         };
         let most = self.nack_cache_packets;
         NackCache::growing(start.min(most), most, self.nack_history_ms)
+    }
+
+    /// An empty retransmission ring for one spatial layer of a simulcast track: sized like a
+    /// video track's, by media time, up to `LAYER_CACHE_PACKETS` whatever the rooms' setting
+    /// (a top layer carries more packets a second than one stream of a room's usual rate).
+    pub fn layer_cache(&self) -> NackCache {
+        NackCache::growing(VIDEO_CACHE_START, LAYER_CACHE_PACKETS, self.nack_history_ms)
     }
 }
 
