@@ -64,6 +64,8 @@ RTP_COUNTERS = [
     ("twcc_out", "rtcp_transport_cc_sent", "transport-cc feedback packets sent to publishers"),
     ("padding_out", "rtp_probe_padding_sent", "bandwidth probe padding sent to subscribers (on a paused video "
      "stream, or on the RTX stream of a flowing one)"),
+    ("red_recovered", "rtp_red_recovered", "audio frames lost on the way in and recovered from the next RED "
+     "packet's redundancy, for subscribers sent RED's primary alone"),
 ]
 KEYFRAME_PREFIX = "keyframe_requests_"
 RTT_BUCKET_PREFIX = "rtt_bucket_"

@@ -574,6 +574,7 @@ impl Router {
                 ("video_pauses", s.video_pauses),
                 ("video_resumes", s.video_resumes),
                 ("padding_out", s.padding_out),
+                ("red_recovered", s.red_recovered),
             ],
         )?;
         for r in KeyframeReason::ALL {
@@ -610,6 +611,7 @@ impl Router {
                 ("rtx_packets", s.rtx_packets),
                 ("duplicates", s.duplicates),
                 ("padding_only", s.padding_only),
+                ("red_recovered", s.red_recovered),
                 ("plis", s.plis_out),
                 ("nacks", s.nacks_in),
                 ("retransmissions", s.retransmissions),

@@ -101,6 +101,24 @@ impl RedPayload {
         &payload[self.primary_offset..]
     }
 
+    /// The redundant blocks in header order (oldest first, as senders write them): each one's
+    /// payload type, timestamp offset back from the packet's, and data. `payload` is the one
+    /// `parse` read.
+    pub fn redundant_blocks<'a>(
+        &self,
+        payload: &'a [u8],
+    ) -> impl Iterator<Item = (u8, u16, &'a [u8])> + 'a {
+        let mut at = self.header_len();
+        (0..self.redundant as usize).map(move |i| {
+            let h = &payload[i * 4..i * 4 + 4];
+            let offset = (u16::from(h[1]) << 6) | u16::from(h[2] >> 2);
+            let len = (usize::from(h[2] & 0x03) << 8) | usize::from(h[3]);
+            let data = &payload[at..at + len];
+            at += len;
+            (h[0] & 0x7f, offset, data)
+        })
+    }
+
     /// Whether every block's payload type maps to itself under `map` (nothing to rewrite), and
     /// whether every one maps at all (`map` gives 0xff for a type the receiver did not negotiate).
     pub fn mapping(&self, payload: &[u8], map: &[u8; 128]) -> (bool, bool) {
@@ -146,6 +164,30 @@ impl RedPayload {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redundant_blocks_are_read_in_order_with_their_offsets() {
+        // Two redundant blocks (1920 and 960 ticks back, 2 and 3 bytes), then the primary.
+        let mut p = vec![0x80 | 111, (1920 >> 6) as u8, ((1920 & 0x3f) << 2) as u8, 2];
+        p.extend_from_slice(&[
+            0x80 | 111,
+            (960 >> 6) as u8,
+            ((960 & 0x3f) << 2) as u8,
+            3,
+            111,
+        ]);
+        p.extend_from_slice(&[0xa1, 0xa2, 0xb1, 0xb2, 0xb3, 0xc1]);
+        let r = RedPayload::parse(&p).unwrap();
+        let blocks: Vec<_> = r.redundant_blocks(&p).collect();
+        assert_eq!(
+            blocks,
+            [
+                (111, 1920, &[0xa1, 0xa2][..]),
+                (111, 960, &[0xb1, 0xb2, 0xb3][..])
+            ]
+        );
+        assert_eq!(r.primary(&p), [0xc1]);
+    }
 
     /// RED with one redundant block (PT 111, 960 ticks back, 3 bytes) and a primary of 4 bytes.
     fn chromium_like() -> Vec<u8> {

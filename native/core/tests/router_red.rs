@@ -1,6 +1,7 @@
 //! Opus RED (RFC 2198) through the router: passed on to subscribers that negotiated RED (payload
 //! type rewritten, also inside the blocks), unwrapped to its primary Opus block for the others and
-//! for recording sinks, malformed RED dropped and counted; and Opus DTX gaps (timestamp jumps with
+//! for recording sinks, malformed RED dropped and counted; a frame lost on the way in recovered
+//! from the next packet's redundancy for those that get the primary alone; and Opus DTX gaps (timestamp jumps with
 //! no packets) are not loss.
 
 mod common;
@@ -400,8 +401,11 @@ fn a_tight_link_gets_the_primary_alone_and_red_again_once_it_has_room() {
         }
         let prev = (i > 0).then(|| opus_frame(i - 1));
         let payload = red_payload(prev.as_deref(), &opus_frame(i));
-        let out = route(&mut r, PUB, &red(900 + i, i as u32 * 960, &payload), now);
-        got.extend(to(&out, SUB_T).into_iter().map(|p| (now, p)));
+        // Frame 350 (7 s: the tight link) is lost on the way in; the next packet's block fills it.
+        if i != 350 {
+            let out = route(&mut r, PUB, &red(900 + i, i as u32 * 960, &payload), now);
+            got.extend(to(&out, SUB_T).into_iter().map(|p| (now, p)));
+        }
         poll(&mut r, now);
         lean_at.push((now, r.downlink_stats(SUB_T).unwrap().red_lean));
     }
@@ -419,11 +423,74 @@ fn a_tight_link_gets_the_primary_alone_and_red_again_once_it_has_room() {
         SUB_RED_PT,
         "RED again once the link has room"
     );
-    // One switch each way (no flapping), and the numbering runs on across them.
+    // One switch each way (no flapping), and the numbering runs on across them, with no hole
+    // where frame 350 was lost: it came from frame 351's redundancy.
     let switches = lean_at.windows(2).filter(|w| w[0].1 != w[1].1).count();
     assert_eq!(switches, 2, "{lean_at:?}");
     for w in got.windows(2) {
         assert_eq!(w[1].1 .0, w[0].1 .0.wrapping_add(1));
     }
+    assert!(got.iter().any(|(_, p)| p.4 == opus_frame(350)));
+    assert_eq!(r.stats().red_recovered, 1);
     assert_eq!(r.stats().dropped(DropReason::CodecNotNegotiated), 0);
+}
+
+/// Sends RED packets `seqs` (frame n at 700 + n, 20 ms apart, each repeating the frame before it
+/// as Chromium does) and returns what each subscriber got, by transport.
+fn send_frames(r: &mut Router, frames: &[u16]) -> Vec<(TransportId, Vec<u8>)> {
+    let mut all = Vec::new();
+    for &n in frames {
+        let prev = (n > 0).then(|| opus_frame(n - 1));
+        let payload = red_payload(prev.as_deref(), &opus_frame(n));
+        let ts = 48_000 + u32::from(n) * 960;
+        all.extend(route(
+            r,
+            PUB,
+            &red(700 + n, ts, &payload),
+            u64::from(n) * 20,
+        ));
+    }
+    all
+}
+
+/// A frame lost on the way in is in the next RED packet: a subscriber that gets the primary alone
+/// (no RED negotiated) is sent it from there, under the lost packet's number and timestamp, before
+/// the next frame; the RED subscribers are not (their own decoder has the block), and the late
+/// original is a duplicate.
+#[test]
+fn a_frame_lost_on_the_way_in_is_recovered_from_red_for_plain_subscribers() {
+    let mut r = red_room();
+    subscribe(&mut r);
+    let out = send_frames(&mut r, &[0, 1, 2, 4, 5]); // frame 3 lost
+    let plain = to(&out, SUB_T2);
+    assert_eq!(plain.len(), 6, "frames 0-5, frame 3 recovered");
+    let first_seq = plain[0].0;
+    for (k, p) in plain.iter().enumerate() {
+        assert_eq!(p.0, first_seq.wrapping_add(k as u16), "in order, no hole");
+        assert_eq!(p.1.wrapping_sub(plain[0].1), k as u32 * 960);
+        assert_eq!((p.3, &p.4), (SUB_OPUS_PT, &opus_frame(k as u16)));
+    }
+    assert_eq!(
+        to(&out, SUB_T).len(),
+        5,
+        "a RED subscriber gets the RED packets only"
+    );
+    assert_eq!(to(&out, SUB_T3).len(), 5);
+    assert_eq!(r.stats().red_recovered, 1);
+    assert_eq!(r.track_stats(RED_TRACK).unwrap().red_recovered, 1);
+    // The original arriving late is not sent again.
+    let late = red(703, 48_000 + 3 * 960, &red_payload(None, &opus_frame(3)));
+    assert!(route(&mut r, PUB, &late, 120).is_empty());
+    assert_eq!(r.stats().dropped(DropReason::Duplicate), 1);
+}
+
+/// Two frames lost and one redundant block: which number the block belongs to is not certain,
+/// so nothing is made up (the loss stays a loss).
+#[test]
+fn a_gap_longer_than_the_redundancy_is_left_alone() {
+    let mut r = red_room();
+    subscribe(&mut r);
+    let out = send_frames(&mut r, &[0, 1, 4, 5]); // frames 2 and 3 lost
+    assert_eq!(to(&out, SUB_T2).len(), 4);
+    assert_eq!(r.stats().red_recovered, 0);
 }

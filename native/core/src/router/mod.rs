@@ -23,6 +23,7 @@ mod downlink;
 mod feedback;
 pub mod layers;
 mod rate;
+mod red_recovery;
 mod resend;
 mod simulcast;
 mod sink;
@@ -35,6 +36,7 @@ pub use sink::{Sink, SINK_TRANSPORT};
 
 pub use feedback::MAX_RETRANSMISSIONS_PER_RTCP;
 pub use rate::RATE_SAMPLE_MS;
+use red_recovery::{recover_red, Carrier};
 pub use resend::DEFAULT_RTT_MS as DEFAULT_RESEND_RTT_MS;
 pub use simulcast::{pick_layers, LayerInfo, SubscriptionLayers};
 
@@ -1003,6 +1005,18 @@ impl Router {
         t.reception.on_packet(ext, v.timestamp, now_ms, clock_rate);
         t.last_media_pt = Some(media_pt);
 
+        if let (Some(r), false, Some(h)) = (&red, is_rtx, prev_highest) {
+            if ext > h + 1 {
+                let carrier = Carrier {
+                    red: r,
+                    payload,
+                    pt: media_pt,
+                    timestamp: v.timestamp,
+                    csrc_bytes: v.csrc_bytes(),
+                };
+                recover_red(t, stats, downlinks, out, &carrier, h, ext, now_ms);
+            }
+        }
         let m = MediaRef {
             c: t.gaps.compress(ext),
             timestamp: v.timestamp,
@@ -1013,95 +1027,166 @@ impl Router {
             payload,
             shared: t.cache.get(ext).map(|p| p.shared_payload()),
         };
-        for sub in &mut t.subs {
-            if sub.paused {
-                sub.stats.dropped_paused += 1;
-                stats.drop(DropReason::VideoPaused);
-                continue;
-            }
-            if !sub.started {
-                if sub.gated && !is_key {
-                    sub.stats.dropped_waiting_keyframe += 1;
-                    stats.drop(DropReason::WaitingKeyframe);
-                    continue;
-                }
-                // Fix the offsets: continue after the previous stream if there was one, else start
-                // from the random values chosen at subscription time.
-                if let Some((last_seq, last_ts, last_ms)) = sub.last_out {
-                    let elapsed = now_ms.saturating_sub(last_ms);
-                    let advance = (elapsed.saturating_mul(clock_rate as u64) / 1000)
-                        .clamp(1, u32::MAX as u64 / 2) as u32;
-                    sub.next_seq = last_seq.wrapping_add(1);
-                    sub.next_ts = last_ts.wrapping_add(advance);
-                }
-                sub.started = true;
-                sub.start_c = m.c;
-                sub.seq_offset = sub.next_seq.wrapping_sub(m.c as u16);
-                sub.ts_offset = sub.next_ts.wrapping_sub(m.timestamp);
-                sub.stats.waiting_keyframe = false;
-            } else if m.c < sub.start_c {
-                stats.drop(DropReason::BeforeSubscriptionStart);
-                continue;
-            }
-            let mut sub_pt = sub.pt_map[media_pt as usize & 0x7f];
-            // A RED packet's payload as this subscriber gets it, when not the original.
-            let mut sent: Option<&[u8]> = None;
-            if let Some(r) = &red {
-                use crate::red::RedForward;
-                // (On a tight link, the primary alone: `Downlink::update_red_lean`.)
-                let lean = downlinks.get(&sub.transport).is_some_and(|d| d.red_lean);
-                let forward =
-                    match r.forward_as(payload, &sub.pt_map, if lean { 0xff } else { sub_pt }) {
-                        RedForward::NotNegotiated if lean => {
-                            r.forward_as(payload, &sub.pt_map, sub_pt)
-                        }
-                        f => f,
-                    };
-                sub_pt = match forward {
-                    RedForward::AsIs(pt) => pt,
-                    RedForward::Rewritten(pt) => {
-                        red_scratch.clear();
-                        r.write_mapped(payload, &sub.pt_map, red_scratch);
-                        sent = Some(&red_scratch[..]);
-                        pt
-                    }
-                    RedForward::Primary(pt) => {
-                        sent = Some(r.primary(payload));
-                        pt
-                    }
-                    RedForward::NotNegotiated => 0xff,
-                };
-            }
-            if sub_pt == 0xff {
-                stats.drop(DropReason::CodecNotNegotiated);
-                continue;
-            }
-            let dl = downlinks.get_mut(&sub.transport);
-            let sent_len = sent.map_or(payload.len(), <[u8]>::len);
-            let (seq, ts, len) = match sent {
-                Some(p) => write_for_sub(out, sub, dl, sub_pt, &m.with_payload(p), now_ms),
-                None => write_for_sub(out, sub, dl, sub_pt, &m, now_ms),
-            };
-            let newest = sub
-                .last_out
-                .is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));
-            if newest {
-                sub.last_out = Some((seq, ts, now_ms));
-                sub.stats.last_seq = Some(seq);
-                sub.stats.last_timestamp = Some(ts);
-            }
-            sub.stats.packets += 1;
-            sub.stats.bytes += len as u64;
-            sub.stats.payload_bytes += sent_len as u64;
-            if is_key {
-                sub.stats.keyframes += 1;
-            }
-            if sub.sink.is_none() {
-                // Sent on the network; a recording sink's copy never leaves the server.
-                stats.rtp_packets_out += 1;
-                stats.rtp_bytes_out += len as u64;
-                stats.payload_bytes_out += sent_len as u64;
-            }
+        let media = Media {
+            m,
+            pt: media_pt,
+            red: red.as_ref(),
+            is_key,
+            clock_rate,
+        };
+        forward(
+            &mut t.subs,
+            stats,
+            downlinks,
+            red_scratch,
+            out,
+            &media,
+            now_ms,
+        );
+    }
+}
+
+/// One packet of a track on its way to the subscribers.
+struct Media<'a> {
+    m: MediaRef<'a>,
+    /// Its payload type (the publisher's).
+    pt: u8,
+    /// Its RED block headers, when it is a RED packet.
+    red: Option<&'a crate::red::RedPayload>,
+    is_key: bool,
+    clock_rate: u32,
+}
+
+/// How a RED packet goes to `sub`: as RED (rewritten if its types differ) when it negotiated RED
+/// and its link has room, else its primary block alone (`Downlink::update_red_lean`).
+fn red_forward(
+    r: &crate::red::RedPayload,
+    payload: &[u8],
+    sub: &Subscription,
+    sub_pt: u8,
+    downlinks: &FastMap<TransportId, Downlink>,
+) -> crate::red::RedForward {
+    use crate::red::RedForward;
+    let lean = downlinks.get(&sub.transport).is_some_and(|d| d.red_lean);
+    match r.forward_as(payload, &sub.pt_map, if lean { 0xff } else { sub_pt }) {
+        RedForward::NotNegotiated if lean => r.forward_as(payload, &sub.pt_map, sub_pt),
+        f => f,
+    }
+}
+
+/// Sends one packet to every subscription of its track, each in its own numbering.
+fn forward(
+    subs: &mut [Subscription],
+    stats: &mut RouterStats,
+    downlinks: &mut FastMap<TransportId, Downlink>,
+    red_scratch: &mut Vec<u8>,
+    out: &mut Output,
+    media: &Media<'_>,
+    now_ms: u64,
+) {
+    let Media {
+        m,
+        pt: media_pt,
+        red,
+        is_key,
+        clock_rate,
+    } = media;
+    let (payload, is_key) = (m.payload, *is_key);
+    for sub in subs {
+        if sub.paused {
+            sub.stats.dropped_paused += 1;
+            stats.drop(DropReason::VideoPaused);
+            continue;
         }
+        if !sub.started {
+            if sub.gated && !is_key {
+                sub.stats.dropped_waiting_keyframe += 1;
+                stats.drop(DropReason::WaitingKeyframe);
+                continue;
+            }
+            // Fix the offsets: continue after the previous stream if there was one, else start
+            // from the random values chosen at subscription time.
+            if let Some((last_seq, last_ts, last_ms)) = sub.last_out {
+                let elapsed = now_ms.saturating_sub(last_ms);
+                let advance = (elapsed.saturating_mul(*clock_rate as u64) / 1000)
+                    .clamp(1, u32::MAX as u64 / 2) as u32;
+                sub.next_seq = last_seq.wrapping_add(1);
+                sub.next_ts = last_ts.wrapping_add(advance);
+            }
+            sub.started = true;
+            sub.start_c = m.c;
+            sub.seq_offset = sub.next_seq.wrapping_sub(m.c as u16);
+            sub.ts_offset = sub.next_ts.wrapping_sub(m.timestamp);
+            sub.stats.waiting_keyframe = false;
+        } else if m.c < sub.start_c {
+            stats.drop(DropReason::BeforeSubscriptionStart);
+            continue;
+        }
+        let mut sub_pt = sub.pt_map[*media_pt as usize & 0x7f];
+        // A RED packet's payload as this subscriber gets it, when not the original.
+        let mut sent: Option<&[u8]> = None;
+        if let Some(r) = red {
+            use crate::red::RedForward;
+            sub_pt = match red_forward(r, payload, sub, sub_pt, downlinks) {
+                RedForward::AsIs(pt) => pt,
+                RedForward::Rewritten(pt) => {
+                    red_scratch.clear();
+                    r.write_mapped(payload, &sub.pt_map, red_scratch);
+                    sent = Some(&red_scratch[..]);
+                    pt
+                }
+                RedForward::Primary(pt) => {
+                    sent = Some(r.primary(payload));
+                    pt
+                }
+                RedForward::NotNegotiated => 0xff,
+            };
+        }
+        if sub_pt == 0xff {
+            stats.drop(DropReason::CodecNotNegotiated);
+            continue;
+        }
+        send_one(out, sub, stats, downlinks, sub_pt, m, sent, is_key, now_ms);
+    }
+}
+
+/// Writes one packet for `sub` (its payload replaced by `sent` when given) and counts it.
+#[allow(clippy::too_many_arguments)]
+fn send_one(
+    out: &mut Output,
+    sub: &mut Subscription,
+    stats: &mut RouterStats,
+    downlinks: &mut FastMap<TransportId, Downlink>,
+    sub_pt: u8,
+    m: &MediaRef<'_>,
+    sent: Option<&[u8]>,
+    is_key: bool,
+    now_ms: u64,
+) {
+    let dl = downlinks.get_mut(&sub.transport);
+    let sent_len = sent.map_or(m.payload.len(), <[u8]>::len);
+    let (seq, ts, len) = match sent {
+        Some(p) => write_for_sub(out, sub, dl, sub_pt, &m.with_payload(p), now_ms),
+        None => write_for_sub(out, sub, dl, sub_pt, m, now_ms),
+    };
+    let newest = sub
+        .last_out
+        .is_none_or(|(s, _, _)| crate::seq::seq_newer(seq, s));
+    if newest {
+        sub.last_out = Some((seq, ts, now_ms));
+        sub.stats.last_seq = Some(seq);
+        sub.stats.last_timestamp = Some(ts);
+    }
+    sub.stats.packets += 1;
+    sub.stats.bytes += len as u64;
+    sub.stats.payload_bytes += sent_len as u64;
+    if is_key {
+        sub.stats.keyframes += 1;
+    }
+    if sub.sink.is_none() {
+        // Sent on the network; a recording sink's copy never leaves the server.
+        stats.rtp_packets_out += 1;
+        stats.rtp_bytes_out += len as u64;
+        stats.payload_bytes_out += sent_len as u64;
     }
 }

@@ -382,6 +382,9 @@ pub struct RouterStats {
     pub video_resumes: u64,
     /// Padding-only probe packets sent to paused subscribers.
     pub padding_out: u64,
+    /// Audio frames lost on the way in and recovered from the next RED packet's redundancy (for
+    /// subscribers that get RED's primary alone).
+    pub red_recovered: u64,
 }
 
 impl RouterStats {
@@ -414,6 +417,8 @@ pub struct TrackStats {
     pub rtx_packets: u64,
     pub duplicates: u64,
     pub padding_only: u64,
+    /// Frames lost on the way in and recovered from RED redundancy (`RouterStats::red_recovered`).
+    pub red_recovered: u64,
     pub plis_out: u64,
     pub nacks_in: u64,
     pub retransmissions: u64,

@@ -1,0 +1,107 @@
+//! Audio lost on the way in, recovered at the server from the next RED packet (RFC 2198).
+//!
+//! A RED packet repeats the frames before it. A subscriber that receives RED recovers a lost one
+//! itself; one that gets the primary block alone (no RED negotiated, or a link too tight for it:
+//! `Downlink::update_red_lean`) would hear the loss. So when a RED packet arrives after a gap, the
+//! redundant blocks that fill it are put in the gap's sequence numbers (cached, so a late original
+//! or its retransmission is a duplicate) and sent to those subscribers, just before the packet
+//! itself. Only an unambiguous gap is filled: the blocks whose timestamps lie strictly between the
+//! newest packet held and this one must be exactly as many as the numbers missing. The
+//! publisher's reception report still counts the loss: its own adaptation needs to see it.
+
+use super::*;
+use crate::red::{RedForward, RedPayload};
+
+/// The RED packet that arrived after a gap.
+pub(super) struct Carrier<'a> {
+    pub red: &'a RedPayload,
+    pub payload: &'a [u8],
+    /// Its payload type (the publisher's RED type) and RTP timestamp.
+    pub pt: u8,
+    pub timestamp: u32,
+    pub csrc_bytes: &'a [u8],
+}
+
+/// Fills the gap between `newest` (the highest extended sequence number held before `ext`, the
+/// carrier's) from the carrier's redundant blocks.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn recover_red(
+    t: &mut Track,
+    stats: &mut RouterStats,
+    downlinks: &mut FastMap<TransportId, Downlink>,
+    out: &mut Output,
+    c: &Carrier<'_>,
+    newest: u64,
+    ext: u64,
+    now_ms: u64,
+) {
+    let missing = ext - newest - 1;
+    if missing == 0 || missing > u64::from(c.red.redundant) {
+        return;
+    }
+    let Some(newest_ts) = t.cache.get(newest).map(|p| p.timestamp) else {
+        return;
+    };
+    let span = c.timestamp.wrapping_sub(newest_ts);
+    if span == 0 || span > i32::MAX as u32 {
+        return;
+    }
+    let between = |b: &(u8, u16, &[u8])| b.1 > 0 && u32::from(b.1) < span;
+    if c.red.redundant_blocks(c.payload).filter(between).count() as u64 != missing {
+        return;
+    }
+    let blocks = c.red.redundant_blocks(c.payload).filter(between);
+    for (i, (pt, offset, data)) in blocks.enumerate() {
+        let ext_m = newest + 1 + i as u64;
+        let playable = matches!(
+            t.pt_table[pt as usize & 0x7f],
+            PtEntry::Media { kind, .. } if kind != CodecKind::Red
+        );
+        if data.is_empty() || !playable {
+            continue;
+        }
+        let timestamp = c.timestamp.wrapping_sub(u32::from(offset));
+        let clock_rate = t.clock_rate(pt);
+        let cached = PacketToCache {
+            ext_seq: ext_m,
+            timestamp,
+            marker: false,
+            payload_type: pt,
+            abs_send_time: None,
+            audio_level: None,
+            csrc_bytes: c.csrc_bytes,
+            payload: data,
+        };
+        if t.cache.insert_timed(&cached, clock_rate) != Insert::Stored {
+            continue;
+        }
+        arrived(&mut t.missing, ext_m);
+        t.stats.red_recovered += 1;
+        stats.red_recovered += 1;
+        let m = MediaRef {
+            c: t.gaps.compress(ext_m),
+            timestamp,
+            marker: false,
+            abs_send_time: None,
+            audio_level: None,
+            csrc_bytes: c.csrc_bytes,
+            payload: data,
+            shared: t.cache.get(ext_m).map(|p| p.shared_payload()),
+        };
+        for sub in t.subs.iter_mut() {
+            // Never the first packet a subscriber gets; a RED receiver has the block already.
+            if sub.paused || !sub.started || m.c < sub.start_c {
+                continue;
+            }
+            let red_pt = sub.pt_map[c.pt as usize & 0x7f];
+            let gets_primary = matches!(
+                red_forward(c.red, c.payload, sub, red_pt, downlinks),
+                RedForward::Primary(_)
+            );
+            let sub_pt = sub.pt_map[pt as usize & 0x7f];
+            if gets_primary && sub_pt != 0xff {
+                send_one(out, sub, stats, downlinks, sub_pt, &m, None, false, now_ms);
+            }
+        }
+    }
+}
