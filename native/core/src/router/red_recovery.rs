@@ -5,9 +5,11 @@
 //! `Downlink::update_red_lean`) would hear the loss. So when a RED packet arrives after a gap, the
 //! redundant blocks that fill it are put in the gap's sequence numbers (cached, so a late original
 //! or its retransmission is a duplicate) and sent to those subscribers, just before the packet
-//! itself. Only an unambiguous gap is filled: the blocks whose timestamps lie strictly between the
-//! newest packet held and this one must be exactly as many as the numbers missing. The
-//! publisher's reception report still counts the loss: its own adaptation needs to see it.
+//! itself. A block goes only where its number is certain: the blocks whose timestamps lie strictly
+//! between the newest packet held and this one are exactly as many as the numbers missing, or the
+//! gap's frames are evenly spaced and the block's offset is a whole number of them (a gap longer
+//! than the redundancy: its last frames). The publisher's reception report still counts the loss:
+//! its own adaptation needs to see it.
 
 use super::*;
 use crate::red::{RedForward, RedPayload};
@@ -35,8 +37,10 @@ pub(super) fn recover_red(
     ext: u64,
     now_ms: u64,
 ) {
-    let missing = ext - newest - 1;
-    if missing == 0 || missing > u64::from(c.red.redundant) {
+    // Longer gaps than this are an outage, not a loss to repair.
+    const MOST_GAP: u64 = 1_000;
+    let gap = ext - newest;
+    if !(2..=MOST_GAP).contains(&gap) {
         return;
     }
     let Some(newest_ts) = t.cache.get(newest).map(|p| p.timestamp) else {
@@ -47,12 +51,18 @@ pub(super) fn recover_red(
         return;
     }
     let between = |b: &(u8, u16, &[u8])| b.1 > 0 && u32::from(b.1) < span;
-    if c.red.redundant_blocks(c.payload).filter(between).count() as u64 != missing {
-        return;
-    }
+    // Exactly as many blocks between as numbers missing: they are those numbers, in order. Else,
+    // with frames evenly spaced over the gap (no DTX in it), a block whose offset is a whole
+    // number of frames is that many numbers back; any other block is left alone.
+    let exact = c.red.redundant_blocks(c.payload).filter(between).count() as u64 == gap - 1;
+    let frame = (span % gap as u32 == 0).then(|| span / gap as u32);
     let blocks = c.red.redundant_blocks(c.payload).filter(between);
     for (i, (pt, offset, data)) in blocks.enumerate() {
-        let ext_m = newest + 1 + i as u64;
+        let ext_m = match frame {
+            _ if exact => newest + 1 + i as u64,
+            Some(d) if u32::from(offset) % d == 0 => ext - u64::from(u32::from(offset) / d),
+            _ => continue,
+        };
         let playable = matches!(
             t.pt_table[pt as usize & 0x7f],
             PtEntry::Media { kind, .. } if kind != CodecKind::Red
