@@ -172,6 +172,32 @@ async def test_ws_garbage_gets_errors_and_the_visit_goes_on(server):
     await s2.close()
 
 
+async def test_participant_left_says_whether_the_client_left_or_its_socket_went_away(server):
+    """A close frame (or `leave`) is leaving; a socket that just stops (a network outage, a reset)
+    is `disconnected`, which tells the others the patient will likely be back."""
+    s1, clinician = await _ws(server, "visit2")
+    await clinician.send_json({"type": "join", "token": server.token("dr", "clinician", "visit2")})
+    assert (await clinician.receive_json())["type"] == "joined"
+
+    async def patient_joins() -> tuple[aiohttp.ClientSession, aiohttp.ClientWebSocketResponse]:
+        session, patient = await _ws(server, "visit2")
+        await patient.send_json({"type": "join", "token": server.token("pat", "patient", "visit2")})
+        assert (await patient.receive_json())["type"] == "joined"
+        assert (await clinician.receive_json())["type"] == "participant_joined"
+        return session, patient
+
+    s2, patient = await patient_joins()
+    await patient.close()
+    assert await clinician.receive_json() == {"type": "participant_left", "identity": "pat", "reason": "left"}
+    await s2.close()
+    s3, patient = await patient_joins()
+    patient._writer.transport.abort()  # gone without a close frame: an outage, once it shows
+    left = await clinician.receive_json()
+    assert left == {"type": "participant_left", "identity": "pat", "reason": "disconnected"}
+    await s3.close()
+    await s1.close()
+
+
 async def test_metrics_need_auth_and_report_gauges(server):
     async with aiohttp.ClientSession() as s:
         async with s.get(f"{server.url}/metrics") as r:

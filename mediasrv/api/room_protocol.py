@@ -79,6 +79,9 @@ class RoomSession:
         self.ident: Identity | None = None
         self.lease: Lease | None = None
         self._send_lock = asyncio.Lock()
+        # The client ended the session itself (`leave`, or a close frame): "left". Otherwise its
+        # socket went away (a network outage, the heartbeat unanswered): "disconnected".
+        self.client_closed = False
 
     async def send(self, event: dict[str, Any]) -> None:
         if self.ws.closed:
@@ -210,6 +213,7 @@ class RoomSession:
         elif kind == "ping":
             await self.send({"type": "pong", "request_id": rid})
         elif kind == "leave":
+            self.client_closed = True
             await self.close(1000, "left")
         elif kind == "join":
             raise ProtocolError("already_joined", "this session has joined already")
@@ -222,7 +226,7 @@ class RoomSession:
         room, p = self.room, self.participant
         if room is not None and p is not None and room.participants.get(p.identity) is p:
             p.on_removed = None
-            await room.leave(p.identity, reason="left")
+            await room.leave(p.identity, reason="left" if self.client_closed else "disconnected")
 
 
 def _parse(data: str) -> dict[str, Any]:
@@ -283,7 +287,10 @@ async def _serve(session: RoomSession, query_token: str) -> None:
         except TimeoutError:
             await session.close(4408, "join timeout")
             return
-        if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+        if msg.type == WSMsgType.CLOSE:
+            session.client_closed = True
+            return
+        if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
             return
         if msg.type == WSMsgType.ERROR:
             return

@@ -23,8 +23,31 @@ class MediasrvRoom extends EventTarget {
   }
 
   _newPeerConnection() {
-    return new RTCPeerConnection({bundlePolicy: "max-bundle", iceServers: this.iceServers,
-                                  iceTransportPolicy: this.iceTransportPolicy});
+    const pc = new RTCPeerConnection({bundlePolicy: "max-bundle", iceServers: this.iceServers,
+                                      iceTransportPolicy: this.iceTransportPolicy});
+    pc.addEventListener("connectionstatechange", () => this._watch(pc));
+    return pc;
+  }
+
+  // A media connection that failed is reported (`media_failed`: the page joins again). One that
+  // is disconnected may be riding out a short outage, which ICE survives by itself; meanwhile a
+  // ping every 2 s on the room connection makes a dead one show: after an outage that outlasted
+  // the server's ICE consent, the server has closed it (close 4000 "connection_lost", or a reset
+  // once the network is back), and the page's `closed` handler joins again.
+  _watch(pc) {
+    if ((pc !== this.pub && pc !== this.sub) || this.left) return;  // replaced by rejoin(), or left
+    if (pc.connectionState === "failed") {
+      this._emit("media_failed", {which: pc === this.pub ? "pub" : "sub"});
+    } else if (pc.connectionState === "disconnected" && !pc.pinging) {
+      pc.pinging = setInterval(() => {
+        if (pc.connectionState !== "disconnected" || (pc !== this.pub && pc !== this.sub)) {
+          clearInterval(pc.pinging);
+          pc.pinging = null;
+          return;
+        }
+        try { this.send({type: "ping"}); } catch (e) { /* closed: its handler takes over */ }
+      }, 2000);
+    }
   }
 
   connect(redirects = 0) {

@@ -95,23 +95,38 @@
         const fig = document.getElementById("remote-" + mid); if (fig) fig.remove();
       }
     });
-    // Lost the node (1006: it died, 1001/1012: it went away), the visit was closed by a node
-    // stopping after a drain, or moved to another node (4307 after a `redirect`: this node had lost
-    // the room): join again with the same token; placement finds the visit's node.
+    // Lost the node (1006: it died, or the connection did not survive a network outage;
+    // 1001/1012: it went away), the visit was closed by a node stopping after a drain, moved to
+    // another node (4307 after a `redirect`: this node had lost the room), or our media
+    // connections were given up (4000 "connection_lost": an outage longer than ICE consent), or
+    // one of them failed here: join again with the same token; placement finds the visit's node.
     let draining = false;
+    let reconnecting = false;
     client.addEventListener("server_draining", () => { draining = true; });
     const moves = (ev) => [1001, 1006, 1011, 1012, 4307].includes(ev.detail.code)
-      || (ev.detail.code === 4000 && (draining || ev.detail.reason === "room_closed:shutdown"));
-    client.addEventListener("closed", (ev) => {
-      status("disconnected (" + ev.detail.code + ")");
-      if (client.left || !moves(ev)) return;
+      || (ev.detail.code === 4000 && (draining || ev.detail.reason === "room_closed:shutdown"
+                                      || ev.detail.reason === "connection_lost"));
+    const reconnect = (patienceMs) => {
+      if (client.left || reconnecting) return;
+      reconnecting = true;
       draining = false;
       status("reconnecting…");
       window.demo.reconnects = (window.demo.reconnects || 0) + 1;
       for (const fig of document.querySelectorAll("#remotes figure")) fig.remove();
       window.demo.quality = {};  // the node it rejoins tells what is not excellent
-      client.rejoin().then(() => status("rejoined " + room + " as " + identity + " (" + role + ")"),
-        (e) => { window.demo.errors.push(String(e)); status("error: " + e.message); });
+      client.rejoin(patienceMs).then(() => status("rejoined " + room + " as " + identity + " (" + role + ")"),
+        (e) => { window.demo.errors.push(String(e)); status("error: " + e.message); })
+        .finally(() => { reconnecting = false; });
+    };
+    client.addEventListener("closed", (ev) => {
+      status("disconnected (" + ev.detail.code + ")");
+      if (moves(ev)) reconnect();
+    });
+    client.addEventListener("media_failed", () => {
+      // The network may still be down: keep trying for a while (the room connection is dropped
+      // first, quietly: rejoin makes a new one).
+      if (client.ws) { client.ws.onclose = null; client.ws.close(); }
+      reconnect(300000);
     });
     const joined = await client.connect();
     status("joined " + room + " as " + identity + " (" + role + ")");

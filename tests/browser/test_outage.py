@@ -1,0 +1,107 @@
+"""A patient's network goes away for longer than ICE consent lasts (a lift, a tunnel, a router
+restart), then comes back: the visit resumes by itself.
+
+The patient's Chromium runs in its own network namespace (tests/browser/netns.py); for the outage
+its firewall drops everything it sends (UDP and TCP alike), for longer than the server's consent
+timeout, so the server gives its connections up and the participant leaves ("connection_lost").
+Once the network is back, the page must notice (its room connection closed, or its peer
+connections failed), join again with the same token and publish again, without a user's reload:
+both sides then decode the other's video again. A blip shorter than consent costs nothing: ICE
+rides it out, nobody leaves, the page does not rejoin. The time from the network's return to the first
+frame decoded again is printed (reported, never asserted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+import pytest
+from playwright.async_api import Page
+
+from tests.conftest import start_server
+
+from . import netns
+from .conftest import eventually, open_demo
+from .netns import HOST_ADDR, listen_on
+
+browser_netns, netns_browser, ns_home = netns.browser_netns, netns.netns_browser, netns.ns_home
+
+pytestmark = pytest.mark.browser
+
+
+VIDEO_FRAMES = """
+async () => {
+  const pc = window.demo.room && window.demo.room.sub;
+  let frames = 0;
+  if (pc) (await pc.getStats()).forEach((s) => {
+    if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+  });
+  return frames;
+}
+"""
+
+
+async def _decoding(page: Page) -> bool:
+    """Frames decoded over a second on the page's subscriber connection (all its video streams:
+    one that stopped at the outage stays in the stats, frozen, beside the new one)."""
+    first = await page.evaluate(VIDEO_FRAMES)
+    await asyncio.sleep(1.0)
+    return bool(await page.evaluate(VIDEO_FRAMES) > first)
+
+
+@pytest.mark.parametrize(("outage_s", "consent_timeout_s"), [(15.0, 5.0), (3.0, 10.0)],
+                         ids=["longer_than_consent", "short_blip"])
+async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
+        browser, netns_browser, browser_netns, tmp_path, outage_s, consent_timeout_s):
+    """Longer than the server's consent timeout: the server gives the patient's connections up and
+    the page joins again by itself. A short blip: ICE rides it out, nobody leaves or rejoins."""
+    long_outage = outage_s > consent_timeout_s
+    srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR],
+                             ice_consent_interval_s=1.0, ice_consent_timeout_s=consent_timeout_s)
+    try:
+        view = SimpleNamespace(url=await listen_on(srv, HOST_ADDR), token=srv.token)
+        clinician = await open_demo(browser, view, "outage", "dr-out", "clinician", "&simulcast=0")
+        patient = await open_demo(netns_browser, view, "outage", "pat-out", "patient", "&simulcast=0")
+        for page in (clinician, patient):
+            await eventually(lambda p=page: _decoding(p), timeout=40, what="video decoded")
+        room = srv.rooms.get("outage")
+        left = []
+        room_leave = room.leave
+
+        async def leave(identity: str, reason: str = "left") -> bool:
+            left.append((identity, reason))
+            return await room_leave(identity, reason)
+        room.leave = leave  # type: ignore[method-assign]  (records who left why; leaves as before)
+
+        browser_netns._rules("    drop\n")  # nothing leaves the patient's machine
+        if long_outage:
+            await eventually(lambda: asyncio.sleep(0, "pat-out" not in room.participants),
+                             timeout=outage_s, what="the server gives the patient's connections up")
+            # Consent gave the media up first (the socket's heartbeat would have at ~20 s).
+            assert left == [("pat-out", "connection_lost")], left
+            assert not await _decoding(clinician), "no video from the patient during the outage"
+            await asyncio.sleep(max(0.0, outage_s - consent_timeout_s))
+        else:
+            await asyncio.sleep(outage_s)
+        browser_netns.open()
+        back = time.monotonic()
+
+        await eventually(lambda: asyncio.sleep(0, "pat-out" in room.participants), timeout=60,
+                         what="the patient in the visit")
+        await eventually(lambda: _decoding(patient), timeout=60, what="the patient decodes the clinician again")
+        patient_s = time.monotonic() - back
+        await eventually(lambda: _decoding(clinician), timeout=60, what="the clinician decodes the patient again")
+        reconnects = await patient.evaluate("window.demo.reconnects || 0")
+        print(f"\noutage {outage_s:.0f} s (consent timeout {consent_timeout_s:.0f} s): patient decoding again "
+              f"{patient_s:.1f} s after the network returned, clinician {time.monotonic() - back:.1f} s; "
+              f"page reconnects: {reconnects}; left: {left}")
+        assert reconnects == (1 if long_outage else 0)
+        if not long_outage:
+            assert left == [], "a blip shorter than consent costs nobody the visit"
+        for page in (clinician, patient):
+            await page.context.close()
+    finally:
+        browser_netns.open()
+        await srv.runner.cleanup()
