@@ -94,6 +94,8 @@ pub(super) struct Pacer {
     last_ms: u64,
     queue: std::collections::VecDeque<Paced>,
     queued_bytes: usize,
+    /// Buffers of packets already released, for the next ones held (no allocation per packet).
+    spare: Vec<Vec<u8>>,
     /// Highest estimate of the current window (and when the window began), and until when the
     /// pacer drains after a step down.
     high: (u64, u64),
@@ -102,6 +104,11 @@ pub(super) struct Pacer {
     pub paced: u64,
     pub dropped: u64,
 }
+
+/// A held packet's buffer as first allocated (an MTU-sized RTP packet), and how many released
+/// buffers a pacer keeps for reuse.
+const PACED_BUFFER_BYTES: usize = 1_500;
+const SPARE_BUFFERS: usize = 64;
 
 struct Paced {
     buf: Vec<u8>,
@@ -151,6 +158,20 @@ impl Pacer {
         now_ms < self.drain_until_ms
     }
 
+    /// An empty buffer to write a packet to be held into (one a released packet left, if any).
+    pub fn buffer(&mut self) -> Vec<u8> {
+        self.spare
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(PACED_BUFFER_BYTES))
+    }
+
+    fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= 2 * PACED_BUFFER_BYTES {
+            buf.clear();
+            self.spare.push(buf);
+        }
+    }
+
     /// Queues one packet (written with a placeholder transport-wide number at `twcc_at`).
     pub fn push(&mut self, buf: Vec<u8>, twcc_at: Option<usize>) {
         let cap = ((self.rate_bps * PACE_MAX_QUEUE_MS / 8000) as usize).max(16 * 1024);
@@ -160,6 +181,7 @@ impl Pacer {
             };
             self.queued_bytes -= old.buf.len();
             self.dropped += 1;
+            self.recycle(old.buf);
         }
         self.queued_bytes += buf.len();
         self.paced += 1;
@@ -304,6 +326,7 @@ impl Downlink {
                     false,
                 );
             }
+            self.pacer.recycle(p.buf);
         }
     }
 
@@ -625,6 +648,21 @@ impl Router {
 #[cfg(test)]
 mod pacer_tests {
     use super::*;
+
+    #[test]
+    fn a_held_packets_buffer_is_used_again_for_the_next_one() {
+        let mut d = Downlink::new(&RouterConfig::default(), 0);
+        let mut buf = d.pacer.buffer();
+        buf.extend_from_slice(&[0x80; 1200]);
+        let first = buf.as_ptr();
+        d.pacer.push(buf, None);
+        let mut out = Output::new();
+        d.release(TransportId(1), 10, &mut out);
+        assert_eq!(out.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(), [1200]);
+        let again = d.pacer.buffer();
+        assert!(again.is_empty());
+        assert_eq!(again.as_ptr(), first, "the released packet's buffer, not a new one");
+    }
 
     #[test]
     fn pacing_rate_stays_under_the_estimate_with_room_for_the_average() {

@@ -367,7 +367,10 @@ fn write_for_sub(
             len = 12 + m.payload.len();
         }
         None if paced => {
-            let mut buf = Vec::with_capacity(64 + m.payload.len());
+            let mut buf = match dl.as_deref_mut() {
+                Some(d) => d.pacer.buffer(),
+                None => Vec::with_capacity(64 + m.payload.len()),
+            };
             rtp::write_packet(&mut buf, &h, m.payload);
             len = buf.len();
             // Where the writer put the transport-wide number (it is the first extension).
