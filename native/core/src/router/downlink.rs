@@ -661,7 +661,11 @@ mod pacer_tests {
         assert_eq!(out.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(), [1200]);
         let again = d.pacer.buffer();
         assert!(again.is_empty());
-        assert_eq!(again.as_ptr(), first, "the released packet's buffer, not a new one");
+        assert_eq!(
+            again.as_ptr(),
+            first,
+            "the released packet's buffer, not a new one"
+        );
     }
 
     #[test]
