@@ -88,7 +88,19 @@
       }
       if (m.participant === identity) $("#local").nextElementSibling.textContent = "you" + qualityNote(identity);
     });
-    client.addEventListener("participant_left", (ev) => { delete window.demo.quality[ev.detail.identity]; });
+    // Someone whose connection went (an outage) is usually back within seconds: say so, rather
+    // than letting their tile vanish unexplained, until they join again.
+    const away = new Set();
+    const showAway = () => {
+      $("#notice").textContent = [...away].map((who) => who + " lost their connection; waiting for them to come back").join(" · ");
+    };
+    client.addEventListener("participant_left", (ev) => {
+      const {identity: who, reason} = ev.detail;
+      delete window.demo.quality[who];
+      if (reason === "disconnected" || reason === "connection_lost") away.add(who); else away.delete(who);
+      showAway();
+    });
+    client.addEventListener("participant_joined", (ev) => { away.delete(ev.detail.participant.identity); showAway(); });
     client.addEventListener("waiting", () => status("in the waiting room"));
     client.addEventListener("track_unpublished", (ev) => {
       for (const [mid, e] of client.remoteTracks) if (e.info && e.info.id === ev.detail.track.id) {

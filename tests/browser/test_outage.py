@@ -82,6 +82,8 @@ async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
             # Consent gave the media up first (the socket's heartbeat would have at ~20 s).
             assert left == [("pat-out", "connection_lost")], left
             assert not await _decoding(clinician), "no video from the patient during the outage"
+            notice = await clinician.text_content("#notice")
+            assert notice and "pat-out lost their connection" in notice, notice
             await asyncio.sleep(max(0.0, outage_s - consent_timeout_s))
         else:
             await asyncio.sleep(outage_s)
@@ -94,6 +96,7 @@ async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
         patient_s = time.monotonic() - back
         await eventually(lambda: _decoding(clinician), timeout=60, what="the clinician decodes the patient again")
         reconnects = await patient.evaluate("window.demo.reconnects || 0")
+        assert await clinician.text_content("#notice") == "", "the notice goes once the patient is back"
         print(f"\noutage {outage_s:.0f} s (consent timeout {consent_timeout_s:.0f} s): patient decoding again "
               f"{patient_s:.1f} s after the network returned, clinician {time.monotonic() - back:.1f} s; "
               f"page reconnects: {reconnects}; left: {left}")
