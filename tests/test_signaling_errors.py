@@ -191,10 +191,15 @@ async def test_participant_left_says_whether_the_client_left_or_its_socket_went_
     assert await clinician.receive_json() == {"type": "participant_left", "identity": "pat", "reason": "left"}
     await s2.close()
     s3, patient = await patient_joins()
-    patient._writer.transport.abort()  # gone without a close frame: an outage, once it shows
+    await s3.close()  # the session's connection closed under the socket: no close frame
     left = await clinician.receive_json()
     assert left == {"type": "participant_left", "identity": "pat", "reason": "disconnected"}
-    await s3.close()
+    # A client that closes saying it is coming back (4100, the demo page when its media failed).
+    s4, patient = await patient_joins()
+    await patient.close(code=4100, message=b"reconnecting")
+    left = await clinician.receive_json()
+    assert left == {"type": "participant_left", "identity": "pat", "reason": "disconnected"}
+    await s4.close()
     await s1.close()
 
 

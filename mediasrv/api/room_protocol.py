@@ -40,6 +40,9 @@ CLOSE_BY_STATUS = {401: 4401, 403: 4403, 404: 4404, 409: 4409, 410: 4410, 503: 4
 # The room is served by another node: rejoin at the `redirect` event's URL with the same token.
 CLOSE_REDIRECT = 4307
 CLOSE_RATE_LIMITED = 4429
+# A client closing its socket to join again at once (its media failed): the others see it leave
+# as `disconnected`, not `left`.
+CLOSE_RECONNECTING = 4100
 
 
 class ProtocolError(MediasrvError):
@@ -79,9 +82,11 @@ class RoomSession:
         self.ident: Identity | None = None
         self.lease: Lease | None = None
         self._send_lock = asyncio.Lock()
-        # The client ended the session itself (`leave`, or a close frame): "left". Otherwise its
-        # socket went away (a network outage, the heartbeat unanswered): "disconnected".
-        self.client_closed = False
+        # What the others are told when this session ends: "left" once either side closed it on
+        # purpose (`leave`, a close frame, the server's close), "disconnected" while its socket
+        # just went away (an outage, the heartbeat unanswered) or the client closed it saying it
+        # will be back (CLOSE_RECONNECTING) or the server closed it on its own error (1011).
+        self.left_reason = "disconnected"
 
     async def send(self, event: dict[str, Any]) -> None:
         if self.ws.closed:
@@ -90,6 +95,8 @@ class RoomSession:
             await self.ws.send_str(dumps(event))
 
     async def close(self, code: int, message: str) -> None:
+        if code != WSCloseCode.INTERNAL_ERROR:
+            self.left_reason = "left"
         await self.ws.close(code=code, message=message.encode()[:120])
 
     # --- join ---------------------------------------------------------------------------------------
@@ -213,7 +220,6 @@ class RoomSession:
         elif kind == "ping":
             await self.send({"type": "pong", "request_id": rid})
         elif kind == "leave":
-            self.client_closed = True
             await self.close(1000, "left")
         elif kind == "join":
             raise ProtocolError("already_joined", "this session has joined already")
@@ -226,7 +232,7 @@ class RoomSession:
         room, p = self.room, self.participant
         if room is not None and p is not None and room.participants.get(p.identity) is p:
             p.on_removed = None
-            await room.leave(p.identity, reason="left" if self.client_closed else "disconnected")
+            await room.leave(p.identity, reason=self.left_reason)
 
 
 def _parse(data: str) -> dict[str, Any]:
@@ -250,7 +256,11 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     if query_token:  # fail before the upgrade, with an HTTP status, when we can
         verify_token(settings.api_secret, query_token, room=room_name)
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=MAX_MESSAGE_BYTES)
+    # A ping after this much of the client's silence, the session gone without a pong within half
+    # of it: at least twice ICE consent's timeout, so an outage that the media rides out (shorter
+    # than consent) never ends the session by its socket.
+    heartbeat = max(20.0, 2 * settings.ice_consent_timeout_s)
+    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_MESSAGE_BYTES)
     await ws.prepare(request)
     session = RoomSession(request, ws, room_name)
     try:
@@ -288,7 +298,8 @@ async def _serve(session: RoomSession, query_token: str) -> None:
             await session.close(4408, "join timeout")
             return
         if msg.type == WSMsgType.CLOSE:
-            session.client_closed = True
+            if msg.data != CLOSE_RECONNECTING:
+                session.left_reason = "left"
             return
         if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED):
             return

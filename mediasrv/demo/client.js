@@ -35,7 +35,7 @@ class MediasrvRoom extends EventTarget {
   // the server's ICE consent, the server has closed it (close 4000 "connection_lost", or a reset
   // once the network is back), and the page's `closed` handler joins again.
   _watch(pc) {
-    if ((pc !== this.pub && pc !== this.sub) || this.left) return;  // replaced by rejoin(), or left
+    if ((pc !== this.pub && pc !== this.sub) || this.left) return;  // replaced by rejoin(), or over
     if (pc.connectionState === "failed") {
       this._emit("media_failed", {which: pc === this.pub ? "pub" : "sub"});
     } else if (pc.connectionState === "disconnected" && !pc.pinging) {
@@ -85,7 +85,12 @@ class MediasrvRoom extends EventTarget {
   async rejoin(patienceMs = 60000) {
     const started = performance.now();
     this.rejoinLog = [];
+    // Leaving (or the session ending for good) while this runs stops it: nothing is published again.
+    const stillWanted = () => {
+      if (this.left) { this.dropSocket(1000, "left"); throw new Error("left while rejoining"); }
+    };
     for (let i = 0; ; i++) {
+      stillWanted();
       for (const pc of [this.pub, this.sub]) if (pc) pc.close();
       this.pub = this.sub = null;
       this.remoteTracks.clear();
@@ -99,11 +104,14 @@ class MediasrvRoom extends EventTarget {
           timer = setTimeout(() => reject(new Error("no answer to join")), 10000);
         });
         const joined = await Promise.race([this.connect(), timeout]).finally(() => clearTimeout(timer));
+        stillWanted();
         if (this._lastPublish) await this.publish(...this._lastPublish);
+        stillWanted();
         this._emit("rejoined", joined);
         return joined;
       } catch (e) {
-        if (this.ws) { this.ws.onclose = null; this.ws.close(); }
+        if (this.left) throw e;
+        this.dropSocket();
         const elapsed = performance.now() - started;
         const via = this.baseUrl !== url ? " (sent to " + this.baseUrl + ")" : "";
         this.rejoinLog.push(Math.round(elapsed) + " ms " + url + via + ": " + e.message);
@@ -208,9 +216,27 @@ class MediasrvRoom extends EventTarget {
     return this.request({type: "set_max_resolution", track: trackId, height});
   }
 
+  // Closes the room connection without a `closed` event (what was waiting for an answer fails):
+  // `code` 4100 tells the server this client is coming back (others see `disconnected`).
+  dropSocket(code = 1000, reason = "") {
+    const ws = this.ws;
+    if (!ws) return;
+    ws.onclose = null;
+    for (const waiter of this.pending.values()) waiter.reject(new Error("connection closed"));
+    this.pending.clear();
+    try { ws.close(code, reason); } catch (e) { /* already closed */ }
+  }
+
   leave() {
     this.left = true;
     try { this.send({type: "leave"}); } catch (e) { /* already closed */ }
+    this.end();
+  }
+
+  // The session is over (left, or ended by the server for good): media closed, no rejoin.
+  end() {
+    this.left = true;
+    this.dropSocket(1000, "left");
     if (this.pub) this.pub.close();
     if (this.sub) this.sub.close();
   }

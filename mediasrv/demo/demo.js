@@ -118,28 +118,32 @@
     const moves = (ev) => [1001, 1006, 1011, 1012, 4307].includes(ev.detail.code)
       || (ev.detail.code === 4000 && (draining || ev.detail.reason === "room_closed:shutdown"
                                       || ev.detail.reason === "connection_lost"));
-    const reconnect = (patienceMs) => {
+    // The network may still be down when the loss shows: keep trying for a while.
+    const RECONNECT_PATIENCE_MS = 300000;
+    const reconnect = () => {
       if (client.left || reconnecting) return;
       reconnecting = true;
       draining = false;
+      // (Quietly, with 4100: the server tells the others this participant is coming back.)
+      client.dropSocket(4100, "reconnecting");
       status("reconnecting…");
       window.demo.reconnects = (window.demo.reconnects || 0) + 1;
       for (const fig of document.querySelectorAll("#remotes figure")) fig.remove();
       window.demo.quality = {};  // the node it rejoins tells what is not excellent
-      client.rejoin(patienceMs).then(() => status("rejoined " + room + " as " + identity + " (" + role + ")"),
-        (e) => { window.demo.errors.push(String(e)); status("error: " + e.message); })
+      away.clear();  // and who is still away
+      showAway();
+      client.rejoin(RECONNECT_PATIENCE_MS)
+        .then(() => status("rejoined " + room + " as " + identity + " (" + role + ")"),
+          (e) => { window.demo.errors.push(String(e)); status("error: " + e.message); })
         .finally(() => { reconnecting = false; });
     };
     client.addEventListener("closed", (ev) => {
       status("disconnected (" + ev.detail.code + ")");
-      if (moves(ev)) reconnect();
+      // Anything else (removed, replaced elsewhere, the room closed, a media connection that never
+      // came up) ends the visit here: its media is closed, so no failure brings it back.
+      if (moves(ev)) reconnect(); else client.end();
     });
-    client.addEventListener("media_failed", () => {
-      // The network may still be down: keep trying for a while (the room connection is dropped
-      // first, quietly: rejoin makes a new one).
-      if (client.ws) { client.ws.onclose = null; client.ws.close(); }
-      reconnect(300000);
-    });
+    client.addEventListener("media_failed", reconnect);
     const joined = await client.connect();
     status("joined " + room + " as " + identity + " (" + role + ")");
     if (role !== "observer") {

@@ -32,7 +32,7 @@ class Membership:
         limit = room.options.max_participants
         if limit is not None and len(room.participants) >= limit:
             raise RoomError("room_full", f"the room allows {limit} participants", 409)
-        waiting = room.options.waiting_room and ident.role in WAITING_ROLES
+        waiting = room.options.waiting_room and ident.role in WAITING_ROLES and ident.sub not in room.admitted
         p = Participant(identity=ident.sub, role=ident.role, name=ident.name, session=session,
                         admitted=not waiting, events=events, auto_subscribe=auto_subscribe)
         room.participants[p.identity] = p
@@ -79,6 +79,7 @@ class Membership:
             return False
         if not p.admitted:
             p.admitted = True
+            room.admitted.add(identity)
             await room.manager.audit_event(by, "admit", room=room.name, visit=room.visit_id, target=identity)
             # What it was kept from while waiting: who is here and what they publish.
             await p.send({"type": "admitted", **room.visible_state(p)})
@@ -97,6 +98,7 @@ class Membership:
             return False
         await room.manager.audit_event(by, "remove", room=room.name, visit=room.visit_id, target=identity)
         await p.send({"type": "removed", "by": by.sub if p.admitted else None})
+        room.admitted.discard(identity)
         return await self.leave(identity, reason="removed")
 
     async def mute_track(self, identity: str, track_id: int, by: Identity) -> bool:

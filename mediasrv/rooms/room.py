@@ -83,6 +83,9 @@ class Room:
                                              sender_reports=plane is not None)
         self.plane_key = plane.attach_room(self.router) if plane is not None else None
         self.participants: dict[str, Participant] = {}
+        # Who the waiting room let in during this visit: one who drops (an outage) and joins again
+        # is not kept waiting a second time. A removal forgets them.
+        self.admitted: set[str] = set()
         self.tracks: dict[int, Track] = {}
         self.transports: dict[int, PeerTransport] = {}
         self.drops: Counter[str] = Counter()

@@ -51,12 +51,14 @@ async def _decoding(page: Page) -> bool:
     return bool(await page.evaluate(VIDEO_FRAMES) > first)
 
 
-@pytest.mark.parametrize(("outage_s", "consent_timeout_s"), [(15.0, 5.0), (3.0, 10.0)],
-                         ids=["longer_than_consent", "short_blip"])
+@pytest.mark.parametrize(("outage_s", "consent_timeout_s"), [(15.0, 5.0), (12.0, 20.0)],
+                         ids=["longer_than_consent", "shorter_than_consent"])
 async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
         browser, netns_browser, browser_netns, tmp_path, outage_s, consent_timeout_s):
     """Longer than the server's consent timeout: the server gives the patient's connections up and
-    the page joins again by itself. A short blip: ICE rides it out, nobody leaves or rejoins."""
+    the page joins again by itself. Shorter: ICE rides it out, nobody leaves or rejoins, and video
+    comes back within seconds (the estimator takes the silence for an outage, not congestion: a 12 s
+    one used to leave the patient's video paused for over a minute)."""
     long_outage = outage_s > consent_timeout_s
     srv = await start_server(tmp_path / "data", media_bind_addresses=[HOST_ADDR],
                              ice_consent_interval_s=1.0, ice_consent_timeout_s=consent_timeout_s)
@@ -102,7 +104,7 @@ async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
               f"page reconnects: {reconnects}; left: {left}")
         assert reconnects == (1 if long_outage else 0)
         if not long_outage:
-            assert left == [], "a blip shorter than consent costs nobody the visit"
+            assert left == [], "an outage shorter than consent costs nobody the visit"
         for page in (clinician, patient):
             await page.context.close()
     finally:

@@ -90,3 +90,31 @@ async def test_a_waiting_patient_gets_no_events_of_people_coming_and_going(serve
     assert (await asyncio.wait_for(pat.receive_json(), 10))["type"] == "pong"
     for s in (s1, s2, s3):
         await s.close()
+
+
+async def test_an_admitted_patient_who_drops_is_not_kept_waiting_again_but_a_removed_one_is(server: Any) -> None:
+    """An outage drops the patient; joining again (the demo page does so by itself) it goes
+    straight back into the visit the clinician let it into. Removed by the clinician, it waits
+    again, like anyone the clinician has not let in."""
+    server.rooms.create("visit3", RoomOptions(waiting_room=True))
+    s1, dr, _ = await _join(server, "visit3", "dr-lee", "clinician", "Dr Lee")
+    s2, pat, joined = await _join(server, "visit3", "pat-ana", "patient", "Ana")
+    assert joined["admitted"] is False
+    lee = Identity("dr-lee", "clinician", "visit3", "Dr Lee", 0)
+    await server.rooms.get("visit3").admit("pat-ana", lee)
+    await _until(dr, "participant_joined")
+    await s2.close()  # the socket gone without a close frame
+    assert (await _until(dr, "participant_left"))["reason"] == "disconnected"
+
+    s3, pat, joined = await _join(server, "visit3", "pat-ana", "patient", "Ana")
+    assert joined["type"] == "joined" and joined["admitted"] is True
+    assert joined["participants"], "given the visit's state at once"
+    assert (await _until(dr, "participant_joined"))["participant"]["identity"] == "pat-ana"
+
+    await server.rooms.get("visit3").remove("pat-ana", lee)
+    assert (await _until(dr, "participant_left"))["reason"] == "removed"
+    s4, pat, joined = await _join(server, "visit3", "pat-ana", "patient", "Ana")
+    assert joined["admitted"] is False
+    assert (await pat.receive_json())["type"] == "waiting"
+    for s in (s1, s3, s4):
+        await s.close()

@@ -522,3 +522,91 @@ fn a_gap_longer_than_the_redundancy_gets_the_frames_its_blocks_hold() {
     assert_eq!(to(&got, SUB_T2).len(), 2);
     assert_eq!(r.stats().red_recovered, 0);
 }
+
+/// A RED payload with the given redundant blocks (timestamp offset, data) in the given order.
+fn red_blocks(blocks: &[(u16, Vec<u8>)], primary: &[u8]) -> Vec<u8> {
+    let mut p = Vec::new();
+    for (offset, data) in blocks {
+        p.extend_from_slice(&[
+            0x80 | OPUS_PT,
+            (offset >> 6) as u8,
+            ((offset & 0x3f) << 2) as u8 | (data.len() >> 8) as u8,
+            data.len() as u8,
+        ]);
+    }
+    p.push(OPUS_PT);
+    for (_, data) in blocks {
+        p.extend_from_slice(data);
+    }
+    p.extend_from_slice(primary);
+    p
+}
+
+/// Frames as plain-Opus subscribers got them (payloads), in order.
+fn plain_frames(out: &[(TransportId, Vec<u8>)]) -> Vec<Vec<u8>> {
+    to(out, SUB_T2).into_iter().map(|p| p.4).collect()
+}
+
+/// Redundancy distance 2 (two blocks), two frames lost: both come back, each under its own
+/// number, whatever order the blocks are written in.
+#[test]
+fn two_blocks_fill_two_lost_frames_in_timestamp_order() {
+    let mut r = red_room();
+    subscribe(&mut r);
+    let mut out = send_frames(&mut r, &[0, 1]);
+    // Frames 2 and 3 lost; frame 4 carries both, newest block first.
+    let carrier = red_blocks(
+        &[(960, opus_frame(3)), (1920, opus_frame(2))],
+        &opus_frame(4),
+    );
+    out.extend(route(
+        &mut r,
+        PUB,
+        &red(704, 48_000 + 4 * 960, &carrier),
+        80,
+    ));
+    let frames: Vec<Vec<u8>> = (0..5).map(opus_frame).collect();
+    assert_eq!(plain_frames(&out), frames);
+    let plain = to(&out, SUB_T2);
+    for (k, p) in plain.iter().enumerate() {
+        assert_eq!(p.0, plain[0].0.wrapping_add(k as u16));
+        assert_eq!(p.1, plain[0].1.wrapping_add(k as u32 * 960));
+    }
+    assert_eq!(r.stats().red_recovered, 2);
+}
+
+/// Two blocks (2 and 1 frames back) after a gap of 19 numbers that spans a DTX jump (38 frames of
+/// time): evenly spaced, each number would be two frames, so the nearest block is not one number
+/// back. Which numbers the blocks are is a guess: nothing is recovered.
+#[test]
+fn blocks_across_a_dtx_jump_are_not_guessed_at() {
+    let mut r = red_room();
+    subscribe(&mut r);
+    let at = |n: u16, frame: u32, blocks: &[(u16, Vec<u8>)]| {
+        red(900 + n, frame * 960, &red_blocks(blocks, &opus_frame(n)))
+    };
+    let mut got = route(&mut r, PUB, &at(0, 0, &[]), 0);
+    let carrier = at(19, 38, &[(1920, opus_frame(17)), (960, opus_frame(18))]);
+    got.extend(route(&mut r, PUB, &carrier, 760));
+    assert_eq!(plain_frames(&got), [opus_frame(0), opus_frame(19)]);
+    assert_eq!(r.stats().red_recovered, 0);
+}
+
+/// Everyone receives RED: their decoders recover the frame from the next packet themselves, so the
+/// server makes up nothing, and a frame that was only late still goes out when it comes.
+#[test]
+fn with_only_red_subscribers_a_late_frame_is_still_forwarded() {
+    let mut r = red_room();
+    let with_red = [
+        codec(SUB_OPUS_PT, "opus", 48_000, None),
+        codec(SUB_RED_PT, "red", 48_000, None),
+    ];
+    r.add_subscription(SUB_RED, RED_TRACK, SUB_T, 0x5000_0001, &with_red, sub_ext())
+        .unwrap();
+    let mut out = send_frames(&mut r, &[0, 1, 3]);
+    assert_eq!(r.stats().red_recovered, 0);
+    let late = red_payload(Some(&opus_frame(1)), &opus_frame(2));
+    out.extend(route(&mut r, PUB, &red(702, 48_000 + 2 * 960, &late), 70));
+    assert_eq!(to(&out, SUB_T).len(), 4, "frame 2 forwarded when it came");
+    assert_eq!(r.stats().dropped(DropReason::Duplicate), 0);
+}

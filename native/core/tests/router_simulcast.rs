@@ -407,7 +407,10 @@ fn each_layers_ring_holds_its_history_in_media_time() {
     }
     assert_eq!(s.got.len() - start, 600, "all forwarded on the top layer");
     let top = slots(&s)[2];
-    assert!(top >= 512, "600 packets in 0.63 s of media: {top} slots");
+    assert_eq!(
+        top, 512,
+        "600 packets in 0.63 s of media: grown to its most"
+    );
     assert_eq!(&slots(&s)[..2], [128, 128], "the other layers did not grow");
     // 13 frames back (0.43 s of media, 390 packets): still cached.
     let asked = s.got[s.got.len() - 390].1;

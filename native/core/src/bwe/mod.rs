@@ -54,6 +54,11 @@ pub enum BweState {
 const HISTORY: usize = 2048;
 /// No feedback for this long while sending: the path may be dead, halve.
 const FEEDBACK_TIMEOUT_US: u64 = 1_000_000;
+/// Feedback silent at least this long and then back: the path was out (a lift, a tunnel, a
+/// network change), which says nothing of its capacity. The packets lost meanwhile are not
+/// congestion, the drops the silence made are forgotten, and a probe at the estimate from before
+/// the silence finds out at once what the path carries now.
+const OUTAGE_US: u64 = 2_000_000;
 /// No probe for half this after a large drop (the bottleneck's queue is still draining).
 const PROBE_INTERVAL_US: u64 = 2_500_000;
 /// Probing while the sender wants more than the estimate, on a link not limited lately: this
@@ -134,6 +139,8 @@ pub struct SendSideBwe {
     last_step_down_us: Option<u64>,
     /// Highest estimate of the last few seconds and when it was set.
     high: (u64, u64),
+    /// Since when feedback has been silent while sending, and the estimate then (`OUTAGE_US`).
+    silent_since: Option<(u64, u64)>,
 }
 
 impl SendSideBwe {
@@ -172,6 +179,7 @@ impl SendSideBwe {
             path_bps: None,
             last_step_down_us: None,
             high: (start, 0),
+            silent_since: None,
         }
     }
 
@@ -205,6 +213,16 @@ impl SendSideBwe {
     pub fn on_feedback(&mut self, fb: &TwccFeedback, now_us: u64) {
         self.twcc_seen = true;
         self.last_feedback_us = Some(now_us);
+        let outage = self
+            .silent_since
+            .take()
+            .filter(|(since, _)| now_us >= since + OUTAGE_US);
+        // After an outage, what was sent before the first packet that got through again was lost
+        // to the outage, not to congestion.
+        let back_from_us = match outage {
+            Some(_) => self.first_arrived_send_us(fb),
+            None => None,
+        };
         let (mut received, mut lost) = (0u64, 0u64);
         let mut min_rtt: Option<u64> = None;
         let mut overused = false;
@@ -222,7 +240,9 @@ impl SendSideBwe {
                     .on_report(c, s.send_us, p.arrival_us, s.size as usize);
             }
             let Some(arrival) = p.arrival_us else {
-                lost += 1;
+                if back_from_us.is_none_or(|b| s.send_us >= b) {
+                    lost += 1;
+                }
                 continue;
             };
             received += 1;
@@ -254,6 +274,35 @@ impl SendSideBwe {
             .add(received, lost, est, self.cfg.max_bps as f64, rtt, now_us);
         self.apply_probe_results(now_us);
         self.track_drops(now_us);
+        if let (Some((_, before)), true) = (outage, received > 0) {
+            self.after_outage(before, now_us);
+        }
+    }
+
+    /// When the first packet reported as arrived in `fb` was sent (packets not yet reported).
+    fn first_arrived_send_us(&self, fb: &TwccFeedback) -> Option<u64> {
+        fb.packets
+            .iter()
+            .filter(|p| p.arrival_us.is_some())
+            .filter_map(|p| {
+                let slot = self.history.get(p.seq as usize % HISTORY)?;
+                (slot.valid && slot.seq == p.seq && !slot.reported).then_some(slot.send_us)
+            })
+            .min()
+    }
+
+    /// The path is back after an outage: the estimate's fall during the silence was no sign of
+    /// the link (no gentle probing for it, no back-off), and a probe at the estimate from before
+    /// the silence goes out next (twice its result after, as after any probe that got through).
+    fn after_outage(&mut self, before_bps: u64, now_us: u64) {
+        self.last_limited_us = None;
+        self.last_step_down_us = None;
+        self.path_bps = None;
+        self.gentle_step = 0;
+        self.gentle_chained = false;
+        self.probe_backoff = 0;
+        self.high = (self.estimate_bps(), now_us);
+        self.chained_probe = Some(before_bps.min(self.cfg.max_bps));
     }
 
     /// Notes large drops of the estimate (what makes probing worthwhile later).
@@ -378,6 +427,10 @@ impl SendSideBwe {
                 .last_sent_us
                 .is_some_and(|t| now_us < t + FEEDBACK_TIMEOUT_US);
             if silent && sending {
+                if self.silent_since.is_none() {
+                    let since = self.last_feedback_us.unwrap_or(now_us);
+                    self.silent_since = Some((since, self.estimate_bps()));
+                }
                 self.aimd.back_off(now_us);
             }
         }

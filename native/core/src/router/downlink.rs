@@ -108,7 +108,7 @@ pub(super) struct Pacer {
 /// A held packet's buffer as first allocated (an MTU-sized RTP packet), and how many released
 /// buffers a pacer keeps for reuse.
 const PACED_BUFFER_BYTES: usize = 1_500;
-const SPARE_BUFFERS: usize = 64;
+const SPARE_BUFFERS: usize = 16;
 
 struct Paced {
     buf: Vec<u8>,

@@ -495,3 +495,31 @@ fn gentle_probes_find_the_link_again_with_audio_alone() {
     println!("paused: 1 Mbit/s {back:?} s after the link clears");
     assert!(back.is_some_and(|b| b <= 8.0), "{back:?}");
 }
+
+#[test]
+fn an_outage_is_not_congestion() {
+    // The path goes dark for 12 s (nothing through, no feedback: a lift, a tunnel), then comes
+    // back as it was. The estimate halves through the silence (the path may be congested to
+    // death), but once feedback returns a probe at the estimate from before finds the link at
+    // once: before, the silence's fall counted as a large drop, gentle probes crept up from the
+    // floor and 1.5 Mbit/s took 11.9 s (the browser's paused video, ~60 s).
+    let mut sim = browser_link_sim();
+    let before = sim.bwe.estimate_bps();
+    sim.link.loss = 1.0;
+    sim.run_until(32 * S);
+    let during = sim.bwe.estimate_bps();
+    sim.link.loss = 0.0;
+    sim.run_until(33 * S);
+    let after_first = sim.bwe.estimate_bps();
+    sim.run_until(60 * S);
+    show("outage", &sim);
+    let back = sim.seconds_to_reach(32 * S, 1_500_000);
+    println!(
+        "outage: {} kbit/s before, {} at its end, {} 1 s after; 1.5 Mbit/s {back:?} s after the path returned",
+        before / 1000,
+        during / 1000,
+        after_first / 1000
+    );
+    assert!(during <= before / 8, "halved through the silence: {during}");
+    assert!(back.is_some_and(|b| b <= 3.0), "{back:?}");
+}
