@@ -6,7 +6,7 @@ its firewall drops everything it sends (UDP and TCP alike), for longer than the 
 timeout, so the server gives its connections up and the participant leaves ("connection_lost").
 Once the network is back, the page must notice (its room connection closed, or its peer
 connections failed), join again with the same token and publish again, without a user's reload:
-both sides then decode the other's video again. A blip shorter than consent costs nothing: ICE
+both sides then decode the other's video again. An outage shorter than consent costs nothing: ICE
 rides it out, nobody leaves, the page does not rejoin. The time from the network's return to the first
 frame decoded again is printed (reported, never asserted).
 """
@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from playwright.async_api import Page
 
+from mediasrv.auth import Identity
 from tests.conftest import start_server
 
 from . import netns
@@ -109,4 +110,30 @@ async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
             await page.context.close()
     finally:
         browser_netns.open()
+        await srv.runner.cleanup()
+
+
+async def test_a_removed_patient_does_not_come_back_by_itself(browser, tmp_path):
+    """Ended on purpose (removed by the clinician): the page closes its media and stays out; no
+    failure of the closed connections brings it back."""
+    srv = await start_server(tmp_path / "data")
+    try:
+        clinician = await open_demo(browser, srv, "removal", "dr-rm", "clinician", "&simulcast=0")
+        patient = await open_demo(browser, srv, "removal", "pat-rm", "patient", "&simulcast=0")
+        await eventually(lambda: _decoding(patient), timeout=40, what="video decoded")
+        room = srv.rooms.get("removal")
+        await room.remove("pat-rm", Identity("dr-rm", "clinician", "removal", "dr-rm", 0))
+        states = """() => [window.demo.room.pub && window.demo.room.pub.connectionState,
+                           window.demo.room.sub && window.demo.room.sub.connectionState,
+                           window.demo.reconnects || 0, document.querySelector('#status').textContent]"""
+        await eventually(lambda: patient.evaluate(f"() => ({states})()[1] === 'closed'"), timeout=10,
+                         what="the patient's media closed")
+        await asyncio.sleep(8)
+        pub, sub, reconnects, status = await patient.evaluate(states)
+        assert (pub, sub, reconnects) == ("closed", "closed", 0), (pub, sub, reconnects, status)
+        assert status.startswith("disconnected (4000)"), status
+        assert "pat-rm" not in room.participants
+        for page in (clinician, patient):
+            await page.context.close()
+    finally:
         await srv.runner.cleanup()
