@@ -63,22 +63,8 @@ fn subscribe(r: &mut Router) {
 /// A RED payload as Chromium sends it: the previous frame (20 ms back) as a redundant block,
 /// then the primary frame. `prev` None: the primary alone.
 fn red_payload(prev: Option<&[u8]>, primary: &[u8]) -> Vec<u8> {
-    let mut p = Vec::new();
-    if let Some(prev) = prev {
-        let offset: u16 = 960;
-        p.extend_from_slice(&[
-            0x80 | OPUS_PT,
-            (offset >> 6) as u8,
-            ((offset & 0x3f) << 2) as u8 | (prev.len() >> 8) as u8,
-            prev.len() as u8,
-        ]);
-    }
-    p.push(OPUS_PT);
-    if let Some(prev) = prev {
-        p.extend_from_slice(prev);
-    }
-    p.extend_from_slice(primary);
-    p
+    let blocks: Vec<(u16, Vec<u8>)> = prev.map(|p| (960, p.to_vec())).into_iter().collect();
+    red_blocks(&blocks, primary)
 }
 
 fn opus_frame(n: u16) -> Vec<u8> {
