@@ -104,7 +104,11 @@ async def _visit(netns_browser, browser_netns, ns_home: Path, tmp_path: Path, *,
             times.append(await page.evaluate(FIRST_FRAME))
         for who, _, page in pages:
             await eventually(lambda page=page: _frames_above(page, 20), timeout=60, what=f"{who} decoding")
-        pairs = [await page.evaluate(SELECTED_PAIR, which) for _, _, page in pages for which in ("pub", "sub")]
+        # (A CI run once read a selected pair not "succeeded" here after frames were decoded,
+        # likely a consent check in flight through the relay: read until it says succeeded.)
+        pairs = [await eventually(lambda page=page, which=which: page.evaluate(SELECTED_PAIR, which), timeout=10,
+                                  what=f"{which} pair succeeded")
+                 for _, _, page in pages for which in ("pub", "sub")]
         metrics = await _metrics(srv)
         # Relayed peers are ordinary media: every connection was handed over to the native plane, its
         # packets arriving at the one UDP port from coturn's relay address.
