@@ -139,6 +139,9 @@
     };
     client.addEventListener("closed", (ev) => {
       status("disconnected (" + ev.detail.code + ")");
+      // A try of a rejoin under way (4503: no node takes the room yet; a node going down): the
+      // rejoin tries again by itself.
+      if (reconnecting) return;
       // Anything else (removed, replaced elsewhere, the room closed, a media connection that never
       // came up) ends the visit here: its media is closed, so no failure brings it back.
       if (moves(ev)) reconnect(); else client.end();
