@@ -352,8 +352,8 @@ fn write_for_sub(
         extensions: &exts[..n],
     };
     let mut len = 0;
-    match sub.sink.as_deref_mut() {
-        Some(sink) => {
+    match (sub.sink.as_deref_mut(), dl.as_deref_mut()) {
+        (Some(sink), _) => {
             let header = RtpFields {
                 ssrc: sub.ssrc,
                 seq,
@@ -366,11 +366,9 @@ fn write_for_sub(
             sink.push(header, payload, now_ms);
             len = 12 + m.payload.len();
         }
-        None if paced => {
-            let mut buf = match dl.as_deref_mut() {
-                Some(d) => d.pacer.buffer(),
-                None => Vec::with_capacity(64 + m.payload.len()),
-            };
+        // (`paced` only with a downlink: its pacer holds the packet.)
+        (None, Some(d)) if paced => {
+            let mut buf = d.pacer.buffer();
             rtp::write_packet(&mut buf, &h, m.payload);
             len = buf.len();
             // Where the writer put the transport-wide number (it is the first extension).
@@ -379,12 +377,10 @@ fn write_for_sub(
                 let at = v.extension(id)?.as_ptr() as usize - buf.as_ptr() as usize;
                 Some(at)
             });
-            if let Some(d) = dl {
-                d.pacer.push(buf, twcc_at);
-            }
+            d.pacer.push(buf, twcc_at);
             return (seq, ts, len);
         }
-        None => out.push_with(sub.transport, |buf| {
+        (None, _) => out.push_with(sub.transport, |buf| {
             let start = buf.len();
             rtp::write_packet(buf, &h, m.payload);
             len = buf.len() - start;
