@@ -180,6 +180,46 @@ async def test_quality_follows_loss_silence_and_pause_on_a_simulated_clock() -> 
     assert sim.levels == {("downlink", "excellent"): 1}
 
 
+async def test_a_simulcast_publishers_loss_on_one_layer_counts_in_its_uplink() -> None:
+    """A simulcast camera's layers arrive on their own SSRCs: loss on one of them is the uplink's
+    loss (the router keeps reception statistics per layer, as its receiver reports show). Here a
+    fifth of the top layer: 8 % of all the clinician sends, good, not excellent."""
+    low, high = 0x1111, 0x2222
+    r = mediasrv_native.Router(sender_reports=True, seed=1)
+    r.add_publisher(PUB, 0xAAAA, {})
+    r.add_track(AUDIO, PUB, "audio", "1", OPUS, [AUDIO_SSRC])
+    r.add_track(VIDEO, PUB, "video", "0", [(96, "VP8", 90000, None)], [])
+    r.set_track_layers(VIDEO, 0, [], [low, high])
+    r.add_subscription(SUB_AUDIO, AUDIO, SUB_T, SUB_AUDIO_SSRC, SUB_CODECS, {})
+    r.add_subscription(SUB_VIDEO, VIDEO, SUB_T, SUB_VIDEO_SSRC, SUB_CODECS, {})
+    events: dict[str, list[Any]] = {"dr": [], "pat": [], "guest": []}
+    room: Any = SimpleNamespace(participants=participants(events), router=r,
+                                settings=SimpleNamespace(video_resume_bitrate=250_000))
+    monitor = QualityMonitor(room)
+
+    def vp8(ssrc: int, seq: int) -> bytes:  # a keyframe's first packet, then the rest of frames
+        first = seq % 10 == 1
+        desc = (b"\x90\x80\x00\x01" + (b"\x10\x02\x00\x9d\x01\x2a\x40\x01\xf0\x00" if first else b"\x01"))
+        return struct.pack("!BBHII", 0x80, 96 | (0x80 if seq % 3 == 0 else 0), seq & 0xFFFF,
+                           (seq // 3) * 3000 & 0xFFFFFFFF, ssrc) + desc + bytes(300)
+
+    told = []
+    for seq, now in enumerate(range(10, 12_001, 10), start=1):
+        if now % 20 == 0:
+            r.route_rtp(PUB, opus(now // 20), now)
+        r.route_rtp(PUB, vp8(low, seq), now)
+        if now < 4000 or seq % 5:  # from 4 s one packet in five of the top layer is lost
+            r.route_rtp(PUB, vp8(high, seq), now)
+        r.poll(now)
+        if now % 1000 == 0:
+            told += [(now // 1000, e["quality"]) for p, e in monitor.poll(now / 1000)
+                     if p.identity == "dr" and e["scope"] == "uplink"]
+    assert len(told) == 1 and told[0][1] == "good" and 5 <= told[0][0] <= 8, told
+    lost = [layer["lost"] for layer in r.track_layers(VIDEO)]
+    assert lost[0] == 0 and 8000 // 10 // 5 * 0.9 <= lost[1] <= 8000 // 10 // 5, lost
+    assert r.track_stats(VIDEO)["lost"] == lost[1]
+
+
 async def _quality_metric(session: aiohttp.ClientSession, url: str, token: str) -> dict[str, float]:
     async with session.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}) as resp:
         assert resp.status == 200

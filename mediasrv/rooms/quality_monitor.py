@@ -152,9 +152,8 @@ class QualityMonitor:
             before = state.counts.get(tid, (0, 0, 0))
             if counts[tid][0] > before[0]:
                 state.heard_at = now
-            # A track first seen now has no interval yet; the router keeps no reception stats for
-            # simulcast layers.
-            if tid in state.counts and not tracks.layered(tid):
+            # A track first seen now has no interval yet. (A simulcast track's loss is its layers'.)
+            if tid in state.counts:
                 lost += counts[tid][1] - before[1]
                 received += (counts[tid][0] - before[0]) - (counts[tid][2] - before[2])
             if p.tracks[tid].kind == "audio":

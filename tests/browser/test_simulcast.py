@@ -24,6 +24,30 @@ VIDEO_TRACK_ID = """
 """
 
 
+# Per simulcast layer the publisher sends: its rid and what the server's receiver reports on it
+# told the browser (a remote-inbound-rtp naming that outbound stream).
+LAYER_REPORTS = """
+async () => {
+  const stats = await window.demo.room.pub.getStats();
+  const byLocal = {};
+  stats.forEach((s) => { if (s.type === 'remote-inbound-rtp') byLocal[s.localId] = s; });
+  const out = [];
+  stats.forEach((s) => {
+    if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
+    const r = byLocal[s.id];
+    out.push({rid: s.rid, sent: s.packetsSent, lost: r ? r.packetsLost : null,
+              rtt: r ? r.roundTripTime : null, reports: r ? r.roundTripTimeMeasurements : 0});
+  });
+  return out;
+}
+"""
+
+
+async def _reported_layers(page: Page) -> list[dict[str, Any]] | None:
+    layers = await page.evaluate(LAYER_REPORTS)
+    return layers if len(layers) == 3 and all(x["reports"] for x in layers) else None
+
+
 async def _decoding_at(page: Page, height: int) -> dict[str, Any] | None:
     first = await inbound(page)
     await asyncio.sleep(0.5)
@@ -85,6 +109,12 @@ async def test_viewers_get_the_layer_they_ask_for(server, browser):
     rings = [x["cache_packets"] for x in room.router.track_layers(video.id)]
     print(f"simulcast layer rings (slots, q/h/f): {rings}")
     assert all(128 <= n <= 512 for n in rings), rings
+    # The publisher hears back on every layer it sends: a receiver report block per layer SSRC,
+    # so Chromium knows each layer's loss and round trip (none lost on this link).
+    reports = await eventually(lambda: _reported_layers(publisher), timeout=10, what="a report per layer")
+    print(f"receiver reports per layer at the publisher: {reports}")
+    assert sorted(x["rid"] for x in reports) == ["f", "h", "q"], reports
+    assert all(x["lost"] == 0 and 0 <= x["rtt"] < 1.0 for x in reports), reports
     for page in (publisher, full, small):
         await page.context.close()
 

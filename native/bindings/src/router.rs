@@ -465,7 +465,7 @@ impl Router {
     }
 
     /// A simulcast track's layers: [{ssrc, bitrate_bps, height, rtx_ssrc, repaired,
-    /// cache_packets}], lowest first; None otherwise.
+    /// cache_packets, lost, jitter}], lowest first; None otherwise.
     fn track_layers<'py>(
         &self,
         py: Python<'py>,
@@ -483,6 +483,8 @@ impl Router {
             d.set_item("rtx_ssrc", l.rtx_ssrc)?;
             d.set_item("repaired", l.repaired)?;
             d.set_item("cache_packets", l.cache_packets)?;
+            d.set_item("lost", l.lost)?;
+            d.set_item("jitter", l.jitter)?;
             list.append(d)?;
         }
         Ok(Some(list))

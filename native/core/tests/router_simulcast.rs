@@ -98,6 +98,8 @@ struct Sim {
     /// Packets to lose on the way in, (layer, seq), and those lost so far.
     lose: Vec<(usize, u16)>,
     lost: Vec<(usize, Vec<u8>)>,
+    /// Report blocks of the receiver reports to the publisher.
+    rrs: Vec<rtcp::ReportBlock>,
 }
 
 impl Sim {
@@ -151,6 +153,7 @@ impl Sim {
             nacks: Vec::new(),
             lose: Vec::new(),
             lost: Vec::new(),
+            rrs: Vec::new(),
         }
     }
 
@@ -203,6 +206,9 @@ impl Sim {
                         rtcp::RtcpPacket::Nack {
                             media_ssrc, items, ..
                         } => self.nacks.push((media_ssrc, items.seqs().collect())),
+                        rtcp::RtcpPacket::ReceiverReport { reports, .. } => {
+                            self.rrs.extend(reports.iter())
+                        }
                         _ => {}
                     }
                 }
@@ -502,6 +508,76 @@ fn sender_reports_map_the_layer_each_subscriber_receives() {
     s.r.set_subscription_max_height(SUB, Some(360)).unwrap();
     assert_eq!(last_layer(&s.run(30)), 1);
     check(&mut s, 1);
+}
+
+/// The newest report block on each layer's SSRC since `from`.
+fn layer_blocks(rrs: &[rtcp::ReportBlock]) -> [Option<rtcp::ReportBlock>; 3] {
+    SSRCS.map(|ssrc| rrs.iter().rev().find(|b| b.ssrc == ssrc).copied())
+}
+
+#[test]
+fn receiver_reports_tell_the_publisher_each_layers_loss() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(40)), 2);
+    // Every layer is reported on its own SSRC, the ones nobody receives too (they arrive all
+    // the same), up to its newest sequence number (layer 1 wrapped: one cycle up).
+    let blocks = layer_blocks(&s.rrs).map(|b| b.expect("a block per layer"));
+    assert!(blocks
+        .iter()
+        .all(|b| b.cumulative_lost == 0 && b.fraction_lost == 0));
+    assert_eq!(blocks[1].extended_highest_seq >> 16, 1);
+    assert!(s.rrs.iter().all(|b| SSRCS.contains(&b.ssrc)));
+    // A sender report on layer 1 is echoed in that layer's block only.
+    let ntp: u64 = (77 << 32) | (0x1234 << 16);
+    let mut b = Vec::new();
+    rtcp::write_sr(&mut b, SSRCS[1], ntp, s.layers[1].ts, 0, 0, &[]);
+    let (mut out, mut rtp_out) = (Output::new(), Output::new());
+    s.r.handle_rtcp(PUB, &b, s.now, &mut out, &mut rtp_out);
+    // One packet lost on the way in on layer 0 (nobody receives it) and one on layer 2, which
+    // its RTX stream repairs once NACKed: received after all.
+    let lost0 = s.layers[0].seq.wrapping_add(1);
+    let lost2 = s.layers[2].seq.wrapping_add(1);
+    s.lose.extend([(0, lost0), (2, lost2)]);
+    s.run(2);
+    assert!(s
+        .nacks
+        .iter()
+        .any(|(ssrc, q)| *ssrc == SSRCS[2] && q.contains(&lost2)));
+    let (_, original) = s.lost.iter().find(|(l, _)| *l == 2).unwrap().clone();
+    s.send(&Sim::rtx(2, &original, 900));
+    s.rrs.clear();
+    s.run(35);
+    let blocks = layer_blocks(&s.rrs).map(|b| b.expect("a block per layer"));
+    assert_eq!(blocks.map(|b| b.cumulative_lost), [1, 0, 0]);
+    assert!(blocks[0].fraction_lost > 0);
+    assert_eq!((blocks[1].fraction_lost, blocks[2].fraction_lost), (0, 0));
+    assert_eq!(blocks[1].last_sr, (ntp >> 16) as u32);
+    assert_eq!((blocks[0].last_sr, blocks[2].last_sr), (0, 0));
+    // A loss on layer 2 never repaired; then RTX resending packets that did arrive (a probe, or
+    // the repair again) and, late, the lost one after its NACKs were given up: none is counted.
+    let lost2 = s.layers[2].seq.wrapping_add(1);
+    s.lose.push((2, lost2));
+    s.rrs.clear();
+    s.run(35);
+    let blocks = layer_blocks(&s.rrs).map(|b| b.expect("a block per layer"));
+    assert_eq!(blocks.map(|b| b.cumulative_lost), [1, 0, 1]);
+    assert!(blocks[2].fraction_lost > 0);
+    let past_loss = (blocks[2].extended_highest_seq as u16).wrapping_sub(lost2);
+    assert!((1..100).contains(&past_loss), "the block covers the loss");
+    let (_, late) = s.lost.iter().rfind(|(l, _)| *l == 2).unwrap().clone();
+    s.send(&Sim::rtx(2, &original, 901));
+    s.send(&Sim::rtx(2, &late, 902));
+    s.rrs.clear();
+    s.run(35);
+    let blocks = layer_blocks(&s.rrs).map(|b| b.expect("a block per layer"));
+    assert_eq!(blocks.map(|b| b.cumulative_lost), [1, 0, 1]);
+    // The track's and each layer's statistics say the same.
+    assert_eq!(s.r.track_stats(VIDEO_TRACK).unwrap().lost, 2);
+    let layers = s.r.track_layers(VIDEO_TRACK).unwrap();
+    assert_eq!(
+        layers.iter().map(|l| l.lost).collect::<Vec<_>>(),
+        vec![1, 0, 1]
+    );
 }
 
 /// The subscriber's packets in sequence-number order from `from` on: (seq, layer byte, ts).

@@ -446,7 +446,15 @@ impl Router {
                         remb_bps = remb_bps.saturating_add(target.unwrap_or(cfg.max_bitrate_bps));
                     }
                 }
-                if let (Some(ssrc), true) = (t.media_ssrc, n_blocks < blocks.len()) {
+                if let Some(l) = t.layered.as_deref_mut() {
+                    // A simulcast track: a block per layer, each on its own SSRC.
+                    l.report_blocks(now_ms, |rb| {
+                        if n_blocks < blocks.len() {
+                            blocks[n_blocks] = rb;
+                            n_blocks += 1;
+                        }
+                    });
+                } else if let (Some(ssrc), true) = (t.media_ssrc, n_blocks < blocks.len()) {
                     let last_sr = t.stats.last_sr.map(|(ntp, _, at)| (ntp, at));
                     if let Some(rb) = t.reception.report_block(ssrc, now_ms, last_sr) {
                         blocks[n_blocks] = rb;

@@ -745,8 +745,10 @@ impl Router {
             s.media_ssrc = t.media_ssrc;
             s.rtx_ssrc = t.rtx_ssrc;
             s.subscriptions = t.subs.len();
-            s.lost = t.reception.lost();
-            s.jitter = t.reception.jitter();
+            (s.lost, s.jitter) = match t.layered.as_deref() {
+                Some(l) => l.reception(),
+                None => (t.reception.lost(), t.reception.jitter()),
+            };
             s.rtt_us = self.publishers.get(&t.transport).and_then(|p| p.rtt_us);
             s
         })

@@ -10,10 +10,12 @@
 //! RTX stream (named by the repaired-RID extension or a FID group), is unwrapped into the layer's
 //! cache and goes to the layer's subscribers under the number each kept free for it (the selector
 //! leaves real loss as a hole). Sender reports to their subscribers come from the publisher's
-//! report on the layer each one was last sent, in that subscriber's timestamp space.
+//! report on the layer each one was last sent, in that subscriber's timestamp space. Each layer
+//! keeps its own reception statistics: the publisher gets a receiver report block per layer SSRC.
 
 use super::layers::{Decision, LayerDrop, LayerPacket, LayerSelector, MAX_SPATIAL_LAYERS};
 use super::*;
+use crate::rtcp::ReportBlock;
 
 /// Most SSRCs one layered track learns, of media and of RTX each.
 const MAX_LAYER_SSRCS: usize = 6;
@@ -50,6 +52,8 @@ struct LayerIn {
     last_packet_ms: Option<u64>,
     /// The publisher's last sender report on this layer's SSRC: (NTP, RTP timestamp, when).
     last_sr: Option<(u64, u32, u64)>,
+    /// Loss and jitter on the way in, for the receiver reports on this layer's SSRC.
+    reception: ReceptionStats,
 }
 
 impl LayerIn {
@@ -67,6 +71,7 @@ impl LayerIn {
             height: None,
             last_packet_ms: None,
             last_sr: None,
+            reception: ReceptionStats::default(),
         }
     }
 }
@@ -120,6 +125,10 @@ pub struct LayerInfo {
     pub repaired: u64,
     /// Slots of its retransmission ring (it grows to hold `nack_history_ms` of media).
     pub cache_packets: usize,
+    /// Packets lost on the way in (RFC 3550 cumulative: expected less received; repairs count
+    /// as received) and interarrival jitter in RTP units, as reported to the publisher.
+    pub lost: i64,
+    pub jitter: u32,
 }
 
 /// A subscription's layer state: (spatial, temporal) it receives (None while waiting for the
@@ -188,7 +197,11 @@ impl Layered {
             return None;
         }
         self.ssrc_layer.push((v.ssrc, layer));
-        self.layers[layer as usize].ssrc = Some(v.ssrc);
+        let li = &mut self.layers[layer as usize];
+        if li.ssrc.is_some_and(|s| s != v.ssrc) {
+            li.reception = ReceptionStats::default(); // a new stream: its own counts
+        }
+        li.ssrc = Some(v.ssrc);
         Some(layer)
     }
 
@@ -208,6 +221,24 @@ impl Layered {
         self.rtx_ssrc_layer.push((v.ssrc, layer));
         self.layers[layer as usize].rtx_ssrc = Some(v.ssrc);
         Some(layer)
+    }
+
+    /// A receiver report block for each layer heard from (moving each one's interval on).
+    pub(super) fn report_blocks(&mut self, now_ms: u64, mut f: impl FnMut(ReportBlock)) {
+        for li in &mut self.layers {
+            let Some(ssrc) = li.ssrc else { continue };
+            let last_sr = li.last_sr.map(|(ntp, _, at)| (ntp, at));
+            if let Some(rb) = li.reception.report_block(ssrc, now_ms, last_sr) {
+                f(rb);
+            }
+        }
+    }
+
+    /// Loss on the way in over all layers, and the highest layer jitter (RTP units).
+    pub(super) fn reception(&self) -> (i64, u32) {
+        self.layers.iter().fold((0, 0), |(lost, jitter), l| {
+            (lost + l.reception.lost(), jitter.max(l.reception.jitter()))
+        })
     }
 
     /// Whether some layer has packets to NACK.
@@ -478,6 +509,9 @@ pub(super) fn route_layered(
     } else {
         li.seq.unwrap(seq)
     };
+    // A repair counts as received only for a loss it repairs: an RTX probe may resend a packet
+    // that came while nobody received the layer (never cached, so not seen as a duplicate).
+    let repairs_loss = is_rtx && li.missing.iter().any(|m| m.ext == src_ext);
     super::arrived(&mut li.missing, src_ext);
     let receiving = |s: &SubLayers| s.sel.current().map(|c| c.0) == Some(layer);
     if is_rtx {
@@ -532,11 +566,17 @@ pub(super) fn route_layered(
     }
     if payload.is_empty() {
         // Padding (probing): numbered, so not taken for a loss, and never forwarded.
+        l.layers[layer as usize]
+            .reception
+            .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
         t.stats.padding_only += 1;
         return stats.drop(DropReason::PaddingOnly);
     }
-    // Nobody receives or waits for this layer: nothing more to do.
+    // Nobody receives or waits for this layer: nothing more to do (but it arrived).
     if !wanted {
+        l.layers[layer as usize]
+            .reception
+            .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
         return;
     }
     let abs_send_time: Option<[u8; 3]> = v
@@ -560,6 +600,10 @@ pub(super) fn route_layered(
             return stats.drop(DropReason::Duplicate);
         }
         Insert::TooOld => return stats.drop(DropReason::TooOld),
+    }
+    if !is_rtx || repairs_loss {
+        li.reception
+            .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
     }
     if is_rtx {
         li.repaired += 1;
@@ -839,6 +883,8 @@ impl Router {
                     rtx_ssrc: x.rtx_ssrc,
                     repaired: x.repaired,
                     cache_packets: x.cache.capacity(),
+                    lost: x.reception.lost(),
+                    jitter: x.reception.jitter(),
                 })
                 .collect(),
         )
