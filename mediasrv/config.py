@@ -107,6 +107,14 @@ class Settings:
     room_ws_messages_per_s: float = 20.0
     room_ws_burst: int = 40
     room_ws_close_after_refused: int = 50
+    # Room WebSocket liveness: a ping after this many seconds in which nothing came from the client
+    # (and again each time as long), and the session over (the others see `disconnected`) once
+    # nothing, not even a pong, came for `room_ws_idle_timeout_s`: a waiting-room patient who closed
+    # the laptop leaves the list within about that. A participant with a connected media
+    # connection gets at least twice `ice_consent_timeout_s`: ICE consent watches its network, and
+    # an outage shorter than consent never ends the session by its socket.
+    room_ws_ping_s: float = 10.0
+    room_ws_idle_timeout_s: float = 25.0
     # A WHIP/WHEP or room media connection that has not completed ICE and DTLS this long after it was
     # set up is closed, and its participant leaves (reason `setup_timeout`).
     session_setup_timeout_s: float = 20.0
@@ -275,6 +283,9 @@ def load_settings(
         raise ConfigError("setting 'media_rx_coalesce_us' must be in 0..10000 (microseconds)")
     if settings.media_workers < 0 or not 0 <= settings.media_test_drop_ppm <= 1_000_000:
         raise ConfigError("settings 'media_workers' must be >= 0 and 'media_test_drop_ppm' in 0..1000000")
+    if not (math.isfinite(settings.room_ws_ping_s) and math.isfinite(settings.room_ws_idle_timeout_s)
+            and 0 < settings.room_ws_ping_s < settings.room_ws_idle_timeout_s):
+        raise ConfigError("settings must satisfy 0 < room_ws_ping_s < room_ws_idle_timeout_s")
     if not (math.isfinite(settings.room_ws_messages_per_s) and settings.room_ws_messages_per_s >= 0
             and settings.room_ws_burst >= 1 and settings.room_ws_close_after_refused >= 1):
         raise ConfigError("setting 'room_ws_messages_per_s' must be >= 0 (0 = unlimited), "

@@ -38,7 +38,8 @@ def test_precedence_file_then_env_then_flags(tmp_path):
      ("min_video_bitrate = 200000\nvideo_group_floor = 100000\n", {}),
      ("video_group_floor = 3000000\n", {}),
      ("media_rx_coalesce_us = 20000\n", {}), ("media_rx_coalesce_us = -1\n", {}),
-     ("media_udp_port = 65535\nmedia_workers = 2\n", {})],
+     ("media_udp_port = 65535\nmedia_workers = 2\n", {}),
+     ("room_ws_ping_s = 30\n", {}), ("room_ws_ping_s = 0\n", {})],
 )
 def test_bad_settings_are_refused_with_the_key_named(tmp_path, text, env):
     cfg = tmp_path / "m.toml"

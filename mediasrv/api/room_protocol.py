@@ -7,6 +7,8 @@ room another node serves gets a `redirect` event with that node's URL and the cl
 no node takes new rooms, the join is closed with 4503. Messages over the
 connection's rate get a `rate_limited` error and are not handled; a client that keeps flooding is
 closed with 4429, and so is a join past its identity's session cap (reason `too_many_sessions`).
+A joined client silent for `room_ws_ping_s` is pinged; one from which nothing (not even a pong) came
+for its idle limit is closed with 4000 `connection_lost` and leaves as `disconnected`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ CLOSE_RATE_LIMITED = 4429
 # A client closing its socket to join again at once (its media failed): the others see it leave
 # as `disconnected`, not `left`.
 CLOSE_RECONNECTING = 4100
+CLOSE_WAIT_S = 3.0
 
 
 class ProtocolError(MediasrvError):
@@ -98,6 +101,15 @@ class RoomSession:
         if code != WSCloseCode.INTERNAL_ERROR:
             self.left_reason = "left"
         await self.ws.close(code=code, message=message.encode()[:120])
+
+    def idle_limit_s(self) -> float:
+        """How long the client may be silent before its session is given up: the idle timeout,
+        or while one of its media connections is up at least twice ICE consent's timeout (consent
+        watches the network then; an outage shorter than it must not end the visit)."""
+        s = self.settings
+        p = self.participant
+        media = p is not None and any(t is not None and t.connected for t in (p.publisher, p.subscriber))
+        return max(s.room_ws_idle_timeout_s, 2 * s.ice_consent_timeout_s) if media else s.room_ws_idle_timeout_s
 
     # --- join ---------------------------------------------------------------------------------------
     async def join(self, token: str, msg: dict[str, Any]) -> bool:
@@ -256,11 +268,11 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     if query_token:  # fail before the upgrade, with an HTTP status, when we can
         verify_token(settings.api_secret, query_token, room=room_name)
-    # A ping after this much of the client's silence, the session gone without a pong within half
-    # of it: at least twice ICE consent's timeout, so an outage that the media rides out (shorter
-    # than consent) never ends the session by its socket.
-    heartbeat = max(20.0, 2 * settings.ice_consent_timeout_s)
-    ws = web.WebSocketResponse(heartbeat=heartbeat, max_msg_size=MAX_MESSAGE_BYTES)
+    # Liveness is the receive loop's (pings and pongs handled there, `RoomSession.idle_limit_s`):
+    # aiohttp's heartbeat has one fixed limit, and a visit with media needs a longer one than the
+    # waiting room.
+    # A close waits this long for the client's close frame (a client that is gone sends none).
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_WAIT_S)
     await ws.prepare(request)
     session = RoomSession(request, ws, room_name)
     try:
@@ -290,13 +302,24 @@ async def _serve(session: RoomSession, query_token: str) -> None:
     s = session.settings
     limit = MessageRateLimit(s.room_ws_messages_per_s, s.room_ws_burst, s.room_ws_close_after_refused,
                              now=loop.time())
+    heard = loop.time()
     while not ws.closed:
-        timeout = None if joined else max(0.0, deadline - loop.time())
+        timeout = s.room_ws_ping_s if joined else max(0.0, deadline - loop.time())
         try:
             msg = await ws.receive(timeout=timeout)
         except TimeoutError:
-            await session.close(4408, "join timeout")
-            return
+            if not joined:
+                await session.close(4408, "join timeout")
+                return
+            if loop.time() - heard >= session.idle_limit_s():
+                session.left_reason = "disconnected"  # its network went away, not the client
+                await ws.close(code=4000, message=b"connection_lost", drain=False)
+                return
+            await ws.ping()
+            continue
+        heard = loop.time()
+        if msg.type == WSMsgType.PONG:
+            continue
         if msg.type == WSMsgType.CLOSE:
             if msg.data != CLOSE_RECONNECTING:
                 session.left_reason = "left"
@@ -305,7 +328,7 @@ async def _serve(session: RoomSession, query_token: str) -> None:
             return
         if msg.type == WSMsgType.ERROR:
             return
-        if msg.type != WSMsgType.TEXT:
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.PING):
             await session.close(WSCloseCode.UNSUPPORTED_DATA, "binary frames are not part of the protocol")
             return
         if not limit.admit(loop.time()):
@@ -315,9 +338,14 @@ async def _serve(session: RoomSession, query_token: str) -> None:
                 log.info("room %s: closing a WebSocket that kept exceeding the message rate", session.room_name)
                 await session.close(CLOSE_RATE_LIMITED, "rate_limited")
                 return
+            if msg.type == WSMsgType.PING:
+                continue  # not answered: a ping is no request
             await session.send({"type": "error", "request_id": _request_id(msg.data), "code": "rate_limited",
                                 "message": f"more than {s.room_ws_messages_per_s:g} messages a second "
                                            f"(bursts of {s.room_ws_burst}); this one was not handled"})
+            continue
+        if msg.type == WSMsgType.PING:  # a client's own ping (browsers send none): answered
+            await ws.pong(msg.data)
             continue
         rid = None
         data: dict[str, Any] | None = None
