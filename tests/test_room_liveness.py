@@ -10,8 +10,9 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from mediasrv.api.room_protocol import RoomSession
+from mediasrv.api.room_protocol import Liveness, RoomSession
 from tests.conftest import start_server
 
 PING_S, IDLE_S = 0.2, 0.7
@@ -77,24 +78,81 @@ async def test_a_quiet_client_that_answers_pings_stays(quick):
 async def test_a_client_whose_network_went_away_leaves_as_disconnected(quick):
     s1, clinician = await _join(quick, "dr", "clinician")
     # The patient's socket stays open but nothing comes back from it: its pings go unanswered.
+    dropped_before = await _dropped(s1, quick, "silent")
+    loop = asyncio.get_running_loop()
+    joined_at = loop.time()  # before its join, from which on the server counts its silence
     s2, patient = await _join(quick, "pat", "patient", autoping=False)
     assert (await _next_event(clinician, 5))["type"] == "participant_joined"
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
     left = await _next_event(clinician, 10)
-    waited = loop.time() - t0
     assert left == {"type": "participant_left", "identity": "pat", "reason": "disconnected"}
-    assert waited >= IDLE_S, waited
-    # What the patient's socket saw: pings, then the close saying why.
+    assert loop.time() - joined_at >= IDLE_S  # not before its idle limit
+    # What the patient's socket saw: a ping every PING_S of silence, then the close saying why.
     kinds = []
     while (msg := await patient.receive(timeout=5)).type not in (aiohttp.WSMsgType.CLOSE,
                                                                   aiohttp.WSMsgType.CLOSED):
         kinds.append(msg.type)
-    assert aiohttp.WSMsgType.PING in kinds
+    assert kinds.count(aiohttp.WSMsgType.PING) >= 2, kinds
     assert (msg.type, msg.data, msg.extra) == (aiohttp.WSMsgType.CLOSE, 4000, "connection_lost")
     assert set(quick.rooms.get("live").participants) == {"dr"}
+    assert await _dropped(s1, quick, "silent") == dropped_before + 1
     for s in (s1, s2):
         await s.close()
+
+
+async def _dropped(session: aiohttp.ClientSession, server: Any, reason: str) -> float:
+    admin = {"Authorization": f"Bearer {server.token('ops', 'admin', None)}"}
+    async with session.get(f"{server.url}/metrics", headers=admin) as resp:
+        text = await resp.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "mediasrv_room_sockets_dropped_total" and sample.labels["reason"] == reason:
+                return sample.value
+    raise AssertionError("mediasrv_room_sockets_dropped_total missing")
+
+
+async def _chat_until_left(ws: Any, events: asyncio.Queue[Any]) -> Any:
+    """Chats 4000 characters at a time until someone leaves; the event that says so."""
+    for i in range(3000):  # at most 12 MB; a stalled socket's buffers hold far less
+        await ws.send_json({"type": "chat", "text": "x" * 4000})
+        while not events.empty():
+            if (event := events.get_nowait()).get("type") == "participant_left":
+                return event
+        if i % 50 == 49:
+            await asyncio.sleep(0)
+    while (event := await events.get()).get("type") != "participant_left":
+        pass  # the last chats are still on their way: the leave comes after them
+    return event
+
+
+async def test_a_socket_that_takes_nothing_does_not_hold_up_the_room(tmp_path):
+    """A client whose network died with its buffers full: events to it stall. The room's other
+    participants keep getting theirs, and the stalled one is cut within seconds (`disconnected`)."""
+    # Pings far apart: only the stalled send may cut the patient here.
+    srv = await start_server(tmp_path / "data", room_ws_messages_per_s=0, room_ws_ping_s=60,
+                             room_ws_idle_timeout_s=120)
+    try:
+        s1, clinician = await _join(srv, "dr", "clinician")
+        # aiohttp stops reading a socket whose messages nobody takes (its queue is full), so the
+        # server's send buffer to it fills: what a dead network looks like from the server.
+        s2, _patient = await _join(srv, "pat", "patient")
+        dropped_before = await _dropped(s1, srv, "stalled")
+        events: asyncio.Queue[Any] = asyncio.Queue()
+        reader = asyncio.create_task(_read_into(clinician, events))
+        assert (await asyncio.wait_for(events.get(), 5))["type"] == "participant_joined"
+        async with asyncio.timeout(20):  # without the cut, the clinician's own sends stall too
+            left = await _chat_until_left(clinician, events)
+        assert left == {"type": "participant_left", "identity": "pat", "reason": "disconnected"}
+        # The clinician still gets the room's events, at once.
+        await clinician.send_json({"type": "chat", "text": "still here"})
+        while (await asyncio.wait_for(events.get(), 5)).get("text") != "still here":
+            pass
+        assert set(srv.rooms.get("live").participants) == {"dr"}
+        assert await _dropped(s1, srv, "stalled") == dropped_before + 1
+        for s in (s1, s2):
+            await s.close()
+        await asyncio.wait([reader], timeout=5)
+    finally:
+        await srv.runner.cleanup()
 
 
 async def test_a_client_ping_gets_a_pong(quick):
@@ -119,3 +177,18 @@ def test_media_up_gets_ice_consents_margin() -> None:
     assert session.idle_limit_s() == 25.0
     session.participant = SimpleNamespace(publisher=down, subscriber=up)
     assert session.idle_limit_s() == 60.0
+
+
+def test_liveness_pings_each_ping_period_of_silence_and_gives_up_at_the_limit() -> None:
+    live = Liveness(ping_s=10.0, now=100.0)
+    assert live.wait_s(100.0, 25.0) == 10.0
+    assert not live.ping_due(109.9) and live.ping_due(110.0)
+    live.pinged = 110.0
+    assert live.wait_s(110.0, 25.0) == 10.0  # next ping at 120
+    live.pinged = 120.0
+    assert live.wait_s(120.0, 25.0) == 5.0  # the limit (125) comes before the next ping
+    assert not live.gone(124.9, 25.0) and live.gone(125.0, 25.0)
+    live.heard = 121.0  # a pong: silence counts from it, the next ping a period after it
+    assert not live.gone(140.0, 25.0)
+    assert live.wait_s(121.0, 25.0) == 10.0
+    assert live.wait_s(200.0, 25.0) > 0  # never 0: aiohttp reads a 0 timeout as none

@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from mediasrv.api import appkeys as keys
 from mediasrv.api.http_common import authenticate
 from mediasrv.api.ratelimit import RATE_LIMITED
+from mediasrv.api.room_protocol import SOCKETS_DROPPED
 from mediasrv.api.whip_whep import MESSAGE_ROOM_PREFIX
 from mediasrv.auth import bearer_token
 from mediasrv.authz import require_admin
@@ -161,6 +162,12 @@ class MediasrvCollector(Collector):
                                   value=RATE_LIMITED["refused"])
         yield CounterMetricFamily("mediasrv_room_rate_limit_disconnects",
                                   "room WebSockets closed (4429) for flooding", value=RATE_LIMITED["closed"])
+        dropped_sockets = CounterMetricFamily(
+            "mediasrv_room_sockets_dropped", "room WebSockets the server gave up: silent (nothing, not even "
+            "a pong, for the idle limit) or stalled (a frame to the client not taken in 3 s)", labels=["reason"])
+        for reason in ("silent", "stalled"):
+            dropped_sockets.add_metric([reason], SOCKETS_DROPPED[reason])
+        yield dropped_sockets
         if self.rooms.plane is not None:
             yield from self._plane(self.rooms.plane.native.stats(), self.rooms.plane)
             yield CounterMetricFamily("mediasrv_media_peer_moves",

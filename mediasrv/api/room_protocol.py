@@ -16,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -45,7 +47,13 @@ CLOSE_RATE_LIMITED = 4429
 # A client closing its socket to join again at once (its media failed): the others see it leave
 # as `disconnected`, not `left`.
 CLOSE_RECONNECTING = 4100
+# A close waits this long for the client's close frame (a client that is gone sends none), and a
+# frame to the client (an event, a ping) this long to be taken: a socket that takes nothing for it
+# has a dead network behind a full buffer, and must not hold up the room's events to the others.
 CLOSE_WAIT_S = 3.0
+# Room sockets the server gave up on its own: `silent` (nothing from the client for its idle limit),
+# `stalled` (a frame to it not taken within CLOSE_WAIT_S).
+SOCKETS_DROPPED: Counter[str] = Counter()
 
 
 class ProtocolError(MediasrvError):
@@ -87,7 +95,7 @@ class RoomSession:
         self._send_lock = asyncio.Lock()
         # What the others are told when this session ends: "left" once either side closed it on
         # purpose (`leave`, a close frame, the server's close), "disconnected" while its socket
-        # just went away (an outage, the heartbeat unanswered) or the client closed it saying it
+        # just went away (an outage, pings unanswered, a send stalled) or the client closed it saying it
         # will be back (CLOSE_RECONNECTING) or the server closed it on its own error (1011).
         self.left_reason = "disconnected"
 
@@ -95,7 +103,45 @@ class RoomSession:
         if self.ws.closed:
             return
         async with self._send_lock:
-            await self.ws.send_str(dumps(event))
+            try:
+                async with asyncio.timeout(CLOSE_WAIT_S):
+                    await self.ws.send_str(dumps(event))
+            except TimeoutError:
+                log.info("room %s: dropping a socket that took no event for %g s", self.room_name, CLOSE_WAIT_S)
+                SOCKETS_DROPPED["stalled"] += 1
+                self.abort()
+
+    def abort(self) -> None:
+        """Cuts the connection without a close handshake (its receive loop then ends, and the
+        participant leaves as `disconnected`)."""
+        if (transport := self.request.transport) is not None:
+            transport.abort()
+
+    async def give_up(self) -> None:
+        """Ends the session of a client from which nothing came for its idle limit: the others are
+        told at once, then the socket is closed without waiting long on a peer that is gone."""
+        SOCKETS_DROPPED["silent"] += 1
+        self.left_reason = "disconnected"  # its network went away, not the client
+        await asyncio.shield(self.leave())
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S + 1):
+                await self.ws.close(code=4000, message=b"connection_lost", drain=False)
+        except (TimeoutError, ConnectionError):
+            self.abort()
+
+    async def control_frame(self, frame: Awaitable[None]) -> bool:
+        """Sends a ping or pong; False when the socket is gone or took nothing for CLOSE_WAIT_S
+        (then it is cut, and the caller ends the session)."""
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await frame
+        except ConnectionError:
+            return False
+        except TimeoutError:
+            SOCKETS_DROPPED["stalled"] += 1
+            self.abort()
+            return False
+        return True
 
     async def close(self, code: int, message: str) -> None:
         if code != WSCloseCode.INTERNAL_ERROR:
@@ -241,6 +287,7 @@ class RoomSession:
     async def leave(self) -> None:
         if self.lease is not None:
             self.lease.release()
+            self.lease = None
         room, p = self.room, self.participant
         if room is not None and p is not None and room.participants.get(p.identity) is p:
             p.on_removed = None
@@ -271,7 +318,6 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     # Liveness is the receive loop's (pings and pongs handled there, `RoomSession.idle_limit_s`):
     # aiohttp's heartbeat has one fixed limit, and a visit with media needs a longer one than the
     # waiting room.
-    # A close waits this long for the client's close frame (a client that is gone sends none).
     ws = web.WebSocketResponse(autoping=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=CLOSE_WAIT_S)
     await ws.prepare(request)
     session = RoomSession(request, ws, room_name)
@@ -294,6 +340,28 @@ def _request_id(data: str) -> Any:
         return None
 
 
+class Liveness:
+    """When to ping a quiet client and when to give it up, from the loop's time: a ping once
+    `ping_s` passed since the last frame from the client and the last ping, the client gone once
+    nothing came for its idle limit (a pong counts: the caller sets `heard` on every frame)."""
+
+    def __init__(self, ping_s: float, now: float) -> None:
+        self.ping_s = ping_s
+        self.heard = now
+        self.pinged = now
+
+    def wait_s(self, now: float, limit_s: float) -> float:
+        """How long to wait for the next frame before acting (> 0: aiohttp reads 0 as no limit)."""
+        due = min(max(self.heard, self.pinged) + self.ping_s, self.heard + limit_s)
+        return max(due - now, 0.001)
+
+    def gone(self, now: float, limit_s: float) -> bool:
+        return now - self.heard >= limit_s
+
+    def ping_due(self, now: float) -> bool:
+        return now >= max(self.heard, self.pinged) + self.ping_s
+
+
 async def _serve(session: RoomSession, query_token: str) -> None:
     ws = session.ws
     joined = False
@@ -302,22 +370,31 @@ async def _serve(session: RoomSession, query_token: str) -> None:
     s = session.settings
     limit = MessageRateLimit(s.room_ws_messages_per_s, s.room_ws_burst, s.room_ws_close_after_refused,
                              now=loop.time())
-    heard = loop.time()
+    live = Liveness(s.room_ws_ping_s, loop.time())
     while not ws.closed:
-        timeout = s.room_ws_ping_s if joined else max(0.0, deadline - loop.time())
+        now = loop.time()
+        timeout = live.wait_s(now, session.idle_limit_s()) if joined else deadline - now
+        if timeout <= 0 and not joined:  # the last message came at the deadline, and was no join
+            await session.close(4408, "join timeout")
+            return
         try:
             msg = await ws.receive(timeout=timeout)
         except TimeoutError:
+            if ws.closed:  # closed meanwhile by another task (a removal, consent lost)
+                return
             if not joined:
                 await session.close(4408, "join timeout")
                 return
-            if loop.time() - heard >= session.idle_limit_s():
-                session.left_reason = "disconnected"  # its network went away, not the client
-                await ws.close(code=4000, message=b"connection_lost", drain=False)
+            now = loop.time()
+            if live.gone(now, session.idle_limit_s()):
+                await session.give_up()
                 return
-            await ws.ping()
+            if live.ping_due(now):
+                live.pinged = now
+                if not await session.control_frame(ws.ping()):
+                    return
             continue
-        heard = loop.time()
+        live.heard = loop.time()
         if msg.type == WSMsgType.PONG:
             continue
         if msg.type == WSMsgType.CLOSE:
@@ -345,7 +422,8 @@ async def _serve(session: RoomSession, query_token: str) -> None:
                                            f"(bursts of {s.room_ws_burst}); this one was not handled"})
             continue
         if msg.type == WSMsgType.PING:  # a client's own ping (browsers send none): answered
-            await ws.pong(msg.data)
+            if not await session.control_frame(ws.pong(msg.data)):
+                return
             continue
         rid = None
         data: dict[str, Any] | None = None
