@@ -6,6 +6,9 @@ use crate::rtcp::ReportBlock;
 #[derive(Debug, Clone, Default)]
 pub struct ReceptionStats {
     base_ext: Option<u64>,
+    /// The first packet's wrap cycle: reports count cycles from it (RFC 3550 A.1 starts at 0,
+    /// whatever extended numbering the caller uses).
+    cycle_base: u64,
     highest_ext: u64,
     received: u64,
     expected_prior: u64,
@@ -20,19 +23,9 @@ impl ReceptionStats {
     /// Notes a first-time (not duplicate) media packet. `now_ms` is the arrival time; jitter is
     /// only updated for packets that advance the sequence (reordered ones would skew it).
     pub fn on_packet(&mut self, ext_seq: u64, timestamp: u32, now_ms: u64, clock_rate: u32) {
-        self.received += 1;
-        match self.base_ext {
-            None => {
-                self.base_ext = Some(ext_seq);
-                self.highest_ext = ext_seq;
-            }
-            Some(base) if ext_seq < base => self.base_ext = Some(ext_seq),
-            _ => {}
-        }
-        if ext_seq < self.highest_ext {
+        if !self.count(ext_seq) {
             return;
         }
-        self.highest_ext = ext_seq;
         let arrival = (now_ms as u128 * clock_rate as u128 / 1000) as u32;
         let transit = arrival.wrapping_sub(timestamp);
         if let Some(last) = self.last_transit {
@@ -43,12 +36,43 @@ impl ReceptionStats {
         self.last_transit = Some(transit);
     }
 
+    /// Notes a padding-only packet: numbered like media, so counted, but its timestamp is the last
+    /// frame's (sent whenever probing needs it), so it says nothing of jitter.
+    pub fn on_padding(&mut self, ext_seq: u64) {
+        self.count(ext_seq);
+    }
+
+    /// Counts a packet; true when it advances the sequence.
+    fn count(&mut self, ext_seq: u64) -> bool {
+        self.received += 1;
+        match self.base_ext {
+            None => {
+                self.base_ext = Some(ext_seq);
+                self.highest_ext = ext_seq;
+                self.cycle_base = ext_seq & !0xffff;
+            }
+            Some(base) if ext_seq < base => self.base_ext = Some(ext_seq),
+            _ => {}
+        }
+        if ext_seq < self.highest_ext {
+            return false;
+        }
+        self.highest_ext = ext_seq;
+        true
+    }
+
     pub fn jitter(&self) -> u32 {
         (self.jitter_q4 >> 4).min(u32::MAX as u64) as u32
     }
 
     pub fn expected(&self) -> u64 {
         self.base_ext.map_or(0, |b| self.highest_ext - b + 1)
+    }
+
+    /// Whether a packet came since the last report block (RFC 3550 6.4: only sources heard from
+    /// since the last report are reported).
+    pub fn heard_since_report(&self) -> bool {
+        self.received > self.received_prior
     }
 
     pub fn lost(&self) -> i64 {
@@ -86,7 +110,7 @@ impl ReceptionStats {
             ssrc,
             fraction_lost,
             cumulative_lost: self.lost().clamp(-0x80_0000, 0x7f_ffff) as i32,
-            extended_highest_seq: self.highest_ext as u32,
+            extended_highest_seq: self.highest_ext.saturating_sub(self.cycle_base) as u32,
             jitter: self.jitter(),
             last_sr,
             delay_since_last_sr: delay,
@@ -127,6 +151,24 @@ mod tests {
             .unwrap();
         assert_eq!(rb.last_sr, 0x3344_5566);
         assert_eq!(rb.delay_since_last_sr, 32768);
+    }
+
+    #[test]
+    fn cycles_count_from_the_first_packet_and_go_up_on_a_wrap() {
+        let mut s = ReceptionStats::default();
+        // Extended numbers as SeqUnwrapper gives them (first packet in cycle 1).
+        for ext in [0x1_fffeu64, 0x1_ffff, 0x2_0000, 0x2_0001] {
+            s.on_packet(ext, 0, 0, 90_000);
+        }
+        let rb = s.report_block(1, 0, None).unwrap();
+        assert_eq!(
+            rb.extended_highest_seq, 0x1_0001,
+            "one wrap: cycle 1, seq 1"
+        );
+        assert_eq!(rb.cumulative_lost, 0);
+        assert!(!s.heard_since_report());
+        s.on_packet(0x2_0002, 0, 20, 90_000);
+        assert!(s.heard_since_report());
     }
 
     #[test]

@@ -100,6 +100,8 @@ struct Sim {
     lost: Vec<(usize, Vec<u8>)>,
     /// Report blocks of the receiver reports to the publisher.
     rrs: Vec<rtcp::ReportBlock>,
+    /// A layer the publisher restarted under another SSRC: its packets carry this one.
+    renamed: [Option<u32>; 3],
 }
 
 impl Sim {
@@ -130,7 +132,7 @@ impl Sim {
                 key_due: true,
             },
             Layer {
-                seq: 65_000,
+                seq: 65_500,
                 ts: 2_000_000,
                 pid: 20_000,
                 key_due: true,
@@ -154,6 +156,7 @@ impl Sim {
             lose: Vec::new(),
             lost: Vec::new(),
             rrs: Vec::new(),
+            renamed: [None; 3],
         }
     }
 
@@ -199,7 +202,9 @@ impl Sim {
                     match p {
                         rtcp::RtcpPacket::Pli { media_ssrc, .. } => {
                             self.plis.push(media_ssrc);
-                            if let Some(l) = SSRCS.iter().position(|s| *s == media_ssrc) {
+                            let renamed = self.renamed.iter().position(|s| *s == Some(media_ssrc));
+                            if let Some(l) = SSRCS.iter().position(|s| *s == media_ssrc).or(renamed)
+                            {
                                 self.layers[l].key_due = true;
                             }
                         }
@@ -249,7 +254,10 @@ impl Sim {
     fn tick(&mut self) {
         let mut out = Output::new();
         for l in 0..3 {
-            for pkt in frame(l, &mut self.layers[l]) {
+            for mut pkt in frame(l, &mut self.layers[l]) {
+                if let Some(ssrc) = self.renamed[l] {
+                    pkt[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                }
                 let seq = RtpView::parse(&pkt).unwrap().seq;
                 if let Some(i) = self.lose.iter().position(|x| *x == (l, seq)) {
                     self.lose.remove(i);
@@ -903,4 +911,80 @@ fn a_moment_of_more_estimate_does_not_switch_up() {
     let layers = s.run(30); // 1 s: still held
     assert_eq!(last_layer(&layers), 1);
     assert_eq!(last_layer(&s.run(60)), 2);
+}
+
+#[test]
+fn a_layer_the_publisher_stopped_sending_is_not_reported() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(40)), 2);
+    // Nothing of layer 2 arrives for over a report interval (the publisher stopped its top layer).
+    let next = s.layers[2].seq;
+    s.lose
+        .extend((0..400u16).map(|i| (2, next.wrapping_add(i))));
+    // The first report after the stop still covers the packets that came before it.
+    s.rrs.clear();
+    for _ in 0..60 {
+        if !s.rrs.is_empty() {
+            break;
+        }
+        s.run(1);
+    }
+    assert!(!s.rrs.is_empty());
+    s.rrs.clear();
+    s.run(35);
+    assert!(
+        s.rrs.iter().any(|b| b.ssrc == SSRCS[0]) && s.rrs.iter().any(|b| b.ssrc == SSRCS[1]),
+        "the layers still coming are reported"
+    );
+    assert!(
+        s.rrs.iter().all(|b| b.ssrc != SSRCS[2]),
+        "no stale block for the stopped layer: {:?}",
+        s.rrs
+    );
+}
+
+#[test]
+fn a_layer_restarted_under_a_new_ssrc_goes_on_seamlessly() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(40)), 2);
+    // The publisher restarts its top layer: another SSRC, another sequence space.
+    const NEW: u32 = 0x5000;
+    s.renamed[2] = Some(NEW);
+    s.layers[2].seq = 9_000;
+    s.plis.clear();
+    s.nacks.clear();
+    let first = s.got.len();
+    s.run(40);
+    assert!(
+        s.plis.contains(&NEW),
+        "a keyframe asked of the new stream: {:?}",
+        s.plis
+    );
+    assert!(
+        s.nacks.is_empty(),
+        "no loss seen in the jump: {:?}",
+        s.nacks
+    );
+    // The subscriber's numbering goes on without a gap, and it gets the new stream's frames.
+    let got = by_seq(&s.got[first..]);
+    assert!(got.windows(2).all(|w| w[1].1 == w[0].1.wrapping_add(1)));
+    assert_eq!(got.last().unwrap().0, 2);
+    // The reports name the new SSRC, from its own start: nothing lost.
+    s.rrs.clear();
+    s.run(35);
+    let new = s
+        .rrs
+        .iter()
+        .rfind(|b| b.ssrc == NEW)
+        .expect("a block for the new SSRC");
+    assert_eq!((new.cumulative_lost, new.fraction_lost), (0, 0));
+    let range = 9_000..u32::from(s.layers[2].seq);
+    assert!(
+        range.contains(&new.extended_highest_seq),
+        "cycle 0: {new:?}"
+    );
+    assert!(
+        s.rrs.iter().all(|b| b.ssrc != SSRCS[2]),
+        "the old SSRC is no longer reported"
+    );
 }

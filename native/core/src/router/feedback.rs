@@ -448,11 +448,9 @@ impl Router {
                 }
                 if let Some(l) = t.layered.as_deref_mut() {
                     // A simulcast track: a block per layer, each on its own SSRC.
-                    l.report_blocks(now_ms, |rb| {
-                        if n_blocks < blocks.len() {
-                            blocks[n_blocks] = rb;
-                            n_blocks += 1;
-                        }
+                    l.report_blocks(now_ms, blocks.len() - n_blocks, |rb| {
+                        blocks[n_blocks] = rb;
+                        n_blocks += 1;
                     });
                 } else if let (Some(ssrc), true) = (t.media_ssrc, n_blocks < blocks.len()) {
                     let last_sr = t.stats.last_sr.map(|(ntp, _, at)| (ntp, at));

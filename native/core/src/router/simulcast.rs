@@ -187,22 +187,37 @@ pub fn pick_layers(
 }
 
 impl Layered {
-    fn layer_of(&mut self, v: &RtpView<'_>) -> Option<u8> {
+    /// The layer of a media packet: by its SSRC once known, else its RID (which binds the SSRC).
+    /// A RID on a new SSRC is a new stream on its layer (the publisher restarted it): the layer's
+    /// input starts over (numbering, cache, losses, reports; true in the second field) and the old
+    /// SSRC is forgotten.
+    fn layer_of(&mut self, v: &RtpView<'_>) -> Option<(u8, bool)> {
         if let Some(&(_, l)) = self.ssrc_layer.iter().find(|(s, _)| *s == v.ssrc) {
-            return Some(l);
+            return Some((l, false));
         }
         let rid = v.extension(self.rid_ext)?;
         let layer = self.rids.iter().position(|r| r.as_slice() == rid)? as u8;
+        self.ssrc_layer.retain(|(_, l)| *l != layer);
         if self.ssrc_layer.len() >= MAX_LAYER_SSRCS {
             return None;
         }
         self.ssrc_layer.push((v.ssrc, layer));
         let li = &mut self.layers[layer as usize];
-        if li.ssrc.is_some_and(|s| s != v.ssrc) {
-            li.reception = ReceptionStats::default(); // a new stream: its own counts
+        let restarted = li.ssrc.is_some();
+        if restarted {
+            li.seq = SeqUnwrapper::new();
+            li.cache = li.cache.emptied();
+            li.missing.clear();
+            li.reception = ReceptionStats::default();
+            li.last_sr = None; // the old stream's NTP/RTP mapping says nothing of the new one
+            for s in &mut self.subs {
+                if s.sel.current().is_some_and(|c| c.0 == layer) {
+                    s.sel.restart(); // on at the new stream's keyframe, numbering on
+                }
+            }
         }
         li.ssrc = Some(v.ssrc);
-        Some(layer)
+        Some((layer, restarted))
     }
 
     /// The layer an RTX packet repairs: by its SSRC once known, else the repaired-RID extension
@@ -223,13 +238,27 @@ impl Layered {
         Some(layer)
     }
 
-    /// A receiver report block for each layer heard from (moving each one's interval on).
-    pub(super) fn report_blocks(&mut self, now_ms: u64, mut f: impl FnMut(ReportBlock)) {
+    /// A receiver report block for each layer heard from since the last report (a layer the
+    /// publisher stopped sending is not reported), at most `room` of them; a layer's interval moves
+    /// on only when its block is taken.
+    pub(super) fn report_blocks(
+        &mut self,
+        now_ms: u64,
+        room: usize,
+        mut f: impl FnMut(ReportBlock),
+    ) {
+        let mut left = room;
         for li in &mut self.layers {
-            let Some(ssrc) = li.ssrc else { continue };
+            if left == 0 {
+                return;
+            }
+            let Some(ssrc) = li.ssrc.filter(|_| li.reception.heard_since_report()) else {
+                continue;
+            };
             let last_sr = li.last_sr.map(|(ntp, _, at)| (ntp, at));
             if let Some(rb) = li.reception.report_block(ssrc, now_ms, last_sr) {
                 f(rb);
+                left -= 1;
             }
         }
     }
@@ -467,9 +496,12 @@ pub(super) fn route_layered(
     };
     let (layer, seq, media_pt, payload, is_rtx) = match t.pt_table[v.payload_type as usize & 0x7f] {
         PtEntry::Media { .. } => {
-            let Some(layer) = l.layer_of(v) else {
+            let Some((layer, restarted)) = l.layer_of(v) else {
                 return stats.drop(DropReason::UnknownSsrc);
             };
+            if restarted {
+                t.pli_pending = true; // its subscribers wait for a keyframe of the new stream
+            }
             (layer, v.seq, v.payload_type, v.payload(), false)
         }
         PtEntry::Rtx { apt } => {
@@ -564,19 +596,23 @@ pub(super) fn route_layered(
         let missing = &mut l.layers[layer as usize].missing;
         super::note_missing(missing, prev_highest, src_ext, now_ms);
     }
+    // What the layer's receiver reports count: its media, and repairs of its losses.
+    let counts = !is_rtx || repairs_loss;
     if payload.is_empty() {
         // Padding (probing): numbered, so not taken for a loss, and never forwarded.
-        l.layers[layer as usize]
-            .reception
-            .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
+        if counts {
+            l.layers[layer as usize].reception.on_padding(src_ext);
+        }
         t.stats.padding_only += 1;
         return stats.drop(DropReason::PaddingOnly);
     }
     // Nobody receives or waits for this layer: nothing more to do (but it arrived).
     if !wanted {
-        l.layers[layer as usize]
-            .reception
-            .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
+        if counts {
+            l.layers[layer as usize]
+                .reception
+                .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
+        }
         return;
     }
     let abs_send_time: Option<[u8; 3]> = v
@@ -599,9 +635,16 @@ pub(super) fn route_layered(
             t.stats.duplicates += 1;
             return stats.drop(DropReason::Duplicate);
         }
-        Insert::TooOld => return stats.drop(DropReason::TooOld),
+        Insert::TooOld => {
+            if counts {
+                // Too late to forward, but it arrived: not a loss in the reports.
+                li.reception
+                    .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
+            }
+            return stats.drop(DropReason::TooOld);
+        }
     }
-    if !is_rtx || repairs_loss {
+    if counts {
         li.reception
             .on_packet(src_ext, v.timestamp, now_ms, clock_rate);
     }
