@@ -21,6 +21,7 @@ import pytest
 from playwright.async_api import Page
 
 from mediasrv.auth import Identity
+from mediasrv.rooms import RoomOptions
 from tests.conftest import start_server
 
 from . import netns
@@ -82,7 +83,7 @@ async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
         if long_outage:
             await eventually(lambda: asyncio.sleep(0, "pat-out" not in room.participants),
                              timeout=outage_s, what="the server gives the patient's connections up")
-            # Consent gave the media up first (the socket's heartbeat would have at ~20 s).
+            # Consent gave the media up first (the socket's idle limit would have at 25 s).
             assert left == [("pat-out", "connection_lost")], left
             assert not await _decoding(clinician), "no video from the patient during the outage"
             notice = await clinician.text_content("#notice")
@@ -136,4 +137,56 @@ async def test_a_removed_patient_does_not_come_back_by_itself(browser, tmp_path)
         for page in (clinician, patient):
             await page.context.close()
     finally:
+        await srv.runner.cleanup()
+
+
+WAITING_SOCKET = """
+([url, token]) => new Promise((resolve) => {
+  // A patient in the waiting room before any camera: the room socket alone, and quiet.
+  window.events = [];
+  const ws = new WebSocket(url);
+  ws.onopen = () => ws.send(JSON.stringify({type: 'join', token}));
+  ws.onmessage = (e) => { const m = JSON.parse(e.data); window.events.push(m.type); if (m.type === 'joined') resolve(); };
+  ws.onclose = (e) => { window.wsClosed = e.code; };
+})
+"""
+
+
+async def test_a_waiting_patient_whose_network_went_away_leaves_the_list(netns_browser, browser_netns, tmp_path):
+    """A quiet Chromium in the waiting room stays (it answers the server's pings by itself); once
+    its network is gone, the clinician's waiting list loses it at the idle limit (`disconnected`),
+    not a minute and a half later."""
+    ping_s, idle_s = 1.0, 3.0
+    srv = await start_server(tmp_path / "data", room_ws_ping_s=ping_s, room_ws_idle_timeout_s=idle_s)
+    try:
+        url = await listen_on(srv, HOST_ADDR)
+        room = srv.rooms.create("waiting", RoomOptions(waiting_room=True))
+        left = []
+        room_leave = room.leave
+
+        async def leave(identity: str, reason: str = "left") -> bool:
+            left.append((identity, reason))
+            return await room_leave(identity, reason)
+        room.leave = leave  # type: ignore[method-assign]  (records who left why; leaves as before)
+
+        page = await (await netns_browser.new_context()).new_page()
+        await page.goto(f"{url}/demo")
+        token = srv.token("pat-wait", "patient", "waiting")
+        ws_url = url.replace("http://", "ws://") + "/rooms/waiting/ws"
+        await asyncio.wait_for(page.evaluate(WAITING_SOCKET, [ws_url, token]), 15)
+        await asyncio.sleep(3 * idle_s)  # nothing said for three idle limits
+        assert "pat-wait" in room.participants and not room.participants["pat-wait"].admitted
+        assert left == [] and await page.evaluate("window.wsClosed === undefined")
+
+        browser_netns._rules("    drop\n")  # the patient's laptop lid closes
+        cut = time.monotonic()
+        await eventually(lambda: asyncio.sleep(0, "pat-wait" not in room.participants), timeout=idle_s + 10,
+                         what="the waiting patient gone from the room")
+        gone_s = time.monotonic() - cut
+        print(f"\nwaiting patient gone {gone_s:.1f} s after its network (idle limit {idle_s:.0f} s, "
+              f"ping every {ping_s:.0f} s of silence)")
+        assert left == [("pat-wait", "disconnected")], left
+        await page.context.close()
+    finally:
+        browser_netns.open()
         await srv.runner.cleanup()
