@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from playwright.async_api import Page
@@ -53,6 +54,18 @@ async def _decoding(page: Page) -> bool:
     return bool(await page.evaluate(VIDEO_FRAMES) > first)
 
 
+def _record_leaves(room: Any) -> list[tuple[str, str]]:
+    """Who leaves the room, and why, in order (they leave as before)."""
+    left: list[tuple[str, str]] = []
+    room_leave = room.leave
+
+    async def leave(identity: str, reason: str = "left") -> bool:
+        left.append((identity, reason))
+        return await room_leave(identity, reason)
+    room.leave = leave
+    return left
+
+
 @pytest.mark.parametrize(("outage_s", "consent_timeout_s"), [(15.0, 5.0), (12.0, 20.0)],
                          ids=["longer_than_consent", "shorter_than_consent"])
 async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
@@ -71,13 +84,7 @@ async def test_a_patient_back_from_an_outage_is_in_the_visit_again(
         for page in (clinician, patient):
             await eventually(lambda p=page: _decoding(p), timeout=40, what="video decoded")
         room = srv.rooms.get("outage")
-        left = []
-        room_leave = room.leave
-
-        async def leave(identity: str, reason: str = "left") -> bool:
-            left.append((identity, reason))
-            return await room_leave(identity, reason)
-        room.leave = leave  # type: ignore[method-assign]  (records who left why; leaves as before)
+        left = _record_leaves(room)
 
         browser_netns._rules("    drop\n")  # nothing leaves the patient's machine
         if long_outage:
@@ -161,13 +168,7 @@ async def test_a_waiting_patient_whose_network_went_away_leaves_the_list(netns_b
     try:
         url = await listen_on(srv, HOST_ADDR)
         room = srv.rooms.create("waiting", RoomOptions(waiting_room=True))
-        left = []
-        room_leave = room.leave
-
-        async def leave(identity: str, reason: str = "left") -> bool:
-            left.append((identity, reason))
-            return await room_leave(identity, reason)
-        room.leave = leave  # type: ignore[method-assign]  (records who left why; leaves as before)
+        left = _record_leaves(room)
 
         page = await (await netns_browser.new_context()).new_page()
         await page.goto(f"{url}/demo")
