@@ -27,6 +27,7 @@ import aiortc
 import aiortc.rate
 import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
+import aiortc.sdp
 import mediasrv_native
 import OpenSSL.SSL
 import pytest
@@ -37,6 +38,7 @@ from aiortc.rtp import RtcpPsfbPacket, RtpPacket
 
 from mediasrv.media import aiortc_glue
 from mediasrv.media.aiortc_glue import SrtpKeys, split_srtp_keying_material
+from mediasrv.media.sdp import check_offer_text
 
 VERSIONS = f"installed aiortc {aiortc.__version__}, aioice {aioice.__version__}"
 
@@ -232,6 +234,10 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      lambda o: _calls(RTCDtlsTransport, "self.__local_certificate._create_ssl_context(")
      and _dtls(o.pc)._ssl is None
      and callable(_dtls(o.pc)._RTCDtlsTransport__local_certificate._create_ssl_context)),
+    ("reuse_offer_parses", "RTCPeerConnection.setRemoteDescription parses the text with "
+     "`sdp.SessionDescription.parse(` (`sdp` a global of aiortc.rtcpeerconnection) and then may change it",
+     lambda o: "sdp.SessionDescription.parse(" in inspect.getsource(RTCPeerConnection.setRemoteDescription)
+     and _looks_up_global(RTCPeerConnection.setRemoteDescription, "sdp")),
 ]
 
 
@@ -656,3 +662,29 @@ async def test_a_peer_connection_made_with_a_certificate_generates_none() -> Non
     finally:
         await pc.close()
         await other.close()
+
+
+async def test_a_checked_offer_is_parsed_once_on_its_way_into_aiortc(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = RTCPeerConnection()
+    client.addTransceiver("video", direction="sendonly")
+    await client.setLocalDescription(await client.createOffer())
+    offer = client.localDescription.sdp
+    parses: list[str] = []
+    real = aiortc.sdp.SessionDescription.parse
+    monkeypatch.setattr(aiortc.sdp.SessionDescription, "parse", lambda text: parses.append(text) or real(text))
+    servers = [RTCPeerConnection(), RTCPeerConnection()]
+    try:
+        for _ in range(3):  # where it arrives, in its room, before aiortc: as WHIP checks an offer
+            check_offer_text(offer)
+        await servers[0].setRemoteDescription(aiortc.RTCSessionDescription(offer, "offer"))
+        assert parses == [offer], "aiortc took the checks' parse"
+        await servers[0].setLocalDescription(await servers[0].createAnswer())
+        assert len(parses) == 2 and parses[1] != offer  # its own answer: parsed as always
+        ufrag = re.search(r"a=ice-ufrag:(\S+)", offer)
+        assert ufrag and f"a=ice-ufrag:{ufrag.group(1)}" in servers[0].remoteDescription.sdp
+        # Given away, not shared: the same text again (a retried offer) is parsed anew for aiortc.
+        await servers[1].setRemoteDescription(aiortc.RTCSessionDescription(offer, "offer"))
+        assert parses.count(offer) == 2
+    finally:
+        for pc in (client, *servers):
+            await pc.close()

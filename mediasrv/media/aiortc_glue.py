@@ -23,6 +23,7 @@ import contextlib
 import contextvars
 import queue
 import threading
+import types
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ import aiortc.jitterbuffer
 import aiortc.rate
 import aiortc.rtcpeerconnection
 import aiortc.rtcrtpreceiver
+import aiortc.sdp
 import mediasrv_native
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 from aiortc import (
@@ -534,6 +536,36 @@ class _CertificateSource:
 
 
 aiortc.rtcpeerconnection.RTCCertificate = _CertificateSource  # type: ignore[misc, assignment]
+
+
+def _no_parse_made(text: str) -> aiortc.sdp.SessionDescription | None:
+    return None
+
+
+# Where aiortc's peer connections get a parse made already (`reuse_offer_parses`).
+_take_parsed: Callable[[str], aiortc.sdp.SessionDescription | None] = _no_parse_made
+
+
+def reuse_offer_parses(take: Callable[[str], aiortc.sdp.SessionDescription | None]) -> None:
+    """Lets `setRemoteDescription` use a parse of the same text made before (`take` gives it away,
+    or None to parse as usual): every remote offer is parsed by our checks first."""
+    global _take_parsed
+    _take_parsed = take
+
+
+class _OfferParsedOnce(aiortc.sdp.SessionDescription):
+    """What aiortc's rtcpeerconnection module calls `sdp.SessionDescription`: its `parse` (in
+    `setRemoteDescription` and `setLocalDescription`) takes a parse made already, if any."""
+
+    @classmethod
+    def parse(cls, sdp: str) -> aiortc.sdp.SessionDescription:
+        return _take_parsed(sdp) or aiortc.sdp.SessionDescription.parse(sdp)
+
+
+_sdp_for_peer_connections = types.ModuleType(aiortc.sdp.__name__)
+_sdp_for_peer_connections.__dict__.update(vars(aiortc.sdp))
+_sdp_for_peer_connections.SessionDescription = _OfferParsedOnce  # type: ignore[attr-defined]
+aiortc.rtcpeerconnection.sdp = _sdp_for_peer_connections
 
 
 def peer_connection_with(cert: RTCCertificate, configuration: RTCConfiguration) -> RTCPeerConnection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from aiortc import RTCRtpCodecParameters, RTCRtpTransceiver, codecs
@@ -47,22 +48,36 @@ class SdpError(MediasrvError, ValueError):
         super().__init__("invalid_sdp", message, 400)
 
 
-# The last SDP text that passed `check_offer_text`, with its parse: a WHIP offer is checked where it
+# SDP texts that passed `check_offer_text` lately, with their parse: a WHIP offer is checked where it
 # arrives, again before its room makes a peer connection and again before aiortc sees it, and each
-# check is a full parse (~7 % of the event loop's CPU per connection at a 50-visit ramp).
-_last_checked: tuple[str, SessionDescription] | None = None
+# check is a full parse (0.1 ms for a small offer, ~1 ms for Chromium's simulcast one). More than
+# one: during a ramp other connections' checks come between one offer's (one entry missed then).
+_ACCEPTED: OrderedDict[str, SessionDescription] = OrderedDict()
+_ACCEPTED_MAX = 32
 
 
 def check_offer_text(text: str) -> SessionDescription:
-    """Parse an SDP offer strictly enough to give a precise error before aiortc sees it. The text
-    last accepted is not parsed again (the checks depend on the text alone); a refused text is
-    checked, and refused, every time."""
-    global _last_checked
-    if _last_checked is not None and _last_checked[0] == text:
-        return _last_checked[1]
+    """Parse an SDP offer strictly enough to give a precise error before aiortc sees it. A text
+    accepted lately is not parsed again (the checks depend on the text alone); a refused text is
+    checked, and refused, every time. The parse returned is shared: read it, never change it."""
+    desc = _ACCEPTED.get(text)
+    if desc is not None:
+        _ACCEPTED.move_to_end(text)
+        return desc
     desc = _check_offer_text(text)
-    _last_checked = (text, desc)
+    _ACCEPTED[text] = desc
+    if len(_ACCEPTED) > _ACCEPTED_MAX:
+        _ACCEPTED.popitem(last=False)
     return desc
+
+
+def take_parsed(text: str) -> SessionDescription | None:
+    """The parse of a text `check_offer_text` accepted lately, given away (no longer shared, so
+    the taker may change it: aiortc's `setRemoteDescription` does); None when there is none."""
+    return _ACCEPTED.pop(text, None)
+
+
+aiortc_glue.reuse_offer_parses(take_parsed)
 
 
 def _check_offer_text(text: str) -> SessionDescription:
