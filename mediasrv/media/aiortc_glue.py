@@ -8,7 +8,8 @@ receiver's decoder thread left unstarted, senders and receivers without their pe
 while the server negotiates, video receivers without a bitrate estimator: a name replaced in
 aiortc's receiver module), and DTLS connections sharing one certificate and OpenSSL context, their
 buffers freed while idle (the server's connections never generate their own: a name replaced in
-aiortc's peer-connection module).
+aiortc's peer-connection module), and remote descriptions that take the parse our checks made of
+the same text (the module's `sdp` name replaced there too).
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
