@@ -163,7 +163,7 @@ async def test_a_waiting_patient_whose_network_went_away_leaves_the_list(netns_b
     """A quiet Chromium in the waiting room stays (it answers the server's pings by itself); once
     its network is gone, the clinician's waiting list loses it at the idle limit (`disconnected`),
     not a minute and a half later."""
-    ping_s, idle_s = 1.0, 3.0
+    ping_s, idle_s = 1.0, 4.0
     srv = await start_server(tmp_path / "data", room_ws_ping_s=ping_s, room_ws_idle_timeout_s=idle_s)
     try:
         url = await listen_on(srv, HOST_ADDR)
@@ -175,7 +175,7 @@ async def test_a_waiting_patient_whose_network_went_away_leaves_the_list(netns_b
         token = srv.token("pat-wait", "patient", "waiting")
         ws_url = url.replace("http://", "ws://") + "/rooms/waiting/ws"
         await asyncio.wait_for(page.evaluate(WAITING_SOCKET, [ws_url, token]), 15)
-        await asyncio.sleep(3 * idle_s)  # nothing said for three idle limits
+        await asyncio.sleep(2 * idle_s)  # nothing said for two idle limits (eight pings answered)
         assert "pat-wait" in room.participants and not room.participants["pat-wait"].admitted
         assert left == [] and await page.evaluate("window.wsClosed === undefined")
 
