@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import errno
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -34,8 +36,18 @@ class Server:
     host: str = "127.0.0.1"
 
     async def start(self) -> None:
-        self.server = TestServer(create_app(self.settings), host=self.host, port=self.port or 0)
-        await self.server.start_server()
+        for attempt in range(5):
+            self.server = TestServer(create_app(self.settings), host=self.host, port=self.port or 0)
+            try:
+                await self.server.start_server()
+                break
+            except OSError as exc:
+                # A restart binds the port it had; in the moment it was free, another socket (an
+                # ephemeral one of the new app's, or of another test) may have taken it. Bounded.
+                await self.server.close()
+                if exc.errno != errno.EADDRINUSE or self.port is None or attempt == 4:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
         self.port = self.server.port
         self.session = aiohttp.ClientSession(base_url=self.url)
 
