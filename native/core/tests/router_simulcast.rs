@@ -988,3 +988,46 @@ fn a_layer_restarted_under_a_new_ssrc_goes_on_seamlessly() {
         "the old SSRC is no longer reported"
     );
 }
+
+#[test]
+fn a_repair_from_a_restarted_layers_old_stream_is_not_forwarded() {
+    let mut s = Sim::new();
+    assert_eq!(last_layer(&s.run(40)), 2);
+    // The old stream's RTX SSRC is known (a repair came on it, naming its layer).
+    let sent = frame(2, &mut s.layers[2]);
+    for p in &sent {
+        s.send(p);
+    }
+    s.send(&Sim::rtx(2, &sent[0], 500));
+    // A packet of the old stream, kept to be "repaired" late.
+    let old = frame(2, &mut s.layers[2]).remove(0);
+    let old_seq = RtpView::parse(&old).unwrap().seq;
+    // The layer restarts under a new SSRC whose numbers soon pass the old packet's, and loses its
+    // own packet of that number: NACKed, awaited.
+    s.renamed[2] = Some(0x5000);
+    s.layers[2].seq = old_seq.wrapping_sub(20);
+    s.lose.push((2, old_seq));
+    s.nacks.clear();
+    for _ in 0..30 {
+        if s.nacks
+            .iter()
+            .any(|(ssrc, q)| *ssrc == 0x5000 && q.contains(&old_seq))
+        {
+            break;
+        }
+        s.run(1);
+    }
+    assert!(
+        s.nacks.iter().any(|(ssrc, _)| *ssrc == 0x5000),
+        "the new stream's loss is NACKed"
+    );
+    assert_eq!(
+        s.got.last().map(|g| g.0),
+        Some(2),
+        "the subscriber is on the new stream"
+    );
+    // A late retransmission of the old stream (its RTX SSRC, no extensions) is no repair of the
+    // new one's loss (another frame's payload): nothing reaches the subscriber.
+    let rtx = Sim::rtx_pkt(2, &old, 777).bytes();
+    assert_eq!(s.send(&rtx), 0);
+}

@@ -190,7 +190,7 @@ impl Layered {
     /// The layer of a media packet: by its SSRC once known, else its RID (which binds the SSRC).
     /// A RID on a new SSRC is a new stream on its layer (the publisher restarted it): the layer's
     /// input starts over (numbering, cache, losses, reports; true in the second field) and the old
-    /// SSRC is forgotten.
+    /// SSRC and its RTX SSRC are forgotten.
     fn layer_of(&mut self, v: &RtpView<'_>) -> Option<(u8, bool)> {
         if let Some(&(_, l)) = self.ssrc_layer.iter().find(|(s, _)| *s == v.ssrc) {
             return Some((l, false));
@@ -205,6 +205,10 @@ impl Layered {
         let li = &mut self.layers[layer as usize];
         let restarted = li.ssrc.is_some();
         if restarted {
+            // The old stream's RTX too: a late repair from it would fill the new stream's loss
+            // with another frame's payload. The new RTX stream binds by its repaired-RID.
+            self.rtx_ssrc_layer.retain(|(_, l)| *l != layer);
+            li.rtx_ssrc = None;
             li.seq = SeqUnwrapper::new();
             li.cache = li.cache.emptied();
             li.missing.clear();
