@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 
 from mediasrv import __version__
@@ -40,8 +41,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for note in prepare_data_dir(settings):
         print(f"mediasrv: {note}", flush=True)
+    try:
+        # Bound before the app starts: its media plane opens an ephemeral ICE-TCP listener on the
+        # same address at startup, and the kernel could hand that listener the HTTP port.
+        http_sockets = listen_http(settings.host, settings.port)
+    except OSError as exc:
+        print(f"mediasrv: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
     app = create_app(settings)
-    base = f"http://{settings.host}:{settings.port}"
+    port = http_sockets[0].getsockname()[1]
+    base = f"http://{settings.host}:{port}"
     print(
         f"mediasrv {__version__} listening on {base} (data in {settings.data_dir})\n"
         f"  media addresses: {', '.join(settings.announced_addresses)}\n"
@@ -74,8 +83,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app.on_startup.append(drain_on_sigterm)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    web.run_app(app, host=settings.host, port=settings.port, print=None, access_log=None)
+    web.run_app(app, sock=http_sockets, print=None, access_log=None)
     return 0
+
+
+def listen_http(host: str, port: int) -> list[socket.socket]:
+    """Listening TCP sockets for every address `host` resolves to (as aiohttp would bind them)."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    addresses = list(dict.fromkeys((family, addr[:2]) for family, _, _, _, addr in infos))
+    sockets: list[socket.socket] = []
+    try:
+        for family, addr in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            # Port 0: the first socket's free port is used for the other addresses too.
+            sock.bind((addr[0], port or sockets[0].getsockname()[1]) if sock is not sockets[0] else addr)
+            sock.listen(128)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 def cmd_token(args: argparse.Namespace) -> int:

@@ -332,6 +332,10 @@ def load_settings(
             if not getattr(settings, name):
                 raise ConfigError(f"setting '{name}' must be set for a cluster node listening on all "
                                   f"addresses (host {settings.host!r})")
+    if settings.redis_url and settings.port == 0:
+        for name in ("node_id", "node_url"):  # the defaults would name port 0, not the one picked
+            if not getattr(settings, name):
+                raise ConfigError(f"setting '{name}' must be set for a cluster node on port 0")
     return settings
 
 

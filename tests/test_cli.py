@@ -72,3 +72,40 @@ def test_serve_starts_with_zero_config_and_says_where_it_listens(tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
+
+
+def test_serve_on_port_zero_listens_on_a_free_port_and_says_which(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "mediasrv", "serve", "--port", "0"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        text = ""
+        for _ in range(10):  # the data-dir notes come first
+            text += proc.stdout.readline()
+            if "listening on" in text:
+                break
+        assert "listening on http://127.0.0.1:" in text, text
+        port = int(text.split("listening on http://127.0.0.1:")[1].split()[0])
+        assert port != 0
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("server never answered /healthz on the port it printed")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_serve_on_a_port_in_use_says_so_and_exits(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "mediasrv", "serve", "--port", str(port)],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr, out.stderr

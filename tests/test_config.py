@@ -63,6 +63,14 @@ def test_cluster_node_on_a_wildcard_address_needs_its_id_and_url(host):
     assert load_settings(env={}, host=host).redis_url == ""  # not in a cluster: nothing needed
 
 
+def test_cluster_node_on_port_zero_needs_its_id_and_url():
+    """Port 0 is picked at start: a node id or URL derived from it would say port 0."""
+    env = {"MEDIASRV_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    with pytest.raises(ConfigError, match="node_url.*port 0"):
+        load_settings(env={**env, "MEDIASRV_NODE_ID": "a"}, port=0)
+    assert load_settings(env={}, port=0).port == 0  # a single server may pick its port
+
+
 def test_one_media_port_for_all_workers_may_be_the_last_port(tmp_path):
     cfg = tmp_path / "m.toml"
     cfg.write_text("media_udp_port = 65535\nmedia_workers = 2\nmedia_port_per_worker = false\n")
