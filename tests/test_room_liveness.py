@@ -5,6 +5,7 @@ answers pings stays however quiet it is; a participant with media up gets ICE co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from types import SimpleNamespace
 from typing import Any
 
@@ -152,6 +153,57 @@ async def test_a_socket_that_takes_nothing_does_not_hold_up_the_room(tmp_path):
             await s.close()
         await asyncio.wait([reader], timeout=5)
     finally:
+        await srv.runner.cleanup()
+
+
+async def test_a_stalled_socket_delays_only_its_own_copy_of_an_event(tmp_path, monkeypatch):
+    """A room event goes to everyone at once: a participant whose socket takes nothing holds up
+    no one else's copy, even when it comes before them in the room."""
+    from mediasrv.api import room_protocol
+
+    # The stalled patient is not cut during the test: only the others' delivery is under test.
+    monkeypatch.setattr(room_protocol, "CLOSE_WAIT_S", 60.0)
+    srv = await start_server(tmp_path / "data", room_ws_messages_per_s=0, room_ws_ping_s=120,
+                             room_ws_idle_timeout_s=240)
+    sessions = []
+    try:
+        s1, clinician = await _join(srv, "dr", "clinician")
+        s2, _patient = await _join(srv, "pat", "patient")  # joined before the interpreter: sent to first
+        s3, interpreter = await _join(srv, "int", "interpreter")
+        sessions = [s1, s2, s3]
+        heard: dict[str, asyncio.Queue[Any]] = {"dr": asyncio.Queue(), "int": asyncio.Queue()}
+        readers = [asyncio.create_task(_read_into(ws, heard[who]))
+                   for who, ws in (("dr", clinician), ("int", interpreter))]
+        # Chat until the patient's buffers are full: the server's handling of the clinician's
+        # messages then waits on that send, and no further chat comes back to the clinician.
+        last_echo = -1
+        for i in range(3000):  # at most 12 MB; a stalled socket's buffers hold far less
+            await clinician.send_json({"type": "chat", "text": f"{i:06d}" + "x" * 3994})
+            while not heard["dr"].empty():
+                if (ev := heard["dr"].get_nowait()).get("type") == "chat":
+                    last_echo = int(ev["text"][:6])
+            if i - last_echo > 200:
+                break
+            if i % 20 == 19:
+                await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the patient's socket never filled")
+        with contextlib.suppress(TimeoutError):
+            while True:  # the clinician's last echoes
+                if (ev := await asyncio.wait_for(heard["dr"].get(), 1)).get("type") == "chat":
+                    last_echo = int(ev["text"][:6])
+        # The interpreter has every chat the clinician got back, though the patient has not.
+        got = -1
+        async with asyncio.timeout(10):  # far below the 60 s the patient's copy may wait
+            while got < last_echo:
+                if (ev := await heard["int"].get()).get("type") == "chat":
+                    got = int(ev["text"][:6])
+        assert "pat" in srv.rooms.get("live").participants  # not cut: it was only slow
+        for r in readers:
+            r.cancel()
+    finally:
+        for s in sessions:
+            await s.close()
         await srv.runner.cleanup()
 
 
