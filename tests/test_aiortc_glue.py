@@ -238,6 +238,11 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      "`sdp.SessionDescription.parse(` (`sdp` a global of aiortc.rtcpeerconnection) and then may change it",
      lambda o: "sdp.SessionDescription.parse(" in inspect.getsource(RTCPeerConnection.setRemoteDescription)
      and _looks_up_global(RTCPeerConnection.setRemoteDescription, "sdp")),
+    ("remote_description", "RTCPeerConnection.remoteDescription wraps self.__remoteDescription(), the "
+     "parsed description (None before setRemoteDescription)",
+     lambda o: "wrap_session_description(self.__remoteDescription())"
+     in inspect.getsource(RTCPeerConnection.remoteDescription.fget)
+     and o.pc._RTCPeerConnection__remoteDescription() is None),
 ]
 
 
@@ -474,6 +479,10 @@ async def test_connections_share_one_certificate_and_context(loopback_ice: None)
         await asyncio.wait_for(_wait_connected(*pcs), 20)
         a, b = (_dtls(pc) for pc in answerers)
         assert a.getLocalParameters().fingerprints == b.getLocalParameters().fingerprints
+        # The fingerprints the certificate gives (made once) are its own: the offerers checked them.
+        assert [(f.algorithm, f.value) for f in cert.getFingerprints()] == [
+            (algorithm, aiortc.rtcdtlstransport.certificate_digest(cert._cert, algorithm))
+            for algorithm in aiortc.rtcdtlstransport.X509_DIGEST_ALGORITHMS]
         assert a._ssl.get_context() is b._ssl.get_context()
         ctx = a._ssl.get_context()._context
         assert lib.SSL_CTX_get_session_cache_mode(ctx) == OpenSSL.SSL.SESS_CACHE_OFF

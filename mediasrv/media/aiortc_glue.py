@@ -9,7 +9,7 @@ while the server negotiates, video receivers without a bitrate estimator: a name
 aiortc's receiver module), and DTLS connections sharing one certificate and OpenSSL context, their
 buffers freed while idle (the server's connections never generate their own: a name replaced in
 aiortc's peer-connection module), and remote descriptions that take the parse our checks made of
-the same text (the module's `sdp` name replaced there too).
+the same text (the module's `sdp` name replaced there too), read without a round trip through text.
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
@@ -502,6 +502,10 @@ def shared_certificate() -> RTCCertificate:
     builds a fresh `SSL.Context` with the certificate and key each time; the instance's is wrapped."""
     cert = RTCCertificate.generateCertificate()
     cert._create_ssl_context = _SharedContexts(cert._create_ssl_context)  # type: ignore[method-assign]
+    # Every answer and DTLS transport asks for the fingerprints, which aiortc hashes anew each time
+    # (three digests of the certificate, ~0.5 ms per connection); the certificate never changes.
+    fingerprints = tuple(cert.getFingerprints())
+    cert.getFingerprints = lambda: list(fingerprints)  # type: ignore[method-assign]
     return cert
 
 
@@ -678,3 +682,11 @@ def idle_receiver(receiver: RTCRtpReceiver, rtcp_loop: bool = False) -> bool:
         _skip_task(receiver, "RTCRtpReceiver", "_run_rtcp", ("rtcp_started", "rtcp_exited"))
     return True
 
+
+def remote_description(pc: RTCPeerConnection) -> aiortc.sdp.SessionDescription | None:
+    """The remote description as the connection keeps it, parsed (read it, never change it).
+    `pc.remoteDescription` serializes it to a text, which the caller would then parse again.
+
+    `RTCPeerConnection.__remoteDescription()` returns the pending or current description that
+    `setRemoteDescription` parsed; the public property wraps `str()` of it."""
+    return pc._RTCPeerConnection__remoteDescription()  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ from aiortc import (
 )
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport
+from aiortc.sdp import SessionDescription
 
 from mediasrv.clock import now_ms
 from mediasrv.config import Settings
@@ -161,6 +162,10 @@ class PeerTransport:
         except Exception as exc:
             raise SdpError(f"answer rejected: {exc.__class__.__name__}: {exc}") from None
         self._install_hooks()
+
+    def remote_description(self) -> SessionDescription | None:
+        """The remote description, parsed (read it, never change it)."""
+        return aiortc_glue.remote_description(self.pc)
 
     def _local_sdp(self) -> str:
         desc = self.pc.localDescription

@@ -73,7 +73,9 @@ class Publications:
             check_offer_text(offer_sdp)
         transport = self._publisher(p)
         answer = await transport.accept_offer(offer_sdp)
-        remote = media_by_mid(SessionDescription.parse(transport.pc.remoteDescription.sdp))
+        remote_desc = transport.remote_description()
+        assert remote_desc is not None  # accept_offer set it
+        remote = media_by_mid(remote_desc)
         local = SessionDescription.parse(answer)
         if not p.publisher_registered:
             room.router.add_publisher(transport.handle, rtcp_ssrc(transport.handle),

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from aiortc.sdp import SessionDescription
-
 from mediasrv.media import aiortc_glue
 from mediasrv.media.peer_transport import ForwardedTrack, PeerTransport
 from mediasrv.media.sdp import codec_tuples, extension_ids
@@ -52,10 +50,10 @@ class Subscriptions:
     def activate(self, sub: Subscription) -> None:
         if sub.active or sub.transceiver.mid is None or not sub.transport.connected:
             return
-        remote = sub.transport.pc.remoteDescription
+        remote = sub.transport.remote_description()
         if remote is None:
             return
-        media = SessionDescription.parse(remote.sdp).media
+        media = remote.media
         sender = sub.transceiver.sender
         self.room.router.add_subscription(sub.id, sub.track.id, sub.transport.handle,
                                           aiortc_glue.sender_ssrc(sender), codec_tuples(sub.transceiver),
