@@ -238,6 +238,14 @@ PINS: list[tuple[str, str, Callable[[Objects], bool]]] = [
      "`sdp.SessionDescription.parse(` (`sdp` a global of aiortc.rtcpeerconnection) and then may change it",
      lambda o: "sdp.SessionDescription.parse(" in inspect.getsource(RTCPeerConnection.setRemoteDescription)
      and _looks_up_global(RTCPeerConnection.setRemoteDescription, "sdp")),
+    ("reuse_offer_parses", "createOffer/createAnswer build `sdp.SessionDescription()` and return "
+     "wrap_session_description(description), which str()s it; setLocalDescription parses the text and "
+     "sets `type` itself",
+     lambda o: all("description = sdp.SessionDescription()" in inspect.getsource(f)
+                   and "return wrap_session_description(description)" in inspect.getsource(f)
+                   for f in (RTCPeerConnection.createOffer, RTCPeerConnection.createAnswer))
+     and "str(session_description)" in inspect.getsource(aiortc.rtcpeerconnection.wrap_session_description)
+     and "description.type = sessionDescription.type" in inspect.getsource(RTCPeerConnection.setLocalDescription)),
     ("remote_description", "RTCPeerConnection.remoteDescription wraps self.__remoteDescription(), the "
      "parsed description (None before setRemoteDescription)",
      lambda o: "wrap_session_description(self.__remoteDescription())"
@@ -687,13 +695,23 @@ async def test_a_checked_offer_is_parsed_once_on_its_way_into_aiortc(monkeypatch
             check_offer_text(offer)
         await servers[0].setRemoteDescription(aiortc.RTCSessionDescription(offer, "offer"))
         assert parses == [offer], "aiortc took the checks' parse"
-        await servers[0].setLocalDescription(await servers[0].createAnswer())
-        assert len(parses) == 2 and parses[1] != offer  # its own answer: parsed as always
+        answer = await servers[0].createAnswer()
+        await servers[0].setLocalDescription(answer)
+        assert parses == [offer], "its own answer, as createAnswer made it, is not parsed back"
+        local = servers[0].localDescription
+        assert local.type == "answer"
+        for line in ("a=ice-ufrag:", "a=fingerprint:sha-256", "a=mid:0", "a=recvonly"):
+            found = [x for x in answer.sdp.splitlines() if x.startswith(line)]
+            assert found and found[0] in local.sdp.splitlines(), line
         ufrag = re.search(r"a=ice-ufrag:(\S+)", offer)
         assert ufrag and f"a=ice-ufrag:{ufrag.group(1)}" in servers[0].remoteDescription.sdp
         # Given away, not shared: the same text again (a retried offer) is parsed anew for aiortc.
         await servers[1].setRemoteDescription(aiortc.RTCSessionDescription(offer, "offer"))
         assert parses.count(offer) == 2
+        # An answer changed before it is set (munged) is the text given, parsed.
+        munged = (await servers[1].createAnswer()).sdp.replace("a=recvonly", "a=inactive")
+        await servers[1].setLocalDescription(aiortc.RTCSessionDescription(munged, "answer"))
+        assert parses[-1] == munged and "a=inactive" in servers[1].localDescription.sdp
     finally:
         for pc in (client, *servers):
             await pc.close()

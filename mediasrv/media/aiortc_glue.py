@@ -9,7 +9,8 @@ while the server negotiates, video receivers without a bitrate estimator: a name
 aiortc's receiver module), and DTLS connections sharing one certificate and OpenSSL context, their
 buffers freed while idle (the server's connections never generate their own: a name replaced in
 aiortc's peer-connection module), and remote descriptions that take the parse our checks made of
-the same text (the module's `sdp` name replaced there too), read without a round trip through text.
+the same text, and local descriptions that take the object createOffer/createAnswer made of it (the
+module's `sdp` name replaced there too), read without a round trip through text.
 Nothing else in mediasrv touches an underscore attribute of theirs.
 
 Each function names what it does and, in its docstring, the library behaviour it relies on (checked
@@ -25,6 +26,7 @@ import contextvars
 import queue
 import threading
 import types
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -558,13 +560,33 @@ def reuse_offer_parses(take: Callable[[str], aiortc.sdp.SessionDescription | Non
     _take_parsed = take
 
 
+# Descriptions `createOffer`/`createAnswer` made lately, by the text they gave out: the
+# `setLocalDescription` of that same text takes the object instead of parsing the text back.
+_MADE: OrderedDict[str, aiortc.sdp.SessionDescription] = OrderedDict()
+_MADE_MAX = 8
+
+
 class _OfferParsedOnce(aiortc.sdp.SessionDescription):
     """What aiortc's rtcpeerconnection module calls `sdp.SessionDescription`: its `parse` (in
-    `setRemoteDescription` and `setLocalDescription`) takes a parse made already, if any."""
+    `setRemoteDescription` and `setLocalDescription`) takes a parse made already, if any. Instances
+    are the descriptions `createOffer`/`createAnswer` build; the first `str()` of one (theirs, in
+    `wrap_session_description`) remembers it under its text, which parses back to the same
+    description but for `type`, which `setLocalDescription` sets itself."""
+
+    _given_out = False
 
     @classmethod
     def parse(cls, sdp: str) -> aiortc.sdp.SessionDescription:
-        return _take_parsed(sdp) or aiortc.sdp.SessionDescription.parse(sdp)
+        return _take_parsed(sdp) or _MADE.pop(sdp, None) or aiortc.sdp.SessionDescription.parse(sdp)
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if not self._given_out:
+            self._given_out = True
+            _MADE[text] = self
+            if len(_MADE) > _MADE_MAX:
+                _MADE.popitem(last=False)
+        return text
 
 
 _sdp_for_peer_connections = types.ModuleType(aiortc.sdp.__name__)
