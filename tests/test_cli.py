@@ -42,6 +42,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _wait_healthy(port: int) -> None:
+    for _ in range(50):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+                assert r.status == 200
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise AssertionError(f"server never answered /healthz on port {port}")
+
+
 def test_serve_starts_with_zero_config_and_says_where_it_listens(tmp_path):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mediasrv", "serve", "--port", str(port)],
@@ -60,15 +71,7 @@ def test_serve_starts_with_zero_config_and_says_where_it_listens(tmp_path):
         while "media (UDP, all peers): 127.0.0.1:" not in text and time.monotonic() < deadline:
             text += proc.stdout.readline()  # printed once the media plane has bound its port
         assert "media (UDP, all peers): 127.0.0.1:" in text, text
-        for _ in range(50):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("server never answered /healthz")
+        _wait_healthy(port)
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
@@ -86,15 +89,7 @@ def test_serve_on_port_zero_listens_on_a_free_port_and_says_which(tmp_path):
         assert "listening on http://127.0.0.1:" in text, text
         port = int(text.split("listening on http://127.0.0.1:")[1].split()[0])
         assert port != 0
-        for _ in range(50):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("server never answered /healthz on the port it printed")
+        _wait_healthy(port)
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=20) == 0
