@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable
 from typing import Any
 
@@ -51,8 +51,11 @@ CLOSE_RECONNECTING = 4100
 # frame to the client (an event, a ping) this long to be taken: a socket that takes nothing for it
 # has a dead network behind a full buffer, and must not hold up the room's events to the others.
 CLOSE_WAIT_S = 3.0
+# Events waiting for one client past which its socket counts as stalled (a room's events come at
+# human pace; thousands waiting mean its network is gone).
+OUTBOX_MAX = 1000
 # Room sockets the server gave up on its own: `silent` (nothing from the client for its idle limit),
-# `stalled` (a frame to it not taken within CLOSE_WAIT_S).
+# `stalled` (a frame to it not taken within CLOSE_WAIT_S, or OUTBOX_MAX events waiting for it).
 SOCKETS_DROPPED: Counter[str] = Counter()
 
 
@@ -92,7 +95,13 @@ class RoomSession:
         self.participant: Participant | None = None
         self.ident: Identity | None = None
         self.lease: Lease | None = None
-        self._send_lock = asyncio.Lock()
+        # Events wait here for the one task that writes them (`_write`), so whoever sends (another
+        # participant's handler, a room broadcast) never waits on this client's network.
+        self._outbox: deque[str] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._flushed = asyncio.Event()
+        self._flushed.set()
+        self._given_up = False  # cut as stalled: nothing more is queued
         # What the others are told when this session ends: "left" once either side closed it on
         # purpose (`leave`, a close frame, the server's close), "disconnected" while its socket
         # just went away (an outage, pings unanswered, a send stalled) or the client closed it saying it
@@ -100,16 +109,56 @@ class RoomSession:
         self.left_reason = "disconnected"
 
     async def send(self, event: dict[str, Any]) -> None:
-        if self.ws.closed:
+        """Queues an event for this client and returns at once; events go out in the order sent."""
+        if self.ws.closed or self._given_up:
             return
-        async with self._send_lock:
-            try:
-                async with asyncio.timeout(CLOSE_WAIT_S):
-                    await self.ws.send_str(dumps(event))
-            except TimeoutError:
-                log.info("room %s: dropping a socket that took no event for %g s", self.room_name, CLOSE_WAIT_S)
-                SOCKETS_DROPPED["stalled"] += 1
-                self.abort()
+        if len(self._outbox) >= OUTBOX_MAX:
+            self._stalled(f"has {OUTBOX_MAX} events waiting")
+            return
+        self._outbox.append(dumps(event))
+        self._flushed.clear()
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name=f"room-ws-writer {self.room_name}")
+
+    async def _write(self) -> None:
+        try:
+            while self._outbox:
+                try:
+                    async with asyncio.timeout(CLOSE_WAIT_S):
+                        await self.ws.send_str(self._outbox[0])
+                except TimeoutError:
+                    self._stalled(f"took no event for {CLOSE_WAIT_S:g} s")
+                    return
+                except Exception:  # the socket is closing or gone: nothing more gets through
+                    log.debug("room %s: writing an event failed", self.room_name, exc_info=True)
+                    return
+                if self._outbox:  # (emptied meanwhile if the socket was given up)
+                    self._outbox.popleft()
+        finally:
+            self._outbox.clear()
+            self._flushed.set()
+
+    def _stalled(self, why: str) -> None:
+        if self._given_up:
+            return
+        self._given_up = True
+        log.info("room %s: dropping a socket that %s", self.room_name, why)
+        SOCKETS_DROPPED["stalled"] += 1
+        self._outbox.clear()
+        self.abort()
+
+    async def flush(self) -> None:
+        """Waits until the queued events are written; a socket that takes longer than CLOSE_WAIT_S
+        for them is given up as stalled."""
+        try:
+            async with asyncio.timeout(CLOSE_WAIT_S):
+                await self._flushed.wait()
+        except TimeoutError:
+            self._stalled(f"took its last events in no {CLOSE_WAIT_S:g} s")
+
+    def stop_writing(self) -> None:
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
 
     def abort(self) -> None:
         """Cuts the connection without a close handshake (its receive loop then ends, and the
@@ -144,8 +193,10 @@ class RoomSession:
         return True
 
     async def close(self, code: int, message: str) -> None:
+        """Closes after the events queued before it (an error or `redirect` that says why)."""
         if code != WSCloseCode.INTERNAL_ERROR:
             self.left_reason = "left"
+        await self.flush()
         await self.ws.close(code=code, message=message.encode()[:120])
 
     def idle_limit_s(self) -> float:
@@ -328,7 +379,9 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
         # the participant's place and closes an emptied ad-hoc room) must run to its end regardless.
         await asyncio.shield(session.leave())
         if not ws.closed:
+            await session.flush()
             await ws.close()
+        session.stop_writing()
     return ws
 
 

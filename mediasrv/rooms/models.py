@@ -16,6 +16,8 @@ from mediasrv.media.sdp import CodecTuple
 
 log = logging.getLogger(__name__)
 SOURCES = ("camera", "microphone", "screen", "screen_audio", "instrument")
+# Where a participant's events go (its room socket): queues the event and returns, never waiting
+# on the client's network (one slow client must not hold up a broadcast to the others).
 EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 # Track ids and router subscription ids (the recorder's sinks are subscriptions too) come from one
 # process-wide allocator, so no two of them are ever equal.

@@ -156,15 +156,12 @@ class Room:
                         waiting_too: bool = False) -> None:
         """Send an event to the admitted participants (or those `only` picks among them); those in
         the waiting room learn nothing of the visit, only that it ends (`waiting_too`).
-        Sent to all at once: a socket that takes nothing for a while (a dead network behind a full
-        buffer) delays only its own copy, not the others'. Each socket gets its events in order
-        (its send lock is taken in the order the sends start)."""
-        sends = [p.send(event) for p in list(self.participants.values())
-                 if p.identity != exclude and (p.admitted or waiting_too) and (only is None or only(p))]
-        if len(sends) == 1:
-            await sends[0]
-        elif sends:
-            await asyncio.gather(*sends)  # Participant.send never raises
+        An event sink queues and returns (`EventSink`), so a participant whose network stalls
+        delays no one else's copy."""
+        for p in list(self.participants.values()):
+            if (p.identity != exclude and (p.admitted or waiting_too)
+                    and (only is None or only(p))):
+                await p.send(event)
 
     # --- what the recording needs (RecordedRoom) --------------------------------------------------
     def new_subscription_id(self) -> int:
