@@ -90,22 +90,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def listen_http(host: str, port: int) -> list[socket.socket]:
     """Listening TCP sockets for every address `host` resolves to (as aiohttp would bind them)."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    addresses = list(dict.fromkeys((family, addr[:2]) for family, _, _, _, addr in infos))
+    addresses = list(dict.fromkeys((family, addr) for family, _, _, _, addr in infos))
     sockets: list[socket.socket] = []
     try:
         for family, addr in addresses:
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError:
+                if len(addresses) > 1:
+                    continue  # a family this kernel lacks (IPv6 disabled): the others serve
+                raise
+            if sockets:  # port 0: the first socket's free port is used for the others too
+                addr = (addr[0], sockets[0].getsockname()[1], *addr[2:])
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            # Port 0: the first socket's free port is used for the other addresses too.
-            sock.bind((addr[0], port or sockets[0].getsockname()[1]) if sock is not sockets[0] else addr)
+            sock.bind(addr)
             sock.listen(128)
     except OSError:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise OSError(f"no address of {host!r} can be listened on")
     return sockets
 
 

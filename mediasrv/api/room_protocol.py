@@ -54,6 +54,8 @@ CLOSE_WAIT_S = 3.0
 # Events waiting for one client past which its socket counts as stalled (a room's events come at
 # human pace; thousands waiting mean its network is gone).
 OUTBOX_MAX = 1000
+# The longest a close waits for the client to take the events queued before it.
+FLUSH_MAX_S = 3 * CLOSE_WAIT_S
 # Room sockets the server gave up on its own: `silent` (nothing from the client for its idle limit),
 # `stalled` (a frame to it not taken within CLOSE_WAIT_S, or OUTBOX_MAX events waiting for it).
 SOCKETS_DROPPED: Counter[str] = Counter()
@@ -101,7 +103,7 @@ class RoomSession:
         self._writer: asyncio.Task[None] | None = None
         self._flushed = asyncio.Event()
         self._flushed.set()
-        self._given_up = False  # cut as stalled: nothing more is queued
+        self._given_up = False  # cut, stalled or closing: nothing more is queued
         # What the others are told when this session ends: "left" once either side closed it on
         # purpose (`leave`, a close frame, the server's close), "disconnected" while its socket
         # just went away (an outage, pings unanswered, a send stalled) or the client closed it saying it
@@ -131,6 +133,7 @@ class RoomSession:
                     return
                 except Exception:  # the socket is closing or gone: nothing more gets through
                     log.debug("room %s: writing an event failed", self.room_name, exc_info=True)
+                    self._given_up = True
                     return
                 if self._outbox:  # (emptied meanwhile if the socket was given up)
                     self._outbox.popleft()
@@ -139,6 +142,7 @@ class RoomSession:
             self._flushed.set()
 
     def _stalled(self, why: str) -> None:
+        """Cuts a socket that takes nothing (counted once, whichever frame found it)."""
         if self._given_up:
             return
         self._given_up = True
@@ -148,13 +152,14 @@ class RoomSession:
         self.abort()
 
     async def flush(self) -> None:
-        """Waits until the queued events are written; a socket that takes longer than CLOSE_WAIT_S
-        for them is given up as stalled."""
+        """Takes no more events and waits until the queued ones are written (each frame has
+        CLOSE_WAIT_S, see `_write`); a client still taking them after FLUSH_MAX_S has the rest dropped."""
+        self._given_up = True
         try:
-            async with asyncio.timeout(CLOSE_WAIT_S):
+            async with asyncio.timeout(FLUSH_MAX_S):
                 await self._flushed.wait()
         except TimeoutError:
-            self._stalled(f"took its last events in no {CLOSE_WAIT_S:g} s")
+            self.stop_writing()
 
     def stop_writing(self) -> None:
         if self._writer is not None and not self._writer.done():
@@ -171,6 +176,8 @@ class RoomSession:
         told at once, then the socket is closed without waiting long on a peer that is gone."""
         SOCKETS_DROPPED["silent"] += 1
         self.left_reason = "disconnected"  # its network went away, not the client
+        self._given_up = True  # its events go nowhere now: not written, and not counted as stalled
+        self.stop_writing()
         await asyncio.shield(self.leave())
         try:
             async with asyncio.timeout(CLOSE_WAIT_S + 1):
@@ -187,8 +194,7 @@ class RoomSession:
         except ConnectionError:
             return False
         except TimeoutError:
-            SOCKETS_DROPPED["stalled"] += 1
-            self.abort()
+            self._stalled(f"took no ping or pong for {CLOSE_WAIT_S:g} s")
             return False
         return True
 
@@ -377,11 +383,13 @@ async def room_ws(request: web.Request) -> web.StreamResponse:
     finally:
         # aiohttp cancels the handler once the client's connection is gone: the leave (which frees
         # the participant's place and closes an emptied ad-hoc room) must run to its end regardless.
-        await asyncio.shield(session.leave())
-        if not ws.closed:
-            await session.flush()
-            await ws.close()
-        session.stop_writing()
+        try:
+            await asyncio.shield(session.leave())
+            if not ws.closed:
+                await session.flush()
+                await ws.close()
+        finally:
+            session.stop_writing()  # also when a second cancellation cut the above short
     return ws
 
 

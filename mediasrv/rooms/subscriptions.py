@@ -153,7 +153,7 @@ class Subscriptions:
 
     def bind_whep(self, p: Participant) -> None:
         """Give each free WHEP m-line a track of the target of the same kind (late binding)."""
-        if p.subscriber is None or p.subscriber.pc.remoteDescription is None:
+        if p.subscriber is None or p.subscriber.remote_description() is None:
             return
         tracks = self.room.tracks
         taken = {s.transceiver for s in p.subscriptions.values()}
