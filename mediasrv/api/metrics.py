@@ -164,7 +164,7 @@ class MediasrvCollector(Collector):
                                   "room WebSockets closed (4429) for flooding", value=RATE_LIMITED["closed"])
         dropped_sockets = CounterMetricFamily(
             "mediasrv_room_sockets_dropped", "room WebSockets the server gave up: silent (nothing, not even "
-            "a pong, for the idle limit) or stalled (a frame to the client not taken in 3 s)", labels=["reason"])
+            "a pong, for the idle limit) or stalled (a frame to the client not taken in 3 s, or 1000 events waiting for it)", labels=["reason"])
         for reason in ("silent", "stalled"):
             dropped_sockets.add_metric([reason], SOCKETS_DROPPED[reason])
         yield dropped_sockets
