@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
 import socket
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 from mediasrv import __version__
 from mediasrv.auth import mint_token
@@ -91,6 +94,17 @@ def listen_http(host: str, port: int) -> list[socket.socket]:
     """Listening TCP sockets for every address `host` resolves to (as aiohttp would bind them)."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     addresses = list(dict.fromkeys((family, addr) for family, _, _, _, addr in infos))
+    for attempt in range(5):
+        try:
+            return _listen_all(addresses)
+        except OSError as exc:
+            # Port 0 on several addresses: the port the first got may be taken on another.
+            if port != 0 or len(addresses) < 2 or exc.errno != errno.EADDRINUSE or attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _listen_all(addresses: Sequence[tuple[int, Any]]) -> list[socket.socket]:
     sockets: list[socket.socket] = []
     try:
         for family, addr in addresses:
@@ -113,7 +127,7 @@ def listen_http(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise
     if not sockets:
-        raise OSError(f"no address of {host!r} can be listened on")
+        raise OSError(errno.EAFNOSUPPORT, "no address family of the host can be listened on")
     return sockets
 
 

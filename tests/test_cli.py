@@ -104,3 +104,29 @@ def test_serve_on_a_port_in_use_says_so_and_exits(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_listening_on_a_name_with_two_addresses_uses_one_port_for_both(monkeypatch):
+    """A host name may resolve to several addresses (as aiohttp, every one is listened on); with
+    port 0 they share the port picked, so the printed URL works on each."""
+    from mediasrv.cli import listen_http
+
+    real = socket.getaddrinfo
+
+    def two_addresses(host, port, *args, **kw):
+        if host != "media.test":
+            return real(host, port, *args, **kw)
+        return [info for a in ("127.0.0.1", "127.0.0.2") for info in real(a, port, *args, **kw)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    sockets = listen_http("media.test", 0)
+    try:
+        assert [s.getsockname()[0] for s in sockets] == ["127.0.0.1", "127.0.0.2"]
+        port = sockets[0].getsockname()[1]
+        assert port != 0 and sockets[1].getsockname()[1] == port
+        for address in ("127.0.0.1", "127.0.0.2"):
+            with socket.create_connection((address, port), timeout=5):
+                pass  # the listening socket of that address takes it (its backlog, not accepted)
+    finally:
+        for s in sockets:
+            s.close()
