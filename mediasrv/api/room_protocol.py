@@ -103,7 +103,8 @@ class RoomSession:
         self._writer: asyncio.Task[None] | None = None
         self._flushed = asyncio.Event()
         self._flushed.set()
-        self._given_up = False  # cut, stalled or closing: nothing more is queued
+        self._accepting = True  # False once closing, cut or failed: nothing more is queued
+        self._cut = False  # given up by the server (stalled or silent): counted once
         # What the others are told when this session ends: "left" once either side closed it on
         # purpose (`leave`, a close frame, the server's close), "disconnected" while its socket
         # just went away (an outage, pings unanswered, a send stalled) or the client closed it saying it
@@ -112,7 +113,7 @@ class RoomSession:
 
     async def send(self, event: dict[str, Any]) -> None:
         """Queues an event for this client and returns at once; events go out in the order sent."""
-        if self.ws.closed or self._given_up:
+        if self.ws.closed or not self._accepting:
             return
         if len(self._outbox) >= OUTBOX_MAX:
             self._stalled(f"has {OUTBOX_MAX} events waiting")
@@ -133,7 +134,7 @@ class RoomSession:
                     return
                 except Exception:  # the socket is closing or gone: nothing more gets through
                     log.debug("room %s: writing an event failed", self.room_name, exc_info=True)
-                    self._given_up = True
+                    self._accepting = False
                     return
                 if self._outbox:  # (emptied meanwhile if the socket was given up)
                     self._outbox.popleft()
@@ -143,9 +144,10 @@ class RoomSession:
 
     def _stalled(self, why: str) -> None:
         """Cuts a socket that takes nothing (counted once, whichever frame found it)."""
-        if self._given_up:
+        self._accepting = False
+        if self._cut:
             return
-        self._given_up = True
+        self._cut = True
         log.info("room %s: dropping a socket that %s", self.room_name, why)
         SOCKETS_DROPPED["stalled"] += 1
         self._outbox.clear()
@@ -154,7 +156,7 @@ class RoomSession:
     async def flush(self) -> None:
         """Takes no more events and waits until the queued ones are written (each frame has
         CLOSE_WAIT_S, see `_write`); a client still taking them after FLUSH_MAX_S has the rest dropped."""
-        self._given_up = True
+        self._accepting = False
         try:
             async with asyncio.timeout(FLUSH_MAX_S):
                 await self._flushed.wait()
@@ -176,7 +178,8 @@ class RoomSession:
         told at once, then the socket is closed without waiting long on a peer that is gone."""
         SOCKETS_DROPPED["silent"] += 1
         self.left_reason = "disconnected"  # its network went away, not the client
-        self._given_up = True  # its events go nowhere now: not written, and not counted as stalled
+        # Its events go nowhere now: not written, and the socket not counted as stalled too.
+        self._accepting, self._cut = False, True
         self.stop_writing()
         await asyncio.shield(self.leave())
         try:
