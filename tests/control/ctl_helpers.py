@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import errno
 import hashlib
 import io
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from mediasrv.app import create_app
 from mediasrv.auth import mint_token
+from mediasrv.cli import listen_http
 from mediasrv.config import Settings, prepare_data_dir
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -36,18 +35,12 @@ class Server:
     host: str = "127.0.0.1"
 
     async def start(self) -> None:
-        for attempt in range(5):
-            self.server = TestServer(create_app(self.settings), host=self.host, port=self.port or 0)
-            try:
-                await self.server.start_server()
-                break
-            except OSError as exc:
-                # A restart binds the port it had; in the moment it was free, another socket (an
-                # ephemeral one of the new app's, or of another test) may have taken it. Bounded.
-                await self.server.close()
-                if exc.errno != errno.EADDRINUSE or self.port is None or attempt == 4:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
+        # Bound before the app starts, as `mediasrv serve` does: a restart takes its old port back,
+        # which the new app's ephemeral ICE-TCP listener could otherwise be handed at startup.
+        (sock,) = listen_http(self.host, self.port or 0)
+        self.server = TestServer(create_app(self.settings), host=self.host, port=sock.getsockname()[1],
+                                 socket_factory=lambda *_: sock)
+        await self.server.start_server()
         self.port = self.server.port
         self.session = aiohttp.ClientSession(base_url=self.url)
 
