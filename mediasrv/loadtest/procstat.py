@@ -69,6 +69,9 @@ def thread_cpu_s(pid: int) -> dict[str, float]:
 
 
 def thread_cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """CPU seconds each thread group used between two `thread_cpu_s` samples, largest first."""
+    """CPU seconds each thread group used between two `thread_cpu_s` samples, largest first.
+    Idle groups are left out, but not the main thread or a media worker: "0.0" is their figure
+    (at a few visits the event loop can use less than a clock tick in a short window)."""
     delta = {k: after[k] - before.get(k, 0.0) for k in after}
-    return dict(sorted(((k, v) for k, v in delta.items() if v > 0), key=lambda kv: -kv[1]))
+    kept = ((k, v) for k, v in delta.items() if v > 0 or k == "main" or k.startswith("media-worker"))
+    return dict(sorted(kept, key=lambda kv: -kv[1]))

@@ -107,3 +107,11 @@ def test_thread_cpu_names_threads_and_groups_numbered_ones() -> None:
     assert after["main"] >= before["main"]
     delta = procstat.thread_cpu_delta(before, after)
     assert all(v > 0 for v in delta.values())
+
+
+def test_an_idle_main_thread_or_worker_is_reported_at_zero_other_idle_threads_are_not() -> None:
+    before = {"main": 1.0, "media-worker-0": 2.0, "media-worker-1": 2.0, "ThreadPoolExecutor-_": 0.5}
+    after = {"main": 1.0, "media-worker-0": 2.5, "media-worker-1": 2.0, "ThreadPoolExecutor-_": 0.5}
+    delta = procstat.thread_cpu_delta(before, after)
+    assert delta == {"media-worker-0": 0.5, "main": 0.0, "media-worker-1": 0.0}
+    assert list(delta)[0] == "media-worker-0"

@@ -1015,6 +1015,37 @@ impl<'a> Dispatch<'a> {
     }
 }
 
+/// Waits in `poll` for the worker's eventfd, and its sockets while `receiving`: up to `interval`
+/// ms when nothing was handed on to it, else not at all.
+fn poll_once(
+    slot: &WorkerSlot,
+    fds: &mut [libc::pollfd],
+    receiving: bool,
+    interval: i32,
+    syscalls: &mut u64,
+) {
+    let timeout = {
+        // Decided under the inbox lock: media handed on after this sees `sleeping` and
+        // signals the eventfd, media handed on before it is taken without waiting.
+        let inbox = lock(&slot.inbox);
+        if inbox.is_empty() {
+            slot.sleeping.store(true, Relaxed);
+            interval
+        } else {
+            0
+        }
+    };
+    let polled = if receiving { fds.len() } else { 1 };
+    // SAFETY: fds is a valid array of pollfd for the duration of the call.
+    unsafe { libc::poll(fds.as_mut_ptr(), polled as libc::nfds_t, timeout) };
+    slot.sleeping.store(false, Relaxed);
+    *syscalls += 1;
+    if fds[0].revents & libc::POLLIN != 0 {
+        clear(&slot.wake);
+        *syscalls += 1;
+    }
+}
+
 /// Worker `index`: reads its sockets (thread 0 also the ICE-TCP connections, and every socket
 /// with one port for all), handles the media of its rooms and what other threads handed it, runs
 /// its rooms' timers and sends.
@@ -1057,29 +1088,29 @@ fn worker_loop(shared: &Shared, index: usize, mut tcp: Option<TcpSide>) {
     let mut read_total: u64 = 0;
     let mut last_sample = 0;
     let mut last_cpu = 0;
+    // After a pass that read datagrams the gather sleep is the wait: the next pass reads
+    // straight away, without a `poll` that would only say the sockets are readable (a system
+    // call per pass). A pass that reads nothing polls (blocks) next. Handed-on media is taken
+    // from the inbox every pass; the eventfd is only written to a worker waiting in `poll`.
+    // ICE-TCP is readable only through `poll`: with connections open every pass polls, with the
+    // listener alone at least every `interval`.
+    let mut read_last_pass = false;
+    let mut last_poll_ms = 0;
     while !shared.stop.load(Relaxed) {
         let receiving = shared.receiving.load(Relaxed);
-        let timeout = {
-            // Decided under the inbox lock: media handed on after this sees `sleeping` and
-            // signals the eventfd, media handed on before it is taken without waiting.
-            let inbox = lock(&slot.inbox);
-            if inbox.is_empty() {
-                slot.sleeping.store(true, Relaxed);
-                interval
-            } else {
-                0
+        let mut now = now_ms();
+        let tcp_waits = tcp
+            .as_ref()
+            .is_some_and(|t| t.open() > 0 || now >= last_poll_ms + interval as u64);
+        if receiving && read_last_pass && !tcp_waits {
+            for f in fds.iter_mut() {
+                f.revents = 0;
             }
-        };
-        let polled = if receiving { fds.len() } else { 1 };
-        // SAFETY: fds is a valid array of pollfd for the duration of the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), polled as libc::nfds_t, timeout) };
-        slot.sleeping.store(false, Relaxed);
-        syscalls += 1;
-        if fds[0].revents & libc::POLLIN != 0 {
-            clear(&slot.wake);
-            syscalls += 1;
+        } else {
+            poll_once(slot, &mut fds, receiving, interval, &mut syscalls);
+            now = now_ms();
+            last_poll_ms = now;
         }
-        let now = now_ms();
         let mut woke_python = false;
         let mut received = 0;
         for &s in own.iter().filter(|_| receiving) {
@@ -1114,6 +1145,7 @@ fn worker_loop(shared: &Shared, index: usize, mut tcp: Option<TcpSide>) {
             }
         }
         read_total += received as u64;
+        read_last_pass = received > 0;
         // The epoll set is the last descriptor polled: read it only when it has something (or the
         // connection deadlines are due), so ICE-TCP costs no syscall on a loop with none.
         let tcp_ready = receiving && fds.last().is_some_and(|f| f.revents & libc::POLLIN != 0);

@@ -646,8 +646,7 @@ impl TcpSide {
         rx.conn.close();
     }
 
-    /// Open connections (for tests).
-    #[cfg(test)]
+    /// Open connections.
     pub(crate) fn open(&self) -> usize {
         self.conns.len()
     }

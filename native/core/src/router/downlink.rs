@@ -418,6 +418,31 @@ impl Downlink {
     }
 }
 
+/// Each downlink's audio and video as its subscriptions received them at their last rate sample.
+fn count_received(
+    tracks: &FastMap<TrackId, Track>,
+    downlinks: &mut FastMap<TransportId, Downlink>,
+) {
+    for d in downlinks.values_mut() {
+        d.audio_bps = 0;
+        d.video_streams = 0;
+        d.video_bps = 0;
+    }
+    for t in tracks.values() {
+        for s in t.subs.iter().filter(|s| s.sink.is_none()) {
+            if let Some(d) = downlinks.get_mut(&s.transport) {
+                match t.kind {
+                    MediaKind::Audio => d.audio_bps += s.stats.bitrate_bps,
+                    MediaKind::Video => {
+                        d.video_streams += 1;
+                        d.video_bps += s.stats.bitrate_bps;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Appends a padding-only RTP packet of `bytes` padding (1..=255) with the given header fields.
 pub(super) fn write_padding(buf: &mut Vec<u8>, h: &HeaderOut<'_>, bytes: usize) {
     let bytes = bytes.clamp(1, PROBE_PADDING_BYTES);
@@ -441,28 +466,16 @@ impl Router {
             downlinks,
             events,
             publishers,
+            allocation_stale,
             ..
         } = self;
         if downlinks.is_empty() {
             return;
         }
-        for d in downlinks.values_mut() {
-            d.audio_bps = 0;
-            d.video_streams = 0;
-            d.video_bps = 0;
-        }
-        for t in tracks.values() {
-            for s in t.subs.iter().filter(|s| s.sink.is_none()) {
-                if let Some(d) = downlinks.get_mut(&s.transport) {
-                    match t.kind {
-                        MediaKind::Audio => d.audio_bps += s.stats.bitrate_bps,
-                        MediaKind::Video => {
-                            d.video_streams += 1;
-                            d.video_bps += s.stats.bitrate_bps;
-                        }
-                    }
-                }
-            }
+        // Counted again only when something changed: walking every subscription at every poll
+        // reads memory that is otherwise cold between packets.
+        if std::mem::take(allocation_stale) {
+            count_received(tracks, downlinks);
         }
         // (transport, Some(paused) when its video was paused or resumed, share dropped)
         let mut changed: Vec<(TransportId, Option<bool>, bool)> = Vec::new();

@@ -7,6 +7,10 @@ use crate::seq::extend_u16;
 
 /// Most retransmissions answered for one RTCP datagram; the rest are counted as `nack_limited`.
 pub const MAX_RETRANSMISSIONS_PER_RTCP: usize = 256;
+/// How often `poll` runs the track upkeep that works on a scale of seconds (bitrate samples every
+/// `RATE_SAMPLE_MS`, silence, sender reports, keyframe retries).
+pub const UPKEEP_MS: u64 = 25;
+const _: () = assert!(RATE_SAMPLE_MS.is_multiple_of(UPKEEP_MS));
 /// A receiver report's fraction lost (of 256) from which it says the link is in trouble (10 %).
 const LOSSY_FRACTION: u8 = 26;
 /// A resent packet's bytes beyond its payload, as the budget counts them: RTP header and
@@ -409,6 +413,8 @@ impl Router {
             tracks,
             events,
             downlinks,
+            allocation_stale,
+            next_upkeep_ms,
             ..
         } = self;
         for (transport, p) in publishers.iter_mut() {
@@ -490,15 +496,29 @@ impl Router {
                 }
             });
         }
+        // NACKs and a new subscriber's keyframe request go out at every poll; what runs on
+        // seconds (rate samples, silence, sender reports, keyframe retries) every UPKEEP_MS, so a
+        // poll of a quiet room does not walk every subscription.
+        let upkeep = now_ms >= *next_upkeep_ms;
+        if upkeep {
+            // On a grid of UPKEEP_MS, which divides RATE_SAMPLE_MS: a caller polling on it sees
+            // samples exactly every RATE_SAMPLE_MS.
+            *next_upkeep_ms = (now_ms / UPKEEP_MS + 1) * UPKEEP_MS;
+        }
         for t in tracks.values_mut() {
-            Self::track_activity(cfg, stats, events, t, now_ms);
+            if upkeep {
+                *allocation_stale |= Self::track_activity(cfg, stats, events, t, now_ms);
+            }
             if !t.missing.is_empty() || t.layered.as_deref().is_some_and(|l| l.any_missing()) {
                 Self::nack_missing(stats, publishers, t, now_ms, out);
             }
-            if cfg.sender_reports {
+            if !upkeep && !t.pli_pending {
+                continue;
+            }
+            if upkeep && cfg.sender_reports {
                 Self::sender_reports(cfg, stats, t, now_ms, out);
             }
-            if t.subs.iter().any(|s| s.sink.is_some()) {
+            if upkeep && t.subs.iter().any(|s| s.sink.is_some()) {
                 Self::sink_keyframe_requests(cfg, stats, events, publishers, t, now_ms, out);
             }
             if !t.waiting_subs() {
@@ -520,14 +540,15 @@ impl Router {
     }
 
     /// Bitrate samples (every `RATE_SAMPLE_MS`) for the track and its subscriptions, and the
-    /// `TrackStopped` event once the track has been silent for `track_timeout_ms`.
+    /// `TrackStopped` event once the track has been silent for `track_timeout_ms`. True if a
+    /// subscription's bitrate was sampled.
     fn track_activity(
         cfg: &RouterConfig,
         stats: &mut RouterStats,
         events: &mut Vec<RouterEvent>,
         t: &mut Track,
         now_ms: u64,
-    ) {
+    ) -> bool {
         if t.stats.active && now_ms >= t.last_packet_ms.saturating_add(cfg.track_timeout_ms) {
             t.stats.active = false;
             stats.tracks_stopped += 1;
@@ -536,11 +557,14 @@ impl Router {
         if t.rate.due(now_ms) {
             t.stats.bitrate_bps = t.rate.sample(now_ms, t.stats.bytes);
         }
+        let mut sampled = false;
         for sub in &mut t.subs {
             if sub.rate.due(now_ms) {
                 sub.stats.bitrate_bps = sub.rate.sample(now_ms, sub.stats.bytes);
+                sampled = true;
             }
         }
+        sampled
     }
 
     /// Generic NACKs to the publisher naming the track's missing packets that are due: one for a

@@ -250,6 +250,11 @@ pub struct Router {
     events: Vec<RouterEvent>,
     /// A RED payload with its blocks' payload types rewritten for one subscriber (reused).
     red_scratch: Vec<u8>,
+    /// What each downlink receives must be counted again (`allocate`): tracks, subscriptions or
+    /// transports came or went, or a subscription's bitrate was sampled.
+    allocation_stale: bool,
+    /// Next time the slower track upkeep is due (`poll`).
+    next_upkeep_ms: u64,
 }
 
 fn push_event(events: &mut Vec<RouterEvent>, stats: &mut RouterStats, e: RouterEvent) {
@@ -414,6 +419,8 @@ impl Router {
             stats: RouterStats::default(),
             events: Vec::new(),
             red_scratch: Vec::new(),
+            allocation_stale: true,
+            next_upkeep_ms: 0,
         }
     }
 
@@ -462,6 +469,7 @@ impl Router {
         codecs: Vec<Codec>,
         ssrcs: &[u32],
     ) -> Result<(), RouterError> {
+        self.allocation_stale = true;
         if self.tracks.contains_key(&track) {
             return Err(RouterError::Duplicate("track", track.0));
         }
@@ -553,6 +561,7 @@ impl Router {
 
     /// Removes a track and its subscriptions; false if it did not exist.
     pub fn remove_track(&mut self, track: TrackId) -> bool {
+        self.allocation_stale = true;
         let Some(t) = self.tracks.remove(&track) else {
             return false;
         };
@@ -579,6 +588,7 @@ impl Router {
         codecs: &[Codec],
         ext: ExtensionIds,
     ) -> Result<(), RouterError> {
+        self.allocation_stale = true;
         if self.sub_track.contains_key(&sub) {
             return Err(RouterError::Duplicate("subscription", sub.0));
         }
@@ -702,6 +712,7 @@ impl Router {
     }
 
     pub fn remove_subscription(&mut self, sub: SubscriptionId) -> bool {
+        self.allocation_stale = true;
         let Some(track) = self.sub_track.remove(&sub) else {
             return false;
         };
@@ -716,6 +727,7 @@ impl Router {
 
     /// Removes everything published or subscribed on `transport`; false if nothing was there.
     pub fn remove_transport(&mut self, transport: TransportId) -> bool {
+        self.allocation_stale = true;
         let mut any = self.publishers.remove(&transport).is_some();
         any |= self.downlinks.remove(&transport).is_some();
         let published: Vec<TrackId> = self
