@@ -50,8 +50,16 @@ pub use types::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PtEntry {
     Unknown,
-    Media { kind: CodecKind, codec: u8 },
-    Rtx { apt: u8 },
+    /// `clock_rate` (≥ 1) is the codec's, kept here too: read for every packet, and the table
+    /// entry is already in cache when it is.
+    Media {
+        kind: CodecKind,
+        codec: u8,
+        clock_rate: u32,
+    },
+    Rtx {
+        apt: u8,
+    },
 }
 
 /// Packets lost on the way in that we NACK to the publisher: at most this many tracked per track,
@@ -186,7 +194,7 @@ struct Track {
 impl Track {
     fn clock_rate(&self, media_pt: u8) -> u32 {
         match self.pt_table[media_pt as usize & 0x7f] {
-            PtEntry::Media { codec, .. } => self.codecs[codec as usize].clock_rate.max(1),
+            PtEntry::Media { clock_rate, .. } => clock_rate,
             _ => 90_000,
         }
     }
@@ -500,6 +508,7 @@ impl Router {
                 PtEntry::Media {
                     kind: ck,
                     codec: i.min(255) as u8,
+                    clock_rate: c.clock_rate.max(1),
                 }
             };
         }

@@ -525,10 +525,12 @@ pub(super) fn route_layered(
         }
         PtEntry::Unknown => return stats.drop(DropReason::UnknownPayloadType),
     };
-    let PtEntry::Media { kind, codec } = t.pt_table[media_pt as usize & 0x7f] else {
+    let PtEntry::Media {
+        kind, clock_rate, ..
+    } = t.pt_table[media_pt as usize & 0x7f]
+    else {
         return stats.drop(DropReason::RtxUnwrapFailed);
     };
-    let clock_rate = t.codecs[codec as usize].clock_rate.max(1);
     let li = &mut l.layers[layer as usize];
     let prev_highest = li.seq.highest();
     let src_ext = if is_rtx {
