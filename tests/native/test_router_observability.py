@@ -74,10 +74,10 @@ def room_router() -> Any:
     lrr = (rrtr_ntp_to(out, PUB) >> 16) & 0xFFFFFFFF
     r.handle_rtcp(PUB, dlrr(0xAAAA, lrr, 65536 // 4), 2300)
     r.handle_rtcp(PUB, sender_report(AUDIO_SSRC, 10 << 32, 0), 2010)
-    # sender reports go out with the router's upkeep, every 25 ms of its clock
-    ntp = sr_ntp_to(r.poll(2025), SUB_T)
+    # sender reports go out with the router's upkeep, every 125 ms of its clock
+    ntp = sr_ntp_to(r.poll(2125), SUB_T)
     # held 250 ms by the subscriber, back 330 ms after we sent it → 80 ms round trip
-    r.handle_rtcp(SUB_T, receiver_report(SUB_AUDIO_SSRC, (ntp >> 16) & 0xFFFFFFFF, 65536 // 4), 2355)
+    r.handle_rtcp(SUB_T, receiver_report(SUB_AUDIO_SSRC, (ntp >> 16) & 0xFFFFFFFF, 65536 // 4), 2455)
     return r
 
 

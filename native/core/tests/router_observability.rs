@@ -255,10 +255,11 @@ fn events_are_bounded_when_nobody_drains_them() {
         ..Default::default()
     });
     let max = mediasrv_core::router::MAX_EVENTS as u64;
-    // Each start/stop cycle makes two events.
+    // Each start/stop cycle makes two events; silence is noticed at the router's upkeep.
+    let step = 2 * mediasrv_core::router::UPKEEP_MS;
     for i in 0..max {
-        route(&mut r, PUB, &opus(i as u16, i as u32 * 960), i * 100);
-        poll(&mut r, i * 100 + 50);
+        route(&mut r, PUB, &opus(i as u16, i as u32 * 960), i * step);
+        poll(&mut r, i * step + step / 2);
     }
     assert_eq!(r.take_events().len() as u64, max);
     assert_eq!(r.stats().events_dropped, max);

@@ -9,7 +9,7 @@ use crate::seq::extend_u16;
 pub const MAX_RETRANSMISSIONS_PER_RTCP: usize = 256;
 /// How often `poll` runs the track upkeep that works on a scale of seconds (bitrate samples every
 /// `RATE_SAMPLE_MS`, silence, sender reports, keyframe retries).
-pub const UPKEEP_MS: u64 = 25;
+pub const UPKEEP_MS: u64 = 125;
 const _: () = assert!(RATE_SAMPLE_MS.is_multiple_of(UPKEEP_MS));
 /// A receiver report's fraction lost (of 256) from which it says the link is in trouble (10 %).
 const LOSSY_FRACTION: u8 = 26;

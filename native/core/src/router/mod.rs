@@ -34,7 +34,7 @@ use rate::RateWindow;
 use resend::ResendGate;
 pub use sink::{Sink, SINK_TRANSPORT};
 
-pub use feedback::MAX_RETRANSMISSIONS_PER_RTCP;
+pub use feedback::{MAX_RETRANSMISSIONS_PER_RTCP, UPKEEP_MS};
 pub use rate::RATE_SAMPLE_MS;
 use red_recovery::{recover_red, Carrier};
 pub use resend::DEFAULT_RTT_MS as DEFAULT_RESEND_RTT_MS;
