@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use mediasrv_core::jitter::{FrameCodec, JitterConfig};
-use mediasrv_core::router::{KeyframeReason, Router, RouterConfig};
+use mediasrv_core::router::{KeyframeReason, Router, RouterConfig, UPKEEP_MS};
 use mediasrv_core::rtcp::{self, RtcpPacket};
 
 const SINK_V: SubscriptionId = SubscriptionId(500);
@@ -130,6 +130,26 @@ fn a_frame_lost_upstream_gives_up_then_requests_a_keyframe_from_the_publisher() 
     );
     let out = poll(&mut r, 1500);
     assert_eq!(plis_for(&out, VIDEO_SSRC), 1);
+    assert_eq!(r.stats().keyframe_requests(KeyframeReason::Recorder), 1);
+}
+
+#[test]
+fn a_sinks_keyframe_request_goes_out_at_the_next_poll_not_the_next_upkeep() {
+    let mut r = room();
+    sinks(&mut r);
+    poll(&mut r, 0);
+    for p in vp8_frame(1, 3000, true) {
+        route(&mut r, PUB, &p, 10);
+    }
+    assert_eq!(frames(&mut r, SINK_V, 10).len(), 1);
+    route(&mut r, PUB, &vp8_frame(3, 6000, false)[1], 20);
+    // The router's slower upkeep runs at this poll, and not again before 400 ms.
+    let upkeep_at = 3 * UPKEEP_MS;
+    assert!(upkeep_at < 400 && 400 < upkeep_at + UPKEEP_MS);
+    assert_eq!(plis_for(&poll(&mut r, upkeep_at), VIDEO_SSRC), 0);
+    // Frame 2 is given up: the recording needs a keyframe, asked for at the very next poll.
+    assert!(frames(&mut r, SINK_V, 400).is_empty());
+    assert_eq!(plis_for(&poll(&mut r, 400), VIDEO_SSRC), 1);
     assert_eq!(r.stats().keyframe_requests(KeyframeReason::Recorder), 1);
 }
 

@@ -508,18 +508,20 @@ impl Router {
         for t in tracks.values_mut() {
             if upkeep {
                 *allocation_stale |= Self::track_activity(cfg, stats, events, t, now_ms);
+                t.has_sink = t.subs.iter().any(|s| s.sink.is_some());
             }
             if !t.missing.is_empty() || t.layered.as_deref().is_some_and(|l| l.any_missing()) {
                 Self::nack_missing(stats, publishers, t, now_ms, out);
+            }
+            if t.has_sink {
+                // Every poll: it runs the recording jitter buffers' timers.
+                Self::sink_keyframe_requests(cfg, stats, events, publishers, t, now_ms, out);
             }
             if !upkeep && !t.pli_pending {
                 continue;
             }
             if upkeep && cfg.sender_reports {
                 Self::sender_reports(cfg, stats, t, now_ms, out);
-            }
-            if upkeep && t.subs.iter().any(|s| s.sink.is_some()) {
-                Self::sink_keyframe_requests(cfg, stats, events, publishers, t, now_ms, out);
             }
             if !t.waiting_subs() {
                 t.pli_pending = false;

@@ -178,6 +178,9 @@ struct Track {
     subs: Vec<Subscription>,
     last_pli_ms: Option<u64>,
     pli_pending: bool,
+    /// Some subscription is a recording sink, whose jitter buffer `poll` runs every time (set
+    /// when one is attached, recounted at each upkeep).
+    has_sink: bool,
     reception: ReceptionStats,
     /// Payload type of the last media packet (its clock rate drives sender reports).
     last_media_pt: Option<u8>,
@@ -556,6 +559,7 @@ impl Router {
                 subs: Vec::new(),
                 last_pli_ms: None,
                 pli_pending: false,
+                has_sink: false,
                 reception: ReceptionStats::default(),
                 last_media_pt: None,
                 missing: Vec::new(),

@@ -93,6 +93,7 @@ impl Router {
         s.sink = Some(Box::new(Sink {
             jb: JitterBuffer::with_packet_buf(cfg),
         }));
+        t.has_sink = true;
         Ok(())
     }
 
