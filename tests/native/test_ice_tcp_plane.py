@@ -11,6 +11,7 @@ import asyncio
 import os
 import socket
 import struct
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -256,6 +257,47 @@ def test_a_tcp_publisher_in_a_room_on_worker_1_is_handed_to_that_worker():
         assert got == [bytes([s]) * 60 for s in range(1, 21)]
         assert plane.stats()["handoffs"] >= 20
     finally:
+        plane.close()
+
+
+def test_ice_tcp_is_served_while_udp_keeps_thread_0_reading() -> None:
+    """A worker that read datagrams reads again after its gather sleep without polling; thread 0
+    must still look at its ICE-TCP listener and connections (it polls every pass while connections
+    are open, and every timer interval for the listener; the 250 ms connection sweep reads them
+    too). With UDP arriving every half millisecond, so that every pass reads something, a TCP peer
+    still connects, authenticates, and its media is routed, and the UDP stream was read all along."""
+    plane = make_plane(rx_coalesce_us=500)
+    stop = threading.Event()
+    noise = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp_target = tuple(plane.sockets()[0])
+
+    def blast() -> None:
+        deadline = time.monotonic() + 20  # bounded, whatever happens to the test
+        while not stop.is_set() and time.monotonic() < deadline:
+            noise.sendto(b"\x80\x6f" + bytes(60), udp_target)  # RTP-looking, from no known peer
+            time.sleep(0.0005)
+
+    sender = threading.Thread(target=blast, daemon=True)
+    sender.start()
+    try:
+        wait_for(lambda: plane.stats()["dropped"]["unknown_source"] > 100)
+        before = plane.stats()["dropped"]["unknown_source"]
+        index, target = tcp_target(plane)
+        pub = authenticated(plane, target, index)
+        tcp_sub = authenticated(plane, target, index, "ufrB")
+        one_room(plane, 1, [2])
+        pub.register(plane, 1, 1, index)
+        tcp_sub.register(plane, 2, 1, index)
+        for seq in range(1, 11):
+            pub.send(pub.srtp.protect_rtp(opus(seq, bytes([seq]) * 60)))
+        got = [tcp_sub.srtp.unprotect_rtp(tcp_sub.recv_frame())[12:] for _ in range(10)]
+        assert got == [bytes([s]) * 60 for s in range(1, 11)]
+        read_meanwhile = plane.stats()["dropped"]["unknown_source"] - before
+        assert read_meanwhile > 20, read_meanwhile
+    finally:
+        stop.set()
+        sender.join()
+        noise.close()
         plane.close()
 
 
