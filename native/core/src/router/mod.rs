@@ -50,11 +50,10 @@ pub use types::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PtEntry {
     Unknown,
-    /// `clock_rate` (≥ 1) is the codec's, kept here too: read for every packet, and the table
+    /// `clock_rate` (≥ 1) is the codec's, kept in the entry: it is read for every packet, and the
     /// entry is already in cache when it is.
     Media {
         kind: CodecKind,
-        codec: u8,
         clock_rate: u32,
     },
     Rtx {
@@ -488,7 +487,7 @@ impl Router {
             return Err(RouterError::UnknownTransport(transport));
         }
         let mut pt_table = [PtEntry::Unknown; 128];
-        for (i, c) in codecs.iter().enumerate() {
+        for c in &codecs {
             if c.payload_type > 127 {
                 return Err(RouterError::Invalid(format!(
                     "payload type {} > 127",
@@ -510,7 +509,6 @@ impl Router {
             } else {
                 PtEntry::Media {
                     kind: ck,
-                    codec: i.min(255) as u8,
                     clock_rate: c.clock_rate.max(1),
                 }
             };
