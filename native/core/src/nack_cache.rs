@@ -12,8 +12,12 @@
 
 use std::sync::Arc;
 
-/// What the router needs to rewrite a cached packet for any subscriber.
-#[derive(Debug, Clone, Default)]
+/// What the router needs to rewrite a cached packet for any subscriber. One cache line: every
+/// packet a track receives writes a slot, and the rings of all tracks together are far larger
+/// than the CPU's caches, so each write is a miss (the CSRCs, which browsers never send, are out
+/// of line for that reason).
+#[derive(Debug, Clone)]
+#[repr(align(64))]
 pub struct CachedPacket {
     pub ext_seq: u64,
     pub timestamp: u32,
@@ -21,10 +25,32 @@ pub struct CachedPacket {
     pub payload_type: u8,
     pub abs_send_time: Option<[u8; 3]>,
     pub audio_level: Option<u8>,
-    csrcs: [[u8; 4]; 15],
-    csrc_len: u8,
+    /// Reused in place like the payload: allocated once, by the first packet that has CSRCs.
+    csrcs: Vec<u8>,
     payload: Arc<Vec<u8>>,
 }
+
+/// `ext_seq` of a slot that holds no packet. Real extended sequence numbers count cycles of 65 536
+/// from 0 and never get near it; keeping the mark in the slot saves reading a second array.
+const EMPTY: u64 = u64::MAX;
+
+impl Default for CachedPacket {
+    fn default() -> Self {
+        Self {
+            ext_seq: EMPTY,
+            timestamp: 0,
+            marker: false,
+            payload_type: 0,
+            abs_send_time: None,
+            audio_level: None,
+            csrcs: Vec::new(),
+            payload: Arc::default(),
+        }
+    }
+}
+
+// A field added here must not push a slot onto a second line.
+const _: () = assert!(std::mem::size_of::<CachedPacket>() == 64);
 
 impl CachedPacket {
     pub fn payload(&self) -> &[u8] {
@@ -35,7 +61,7 @@ impl CachedPacket {
         &self.payload
     }
     pub fn csrc_bytes(&self) -> &[u8] {
-        &self.csrcs.as_flattened()[..self.csrc_len as usize]
+        &self.csrcs
     }
 }
 
@@ -52,9 +78,8 @@ pub struct PacketToCache<'a> {
 }
 
 pub struct NackCache {
+    /// A slot holds a packet unless its `ext_seq` is [`EMPTY`].
     slots: Vec<CachedPacket>,
-    /// Which slots hold a packet (a slot's ext_seq alone can't say: 0 is a valid value).
-    filled: Vec<bool>,
     /// Most slots the ring may grow to (`insert_timed`).
     max_capacity: usize,
     /// Least media time of packets to keep (`insert_timed`): a packet less than this apart from
@@ -84,7 +109,6 @@ impl NackCache {
         let capacity = initial.max(1);
         Self {
             slots: vec![CachedPacket::default(); capacity],
-            filled: vec![false; capacity],
             max_capacity: max.max(capacity),
             history_ms,
         }
@@ -117,21 +141,15 @@ impl NackCache {
     fn grow(&mut self) {
         let capacity = (self.slots.len() * 2).min(self.max_capacity);
         let mut slots = vec![CachedPacket::default(); capacity];
-        let mut filled = vec![false; capacity];
-        for (slot, was) in std::mem::take(&mut self.slots)
-            .into_iter()
-            .zip(&self.filled)
-        {
-            if *was {
+        for slot in std::mem::take(&mut self.slots) {
+            if slot.ext_seq != EMPTY {
                 let i = (slot.ext_seq % capacity as u64) as usize;
-                if !filled[i] || slots[i].ext_seq < slot.ext_seq {
-                    filled[i] = true;
+                if slots[i].ext_seq == EMPTY || slots[i].ext_seq < slot.ext_seq {
                     slots[i] = slot;
                 }
             }
         }
         self.slots = slots;
-        self.filled = filled;
     }
 
     /// `insert`, first growing the ring if the packet in the slot (older, to be overwritten, or
@@ -144,8 +162,9 @@ impl NackCache {
             let i = self.index(p.ext_seq);
             let held = &self.slots[i];
             let apart = u64::from((p.timestamp.wrapping_sub(held.timestamp) as i32).unsigned_abs());
-            let young =
-                self.filled[i] && held.ext_seq != p.ext_seq && apart / per_ms < self.history_ms;
+            let young = held.ext_seq != EMPTY
+                && held.ext_seq != p.ext_seq
+                && apart / per_ms < self.history_ms;
             if !young || self.slots.len() >= self.max_capacity {
                 break;
             }
@@ -159,9 +178,12 @@ impl NackCache {
     }
 
     pub fn insert(&mut self, p: &PacketToCache<'_>) -> Insert {
+        if p.ext_seq == EMPTY {
+            return Insert::TooOld;
+        }
         let i = self.index(p.ext_seq);
-        if self.filled[i] {
-            let held = self.slots[i].ext_seq;
+        let held = self.slots[i].ext_seq;
+        if held != EMPTY {
             if held == p.ext_seq {
                 return Insert::Duplicate;
             }
@@ -176,9 +198,10 @@ impl NackCache {
         slot.payload_type = p.payload_type;
         slot.abs_send_time = p.abs_send_time;
         slot.audio_level = p.audio_level;
+        // At most 15 CSRCs (the header's 4-bit count).
         let n = p.csrc_bytes.len().min(60);
-        slot.csrcs.as_flattened_mut()[..n].copy_from_slice(&p.csrc_bytes[..n]);
-        slot.csrc_len = n as u8;
+        slot.csrcs.clear();
+        slot.csrcs.extend_from_slice(&p.csrc_bytes[..n]);
         match Arc::get_mut(&mut slot.payload) {
             Some(buf) => {
                 buf.clear();
@@ -187,13 +210,12 @@ impl NackCache {
             // Still held by a sink that has not released it: leave it to the sink.
             None => slot.payload = Arc::new(p.payload.to_vec()),
         }
-        self.filled[i] = true;
         Insert::Stored
     }
 
     pub fn get(&self, ext_seq: u64) -> Option<&CachedPacket> {
         let i = self.index(ext_seq);
-        (self.filled[i] && self.slots[i].ext_seq == ext_seq).then(|| &self.slots[i])
+        (ext_seq != EMPTY && self.slots[i].ext_seq == ext_seq).then(|| &self.slots[i])
     }
 
     /// Whether `ext_seq` has been seen (still cached).
@@ -227,6 +249,22 @@ mod tests {
         assert_eq!(c.get(10).unwrap().payload(), b"a");
         assert!(c.get(11).is_none());
         assert!(c.get(6).is_none()); // same slot, different seq
+    }
+
+    #[test]
+    fn an_empty_slot_matches_no_sequence_number() {
+        let mut c = NackCache::new(4);
+        for seq in [0, 1, 3, u64::MAX] {
+            assert!(c.get(seq).is_none(), "{seq}");
+        }
+        let never = PacketToCache {
+            ext_seq: u64::MAX,
+            ..pkt(0, b"x")
+        };
+        assert_eq!(c.insert(&never), Insert::TooOld);
+        assert_eq!(c.insert(&pkt(0, b"a")), Insert::Stored);
+        assert_eq!(c.get(0).unwrap().payload(), b"a");
+        assert!(c.get(4).is_none() && c.get(u64::MAX).is_none());
     }
 
     #[test]

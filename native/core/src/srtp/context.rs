@@ -1,11 +1,10 @@
 //! Per-peer SRTP context: both directions, every SSRC, replay windows and counters.
 
-use std::collections::HashMap;
-
 use super::cm::CmTransform;
 use super::gcm::GcmTransform;
 use super::profile::Profile;
 use super::replay::{estimate_index, ReplayWindow};
+use super::ssrc_map::SsrcMap;
 use super::SrtpError;
 
 /// Default cap on SSRCs tracked per direction and packet kind; bounds memory per peer.
@@ -111,11 +110,11 @@ pub struct SrtpContext {
     tx: Transform,
     rx: Transform,
     /// Highest RTP packet index protected per SSRC.
-    tx_rtp: HashMap<u32, u64>,
+    tx_rtp: SsrcMap<u64>,
     /// Last SRTCP index used per SSRC.
-    tx_rtcp: HashMap<u32, u32>,
-    rx_rtp: HashMap<u32, ReplayWindow>,
-    rx_rtcp: HashMap<u32, ReplayWindow>,
+    tx_rtcp: SsrcMap<u32>,
+    rx_rtp: SsrcMap<ReplayWindow>,
+    rx_rtcp: SsrcMap<ReplayWindow>,
     max_streams: usize,
     counters: SrtpCounters,
 }
@@ -158,10 +157,10 @@ impl SrtpContext {
             profile,
             tx: Transform::new(profile, tx_key, tx_salt)?,
             rx: Transform::new(profile, rx_key, rx_salt)?,
-            tx_rtp: HashMap::new(),
-            tx_rtcp: HashMap::new(),
-            rx_rtp: HashMap::new(),
-            rx_rtcp: HashMap::new(),
+            tx_rtp: SsrcMap::default(),
+            tx_rtcp: SsrcMap::default(),
+            rx_rtp: SsrcMap::default(),
+            rx_rtcp: SsrcMap::default(),
             max_streams: DEFAULT_MAX_STREAMS,
             counters: SrtpCounters::default(),
         })
@@ -186,12 +185,12 @@ impl SrtpContext {
 
     /// Rollover counter of a sent / received RTP stream, if the SSRC is known.
     pub fn tx_roc(&self, ssrc: u32) -> Option<u32> {
-        self.tx_rtp.get(&ssrc).map(|i| (i >> 16) as u32)
+        self.tx_rtp.get(ssrc).map(|i| (i >> 16) as u32)
     }
 
     pub fn rx_roc(&self, ssrc: u32) -> Option<u32> {
         self.rx_rtp
-            .get(&ssrc)
+            .get(ssrc)
             .and_then(ReplayWindow::highest)
             .map(|i| (i >> 16) as u32)
     }
@@ -246,7 +245,7 @@ impl SrtpContext {
         }
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
         let ssrc = be_u32(&buf[8..12]);
-        let highest = self.tx_rtp.get(&ssrc).copied();
+        let highest = self.tx_rtp.get(ssrc).copied();
         if highest.is_none() && self.tx_rtp.len() >= self.max_streams {
             return Err(SrtpError::TooManyStreams);
         }
@@ -275,7 +274,7 @@ impl SrtpContext {
         let header_len = rtp_header_len(&packet[..packet.len() - trailer])?;
         let seq = u16::from_be_bytes([packet[2], packet[3]]);
         let ssrc = be_u32(&packet[8..12]);
-        let window = self.rx_rtp.get(&ssrc);
+        let window = self.rx_rtp.get(ssrc);
         if window.is_none() && self.rx_rtp.len() >= self.max_streams {
             return Err(SrtpError::TooManyStreams);
         }
@@ -291,7 +290,7 @@ impl SrtpContext {
         if highest.is_some_and(|h| index >> 16 > h >> 16) {
             self.counters.roc_rollovers += 1;
         }
-        self.rx_rtp.entry(ssrc).or_default().accept(index);
+        self.rx_rtp.get_or_default(ssrc).accept(index);
         Ok(len)
     }
 
@@ -307,7 +306,7 @@ impl SrtpContext {
             return Err(SrtpError::BufferTooSmall);
         }
         let ssrc = be_u32(&buf[4..8]);
-        let last = self.tx_rtcp.get(&ssrc).copied();
+        let last = self.tx_rtcp.get(ssrc).copied();
         if last.is_none() && self.tx_rtcp.len() >= self.max_streams {
             return Err(SrtpError::TooManyStreams);
         }
@@ -339,7 +338,7 @@ impl SrtpContext {
         };
         let e_index = be_u32(&packet[index_at..index_at + 4]);
         let index = u64::from(e_index & MAX_SRTCP_INDEX);
-        let window = self.rx_rtcp.get(&ssrc);
+        let window = self.rx_rtcp.get(ssrc);
         match window {
             Some(w) => w.check(index)?,
             None if self.rx_rtcp.len() >= self.max_streams => {
@@ -351,7 +350,7 @@ impl SrtpContext {
             Transform::Cm(t) => t.unprotect_rtcp(packet, ssrc, e_index)?,
             Transform::Gcm(t) => t.unprotect_rtcp(packet, ssrc, e_index)?,
         };
-        self.rx_rtcp.entry(ssrc).or_default().accept(index);
+        self.rx_rtcp.get_or_default(ssrc).accept(index);
         Ok(len)
     }
 }

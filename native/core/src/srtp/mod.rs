@@ -12,6 +12,7 @@ mod gcm;
 pub mod kdf;
 mod profile;
 mod replay;
+mod ssrc_map;
 
 pub use context::{SrtpContext, SrtpCounters, DEFAULT_MAX_STREAMS};
 pub use profile::Profile;
