@@ -374,8 +374,18 @@ def _worker_load(stats: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterM
         "mediasrv_media_syscalls",
         "packet-path system calls of each media worker (poll, recvmmsg, sendmmsg, futex waits and "
         "wakes, receive gather sleeps)", labels=["worker"])
+    waits = CounterMetricFamily(
+        "mediasrv_media_gather_waits",
+        "receive gather waits of each media worker (a short sleep after a partial read so the next "
+        "read finds several datagrams)", labels=["worker"])
+    empty = CounterMetricFamily(
+        "mediasrv_media_gather_waits_empty",
+        "gather waits after which the read found nothing; while most do, the worker stops waiting "
+        "and reads each arrival as it lands", labels=["worker"])
     rooms = GaugeMetricFamily("mediasrv_worker_rooms", "rooms placed on each media worker", labels=["worker"])
-    for family, key in ((packets, "worker_packets"), (syscalls, "worker_syscalls"), (rooms, "worker_rooms")):
+    for family, key in ((packets, "worker_packets"), (syscalls, "worker_syscalls"),
+                        (waits, "worker_gather_waits"), (empty, "worker_gather_empty"),
+                        (rooms, "worker_rooms")):
         for i, value in enumerate(stats.get(key, ())):
             family.add_metric([str(i)], value)
         yield family

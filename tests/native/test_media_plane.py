@@ -317,3 +317,46 @@ def test_rooms_go_to_the_worker_with_less_load_and_the_metrics_show_it(plane):
     assert stats["worker_rooms"] == [1, 2]
     assert stats["worker_packets"][0] > stats["worker_packets"][1] == 0
     assert stats["worker_syscalls"][0] > 0 and stats["syscalls"] == sum(stats["worker_syscalls"])
+
+
+def test_the_receive_gather_stops_waiting_when_its_waits_find_nothing():
+    """After a partial read a worker sleeps a short gather window so its next read finds several
+    datagrams. Datagrams further apart than the longest window (one every 15 ms here, against 4 ×
+    500 µs) make each wait come back empty, a wake-up for nothing: the worker then reads each one
+    as it lands and waits only as a probe now and then. A steady stream makes the waits pay again,
+    and they resume."""
+    plane = mediasrv_native.MediaPlane(["127.0.0.1"], 0, 1, poll_interval_ms=10)
+    try:
+        pub = Peer()
+        room(plane, 1, 1, [])
+        pub.register(plane, 1, 1)
+        seq = 0
+
+        def publish() -> None:
+            nonlocal seq
+            seq += 1
+            send(plane, pub, pub.srtp.protect_rtp(opus(seq)))
+
+        def gathers() -> tuple[int, int]:
+            stats = plane.stats()
+            return stats["worker_gather_waits"][0], stats["worker_gather_empty"][0]
+
+        sparse = 120
+        for _ in range(sparse):
+            publish()
+            time.sleep(0.015)
+        wait_for(lambda: plane.peer_stats(1)["rtp_in"] == seq)
+        waits, empty = gathers()
+        assert 1 <= waits <= sparse // 4, f"{waits} waits for {sparse} datagrams arriving alone"
+        assert empty >= waits - 1
+
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            publish()
+            time.sleep(0.0003)
+        wait_for(lambda: plane.peer_stats(1)["rtp_in"] == seq)
+        steady_waits, steady_empty = (a - b for a, b in zip(gathers(), (waits, empty), strict=True))
+        assert steady_waits >= 50, f"{steady_waits} waits over {seq - sparse} datagrams in a stream"
+        assert steady_empty < steady_waits / 2
+    finally:
+        plane.close()

@@ -447,6 +447,15 @@ impl MediaPlane {
             "worker_syscalls",
             loads.iter().map(|l| l.syscalls).collect::<Vec<_>>(),
         )?;
+        // Receive gather waits, and those that found nothing (the gate then stops waiting).
+        d.set_item(
+            "worker_gather_waits",
+            loads.iter().map(|l| l.gather_waits).collect::<Vec<_>>(),
+        )?;
+        d.set_item(
+            "worker_gather_empty",
+            loads.iter().map(|l| l.gather_empty).collect::<Vec<_>>(),
+        )?;
         d.set_item(
             "worker_rooms",
             loads.iter().map(|l| l.rooms).collect::<Vec<_>>(),

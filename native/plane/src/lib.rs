@@ -131,6 +131,9 @@ struct WorkerSlot {
     /// System calls of the packet path made by this thread (poll, recvmmsg, sendmmsg, eventfd
     /// reads and writes, the gather sleep, CPU-time reads), stored after each pass.
     syscalls: AtomicU64,
+    /// Receive gather waits, and those after which the read found nothing (`udp::GatherGate`).
+    gather_waits: AtomicU64,
+    gather_empty: AtomicU64,
     /// Set (under the inbox lock) while the worker waits in `poll`: only then does a thread
     /// handing it media pay a write to its eventfd.
     sleeping: AtomicBool,
@@ -141,6 +144,8 @@ struct WorkerSlot {
 pub struct WorkerLoad {
     pub packets: u64,
     pub syscalls: u64,
+    pub gather_waits: u64,
+    pub gather_empty: u64,
     pub rooms: u64,
     pub cpu_s: f64,
 }
@@ -309,6 +314,8 @@ impl Plane {
                     cpu_ns: AtomicU64::new(0),
                     packets: AtomicU64::new(0),
                     syscalls: AtomicU64::new(0),
+                    gather_waits: AtomicU64::new(0),
+                    gather_empty: AtomicU64::new(0),
                     sleeping: AtomicBool::new(false),
                 })
             })
@@ -754,6 +761,8 @@ impl Plane {
             .map(|(w, packets)| WorkerLoad {
                 packets,
                 syscalls: w.syscalls.load(Relaxed),
+                gather_waits: w.gather_waits.load(Relaxed),
+                gather_empty: w.gather_empty.load(Relaxed),
                 rooms: w.rooms.load(Relaxed),
                 cpu_s: w.cpu_ns.load(Relaxed) as f64 / 1e9,
             })
@@ -1090,11 +1099,14 @@ fn worker_loop(shared: &Shared, index: usize, mut tcp: Option<TcpSide>) {
     let mut last_cpu = 0;
     // After a pass that read datagrams the gather sleep is the wait: the next pass reads
     // straight away, without a `poll` that would only say the sockets are readable (a system
-    // call per pass). A pass that reads nothing polls (blocks) next. Handed-on media is taken
+    // call per pass). A pass that reads nothing polls (blocks) next, and so does one after which
+    // the gate says waiting does not pay (`udp::GatherGate`). Handed-on media is taken
     // from the inbox every pass; the eventfd is only written to a worker waiting in `poll`.
     // ICE-TCP is readable only through `poll`: with connections open every pass polls, with the
     // listener alone at least every `interval`.
     let mut read_last_pass = false;
+    let mut waited_last_pass = false;
+    let mut gate = udp::GatherGate::default();
     let mut last_poll_ms = 0;
     while !shared.stop.load(Relaxed) {
         let receiving = shared.receiving.load(Relaxed);
@@ -1145,7 +1157,12 @@ fn worker_loop(shared: &Shared, index: usize, mut tcp: Option<TcpSide>) {
             }
         }
         read_total += received as u64;
-        read_last_pass = received > 0;
+        if waited_last_pass {
+            gate.record(received);
+            let (waits, empty) = gate.counts();
+            slot.gather_waits.store(waits, Relaxed);
+            slot.gather_empty.store(empty, Relaxed);
+        }
         // The epoll set is the last descriptor polled: read it only when it has something (or the
         // connection deadlines are due), so ICE-TCP costs no syscall on a loop with none.
         let tcp_ready = receiving && fds.last().is_some_and(|f| f.revents & libc::POLLIN != 0);
@@ -1184,8 +1201,16 @@ fn worker_loop(shared: &Shared, index: usize, mut tcp: Option<TcpSide>) {
             // Buffers of handed-on media go back to the pool the readers take from.
             lock(&shared.pool).append(&mut spare);
         }
-        let gather = udp::gather_wait_us(received, shared.cfg.rx_coalesce_us);
+        let partial = received > 0 && received < BATCH;
+        let gather = if partial && gate.open() {
+            udp::gather_wait_us(received, shared.cfg.rx_coalesce_us)
+        } else {
+            0
+        };
         syscalls += u64::from(gather > 0);
+        // Straight to the next read after a wait or a full batch; else block in `poll`.
+        read_last_pass = received > 0 && (gather > 0 || !partial);
+        waited_last_pass = gather > 0;
         slot.packets.store(packets, Relaxed);
         slot.received.store(read_total, Relaxed);
         if now >= last_cpu + CPU_SAMPLE_MS {

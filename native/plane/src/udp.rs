@@ -231,6 +231,59 @@ fn kernel_timestamp(msg: &libc::msghdr) -> Option<i64> {
     None
 }
 
+/// Whether the gather wait pays, from what the reads after recent waits found. A wait that ends
+/// on an empty socket costs a wake-up for nothing and is followed by a blocking `poll` (a second
+/// one): that is what happens when datagrams come in clusters further apart than the window,
+/// e.g. from senders clocked on a common tick, where reading each cluster as it lands is
+/// cheaper. Independent senders at a few packets a window keep the waits productive and on.
+#[derive(Debug, Clone, Default)]
+pub struct GatherGate {
+    /// Waits that found datagrams minus waits that found none, within ±[`GatherGate::SCORE_LIMIT`].
+    score: i8,
+    /// Passes since the last wait while the gate is shut.
+    shut_passes: u16,
+    waits: u64,
+    empty_waits: u64,
+}
+
+impl GatherGate {
+    const SCORE_LIMIT: i8 = 4;
+    /// While shut, one pass in this many waits anyway, to notice when waiting pays again.
+    pub const PROBE_EVERY: u16 = 32;
+
+    /// The read after a wait found `received` datagrams.
+    pub fn record(&mut self, received: usize) {
+        self.waits += 1;
+        if received == 0 {
+            self.empty_waits += 1;
+            self.score = (self.score - 1).max(-Self::SCORE_LIMIT);
+        } else if self.score < 0 {
+            // A probe (or a wait while the score climbs back) found something: open again.
+            self.score = 0;
+        } else {
+            self.score = (self.score + 1).min(Self::SCORE_LIMIT);
+        }
+    }
+
+    /// Whether to wait before the next read (after a pass that read a partial batch).
+    pub fn open(&mut self) -> bool {
+        if self.score >= 0 {
+            return true;
+        }
+        self.shut_passes += 1;
+        if self.shut_passes >= Self::PROBE_EVERY {
+            self.shut_passes = 0;
+            return true;
+        }
+        false
+    }
+
+    /// Gather waits so far, and those whose read found nothing.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.waits, self.empty_waits)
+    }
+}
+
 /// Outgoing datagrams one socket can queue before a flush.
 pub const SEND_SLOTS: usize = 1024;
 /// Datagrams a receive pass aims to find waiting: fewer than this and the next read waits longer.
@@ -522,6 +575,38 @@ mod tests {
         assert_eq!(gather_wait_us(8, 200), 400);
         assert_eq!(gather_wait_us(GATHER_TARGET, 200), 200);
         assert_eq!(gather_wait_us(BATCH - 1, 200), 200);
+    }
+
+    #[test]
+    fn the_gate_shuts_when_waits_find_nothing_and_probes_to_reopen() {
+        let mut g = GatherGate::default();
+        assert!(g.open(), "open until a wait comes back empty");
+        g.record(3);
+        g.record(0);
+        assert!(
+            g.open(),
+            "one empty wait after a productive one is not a pattern"
+        );
+        g.record(0);
+        g.record(0);
+        let waited = (0..GatherGate::PROBE_EVERY * 2)
+            .filter(|_| g.open())
+            .count();
+        assert_eq!(waited, 2, "shut: only the probes wait");
+        g.record(0); // a probe that found nothing keeps it shut
+        assert!(!g.open());
+        g.record(2); // one that found datagrams opens it
+        assert!(g.open());
+        assert_eq!(g.counts(), (6, 4));
+    }
+
+    #[test]
+    fn the_gate_stays_open_while_most_waits_find_datagrams() {
+        let mut g = GatherGate::default();
+        for i in 0..1000 {
+            assert!(g.open(), "pass {i}");
+            g.record(if i % 3 == 1 { 0 } else { 4 });
+        }
     }
 
     #[test]
