@@ -364,28 +364,28 @@ def _track_active(room: Room, track_id: int) -> bool:
         return False
 
 
+# Per-worker series: (stats key, metric name, help, counter?).
+_WORKER_SERIES = (
+    ("worker_packets", "mediasrv_worker_packets",
+     "packets each media worker handled: media in and datagrams out (worker 0 also counts every "
+     "datagram it reads for the others)", True),
+    ("worker_syscalls", "mediasrv_media_syscalls",
+     "packet-path system calls of each media worker (poll, recvmmsg, sendmmsg, futex waits and "
+     "wakes, receive gather sleeps)", True),
+    ("worker_gather_waits", "mediasrv_media_gather_waits",
+     "receive gather waits of each media worker (a short sleep after a partial read so the next "
+     "read finds several datagrams)", True),
+    ("worker_gather_empty", "mediasrv_media_gather_waits_empty",
+     "gather waits after which the read found nothing; while most do, the worker stops waiting "
+     "and reads each arrival as it lands", True),
+    ("worker_rooms", "mediasrv_worker_rooms", "rooms placed on each media worker", False),
+)
+
+
 def _worker_load(stats: dict[str, Any]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
     """What each media worker carries: rooms are placed by its packets a second (and never moved)."""
-    packets = CounterMetricFamily(
-        "mediasrv_worker_packets",
-        "packets each media worker handled: media in and datagrams out (worker 0 also counts every "
-        "datagram it reads for the others)", labels=["worker"])
-    syscalls = CounterMetricFamily(
-        "mediasrv_media_syscalls",
-        "packet-path system calls of each media worker (poll, recvmmsg, sendmmsg, futex waits and "
-        "wakes, receive gather sleeps)", labels=["worker"])
-    waits = CounterMetricFamily(
-        "mediasrv_media_gather_waits",
-        "receive gather waits of each media worker (a short sleep after a partial read so the next "
-        "read finds several datagrams)", labels=["worker"])
-    empty = CounterMetricFamily(
-        "mediasrv_media_gather_waits_empty",
-        "gather waits after which the read found nothing; while most do, the worker stops waiting "
-        "and reads each arrival as it lands", labels=["worker"])
-    rooms = GaugeMetricFamily("mediasrv_worker_rooms", "rooms placed on each media worker", labels=["worker"])
-    for family, key in ((packets, "worker_packets"), (syscalls, "worker_syscalls"),
-                        (waits, "worker_gather_waits"), (empty, "worker_gather_empty"),
-                        (rooms, "worker_rooms")):
+    for key, name, doc, counter in _WORKER_SERIES:
+        family = (CounterMetricFamily if counter else GaugeMetricFamily)(name, doc, labels=["worker"])
         for i, value in enumerate(stats.get(key, ())):
             family.add_metric([str(i)], value)
         yield family

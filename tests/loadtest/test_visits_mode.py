@@ -55,6 +55,10 @@ def test_visit_report_has_memory_threads_and_worker_load(result: tuple[Path, dic
     assert "main" in threads and any(k.startswith("media-worker-") for k in threads)
     assert set(report["worker_packets_steady"]) == set(report["worker_cpu_s_steady"])
     assert sum(report["worker_packets_steady"].values()) > 0
+    # The receive gather's waits, and those that found nothing, in /metrics (summed over workers).
+    counters = report["server_counters"]
+    assert 0 <= counters["mediasrv_media_gather_waits_empty_total"] <= counters["mediasrv_media_gather_waits_total"]
+    assert counters["mediasrv_media_gather_waits_total"] > 0
     text = (out / "comparison.md").read_text()
     assert "visits of 2" in text and "ratio to janus" in text and "RSS above idle / visit" in text
     assert "packets per media worker" in text

@@ -10,9 +10,13 @@ use mediasrv_core::ids::TransportId;
 use mediasrv_core::srtp::SrtpCounters;
 use mediasrv_plane::{
     ConsentTimers, IceCredentials, IceRole, PeerKeys, Plane, PlaneConfig, PlaneError, TcpConfig,
+    WorkerLoad,
 };
 
 use crate::counters::counters_dict;
+
+/// One per-worker figure of `WorkerLoad`, for `stats()`.
+type LoadField = fn(&WorkerLoad) -> u64;
 use crate::router::Router;
 
 fn to_py_err(e: PlaneError) -> PyErr {
@@ -437,29 +441,19 @@ impl MediaPlane {
         d.set_item("ice_sessions", plane.ice_sessions())?;
         d.set_item("worker_cpu_seconds", plane.worker_cpu_seconds())?;
         // Per worker: packets handled (media in, datagrams out, datagrams read), packet-path
-        // system calls, rooms placed there.
+        // system calls, receive gather waits and those that found nothing (the gate then stops
+        // waiting), rooms placed there.
         let loads = plane.worker_loads();
-        d.set_item(
-            "worker_packets",
-            loads.iter().map(|l| l.packets).collect::<Vec<_>>(),
-        )?;
-        d.set_item(
-            "worker_syscalls",
-            loads.iter().map(|l| l.syscalls).collect::<Vec<_>>(),
-        )?;
-        // Receive gather waits, and those that found nothing (the gate then stops waiting).
-        d.set_item(
-            "worker_gather_waits",
-            loads.iter().map(|l| l.gather_waits).collect::<Vec<_>>(),
-        )?;
-        d.set_item(
-            "worker_gather_empty",
-            loads.iter().map(|l| l.gather_empty).collect::<Vec<_>>(),
-        )?;
-        d.set_item(
-            "worker_rooms",
-            loads.iter().map(|l| l.rooms).collect::<Vec<_>>(),
-        )?;
+        let series: [(&str, LoadField); 5] = [
+            ("worker_packets", |l| l.packets),
+            ("worker_syscalls", |l| l.syscalls),
+            ("worker_gather_waits", |l| l.gather_waits),
+            ("worker_gather_empty", |l| l.gather_empty),
+            ("worker_rooms", |l| l.rooms),
+        ];
+        for (key, of) in series {
+            d.set_item(key, loads.iter().map(of).collect::<Vec<_>>())?;
+        }
         d.set_item("syscalls", loads.iter().map(|l| l.syscalls).sum::<u64>())?;
         put_srtp(&d, "srtp_", &srtp)?;
         Ok(d)
