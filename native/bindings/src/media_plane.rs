@@ -14,10 +14,10 @@ use mediasrv_plane::{
 };
 
 use crate::counters::counters_dict;
+use crate::router::Router;
 
 /// One per-worker figure of `WorkerLoad`, for `stats()`.
 type LoadField = fn(&WorkerLoad) -> u64;
-use crate::router::Router;
 
 fn to_py_err(e: PlaneError) -> PyErr {
     match e {
