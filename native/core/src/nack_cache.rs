@@ -1,9 +1,12 @@
 //! Pre-allocated ring of a track's recent packets, indexed by extended sequence number, so that
 //! subscribers' NACKs can be answered and duplicate (RTX) copies recognised.
 //!
-//! Payloads are shared (`Arc`): a recording sink keeps a reference to the cached payload instead of
-//! a copy. A slot's buffer is reused in place when nobody else holds it (the usual case), so the
-//! ring still allocates nothing per packet once warm.
+//! A slot owns its payload buffer and the next packet in that slot reuses it in place, so a warm
+//! ring allocates nothing per packet. A recording sink keeps a reference to the cached payload
+//! instead of a copy: the router lends it (`NackCache::lend`, which turns the slot's buffer into a
+//! shared `Arc`, then reused in place like an owned one) only on tracks that have a sink, and takes
+//! the buffers back when the track's last sink is gone (`NackCache::reclaim`). Owning rather than always sharing saves each insert a second cache miss (the `Arc`'s
+//! header, elsewhere in memory) and a locked compare-and-swap (`Arc::get_mut`).
 //!
 //! A router's ring starts small and grows (doubling, up to a most) only when it would otherwise
 //! hold less than a given time of packets: an audio track or a modest video stream keeps a few
@@ -26,8 +29,59 @@ pub struct CachedPacket {
     pub abs_send_time: Option<[u8; 3]>,
     pub audio_level: Option<u8>,
     /// Reused in place like the payload: allocated once, by the first packet that has CSRCs.
-    csrcs: Vec<u8>,
-    payload: Arc<Vec<u8>>,
+    csrcs: Option<Box<Csrcs>>,
+    payload: Payload,
+}
+
+/// A packet's CSRC list, out of line (browsers never send one).
+#[derive(Debug, Clone)]
+struct Csrcs {
+    len: u8,
+    /// At most 15 CSRCs (the header's 4-bit count).
+    bytes: [u8; 60],
+}
+
+/// A slot's payload buffer: its own, or lent to a recording sink.
+#[derive(Debug, Clone)]
+enum Payload {
+    Own(Vec<u8>),
+    Lent(Arc<Vec<u8>>),
+}
+
+impl Payload {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Payload::Own(v) => v,
+            Payload::Lent(a) => a,
+        }
+    }
+
+    /// Replaces the contents with `data`, in the same buffer unless a sink still holds it (then
+    /// in a new one). A lent buffer stays shared: its track still has a sink, which will want the
+    /// next packet's payload too.
+    fn fill(&mut self, data: &[u8]) {
+        let v = match self {
+            Payload::Own(v) => v,
+            Payload::Lent(a) => match Arc::get_mut(a) {
+                Some(v) => v,
+                None => {
+                    *a = Arc::new(data.to_vec());
+                    return;
+                }
+            },
+        };
+        v.clear();
+        v.extend_from_slice(data);
+    }
+
+    /// Owned again if no sink holds it any more.
+    fn reclaim(&mut self) {
+        if let Payload::Lent(a) = self {
+            if let Some(v) = Arc::get_mut(a) {
+                *self = Payload::Own(std::mem::take(v));
+            }
+        }
+    }
 }
 
 /// `ext_seq` of a slot that holds no packet. Real extended sequence numbers count cycles of 65 536
@@ -43,8 +97,8 @@ impl Default for CachedPacket {
             payload_type: 0,
             abs_send_time: None,
             audio_level: None,
-            csrcs: Vec::new(),
-            payload: Arc::default(),
+            csrcs: None,
+            payload: Payload::Own(Vec::new()),
         }
     }
 }
@@ -54,14 +108,19 @@ const _: () = assert!(std::mem::size_of::<CachedPacket>() == 64);
 
 impl CachedPacket {
     pub fn payload(&self) -> &[u8] {
-        &self.payload
+        self.payload.bytes()
     }
-    /// The payload's buffer itself, to hold without copying.
-    pub fn shared_payload(&self) -> &Arc<Vec<u8>> {
-        &self.payload
+    /// The payload's buffer to hold without copying, if it was lent (`NackCache::lend`).
+    pub fn lent_payload(&self) -> Option<&Arc<Vec<u8>>> {
+        match &self.payload {
+            Payload::Lent(a) => Some(a),
+            Payload::Own(_) => None,
+        }
     }
     pub fn csrc_bytes(&self) -> &[u8] {
-        &self.csrcs
+        self.csrcs
+            .as_deref()
+            .map_or(&[], |c| &c.bytes[..usize::from(c.len)])
     }
 }
 
@@ -198,19 +257,41 @@ impl NackCache {
         slot.payload_type = p.payload_type;
         slot.abs_send_time = p.abs_send_time;
         slot.audio_level = p.audio_level;
-        // At most 15 CSRCs (the header's 4-bit count).
         let n = p.csrc_bytes.len().min(60);
-        slot.csrcs.clear();
-        slot.csrcs.extend_from_slice(&p.csrc_bytes[..n]);
-        match Arc::get_mut(&mut slot.payload) {
-            Some(buf) => {
-                buf.clear();
-                buf.extend_from_slice(p.payload);
-            }
-            // Still held by a sink that has not released it: leave it to the sink.
-            None => slot.payload = Arc::new(p.payload.to_vec()),
+        if n > 0 || slot.csrcs.is_some() {
+            let c = slot.csrcs.get_or_insert_with(|| {
+                Box::new(Csrcs {
+                    len: 0,
+                    bytes: [0; 60],
+                })
+            });
+            c.bytes[..n].copy_from_slice(&p.csrc_bytes[..n]);
+            c.len = n as u8;
         }
+        slot.payload.fill(p.payload);
         Insert::Stored
+    }
+
+    /// Takes back the buffers lent to a sink that no longer holds them (call when a track's last
+    /// sink is gone: until then a lent slot stays shared).
+    pub fn reclaim(&mut self) {
+        for slot in &mut self.slots {
+            slot.payload.reclaim();
+        }
+    }
+
+    /// The payload of `ext_seq`, shared from now on (its buffer becomes an `Arc`), for a recording
+    /// sink to hold instead of a copy.
+    pub fn lend(&mut self, ext_seq: u64) -> Option<&Arc<Vec<u8>>> {
+        let i = self.index(ext_seq);
+        let slot = &mut self.slots[i];
+        if ext_seq == EMPTY || slot.ext_seq != ext_seq {
+            return None;
+        }
+        if let Payload::Own(v) = &mut slot.payload {
+            slot.payload = Payload::Lent(Arc::new(std::mem::take(v)));
+        }
+        slot.lent_payload()
     }
 
     pub fn get(&self, ext_seq: u64) -> Option<&CachedPacket> {
@@ -282,18 +363,54 @@ mod tests {
     fn a_held_payload_is_never_overwritten() {
         let mut c = NackCache::new(2);
         c.insert(&pkt(0, b"first"));
-        let held = Arc::clone(c.get(0).unwrap().shared_payload());
+        assert!(
+            c.get(0).unwrap().lent_payload().is_none(),
+            "owned until lent"
+        );
+        assert!(c.lend(2).is_none() && c.lend(u64::MAX).is_none());
+        let held = Arc::clone(c.lend(0).unwrap());
+        assert_eq!(Arc::as_ptr(c.lend(0).unwrap()), Arc::as_ptr(&held));
         c.insert(&pkt(2, b"second")); // same slot
         assert_eq!(held.as_slice(), b"first");
         assert_eq!(c.get(2).unwrap().payload(), b"second");
-        drop(held);
-        let before = Arc::as_ptr(c.get(2).unwrap().shared_payload());
+        // Lent again and let go: reused in place, still shared while the track has a sink.
+        let before = Arc::clone(c.lend(2).unwrap());
+        let buffer = before.as_ptr();
+        drop(before);
         c.insert(&pkt(4, b"third"));
+        let slot = c.get(4).unwrap();
+        assert_eq!(slot.payload(), b"third");
         assert_eq!(
-            Arc::as_ptr(c.get(4).unwrap().shared_payload()),
-            before,
-            "an unshared buffer is reused in place"
+            slot.payload().as_ptr(),
+            buffer,
+            "the released buffer is reused in place"
         );
+        assert!(slot.lent_payload().is_some());
+        // The sink gone: every buffer nobody holds is owned again, one still held stays shared.
+        let still = Arc::clone(c.lend(4).unwrap());
+        c.insert(&pkt(5, b"fourth"));
+        c.lend(5);
+        c.insert(&pkt(6, b"fifth")); // slot 0: `still` holds the buffer of 4
+        assert_eq!(still.as_slice(), b"third");
+        c.reclaim();
+        assert!(c.get(5).unwrap().lent_payload().is_none());
+        assert!(c.get(6).unwrap().lent_payload().is_none());
+        assert_eq!(c.get(5).unwrap().payload(), b"fourth");
+    }
+
+    #[test]
+    fn csrcs_are_kept_and_cleared_per_packet() {
+        let mut c = NackCache::new(4);
+        let four = [1u8, 2, 3, 4];
+        let with = PacketToCache {
+            csrc_bytes: &four,
+            ..pkt(0, b"a")
+        };
+        c.insert(&with);
+        c.insert(&pkt(4, b"b")); // same slot, no CSRCs
+        assert!(c.get(4).unwrap().csrc_bytes().is_empty());
+        c.insert(&PacketToCache { ext_seq: 8, ..with });
+        assert_eq!(c.get(8).unwrap().csrc_bytes(), &four);
     }
 
     #[test]

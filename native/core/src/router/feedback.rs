@@ -508,7 +508,11 @@ impl Router {
         for t in tracks.values_mut() {
             if upkeep {
                 *allocation_stale |= Self::track_activity(cfg, stats, events, t, now_ms);
+                let had_sink = t.has_sink;
                 t.has_sink = t.subs.iter().any(|s| s.sink.is_some());
+                if had_sink && !t.has_sink {
+                    t.cache.reclaim();
+                }
             }
             if !t.missing.is_empty() || t.layered.as_deref().is_some_and(|l| l.any_missing()) {
                 Self::nack_missing(stats, publishers, t, now_ms, out);

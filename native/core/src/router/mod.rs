@@ -298,7 +298,7 @@ impl<'a> MediaRef<'a> {
             audio_level: p.audio_level,
             csrc_bytes: p.csrc_bytes(),
             payload: p.payload(),
-            shared: Some(p.shared_payload()),
+            shared: p.lent_payload(),
         }
     }
 
@@ -1049,7 +1049,8 @@ impl Router {
             audio_level,
             csrc_bytes: v.csrc_bytes(),
             payload,
-            shared: t.cache.get(ext).map(|p| p.shared_payload()),
+            // Only a recording sink holds a payload instead of copying it.
+            shared: if t.has_sink { t.cache.lend(ext) } else { None },
         };
         let media = Media {
             m,

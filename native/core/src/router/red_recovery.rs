@@ -128,7 +128,11 @@ pub(super) fn recover_red(
             audio_level: None,
             csrc_bytes: c.csrc_bytes,
             payload: data,
-            shared: t.cache.get(ext_m).map(|p| p.shared_payload()),
+            shared: if t.has_sink {
+                t.cache.lend(ext_m)
+            } else {
+                None
+            },
         };
         for sub in t.subs.iter_mut() {
             // Never the first packet a subscriber gets; a RED receiver has the block already.
