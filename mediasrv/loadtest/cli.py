@@ -8,6 +8,8 @@
     mediasrv-loadtest compare [...]                         same load on mediasrv, aiortc SFU, Janus
     mediasrv-loadtest compare --mode visits --rooms 25 --servers mediasrv,janus
                                                             1:1 visits, both publishing and watching
+    mediasrv-loadtest compare ... --rounds 3                each server three times, order alternated:
+                                                            medians and every round's ratio
     mediasrv-loadtest soak [URL | --start-server] [...]     visits joining and leaving for a long time:
                                                             RSS, fds, threads, tasks and live objects
 """
@@ -27,6 +29,13 @@ from mediasrv.loadtest.visit import MediaPlan
 
 SUBCOMMANDS = ("run", "capacity", "compare", "soak")
 VISIT_VIDEO_KBPS = 1450
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def add_load_options(p: argparse.ArgumentParser) -> None:
@@ -128,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--servers", default="mediasrv,aiortc-sfu,janus",
                       help="comma-separated subset of mediasrv, aiortc-sfu, janus")
     cmp_.add_argument("--out-dir", default="loadtest-results", help="JSON reports and the chart go here")
+    cmp_.add_argument("--rounds", type=positive_int, default=1,
+                      help="run every server this many times, alternating their order; report medians "
+                           "and each round's ratio (default 1)")
     add_load_options(cmp_)
     add_soak_parser(sub)
     return p
@@ -229,7 +241,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     opts = load_options(args)
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
-    return asyncio.run(run_compare(opts, servers, args.out_dir))
+    return asyncio.run(run_compare(opts, servers, args.out_dir, rounds=args.rounds))
 
 
 def cmd_soak(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ Janus, each started here and stopped after its run. One table and a bar chart.""
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,24 @@ def comparison_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def rounds_table(per_round: list[list[dict[str, Any]]]) -> str:
+    """Each round's throughput and ratio, so the spread behind the medians is in the report."""
+    servers = list(dict.fromkeys(r["server"] for rows in per_round for r in rows))
+    lines = ["| round | " + " | ".join(f"{s} pkts / CPU-s (ratio)" for s in servers) + " |",
+             "|---" * (len(servers) + 1) + "|"]
+    for i, rows in enumerate(per_round, 1):
+        cells = []
+        for server in servers:
+            r = next((x for x in rows if x["server"] == server), None)
+            if r is None or "skipped" in r:
+                cells.append("skipped")
+                continue
+            ratio = r.get("ratio_to_janus")
+            cells.append(f"{r['forwarded_per_cpu_s']:,.0f}" + (f" ({ratio:.2f}×)" if ratio is not None else ""))
+        lines.append(f"| {i} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def bar_chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -120,37 +139,90 @@ def bar_chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-async def run_compare(opts: LoadOptions, servers: list[str], out_dir: str) -> int:
+def round_order(servers: list[str], index: int) -> list[str]:
+    """The servers in the order round `index` (from 0) runs them: reversed every other round, so
+    that neither is always the one measured on a machine warmed (or loaded) by the other."""
+    return list(servers) if index % 2 == 0 else list(reversed(servers))
+
+
+def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per server from several rounds: each figure the median over the rounds that ran it,
+    the ratio to Janus the median of each round's own ratio (never a ratio of medians: a round's
+    two measurements share that round's machine), with every round's ratio kept beside it. The
+    per-thread and per-worker breakdowns are those of the round with the median throughput."""
+    servers = list(dict.fromkeys(r["server"] for rows in rounds for r in rows))
+    combined: list[dict[str, Any]] = []
+    for server in servers:
+        ran = [r for rows in rounds for r in rows if r["server"] == server and "skipped" not in r]
+        if not ran:
+            skipped = next(r for rows in rounds for r in rows if r["server"] == server)
+            combined.append({"server": server, "skipped": skipped["skipped"]})
+            continue
+        by_rate = sorted(ran, key=lambda r: r.get("forwarded_per_cpu_s") or 0.0)
+        row = dict(by_rate[(len(by_rate) - 1) // 2])
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values = [r[key] for r in ran if isinstance(r.get(key), (int, float))]
+                row[key] = statistics.median(values)
+        ratios = [r["ratio_to_janus"] for r in ran if r.get("ratio_to_janus") is not None]
+        row["ratio_to_janus"] = statistics.median(ratios) if ratios else None
+        row["ratios_to_janus"] = ratios
+        row["rounds"] = len(ran)
+        row["setup_failures"] = sum(r["setup_failures"] for r in ran)
+        combined.append(row)
+    return combined
+
+
+async def run_compare(opts: LoadOptions, servers: list[str], out_dir: str, rounds: int = 1) -> int:
     unknown = [s for s in servers if s not in KINDS]
     if unknown:
         raise ValueError(f"unknown servers {unknown}; choose from {', '.join(KINDS)}")
+    if rounds < 1:
+        raise ValueError("rounds must be at least 1")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for kind in servers:
-        try:
-            async with local_server(kind) as target:
-                report = await run_load(opts, target)
-        except Exception as exc:  # one server that cannot run must not lose the others' results
-            print(f"compare: {kind} skipped: {exc}", file=sys.stderr)
-            rows.append({"server": kind, "skipped": str(exc).splitlines()[0][:120]})
-            continue
-        write_json(report, out / f"{kind}.json")
-        print(f"\n== {kind}\n{table(report)}", file=sys.stderr)
-        rows.append(summarize(report))
-    add_ratios(rows)
+    per_round: list[list[dict[str, Any]]] = []
+    reports: dict[str, list[dict[str, Any]]] = {}
+    for index in range(rounds):
+        rows: list[dict[str, Any]] = []
+        for kind in round_order(servers, index):
+            try:
+                async with local_server(kind) as target:
+                    report = await run_load(opts, target)
+            except Exception as exc:  # one server that cannot run must not lose the others' results
+                print(f"compare: {kind} skipped: {exc}", file=sys.stderr)
+                rows.append({"server": kind, "skipped": str(exc).splitlines()[0][:120]})
+                continue
+            if rounds > 1:
+                write_json(report, out / f"{kind}-round{index + 1}.json")
+            reports.setdefault(kind, []).append(report)
+            label = f"{kind}, round {index + 1} of {rounds}" if rounds > 1 else kind
+            print(f"\n== {label}\n{table(report)}", file=sys.stderr)
+            rows.append(summarize(report))
+        add_ratios(rows)
+        per_round.append(sorted(rows, key=lambda r: servers.index(r["server"])))
+    rows = combine_rounds(per_round) if rounds > 1 else per_round[0]
+    for kind, kept in reports.items():
+        # `<server>.json`: the run with the median throughput (the only run, with one round).
+        kept.sort(key=lambda r: r.get("forwarded_per_cpu_s") or 0.0)
+        write_json(kept[(len(kept) - 1) // 2], out / f"{kind}.json")
     load = (f"{opts.rooms} visits of {opts.publishers_per_room} (each participant publishes Opus + VP8 "
             f"{opts.plan.video_kbps} kbit/s with WHIP and watches the others with WHEP), {opts.duration_s:.0f} s"
             if opts.mutual else f"{opts.rooms} visits x ({opts.publishers_per_room} publishers + {opts.subscribers_per_room} "
             f"subscribers), VP8 {opts.plan.video_kbps} kbit/s{' + Opus' if opts.plan.audio else ''}, "
             f"{opts.duration_s:.0f} s")
     text = comparison_table(rows)
+    if rounds > 1:
+        text = f"median of {rounds} rounds (servers alternated)\n\n{text}\n\n{rounds_table(per_round)}"
     threads = thread_table(rows)
     if threads:
         text += "\n\nserver CPU by thread over the steady window (% of one core):\n" + threads
     print(f"\nload: {load}\n{text}")
     (out / "comparison.md").write_text(f"load: {load}\n\n{text}\n")
-    (out / "comparison.json").write_text(json.dumps({"load": load, "rows": rows}, indent=2) + "\n")
+    result: dict[str, Any] = {"load": load, "rows": rows}
+    if rounds > 1:
+        result["rounds"] = per_round
+    (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n")
     try:
         bar_chart(rows, out / "comparison.png", load)
     except ImportError:

@@ -1,6 +1,6 @@
 """`mediasrv-loadtest compare --mode visits`: 1:1 visits in which both participants publish and
-watch each other. A CI-sized run against mediasrv (Janus too when it is installed), plus the
-report's pure helpers."""
+watch each other. A CI-sized run of two rounds against mediasrv (Janus too when it is installed),
+plus the report's pure helpers."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from mediasrv.loadtest import procstat
-from mediasrv.loadtest.compare import add_ratios, worker_spread_pct
+from mediasrv.loadtest.compare import add_ratios, combine_rounds, round_order, worker_spread_pct
 from mediasrv.loadtest.servers import parse_prometheus
 
-VISITS, DURATION_S = 2, 4
+VISITS, DURATION_S, ROUNDS = 2, 4, 2
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def result(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, An
     servers = "mediasrv,janus" if shutil.which("janus") and os.geteuid() == 0 else "mediasrv"
     cmd = [sys.executable, "-m", "mediasrv.loadtest", "compare", "--mode", "visits", "--servers", servers,
            "--rooms", str(VISITS), "--video-kbps", "400", "--duration", str(DURATION_S), "--ramp", "1",
-           "--quiet", "--out-dir", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+           "--rounds", str(ROUNDS), "--quiet", "--out-dir", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return out, json.loads((out / "mediasrv.json").read_text())
 
@@ -62,6 +62,57 @@ def test_visit_report_has_memory_threads_and_worker_load(result: tuple[Path, dic
     text = (out / "comparison.md").read_text()
     assert "visits of 2" in text and "ratio to janus" in text and "RSS above idle / visit" in text
     assert "packets per media worker" in text
+
+
+@pytest.mark.slow
+def test_rounds_are_reported_each_and_as_medians(result: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = result
+    comparison = json.loads((out / "comparison.json").read_text())
+    rounds, rows = comparison["rounds"], comparison["rows"]
+    assert len(rounds) == ROUNDS
+    servers = [r["server"] for r in rows]
+    assert all([r["server"] for r in each] == servers for each in rounds)
+    for server in servers:
+        row = next(r for r in rows if r["server"] == server)
+        each = [next(r for r in rnd if r["server"] == server) for rnd in rounds]
+        assert row["rounds"] == ROUNDS
+        assert row["forwarded_per_cpu_s"] == pytest.approx(sorted(r["forwarded_per_cpu_s"] for r in each)[0] / 2
+                                                           + sorted(r["forwarded_per_cpu_s"] for r in each)[1] / 2)
+        assert (out / f"{server}-round1.json").exists() and (out / f"{server}-round2.json").exists()
+        if "janus" in servers:
+            assert row["ratios_to_janus"] == [r["ratio_to_janus"] for r in each]
+    text = (out / "comparison.md").read_text()
+    assert f"median of {ROUNDS} rounds" in text and "| 2 |" in text
+
+
+def test_rounds_alternate_the_order() -> None:
+    servers = ["mediasrv", "janus"]
+    assert [round_order(servers, i) for i in range(3)] == [servers, servers[::-1], servers]
+    assert servers == ["mediasrv", "janus"]
+
+
+def test_combined_rounds_take_medians_and_each_rounds_own_ratio() -> None:
+    def row(server: str, rate: float, ratio: float | None, p99: float, failures: int = 0) -> dict[str, Any]:
+        return {"server": server, "forwarded_per_cpu_s": rate, "ratio_to_janus": ratio, "p99_ms": p99,
+                "setup_failures": failures, "thread_cpu_pct": {"main": rate / 1e4}}
+
+    rounds = [
+        [row("mediasrv", 100.0, 5.0, 2.0), row("janus", 20.0, 1.0, 9.0), {"server": "aiortc-sfu", "skipped": "x"}],
+        [row("mediasrv", 90.0, 3.0, 4.0, failures=1), row("janus", 30.0, 1.0, 7.0),
+         {"server": "aiortc-sfu", "skipped": "x"}],
+        [row("mediasrv", 120.0, 4.0, 3.0), row("janus", 30.0, 1.0, 8.0), {"server": "aiortc-sfu", "skipped": "x"}],
+    ]
+    m, j, a = combine_rounds(rounds)
+    assert (m["forwarded_per_cpu_s"], m["p99_ms"]) == (100.0, 3.0)
+    # The median of the rounds' own ratios (4.0), not the ratio of the medians (100 / 30).
+    assert m["ratio_to_janus"] == 4.0 and m["ratios_to_janus"] == [5.0, 3.0, 4.0]
+    assert m["setup_failures"] == 1 and m["rounds"] == 3
+    assert m["thread_cpu_pct"] == {"main": 0.01}, "the breakdown of the median round"
+    assert j["forwarded_per_cpu_s"] == 30.0
+    assert a == {"server": "aiortc-sfu", "skipped": "x"}
+    # Even rounds: the lower middle round's breakdown, the mean of the middle two as the figure.
+    m2, _, _ = combine_rounds(rounds[:2])
+    assert m2["forwarded_per_cpu_s"] == 95.0 and m2["thread_cpu_pct"] == {"main": 0.009}
 
 
 def test_ratio_is_to_janus_in_the_same_run() -> None:
