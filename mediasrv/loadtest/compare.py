@@ -139,6 +139,10 @@ def bar_chart(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+# Taken whole from the median round by `combine_rounds`, not as medians of their own.
+MEDIAN_ROUND_KEYS = frozenset({"worker_spread_pct", "worker_cpu_spread_pct"})
+
+
 def round_order(servers: list[str], index: int) -> list[str]:
     """The servers in the order round `index` (from 0) runs them: reversed every other round, so
     that neither is always the one measured on a machine warmed (or loaded) by the other."""
@@ -149,7 +153,8 @@ def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """One row per server from several rounds: each figure the median over the rounds that ran it,
     the ratio to Janus the median of each round's own ratio (never a ratio of medians: a round's
     two measurements share that round's machine), with every round's ratio kept beside it. The
-    per-thread and per-worker breakdowns are those of the round with the median throughput."""
+    per-thread and per-worker breakdowns, and the spreads computed from them, are those of the
+    round with the median throughput (so the spread shown matches the figures beside it)."""
     servers = list(dict.fromkeys(r["server"] for rows in rounds for r in rows))
     combined: list[dict[str, Any]] = []
     for server in servers:
@@ -161,6 +166,8 @@ def combine_rounds(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         by_rate = sorted(ran, key=lambda r: r.get("forwarded_per_cpu_s") or 0.0)
         row = dict(by_rate[(len(by_rate) - 1) // 2])
         for key, value in row.items():
+            if key in MEDIAN_ROUND_KEYS:
+                continue
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 values = [r[key] for r in ran if isinstance(r.get(key), (int, float))]
                 row[key] = statistics.median(values)

@@ -94,7 +94,8 @@ def test_rounds_alternate_the_order() -> None:
 def test_combined_rounds_take_medians_and_each_rounds_own_ratio() -> None:
     def row(server: str, rate: float, ratio: float | None, p99: float, failures: int = 0) -> dict[str, Any]:
         return {"server": server, "forwarded_per_cpu_s": rate, "ratio_to_janus": ratio, "p99_ms": p99,
-                "setup_failures": failures, "thread_cpu_pct": {"main": rate / 1e4}}
+                "setup_failures": failures, "thread_cpu_pct": {"main": rate / 1e4},
+                "worker_cpu_spread_pct": rate / 10}
 
     rounds = [
         [row("mediasrv", 100.0, 5.0, 2.0), row("janus", 20.0, 1.0, 9.0), {"server": "aiortc-sfu", "skipped": "x"}],
@@ -108,11 +109,13 @@ def test_combined_rounds_take_medians_and_each_rounds_own_ratio() -> None:
     assert m["ratio_to_janus"] == 4.0 and m["ratios_to_janus"] == [5.0, 3.0, 4.0]
     assert m["setup_failures"] == 1 and m["rounds"] == 3
     assert m["thread_cpu_pct"] == {"main": 0.01}, "the breakdown of the median round"
+    assert m["worker_cpu_spread_pct"] == 10.0, "and its spread"
     assert j["forwarded_per_cpu_s"] == 30.0
     assert a == {"server": "aiortc-sfu", "skipped": "x"}
     # Even rounds: the lower middle round's breakdown, the mean of the middle two as the figure.
     m2, _, _ = combine_rounds(rounds[:2])
     assert m2["forwarded_per_cpu_s"] == 95.0 and m2["thread_cpu_pct"] == {"main": 0.009}
+    assert m2["worker_cpu_spread_pct"] == 9.0
 
 
 def test_ratio_is_to_janus_in_the_same_run() -> None:
