@@ -34,6 +34,7 @@ def table(report: dict[str, Any]) -> str:
         ("jitter (mean over streams)", f"{report['jitter_ms']:.3f} ms"),
         ("NACKs / PLIs / FIRs / REMBs", f"{report['nacks']} / {report['plis']} / {report['firs']} / {report['rembs']}"),
         ("setup time p50 / p99", f"{setup['p50']:.0f} / {setup['p99']:.0f} ms"),
+        *setup_phase_rows(report),
         ("server CPU (whole run / steady)", f"{_fmt(report['server_cpu_s'])} / {_fmt(report['server_cpu_s_steady'])} s"),
         ("server peak RSS", f"{_fmt(report['server_peak_rss_mb'], 1)} MiB"),
         ("forwarded packets per server CPU-s", _fmt(report["forwarded_per_cpu_s"], 0)),
@@ -46,6 +47,14 @@ def table(report: dict[str, Any]) -> str:
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)
+
+
+def setup_phase_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    phases = report.get("setup_phases_ms")
+    if not phases:
+        return []
+    cells = " · ".join(f"{name} {p['p50']:.0f} / {p['p99']:.0f}" for name, p in phases.items())
+    return [("  phases p50 / p99 (ms)", cells)]
 
 
 def write_json(report: dict[str, Any], path: str | Path) -> None:

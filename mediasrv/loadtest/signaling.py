@@ -4,6 +4,7 @@ REST API (see `janus.py`)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urljoin
@@ -27,6 +28,9 @@ class Session:
     url: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Seconds the offer's HTTP exchange took as the client saw it (request sent to answer read),
+    # where one request carries the negotiation (WHIP/WHEP): the server's share of setup.
+    http_s: float | None = None
 
 
 class Signaling(Protocol):
@@ -70,6 +74,7 @@ class WhipWhep:
     async def _exchange(self, pc: RTCPeerConnection, path: str, headers: dict[str, str]) -> Session:
         offer = await local_offer(pc)
         url = urljoin(self.base_url, path)
+        sent = time.monotonic()
         # A cluster's entry node sends a room it does not serve to its owner (307). Followed here, not
         # by aiohttp, which drops the Authorization header on a redirect to another host.
         for _ in range(MAX_REDIRECTS + 1):
@@ -84,9 +89,10 @@ class WhipWhep:
                 break
         else:
             raise SignalingError(f"POST {path}: more than {MAX_REDIRECTS} redirects")
+        http_s = time.monotonic() - sent
         await pc.setRemoteDescription(RTCSessionDescription(body, "answer"))
         auth = {k: v for k, v in headers.items() if k == "Authorization"}
-        return Session(url=urljoin(url, location) if location else None, headers=auth)
+        return Session(url=urljoin(url, location) if location else None, headers=auth, http_s=http_s)
 
     async def publish(self, pc: RTCPeerConnection, room: str, identity: str) -> Session:
         return await self._exchange(pc, f"whip/{room}", self._headers(room, identity, "patient"))

@@ -93,6 +93,11 @@ class Connection:
     session: Session | None = None
     handed: HandedOver | None = None
     setup_s: float | None = None
+    # When its setup began (time.monotonic()), and how long each phase took: `answer` (our offer,
+    # the server's answer over HTTP, applying it), `connected` (ICE and DTLS), `handover` (to the
+    # pump); with WHIP/WHEP also `answer_http`, the part of `answer` spent in the HTTP exchange.
+    started: float = 0.0
+    phases_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -136,18 +141,24 @@ class Visit:
 
     async def _connect(self, role: str, negotiate: Any) -> Connection | None:
         t0 = time.monotonic()
-        conn = Connection(role, RTCPeerConnection(RTCConfiguration(iceServers=[])))
+        conn = Connection(role, RTCPeerConnection(RTCConfiguration(iceServers=[])), started=t0)
         self.connections.append(conn)
         try:
             conn.session = await negotiate(conn.pc)
             _mute_aiortc_media(conn.pc)
+            t1 = time.monotonic()
             await wait_connected(conn.pc)
+            t2 = time.monotonic()
             conn.handed = await hand_over(conn.pc, self.pump)
         except Exception as exc:  # counted and reported; one failed client must not stop the run
             self.failures.append(f"{role} in {self.room}: {exc.__class__.__name__}: {exc}")
             log.debug("setup failed", exc_info=True)
             return None
-        conn.setup_s = time.monotonic() - t0
+        t3 = time.monotonic()
+        conn.setup_s = t3 - t0
+        conn.phases_s = {"answer": t1 - t0, "connected": t2 - t1, "handover": t3 - t2}
+        if conn.session.http_s is not None:
+            conn.phases_s["answer_http"] = conn.session.http_s
         return conn
 
     async def _publisher(self, i: int) -> None:
@@ -204,6 +215,10 @@ class Visit:
 
     def setup_times(self) -> list[float]:
         return [c.setup_s for c in self.connections if c.setup_s is not None]
+
+    def set_up(self) -> list[Connection]:
+        """The connections whose setup completed."""
+        return [c for c in self.connections if c.setup_s is not None]
 
     async def stop(self) -> None:
         for conn in self.connections:

@@ -65,6 +65,23 @@ def test_visit_report_has_memory_threads_and_worker_load(result: tuple[Path, dic
 
 
 @pytest.mark.slow
+def test_setup_is_reported_by_phase_with_the_slowest_connections(result: tuple[Path, dict[str, Any]]) -> None:
+    _, report = result
+    phases = report["setup_phases_ms"]
+    assert list(phases) == ["answer", "connected", "handover", "answer_http"]
+    assert all(0 < p["p50"] <= p["p99"] <= p["max"] for p in phases.values())
+    assert phases["answer_http"]["max"] <= phases["answer"]["max"]
+    slowest = report["setup_slowest"]
+    assert len(slowest) == 5
+    assert [s["ms"] for s in slowest] == sorted((s["ms"] for s in slowest), reverse=True)
+    assert slowest[0]["ms"] == pytest.approx(report["setup_ms"]["max"], abs=0.1)
+    for s in slowest:
+        assert s["role"] in ("publisher", "subscriber") and s["started_s"] >= 0
+        assert s["answer_ms"] + s["connected_ms"] + s["handover_ms"] == pytest.approx(s["ms"], abs=0.3)
+        assert 0 < s["answer_http_ms"] <= s["answer_ms"]
+
+
+@pytest.mark.slow
 def test_rounds_are_reported_each_and_as_medians(result: tuple[Path, dict[str, Any]]) -> None:
     out, _ = result
     comparison = json.loads((out / "comparison.json").read_text())
