@@ -85,6 +85,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, cluster.sigterm)
 
     app.on_startup.append(drain_on_sigterm)
+
+    async def freeze_startup_objects(app: web.Application) -> None:
+        # Last of the start-up hooks: what exists now lives as long as the server.
+        from mediasrv.media.reclaim import freeze_startup_objects
+
+        logging.getLogger("mediasrv").debug("%d start-up objects frozen out of the collector",
+                                            freeze_startup_objects())
+
+    app.on_startup.append(freeze_startup_objects)
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     web.run_app(app, sock=http_sockets, print=None, access_log=None)
     return 0

@@ -210,3 +210,24 @@ def test_allocator_tuning_leaves_an_operators_environment_alone() -> None:
 def test_allocator_tuning_applies_with_glibc() -> None:
     # 0 is glibc's own default for the arena limit: the test process is left as it was.
     assert reclaim.tune_allocator({reclaim.M_ARENA_MAX: 0}, environ={})
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_freezing_start_up_objects_keeps_them_out_of_collections_and_frees_earlier_garbage() -> None:
+    garbage = _Cycle()
+    gone = weakref.ref(garbage)
+    del garbage
+    kept = _Cycle()
+    try:
+        frozen = reclaim.freeze_startup_objects()
+        assert gone() is None, "garbage made before the freeze is collected, not frozen"
+        assert frozen == gc.get_freeze_count() > 1000
+        # A full collection no longer walks the frozen objects (`kept` among them).
+        assert not any(o is kept for o in gc.get_objects(generation=2))
+    finally:
+        gc.unfreeze()
+    assert any(o is kept for o in gc.get_objects())
