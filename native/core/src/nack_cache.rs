@@ -5,8 +5,9 @@
 //! ring allocates nothing per packet. A recording sink keeps a reference to the cached payload
 //! instead of a copy: the router lends it (`NackCache::lend`, which turns the slot's buffer into a
 //! shared `Arc`, then reused in place like an owned one) only on tracks that have a sink, and takes
-//! the buffers back when the track's last sink is gone (`NackCache::reclaim`). Owning rather than always sharing saves each insert a second cache miss (the `Arc`'s
-//! header, elsewhere in memory) and a locked compare-and-swap (`Arc::get_mut`).
+//! the buffers back when the track's last sink is gone (`NackCache::reclaim`). Owning rather than
+//! always sharing saves each insert a second cache miss (the `Arc`'s header, elsewhere in memory)
+//! and a locked compare-and-swap (`Arc::get_mut`).
 //!
 //! A router's ring starts small and grows (doubling, up to a most) only when it would otherwise
 //! hold less than a given time of packets: an audio track or a modest video stream keeps a few
