@@ -213,12 +213,12 @@ class Visit:
         self.downlinks.append(Downlink(conn.handed.peer_id, self.room, self.identity(viewer, i), target,
                                        imp is not None))
 
-    def setup_times(self) -> list[float]:
-        return [c.setup_s for c in self.connections if c.setup_s is not None]
-
     def set_up(self) -> list[Connection]:
         """The connections whose setup completed."""
         return [c for c in self.connections if c.setup_s is not None]
+
+    def setup_times(self) -> list[float]:
+        return [c.setup_s for c in self.set_up() if c.setup_s is not None]
 
     async def stop(self) -> None:
         for conn in self.connections:
